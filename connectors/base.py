@@ -1,0 +1,108 @@
+"""The Connector protocol: what every source implements, and the filter vocabulary.
+
+A connector reads one dataset's source. The engine asks it for a schema, classifies each
+candidate filter (exact / inexact / unsupported), then scans with the projection, the filters
+it accepted and (only when every filter was exact) a limit. The engine always re-applies the
+query's full WHERE clause, so a connector that over-returns rows is never wrong, only slower.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+import pyarrow as pa
+
+# Operators a Filter can carry. Values are Python scalars (int, float, str, bool, Decimal,
+# date, datetime, bytes); `in`/`not_in` carry a tuple; `is_null`/`is_not_null` carry None;
+# `like`/`not_like` carry the SQL pattern string (`%` and `_` wildcards, no escape char).
+FILTER_OPS = ("=", "!=", "<", "<=", ">", ">=", "in", "not_in", "is_null", "is_not_null", "like", "not_like")
+
+Scalar = int | float | str | bool | decimal.Decimal | _dt.date | _dt.datetime | bytes | None
+
+
+@dataclass(frozen=True)
+class Filter:
+    """`column op value`, one conjunct of a WHERE clause that names a single column."""
+
+    column: str
+    op: str
+    value: Any = None
+
+    def __post_init__(self) -> None:
+        if self.op not in FILTER_OPS:
+            raise ValueError(f"unknown filter operator {self.op!r}; allowed: {', '.join(FILTER_OPS)}")
+
+
+class FilterSupport(str, Enum):
+    """How a connector applies a filter: exactly, as a superset (inexact), or not at all."""
+
+    EXACT = "exact"
+    INEXACT = "inexact"
+    UNSUPPORTED = "unsupported"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a connector is built from: the dataset's config, secrets already resolved."""
+
+    name: str
+    path: str  # the part of `from:` after the prefix (or the whole URL for http/https)
+    prefix: str  # e.g. "file", "https", "postgres"
+    params: Mapping[str, str] = field(default_factory=dict)
+    unsupported_type_action: str = "error"
+    base_dir: str = "."  # directory of the spicepod file; relative paths resolve against it
+    column_descriptions: Mapping[str, str] = field(default_factory=dict)
+    description: str | None = None
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A source of one dataset. Implementations live in connectors/<name>.py."""
+
+    spec: DatasetSpec
+
+    def schema(self) -> pa.Schema:
+        """The dataset's Arrow schema; field metadata b"description" carries column comments."""
+
+    def classify_filters(self, filters: Sequence[Filter]) -> list[FilterSupport]:
+        """How `scan` would apply each filter, in order."""
+
+    def scan(
+        self,
+        columns: Sequence[str] | None = None,
+        filters: Sequence[Filter] = (),
+        limit: int | None = None,
+    ) -> pa.RecordBatchReader:
+        """Stream the rows, projected to `columns` (None = all, in schema order).
+
+        Filters the connector classified UNSUPPORTED are ignored by it; `limit` is only passed
+        when every filter is EXACT, and the connector may return fewer rows only if the source
+        has fewer.
+        """
+
+    def close(self) -> None:
+        """Release connections and files."""
+
+
+def with_descriptions(schema: pa.Schema, descriptions: Mapping[str, str]) -> pa.Schema:
+    """Attach column descriptions as field metadata (pod descriptions win over the source's)."""
+    fields = []
+    for f in schema:
+        text = descriptions.get(f.name)
+        if text:
+            meta = dict(f.metadata or {})
+            meta[b"description"] = text.encode()
+            f = f.with_metadata(meta)
+        fields.append(f)
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def description_of(f: pa.Field) -> str | None:
+    """The description carried in a field's metadata, if any."""
+    if f.metadata and b"description" in f.metadata:
+        return f.metadata[b"description"].decode()
+    return None

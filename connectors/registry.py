@@ -1,0 +1,48 @@
+"""Maps a dataset's `from:` prefix to its connector class, importing lazily.
+
+A connector whose optional dependency is missing fails only when a pod uses it, with an
+error that names the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from engine.errors import MissingDependency
+
+from .base import Connector, DatasetSpec
+
+# prefix -> (module, class name, pip extra)
+_CONNECTORS: dict[str, tuple[str, str, str | None]] = {
+    "file": ("connectors.file", "FileConnector", None),
+    "http": ("connectors.http", "HttpFileConnector", None),
+    "https": ("connectors.http", "HttpFileConnector", None),
+}
+
+
+def known_prefixes() -> list[str]:
+    return sorted(_CONNECTORS)
+
+
+def split_from(value: str) -> tuple[str, str]:
+    """`postgres:public.orders` -> ("postgres", "public.orders"); URLs keep their scheme."""
+    prefix, sep, rest = value.partition(":")
+    if not sep:
+        raise ValueError(f"'{value}' has no connector prefix; expected <connector>:<path>, one of: {', '.join(known_prefixes())}")
+    if prefix in ("http", "https"):
+        return prefix, value
+    return prefix, rest
+
+
+def create_connector(spec: DatasetSpec) -> Connector:
+    """Instantiate the connector for `spec.prefix`."""
+    try:
+        module_name, class_name, extra = _CONNECTORS[spec.prefix]
+    except KeyError:
+        raise ValueError(f"unknown connector '{spec.prefix}'; known: {', '.join(known_prefixes())}") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        hint = f"pip install 'satchel[{extra}]'" if extra else "reinstall satchel"
+        raise MissingDependency(f"connector '{spec.prefix}' needs a missing dependency ({e.name}): {hint}") from e
+    return getattr(module, class_name)(spec)

@@ -1,0 +1,145 @@
+"""Every error Satchel raises on purpose, each mapped once to an HTTP status and a Flight status.
+
+Serving layers translate with `http_status` / `flight_kind`; nothing else decides statuses.
+Messages must never contain secret values (see `engine.redact`).
+"""
+
+from __future__ import annotations
+
+
+class SatchelError(Exception):
+    """Base class. `http_status` and `flight_kind` say how serving layers report it."""
+
+    http_status: int = 500
+    # One of: invalid_argument, not_found, unauthenticated, unauthorized, unavailable,
+    # timed_out, cancelled, unimplemented, internal (names of pyarrow.flight error classes).
+    flight_kind: str = "internal"
+    code: str = "internal_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(SatchelError):
+    """A spicepod that cannot be loaded. `issues` lists each problem with file, line and key."""
+
+    http_status = 400
+    flight_kind = "invalid_argument"
+    code = "config_error"
+
+    def __init__(self, issues: list["ConfigIssue"] | None = None, message: str | None = None):
+        self.issues = list(issues or [])
+        text = message or "\n".join(str(i) for i in self.issues) or "invalid spicepod"
+        super().__init__(text)
+
+
+class ConfigIssue:
+    """One problem in a pod file: where it is and what is wrong."""
+
+    def __init__(self, file: str, line: int | None, key: str, message: str):
+        self.file, self.line, self.key, self.message = file, line, key, message
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"ConfigIssue({self!s})"
+
+
+class NotSupportedYet(SatchelError):
+    """A documented feature Satchel does not implement yet (never silently ignored)."""
+
+    http_status = 501
+    flight_kind = "unimplemented"
+    code = "not_supported_yet"
+
+
+class SqlError(SatchelError):
+    """SQL that cannot be parsed or planned."""
+
+    http_status = 400
+    flight_kind = "invalid_argument"
+    code = "sql_error"
+
+
+class ReadOnlyViolation(SqlError):
+    """A statement that would write, change settings or touch files."""
+
+    http_status = 403
+    flight_kind = "unauthorized"
+    code = "read_only"
+
+
+class UnknownDataset(SqlError):
+    """A table name that is not a dataset, view or runtime table."""
+
+    http_status = 404
+    flight_kind = "not_found"
+    code = "unknown_dataset"
+
+
+class DatasetNotReady(SatchelError):
+    """A dataset with `ready_state: on_load` that has not finished its first load."""
+
+    http_status = 503
+    flight_kind = "unavailable"
+    code = "dataset_not_ready"
+
+
+class Unauthenticated(SatchelError):
+    http_status = 401
+    flight_kind = "unauthenticated"
+    code = "unauthenticated"
+
+
+class Forbidden(SatchelError):
+    http_status = 403
+    flight_kind = "unauthorized"
+    code = "forbidden"
+
+
+class QueryTimeout(SatchelError):
+    http_status = 504
+    flight_kind = "timed_out"
+    code = "timeout"
+
+
+class ConnectorError(SatchelError):
+    """A source that failed: unreachable, bad params, unreadable data."""
+
+    http_status = 502
+    flight_kind = "unavailable"
+    code = "source_error"
+
+
+class MissingDependency(SatchelError):
+    """A connector or accelerator whose optional dependency is not installed."""
+
+    http_status = 500
+    flight_kind = "internal"
+    code = "missing_dependency"
+
+
+class UnsupportedType(ConnectorError):
+    """A source column type with no Arrow mapping under `unsupported_type_action: error`."""
+
+    http_status = 400
+    flight_kind = "invalid_argument"
+    code = "unsupported_type"
+
+
+class NotFound(SatchelError):
+    http_status = 404
+    flight_kind = "not_found"
+    code = "not_found"
+
+
+class Overloaded(SatchelError):
+    http_status = 429
+    flight_kind = "unavailable"
+    code = "overloaded"
