@@ -1,0 +1,214 @@
+"""`from: http://...` / `https://...` — a Parquet, CSV, JSON or NDJSON file over HTTP(S).
+
+Each scan streams the body to a temporary file (bounded memory) and reads it with the same
+code as `file:`; the schema comes from the first download and is then frozen. Every scan
+downloads afresh, so a refresh sees new data.
+
+Params:
+- `file_format`, `csv_has_header`, `csv_delimiter` as for `file:`; without `file_format` the
+  format comes from the URL's extension, else from the response Content-Type.
+- `http_headers`: extra request headers, `"Name: value; Name2: value2"` (a value cannot hold
+  `;`), or a JSON object `{"Name": "value"}` when it must.
+- `http_auth`: `Bearer <token>` or `basic <user>:<password>`.
+- `http_timeout`: connect/read timeout as a duration (`30s`, `500ms`, `2m`); default 30s.
+
+Header values, credentials and query-string values never appear in logs or errors: URLs are
+reported without user info and with query values masked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import urllib.parse
+from typing import Sequence
+
+import httpx
+import pyarrow as pa
+
+from engine.errors import ConnectorError
+
+from ._filesource import FileSource
+from ._params import EXTENSIONS, check_params, check_type_action, format_of_path, parse_duration
+from .base import DatasetSpec, Filter, FilterSupport
+from .file import FILE_PARAMS, explicit_format, read_options
+
+log = logging.getLogger("satchel.connectors")
+
+HTTP_PARAMS = FILE_PARAMS + ("http_headers", "http_auth", "http_timeout")
+DEFAULT_TIMEOUT = 30.0
+CHUNK = 1 << 20
+_CONTENT_TYPES = {
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+    "application/parquet": "parquet",
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "application/json": "json",
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "application/x-jsonlines": "ndjson",
+    "application/jsonlines": "ndjson",
+}
+
+
+def redact_url(url: str) -> str:
+    """`url` without user info or fragment, query values masked: safe for logs and errors."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        query = "&".join(f"{k}=***" for k, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    except ValueError:
+        return "<unparsable URL>"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def parse_headers(dataset: str, text: str) -> dict[str, str]:
+    """`Name: value; Name2: value2` or a JSON object -> headers (errors never echo values)."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            raise ConnectorError(f"dataset '{dataset}': param http_headers is not a valid JSON object") from None
+        if not isinstance(parsed, dict) or not all(isinstance(v, (str, int, float)) for v in parsed.values()):
+            raise ConnectorError(f"dataset '{dataset}': param http_headers must map header names to string values")
+        headers = {str(k).strip(): str(v) for k, v in parsed.items()}
+    else:
+        headers = {}
+        for i, entry in enumerate((e for e in text.split(";") if e.strip()), start=1):
+            name, sep, value = entry.partition(":")
+            if not sep:
+                raise ConnectorError(
+                    f"dataset '{dataset}': param http_headers entry {i} is not 'Name: value' "
+                    f"(expected 'Name: value; Name2: value2' or a JSON object)")
+            headers[name.strip()] = value.strip()
+    for name in headers:
+        if not name or any(c.isspace() or c in '()<>@,;:\\"/[]?={}' for c in name):
+            raise ConnectorError(f"dataset '{dataset}': param http_headers has an invalid header name '{name}'")
+    return headers
+
+
+def parse_auth(dataset: str, text: str) -> tuple[dict[str, str], httpx.Auth | None]:
+    """`Bearer <token>` -> an Authorization header; `basic <user>:<password>` -> BasicAuth."""
+    scheme, _, rest = text.strip().partition(" ")
+    rest = rest.strip()
+    if scheme.lower() == "bearer" and rest:
+        return {"Authorization": f"Bearer {rest}"}, None
+    if scheme.lower() == "basic" and ":" in rest:
+        user, _, password = rest.partition(":")
+        return {}, httpx.BasicAuth(user, password)
+    raise ConnectorError(f"dataset '{dataset}': param http_auth must be 'Bearer <token>' or 'basic <user>:<password>'")
+
+
+class HttpFileConnector:
+    """A file downloaded over HTTP(S) on every scan."""
+
+    def __init__(self, spec: DatasetSpec):
+        check_params(spec.name, spec.prefix or "http", spec.params, HTTP_PARAMS)
+        check_type_action(spec.name, spec.unsupported_type_action)
+        self.spec = spec
+        self.url = spec.path
+        self.safe_url = redact_url(self.url)
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConnectorError(f"dataset '{spec.name}': '{self.safe_url}' is not an http(s) URL with a host")
+        params = spec.params
+        self._headers = parse_headers(spec.name, params["http_headers"]) if "http_headers" in params else {}
+        self._auth: httpx.Auth | None = None
+        if "http_auth" in params:
+            auth_headers, self._auth = parse_auth(spec.name, params["http_auth"])
+            self._headers.update(auth_headers)
+        self._timeout = parse_duration(spec.name, "http_timeout", params.get("http_timeout", f"{DEFAULT_TIMEOUT}s"))
+        self._format = explicit_format(spec) or format_of_path(parts.path)
+        self._source = FileSource(spec, read_options(spec))
+        self._lock = threading.Lock()
+
+    # -- Connector ---------------------------------------------------------------------------
+
+    def schema(self) -> pa.Schema:
+        with self._lock:
+            if not self._source.inferred:
+                path, content_type = self.download()
+                try:
+                    self._source.infer([path], self._format_for(content_type))
+                finally:
+                    _remove(path)
+            return self._source.schema()
+
+    def classify_filters(self, filters: Sequence[Filter]) -> list[FilterSupport]:
+        self.schema()
+        return self._source.classify(filters)
+
+    def scan(self, columns: Sequence[str] | None = None, filters: Sequence[Filter] = (),
+             limit: int | None = None) -> pa.RecordBatchReader:
+        self.schema()
+        path, _ = self.download()
+        return self._source.scan([path], columns, filters, limit, cleanup=lambda: _remove(path))
+
+    def close(self) -> None:
+        """Nothing to release: every scan downloads to its own temporary file."""
+
+    # -- download ----------------------------------------------------------------------------
+
+    def download(self) -> tuple[str, str]:
+        """Stream the body to a temporary file; returns (path, Content-Type)."""
+        suffix = os.path.splitext(urllib.parse.urlsplit(self.url).path)[1][:16]
+        fd, path = tempfile.mkstemp(prefix="satchel-http-", suffix=suffix)
+        try:
+            with os.fdopen(fd, "wb") as out, httpx.Client(
+                timeout=self._timeout, follow_redirects=True, headers=self._headers, auth=self._auth
+            ) as client:
+                log.debug("dataset '%s': GET %s", self.spec.name, self.safe_url)
+                with client.stream("GET", self.url) as response:
+                    if not 200 <= response.status_code < 300:
+                        raise ConnectorError(
+                            f"dataset '{self.spec.name}': GET {self.safe_url} returned HTTP {response.status_code}"
+                            f" {response.reason_phrase}".rstrip())
+                    for chunk in response.iter_bytes(CHUNK):
+                        out.write(chunk)
+                    content_type = response.headers.get("content-type", "")
+        except httpx.TimeoutException:
+            _remove(path)
+            raise ConnectorError(
+                f"dataset '{self.spec.name}': GET {self.safe_url} timed out after {self._timeout:g}s") from None
+        except httpx.HTTPError as e:
+            _remove(path)
+            raise ConnectorError(
+                f"dataset '{self.spec.name}': cannot reach {self.safe_url}: {type(e).__name__}: {_reason(e, self.url)}"
+            ) from None
+        except BaseException:
+            _remove(path)
+            raise
+        return path, content_type
+
+    def _format_for(self, content_type: str) -> str:
+        if self._format:
+            return self._format
+        mime = content_type.split(";")[0].strip().lower()
+        if mime in _CONTENT_TYPES:
+            self._format = _CONTENT_TYPES[mime]
+            return self._format
+        raise ConnectorError(
+            f"dataset '{self.spec.name}': cannot tell the format of {self.safe_url} (extension not one of "
+            f"{', '.join(sorted(EXTENSIONS))}; Content-Type '{mime}'); set params.file_format to one of "
+            f"parquet, csv, json, ndjson")
+
+
+def _reason(e: Exception, url: str) -> str:
+    """An httpx error's text with the raw URL (which may hold secrets) removed."""
+    return str(e).replace(url, "<url>") or "no detail"
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,132 @@
+"""Checks that span fields or items of a spicepod, run on the plain (substituted) YAML tree.
+
+They run even when field validation fails elsewhere, so every problem is reported in one pass;
+each check skips values of the wrong type (field validation reports those). Each yields
+(path, message); the loader turns paths into lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator
+
+from .config_types import parse_columns
+from .yaml_positions import Path
+
+Finding = tuple[Path, str]
+
+
+def _d(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _items(value: Any) -> list[tuple[int, dict]]:
+    return [(i, v) for i, v in enumerate(value) if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _set(value: Any) -> bool:
+    return value is not None and value != "" and value is not False
+
+
+def check_pod(pod: dict, known_prefixes: Callable[[], Iterable[str]]) -> Iterator[Finding]:
+    """All cross-field findings for a whole pod."""
+    yield from _unique_names(pod)
+    for i, ds in _items(pod.get("datasets")):
+        yield from _connector(("datasets", i), ds, known_prefixes)
+        yield from _acceleration(("datasets", i), ds)
+    yield from _runtime(_d(pod.get("runtime")))
+
+
+def _unique_names(pod: dict) -> Iterator[Finding]:
+    seen: dict[str, str] = {}
+    for section, what in (("datasets", "dataset"), ("views", "view")):
+        for i, item in _items(pod.get(section)):
+            name = item.get("name")
+            if not isinstance(name, str):
+                continue
+            first = seen.get(name.lower())
+            if first:
+                yield (section, i, "name"), f"duplicate name '{name}': {first} already uses it (names are case-insensitive)"
+            else:
+                seen[name.lower()] = f"{what} {section}[{i}]"
+    for section in ("models", "embeddings"):
+        names: dict[str, int] = {}
+        for i, item in _items(pod.get(section)):
+            name = item.get("name")
+            if isinstance(name, str) and name in names:
+                yield (section, i, "name"), f"duplicate name '{name}': {section}[{names[name]}] already uses it"
+            elif isinstance(name, str):
+                names[name] = i
+
+
+def _connector(at: Path, ds: dict, known_prefixes: Callable[[], Iterable[str]]) -> Iterator[Finding]:
+    from .config_models import split_from
+
+    value = ds.get("from")
+    if not isinstance(value, str):
+        return
+    try:
+        prefix = split_from(value)[0]
+    except ValueError:
+        return  # the model reports the shape
+    known = sorted(known_prefixes())
+    if prefix not in known:
+        yield at + ("from",), f"unknown connector '{prefix}'; known: {', '.join(known)}"
+
+
+def _acceleration(at: Path, ds: dict) -> Iterator[Finding]:
+    acc = ds.get("acceleration")
+    if not isinstance(acc, dict) or acc.get("enabled") is False:
+        return
+    at = at + ("acceleration",)
+    has_time = _set(ds.get("time_column"))
+    if _set(acc.get("refresh_check_interval")) and _set(acc.get("refresh_cron")):
+        yield at + ("refresh_cron",), "set either refresh_check_interval or refresh_cron, not both"
+    if acc.get("refresh_mode") == "append" and not has_time:
+        yield at + ("refresh_mode",), "append refresh needs the dataset's time_column (the watermark column)"
+    for key in ("refresh_data_window", "retention_period"):
+        if _set(acc.get(key)) and not has_time:
+            yield at + (key,), f"{key} needs the dataset's time_column"
+    if acc.get("retention_check_enabled") is True and not _set(acc.get("retention_period")):
+        yield at + ("retention_check_enabled",), "retention_check_enabled needs retention_period"
+    engine = acc.get("engine", "arrow")
+    if acc.get("mode") == "file" and engine == "arrow":
+        yield at + ("mode",), "file mode needs engine: duckdb (the arrow engine is in memory only)"
+    params = _d(acc.get("params"))
+    for key in params:
+        if str(key).startswith("duckdb_") and engine == "arrow":
+            yield at + ("params", key), f"{key} needs engine: duckdb"
+    yield from _conflicts(at, acc)
+
+
+def _conflicts(at: Path, acc: dict) -> Iterator[Finding]:
+    on_conflict = acc.get("on_conflict")
+    if not isinstance(on_conflict, dict) or not on_conflict:
+        return
+    if not _set(acc.get("primary_key")):
+        yield at + ("on_conflict",), "on_conflict needs primary_key"
+        return
+    try:
+        pk = set(parse_columns(acc["primary_key"]))
+    except ValueError:
+        return
+    for key in on_conflict:
+        try:
+            cols = parse_columns(key)
+        except ValueError:
+            cols = (str(key),)
+        missing = [c for c in cols if c not in pk]
+        if missing:
+            yield at + ("on_conflict", key), (
+                f"on_conflict column '{missing[0]}' is not in primary_key ({', '.join(sorted(pk))})"
+            )
+
+
+def _runtime(runtime: dict) -> Iterator[Finding]:
+    tls = _d(runtime.get("tls"))
+    if tls.get("enabled") is True:
+        for key in ("certificate_file", "key_file"):
+            if not _set(tls.get(key)):
+                yield ("runtime", "tls", "enabled"), f"tls enabled needs {key}"
+    api = _d(_d(runtime.get("auth")).get("api_key"))
+    if api.get("enabled") is True and not api.get("keys"):
+        yield ("runtime", "auth", "api_key", "enabled"), "api_key auth enabled needs at least one key in keys"

@@ -1,0 +1,230 @@
+"""Typed, frozen models of a spicepod (see /work/shared/SPICEPOD.md). Import them from engine.config.
+
+Models validate single fields; checks that span fields, datasets or the connector registry live
+in engine.config_checks so that every problem in a file is reported in one pass.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from .config_types import (
+    Columns, Duration, FrozenMap, Identifier, NonEmptyStr, ParamStr, ParamValue,
+    PositiveDuration, Size, Str, frozen_map,
+)
+
+ACCELERATION_PARAMS = ("duckdb_file", "duckdb_memory_limit")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+
+class Column(_Frozen):
+    name: NonEmptyStr
+    description: Str | None = None
+
+
+class Acceleration(_Frozen):
+    """How a dataset is kept in an embedded accelerator and refreshed."""
+
+    enabled: bool = True
+    engine: Literal["arrow", "duckdb"] = "arrow"
+    mode: Literal["memory", "file"] = "memory"
+    refresh_mode: Literal["full", "append", "changes"] = "full"
+    refresh_check_interval: PositiveDuration | None = None
+    refresh_cron: Str | None = None
+    refresh_sql: NonEmptyStr | None = None
+    refresh_data_window: PositiveDuration | None = None
+    refresh_append_overlap: Duration | None = None
+    refresh_retry_enabled: bool = True
+    refresh_retry_max_attempts: int = Field(3, ge=1)
+    refresh_jitter_enabled: bool = False
+    refresh_jitter_max: PositiveDuration | None = None
+    retention_check_enabled: bool = False
+    retention_period: PositiveDuration | None = None
+    retention_check_interval: PositiveDuration | None = None
+    on_zero_results: Literal["return_empty", "use_source"] = "return_empty"
+    primary_key: Columns | None = None
+    on_conflict: frozen_map(Literal["drop", "upsert"]) = Field(default_factory=FrozenMap)
+    indexes: frozen_map(Literal["enabled", "unique"]) = Field(default_factory=FrozenMap)
+    params: frozen_map(ParamStr) = Field(default_factory=FrozenMap)
+
+    @field_validator("refresh_cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from croniter import croniter
+
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError("invalid cron expression; expected 5 fields, e.g. '*/15 * * * *'")
+        return value
+
+    @field_validator("refresh_append_overlap")
+    @classmethod
+    def _overlap(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: Mapping[str, str]) -> Mapping[str, str]:
+        unknown = [k for k in value if k not in ACCELERATION_PARAMS]
+        if unknown:
+            raise PydanticCustomError(
+                "unknown_keys", "unknown keys {keys}", {"keys": unknown, "allowed": list(ACCELERATION_PARAMS)}
+            )
+        return value
+
+
+class Dataset(_Frozen):
+    """One table clients can query, read through a connector and optionally accelerated."""
+
+    from_: NonEmptyStr = Field(alias="from")
+    name: Identifier
+    description: Str | None = None
+    columns: tuple[Column, ...] = ()
+    params: frozen_map(ParamStr) = Field(default_factory=FrozenMap)
+    time_column: NonEmptyStr | None = None
+    time_format: Literal["timestamp", "timestamptz", "unix_seconds", "unix_millis", "ISO8601", "date"] | None = None
+    ready_state: Literal["on_load", "on_registration"] = "on_load"
+    unsupported_type_action: Literal["error", "warn", "ignore", "string"] = "error"
+    access: Literal["read", "read_write"] = "read"
+    acceleration: Acceleration | None = None
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        split_from(value)
+        return value
+
+    @property
+    def connector_prefix(self) -> str:
+        return split_from(self.from_)[0]
+
+    @property
+    def connector_path(self) -> str:
+        return split_from(self.from_)[1]
+
+    @property
+    def column_descriptions(self) -> dict[str, str]:
+        return {c.name: c.description for c in self.columns if c.description}
+
+    @property
+    def accelerated(self) -> bool:
+        """True when an acceleration block is present and enabled."""
+        return self.acceleration is not None and self.acceleration.enabled
+
+
+def split_from(value: str) -> tuple[str, str]:
+    """`file:data/x.parquet` -> ("file", "data/x.parquet"); `https://h/x.csv` keeps the whole URL."""
+    prefix, sep, rest = value.partition(":")
+    ok = sep and rest.strip() and prefix[:1].isalpha() and all(c.isalnum() or c in "_.-" for c in prefix)
+    if not ok:
+        raise ValueError(
+            "expected <connector>:<path>, e.g. file:data/orders.parquet, postgres:public.orders "
+            "or https://host/data.csv"
+        )
+    if prefix in ("http", "https"):
+        return prefix, value
+    return prefix, rest
+
+
+class View(_Frozen):
+    name: Identifier
+    description: Str | None = None
+    sql: NonEmptyStr
+
+
+class Model(_Frozen):
+    """A model served on the OpenAI-compatible routes (also the shape of `embeddings` items)."""
+
+    from_: NonEmptyStr = Field(alias="from")
+    name: NonEmptyStr
+    params: frozen_map(ParamValue) = Field(default_factory=FrozenMap)
+
+
+class SecretStore(_Frozen):
+    from_: NonEmptyStr = Field(alias="from")
+    name: NonEmptyStr
+
+
+class ApiKeyAuth(_Frozen):
+    enabled: bool = False
+    keys: tuple[Str, ...] = ()
+
+
+class AuthConfig(_Frozen):
+    api_key: ApiKeyAuth = ApiKeyAuth()
+
+
+class TlsConfig(_Frozen):
+    enabled: bool = False
+    certificate_file: NonEmptyStr | None = None
+    key_file: NonEmptyStr | None = None
+
+
+class TaskHistoryConfig(_Frozen):
+    enabled: bool = True
+    retention_period: PositiveDuration = timedelta(hours=8)
+    captured_output: Literal["none", "truncated"] = "none"
+
+
+class ResultsCacheConfig(_Frozen):
+    enabled: bool = False
+    cache_max_size: Size | None = None
+    item_ttl: PositiveDuration | None = None
+
+
+class RuntimeParams(_Frozen):
+    memory_limit: Size | None = None
+    query_timeout: PositiveDuration | None = None
+    max_rows: int | None = Field(None, ge=1)
+
+
+class RuntimeConfig(_Frozen):
+    auth: AuthConfig = AuthConfig()
+    tls: TlsConfig = TlsConfig()
+    task_history: TaskHistoryConfig = TaskHistoryConfig()
+    results_cache: ResultsCacheConfig = ResultsCacheConfig()
+    params: RuntimeParams = RuntimeParams()
+
+
+DEFAULT_SECRET_STORES = (SecretStore(**{"from": "env", "name": "env"}),)
+INTERNAL_FIELDS = ("source_file", "base_dir", "secret_values")  # set by the loader, not YAML keys
+
+
+class Pod(_Frozen):
+    """A loaded spicepod. `secret_values` (for redaction) is hidden from repr and dumps."""
+
+    version: Literal["v1", "v1beta1"]
+    kind: Literal["Spicepod"]
+    name: NonEmptyStr
+    secrets: tuple[SecretStore, ...] = DEFAULT_SECRET_STORES
+    runtime: RuntimeConfig = RuntimeConfig()
+    datasets: tuple[Dataset, ...] = ()
+    models: tuple[Model, ...] = ()
+    embeddings: tuple[Model, ...] = ()
+    views: tuple[View, ...] = ()
+    source_file: str = "spicepod.yaml"
+    base_dir: str = "."
+    secret_values: frozenset[str] = Field(default=frozenset(), repr=False, exclude=True)
+
+    def dataset(self, name: str) -> Dataset | None:
+        """The dataset called `name` (exact match first, then case-insensitive), or None."""
+        return _by_name(self.datasets, name)
+
+    def view(self, name: str) -> View | None:
+        return _by_name(self.views, name)
+
+
+def _by_name(items: tuple, name: str):  # type: ignore[no-untyped-def]
+    for item in items:
+        if item.name == name:
+            return item
+    low = name.lower()
+    return next((i for i in items if i.name.lower() == low), None)

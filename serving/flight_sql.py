@@ -1,0 +1,453 @@
+"""Satchel's Arrow Flight SQL server (port 50051 by default).
+
+Built on `pyarrow.flight.FlightServerBase`: C++ gRPC carries the data plane and results
+stream from the runtime's `RecordBatchReader` batch by batch; Python only dispatches
+commands and hands batches over.
+
+Protocol flows served:
+
+* ad-hoc query: GetFlightInfo(CommandStatementQuery) -> ticket (TicketStatementQuery holding
+  a server handle) -> DoGet streams the result;
+* prepared statement: DoAction CreatePreparedStatement -> [DoPut(CommandPreparedStatementQuery)
+  with a parameter batch, answered with DoPutPreparedStatementResult] -> GetFlightInfo /
+  GetSchema (CommandPreparedStatementQuery) -> DoGet -> DoAction ClosePreparedStatement;
+* catalog commands (SqlInfo, catalogs, schemas, tables, table types, primary/foreign keys,
+  XDBC types): the ticket is the command itself, DoGet builds the small metadata table;
+* writes (CommandStatementUpdate, prepared updates, ingestion) are refused: read-only.
+
+Statement tickets and prepared statements are server handles that expire after
+`handle_ttl_seconds` without use (see `serving.flight_sql_handles`). A statement ticket is
+single-use: DoGet consumes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+from google.protobuf.message import Message
+from pyarrow import flight
+
+from engine.errors import (
+    ConfigError,
+    NotFound,
+    NotSupportedYet,
+    ReadOnlyViolation,
+    SqlError,
+    Unauthenticated,
+)
+from serving import flight_sql_catalog as catalog
+from serving import flight_sql_info as info
+from serving import flight_sql_pb2 as pb
+from serving import flight_sql_protocol as protocol
+from serving.flight_sql_auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, HandshakeAuthHandler
+from serving.flight_sql_errors import to_flight_error
+from serving.flight_sql_handles import HandleRegistry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engine.runtime import Principal, Runtime
+
+log = logging.getLogger("satchel.flight_sql")
+
+# DoPut commands that would write; refused by name (Satchel needs no message class for them).
+_WRITE_COMMANDS = frozenset(
+    {
+        "CommandStatementUpdate",
+        "CommandPreparedStatementUpdate",
+        "CommandStatementIngest",
+        "CommandStatementSubstraitPlan",
+    }
+)
+_UNSUPPORTED_ACTIONS = {
+    "CreatePreparedSubstraitPlan": "Substrait plans are not supported; send SQL",
+    "BeginTransaction": "transactions are not supported (the server is read-only)",
+    "EndTransaction": "transactions are not supported (the server is read-only)",
+    "BeginSavepoint": "savepoints are not supported (the server is read-only)",
+    "EndSavepoint": "savepoints are not supported (the server is read-only)",
+    "CancelQuery": "query cancellation is not supported; close the stream instead",
+    "CancelFlightInfo": "query cancellation is not supported; close the stream instead",
+}
+
+
+def _server_version() -> str:
+    try:
+        return metadata.version("satchel")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+@dataclass
+class _PreparedStatement:
+    """A prepared statement: its SQL, owner, result schema and last bound parameters."""
+
+    sql: str
+    principal: Principal
+    dataset_schema: pa.Schema
+    parameter_count: int
+    # None: nothing bound; otherwise one parameter list per execution (row of the batch).
+    bindings: list[tuple[object, ...]] | None = None
+
+
+@dataclass(frozen=True)
+class _StatementTicket:
+    """What one DoGet will run: SQL, owner, expected schema and parameter sets."""
+
+    sql: str
+    principal: Principal
+    schema: pa.Schema
+    bindings: tuple[tuple[object, ...], ...] | None = field(default=None)
+
+
+class SatchelFlightSqlServer(flight.FlightServerBase):
+    """Arrow Flight SQL over a Satchel `Runtime` (read-only).
+
+    `location` is a Flight URI (`grpc://0.0.0.0:50051`) or `host:port`; with a TLS
+    certificate and key the server listens with TLS (`grpc+tls`). Call `.serve()` (blocks)
+    and `.shutdown()` from another thread.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        location: str,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        handle_ttl_seconds: float = 600,
+        max_handles: int = 10_000,
+    ):
+        tls_certificates = _load_tls(tls_cert_file, tls_key_file)
+        super().__init__(
+            _normalise_location(location, tls=tls_certificates is not None),
+            auth_handler=HandshakeAuthHandler(),
+            tls_certificates=tls_certificates,
+            middleware={MIDDLEWARE_KEY: AuthMiddlewareFactory(runtime)},
+        )
+        self._runtime = runtime
+        self._tickets: HandleRegistry[_StatementTicket] = HandleRegistry(
+            "statement ticket", handle_ttl_seconds, max_handles
+        )
+        self._prepared: HandleRegistry[_PreparedStatement] = HandleRegistry(
+            "prepared statement", handle_ttl_seconds, max_handles
+        )
+        self._sql_info = info.sql_info_values(_server_version(), handle_ttl_seconds)
+
+    # ------------------------------------------------------------------ RPC boundary
+    # Each RPC maps every failure once, and raises outside the `except` block so that the
+    # status detail pyarrow attaches carries no chained tracebacks.
+
+    def get_flight_info(self, context, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        try:
+            return self._get_flight_info(context, descriptor)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status below
+            error = to_flight_error(exc, "GetFlightInfo")
+        raise error.with_traceback(None)
+
+    def get_schema(self, context, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
+        try:
+            return flight.SchemaResult(self._get_schema(context, descriptor))
+        except Exception as exc:  # noqa: BLE001
+            error = to_flight_error(exc, "GetSchema")
+        raise error.with_traceback(None)
+
+    def do_get(self, context, ticket: flight.Ticket) -> flight.FlightDataStream:
+        try:
+            return self._do_get(context, ticket)
+        except Exception as exc:  # noqa: BLE001
+            error = to_flight_error(exc, "DoGet")
+        raise error.with_traceback(None)
+
+    def do_put(self, context, descriptor, reader, writer) -> None:
+        try:
+            return self._do_put(context, descriptor, reader, writer)
+        except Exception as exc:  # noqa: BLE001
+            error = to_flight_error(exc, "DoPut")
+        raise error.with_traceback(None)
+
+    def do_action(self, context, action: flight.Action) -> list[flight.Result]:
+        try:
+            return self._do_action(context, action)
+        except Exception as exc:  # noqa: BLE001
+            error = to_flight_error(exc, "DoAction")
+        raise error.with_traceback(None)
+
+    def list_actions(self, context) -> list[tuple[str, str]]:
+        return [
+            ("CreatePreparedStatement", "Prepare a SQL query; returns its handle and schemas"),
+            ("ClosePreparedStatement", "Release a prepared statement handle"),
+        ]
+
+    def list_flights(self, context, criteria) -> Iterator[flight.FlightInfo]:
+        return iter(())
+
+    # ------------------------------------------------------------------ GetFlightInfo
+
+    def _get_flight_info(self, context, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        principal = self._principal(context)
+        command = protocol.command_of(descriptor)
+        if isinstance(command, pb.CommandStatementQuery):
+            _refuse_transaction(command)
+            schema = self._runtime.query_schema(command.query, principal)
+            ticket = self._tickets.add(_StatementTicket(command.query, principal, schema))
+            return protocol.flight_info(schema, descriptor, protocol.statement_ticket(ticket))
+        if isinstance(command, pb.CommandPreparedStatementQuery):
+            prepared = self._prepared_for(command.prepared_statement_handle, principal)
+            bindings = tuple(prepared.bindings) if prepared.bindings is not None else None
+            ticket = self._tickets.add(
+                _StatementTicket(prepared.sql, principal, prepared.dataset_schema, bindings)
+            )
+            return protocol.flight_info(
+                prepared.dataset_schema, descriptor, protocol.statement_ticket(ticket)
+            )
+        if isinstance(command, protocol.METADATA_COMMANDS):
+            return protocol.flight_info(
+                protocol.metadata_schema(command), descriptor, descriptor.command
+            )
+        raise _unsupported(command, "GetFlightInfo")
+
+    def _get_schema(self, context, descriptor: flight.FlightDescriptor) -> pa.Schema:
+        principal = self._principal(context)
+        command = protocol.command_of(descriptor)
+        if isinstance(command, pb.CommandStatementQuery):
+            _refuse_transaction(command)
+            return self._runtime.query_schema(command.query, principal)
+        if isinstance(command, pb.CommandPreparedStatementQuery):
+            return self._prepared_for(command.prepared_statement_handle, principal).dataset_schema
+        if isinstance(command, protocol.METADATA_COMMANDS):
+            return protocol.metadata_schema(command)
+        raise _unsupported(command, "GetSchema")
+
+    # ------------------------------------------------------------------ DoGet
+
+    def _do_get(self, context, ticket: flight.Ticket) -> flight.FlightDataStream:
+        principal = self._principal(context)
+        command = protocol.unpack(ticket.ticket, "ticket")
+        if isinstance(command, pb.TicketStatementQuery):
+            statement = self._tickets.pop(command.statement_handle)
+            if not _same_principal(statement.principal, principal):
+                # Someone else's ticket: answer exactly as for an unknown one.
+                raise self._tickets._not_found()
+            return self._result_stream(statement)
+        if isinstance(command, protocol.METADATA_COMMANDS):
+            return flight.RecordBatchStream(self._metadata_table(command))
+        raise _unsupported(command, "DoGet")
+
+    def _result_stream(self, statement: _StatementTicket) -> flight.FlightDataStream:
+        """Stream the statement's result; one query per bound parameter set, in order."""
+        run = self._runtime.query
+        if statement.bindings is None:
+            openers: list[Callable[[], pa.RecordBatchReader]] = [
+                lambda: run(statement.sql, statement.principal, protocol="flight")
+            ]
+        else:
+            openers = [
+                (
+                    lambda p=params: run(
+                        statement.sql, statement.principal, protocol="flight", params=list(p)
+                    )
+                )
+                for params in statement.bindings
+            ]
+        if not openers:  # parameters bound with zero rows: nothing to execute
+            return flight.RecordBatchStream(statement.schema.empty_table())
+        first = openers[0]()  # errors before the first batch surface with their own status
+        return flight.GeneratorStream(first.schema, _batches(first, openers[1:], first.schema))
+
+    def _metadata_table(self, command: Message) -> pa.Table:
+        if isinstance(command, pb.CommandGetSqlInfo):
+            return info.sql_info_table(self._sql_info, list(command.info))
+        if isinstance(command, pb.CommandGetXdbcTypeInfo):
+            data_type = command.data_type if command.HasField("data_type") else None
+            return info.xdbc_type_info_table(data_type)
+        if isinstance(command, pb.CommandGetTableTypes):
+            return catalog.table_types_table()
+        if isinstance(
+            command,
+            (pb.CommandGetExportedKeys, pb.CommandGetImportedKeys, pb.CommandGetCrossReference),
+        ):
+            return catalog.foreign_keys_table()
+        tables = self._runtime.tables()
+        if isinstance(command, pb.CommandGetCatalogs):
+            return catalog.catalogs_table(tables)
+        if isinstance(command, pb.CommandGetDbSchemas):
+            return catalog.db_schemas_table(tables, command)
+        if isinstance(command, pb.CommandGetTables):
+            return catalog.tables_table(tables, command)
+        if isinstance(command, pb.CommandGetPrimaryKeys):
+            return catalog.primary_keys_table(tables, command)
+        raise _unsupported(command, "DoGet")
+
+    # ------------------------------------------------------------------ DoPut
+
+    def _do_put(
+        self, context, descriptor, reader: flight.MetadataRecordBatchReader, writer
+    ) -> None:
+        principal = self._principal(context)
+        name = protocol.command_name(descriptor)
+        if name in _WRITE_COMMANDS:
+            raise ReadOnlyViolation(
+                f"{name} refused: Satchel's Flight SQL endpoint is read-only "
+                "(send queries with CommandStatementQuery or prepared statements)"
+            )
+        command = protocol.command_of(descriptor)
+        if not isinstance(command, pb.CommandPreparedStatementQuery):
+            raise _unsupported(command, "DoPut")
+        handle = command.prepared_statement_handle
+        prepared = self._prepared_for(handle, principal)
+        prepared.bindings = _parameter_sets(reader.read_all(), prepared.parameter_count)
+        result = pb.DoPutPreparedStatementResult(prepared_statement_handle=handle)
+        writer.write(pa.py_buffer(result.SerializeToString()))
+
+    # ------------------------------------------------------------------ DoAction
+
+    def _do_action(self, context, action: flight.Action) -> list[flight.Result]:
+        principal = self._principal(context)
+        kind = action.type
+        body = action.body.to_pybytes() if action.body is not None else b""
+        if kind == "CreatePreparedStatement":
+            request = protocol.unpack_as(body, pb.ActionCreatePreparedStatementRequest)
+            if request.HasField("transaction_id"):
+                raise NotSupportedYet("transactions are not supported (the server is read-only)")
+            return [protocol.action_result(self._create_prepared(request.query, principal))]
+        if kind == "ClosePreparedStatement":
+            request = protocol.unpack_as(body, pb.ActionClosePreparedStatementRequest)
+            self._close_prepared(request.prepared_statement_handle, principal)
+            return []
+        if kind in _UNSUPPORTED_ACTIONS:
+            raise NotSupportedYet(f"{kind}: {_UNSUPPORTED_ACTIONS[kind]}")
+        raise NotSupportedYet(f"unknown Flight SQL action {kind!r}")
+
+    def _create_prepared(
+        self, sql: str, principal: Principal
+    ) -> pb.ActionCreatePreparedStatementResult:
+        schema = self._runtime.query_schema(sql, principal)
+        count = self._runtime.parameter_count(sql)
+        handle = self._prepared.add(_PreparedStatement(sql, principal, schema, count))
+        return pb.ActionCreatePreparedStatementResult(
+            prepared_statement_handle=handle,
+            dataset_schema=schema.serialize().to_pybytes(),
+            parameter_schema=_parameter_schema(count).serialize().to_pybytes(),
+        )
+
+    def _close_prepared(self, handle: bytes, principal: Principal) -> None:
+        # Closing is idempotent: an unknown or expired handle is already closed.
+        try:
+            prepared = self._prepared.get(handle)
+        except NotFound:
+            return
+        if _same_principal(prepared.principal, principal):
+            self._prepared.discard(handle)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _principal(self, context) -> Principal:
+        middleware = context.get_middleware(MIDDLEWARE_KEY)
+        if middleware is None:
+            raise Unauthenticated("no authentication context for this call")
+        return middleware.principal
+
+    def _prepared_for(self, handle: bytes, principal: Principal) -> _PreparedStatement:
+        prepared = self._prepared.get(handle)
+        if not _same_principal(prepared.principal, principal):
+            raise self._prepared._not_found()
+        return prepared
+
+    @property
+    def open_handles(self) -> dict[str, int]:
+        """Live handle counts (for status pages and tests)."""
+        return {"statement_tickets": len(self._tickets), "prepared_statements": len(self._prepared)}
+
+
+# ---------------------------------------------------------------------- module helpers
+
+
+def _batches(
+    first: pa.RecordBatchReader,
+    rest: Sequence[Callable[[], pa.RecordBatchReader]],
+    schema: pa.Schema,
+) -> Iterator[pa.RecordBatch]:
+    """Yield every batch of `first`, then of each later reader (opened lazily), mapping errors."""
+    reader = first
+    pending = iter(rest)
+    try:
+        while True:
+            for batch in reader:
+                yield batch if batch.schema.equals(schema) else batch.cast(schema)
+            reader.close()
+            opener = next(pending, None)
+            if opener is None:
+                return
+            reader = opener()
+    except Exception as exc:  # noqa: BLE001 - mapped to a status
+        error = to_flight_error(exc, "DoGet")
+    finally:
+        reader.close()
+    raise error.with_traceback(None)
+
+
+def _parameter_sets(table: pa.Table, expected: int) -> list[tuple[object, ...]] | None:
+    """One positional parameter tuple per row of the bound batch (parameters are tiny)."""
+    if table.num_columns == 0:
+        if expected:
+            raise SqlError(f"the statement has {expected} parameter(s) but none were bound")
+        return None
+    if table.num_columns != expected:
+        raise SqlError(
+            f"the statement has {expected} parameter(s) but {table.num_columns} were bound"
+        )
+    return list(zip(*(column.to_pylist() for column in table.columns)))
+
+
+def _parameter_schema(count: int) -> pa.Schema:
+    """Parameter types are not inferred: each is the null type, the protocol's wildcard."""
+    return pa.schema([pa.field(f"${i}", pa.null()) for i in range(1, count + 1)])
+
+
+def _refuse_transaction(command: pb.CommandStatementQuery) -> None:
+    if command.HasField("transaction_id"):
+        raise NotSupportedYet("transactions are not supported (the server is read-only)")
+
+
+def _unsupported(command: Message, rpc: str) -> NotSupportedYet:
+    name = command.DESCRIPTOR.name
+    if name == "CommandStatementSubstraitPlan":
+        return NotSupportedYet("Substrait plans are not supported; send SQL")
+    return NotSupportedYet(f"{rpc} does not accept {name}")
+
+
+def _same_principal(a: Principal, b: Principal) -> bool:
+    return getattr(a, "name", a) == getattr(b, "name", b)
+
+
+def _load_tls(cert_file: str | None, key_file: str | None) -> list[flight.CertKeyPair] | None:
+    if not cert_file and not key_file:
+        return None
+    if not (cert_file and key_file):
+        raise ConfigError(message="Flight TLS needs both a certificate file and a key file")
+    try:
+        pair = flight.CertKeyPair(
+            cert=Path(cert_file).read_bytes(), key=Path(key_file).read_bytes()
+        )
+    except OSError as exc:
+        raise ConfigError(
+            message=f"cannot read Flight TLS file {exc.filename}: {exc.strerror}"
+        ) from None
+    return [pair]
+
+
+def _normalise_location(location: str, *, tls: bool) -> str:
+    """A Flight URI for `location`, switching the scheme to grpc+tls when TLS is on."""
+    scheme, sep, rest = location.partition("://")
+    if not sep:
+        scheme, rest = "grpc", location
+    if scheme not in ("grpc", "grpc+tcp", "grpc+tls"):
+        raise ConfigError(message=f"unsupported Flight location scheme {scheme!r} in {location!r}")
+    if tls:
+        return f"grpc+tls://{rest}"
+    if scheme == "grpc+tls":
+        raise ConfigError(message="a grpc+tls Flight location needs a TLS certificate and key")
+    return f"grpc+tcp://{rest}"
