@@ -81,7 +81,11 @@ def _comparison(field: pc.Expression, op: str, value: Any, typ: pa.DataType) -> 
     scalar = comparable_scalar(value, typ)
     if scalar is None:
         return None
-    expr = _COMPARE[op](field, scalar)
+    if pa.types.is_floating(scalar.type) and scalar.type != typ:
+        # compare in float64 explicitly: pyarrow's implicit promotion may pick float32
+        expr = _COMPARE[op](field.cast(pa.float64()), scalar)
+    else:
+        expr = _COMPARE[op](field, scalar)
     if pa.types.is_floating(typ) and op in (">", ">="):
         expr = expr | pc.is_nan(field)  # NaN sorts above every number in SQL
     return expr

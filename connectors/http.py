@@ -108,6 +108,18 @@ def parse_auth(dataset: str, text: str) -> tuple[dict[str, str], httpx.Auth | No
     raise ConnectorError(f"dataset '{dataset}': param http_auth must be 'Bearer <token>' or 'basic <user>:<password>'")
 
 
+class _RedactUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO; mask its user info and query values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(redact_url(str(a)) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactUrls())
+
+
 class HttpFileConnector:
     """A file downloaded over HTTP(S) on every scan."""
 

@@ -6,7 +6,8 @@ The server (a ThreadingHTTPServer on 127.0.0.1, in a thread) serves `root` under
 - /bearer/<path>       only with `Authorization: Bearer <HTTP_TOKEN>`;
 - /basic/<path>        only with basic auth HTTP_USER:HTTP_PASSWORD;
 - /slow/<path>         after a 3 s pause (timeouts);
-- /export?kind=<fmt>   <root>/reference.<fmt> with a Content-Type and no extension in the URL.
+- /export?kind=<fmt>   <root>/reference.<fmt> with a Content-Type and no extension in the URL
+                       (kind=raw: CSV sent as application/octet-stream).
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ class _Handler(BaseHTTPRequestHandler):
         area, _, rest = url.path.lstrip("/").partition("/")
         if area == "export":
             kind = urllib.parse.parse_qs(url.query).get("kind", [""])[0]
+            if kind == "raw":  # data, but nothing says which format
+                return self._send_file(self.root / "reference.csv", "application/octet-stream")
             return self._send_file(self.root / f"reference.{kind}", _EXPORT_TYPES.get(kind, "application/octet-stream"))
         if area == "secure" and self.headers.get("X-Api-Key") != HTTP_API_KEY:
             return self._send(401, b"missing or wrong X-Api-Key")

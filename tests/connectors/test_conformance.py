@@ -113,7 +113,7 @@ def http_case(case_id: str, route: str, columns, nan: bool = True, params: Mappi
                       r"http_timeout must be a positive duration"),
             ErrorCase("unknown-param", conn(f"{base}/public/reference.csv", {"file_path": "x"}),
                       r"unknown param\(s\) file_path .*allowed: .*http_auth, http_headers, http_timeout"),
-            ErrorCase("unknown-format", conn(f"{base}/export?kind=xml"), r"cannot tell the format .*file_format"),
+            ErrorCase("unknown-format", conn(f"{base}/export?kind=raw"), r"cannot tell the format .*file_format"),
         ]
         return Source(
             make=lambda descriptions: HttpFileConnector(http_spec(f"{base}{route}", params, descriptions)),

@@ -1,0 +1,253 @@
+"""The `duckdb` accelerator: datasets as tables in one DuckDB database (memory or file).
+
+Datasets that share a database can be joined inside DuckDB, so the planner sends whole
+queries here when every table lives in one instance. The database is locked down after setup:
+no file access, no extension loading, no settings changes, whatever SQL reaches it.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Iterator, Mapping, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from connectors.base import Filter
+from connectors.sql_render import select_sql
+from engine.errors import NotFound
+
+from .keys import dedupe_last
+
+META_TABLE = "__satchel_meta"
+BATCH_ROWS = 64 * 1024
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class DuckDBAccelerator:
+    """One DuckDB database. Writes are serialised; every reader uses its own cursor, and MVCC
+    gives each query a consistent snapshot, so `CREATE OR REPLACE` swaps are atomic for them."""
+
+    engine = "duckdb"
+
+    def __init__(self, path: str | None = None, memory_limit: str | None = None, threads: int | None = None) -> None:
+        self.path = path
+        self.instance_id = f"duckdb:{path or 'memory'}"
+        self._con = duckdb.connect(path or ":memory:")
+        self._write_lock = threading.Lock()
+        setup = [
+            "SET autoinstall_known_extensions = false",
+            "SET autoload_known_extensions = false",
+            "SET TimeZone = 'UTC'",
+        ]
+        if memory_limit:
+            setup.append(f"SET memory_limit = '{memory_limit}'")
+        if threads:
+            setup.append(f"SET threads = {int(threads)}")
+        for stmt in setup:
+            self._con.execute(stmt)
+        self._con.execute(
+            f"CREATE TABLE IF NOT EXISTS {META_TABLE} (dataset VARCHAR PRIMARY KEY, source VARCHAR, loaded_at TIMESTAMPTZ)"
+        )
+        self._con.execute("SET enable_external_access = false")
+        self._con.execute("SET lock_configuration = true")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._con.cursor()
+
+    def has_table(self, name: str) -> bool:
+        cur = self.cursor()
+        try:
+            row = cur.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?", [name]
+            ).fetchone()
+            return bool(row and row[0])
+        finally:
+            cur.close()
+
+    def loaded_source(self, name: str) -> str | None:
+        """The `from:` recorded by the last successful load of `name` (file mode restarts)."""
+        cur = self.cursor()
+        try:
+            row = cur.execute(f"SELECT source FROM {META_TABLE} WHERE dataset = ?", [name]).fetchone()
+            return row[0] if row else None
+        finally:
+            cur.close()
+
+    def schema(self, name: str) -> pa.Schema:
+        self._require(name)
+        cur = self.cursor()
+        try:
+            return cur.execute(f"SELECT * FROM {_quote(name)} LIMIT 0").fetch_arrow_table().schema
+        finally:
+            cur.close()
+
+    def row_count(self, name: str) -> int:
+        self._require(name)
+        cur = self.cursor()
+        try:
+            return int(cur.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0])
+        finally:
+            cur.close()
+
+    def max_value(self, name: str, column: str) -> object:
+        if not self.has_table(name):
+            return None
+        cur = self.cursor()
+        try:
+            result = cur.execute(f"SELECT max({_quote(column)}) AS m FROM {_quote(name)}").fetch_arrow_table()
+            return result.column(0)[0].as_py()
+        finally:
+            cur.close()
+
+    def query(self, sql: str, params: Sequence[object] | None = None) -> pa.RecordBatchReader:
+        """Run SQL (DuckDB dialect) and stream the result; the cursor lives as long as the reader."""
+        cur = self.cursor()
+        try:
+            result = cur.execute(sql, params) if params else cur.execute(sql)
+            reader = result.fetch_record_batch(BATCH_ROWS)
+        except Exception:
+            cur.close()
+            raise
+        return pa.RecordBatchReader.from_batches(reader.schema, _owning(reader, cur))
+
+    def interrupt_all(self) -> None:
+        self._con.interrupt()
+
+    def scan(
+        self, name: str, columns: Sequence[str] | None, filters: Sequence[Filter], limit: int | None
+    ) -> pa.RecordBatchReader:
+        self._require(name)
+        return self.query(select_sql(name, columns, filters, limit, "duckdb"))
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def replace(
+        self, name: str, reader: pa.RecordBatchReader, primary_key: Sequence[str] = (), source: str | None = None
+    ) -> int:
+        """Stream `reader` into a new version of the table, swapped in one statement."""
+        with self._write_lock, self._registered(reader) as (cur, src):
+            cur.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * FROM {src}")
+            count = int(cur.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0])
+            self._record_load(cur, name, source)
+        self._checkpoint()
+        return count
+
+    def append(
+        self,
+        name: str,
+        reader: pa.RecordBatchReader,
+        primary_key: Sequence[str],
+        on_conflict: Mapping[str, str],
+        source: str | None = None,
+    ) -> int:
+        """Insert new rows; with a primary key, `upsert` replaces and `drop` skips existing keys."""
+        if not self.has_table(name):
+            return self.replace(name, reader, primary_key, source)
+        keys = list(primary_key)
+        source_rows: pa.RecordBatchReader | pa.Table = reader
+        if keys:
+            # An increment is small and is read twice (delete, insert): hold it, deduplicated.
+            source_rows = dedupe_last(reader.read_all(), keys)
+        drop = bool(on_conflict) and all(v == "drop" for v in on_conflict.values())
+        cols = ", ".join(_quote(c) for c in self.schema(name).names)
+        with self._write_lock, self._registered(source_rows) as (cur, src):
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                if keys:
+                    key_cols = ", ".join(_quote(k) for k in keys)
+                    match = " AND ".join(f"t.{_quote(k)} IS NOT DISTINCT FROM s.{_quote(k)}" for k in keys)
+                    if drop:
+                        select = f"SELECT {cols} FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {_quote(name)} t WHERE {match})"
+                    else:
+                        cur.execute(f"DELETE FROM {_quote(name)} t WHERE ({key_cols}) IN (SELECT {key_cols} FROM {src})")
+                        select = f"SELECT {cols} FROM {src}"
+                else:
+                    select = f"SELECT {cols} FROM {src}"
+                changed = int(cur.execute(f"INSERT INTO {_quote(name)} {select}").fetchone()[0])
+                self._record_load(cur, name, source)
+                cur.execute("COMMIT")
+            except Exception:
+                cur.execute("ROLLBACK")
+                raise
+        self._checkpoint()
+        return changed
+
+    def delete_older_than(self, name: str, column: str, cutoff: object) -> int:
+        with self._write_lock:
+            cur = self.cursor()
+            try:
+                return int(cur.execute(f"DELETE FROM {_quote(name)} WHERE {_quote(column)} < ?", [cutoff]).fetchone()[0])
+            finally:
+                cur.close()
+
+    def drop(self, name: str) -> None:
+        with self._write_lock:
+            cur = self.cursor()
+            try:
+                cur.execute(f"DROP TABLE IF EXISTS {_quote(name)}")
+                cur.execute(f"DELETE FROM {META_TABLE} WHERE dataset = ?", [name])
+            finally:
+                cur.close()
+
+    def close(self) -> None:
+        self._checkpoint()
+        self._con.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _require(self, name: str) -> None:
+        if not self.has_table(name):
+            raise NotFound(f"dataset '{name}' has no accelerated data yet")
+
+    def _record_load(self, cur: duckdb.DuckDBPyConnection, name: str, source: str | None) -> None:
+        cur.execute(
+            f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?, now())",
+            [name, source or ""],
+        )
+
+    def _checkpoint(self) -> None:
+        """Best effort: reclaim blocks of replaced tables so the file does not grow without bound.
+        A checkpoint cannot run while another transaction writes; the next one will."""
+        if not self.path:
+            return
+        cur = self.cursor()
+        try:
+            cur.execute("CHECKPOINT")
+        except duckdb.Error:
+            pass
+        finally:
+            cur.close()
+
+    class _Registration:
+        def __init__(self, outer: "DuckDBAccelerator", reader: pa.RecordBatchReader | pa.Table) -> None:
+            self.cur = outer.cursor()
+            self.name = f"__satchel_src_{uuid.uuid4().hex}"
+            self.reader = reader
+
+        def __enter__(self) -> tuple[duckdb.DuckDBPyConnection, str]:
+            self.cur.register(self.name, self.reader)
+            return self.cur, self.name
+
+        def __exit__(self, *exc: object) -> None:
+            try:
+                self.cur.unregister(self.name)
+            finally:
+                self.cur.close()
+
+    def _registered(self, reader: pa.RecordBatchReader | pa.Table) -> "DuckDBAccelerator._Registration":
+        return DuckDBAccelerator._Registration(self, reader)
+
+
+def _owning(reader: pa.RecordBatchReader, cur: duckdb.DuckDBPyConnection) -> Iterator[pa.RecordBatch]:
+    """Yield the reader's batches, closing the cursor when done or abandoned."""
+    try:
+        yield from reader
+    finally:
+        cur.close()

@@ -1,0 +1,153 @@
+"""Refresh scheduling: intervals or cron, jitter, and retries with exponential backoff."""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, TypeVar
+
+from croniter import croniter
+
+log = logging.getLogger("satchel.refresh")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a dataset refreshes: every `interval`, or at `cron` times; plus up to `jitter` delay."""
+
+    interval: dt.timedelta | None = None
+    cron: str | None = None
+    jitter: dt.timedelta | None = None
+
+    def next_after(self, now: float) -> float | None:
+        """Epoch seconds of the next run after `now`, jitter included; None for load-once."""
+        if self.interval:
+            base = now + self.interval.total_seconds()
+        elif self.cron:
+            base = croniter(self.cron, dt.datetime.fromtimestamp(now, dt.timezone.utc)).get_next(float)
+        else:
+            return None
+        if self.jitter:
+            base += random.uniform(0, self.jitter.total_seconds())
+        return base
+
+
+def retry(
+    fn: Callable[[], T],
+    attempts: int,
+    stop: threading.Event,
+    base_delay: float = 0.5,
+    max_delay: float = 30.0,
+    on_failure: Callable[[int, BaseException], None] | None = None,
+) -> T:
+    """Call `fn` up to `attempts` times, sleeping base*2^n (with full jitter) between tries."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as e:  # the last failure propagates to the caller
+            if on_failure:
+                on_failure(attempt, e)
+            if attempt == attempts or stop.is_set():
+                raise
+            delay = min(max_delay, base_delay * 2 ** (attempt - 1))
+            if stop.wait(random.uniform(delay / 2, delay)):
+                raise
+    raise AssertionError("unreachable")
+
+
+@dataclass(order=True)
+class _Entry:
+    due: float
+    name: str = field(compare=False)
+
+
+class RefreshScheduler:
+    """Runs each registered job at its schedule on a small worker pool; one run per job at a time."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self._jobs: dict[str, tuple[Schedule, Callable[[], None]]] = {}
+        self._heap: list[_Entry] = []
+        self._next: dict[str, float] = {}  # the one valid due time per job; other heap entries are stale
+        self._running: set[str] = set()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="satchel-refresh")
+        self._thread = threading.Thread(target=self._loop, name="satchel-scheduler", daemon=True)
+
+    @property
+    def stop_event(self) -> threading.Event:
+        return self._stop
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, name: str, schedule: Schedule, job: Callable[[], None], first_run: float | None = None) -> None:
+        """Register `job`; it first runs at `first_run` (epoch seconds) or its next scheduled time."""
+        with self._cond:
+            self._jobs[name] = (schedule, job)
+            due = first_run if first_run is not None else schedule.next_after(time.time())
+            self._push(name, due)
+            self._cond.notify()
+
+    def _push(self, name: str, due: float | None) -> None:
+        if due is None:
+            self._next.pop(name, None)
+            return
+        self._next[name] = due
+        heapq.heappush(self._heap, _Entry(due, name))
+
+    def run_now(self, name: str) -> bool:
+        """Queue an immediate run; False when the job is already running."""
+        with self._cond:
+            if name in self._running:
+                return False
+            self._push(name, time.time())
+            self._cond.notify()
+            return True
+
+    def is_running(self, name: str) -> bool:
+        with self._cond:
+            return name in self._running
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                now = time.time()
+                if not self._heap or self._heap[0].due > now:
+                    timeout = (self._heap[0].due - now) if self._heap else None
+                    self._cond.wait(timeout=timeout if timeout is None else max(0.01, timeout))
+                    continue
+                entry = heapq.heappop(self._heap)
+                if self._next.get(entry.name) != entry.due or entry.name in self._running:
+                    continue  # stale entry, or a run in progress (it reschedules itself when done)
+                self._running.add(entry.name)
+            try:
+                self._pool.submit(self._run, entry.name)
+            except RuntimeError:  # pool shut down
+                return
+
+    def _run(self, name: str) -> None:
+        schedule, job = self._jobs[name]
+        try:
+            job()
+        except Exception:  # jobs report their own failures; the schedule goes on
+            log.exception("refresh job %s failed", name)
+        finally:
+            with self._cond:
+                self._running.discard(name)
+                if not self._stop.is_set():
+                    self._push(name, schedule.next_after(time.time()))
+                self._cond.notify()

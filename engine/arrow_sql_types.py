@@ -1,0 +1,50 @@
+"""Arrow types as SQL type names (for sqlglot's type annotation and for catalogs)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.types as t
+
+
+def sql_type(typ: pa.DataType) -> str:
+    """A PostgreSQL-style type name for an Arrow type (used to type-check and transpile queries)."""
+    if t.is_boolean(typ):
+        return "BOOLEAN"
+    if t.is_int8(typ) or t.is_int16(typ) or t.is_uint8(typ):
+        return "SMALLINT"
+    if t.is_int32(typ) or t.is_uint16(typ):
+        return "INT"
+    if t.is_int64(typ) or t.is_uint32(typ):
+        return "BIGINT"
+    if t.is_uint64(typ):
+        return "DECIMAL(20, 0)"
+    if t.is_float16(typ) or t.is_float32(typ):
+        return "REAL"
+    if t.is_float64(typ):
+        return "DOUBLE"
+    if t.is_decimal(typ):
+        return f"DECIMAL({typ.precision}, {typ.scale})"
+    if t.is_string(typ) or t.is_large_string(typ) or t.is_string_view(typ):
+        return "TEXT"
+    if t.is_binary(typ) or t.is_large_binary(typ) or t.is_fixed_size_binary(typ) or t.is_binary_view(typ):
+        return "BYTEA"
+    if t.is_date(typ):
+        return "DATE"
+    if t.is_timestamp(typ):
+        return "TIMESTAMPTZ" if typ.tz else "TIMESTAMP"
+    if t.is_time(typ):
+        return "TIME"
+    if t.is_interval(typ) or t.is_duration(typ):
+        return "INTERVAL"
+    if t.is_list(typ) or t.is_large_list(typ) or t.is_fixed_size_list(typ) or t.is_list_view(typ):
+        return f"{sql_type(typ.value_type)}[]"
+    if t.is_struct(typ):
+        inner = ", ".join(f'"{f.name}" {sql_type(f.type)}' for f in typ)
+        return f"STRUCT({inner})"
+    if t.is_map(typ):
+        return f"MAP({sql_type(typ.key_type)}, {sql_type(typ.item_type)})"
+    if t.is_dictionary(typ):
+        return sql_type(typ.value_type)
+    if t.is_null(typ):
+        return "NULL"
+    return "UNKNOWN"

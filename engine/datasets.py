@@ -1,0 +1,269 @@
+"""One dataset at run time: its connector, its accelerator, its status and its refreshes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import pyarrow as pa
+
+from accel.refresh import retry
+from connectors.base import DatasetSpec, description_of, with_descriptions
+from connectors.registry import create_connector
+
+from .config import Dataset
+from .errors import ConnectorError, SatchelError
+from .metrics import Metrics
+from .redact import redact
+
+log = logging.getLogger("satchel.datasets")
+
+SourceReader = Callable[["DatasetRuntime", str | None], pa.RecordBatchReader]
+"""(dataset, extra WHERE condition in public SQL or None) -> the rows to load, from the source."""
+
+
+@dataclass
+class RefreshResult:
+    rows: int
+    mode: str
+    duration_s: float
+
+
+class DatasetRuntime:
+    """Status and refresh logic for one dataset. Thread-safe: one refresh at a time."""
+
+    def __init__(self, config: Dataset, base_dir: str, accelerator, metrics: Metrics, secrets: frozenset[str]) -> None:
+        self.config = config
+        self.name = config.name
+        self.accelerator = accelerator  # None when not accelerated
+        self.metrics = metrics
+        self._secrets = secrets
+        self.connector = create_connector(DatasetSpec(
+            name=config.name, path=config.connector_path, prefix=config.connector_prefix,
+            params=dict(config.params), unsupported_type_action=config.unsupported_type_action,
+            base_dir=base_dir, column_descriptions=config.column_descriptions, description=config.description,
+        ))
+        self._schema: pa.Schema | None = None
+        self._lock = threading.Lock()
+        self.status = "initializing" if accelerator is not None else "ready (federated)"
+        self.loaded_once = accelerator is None
+        self.last_refresh_at: dt.datetime | None = None
+        self.last_refresh_duration_s: float | None = None
+        self.last_error: str | None = None
+        self.rows_loaded = 0
+        self.refresh_count = 0
+
+    # -- description -------------------------------------------------------------------------
+
+    @property
+    def accelerated(self) -> bool:
+        return self.accelerator is not None
+
+    @property
+    def acceleration(self):
+        return self.config.acceleration
+
+    def schema(self) -> pa.Schema:
+        """The dataset's schema with descriptions (pod descriptions win over the source's)."""
+        if self._schema is None:
+            if self.accelerated and self.loaded_once and self.accelerator.has_table(self.name):
+                base = self.accelerator.schema(self.name)
+            else:
+                base = self.connector.schema()
+            source_desc = {f.name: description_of(f) for f in base if description_of(f)}
+            self._schema = with_descriptions(base, {**source_desc, **self.config.column_descriptions})
+        return self._schema
+
+    def info(self) -> dict:
+        acc = self.acceleration if self.accelerated else None
+        return {
+            "name": self.name,
+            "from": redact(self.config.from_, self._secrets),
+            "description": self.config.description,
+            "status": self.status,
+            "ready": self.loaded_once,
+            "accelerated": self.accelerated,
+            "engine": acc.engine if acc else None,
+            "mode": acc.mode if acc else None,
+            "refresh_mode": acc.refresh_mode if acc else None,
+            "rows": self.rows_loaded if self.accelerated else None,
+            "last_refresh_at": self.last_refresh_at.isoformat() if self.last_refresh_at else None,
+            "last_refresh_duration_s": self.last_refresh_duration_s,
+            "last_error": self.last_error,
+            "refresh_count": self.refresh_count,
+        }
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def adopt_existing(self) -> bool:
+        """File mode restart: serve the data a previous run loaded, at once."""
+        acc = self.accelerator
+        if acc is None or not hasattr(acc, "loaded_source") or not acc.has_table(self.name):
+            return False
+        if acc.loaded_source(self.name) != self.config.from_:
+            return False
+        self.loaded_once = True
+        self.status = "ready"
+        self.rows_loaded = acc.row_count(self.name)
+        self._publish_gauges()
+        log.info("dataset %s: reopened %d accelerated rows from a previous run", self.name, self.rows_loaded)
+        return True
+
+    def refresh(self, source_reader: SourceReader, stop: threading.Event) -> RefreshResult:
+        """Refresh (full or append) with retries; on failure the last good data stays."""
+        acc = self.acceleration
+        with self._lock:
+            self.status = "refreshing" if self.loaded_once else "loading"
+            started = time.monotonic()
+            attempts = acc.refresh_retry_max_attempts if acc.refresh_retry_enabled else 1
+            try:
+                rows, mode = retry(lambda: self._refresh_once(source_reader), attempts, stop,
+                                   on_failure=self._on_attempt_failure)
+            except Exception as e:
+                self.last_error = self._describe(e)
+                self.status = "error" if not self.loaded_once else "ready (last refresh failed)"
+                self.metrics.refresh_errors.labels(self.name).inc()
+                raise
+            duration = time.monotonic() - started
+            self.last_error = None
+            self.loaded_once = True
+            self.status = "ready"
+            self.last_refresh_at = dt.datetime.now(dt.timezone.utc)
+            self.last_refresh_duration_s = duration
+            self.refresh_count += 1
+            self._schema = None
+            self.metrics.refresh_duration.labels(self.name).observe(duration)
+            self.metrics.refresh_last.labels(self.name).set(time.time())
+            self._publish_gauges()
+            return RefreshResult(rows, mode, duration)
+
+    def apply_retention(self) -> int:
+        acc = self.acceleration
+        if not (self.accelerated and acc.retention_check_enabled and acc.retention_period and self.config.time_column):
+            return 0
+        cutoff = time_cutoff(self.config.time_format, acc.retention_period)
+        with self._lock:
+            if not self.accelerator.has_table(self.name):
+                return 0
+            deleted = self.accelerator.delete_older_than(self.name, self.config.time_column, cutoff)
+            self.rows_loaded = self.accelerator.row_count(self.name)
+            self._publish_gauges()
+        if deleted:
+            log.info("dataset %s: retention removed %d rows", self.name, deleted)
+        return deleted
+
+    def _refresh_once(self, source_reader: SourceReader) -> tuple[int, str]:
+        acc = self.acceleration
+        mode = acc.refresh_mode
+        if mode == "append" and self.accelerator.has_table(self.name):
+            condition = self._append_condition()
+            reader = self._with_progress(source_reader(self, condition))
+            self.accelerator.append(self.name, reader, acc.primary_key or (), dict(acc.on_conflict),
+                                    source=self.config.from_)
+        else:
+            mode = "full"
+            reader = self._with_progress(source_reader(self, self._window_condition()))
+            self.accelerator.replace(self.name, reader, acc.primary_key or (), source=self.config.from_)
+        self.rows_loaded = self.accelerator.row_count(self.name)
+        if acc.retention_check_enabled:
+            self.apply_retention()
+        return self.rows_loaded, mode
+
+    def _window_condition(self) -> str | None:
+        window = self.acceleration.refresh_data_window
+        if not window or not self.config.time_column:
+            return None
+        return f'"{self.config.time_column}" >= {sql_literal(time_cutoff(self.config.time_format, window))}'
+
+    def _append_condition(self) -> str | None:
+        column = self.config.time_column
+        watermark = self.accelerator.max_value(self.name, column)
+        parts = []
+        if watermark is not None:
+            overlap = self.acceleration.refresh_append_overlap or dt.timedelta(0)
+            start = shift(watermark, -overlap, self.config.time_format)
+            # `>=` (not `>`): rows sharing the watermark timestamp that arrived after the last
+            # refresh are read again; the primary key merge keeps them single.
+            parts.append(f'"{column}" >= {sql_literal(start)}')
+        window = self._window_condition()
+        if window:
+            parts.append(window)
+        return " AND ".join(parts) or None
+
+    def _with_progress(self, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        self.rows_in_flight = 0
+        name = self.name
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            last_log = time.monotonic()
+            for batch in reader:
+                self.rows_in_flight += batch.num_rows
+                if time.monotonic() - last_log > 5:
+                    last_log = time.monotonic()
+                    log.info("dataset %s: loading... %d rows so far", name, self.rows_in_flight)
+                yield batch
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+    def _on_attempt_failure(self, attempt: int, e: BaseException) -> None:
+        log.warning("dataset %s: refresh attempt %d failed: %s", self.name, attempt, self._describe(e))
+
+    def _describe(self, e: BaseException) -> str:
+        text = e.message if isinstance(e, SatchelError) else f"{type(e).__name__}: {e}"
+        return redact(text, self._secrets)
+
+    def _publish_gauges(self) -> None:
+        self.metrics.dataset_rows.labels(self.name).set(self.rows_loaded)
+        self.metrics.dataset_ready.labels(self.name).set(1 if self.loaded_once else 0)
+
+    def close(self) -> None:
+        try:
+            self.connector.close()
+        except ConnectorError:
+            pass
+
+
+def time_cutoff(time_format: str | None, age: dt.timedelta) -> object:
+    """now - age, expressed in the time column's format."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return shift(now, -age, time_format)
+
+
+def shift(value: object, delta: dt.timedelta, time_format: str | None) -> object:
+    """`value + delta` in the time column's representation."""
+    if isinstance(value, dt.datetime):
+        moved = value + delta
+        if time_format == "unix_seconds":
+            return int(moved.timestamp())
+        if time_format == "unix_millis":
+            return int(moved.timestamp() * 1000)
+        if time_format == "date":
+            return moved.date()
+        if time_format == "ISO8601":
+            return moved.isoformat()
+        return moved
+    if isinstance(value, dt.date):
+        return value + delta
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        scale = 1000 if time_format == "unix_millis" else 1
+        return type(value)(value + delta.total_seconds() * scale)
+    if isinstance(value, str):
+        return (dt.datetime.fromisoformat(value) + delta).isoformat()
+    raise ConnectorError(f"cannot use a value of type {type(value).__name__} as a time_column watermark")
+
+
+def sql_literal(value: object) -> str:
+    """A public-dialect SQL literal for a cutoff value."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            return f"TIMESTAMPTZ '{value.astimezone(dt.timezone.utc).isoformat(sep=' ')}'"
+        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
+    if isinstance(value, dt.date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)

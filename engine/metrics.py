@@ -1,0 +1,26 @@
+"""Prometheus metrics the engine records (serving exposes the registry on the metrics port)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """One registry per runtime, so several runtimes (tests) never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.queries = Counter("satchel_queries", "Queries run", ["protocol", "served_by"], registry=r)
+        self.query_failures = Counter("satchel_query_failures", "Queries that failed", ["protocol", "code"], registry=r)
+        self.query_duration = Histogram("satchel_query_duration_seconds", "Query duration (to last batch)",
+                                        ["protocol"], registry=r)
+        self.query_rows = Counter("satchel_query_rows", "Rows returned to clients", ["protocol"], registry=r)
+        self.query_bytes = Counter("satchel_query_bytes", "Arrow bytes returned to clients", ["protocol"], registry=r)
+        self.refresh_duration = Histogram("satchel_dataset_refresh_duration_seconds", "Dataset refresh duration",
+                                          ["dataset"], registry=r)
+        self.refresh_errors = Counter("satchel_dataset_refresh_errors", "Failed dataset refreshes", ["dataset"], registry=r)
+        self.refresh_last = Gauge("satchel_dataset_last_refresh_timestamp_seconds",
+                                  "Unix time of the last successful refresh", ["dataset"], registry=r)
+        self.dataset_rows = Gauge("satchel_dataset_rows", "Rows held by the accelerator", ["dataset"], registry=r)
+        self.dataset_ready = Gauge("satchel_dataset_ready", "1 when the dataset has loaded once", ["dataset"], registry=r)

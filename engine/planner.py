@@ -1,0 +1,340 @@
+"""Routes a parsed query: whole to one DuckDB accelerator, or to DataFusion with pushed-down scans.
+
+The routing is an optimisation, never a change of meaning: the query is qualified and typed
+once (sqlglot), so integer division, NULL ordering and output column names come out the
+same whichever engine runs it, and every WHERE clause is re-applied above pushed scans.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pyarrow as pa
+from sqlglot import exp
+from sqlglot.errors import OptimizeError
+from sqlglot.optimizer.annotate_types import annotate_types
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import Scope, traverse_scope
+
+from connectors.base import Filter
+
+from .arrow_sql_types import sql_type
+from .errors import SqlError, UnknownDataset
+from .sql_policy import PUBLIC_DIALECT
+
+
+@dataclass
+class Binding:
+    """Where one table name is served from right now."""
+
+    name: str  # the name clients use (dataset, or runtime.task_history)
+    schema: pa.Schema
+    kind: str  # "duckdb" | "arrow" | "source" | "memory"
+    instance_id: str | None = None  # the accelerator instance (duckdb:<path>) for kind duckdb
+    dataset: str | None = None  # dataset name for task history / status
+
+
+@dataclass
+class TableScan:
+    """One table reference in a federated plan, registered in DataFusion as `register_as`."""
+
+    register_as: str
+    binding: Binding
+    columns: list[str] | None
+    filters: list[Filter] = field(default_factory=list)
+    limit: int | None = None
+
+
+@dataclass
+class Plan:
+    route: str  # "accelerator" (one DuckDB instance) | "federated" (DataFusion)
+    sql: str  # in the target engine's dialect
+    bindings: list[Binding]
+    scans: list[TableScan] = field(default_factory=list)
+    instance_id: str | None = None
+
+    @property
+    def served_by(self) -> str:
+        kinds = {b.kind for b in self.bindings}
+        if not kinds or kinds <= {"memory"}:
+            return "runtime"
+        if "source" in kinds:
+            return "source" if kinds <= {"source", "memory"} else "mixed"
+        return "accelerator"
+
+    def explain(self) -> str:
+        lines = [f"route: {self.route} (served by {self.served_by})", f"sql: {self.sql}"]
+        for s in self.scans:
+            pushed = " AND ".join(f"{f.column} {f.op} {f.value!r}" for f in s.filters) or "-"
+            lines.append(
+                f"scan {s.binding.name} [{s.binding.kind}] as {s.register_as}: "
+                f"columns={s.columns if s.columns is not None else '*'} filters={pushed} limit={s.limit}"
+            )
+        return "\n".join(lines)
+
+
+Resolver = Callable[[str | None, str], Binding | None]
+"""(schema or None, table) -> Binding, or None when unknown."""
+
+
+def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Expression]) -> Plan:
+    """Resolve names, qualify and type the query, and choose its route."""
+    tree = expand_views(tree.copy(), views)
+    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+    bindings: dict[str, Binding] = {}
+    for table in list(tree.find_all(exp.Table)):
+        if not isinstance(table.this, exp.Identifier):
+            raise SqlError(f"table functions are not allowed ({table.this.sql(PUBLIC_DIALECT)}); query datasets by name")
+        if not table.db and table.name.lower() in ctes:
+            continue
+        if table.catalog and table.catalog.lower() != "spice":
+            raise UnknownDataset(f"unknown catalog '{table.catalog}'; the only catalog is 'spice'")
+        binding = resolve(table.db or None, table.name)
+        if binding is None:
+            full = f"{table.db}.{table.name}" if table.db else table.name
+            raise UnknownDataset(f"unknown table '{full}'")
+        key = binding.name
+        bindings[key] = binding
+        table.set("catalog", None)
+        table.set("db", None)
+        table.set("this", exp.to_identifier(key, quoted=True))
+        if not table.alias:
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(_short(key), quoted=True)))
+    name_projections(tree)
+    schema = {b.name: {f.name: sql_type(f.type) for f in b.schema} for b in bindings.values()}
+    try:
+        tree = qualify(tree, schema=schema, dialect=PUBLIC_DIALECT, quote_identifiers=True,
+                       validate_qualify_columns=True, identify=True)
+        tree = annotate_types(tree, schema=schema, dialect=PUBLIC_DIALECT)
+    except OptimizeError as e:
+        raise SqlError(str(e)) from None
+    used = list(bindings.values())
+    instances = {b.instance_id for b in used}
+    if used and all(b.kind == "duckdb" for b in used) and len(instances) == 1:
+        return Plan("accelerator", tree.sql("duckdb"), used, instance_id=used[0].instance_id)
+    scans = _federated_scans(tree, bindings)
+    return Plan("federated", tree.sql(PUBLIC_DIALECT), used, scans=scans)
+
+
+def expand_views(tree: exp.Expression, views: dict[str, exp.Expression], depth: int = 0) -> exp.Expression:
+    """Replace references to pod views by their (recursively expanded) SELECT."""
+    if depth > 16:
+        raise SqlError("views nest more than 16 levels deep (a view that refers to itself?)")
+    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+    for table in list(tree.find_all(exp.Table)):
+        name = table.name.lower()
+        if table.db and table.db.lower() != "public" or name in ctes or name not in views:
+            continue
+        body = expand_views(views[name].copy(), views, depth + 1)
+        alias = table.alias or table.name
+        table.replace(exp.Subquery(this=body, alias=exp.TableAlias(this=exp.to_identifier(alias))))
+    return tree
+
+
+def name_projections(tree: exp.Expression) -> None:
+    """Give unnamed output columns PostgreSQL's names (count, sum, ?column?), so every engine
+    returns the same column names."""
+    for select in tree.find_all(exp.Select):
+        for i, proj in enumerate(select.expressions):
+            if isinstance(proj, (exp.Alias, exp.Column, exp.Star)) or proj.find(exp.Star) and isinstance(proj, exp.Column):
+                continue
+            select.expressions[i] = exp.alias_(proj, _pg_name(proj), quoted=True)
+        select.set("expressions", select.expressions)
+
+
+def _pg_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Cast):
+        inner = node.this
+        return inner.name if isinstance(inner, exp.Column) else node.to.sql(PUBLIC_DIALECT).lower()
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower()
+    if isinstance(node, exp.Func):
+        return node.sql_name().lower()
+    return "?column?"
+
+
+def _short(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+# -- federated scans -------------------------------------------------------------------------
+
+
+def _federated_scans(tree: exp.Expression, bindings: dict[str, Binding]) -> list[TableScan]:
+    """One TableScan per table reference, with its projection, filters and (rarely) limit."""
+    scans: list[TableScan] = []
+    for scope in traverse_scope(tree):
+        for alias, source in scope.selected_sources.items():
+            node, src = source
+            if not isinstance(src, exp.Table) or src.name not in bindings:
+                continue
+            binding = bindings[src.name]
+            register_as = f"__scan_{len(scans)}"
+            columns = _columns_of(tree, alias, binding)
+            filters = _pushable_filters(scope, alias, src) if binding.kind != "arrow" else []
+            limit = _pushable_limit(scope, filters)
+            scans.append(TableScan(register_as, binding, columns, filters, limit))
+            src.set("this", exp.to_identifier(register_as, quoted=True))
+    return scans
+
+
+def _columns_of(tree: exp.Expression, alias: str, binding: Binding) -> list[str]:
+    wanted = {c.name for c in tree.find_all(exp.Column) if c.table == alias}
+    cols = [n for n in binding.schema.names if n in wanted]
+    return cols or binding.schema.names[:1]  # count(*) still needs rows: read the first column
+
+
+def _pushable_filters(scope: Scope, alias: str, table: exp.Table) -> list[Filter]:
+    select = scope.expression
+    if not isinstance(select, exp.Select) or not select.args.get("where"):
+        return []
+    if not _preserved_side(select, table):
+        return []
+    out: list[Filter] = []
+    for cond in _conjuncts(select.args["where"].this):
+        out.extend(_as_filters(cond, alias))
+    return out
+
+
+def _preserved_side(select: exp.Select, table: exp.Table) -> bool:
+    """Filters may be pushed only into a table that no outer join pads with NULLs."""
+    joins = select.args.get("joins") or []
+    for join in joins:
+        side = (join.side or "").upper()
+        if join.this is table:
+            if side in ("LEFT", "FULL") or join.kind and join.kind.upper() in ("FULL",):
+                return False
+        elif side in ("RIGHT", "FULL"):
+            return False
+    return True
+
+
+def _conjuncts(cond: exp.Expression) -> list[exp.Expression]:
+    if isinstance(cond, exp.And):
+        return _conjuncts(cond.left) + _conjuncts(cond.right)
+    if isinstance(cond, exp.Paren):
+        return _conjuncts(cond.this)
+    return [cond]
+
+
+_OPS = {exp.EQ: "=", exp.NEQ: "!=", exp.LT: "<", exp.LTE: "<=", exp.GT: ">", exp.GTE: ">="}
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "=", "!=": "!="}
+
+
+def _as_filters(cond: exp.Expression, alias: str) -> list[Filter]:
+    """Filters for one conjunct, when it is `column op literal` on this table; else none."""
+    def col(node: exp.Expression) -> str | None:
+        return node.name if isinstance(node, exp.Column) and node.table == alias else None
+
+    for kind, op in _OPS.items():
+        if isinstance(cond, kind):
+            left, right = cond.this, cond.expression
+            if col(left) and _is_literal(right):
+                return [Filter(col(left), op, literal_value(right))]
+            if col(right) and _is_literal(left):
+                return [Filter(col(right), _FLIP[op], literal_value(left))]
+            return []
+    if isinstance(cond, exp.Between) and col(cond.this) and _is_literal(cond.args["low"]) and _is_literal(cond.args["high"]):
+        name = col(cond.this)
+        return [Filter(name, ">=", literal_value(cond.args["low"])), Filter(name, "<=", literal_value(cond.args["high"]))]
+    if isinstance(cond, exp.In) and col(cond.this) and cond.expressions and all(_is_literal(e) for e in cond.expressions):
+        values = tuple(literal_value(e) for e in cond.expressions)
+        if any(v is None for v in values):
+            return []
+        return [Filter(col(cond.this), "in", values)]
+    if isinstance(cond, exp.Is) and col(cond.this) and isinstance(cond.expression, exp.Null):
+        return [Filter(col(cond.this), "is_null")]
+    if isinstance(cond, exp.Not):
+        inner = cond.this
+        if isinstance(inner, exp.Is) and col(inner.this) and isinstance(inner.expression, exp.Null):
+            return [Filter(col(inner.this), "is_not_null")]
+        if isinstance(inner, exp.In) and col(inner.this) and inner.expressions and all(_is_literal(e) for e in inner.expressions):
+            values = tuple(literal_value(e) for e in inner.expressions)
+            return [] if any(v is None for v in values) else [Filter(col(inner.this), "not_in", values)]
+        if isinstance(inner, exp.Like) and col(inner.this) and _is_string(inner.expression):
+            return [Filter(col(inner.this), "not_like", inner.expression.name)]
+        return []
+    if isinstance(cond, exp.Like) and col(cond.this) and _is_string(cond.expression):
+        return [Filter(col(cond.this), "like", cond.expression.name)]
+    return []
+
+
+def _pushable_limit(scope: Scope, filters: list[Filter]) -> int | None:
+    """A LIMIT goes into the scan only for `SELECT cols FROM t [WHERE fully pushed] LIMIT n`."""
+    select = scope.expression
+    if not isinstance(select, exp.Select) or not select.args.get("limit"):
+        return None
+    if scope.is_subquery or scope.is_cte or select.args.get("joins") or select.args.get("group") \
+            or select.args.get("order") or select.args.get("distinct") or select.args.get("having") \
+            or select.find(exp.AggFunc) or select.find(exp.Window) or len(scope.selected_sources) != 1:
+        return None
+    where = select.args.get("where")
+    if where is not None and len(_conjuncts(where.this)) != len(filters):
+        return None
+    limit = _int_literal(select.args["limit"].expression)
+    offset = _int_literal(select.args["offset"].expression) if select.args.get("offset") else 0
+    return None if limit is None or offset is None else limit + offset
+
+
+def _int_literal(node: exp.Expression | None) -> int | None:
+    if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit():
+        return int(node.this)
+    return None
+
+
+def _is_string(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Literal) and node.is_string
+
+
+def _is_literal(node: exp.Expression) -> bool:
+    try:
+        literal_value(node)
+        return True
+    except _NotLiteral:
+        return False
+
+
+class _NotLiteral(Exception):
+    pass
+
+
+def literal_value(node: exp.Expression) -> Any:
+    """The Python value of a literal (numbers exact: integers as int, others as Decimal)."""
+    if isinstance(node, exp.Paren):
+        return literal_value(node.this)
+    if isinstance(node, exp.Null):
+        return None
+    if isinstance(node, exp.Boolean):
+        return bool(node.this)
+    if isinstance(node, exp.Neg):
+        value = literal_value(node.this)
+        if isinstance(value, (int, decimal.Decimal)) and not isinstance(value, bool):
+            return -value
+        raise _NotLiteral()
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return node.this
+        text = node.this
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return decimal.Decimal(text)
+            except decimal.InvalidOperation:
+                raise _NotLiteral() from None
+    if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:
+        target = node.to.this
+        text = node.this.this
+        try:
+            if target == exp.DataType.Type.DATE:
+                return dt.date.fromisoformat(text)
+            if target == exp.DataType.Type.TIMESTAMP:
+                value = dt.datetime.fromisoformat(text)
+                if value.tzinfo is None:
+                    return value
+        except ValueError:
+            raise _NotLiteral() from None
+    raise _NotLiteral()

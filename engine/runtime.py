@@ -1,0 +1,399 @@
+"""The Runtime: owns datasets, accelerators and refreshes, and answers every query.
+
+Every entry point (Flight SQL, HTTP, CLI) calls `Runtime.query(sql, principal)` and gets a
+streaming `pyarrow.RecordBatchReader`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import pyarrow as pa
+from sqlglot import exp
+
+from accel.arrow import ArrowAccelerator
+from accel.duckdb import DuckDBAccelerator
+from accel.refresh import RefreshScheduler, Schedule
+from connectors.base import FilterSupport
+
+from .config import Pod
+from .datasets import DatasetRuntime
+from .errors import DatasetNotReady, NotFound, QueryTimeout, SatchelError, SqlError, Unauthenticated
+from .executor import run_federated
+from .metrics import Metrics
+from .planner import Binding, Plan, TableScan, plan_query
+from .redact import redact
+from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
+from .task_history import SCHEMA as TASK_HISTORY_SCHEMA
+from .task_history import Task, TaskHistory
+
+log = logging.getLogger("satchel.runtime")
+CATALOG = "spice"
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+
+
+ANONYMOUS = Principal("anonymous")
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    catalog: str
+    schema: str
+    name: str
+    table_type: str
+    arrow_schema: pa.Schema
+    primary_key: tuple[str, ...]
+    description: str | None
+
+
+class Runtime:
+    """Datasets, accelerators, the refresh scheduler and the query entry point."""
+
+    def __init__(self, pod: Pod, data_dir: str | None = None, memory_limit: str | None = None) -> None:
+        self.pod = pod
+        self.metrics = Metrics()
+        self.secrets = pod.secret_values
+        th = pod.runtime.task_history
+        self.task_history = TaskHistory(th.enabled, th.retention_period)
+        self.data_dir = Path(data_dir or os.environ.get("SATCHEL_DATA_DIR") or Path(pod.base_dir) / ".satchel")
+        self.memory_limit = memory_limit or os.environ.get("SATCHEL_MEMORY_LIMIT") or pod.runtime.params.memory_limit
+        self.query_timeout = pod.runtime.params.query_timeout
+        self.max_rows = pod.runtime.params.max_rows
+        self._api_keys = tuple(k for k in pod.runtime.auth.api_key.keys) if pod.runtime.auth.api_key.enabled else ()
+        self.arrow = ArrowAccelerator()
+        self.duckdb_instances: dict[str, DuckDBAccelerator] = {}
+        self.datasets: dict[str, DatasetRuntime] = {}
+        for ds in pod.datasets:
+            self.datasets[ds.name.lower()] = DatasetRuntime(ds, pod.base_dir, self._accelerator_for(ds), self.metrics,
+                                                            self.secrets)
+        self.views: dict[str, exp.Expression] = {}
+        for view in pod.views:
+            tree, _ = parse_query(view.sql)
+            self.views[view.name.lower()] = tree
+        self.scheduler = RefreshScheduler()
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Reopen file-mode data, then load the rest and schedule refreshes in the background."""
+        now = time.time()
+        for ds in self.datasets.values():
+            if not ds.accelerated:
+                continue
+            acc = ds.acceleration
+            schedule = Schedule(acc.refresh_check_interval, acc.refresh_cron,
+                                acc.refresh_jitter_max if acc.refresh_jitter_enabled else None)
+            reopened = ds.adopt_existing()
+            self.scheduler.add(ds.name, schedule, lambda ds=ds: self._refresh_job(ds), None if reopened else now)
+            if acc.retention_check_enabled and acc.retention_check_interval:
+                self.scheduler.add(f"{ds.name}#retention", Schedule(acc.retention_check_interval),
+                                   ds.apply_retention)
+        self.scheduler.start()
+        self._started = True
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        for ds in self.datasets.values():
+            ds.close()
+        for inst in self.duckdb_instances.values():
+            inst.close()
+
+    def ready(self) -> bool:
+        """True when every accelerated dataset with `ready_state: on_load` has loaded once."""
+        return all(ds.loaded_once or ds.config.ready_state == "on_registration" for ds in self.datasets.values())
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready():
+                return True
+            time.sleep(0.05)
+        return self.ready()
+
+    def refresh(self, name: str, wait: bool = False, timeout: float = 600) -> dict:
+        """Trigger a refresh now; with `wait`, block until it finishes and raise its error."""
+        ds = self._dataset(name)
+        if not ds.accelerated:
+            raise SqlError(f"dataset '{ds.name}' is not accelerated; there is nothing to refresh")
+        if not wait:
+            queued = self.scheduler.run_now(ds.name)
+            return {"dataset": ds.name, "status": "queued" if queued else "already running"}
+        result = ds.refresh(self._source_reader, self.scheduler.stop_event)
+        self._record_refresh(ds, result.rows, result.duration_s * 1000, None)
+        return {"dataset": ds.name, "status": "done", "rows": result.rows, "mode": result.mode,
+                "duration_s": result.duration_s}
+
+    def _refresh_job(self, ds: DatasetRuntime) -> None:
+        started = time.monotonic()
+        try:
+            result = ds.refresh(self._source_reader, self.scheduler.stop_event)
+            log.info("dataset %s: %s refresh loaded %d rows in %.2fs", ds.name, result.mode, result.rows,
+                     result.duration_s)
+            self._record_refresh(ds, result.rows, result.duration_s * 1000, None)
+        except Exception:
+            log.error("dataset %s: refresh failed, keeping the last good data: %s", ds.name, ds.last_error)
+            self._record_refresh(ds, None, (time.monotonic() - started) * 1000, ds.last_error)
+
+    def _record_refresh(self, ds: DatasetRuntime, rows: int | None, ms: float, error: str | None) -> None:
+        self.task_history.record(Task("refresh", "internal", "runtime", f"refresh {ds.name}", [ds.name],
+                                      "source", duration_ms=ms, rows=rows, error=error))
+
+    # -- auth --------------------------------------------------------------------------------
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self._api_keys)
+
+    def authenticate(self, api_key: str | None) -> Principal:
+        if not self.auth_enabled:
+            return ANONYMOUS
+        if api_key:
+            for i, key in enumerate(self._api_keys):
+                if hmac.compare_digest(api_key.encode(), key.encode()):
+                    return Principal(f"api_key_{i + 1}")
+        raise Unauthenticated("a valid API key is required (HTTP X-API-Key header, or Flight 'Authorization: Bearer <key>')")
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def query(self, sql: str, principal: Principal = ANONYMOUS, *, protocol: str = "flight",
+              params: Sequence[object] | None = None) -> pa.RecordBatchReader:
+        """Plan and run one read-only query; the result streams."""
+        task = Task("query", protocol, principal.name, redact(sql, self.secrets))
+        started = time.monotonic()
+        try:
+            tree, explain = parse_query(sql)
+            tree = bind_parameters(tree, params)
+            plan = self.plan(tree)
+            task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
+            task.served_by = plan.served_by
+            if explain:
+                reader = _explain_reader(plan)
+            else:
+                reader = self._execute(plan, tree)
+        except Exception as e:
+            self._finish(task, started, 0, e)
+            raise self._public_error(e) from None
+        return self._accounted(reader, task, started)
+
+    def explain(self, sql: str) -> str:
+        tree, _ = parse_query(sql)
+        return self.plan(tree).explain()
+
+    def query_schema(self, sql: str, principal: Principal = ANONYMOUS) -> pa.Schema:
+        """The result schema, found by planning the query with a zero-row limit."""
+        tree, explain = parse_query(sql)
+        if explain:
+            return _explain_reader(Plan("federated", "", [])).schema
+        count = parameter_count(tree)
+        tree = bind_parameters(tree, [None] * count)
+        limited = exp.select("*").from_(exp.Subquery(this=tree, alias=exp.TableAlias(this=exp.to_identifier("q"))))
+        limited = limited.limit(0)
+        try:
+            return self._execute(self.plan(limited), limited).schema
+        except Exception as e:
+            raise self._public_error(e) from None
+
+    def parameter_count(self, sql: str) -> int:
+        tree, _ = parse_query(sql)
+        return parameter_count(tree)
+
+    def plan(self, tree: exp.Expression, force_source: frozenset[str] = frozenset()) -> Plan:
+        return plan_query(tree, lambda db, name: self._resolve(db, name, force_source), self.views)
+
+    def _execute(self, plan: Plan, tree: exp.Expression) -> pa.RecordBatchReader:
+        if plan.route == "accelerator":
+            reader = self.duckdb_instances[plan.instance_id.split(":", 1)[1]].query(plan.sql)
+        else:
+            reader = run_federated(plan, self._open_scan)
+        fallback = [b.dataset for b in plan.bindings
+                    if b.kind in ("duckdb", "arrow") and self.datasets[b.dataset].acceleration.on_zero_results == "use_source"]
+        if fallback:
+            return _unless_empty(reader, lambda: self._execute(self.plan(tree, frozenset(fallback)), tree))
+        return reader
+
+    def _resolve(self, db: str | None, name: str, force_source: frozenset[str]) -> Binding | None:
+        schema = (db or "public").lower()
+        if schema == "runtime":
+            if name.lower() == "task_history":
+                return Binding("runtime.task_history", TASK_HISTORY_SCHEMA, "memory")
+            return None
+        if schema != "public":
+            return None
+        ds = self.datasets.get(name.lower())
+        if ds is None:
+            return None
+        if ds.accelerated and ds.name not in force_source:
+            if ds.loaded_once:
+                kind = ds.acceleration.engine
+                return Binding(ds.name, ds.schema(), kind, ds.accelerator.instance_id, ds.name)
+            if ds.config.ready_state == "on_load":
+                raise DatasetNotReady(f"dataset '{ds.name}' is still loading ({ds.status}); "
+                                      f"try again shortly, or set ready_state: on_registration to query the source meanwhile"
+                                      + (f"; last error: {ds.last_error}" if ds.last_error else ""))
+        return Binding(ds.name, ds.schema(), "source", None, ds.name)
+
+    def _open_scan(self, scan: TableScan) -> pa.RecordBatchReader | pa.Table:
+        b = scan.binding
+        if b.kind == "memory":
+            return self.task_history.table()
+        ds = self.datasets[b.dataset.lower()]
+        if b.kind == "arrow":
+            return self.arrow.table(ds.name)
+        if b.kind == "duckdb":
+            return ds.accelerator.scan(ds.name, scan.columns, scan.filters, scan.limit)
+        support = ds.connector.classify_filters(scan.filters)
+        pushed = [f for f, s in zip(scan.filters, support) if s is not FilterSupport.UNSUPPORTED]
+        exact = all(s is FilterSupport.EXACT for s in support)
+        return ds.connector.scan(scan.columns, pushed, scan.limit if exact else None)
+
+    def _source_reader(self, ds: DatasetRuntime, condition: str | None) -> pa.RecordBatchReader:
+        """The rows a refresh loads: `refresh_sql` (or all rows), narrowed by `condition`."""
+        base = ds.acceleration.refresh_sql or f'SELECT * FROM "{ds.name}"'
+        tree, _ = parse_query(base)
+        if condition:
+            tree = exp.select("*").from_(exp.Subquery(this=tree, alias=exp.TableAlias(this=exp.to_identifier("r"))))
+            tree = tree.where(condition, dialect=PUBLIC_DIALECT)
+        plan = self.plan(tree, force_source=frozenset(self.datasets_names()))
+        return run_federated(plan, self._open_scan)
+
+    def datasets_names(self) -> list[str]:
+        return [ds.name for ds in self.datasets.values()]
+
+    # -- catalog -----------------------------------------------------------------------------
+
+    def tables(self) -> list[TableInfo]:
+        out = []
+        for ds in self.datasets.values():
+            try:
+                schema = ds.schema()
+            except SatchelError as e:
+                log.warning("dataset %s: schema unavailable: %s", ds.name, e)
+                continue
+            pk = tuple(ds.acceleration.primary_key or ()) if ds.accelerated else ()
+            out.append(TableInfo(CATALOG, "public", ds.name, "TABLE", schema, pk, ds.config.description))
+        for view in self.pod.views:
+            try:
+                schema = self.query_schema(f'SELECT * FROM "{view.name}"')
+            except SatchelError as e:
+                log.warning("view %s: schema unavailable: %s", view.name, e)
+                continue
+            out.append(TableInfo(CATALOG, "public", view.name, "VIEW", schema, (), view.description))
+        out.append(TableInfo(CATALOG, "runtime", "task_history", "TABLE", TASK_HISTORY_SCHEMA, ("task_id",),
+                             "One row per query and refresh run by this sidecar."))
+        return out
+
+    def status(self) -> dict:
+        return {"pod": self.pod.name, "ready": self.ready(),
+                "datasets": [ds.info() for ds in self.datasets.values()]}
+
+    def _dataset(self, name: str) -> DatasetRuntime:
+        ds = self.datasets.get(name.lower())
+        if ds is None:
+            raise NotFound(f"unknown dataset '{name}'; datasets: {', '.join(self.datasets_names())}")
+        return ds
+
+    def _accelerator_for(self, ds):
+        acc = ds.acceleration
+        if acc is None or not acc.enabled:
+            return None
+        if acc.engine == "arrow":
+            return self.arrow
+        path = None
+        if acc.mode == "file":
+            path = acc.params.get("duckdb_file") or str(self.data_dir / "accelerated_duckdb.db")
+            if not os.path.isabs(path):
+                path = str(Path(self.pod.base_dir) / path)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        key = path or "memory"
+        if key not in self.duckdb_instances:
+            limit = acc.params.get("duckdb_memory_limit") or self.memory_limit
+            self.duckdb_instances[key] = DuckDBAccelerator(path, memory_limit=limit)
+        return self.duckdb_instances[key]
+
+    # -- accounting --------------------------------------------------------------------------
+
+    def _accounted(self, reader: pa.RecordBatchReader, task: Task, started: float) -> pa.RecordBatchReader:
+        deadline = started + self.query_timeout.total_seconds() if self.query_timeout else None
+        max_rows = self.max_rows
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            rows = nbytes = 0
+            error: BaseException | None = None
+            try:
+                for batch in reader:
+                    if deadline and time.monotonic() > deadline:
+                        raise QueryTimeout(f"query exceeded the runtime query_timeout of {self.query_timeout}")
+                    if max_rows is not None and rows + batch.num_rows > max_rows:
+                        batch = batch.slice(0, max_rows - rows)
+                        task.truncated = True
+                    rows += batch.num_rows
+                    nbytes += batch.nbytes
+                    yield batch
+                    if task.truncated:
+                        break
+            except GeneratorExit:
+                raise
+            except Exception as e:
+                error = e
+                raise self._public_error(e) from None
+            finally:
+                self.metrics.query_rows.labels(task.protocol).inc(rows)
+                self.metrics.query_bytes.labels(task.protocol).inc(nbytes)
+                self._finish(task, started, rows, error)
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+    def _finish(self, task: Task, started: float, rows: int, error: BaseException | None) -> None:
+        elapsed = time.monotonic() - started
+        task.duration_ms = elapsed * 1000
+        task.rows = rows
+        if error is not None:
+            task.error = redact(str(self._public_error(error)), self.secrets)
+            code = getattr(error, "code", "internal_error")
+            self.metrics.query_failures.labels(task.protocol, code).inc()
+        self.metrics.queries.labels(task.protocol, task.served_by or "none").inc()
+        self.metrics.query_duration.labels(task.protocol).observe(elapsed)
+        self.task_history.record(task)
+
+    def _public_error(self, e: BaseException) -> SatchelError:
+        """Every failure leaves as a SatchelError with a clear, secret-free message."""
+        if isinstance(e, SatchelError):
+            return e
+        text = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, self.secrets)
+        return SqlError(f"query failed: {text}")
+
+
+def _explain_reader(plan: Plan) -> pa.RecordBatchReader:
+    lines = plan.explain().splitlines() if plan.sql else []
+    table = pa.table({"plan_type": pa.array(["satchel"] * len(lines), pa.string()),
+                      "plan": pa.array(lines, pa.string())})
+    return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+
+
+def _unless_empty(reader: pa.RecordBatchReader, fallback) -> pa.RecordBatchReader:
+    """`reader`, or `fallback()` when reader yields no rows at all (on_zero_results: use_source)."""
+    held: list[pa.RecordBatch] = []
+    for batch in reader:
+        held.append(batch)
+        if batch.num_rows:
+            break
+    else:
+        return fallback()
+
+    def rest() -> Iterator[pa.RecordBatch]:
+        yield from held
+        yield from reader
+
+    return pa.RecordBatchReader.from_batches(reader.schema, rest())

@@ -1,0 +1,109 @@
+"""Parsing the public (PostgreSQL-flavoured) SQL and enforcing read-only from the parse tree."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+from .errors import ReadOnlyViolation, SqlError
+
+PUBLIC_DIALECT = "postgres"
+
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+# Statement roots a query may have. Everything else (DDL, DML, COPY, ATTACH, PRAGMA, SET,
+# INSTALL/LOAD, CALL, transactions...) is refused.
+_READ_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery, exp.Values)
+_READ_KEYWORDS = {"SELECT", "WITH", "VALUES"}
+# Nodes that write or lock even inside a SELECT.
+_WRITE_NODES = (exp.Into, exp.Lock, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop,
+                exp.Alter, exp.Copy, exp.Command, exp.Set, exp.Pragma, exp.Use, exp.TruncateTable)
+
+
+def parse_query(sql: str) -> tuple[exp.Expression, bool]:
+    """Parse one read-only statement. Returns (tree, is_explain)."""
+    text = sql.strip().rstrip(";").strip()
+    if not text:
+        raise SqlError("empty SQL statement")
+    explain = False
+    head = text.split(None, 1)
+    if head and head[0].lower() == "explain" and len(head) == 2:
+        explain, text = True, head[1]
+    first = text.lstrip("(").split(None, 1)[0].upper() if text.lstrip("(") else ""
+    if first not in _READ_KEYWORDS:
+        raise ReadOnlyViolation(f"only read queries (SELECT) are allowed; {first} statements are refused")
+    try:
+        statements = [s for s in sqlglot.parse(text, read=PUBLIC_DIALECT) if s is not None]
+    except ParseError as e:
+        raise SqlError(f"SQL syntax error: {_first_error(e)}") from None
+    if len(statements) != 1:
+        raise ReadOnlyViolation(
+            f"exactly one statement per query is allowed; got {len(statements)} (multi-statement strings are refused)"
+        )
+    tree = statements[0]
+    check_read_only(tree)
+    return tree, explain
+
+
+def check_read_only(tree: exp.Expression) -> None:
+    """Refuse anything but a pure read, naming what was found."""
+    if not isinstance(tree, _READ_ROOTS):
+        kind = _statement_kind(tree)
+        raise ReadOnlyViolation(f"only read queries (SELECT) are allowed; {kind} statements are refused")
+    for node in tree.walk():
+        if isinstance(node, _WRITE_NODES):
+            raise ReadOnlyViolation(f"only read queries are allowed; found {_statement_kind(node)} inside the query")
+
+
+def bind_parameters(tree: exp.Expression, params: Sequence[Any] | None) -> exp.Expression:
+    """Replace `?` and `$n` placeholders with literal values (as typed SQL literals)."""
+    holders = list(tree.find_all(exp.Placeholder, exp.Parameter))
+    if not holders:
+        if params:
+            raise SqlError(f"the query has no parameters but {len(params)} were given")
+        return tree
+    params = list(params or [])
+    positional = 0
+    for node in holders:
+        if isinstance(node, exp.Parameter):
+            try:
+                index = int(node.this.name) - 1
+            except (TypeError, ValueError):
+                raise SqlError(f"unsupported parameter {node.sql()}; use ? or $1, $2 ...") from None
+        elif node.name and not node.name.isdigit():
+            raise SqlError(f"named parameters (:{node.name}) are not supported; use ? or $1, $2 ...")
+        else:
+            index, positional = positional, positional + 1
+        if index < 0 or index >= len(params):
+            raise SqlError(f"the query needs parameter {index + 1} but {len(params)} were given")
+        node.replace(exp.convert(params[index]))
+    return tree
+
+
+def parameter_count(tree: exp.Expression) -> int:
+    count, numbered = 0, 0
+    for node in tree.find_all(exp.Placeholder, exp.Parameter):
+        if isinstance(node, exp.Parameter) and node.this is not None and node.this.name.isdigit():
+            numbered = max(numbered, int(node.this.name))
+        else:
+            count += 1
+    return max(count, numbered)
+
+
+def _statement_kind(node: exp.Expression) -> str:
+    if isinstance(node, exp.Command):
+        return str(node.this).upper()
+    if isinstance(node, exp.Alias) and isinstance(node.this, exp.Column):  # e.g. INSTALL x
+        return node.this.name.upper()
+    return type(node).__name__.upper()
+
+
+def _first_error(e: ParseError) -> str:
+    if e.errors:
+        err = e.errors[0]
+        return f"{err.get('description', 'invalid syntax')} at line {err.get('line')}, column {err.get('col')}"
+    return str(e).splitlines()[0]

@@ -1,0 +1,79 @@
+"""`runtime.task_history`: one row per query or refresh, queryable with SQL like any table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+SCHEMA = pa.schema([
+    pa.field("task_id", pa.int64(), nullable=False),
+    pa.field("task", pa.string(), metadata={b"description": b"query | refresh"}),
+    pa.field("protocol", pa.string(), metadata={b"description": b"flight | http | cli | internal"}),
+    pa.field("principal", pa.string()),
+    pa.field("query_text", pa.string(), metadata={b"description": b"SQL text (secrets redacted)"}),
+    pa.field("datasets", pa.list_(pa.string()), metadata={b"description": b"Datasets the task touched"}),
+    pa.field("served_by", pa.string(), metadata={b"description": b"accelerator | source | mixed | runtime"}),
+    pa.field("started_at", pa.timestamp("us", "UTC")),
+    pa.field("duration_ms", pa.float64()),
+    pa.field("rows", pa.int64()),
+    pa.field("truncated", pa.bool_()),
+    pa.field("error", pa.string()),
+])
+MAX_TEXT = 16 * 1024
+
+
+@dataclass
+class Task:
+    task: str
+    protocol: str
+    principal: str
+    query_text: str
+    datasets: list[str] = field(default_factory=list)
+    served_by: str | None = None
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    duration_ms: float | None = None
+    rows: int | None = None
+    truncated: bool = False
+    error: str | None = None
+
+
+class TaskHistory:
+    """An in-memory Arrow table trimmed to the retention period (and a hard row cap)."""
+
+    def __init__(self, enabled: bool = True, retention: dt.timedelta = dt.timedelta(hours=8),
+                 max_rows: int = 100_000) -> None:
+        self.enabled = enabled
+        self.retention = retention
+        self.max_rows = max_rows
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._pending: list[dict] = []
+        self._table = SCHEMA.empty_table()
+
+    def record(self, task: Task) -> None:
+        if not self.enabled:
+            return
+        row = dict(task.__dict__)
+        row["task_id"] = next(self._ids)
+        row["query_text"] = (task.query_text or "")[:MAX_TEXT]
+        with self._lock:
+            self._pending.append(row)
+
+    def table(self) -> pa.Table:
+        """The current history (also applies retention)."""
+        with self._lock:
+            if self._pending:
+                fresh = pa.Table.from_pylist(self._pending, schema=SCHEMA)
+                self._pending = []
+                self._table = pa.concat_tables([self._table, fresh]).combine_chunks()
+            cutoff = dt.datetime.now(dt.timezone.utc) - self.retention
+            if self._table.num_rows and self._table["started_at"][0].as_py() < cutoff:
+                import pyarrow.compute as pc
+                self._table = self._table.filter(pc.greater_equal(self._table["started_at"], pa.scalar(cutoff, SCHEMA.field("started_at").type)))
+            if self._table.num_rows > self.max_rows:
+                self._table = self._table.slice(self._table.num_rows - self.max_rows)
+            return self._table
