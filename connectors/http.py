@@ -142,6 +142,8 @@ class HttpFileConnector:
         self._format = explicit_format(spec) or format_of_path(parts.path)
         self._source = FileSource(spec, read_options(spec))
         self._lock = threading.Lock()
+        self._client_lock = threading.Lock()  # schema() holds _lock while it downloads
+        self._http: httpx.Client | None = None
 
     # -- Connector ---------------------------------------------------------------------------
 
@@ -166,7 +168,11 @@ class HttpFileConnector:
         return self._source.scan([path], columns, filters, limit, cleanup=lambda: _remove(path))
 
     def close(self) -> None:
-        """Nothing to release: every scan downloads to its own temporary file."""
+        """Close the HTTP connection pool (every scan's temporary file is already removed)."""
+        with self._client_lock:
+            client, self._http = self._http, None
+        if client is not None:
+            client.close()
 
     # -- download ----------------------------------------------------------------------------
 
@@ -175,9 +181,8 @@ class HttpFileConnector:
         suffix = os.path.splitext(urllib.parse.urlsplit(self.url).path)[1][:16]
         fd, path = tempfile.mkstemp(prefix="satchel-http-", suffix=suffix)
         try:
-            with os.fdopen(fd, "wb") as out, httpx.Client(
-                timeout=self._timeout, follow_redirects=True, headers=self._headers, auth=self._auth
-            ) as client:
+            client = self._client()
+            with os.fdopen(fd, "wb") as out:
                 log.debug("dataset '%s': GET %s", self.spec.name, self.safe_url)
                 with client.stream("GET", self.url) as response:
                     if not 200 <= response.status_code < 300:
@@ -200,6 +205,14 @@ class HttpFileConnector:
             _remove(path)
             raise
         return path, content_type
+
+    def _client(self) -> httpx.Client:
+        """One connection pool per connector (httpx clients are thread-safe)."""
+        with self._client_lock:
+            if self._http is None:
+                self._http = httpx.Client(timeout=self._timeout, follow_redirects=True, headers=self._headers,
+                                          auth=self._auth)
+            return self._http
 
     def _format_for(self, content_type: str) -> str:
         if self._format:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import fnmatch
+import functools
 import logging
 import math
 import random
@@ -143,6 +144,11 @@ def reference_table(columns: Sequence[str] = ALL_COLUMNS, nan: bool = True) -> p
     return pa.table(arrays)
 
 
+@functools.lru_cache(maxsize=None)
+def _cached_reference(columns: tuple[str, ...], nan: bool) -> pa.Table:
+    return reference_table(columns, nan)
+
+
 DESCRIPTIONS = {"id": "Row number; unique.", "s": "Free text — unicode ✓"}
 
 
@@ -180,7 +186,7 @@ class ConformanceCase:
 
     @property
     def reference(self) -> pa.Table:
-        return reference_table(self.columns, self.nan)
+        return _cached_reference(tuple(self.columns), self.nan)
 
 
 # -- scenarios -----------------------------------------------------------------------------
@@ -370,6 +376,17 @@ def duckdb_rows(table: pa.Table, columns: Sequence[str], filters: Iterable[Filte
     return Counter(tuple(_normalize(row[n]) for n in names) for row in result.to_pylist())
 
 
+_reference_cache: dict[tuple, Counter] = {}
+
+
+def reference_rows(case: ConformanceCase, columns: Sequence[str], filters: Sequence[Filter] = ()) -> Counter:
+    """`duckdb_rows` over the case's reference, memoized (cases share reference tables)."""
+    key = (tuple(case.columns), case.nan, tuple(columns), repr(list(filters)))
+    if key not in _reference_cache:
+        _reference_cache[key] = reference_rows(case, columns, filters)
+    return _reference_cache[key]
+
+
 def diff(got: Counter, want: Counter, limit: int = 5) -> str:
     missing = list((want - got).elements())[:limit]
     extra = list((got - want).elements())[:limit]
@@ -465,7 +482,7 @@ class ConformanceSuite:
         expected = columns or list(case.columns)
         assert table.column_names == expected
         assert table.schema.equals(pa.schema([connector.schema().field(c) for c in expected]), check_metadata=True)
-        assert duckdb_rows(table, expected) == duckdb_rows(case.reference, expected)
+        assert duckdb_rows(table, expected) == reference_rows(case, expected)
 
     def test_count_only_projection(self, case: ConformanceCase, connector: Connector) -> None:
         table = read(connector.scan([], [Filter("id", "<", 10)]))
@@ -486,17 +503,17 @@ class ConformanceSuite:
         out_columns = output.column_names
         # what the engine does: re-apply every filter over the connector's rows
         got = duckdb_rows(output, wanted, filters)
-        want = duckdb_rows(case.reference, wanted, filters)
+        want = reference_rows(case, wanted, filters)
         assert got == want, f"engine result differs ({[s.value for s in support]}): {diff(got, want)}"
         # filters classified EXACT were applied by the connector, and no matching row was dropped
         exact = [f for f, s in zip(filters, support) if s is FilterSupport.EXACT]
         raw = duckdb_rows(output, out_columns)
-        applied = duckdb_rows(case.reference, out_columns, exact)
+        applied = reference_rows(case, out_columns, exact)
         if all(s is not FilterSupport.INEXACT for s in support):
             assert raw == applied, f"connector output != reference WHERE exact filters: {diff(raw, applied)}"
         else:
             assert not (raw - applied), f"connector returned rows an EXACT filter excludes: {diff(raw, applied)}"
-            assert not (duckdb_rows(case.reference, out_columns, filters) - raw), "connector dropped matching rows"
+            assert not (reference_rows(case, out_columns, filters) - raw), "connector dropped matching rows"
 
     def test_limit(self, case: ConformanceCase, connector: Connector, limited: tuple[str, int]) -> None:
         scenario_id, limit = limited
@@ -506,7 +523,7 @@ class ConformanceSuite:
             pytest.skip("the connector does not apply these filters exactly, so the engine never pushes a limit")
         columns = list(case.columns)
         output = read(connector.scan(None, filters, limit))
-        matching = duckdb_rows(case.reference, columns, filters)
+        matching = reference_rows(case, columns, filters)
         got = duckdb_rows(output, columns)
         assert output.num_rows == min(limit, sum(matching.values()))
         assert not (got - matching), f"limited rows that do not match: {diff(got, matching)}"

@@ -1,0 +1,140 @@
+"""The HTTP API on port 8090 (FastAPI): health, readiness, SQL, datasets, status, refresh."""
+
+from __future__ import annotations
+
+import io
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from engine.errors import SatchelError, Unauthenticated
+from engine.runtime import Principal, Runtime
+
+from .formats import ARROW_STREAM, json_chunks
+
+OPEN_PATHS = {"/health", "/v1/ready"}
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The FastAPI app serving `runtime`."""
+    app = FastAPI(title="Satchel", version=_version(), docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next):
+        if request.url.path not in OPEN_PATHS:
+            try:
+                request.state.principal = runtime.authenticate(request.headers.get("x-api-key"))
+            except Unauthenticated as e:
+                return _error(e)
+        return await call_next(request)
+
+    @app.exception_handler(SatchelError)
+    async def satchel_error(request: Request, e: SatchelError):
+        return _error(e)
+
+    @app.get("/health", response_class=PlainTextResponse)
+    def health() -> str:
+        return "ok"
+
+    @app.get("/v1/ready")
+    def ready() -> Response:
+        if runtime.ready():
+            return PlainTextResponse("ready")
+        waiting = [d["name"] for d in runtime.status()["datasets"] if not d["ready"]]
+        return PlainTextResponse(f"not ready: waiting for {', '.join(waiting)}", status_code=503)
+
+    @app.post("/v1/sql")
+    async def sql(request: Request) -> Response:
+        text = (await request.body()).decode("utf-8", errors="replace")
+        accept = request.headers.get("accept", "application/json")
+        principal: Principal = request.state.principal
+        reader = runtime.query(text, principal, protocol="http")
+        first = _first_batch(reader)  # planning/first-batch errors still get a proper status
+        if ARROW_STREAM in accept:
+            return StreamingResponse(_arrow_stream(reader, first), media_type=ARROW_STREAM)
+        if "text/csv" in accept:
+            return StreamingResponse(_csv_stream(reader, first), media_type="text/csv")
+        return StreamingResponse(json_chunks(reader.schema, _chain(first, reader)), media_type="application/json")
+
+    @app.get("/v1/datasets")
+    def datasets() -> list[dict]:
+        status = {d["name"]: d for d in runtime.status()["datasets"]}
+        out = []
+        for t in runtime.tables():
+            if t.schema != "public":
+                continue
+            entry = {"name": t.name, "type": t.table_type.lower(), "description": t.description,
+                     "primary_key": list(t.primary_key),
+                     "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable,
+                                  "description": (f.metadata or {}).get(b"description", b"").decode() or None}
+                                 for f in t.arrow_schema]}
+            if t.name in status:
+                entry.update({k: v for k, v in status[t.name].items() if k not in entry})
+            out.append(entry)
+        return out
+
+    @app.get("/v1/status")
+    def status() -> dict:
+        return runtime.status()
+
+    @app.post("/v1/datasets/{name}/acceleration/refresh", status_code=201)
+    def refresh(name: str) -> dict:
+        result = runtime.refresh(name)
+        return {"message": f"refresh of '{result['dataset']}' {result['status']}", **result}
+
+    return app
+
+
+def _error(e: SatchelError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "X-API-Key"} if e.http_status == 401 else None
+    return JSONResponse({"error": {"code": e.code, "message": e.message}}, status_code=e.http_status, headers=headers)
+
+
+def _first_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
+
+
+def _chain(first: pa.RecordBatch | None, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    if first is not None:
+        yield first
+        yield from reader
+
+
+def _arrow_stream(reader: pa.RecordBatchReader, first: pa.RecordBatch | None) -> Iterator[bytes]:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, reader.schema) as writer:
+        for batch in _chain(first, reader):
+            writer.write_batch(batch)
+            yield _drain(sink)
+    yield _drain(sink)
+
+
+def _csv_stream(reader: pa.RecordBatchReader, first: pa.RecordBatch | None) -> Iterator[bytes]:
+    sink = io.BytesIO()
+    with pacsv.CSVWriter(sink, reader.schema) as writer:
+        for batch in _chain(first, reader):
+            writer.write_batch(batch)
+            yield _drain(sink)
+    yield _drain(sink)
+
+
+def _drain(sink: io.BytesIO) -> bytes:
+    data = sink.getvalue()
+    sink.seek(0)
+    sink.truncate()
+    return data
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("satchel")
+    except Exception:
+        return "0"
