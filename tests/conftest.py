@@ -138,3 +138,9 @@ def demo_pod_dir(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "data", target / "data")
     shutil.copy(REPO / "spicepod.yaml", target / "spicepod.yaml")
     return target
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run that collected no tests is a failure, never a silent success (pytest exit 5)."""
+    if session.testscollected == 0 and exitstatus == 5:
+        session.exitstatus = 1
