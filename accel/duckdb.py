@@ -38,6 +38,7 @@ class DuckDBAccelerator:
         self.path = path
         self.instance_id = f"duckdb:{path or 'memory'}"
         self._con = duckdb.connect(path or ":memory:")
+        self._closed = False
         self._write_lock = threading.Lock()
         setup = [
             "SET autoinstall_known_extensions = false",
@@ -197,6 +198,10 @@ class DuckDBAccelerator:
                 cur.close()
 
     def close(self) -> None:
+        """Checkpoint and close; closing twice is a no-op."""
+        if self._closed:
+            return
+        self._closed = True
         self._checkpoint()
         self._con.close()
 

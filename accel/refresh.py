@@ -112,6 +112,11 @@ class RefreshScheduler:
             self._cond.notify()
             return True
 
+    def next_run(self, name: str) -> float | None:
+        """Epoch seconds of the job's next scheduled run (None: not scheduled, e.g. load-once)."""
+        with self._cond:
+            return self._next.get(name)
+
     def is_running(self, name: str) -> bool:
         with self._cond:
             return name in self._running

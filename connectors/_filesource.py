@@ -90,7 +90,12 @@ class FileSource:
                     raise ConnectorError(f"dataset '{self.spec.name}': limit must be >= 0, got {limit}")
                 limit = None  # a limit under a filter we do not apply would drop matching rows
             filter_columns = [f.column for f, s in zip(filters, support) if s is FilterSupport.EXACT]
-            reader, closer = self._reader.open(paths, self._physical, names, filter_columns, expression, limit)
+            try:
+                reader, closer = self._reader.open(paths, self._physical, names, filter_columns, expression, limit)
+            except SatchelError:
+                raise
+            except Exception as e:  # e.g. a file removed between listing and opening
+                raise ConnectorError(f"dataset '{self.spec.name}': cannot read: {e}") from e
         except BaseException:
             if cleanup:
                 cleanup()

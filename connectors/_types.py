@@ -13,11 +13,14 @@ log = logging.getLogger("satchel.connectors")
 
 
 def normalize_type(typ: pa.DataType, timestamp_unit: str | None = None) -> pa.DataType:
-    """A stable, servable form of a source type: dictionaries decoded, all-null -> string.
+    """A stable, servable form of a source type: extension types as their storage (a UUID is
+    its 16 bytes, JSON its text), dictionaries decoded, all-null -> string.
 
     `timestamp_unit` forces one unit for inferred timestamps (text formats infer seconds or
     nanoseconds depending on the sample; a fixed unit keeps the schema stable).
     """
+    if isinstance(typ, pa.BaseExtensionType):  # arrow.uuid, arrow.json, ...: served as their storage
+        return normalize_type(typ.storage_type, timestamp_unit)
     if pa.types.is_dictionary(typ):
         return normalize_type(typ.value_type, timestamp_unit)
     if pa.types.is_null(typ):
@@ -29,8 +32,6 @@ def normalize_type(typ: pa.DataType, timestamp_unit: str | None = None) -> pa.Da
 
 def unservable_reason(typ: pa.DataType) -> str | None:
     """Why Satchel cannot serve a column of `typ` (None if it can)."""
-    if isinstance(typ, pa.ExtensionType) or isinstance(typ, pa.BaseExtensionType):
-        return f"extension type {typ}"
     if pa.types.is_union(typ):
         return f"union type {typ}"
     for i in range(typ.num_fields):

@@ -13,7 +13,8 @@ Params:
 - `http_timeout`: connect/read timeout as a duration (`30s`, `500ms`, `2m`); default 30s.
 
 Header values, credentials and query-string values never appear in logs or errors: URLs are
-reported without user info and with query values masked.
+reported without user info and with query values masked. Redirects are followed; configured
+headers are not sent to another origin.
 """
 
 from __future__ import annotations
@@ -211,8 +212,17 @@ class HttpFileConnector:
         with self._client_lock:
             if self._http is None:
                 self._http = httpx.Client(timeout=self._timeout, follow_redirects=True, headers=self._headers,
-                                          auth=self._auth)
+                                          auth=self._auth, event_hooks={"request": [self._guard_redirect]})
             return self._http
+
+    def _guard_redirect(self, request: httpx.Request) -> None:
+        """Keep configured headers (secrets) on the URL's origin: strip them on a redirect away.
+
+        httpx already drops Authorization (and basic auth) across origins."""
+        origin = httpx.URL(self.url)
+        if (request.url.scheme, request.url.host, request.url.port) != (origin.scheme, origin.host, origin.port):
+            for name in self._headers:
+                request.headers.pop(name, None)
 
     def _format_for(self, content_type: str) -> str:
         if self._format:

@@ -30,9 +30,23 @@ def run_federated(plan: Plan, open_scan: ScanOpener, target_partitions: int = 2)
         ctx.register_dataset(scan.register_as, ds.dataset(source))
     try:
         df = ctx.sql_with_options(plan.sql, _SQL_OPTIONS)
-        return pa.RecordBatchReader.from_stream(df)
+        reader = pa.RecordBatchReader.from_stream(df)
     except Exception as e:  # DataFusion raises plain Exceptions for planning errors
         raise SqlError(f"query failed in the federated engine: {_clean(e)}") from None
+    return _widened(reader, plan.widen_decimals) if plan.widen_decimals else reader
+
+
+def _widened(reader: pa.RecordBatchReader, columns: list[int]) -> pa.RecordBatchReader:
+    """`reader` with the given decimal columns widened to decimal128(38, scale)."""
+    fields = list(reader.schema)
+    for i in columns:
+        typ = fields[i].type if i < len(fields) else None
+        if pa.types.is_decimal128(typ) and typ.precision < 38:
+            fields[i] = fields[i].with_type(pa.decimal128(38, typ.scale))
+    schema = pa.schema(fields, metadata=reader.schema.metadata)
+    if schema.equals(reader.schema):
+        return reader
+    return pa.RecordBatchReader.from_batches(schema, (batch.cast(schema) for batch in reader))
 
 
 def _clean(e: Exception) -> str:

@@ -17,7 +17,7 @@ from sqlglot import exp
 from sqlglot.errors import OptimizeError
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
-from sqlglot.optimizer.scope import Scope, traverse_scope
+from sqlglot.optimizer.scope import Scope, build_scope, traverse_scope
 
 from connectors.base import Filter
 
@@ -55,6 +55,7 @@ class Plan:
     bindings: list[Binding]
     scans: list[TableScan] = field(default_factory=list)
     instance_id: str | None = None
+    widen_decimals: list[int] = field(default_factory=list)  # output columns to widen to decimal(38, s)
 
     @property
     def served_by(self) -> str:
@@ -114,9 +115,11 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     used = list(bindings.values())
     instances = {b.instance_id for b in used}
     if used and all(b.kind == "duckdb" for b in used) and len(instances) == 1:
-        return Plan("accelerator", tree.sql("duckdb"), used, instance_id=used[0].instance_id)
+        return Plan("accelerator", _for_duckdb(tree).sql("duckdb"), used, instance_id=used[0].instance_id)
+    widen = _decimal_sums(tree)
+    tree = _for_datafusion(tree)
     scans = _federated_scans(tree, bindings)
-    return Plan("federated", tree.sql(PUBLIC_DIALECT), used, scans=scans)
+    return Plan("federated", tree.sql(PUBLIC_DIALECT), used, scans=scans, widen_decimals=widen)
 
 
 def expand_views(tree: exp.Expression, views: dict[str, exp.Expression], depth: int = 0) -> exp.Expression:
@@ -158,6 +161,79 @@ def _pg_name(node: exp.Expression) -> str:
 
 def _short(name: str) -> str:
     return name.rsplit(".", 1)[-1]
+
+
+# -- one meaning on every route -----------------------------------------------------------------
+# DuckDB and DataFusion disagree on a few result types; the typed tree is nudged so both return
+# the same values with the same types (DuckDB's, the accelerator most queries run in).
+
+_DOUBLE = exp.DataType.build("DOUBLE")
+_BIGINT = exp.DataType.build("BIGINT")
+# EXTRACT parts DuckDB returns as BIGINT (DataFusion: INT); epoch and sub-second parts differ.
+_INTEGER_PARTS = {"YEAR", "YEARS", "Y", "YYYY", "QUARTER", "MONTH", "MONTHS", "MON", "WEEK", "WEEKS", "W",
+                  "DAY", "DAYS", "D", "DOW", "DAYOFWEEK", "ISODOW", "DOY", "DAYOFYEAR", "HOUR", "HOURS", "H",
+                  "MINUTE", "MINUTES", "M", "DECADE", "CENTURY", "MILLENNIUM", "ISOYEAR"}
+
+
+def _is_decimal(node: exp.Expression) -> bool:
+    return node.type is not None and node.type.this == exp.DataType.Type.DECIMAL
+
+
+def _is_integer(node: exp.Expression) -> bool:
+    return node.type is not None and node.type.this in exp.DataType.INTEGER_TYPES
+
+
+def _for_datafusion(tree: exp.Expression) -> exp.Expression:
+    """DataFusion keeps decimals where DuckDB (and the answer agents expect) uses DOUBLE:
+    AVG(decimal) and decimal division would round to a fixed scale. EXTRACT returns BIGINT."""
+    def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Avg) and _is_decimal(node.this):
+            node.set("this", exp.Cast(this=node.this, to=_DOUBLE.copy()))
+        elif isinstance(node, exp.Div) and (_is_decimal(node.this) or _is_decimal(node.expression)):
+            node.set("this", exp.Cast(this=node.this, to=_DOUBLE.copy()))
+            node.set("expression", exp.Cast(this=node.expression, to=_DOUBLE.copy()))
+        elif isinstance(node, exp.Extract) and node.this.name.upper() in _INTEGER_PARTS:
+            return exp.Cast(this=node, to=_BIGINT.copy())
+        return node
+
+    return tree.transform(fix, copy=False)
+
+
+def _decimal_sums(tree: exp.Expression) -> list[int]:
+    """Output columns that are SUM(decimal): DuckDB returns them as decimal(38, s), DataFusion
+    as decimal(p + 10, s); the executor widens DataFusion's to DuckDB's (same values)."""
+    root = build_scope(tree)
+    if root is None or not isinstance(tree, exp.Select):
+        return []
+    return [i for i, proj in enumerate(tree.expressions) if _is_decimal_sum(root, proj, 0)]
+
+
+def _is_decimal_sum(scope: Scope, proj: exp.Expression, depth: int) -> bool:
+    """Whether an output column is a SUM(decimal), following columns into derived tables and CTEs
+    (`SELECT * FROM (...) q` wraps queries to find their schema)."""
+    node = proj.unalias()
+    if isinstance(node, exp.Sum):
+        return _is_decimal(node.this)
+    if isinstance(node, exp.Column) and node.table and depth < 32:
+        source = scope.sources.get(node.table)
+        if isinstance(source, Scope) and isinstance(source.expression, exp.Select):
+            for inner in source.expression.expressions:
+                if inner.alias_or_name == node.name:
+                    return _is_decimal_sum(source, inner, depth + 1)
+    return False
+
+
+def _for_duckdb(tree: exp.Expression) -> exp.Expression:
+    """DuckDB sums integers into HUGEINT (an Arrow decimal(38, 0)); DataFusion and PostgreSQL's
+    sum(int) give BIGINT. An overflow is then an error, never a wrong number."""
+    def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Window) and isinstance(node.this, exp.Sum) and _is_integer(node.this.this):
+            return exp.Cast(this=node, to=_BIGINT.copy())
+        if isinstance(node, exp.Sum) and _is_integer(node.this) and not isinstance(node.parent, exp.Window):
+            return exp.Cast(this=node, to=_BIGINT.copy())
+        return node
+
+    return tree.transform(fix, copy=False)
 
 
 # -- federated scans -------------------------------------------------------------------------
@@ -228,6 +304,13 @@ def _as_filters(cond: exp.Expression, alias: str) -> list[Filter]:
     """Filters for one conjunct, when it is `column op literal` on this table; else none."""
     def col(node: exp.Expression) -> str | None:
         return node.name if isinstance(node, exp.Column) and node.table == alias else None
+
+    if cond.args.get("negate"):
+        # sqlglot parses `x NOT LIKE p`, `x IS NOT NULL` (and friends) as the positive node with
+        # negate=True: read it as NOT(positive) so the negation is never lost.
+        positive = cond.copy()
+        positive.set("negate", None)
+        cond = exp.Not(this=positive)
 
     for kind, op in _OPS.items():
         if isinstance(cond, kind):

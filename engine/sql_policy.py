@@ -19,6 +19,17 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)
 # INSTALL/LOAD, CALL, transactions...) is refused.
 _READ_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Subquery, exp.Values)
 _READ_KEYWORDS = {"SELECT", "WITH", "VALUES"}
+# Words that start a (PostgreSQL or DuckDB) statement other than a read: refused as writes.
+# Any other first word is a typo or not SQL at all, reported as a syntax error.
+_OTHER_STATEMENT_KEYWORDS = {
+    "ABORT", "ALTER", "ANALYZE", "ATTACH", "BEGIN", "CALL", "CHECKPOINT", "CLUSTER", "COMMENT",
+    "COMMIT", "COPY", "CREATE", "DEALLOCATE", "DECLARE", "DELETE", "DESCRIBE", "DETACH", "DISCARD",
+    "DO", "DROP", "END", "EXECUTE", "EXPORT", "FETCH", "FORCE", "FROM", "GRANT", "IMPORT", "INSERT",
+    "INSTALL", "LISTEN", "LOAD", "LOCK", "MERGE", "MOVE", "NOTIFY", "PIVOT", "PRAGMA", "PREPARE",
+    "REASSIGN", "REFRESH", "REINDEX", "RELEASE", "REPLACE", "RESET", "REVOKE", "ROLLBACK",
+    "SAVEPOINT", "SECURITY", "SET", "SHOW", "START", "SUMMARIZE", "TABLE", "TRUNCATE", "UNLISTEN",
+    "UNPIVOT", "UPDATE", "UPSERT", "USE", "VACUUM",
+}
 # Nodes that write or lock even inside a SELECT.
 _WRITE_NODES = (exp.Into, exp.Lock, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop,
                 exp.Alter, exp.Copy, exp.Command, exp.Set, exp.Pragma, exp.Use, exp.TruncateTable)
@@ -34,6 +45,8 @@ def parse_query(sql: str) -> tuple[exp.Expression, bool]:
     if head and head[0].lower() == "explain" and len(head) == 2:
         explain, text = True, head[1]
     first = text.lstrip("(").split(None, 1)[0].upper() if text.lstrip("(") else ""
+    if first not in _READ_KEYWORDS and first.isidentifier() and first not in _OTHER_STATEMENT_KEYWORDS:
+        raise SqlError(f"SQL syntax error: {first} does not start a SQL statement; queries start with SELECT, WITH or VALUES")
     if first not in _READ_KEYWORDS:
         raise ReadOnlyViolation(f"only read queries (SELECT) are allowed; {first} statements are refused")
     try:
@@ -74,7 +87,7 @@ def bind_parameters(tree: exp.Expression, params: Sequence[Any] | None) -> exp.E
                 index = int(node.this.name) - 1
             except (TypeError, ValueError):
                 raise SqlError(f"unsupported parameter {node.sql()}; use ? or $1, $2 ...") from None
-        elif node.name and not node.name.isdigit():
+        elif node.this and not node.name.isdigit():  # a bare `?` has no `this` (its .name is "?")
             raise SqlError(f"named parameters (:{node.name}) are not supported; use ? or $1, $2 ...")
         else:
             index, positional = positional, positional + 1

@@ -255,7 +255,8 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
         if not openers:  # parameters bound with zero rows: nothing to execute
             return flight.RecordBatchStream(statement.schema.empty_table())
         first = openers[0]()  # errors before the first batch surface with their own status
-        return flight.GeneratorStream(first.schema, _batches(first, openers[1:], first.schema))
+        schema = _stream_schema(statement.schema, first.schema)
+        return flight.GeneratorStream(schema, _batches(first, openers[1:], schema))
 
     def _metadata_table(self, command: Message) -> pa.Table:
         if isinstance(command, pb.CommandGetSqlInfo):
@@ -387,6 +388,24 @@ def _batches(
     finally:
         reader.close()
     raise error.with_traceback(None)
+
+
+def _stream_schema(announced: pa.Schema, actual: pa.Schema) -> pa.Schema:
+    """The schema DoGet streams: the one GetFlightInfo announced whenever the result fits it.
+
+    Clients (the ADBC driver) reject a stream whose schema differs from the FlightInfo's, yet
+    the announced schema comes from planning without parameter values, so it may differ from
+    the executed one in nullability or field metadata only (e.g. `$1::bigint + $2::bigint`
+    is nullable when planned with NULLs, non-null with literals). Batches are cast to it. When
+    the types themselves differ (an untyped `select ? as x` planned as the null type), the
+    actual schema is streamed, since no cast could honour the announced one.
+    """
+    if announced.names != actual.names:
+        return actual
+    for want, got in zip(announced, actual):
+        if not want.type.equals(got.type) or (got.nullable and not want.nullable):
+            return actual
+    return announced
 
 
 def _parameter_sets(table: pa.Table, expected: int) -> list[tuple[object, ...]] | None:

@@ -47,8 +47,8 @@ def run_one(args: argparse.Namespace) -> int:
     client, options = connect(args.flight, args.api_key, args.tls_root_certs)
     try:
         table = fetch(client, options, args.query)
-    except flight.FlightError as e:
-        raise SatchelError(_message(e)) from None
+    except pa.ArrowException as e:  # Flight errors, and ArrowInvalid/ArrowKeyError/... for
+        raise SatchelError(_message(e)) from None  # INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED
     _print_table(table, args.format, args.max_rows)
     return 0
 
@@ -71,13 +71,16 @@ def interactive(args: argparse.Namespace) -> int:
         sql, buffer = "\n".join(buffer), []
         try:
             _print_table(fetch(client, options, sql), args.format, args.max_rows)
-        except flight.FlightError as e:
+        except pa.ArrowException as e:
             print(f"error: {_message(e)}", file=sys.stderr)
 
 
-def _message(e: flight.FlightError) -> str:
+def _message(e: pa.ArrowException) -> str:
+    """The server's message, without the transport's detail and debug context."""
     text = str(e)
-    return text.split(". Detail:")[0] if ". Detail:" in text else text
+    for marker in (". Detail:", ". gRPC client debug context:", ". Client context:"):
+        text = text.split(marker)[0]
+    return text.strip()
 
 
 def _print_table(table: pa.Table, fmt: str, max_rows: int) -> None:

@@ -144,3 +144,116 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A run that collected no tests is a failure, never a silent success (pytest exit 5)."""
     if session.testscollected == 0 and exitstatus == 5:
         session.exitstatus = 1
+
+
+# -- shared by tests/engine and tests/serving: a programmable HTTP data source ------------------
+
+
+class SourceServer:
+    """A real HTTP server on 127.0.0.1 serving files from a dict, whose behaviour tests control.
+
+    `files[path] = bytes` sets a file; `plan(path, [(status, delay_s), ...])` makes the next
+    requests of `path` answer with those statuses after those delays (then normal again);
+    `hits[path]` counts every GET. A delay waits on `release` (set it to end all delays early).
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.files: dict[str, bytes] = {}
+        self.hits: dict[str, int] = {}
+        self._plans: dict[str, list[tuple[int, float]]] = {}
+        self._lock = threading.Lock()
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep the test output quiet
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                path = self.path.split("?", 1)[0]
+                with outer._lock:
+                    outer.hits[path] = outer.hits.get(path, 0) + 1
+                    plan = outer._plans.get(path) or []
+                    status, delay = plan.pop(0) if plan else (200, 0.0)
+                    body = outer.files.get(path)
+                if delay:
+                    outer.release.wait(delay)
+                if body is None:
+                    status = 404
+                if status != 200:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="source-server", daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def plan(self, path: str, steps: list[tuple[int, float]]) -> None:
+        with self._lock:
+            self._plans[path] = list(steps)
+
+    def count(self, path: str) -> int:
+        with self._lock:
+            return self.hits.get(path, 0)
+
+    def close(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def source_server() -> Iterator[SourceServer]:
+    """A programmable HTTP data source (see SourceServer)."""
+    server = SourceServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def module_satchel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., SatchelServer]]:
+    """Like `satchel_server`, but servers live for the whole test module (started once, shared)."""
+    started: list[SatchelServer] = []
+    base = tmp_path_factory.mktemp("module_pods")
+
+    def factory(pod_yaml: str | None = None, files: dict | None = None, pod_dir: Path | None = None,
+                **kwargs) -> SatchelServer:
+        target = pod_dir or base / f"pod{len(started)}"
+        target.mkdir(parents=True, exist_ok=True)
+        for name, content in (files or {}).items():
+            path = target / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        server = start_satchel(target, pod_yaml, **kwargs)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_demo_pod_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repo's default pod, shared by a test module (do not modify it in tests)."""
+    target = tmp_path_factory.mktemp("module_demo")
+    shutil.copytree(REPO / "data", target / "data")
+    shutil.copy(REPO / "spicepod.yaml", target / "spicepod.yaml")
+    return target

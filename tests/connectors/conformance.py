@@ -99,8 +99,8 @@ _BINARY = [b"", b"\x00", b"\x00\xff", b"abc", b"\xff", b"ab"]
 
 
 def _column_values(name: str, rng: random.Random, nan: bool) -> list[Any]:
-    """ROWS values for a reference column: extremes first, then a small pool (so = and in match
-    several rows), about one in seven NULL (never in `id`)."""
+    """ROWS values for a reference column: extremes and every pool value first, then random
+    draws from the small pool (so = and in match several rows), about one in seven NULL."""
     if name == "id":
         return list(range(ROWS))
     if name in _INT_EXTREMES:
@@ -126,6 +126,7 @@ def _column_values(name: str, rng: random.Random, nan: bool) -> list[Any]:
         pool, head = _BINARY, [None]
     else:
         raise KeyError(name)
+    head = head + list(pool)  # every special value at least once
     values = head + [None if rng.random() < 0.14 else rng.choice(pool) for _ in range(ROWS - len(head))]
     if name == "f32":
         values = [v if v is None else float(pa.scalar(v, pa.float32()).as_py()) for v in values]
@@ -213,7 +214,7 @@ _PROBES: dict[str, tuple[Any, tuple, tuple]] = {
     "i32": (1, (-1, 1, 99), (0, 1)),
     "i64": (1, (-1, 1, 99), (0, 1)),
     "u64": (2, (0, 3, 2**64 - 1), (0, 1)),
-    "f32": (1.5, (1.5, 0.0), (1.5,)),
+    "f32": (1.5, (1.5, 0.0, 0.1), (1.5, 0.1)),
     "f64": (1.5, (1.5, 0.0, 7.0), (1.5, 0.0)),
     "dec": (decimal.Decimal("1.000"), (decimal.Decimal("0.100"), decimal.Decimal("-1.5")), (decimal.Decimal("2.25"),)),
     "s": ("a", ("a", "", "NA", "é"), ("a", "")),
@@ -354,7 +355,12 @@ _oracle: duckdb.DuckDBPyConnection | None = None
 
 
 def duckdb_rows(table: pa.Table, columns: Sequence[str], filters: Iterable[Filter] = ()) -> Counter:
-    """`SELECT columns FROM table WHERE filters` in DuckDB, as a multiset of row tuples.
+    """`SELECT columns FROM table WHERE filters` in DuckDB, as a multiset of row tuples."""
+    return duckdb_queries(table, [(columns, filters)])[0]
+
+
+def duckdb_queries(table: pa.Table, queries: Sequence[tuple[Sequence[str], Iterable[Filter]]]) -> list[Counter]:
+    """Several `SELECT columns FROM table WHERE filters` over one table.
 
     The rows are copied into a DuckDB table first: DuckDB pushes filters on a registered Arrow
     table down into pyarrow, which would bring pyarrow's NaN semantics into the oracle.
@@ -367,13 +373,15 @@ def duckdb_rows(table: pa.Table, columns: Sequence[str], filters: Iterable[Filte
     con.register("arrow_input", table)
     try:
         con.execute("CREATE OR REPLACE TEMP TABLE t AS SELECT * FROM arrow_input")
+    finally:
+        con.unregister("arrow_input")
+    results = []
+    for columns, filters in queries:
         where, params = where_sql(filters)
         select = ", ".join(_ident(c) for c in columns)
         result = con.execute(f"SELECT {select} FROM t WHERE {where}", params).to_arrow_table()
-    finally:
-        con.unregister("arrow_input")
-    names = result.column_names
-    return Counter(tuple(_normalize(row[n]) for n in names) for row in result.to_pylist())
+        results.append(Counter(tuple(_normalize(v) for v in row.values()) for row in result.to_pylist()))
+    return results
 
 
 _reference_cache: dict[tuple, Counter] = {}
@@ -383,7 +391,7 @@ def reference_rows(case: ConformanceCase, columns: Sequence[str], filters: Seque
     """`duckdb_rows` over the case's reference, memoized (cases share reference tables)."""
     key = (tuple(case.columns), case.nan, tuple(columns), repr(list(filters)))
     if key not in _reference_cache:
-        _reference_cache[key] = reference_rows(case, columns, filters)
+        _reference_cache[key] = duckdb_rows(case.reference, columns, filters)
     return _reference_cache[key]
 
 
@@ -502,12 +510,11 @@ class ConformanceSuite:
         output = read(connector.scan(scan_columns, filters))
         out_columns = output.column_names
         # what the engine does: re-apply every filter over the connector's rows
-        got = duckdb_rows(output, wanted, filters)
+        got, raw = duckdb_queries(output, [(wanted, filters), (out_columns, ())])
         want = reference_rows(case, wanted, filters)
         assert got == want, f"engine result differs ({[s.value for s in support]}): {diff(got, want)}"
         # filters classified EXACT were applied by the connector, and no matching row was dropped
         exact = [f for f, s in zip(filters, support) if s is FilterSupport.EXACT]
-        raw = duckdb_rows(output, out_columns)
         applied = reference_rows(case, out_columns, exact)
         if all(s is not FilterSupport.INEXACT for s in support):
             assert raw == applied, f"connector output != reference WHERE exact filters: {diff(raw, applied)}"

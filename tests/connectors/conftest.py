@@ -6,6 +6,7 @@ The server (a ThreadingHTTPServer on 127.0.0.1, in a thread) serves `root` under
 - /bearer/<path>       only with `Authorization: Bearer <HTTP_TOKEN>`;
 - /basic/<path>        only with basic auth HTTP_USER:HTTP_PASSWORD;
 - /slow/<path>         after a 3 s pause (timeouts);
+- /redirect?to=<url>   302 to <url>;
 - /export?kind=<fmt>   <root>/reference.<fmt> with a Content-Type and no extension in the URL
                        (kind=raw: CSV sent as application/octet-stream).
 """
@@ -16,6 +17,7 @@ import base64
 import datetime as dt
 import json
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -116,14 +118,24 @@ _EXPORT_TYPES = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf
 
 class _Handler(BaseHTTPRequestHandler):
     root: Path  # set on the subclass the fixture makes
+    hits: list[str]  # every request path, in order
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once (no delayed-ACK stalls)
 
     def log_message(self, format: str, *args) -> None:  # keep test output quiet
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.hits.append(self.path)
         url = urllib.parse.urlsplit(self.path)
         area, _, rest = url.path.lstrip("/").partition("/")
+        if area == "redirect":
+            target = urllib.parse.parse_qs(url.query)["to"][0]
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if area == "export":
             kind = urllib.parse.parse_qs(url.query).get("kind", [""])[0]
             if kind == "raw":  # data, but nothing says which format
@@ -159,22 +171,32 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """Clients closing kept-alive connections are normal; anything else is reported."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class HttpServer:
     base_url: str
     root: Path
+    hits: list[str]  # request paths served so far
 
 
 @pytest.fixture(scope="session")
 def http_server(conformance_files: ConformanceFiles) -> HttpServer:
     """A real HTTP server on 127.0.0.1 serving the conformance files (see module docstring)."""
-    handler = type("Handler", (_Handler,), {"root": conformance_files.root})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    hits: list[str] = []
+    handler = type("Handler", (_Handler,), {"root": conformance_files.root, "hits": hits})
+    server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, name="test-http-server", daemon=True)
     thread.start()
     try:
-        yield HttpServer(f"http://127.0.0.1:{server.server_address[1]}", conformance_files.root)
+        yield HttpServer(f"http://127.0.0.1:{server.server_address[1]}", conformance_files.root, hits)
     finally:
         server.shutdown()
         server.server_close()

@@ -19,7 +19,7 @@ from tests.connectors.conformance import (
     ErrorCase,
     Source,
 )
-from tests.connectors.conftest import HTTP_API_KEY, HTTP_PASSWORD, HTTP_TOKEN, HTTP_USER
+from tests.connectors.conftest import HTTP_API_KEY, HTTP_PASSWORD, HTTP_TOKEN
 
 DATASET = "reference"
 
@@ -144,8 +144,6 @@ class TestHttpConformance(ConformanceSuite):
                   params={"http_headers": f"X-Api-Key: {HTTP_API_KEY}; X-Client: satchel-tests"}),
         http_case("http-json-bearer", "/bearer/reference.json", JSON_COLUMNS, nan=False,
                   params={"http_auth": f"Bearer {HTTP_TOKEN}", "http_timeout": "10s"}),
-        http_case("http-records-basic", "/basic/records.json", JSON_COLUMNS, nan=False,
-                  params={"http_auth": f"basic {HTTP_USER}:{HTTP_PASSWORD}"}),
         http_case("http-ndjson-content-type", "/export?kind=ndjson&token=abc", JSON_COLUMNS, nan=False),
     ]
 

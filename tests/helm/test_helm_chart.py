@@ -6,8 +6,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -174,7 +177,7 @@ def test_every_manifest_validates_strictly(helm, kube_versions, monitoring_valid
                 f"{doc['kind']} validated against {used} schemas, not {version}")
         if monitors:
             errors = monitoring_validator.errors(monitors)
-            assert errors == [None] * len(monitors), list(zip([m["kind"] for m in monitors], errors))
+            assert errors == [None] * len(monitors), list(zip([m["kind"] for m in monitors], errors, strict=True))
 
 
 def test_strict_validation_catches_an_unknown_field(helm, kube_versions):
@@ -432,6 +435,22 @@ def test_service_is_cluster_ip_unless_asked(helm):
     assert only(helm.template(), "Service")["spec"]["type"] == "ClusterIP"
     assert chart_defaults()["service"]["type"] == "ClusterIP"
     assert only(helm.template(sets=["service.type=LoadBalancer"]), "Service")["spec"]["type"] == "LoadBalancer"
+
+
+@pytest.mark.parametrize("values", [None, CHART / "ci" / "tls-values.yaml"], ids=["chart-default", "tls"])
+def test_rendered_spicepod_is_accepted_by_satchel_validate(helm, tmp_path, values):
+    """The spicepod the chart generates (the default one, and the TLS example) passes the
+    real config loader, through the CLI the container runs."""
+    docs = helm.template(values=[values] if values else [])
+    pod = tmp_path / "spicepod.yaml"
+    pod.write_text(only(docs, "ConfigMap")["data"]["spicepod.yaml"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SATCHEL_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from serving.cli import main; sys.exit(main())",
+         "validate", "--pod", str(pod)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # ----------------------------------------------------------------------------- checksum
