@@ -88,7 +88,8 @@ class JsonFormat:
         key = "records" if "records" in arrays else (arrays[0] if len(arrays) == 1 else None)
         if key is None:
             return
-        rows = self._query(con, f"SELECT count(*) FROM (SELECT 1 FROM {self._relation(head, None)} LIMIT 2)", head).fetchone()[0]
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM {self._relation(head, None)} LIMIT 2)"
+        rows = self._query(con, sql, head).fetchone()[0]
         if rows == 1:
             self._records_key = key
 
@@ -105,12 +106,10 @@ class JsonFormat:
             if types[c] in _WIDE_INTEGERS:
                 aggregates += [f"count({q})", f"count(*) FILTER (WHERE {q} BETWEEN {-(2**63)} AND {2**63 - 1})", "0", "0"]
                 continue
-            aggregates += [
-                f"count({q})",
-                f"count(*) FILTER (WHERE regexp_full_match({q}, {_literal(_DATE)}) AND try_cast({q} AS DATE) IS NOT NULL)",
-                f"count(*) FILTER (WHERE regexp_full_match({q}, {_literal(_TIMESTAMP)}) AND try_cast({q} AS TIMESTAMP) IS NOT NULL)",
-                f"count(*) FILTER (WHERE regexp_full_match({q}, {_literal(_TIMESTAMPTZ)}) AND try_cast({q} AS TIMESTAMPTZ) IS NOT NULL)",
-            ]
+            aggregates.append(f"count({q})")
+            aggregates += [f"count(*) FILTER (WHERE regexp_full_match({q}, {_literal(pattern)}) "
+                           f"AND try_cast({q} AS {sql_type}) IS NOT NULL)"
+                           for pattern, sql_type in ((_DATE, "DATE"), (_TIMESTAMP, "TIMESTAMP"), (_TIMESTAMPTZ, "TIMESTAMPTZ"))]
         sql = f"SELECT {', '.join(aggregates)} FROM (SELECT * FROM {self._relation(paths, probe)} LIMIT {SAMPLE_ROWS})"
         counts = self._query(con, sql, paths).fetchone()
         refined = dict(types)

@@ -207,6 +207,7 @@ def _f(column: str, op: str, value: Any = None) -> Filter:
 
 
 _TS = dt.datetime(2024, 1, 15, 12, 0)
+_IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 _TSTZ = _TS.replace(tzinfo=UTC)
 # Per column: a value for the comparisons, values for in / not in.
 _PROBES: dict[str, tuple[Any, tuple, tuple]] = {
@@ -270,7 +271,7 @@ def _scenarios() -> list[Scenario]:
         Scenario("ts>=date", (_f("ts", ">=", dt.date(2024, 1, 15)),)),
         Scenario("ts>aware", (_f("ts", ">", _TSTZ),)),
         Scenario("tstz>naive", (_f("tstz", ">", _TS),)),
-        Scenario("tstz>=+05:30", (_f("tstz", ">=", dt.datetime(2024, 1, 15, 17, 30, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30)))),)),
+        Scenario("tstz>=+05:30", (_f("tstz", ">=", dt.datetime(2024, 1, 15, 17, 30, tzinfo=_IST)),)),
         Scenario("ts<fraction", (_f("ts", "<", dt.datetime(2024, 1, 15, 12, 0, 0, 123457)),)),
         Scenario("b=int", (_f("b", "=", 1),)),
         Scenario("s=null", (_f("s", "=", None),)),
@@ -398,7 +399,8 @@ def reference_rows(case: ConformanceCase, columns: Sequence[str], filters: Seque
 def diff(got: Counter, want: Counter, limit: int = 5) -> str:
     missing = list((want - got).elements())[:limit]
     extra = list((got - want).elements())[:limit]
-    return f"missing {len(list((want - got).elements()))} row(s), e.g. {missing}; extra {len(list((got - want).elements()))}, e.g. {extra}"
+    n_missing, n_extra = sum((want - got).values()), sum((got - want).values())
+    return f"missing {n_missing} row(s), e.g. {missing}; extra {n_extra}, e.g. {extra}"
 
 
 def read(reader: pa.RecordBatchReader) -> pa.Table:

@@ -94,7 +94,8 @@ def http_case(case_id: str, route: str, columns, nan: bool = True, params: Mappi
         wrong_key = "wr0ng-Key-Sh0uld-N3ver-Leak"
         hostport = base.split("//", 1)[1]
         errors = [
-            ErrorCase("http-404", conn(f"{base}/public/missing.parquet"), r"GET .*/public/missing\.parquet returned HTTP 404"),
+            ErrorCase("http-404", conn(f"{base}/public/missing.parquet"),
+                      r"GET .*/public/missing\.parquet returned HTTP 404"),
             ErrorCase("unreachable", conn(f"http://127.0.0.1:{port}/x.parquet"),
                       rf"cannot reach http://127\.0\.0\.1:{port}/x\.parquet"),
             ErrorCase("missing-header", conn(f"{base}/secure/reference.csv"), r"returned HTTP 401"),
