@@ -85,7 +85,7 @@ class DuckDBAccelerator:
         self._require(name)
         cur = self.cursor()
         try:
-            return cur.execute(f"SELECT * FROM {_quote(name)} LIMIT 0").fetch_arrow_table().schema
+            return cur.execute(f"SELECT * FROM {_quote(name)} LIMIT 0").to_arrow_table().schema
         finally:
             cur.close()
 
@@ -102,7 +102,7 @@ class DuckDBAccelerator:
             return None
         cur = self.cursor()
         try:
-            result = cur.execute(f"SELECT max({_quote(column)}) AS m FROM {_quote(name)}").fetch_arrow_table()
+            result = cur.execute(f"SELECT max({_quote(column)}) AS m FROM {_quote(name)}").to_arrow_table()
             return result.column(0)[0].as_py()
         finally:
             cur.close()
@@ -112,7 +112,7 @@ class DuckDBAccelerator:
         cur = self.cursor()
         try:
             result = cur.execute(sql, params) if params else cur.execute(sql)
-            reader = result.fetch_record_batch(BATCH_ROWS)
+            reader = result.to_arrow_reader(BATCH_ROWS)
         except Exception:
             cur.close()
             raise

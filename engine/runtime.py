@@ -25,7 +25,7 @@ from connectors.base import FilterSupport
 
 from .config import Pod
 from .datasets import DatasetRuntime
-from .errors import DatasetNotReady, NotFound, QueryTimeout, SatchelError, SqlError, Unauthenticated
+from .errors import ConnectorError, DatasetNotReady, NotFound, QueryTimeout, SatchelError, SqlError, Unauthenticated
 from .executor import run_federated
 from .metrics import Metrics
 from .planner import Binding, Plan, TableScan, plan_query
@@ -130,7 +130,15 @@ class Runtime:
         if not wait:
             queued = self.scheduler.run_now(ds.name)
             return {"dataset": ds.name, "status": "queued" if queued else "already running"}
-        result = ds.refresh(self._source_reader, self.scheduler.stop_event)
+        started = time.monotonic()
+        try:
+            result = ds.refresh(self._source_reader, self.scheduler.stop_event)
+        except Exception as e:
+            # visible in task history like a scheduled refresh's failure, and a clean public error
+            self._record_refresh(ds, None, (time.monotonic() - started) * 1000, ds.last_error or str(e))
+            if isinstance(e, SatchelError):
+                raise
+            raise ConnectorError(f"refresh of '{ds.name}' failed: {ds.last_error}") from None
         self._record_refresh(ds, result.rows, result.duration_s * 1000, None)
         return {"dataset": ds.name, "status": "done", "rows": result.rows, "mode": result.mode,
                 "duration_s": result.duration_s}
