@@ -56,6 +56,7 @@ def _start_satchel_function():
     path = REPO / "tests" / "conftest.py"
     spec = importlib.util.spec_from_file_location("satchel_bench_conftest", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module.start_satchel
 

@@ -41,10 +41,13 @@ def parse_query(sql: str) -> tuple[exp.Expression, bool]:
     if not text:
         raise SqlError("empty SQL statement")
     explain = False
-    head = text.split(None, 1)
-    if head and head[0].lower() == "explain" and len(head) == 2:
-        explain, text = True, head[1]
-    first = text.lstrip("(").split(None, 1)[0].upper() if text.lstrip("(") else ""
+    words = _leading_words(text, 2)
+    if words and words[0] == "EXPLAIN":
+        if len(words) == 1:
+            raise SqlError("EXPLAIN needs a query to explain")
+        explain, text = True, text[_word_end(text, "EXPLAIN"):].strip()
+    words = _leading_words(text, 1)
+    first = words[0] if words else ""
     if first not in _READ_KEYWORDS and first.isidentifier() and first not in _OTHER_STATEMENT_KEYWORDS:
         raise SqlError(f"SQL syntax error: {first} does not start a SQL statement; queries start with SELECT, WITH or VALUES")
     if first not in _READ_KEYWORDS:
@@ -60,6 +63,23 @@ def parse_query(sql: str) -> tuple[exp.Expression, bool]:
     tree = statements[0]
     check_read_only(tree)
     return tree, explain
+
+
+def _leading_words(text: str, n: int) -> list[str]:
+    """The first `n` tokens (upper-cased), skipping comments and opening parentheses."""
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(PUBLIC_DIALECT).tokenize(text)
+    except Exception:  # untokenizable input: let the parser report it
+        return text.split()[:n]
+    return [t.text.upper() for t in tokens if t.text != "("][:n]
+
+
+def _word_end(text: str, word: str) -> int:
+    """Where the first occurrence of keyword `word` ends (after any leading comments)."""
+    import re
+
+    match = re.search(rf"\b{word}\b", text, re.IGNORECASE)
+    return match.end() if match else 0
 
 
 def check_read_only(tree: exp.Expression) -> None:
