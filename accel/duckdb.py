@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from connectors.base import Filter
 from connectors.sql_render import select_sql
-from engine.errors import NotFound
+from engine.errors import NotFound, ReadOnlyViolation
 
 from .keys import dedupe_last
 
@@ -43,7 +43,7 @@ class DuckDBAccelerator:
         setup = [
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",
-            "SET TimeZone = 'UTC'",
+            "SET GLOBAL TimeZone = 'UTC'",  # GLOBAL: cursors (one per query) get it too
         ]
         if memory_limit:
             setup.append(f"SET memory_limit = '{memory_limit}'")
@@ -108,10 +108,18 @@ class DuckDBAccelerator:
             cur.close()
 
     def query(self, sql: str, params: Sequence[object] | None = None) -> pa.RecordBatchReader:
-        """Run SQL (DuckDB dialect) and stream the result; the cursor lives as long as the reader."""
+        """Run one SELECT (DuckDB dialect) and stream the result; the cursor lives as long as the reader.
+
+        Defence in depth under the SQL policy: DuckDB's own parser must see exactly one SELECT
+        statement (no ATTACH, DDL, DML, SET, PRAGMA, multi-statement strings), and the database
+        is locked down (no file access, no extensions, no settings changes)."""
         cur = self.cursor()
         try:
-            result = cur.execute(sql, params) if params else cur.execute(sql)
+            statements = cur.extract_statements(sql)
+            if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+                kinds = ", ".join(st.type.name for st in statements) or "nothing"
+                raise ReadOnlyViolation(f"the DuckDB accelerator runs exactly one SELECT statement; got {kinds}")
+            result = cur.execute(statements[0], params) if params else cur.execute(statements[0])
             reader = result.to_arrow_reader(BATCH_ROWS)
         except Exception:
             cur.close()

@@ -76,6 +76,7 @@ class RefreshScheduler:
         self._heap: list[_Entry] = []
         self._next: dict[str, float] = {}  # the one valid due time per job; other heap entries are stale
         self._running: set[str] = set()
+        self._retry: dict[str, float] = {}  # earlier next runs asked for by the jobs themselves
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="satchel-refresh")
@@ -111,6 +112,12 @@ class RefreshScheduler:
             self._push(name, time.time())
             self._cond.notify()
             return True
+
+    def retry_at(self, name: str, due: float) -> None:
+        """Run `name` again at `due` (epoch seconds) if that is sooner than its schedule says.
+        Called from inside the job (e.g. a failed first load); applies when the run ends."""
+        with self._cond:
+            self._retry[name] = due
 
     def next_run(self, name: str) -> float | None:
         """Epoch seconds of the job's next scheduled run (None: not scheduled, e.g. load-once)."""
@@ -154,5 +161,9 @@ class RefreshScheduler:
             with self._cond:
                 self._running.discard(name)
                 if not self._stop.is_set():
-                    self._push(name, schedule.next_after(time.time()))
+                    due = schedule.next_after(time.time())
+                    retry = self._retry.pop(name, None)
+                    if retry is not None and (due is None or retry < due):
+                        due = retry
+                    self._push(name, due)
                 self._cond.notify()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import threading
 import time
@@ -57,6 +58,15 @@ class DatasetRuntime:
         self.rows_loaded = 0
         self.refresh_count = 0
 
+    @property
+    def load_id(self) -> str:
+        """What a file-mode accelerator records about a load, to decide whether a restart may
+        serve it: a digest of the source and the working set, never the resolved `from:` itself
+        (which may hold a secret) in the database file."""
+        acc = self.acceleration
+        parts = [self.config.from_, (acc.refresh_sql or "") if acc else "", str(sorted(self.config.params.items()))]
+        return "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
     # -- description -------------------------------------------------------------------------
 
     @property
@@ -104,8 +114,8 @@ class DatasetRuntime:
         acc = self.accelerator
         if acc is None or not hasattr(acc, "loaded_source") or not acc.has_table(self.name):
             return False
-        if acc.loaded_source(self.name) != self.config.from_:
-            return False
+        if acc.loaded_source(self.name) != self.load_id:
+            return False  # another source or working set (or a file from an older version): reload
         self.loaded_once = True
         self.status = "ready"
         self.rows_loaded = acc.row_count(self.name)
@@ -145,13 +155,20 @@ class DatasetRuntime:
         acc = self.acceleration
         if not (self.accelerated and acc.retention_check_enabled and acc.retention_period and self.config.time_column):
             return 0
-        cutoff = time_cutoff(self.config.time_format, acc.retention_period)
         with self._lock:
-            if not self.accelerator.has_table(self.name):
-                return 0
-            deleted = self.accelerator.delete_older_than(self.name, self.config.time_column, cutoff)
-            self.rows_loaded = self.accelerator.row_count(self.name)
-            self._publish_gauges()
+            return self._apply_retention_locked()
+
+    def _apply_retention_locked(self) -> int:
+        """Retention with `self._lock` already held (a refresh applies it before releasing the lock)."""
+        acc = self.acceleration
+        if not (self.accelerated and acc.retention_check_enabled and acc.retention_period and self.config.time_column):
+            return 0
+        if not self.accelerator.has_table(self.name):
+            return 0
+        cutoff = time_cutoff(self.config.time_format, acc.retention_period)
+        deleted = self.accelerator.delete_older_than(self.name, self.config.time_column, cutoff)
+        self.rows_loaded = self.accelerator.row_count(self.name)
+        self._publish_gauges()
         if deleted:
             log.info("dataset %s: retention removed %d rows", self.name, deleted)
         return deleted
@@ -163,14 +180,14 @@ class DatasetRuntime:
             condition = self._append_condition()
             reader = self._with_progress(source_reader(self, condition))
             self.accelerator.append(self.name, reader, acc.primary_key or (), dict(acc.on_conflict),
-                                    source=self.config.from_)
+                                    source=self.load_id)
         else:
             mode = "full"
             reader = self._with_progress(source_reader(self, self._window_condition()))
-            self.accelerator.replace(self.name, reader, acc.primary_key or (), source=self.config.from_)
+            self.accelerator.replace(self.name, reader, acc.primary_key or (), source=self.load_id)
         self.rows_loaded = self.accelerator.row_count(self.name)
         if acc.retention_check_enabled:
-            self.apply_retention()
+            self._apply_retention_locked()  # called under self._lock (refresh holds it)
         return self.rows_loaded, mode
 
     def _window_condition(self) -> str | None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import pyarrow as pa
 from sqlglot import exp
@@ -79,6 +81,74 @@ class Plan:
 
 Resolver = Callable[[str | None, str], Binding | None]
 """(schema or None, table) -> Binding, or None when unknown."""
+
+
+class PlanCache:
+    """Results of planning (plans, result schemas) by key (the SQL text and how it is used).
+
+    An entry stays valid while every table name the planner looked up still resolves to the
+    same binding: same dataset, kind, accelerator instance and schema. A refresh that swaps a
+    table's data keeps its plans (they name tables, not data); a dataset that changes schema,
+    finishes loading, or falls back to its source gets a fresh plan. Thread-safe, LRU-bounded.
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._entries: OrderedDict[Hashable, tuple[Any, tuple[tuple[tuple[str | None, str], Binding], ...]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable, resolve: Resolver) -> Any | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+        if entry is not None:
+            value, lookups = entry
+            if all(_same_binding(resolve(db, name), binding) for (db, name), binding in lookups):
+                self.hits += 1
+                return value
+        self.misses += 1
+        return None
+
+    def put(self, key: Hashable, value: Any, recorder: "RecordingResolver") -> None:
+        with self._lock:
+            self._entries[key] = (value, tuple(recorder.lookups))
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+class RecordingResolver:
+    """A resolver that remembers what it answered (the validity condition of a cached plan)."""
+
+    def __init__(self, resolve: Resolver) -> None:
+        self._resolve = resolve
+        self.lookups: list[tuple[tuple[str | None, str], Binding]] = []
+
+    def __call__(self, db: str | None, name: str) -> Binding | None:
+        binding = self._resolve(db, name)
+        if binding is not None:
+            self.lookups.append(((db, name), binding))
+        return binding
+
+
+def _same_binding(a: Binding | None, b: Binding) -> bool:
+    return a is not None and a.name == b.name and a.kind == b.kind and a.instance_id == b.instance_id \
+        and a.dataset == b.dataset and (a.schema is b.schema or a.schema.equals(b.schema))
+
+
+def cache_key(*parts: Any) -> Hashable | None:
+    """A hashable key for the cache, or None (do not cache) when some part is unhashable."""
+    try:
+        hash(parts)
+    except TypeError:
+        return None
+    return parts
 
 
 def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Expression]) -> Plan:
@@ -194,9 +264,31 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             node.set("expression", exp.Cast(this=node.expression, to=_DOUBLE.copy()))
         elif isinstance(node, exp.Extract) and node.this.name.upper() in _INTEGER_PARTS:
             return exp.Cast(this=node, to=_BIGINT.copy())
+        elif isinstance(node, exp.Cast) and node.to.this in exp.DataType.INTEGER_TYPES:
+            node.set("this", _rounded_for_int_cast(node.this))
         return node
 
     return tree.transform(fix, copy=False)
+
+
+_FLOAT_TYPES = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
+
+
+def _rounded_for_int_cast(value: exp.Expression) -> exp.Expression:
+    """PostgreSQL (and DuckDB) round when casting to an integer: numeric half away from zero,
+    float half to even; DataFusion truncates. Round first, so the cast only changes the type."""
+    literal = value
+    while isinstance(literal, (exp.Paren, exp.Neg)):
+        literal = literal.this
+    if isinstance(literal, exp.Literal) and not literal.is_string and not literal.this.isdigit() or _is_decimal(value):
+        return exp.Round(this=value)  # a literal like 2.5 is numeric in PostgreSQL
+    if value.type is not None and value.type.this in _FLOAT_TYPES:
+        half = exp.In(this=exp.Sub(this=value.copy(), expression=exp.Anonymous(this="trunc", expressions=[value.copy()])),
+                      expressions=[exp.Literal.number(0.5), exp.Literal.number(-0.5)])
+        even = exp.Mul(this=exp.Literal.number(2), expression=exp.Round(this=exp.Div(this=value.copy(),
+                                                                                       expression=exp.Literal.number(2))))
+        return exp.Case(ifs=[exp.If(this=half, true=even)], default=exp.Round(this=value))
+    return value
 
 
 def _decimal_sums(tree: exp.Expression) -> list[int]:

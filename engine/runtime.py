@@ -28,13 +28,15 @@ from .datasets import DatasetRuntime
 from .errors import ConnectorError, DatasetNotReady, NotFound, QueryTimeout, SatchelError, SqlError, Unauthenticated
 from .executor import run_federated
 from .metrics import Metrics
-from .planner import Binding, Plan, TableScan, plan_query
+from .planner import Binding, Plan, PlanCache, RecordingResolver, TableScan, cache_key, plan_query
 from .redact import redact
 from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
 from .task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from .task_history import Task, TaskHistory
 
 log = logging.getLogger("satchel.runtime")
+FIRST_LOAD_RETRY_BASE_S = 1.0  # a dataset whose first load failed is retried after 1s, 2s, 4s ... 60s
+FIRST_LOAD_RETRY_MAX_S = 60.0
 CATALOG = "spice"
 
 
@@ -78,10 +80,12 @@ class Runtime:
             self.datasets[ds.name.lower()] = DatasetRuntime(ds, pod.base_dir, self._accelerator_for(ds), self.metrics,
                                                             self.secrets)
         self.views: dict[str, exp.Expression] = {}
+        self._plans = PlanCache()  # plans and result schemas by SQL text (see PlanCache)
         for view in pod.views:
             tree, _ = parse_query(view.sql)
             self.views[view.name.lower()] = tree
         self.scheduler = RefreshScheduler()
+        self._first_load_failures: dict[str, int] = {}
         self._started = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -151,8 +155,20 @@ class Runtime:
                      result.duration_s)
             self._record_refresh(ds, result.rows, result.duration_s * 1000, None)
         except Exception:
-            log.error("dataset %s: refresh failed, keeping the last good data: %s", ds.name, ds.last_error)
             self._record_refresh(ds, None, (time.monotonic() - started) * 1000, ds.last_error)
+            if ds.loaded_once:
+                log.error("dataset %s: refresh failed, keeping the last good data: %s", ds.name, ds.last_error)
+                return
+            # Never loaded: do not wait for the next scheduled refresh (or forever, for a
+            # load-once dataset) -- try the first load again with a growing delay.
+            failures = self._first_load_failures.get(ds.name, 0) + 1
+            self._first_load_failures[ds.name] = failures
+            delay = min(FIRST_LOAD_RETRY_MAX_S, FIRST_LOAD_RETRY_BASE_S * 2 ** (failures - 1))
+            self.scheduler.retry_at(ds.name, time.time() + delay)
+            log.error("dataset %s: first load failed (%d time(s)); retrying in %.0fs: %s", ds.name, failures, delay,
+                      ds.last_error)
+        else:
+            self._first_load_failures.pop(ds.name, None)
 
     def _record_refresh(self, ds: DatasetRuntime, rows: int | None, ms: float, error: str | None) -> None:
         self.task_history.record(Task("refresh", "internal", "runtime", f"refresh {ds.name}", [ds.name],
@@ -181,9 +197,7 @@ class Runtime:
         task = Task("query", protocol, principal.name, redact(sql, self.secrets))
         started = time.monotonic()
         try:
-            tree, explain = parse_query(sql)
-            tree = bind_parameters(tree, params)
-            plan = self.plan(tree)
+            tree, explain, plan = self._planned(sql, params)
             task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
             task.served_by = plan.served_by
             if explain:
@@ -200,7 +214,13 @@ class Runtime:
         return self.plan(tree).explain()
 
     def query_schema(self, sql: str, principal: Principal = ANONYMOUS) -> pa.Schema:
-        """The result schema, found by planning the query with a zero-row limit."""
+        """The result schema, found by planning the query with a zero-row limit (cached by SQL text)."""
+        resolve = self._resolver(frozenset())
+        key = ("schema", sql)
+        cached = self._plans.get(key, resolve)
+        if cached is not None:
+            return cached
+        recorder = RecordingResolver(resolve)
         tree, explain = parse_query(sql)
         if explain:
             return _explain_reader(Plan("federated", "", [])).schema
@@ -209,22 +229,45 @@ class Runtime:
         limited = exp.select("*").from_(exp.Subquery(this=tree, alias=exp.TableAlias(this=exp.to_identifier("q"))))
         limited = limited.limit(0)
         try:
-            return self._execute(self.plan(limited), limited).schema
+            schema = self._execute(plan_query(limited, recorder, self.views), limited).schema
         except Exception as e:
             raise self._public_error(e) from None
+        self._plans.put(key, schema, recorder)
+        return schema
 
     def parameter_count(self, sql: str) -> int:
         tree, _ = parse_query(sql)
         return parameter_count(tree)
 
     def plan(self, tree: exp.Expression, force_source: frozenset[str] = frozenset()) -> Plan:
-        return plan_query(tree, lambda db, name: self._resolve(db, name, force_source), self.views)
+        return plan_query(tree, self._resolver(force_source), self.views)
+
+    def _resolver(self, force_source: frozenset[str]):
+        return lambda db, name: self._resolve(db, name, force_source)
+
+    def _planned(self, sql: str, params: Sequence[object] | None) -> tuple[exp.Expression, bool, Plan]:
+        """Parse, bind and plan `sql`, or reuse what planning the same text and parameters gave
+        while its tables resolve the same way (planning costs milliseconds; DoGet repeats it)."""
+        resolve = self._resolver(frozenset())
+        key = cache_key("query", sql, tuple((type(p), p) for p in params) if params else None)
+        if key is not None:
+            cached = self._plans.get(key, resolve)
+            if cached is not None:
+                return cached
+        recorder = RecordingResolver(resolve)
+        tree, explain = parse_query(sql)
+        tree = bind_parameters(tree, params)
+        planned = tree, explain, plan_query(tree, recorder, self.views)
+        if key is not None:
+            self._plans.put(key, planned, recorder)
+        return planned
 
     def _execute(self, plan: Plan, tree: exp.Expression) -> pa.RecordBatchReader:
         if plan.route == "accelerator":
             reader = self.duckdb_instances[plan.instance_id.split(":", 1)[1]].query(plan.sql)
         else:
             reader = run_federated(plan, self._open_scan)
+        reader = _public_types(reader)
         fallback = [b.dataset for b in plan.bindings
                     if b.kind in ("duckdb", "arrow") and self.datasets[b.dataset].acceleration.on_zero_results == "use_source"]
         if fallback:
@@ -381,6 +424,36 @@ class Runtime:
             return e
         text = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, self.secrets)
         return SqlError(f"query failed: {text}")
+
+
+def _public_type(t: pa.DataType) -> pa.DataType:
+    """The type clients get for `t`, the same whichever engine ran the query: no unsigned
+    integers (PostgreSQL has none; DataFusion's row_number() is UInt64), no view or large
+    string layouts (DataFusion's CAST(.. AS VARCHAR) is Utf8View), nested types alike."""
+    if pa.types.is_unsigned_integer(t):
+        return {8: pa.int16(), 16: pa.int32()}.get(t.bit_width, pa.int64())
+    if pa.types.is_string_view(t) or pa.types.is_large_string(t):
+        return pa.string()
+    if pa.types.is_binary_view(t) or pa.types.is_large_binary(t):
+        return pa.binary()
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return pa.list_(t.value_field.with_type(_public_type(t.value_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_public_type(t.field(i).type)) for i in range(t.num_fields)])
+    return t
+
+
+def _public_types(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    schema = reader.schema
+    target = pa.schema([f.with_type(_public_type(f.type)) for f in schema], metadata=schema.metadata)
+    if target.equals(schema):
+        return reader
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            yield batch.cast(target)
+
+    return pa.RecordBatchReader.from_batches(target, batches())
 
 
 def _explain_reader(plan: Plan) -> pa.RecordBatchReader:

@@ -90,6 +90,35 @@ def check_read_only(tree: exp.Expression) -> None:
     for node in tree.walk():
         if isinstance(node, _WRITE_NODES):
             raise ReadOnlyViolation(f"only read queries are allowed; found {_statement_kind(node)} inside the query")
+        if isinstance(node, exp.Func) and _denied_function(_function_name(node)):
+            raise ReadOnlyViolation(f"function {_function_name(node)}() is not allowed: it reads files, settings, "
+                                    f"the environment or engine state; query datasets by name")
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier) and _looks_like_path(node.name):
+            raise ReadOnlyViolation(f"'{node.name}' looks like a file path; reading files is not allowed, "
+                                    f"query datasets by name")
+
+
+# Functions (scalar or table) that read files, settings, the environment or engine internals.
+_DENIED_FUNCTIONS = {
+    "current_setting", "getenv", "getvariable", "set_config", "setseed", "nextval", "currval", "glob",
+    "query", "query_table", "which_secret", "load_extension", "install_extension", "pg_read_file",
+    "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "lo_import", "lo_export",
+}
+_DENIED_PREFIXES = ("read_", "duckdb_", "pragma_", "parquet_", "sniff_", "iceberg_", "delta_", "sqlite_",
+                    "postgres_", "mysql_", "json_execute", "arrow_scan", "scan_")
+_PATH_CHARS = set("/\\*?~")
+
+
+def _function_name(node: exp.Func) -> str:
+    return (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+
+
+def _denied_function(name: str) -> bool:
+    return name in _DENIED_FUNCTIONS or name.startswith(_DENIED_PREFIXES)
+
+
+def _looks_like_path(name: str) -> bool:
+    return bool(_PATH_CHARS & set(name))
 
 
 def bind_parameters(tree: exp.Expression, params: Sequence[Any] | None) -> exp.Expression:

@@ -25,18 +25,32 @@ def _formatter() -> duckdb.DuckDBPyConnection:
 
 
 def _unique_names(schema: pa.Schema) -> list[str]:
-    seen: dict[str, int] = {}
+    """Column names made unique (DuckDB compares names case-insensitively): a, a_1, A_2 ..."""
+    seen: set[str] = set()
     out = []
     for name in schema.names:
-        n = seen.get(name, 0)
-        seen[name] = n + 1
-        out.append(name if n == 0 else f"{name}_{n}")
+        candidate, n = name, 0
+        while candidate.lower() in seen:
+            n += 1
+            candidate = f"{name}_{n}"
+        seen.add(candidate.lower())
+        out.append(candidate)
     return out
+
+
+def _row_alias(names: list[str]) -> str:
+    """A table alias no column is called: `to_json(alias)` must mean the row, never a column."""
+    lowered = {n.lower() for n in names}
+    alias = "__satchel_row"
+    while alias in lowered:
+        alias += "_"
+    return alias
 
 
 def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
     """A JSON array of row objects, streamed: `[`, rows joined by `,` per batch, `]`."""
     names = _unique_names(schema)
+    alias = '"' + _row_alias(names) + '"'
     con = _formatter()
     yield b"["
     first = True
@@ -47,7 +61,7 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
             batch = batch.rename_columns(names)
         con.register("__batch", batch)
         try:
-            text = con.execute("SELECT string_agg(to_json(b), ',') FROM __batch AS b").fetchone()[0]
+            text = con.execute(f"SELECT string_agg(to_json({alias}), ',') FROM __batch AS {alias}").fetchone()[0]
         finally:
             con.unregister("__batch")
         yield (b"" if first else b",") + text.encode()

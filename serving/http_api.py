@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from engine.errors import SatchelError, Unauthenticated
 from engine.runtime import Principal, Runtime
@@ -51,8 +52,14 @@ def create_app(runtime: Runtime) -> FastAPI:
         text = (await request.body()).decode("utf-8", errors="replace")
         accept = request.headers.get("accept", "application/json")
         principal: Principal = request.state.principal
-        reader = runtime.query(text, principal, protocol="http")
-        first = _first_batch(reader)  # planning/first-batch errors still get a proper status
+
+        def start() -> tuple[pa.RecordBatchReader, pa.RecordBatch | None]:
+            reader = runtime.query(text, principal, protocol="http")
+            return reader, _first_batch(reader)  # planning/first-batch errors still get a proper status
+
+        # planning and the first batch can wait on a slow source: never on the event loop, which
+        # must keep answering /health, /v1/ready and other clients meanwhile
+        reader, first = await run_in_threadpool(start)
         if ARROW_STREAM in accept:
             return StreamingResponse(_arrow_stream(reader, first), media_type=ARROW_STREAM)
         if "text/csv" in accept:
@@ -72,8 +79,15 @@ def create_app(runtime: Runtime) -> FastAPI:
                                   "description": (f.metadata or {}).get(b"description", b"").decode() or None}
                                  for f in t.arrow_schema]}
             if t.name in status:
-                entry.update({k: v for k, v in status[t.name].items() if k not in entry})
+                entry.update({k: v for k, v in status.pop(t.name).items() if k not in entry})
             out.append(entry)
+        # datasets whose schema is unavailable (source down before the first load) are listed
+        # too: their status and last_error are what an operator needs to see
+        for name, info in status.items():
+            ds = runtime.datasets[name.lower()]
+            pk = list(ds.acceleration.primary_key or ()) if ds.accelerated else []
+            out.append({"name": name, "type": "table", "description": info.get("description"), "primary_key": pk,
+                        "columns": [], **{k: v for k, v in info.items() if k not in ("name", "description")}})
         return out
 
     @app.get("/v1/status")

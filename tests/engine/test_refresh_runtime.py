@@ -519,3 +519,72 @@ datasets:
     assert runtime.wait_ready(20)
     assert query_rows(runtime, sql) == [{"n": rows_of(3), "v": 3}]
     assert served_by(runtime, sql) == "accelerator"
+
+
+# -- 6. file mode: what a restart may serve ----------------------------------------------------
+
+
+def test_file_mode_restart_adopts_only_the_same_source_and_working_set(make_runtime, tmp_path):
+    pod_dir = tmp_path / "pod"
+    pod_dir.mkdir()
+    write_atomically(pod_dir / "t.parquet", version_table(1))
+    secret = "s3cr3t-in-the-path"
+    (pod_dir / secret).mkdir()
+    write_atomically(pod_dir / secret / "t.parquet", version_table(4))
+    data_dir = tmp_path / "state"
+    pod = HEAD + """
+datasets:
+  - from: file:${{env:SUBDIR}}/t.parquet
+    name: t
+    acceleration:
+      engine: duckdb
+      mode: file
+      refresh_sql: {refresh_sql}
+"""
+    env = {"SUBDIR": secret}
+    first = make_runtime(pod.format(refresh_sql="SELECT * FROM t WHERE id < 100"), pod_dir=pod_dir, data_dir=data_dir,
+                         env=env)
+    first.refresh("t", wait=True)
+    first.stop()
+    db_file = data_dir / "accelerated_duckdb.db"
+    assert secret.encode() not in db_file.read_bytes()  # the resolved from: is not stored in the file
+
+    # same pod: the previous data is served at once, without a load
+    same = make_runtime(pod.format(refresh_sql="SELECT * FROM t WHERE id < 100"), pod_dir=pod_dir, data_dir=data_dir,
+                        env=env)
+    assert same.datasets["t"].adopt_existing()
+    assert query_rows(same, "SELECT count(*) AS n, max(version) AS v FROM t") == [{"n": 100, "v": 4}]
+    same.stop()
+
+    # another working set: the old rows must not be served as if they were it
+    other = make_runtime(pod.format(refresh_sql="SELECT * FROM t WHERE id < 10"), pod_dir=pod_dir, data_dir=data_dir,
+                         env=env)
+    assert not other.datasets["t"].adopt_existing()
+    other.refresh("t", wait=True)
+    assert query_rows(other, "SELECT count(*) AS n FROM t") == [{"n": 10}]
+
+
+def test_a_failed_first_load_is_retried_until_the_source_appears(make_runtime, tmp_path):
+    """A load-once dataset whose source is missing at start must not stay unready forever."""
+    pod_dir = tmp_path / "pod"
+    pod_dir.mkdir()
+    runtime = make_runtime(HEAD + """
+datasets:
+  - from: file:late.parquet
+    name: late
+    acceleration:
+      engine: duckdb
+      refresh_retry_enabled: false
+""", pod_dir=pod_dir, start=True)
+    deadline = time.monotonic() + 10
+    while not runtime.datasets["late"].last_error and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert runtime.datasets["late"].last_error and not runtime.ready()
+    assert runtime.scheduler.next_run("late") is not None  # a retry is scheduled
+    write_atomically(pod_dir / "late.parquet", version_table(5))
+    assert runtime.wait_ready(10), runtime.status()
+    assert query_rows(runtime, "SELECT max(version) AS v FROM late") == [{"v": 5}]
+    deadline = time.monotonic() + 5
+    while runtime.scheduler.is_running("late") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert runtime.scheduler.next_run("late") is None  # loaded: back to load-once

@@ -1,0 +1,193 @@
+"""The planner's routing is an optimisation, never a change of meaning: the same queries over the
+same data give the same columns, types and rows whether the tables are DuckDB-accelerated (the
+whole query runs in DuckDB), Arrow-accelerated (DataFusion), read live from the files (DataFusion
+over pushed-down file scans) or a mix of the three.
+
+Types must match exactly except integer widths and decimal precisions (same family; DuckDB and
+DataFusion widen differently and both are exact)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from engine.config import load_pod
+from engine.runtime import Runtime
+
+REPO = Path(__file__).resolve().parents[2]
+
+QUERIES = {
+    "int_division": "SELECT order_id, quantity / 2 AS half, quantity % 3 AS m, (quantity - 3) / 2 AS neg_div, "
+                    "(quantity - 3) % 2 AS neg_mod, amount FROM {o} WHERE order_id < 100040 ORDER BY order_id",
+    "group_by_aggregates": "SELECT status, count(*) AS n, sum(amount) AS total, avg(quantity) AS avg_q, "
+                           "min(ordered_at) AS first_at, max(ordered_at) AS last_at, sum(quantity) AS units "
+                           "FROM {o} GROUP BY status ORDER BY status",
+    "nulls_asc_default": "SELECT order_id, shipped_at FROM {o} ORDER BY shipped_at, order_id LIMIT 20 OFFSET 5115",
+    "nulls_desc_default": "SELECT order_id, shipped_at FROM {o} ORDER BY shipped_at DESC, order_id LIMIT 20",
+    "nulls_first_explicit": "SELECT order_id, shipped_at FROM {o} ORDER BY shipped_at ASC NULLS FIRST, order_id DESC LIMIT 15",
+    "nulls_desc_last": "SELECT order_id, shipped_at FROM {o} ORDER BY shipped_at DESC NULLS LAST, order_id LIMIT 15",
+    "like": "SELECT customer_id, name, email FROM {c} WHERE email LIKE '%knuth%' AND name NOT LIKE 'A%' ORDER BY customer_id",
+    "in_list": "SELECT order_id, status FROM {o} WHERE status IN ('returned', 'cancelled') "
+               "AND customer_id IN (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144) ORDER BY order_id",
+    "between": "SELECT order_id, amount FROM {o} WHERE amount BETWEEN 100 AND 101.5 ORDER BY order_id",
+    "case": "SELECT CASE WHEN amount >= 500 THEN 'large' WHEN amount >= 100 THEN 'medium' ELSE 'small' END AS size, "
+            "count(*) AS n FROM {o} GROUP BY 1 ORDER BY 1",
+    "date_compare": "SELECT count(*) AS n, min(signup_date) AS first_day FROM {c} "
+                    "WHERE signup_date >= DATE '2023-01-01' AND signup_date < '2024-01-01'",
+    "timestamp_compare": "SELECT count(*) AS n FROM {o} WHERE ordered_at >= TIMESTAMP '2024-06-01 00:00:00' "
+                         "AND ordered_at < TIMESTAMPTZ '2024-07-01 00:00:00+00'",
+    "timestamp_string_compare": "SELECT order_id FROM {o} WHERE ordered_at > '2024-12-30 12:00:00' ORDER BY order_id",
+    "count_distinct": "SELECT count(DISTINCT customer_id) AS customers, count(DISTINCT product_id) AS products, "
+                      "count(shipped_at) AS shipped FROM {o}",
+    "in_subquery": "SELECT customer_id, name FROM {c} WHERE customer_id IN "
+                   "(SELECT customer_id FROM {o} WHERE amount > 1500) ORDER BY customer_id",
+    "scalar_subquery": "SELECT c.customer_id, (SELECT count(*) FROM {o} o WHERE o.customer_id = c.customer_id) AS n "
+                       "FROM {c} c WHERE c.customer_id <= 20 ORDER BY c.customer_id",
+    "cte": "WITH big AS (SELECT customer_id, sum(amount) AS total FROM {o} GROUP BY customer_id) "
+           "SELECT c.region, count(*) AS n, max(b.total) AS top FROM big b JOIN {c} c ON c.customer_id = b.customer_id "
+           "GROUP BY c.region ORDER BY c.region",
+    "union": "SELECT 'customer' AS kind, customer_id AS id FROM {c} WHERE customer_id < 4 UNION "
+             "SELECT 'product', product_id FROM {p} WHERE product_id < 4 ORDER BY kind, id",
+    "union_all": "SELECT status FROM {o} WHERE order_id < 100005 UNION ALL SELECT status FROM {o} "
+                 "WHERE order_id < 100003 ORDER BY status",
+    "limit_offset": "SELECT order_id FROM {o} ORDER BY order_id LIMIT 10 OFFSET 20",
+    "window_running": "SELECT order_id, customer_id, amount, "
+                      "row_number() OVER (PARTITION BY customer_id ORDER BY ordered_at, order_id) AS rn, "
+                      "sum(amount) OVER (PARTITION BY customer_id ORDER BY ordered_at, order_id) AS running "
+                      "FROM {o} WHERE customer_id <= 5 ORDER BY customer_id, rn",
+    "window_rank_lag": "SELECT product_id, category, unit_price, "
+                       "rank() OVER (PARTITION BY category ORDER BY unit_price DESC) AS r, "
+                       "lag(unit_price) OVER (PARTITION BY category ORDER BY unit_price DESC, product_id) AS prev "
+                       "FROM {p} ORDER BY category, r, product_id",
+    "three_way_join": "SELECT p.category, c.segment, count(*) AS n, sum(o.amount) AS revenue FROM {o} o "
+                      "JOIN {c} c ON c.customer_id = o.customer_id JOIN {p} p ON p.product_id = o.product_id "
+                      "GROUP BY p.category, c.segment ORDER BY p.category, c.segment",
+    "left_join": "SELECT c.customer_id, count(o.order_id) AS n FROM {c} c LEFT JOIN {o} o "
+                 "ON o.customer_id = c.customer_id AND o.status = 'returned' WHERE c.customer_id <= 30 "
+                 "GROUP BY c.customer_id ORDER BY c.customer_id",
+    "having": "SELECT customer_id, count(*) AS n FROM {o} GROUP BY customer_id HAVING count(*) >= 10 "
+              "ORDER BY n DESC, customer_id",
+    "arithmetic": "SELECT order_id, amount * 2 AS dbl, round(amount / 3, 2) AS third, quantity * 1.0 / 4 AS qf, "
+                  "-quantity AS neg, abs(quantity - 3) AS a FROM {o} WHERE order_id < 100010 ORDER BY order_id",
+    "strings": "SELECT upper(name) AS u, lower(email) AS l, length(name) AS len, substring(name, 1, 3) AS s3, "
+               "name || '!' AS bang, coalesce(NULL, country) AS cc FROM {c} WHERE customer_id < 10 ORDER BY customer_id",
+    "date_trunc": "SELECT date_trunc('month', ordered_at) AS month, count(*) AS n FROM {o} GROUP BY 1 ORDER BY 1",
+    "extract": "SELECT extract(year FROM signup_date) AS y, count(*) AS n FROM {c} GROUP BY 1 ORDER BY 1",
+    "booleans": "SELECT in_stock, count(*) AS n, min(unit_price) AS cheapest FROM {p} GROUP BY in_stock ORDER BY in_stock",
+    "is_null_not_in": "SELECT count(*) AS n FROM {o} WHERE shipped_at IS NULL AND status NOT IN ('processing')",
+    "unnamed_columns": "SELECT count(*), sum(quantity), max(amount), 1 + 1 FROM {o}",
+    "distinct": "SELECT DISTINCT status FROM {o} ORDER BY status",
+    "not_exists": "SELECT p.product_id FROM {p} p WHERE NOT EXISTS (SELECT 1 FROM {o} o "
+                  "WHERE o.product_id = p.product_id AND o.quantity > 4) ORDER BY 1",
+    "avg_int": "SELECT avg(quantity) AS a, sum(quantity) AS s, count(quantity) AS c, min(quantity) AS mn FROM {o}",
+    "float_agg": "SELECT category, sum(unit_price) AS s, avg(unit_price) AS a, stddev(unit_price) AS sd "
+                 "FROM {p} GROUP BY category ORDER BY category",
+    "select_star": "SELECT * FROM {o} ORDER BY order_id LIMIT 5",
+    "coalesce_nullif": "SELECT order_id, coalesce(shipped_at, ordered_at) AS t, nullif(status, 'delivered') AS s "
+                       "FROM {o} WHERE order_id < 100012 ORDER BY order_id",
+    "casts": "SELECT CAST(amount AS INTEGER) AS ai, CAST(quantity AS VARCHAR) AS qs, CAST(ordered_at AS DATE) AS d, "
+             "amount::float AS af, CAST(unit_price * 1.5 AS BIGINT) AS rounded FROM {o} WHERE order_id < 100030 "
+             "ORDER BY order_id",
+    "string_order": "SELECT name FROM {c} ORDER BY name DESC, customer_id LIMIT 10",
+}
+
+# (orders, customers, products) per route; the mixed route joins all three kinds of table
+ROUTES = {
+    "duckdb": ("orders_d", "customers_d", "products_d"),
+    "arrow": ("orders_a", "customers_a", "products_a"),
+    "federated": ("orders_f", "customers_f", "products_f"),
+    "mixed": ("orders_d", "customers_a", "products_f"),
+}
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory):
+    pod_dir = tmp_path_factory.mktemp("routes")
+    shutil.copytree(REPO / "data", pod_dir / "data")
+    datasets = []
+    for source, short in (("file:data/orders", "orders"), ("file:data/customers.csv", "customers"),
+                          ("file:data/products.ndjson", "products")):
+        datasets.append(f"  - from: {source}\n    name: {short}_d\n    acceleration:\n      engine: duckdb\n")
+        datasets.append(f"  - from: {source}\n    name: {short}_a\n    acceleration:\n      engine: arrow\n")
+        datasets.append(f"  - from: {source}\n    name: {short}_f\n")
+    (pod_dir / "spicepod.yaml").write_text("version: v1\nkind: Spicepod\nname: routes\ndatasets:\n" + "".join(datasets))
+    rt = Runtime(load_pod(pod_dir / "spicepod.yaml"), data_dir=str(pod_dir / ".satchel"))
+    rt.start()
+    assert rt.wait_ready(60)
+    yield rt
+    rt.stop()
+
+
+def type_family(t: pa.DataType) -> object:
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_decimal(t):
+        return ("decimal", t.scale)
+    return str(t)
+
+
+def normal(value: object) -> object:
+    if isinstance(value, (float, decimal.Decimal)):
+        f = float(value)
+        return round(f, 6) if math.isfinite(f) else f
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.timezone.utc)
+    return value
+
+
+def run(runtime: Runtime, sql: str, route: str) -> pa.Table:
+    o, c, p = ROUTES[route]
+    return runtime.query(sql.format(o=o, c=c, p=p)).read_all()
+
+
+def test_routes_are_what_they_claim(runtime):
+    sql = "SELECT count(*) FROM {o} o JOIN {c} c ON c.customer_id = o.customer_id JOIN {p} p ON p.product_id = o.product_id"
+    explain = {route: runtime.explain(sql.format(o=o, c=c, p=p)) for route, (o, c, p) in ROUTES.items()}
+    assert explain["duckdb"].startswith("route: accelerator (served by accelerator)")
+    assert explain["arrow"].startswith("route: federated (served by accelerator)")
+    assert explain["federated"].startswith("route: federated (served by source)")
+    assert explain["mixed"].startswith("route: federated (served by mixed)")
+    assert "[duckdb]" in explain["mixed"] and "[arrow]" in explain["mixed"] and "[source]" in explain["mixed"]
+
+
+@pytest.mark.parametrize("name", sorted(QUERIES))
+def test_same_result_on_every_route(runtime, name):
+    sql = QUERIES[name]
+    results = {route: run(runtime, sql, route) for route in ROUTES}
+    reference = results["duckdb"]
+    assert reference.num_rows > 0, "a query that returns nothing proves little"
+    for route, table in results.items():
+        assert table.column_names == reference.column_names, (route, table.column_names, reference.column_names)
+        got_types = [type_family(f.type) for f in table.schema]
+        want_types = [type_family(f.type) for f in reference.schema]
+        assert got_types == want_types, (route, table.schema, reference.schema)
+        got = [tuple(normal(v) for v in row.values()) for row in table.to_pylist()]
+        want = [tuple(normal(v) for v in row.values()) for row in reference.to_pylist()]
+        assert got == want, (route, [(i, a, b) for i, (a, b) in enumerate(zip(got, want)) if a != b][:5],
+                             len(got), len(want))
+
+
+def test_postgres_names_for_unnamed_columns(runtime):
+    for route in ROUTES:
+        table = run(runtime, QUERIES["unnamed_columns"], route)
+        assert table.column_names == ["count", "sum", "max", "?column?"], route
+
+
+def test_timestamps_are_utc_on_every_route(runtime):
+    for route in ROUTES:
+        table = run(runtime, "SELECT ordered_at, date_trunc('day', ordered_at) AS day FROM {o} LIMIT 1", route)
+        assert table.schema.field("ordered_at").type == pa.timestamp("us", "UTC"), route
+        assert table.schema.field("day").type == pa.timestamp("us", "UTC"), route
+
+
+def test_no_unsigned_or_view_types_leak(runtime):
+    sql = "SELECT row_number() OVER (ORDER BY order_id) AS rn, CAST(order_id AS VARCHAR) AS s FROM {o} LIMIT 3"
+    for route in ROUTES:
+        table = run(runtime, sql, route)
+        assert table.schema.types == [pa.int64(), pa.string()], (route, table.schema)
