@@ -62,10 +62,10 @@ def _start_satchel_function():
 
 
 @contextlib.contextmanager
-def satchel(pod_dir: Path, pod_yaml: str, timeout: float = 900) -> Iterator[object]:
+def satchel(pod_dir: Path, pod_yaml: str, timeout: float = 900, env: dict | None = None) -> Iterator[object]:
     """A running `satchel run` serving `pod_yaml` (ready: every dataset loaded)."""
     started = time.monotonic()
-    server = _start_satchel_function()(pod_dir, pod_yaml, timeout=timeout)
+    server = _start_satchel_function()(pod_dir, pod_yaml, timeout=timeout, env=env)
     print(f"  satchel ready in {time.monotonic() - started:.1f}s (flight 127.0.0.1:{server.flight_port})", flush=True)
     try:
         yield server

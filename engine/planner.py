@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -92,13 +93,16 @@ class PlanCache:
     finishes loading, or falls back to its source gets a fresh plan. Thread-safe, LRU-bounded.
     """
 
-    def __init__(self, size: int = 512) -> None:
-        self.size = size
+    def __init__(self, size: int | None = None) -> None:
+        # SATCHEL_PLAN_CACHE_SIZE=0 turns caching off (benchmarks compare with and without).
+        self.size = int(os.environ.get("SATCHEL_PLAN_CACHE_SIZE", "512")) if size is None else size
         self._entries: OrderedDict[Hashable, tuple[Any, tuple[tuple[tuple[str | None, str], Binding], ...]]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
     def get(self, key: Hashable, resolve: Resolver) -> Any | None:
+        if self.size <= 0:
+            return None
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
@@ -112,6 +116,8 @@ class PlanCache:
         return None
 
     def put(self, key: Hashable, value: Any, recorder: "RecordingResolver") -> None:
+        if self.size <= 0:
+            return
         with self._lock:
             self._entries[key] = (value, tuple(recorder.lookups))
             self._entries.move_to_end(key)

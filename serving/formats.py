@@ -47,10 +47,32 @@ def _row_alias(names: list[str]) -> str:
     return alias
 
 
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _string_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
     """A JSON array of row objects, streamed: `[`, rows joined by `,` per batch, `]`."""
     names = _unique_names(schema)
     alias = '"' + _row_alias(names) + '"'
+    row_sql = f"to_json({alias})"
+    if any(pa.types.is_floating(f.type) for f in schema):
+        # NaN and infinities are not JSON numbers: render them as PostgreSQL's to_json does
+        # ("NaN", "Infinity", "-Infinity" strings), so strict JSON parsers can read every row
+        parts = []
+        for name, field in zip(names, schema):
+            col = f"{alias}.{_quote(name)}"
+            value = col
+            if pa.types.is_floating(field.type):
+                value = (f"CASE WHEN isnan({col}) THEN '\"NaN\"'::JSON WHEN {col} = 'inf'::DOUBLE THEN "
+                         f"'\"Infinity\"'::JSON WHEN {col} = '-inf'::DOUBLE THEN '\"-Infinity\"'::JSON "
+                         f"ELSE to_json({col}) END")
+            parts.append(f"{_string_literal(name)}, {value}")
+        row_sql = f"json_object({', '.join(parts)})"
     con = _formatter()
     yield b"["
     first = True
@@ -61,7 +83,7 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
             batch = batch.rename_columns(names)
         con.register("__batch", batch)
         try:
-            text = con.execute(f"SELECT string_agg(to_json({alias}), ',') FROM __batch AS {alias}").fetchone()[0]
+            text = con.execute(f"SELECT string_agg({row_sql}, ',') FROM __batch AS {alias}").fetchone()[0]
         finally:
             con.unregister("__batch")
         yield (b"" if first else b",") + text.encode()

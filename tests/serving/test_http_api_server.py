@@ -115,6 +115,17 @@ def test_sql_json_rows_are_objects_even_with_awkward_column_names(demo):
     assert empty.status_code == 200 and empty.json() == []
 
 
+def test_sql_json_is_strict_json_even_for_nan_and_infinity(demo):
+    resp = post(demo, "/v1/sql", content="SELECT CAST('NaN' AS DOUBLE) AS n, CAST('Infinity' AS DOUBLE) AS i, "
+                                         "CAST('-Infinity' AS DOUBLE) AS m, CAST(1.5 AS DOUBLE) AS f")
+    assert resp.status_code == 200, resp.text
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"not JSON: {token}")
+
+    assert json.loads(resp.text, parse_constant=refuse) == [{"n": "NaN", "i": "Infinity", "m": "-Infinity", "f": 1.5}]
+
+
 def test_sql_csv(demo):
     resp = post(demo, "/v1/sql", content=QUERY, headers={"Accept": "text/csv"})
     assert resp.status_code == 200, resp.text
