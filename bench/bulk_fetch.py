@@ -9,7 +9,8 @@ Clients: the ADBC Flight SQL driver, `cursor.execute(sql)` + `cursor.fetch_arrow
 * a bare `pyarrow.flight` server doing DoGet of the same in-memory table (no SQL at all;
   read with `pyarrow.flight`), the floor for moving these bytes over gRPC on this machine.
 
-Each fetch runs once to warm up, then 3 times; the median counts. MB/s is the Arrow
+All servers run at once; each fetch runs once to warm up, then 3 rounds alternate the servers
+(fair on a noisy machine); the median counts. MB/s is the Arrow
 in-memory size of the table (the same for every server) over the wall time of the fetch.
 
     /tmp/venv/bin/python bench/bulk_fetch.py [--rows 10000000] [--runs 3]
@@ -18,6 +19,8 @@ in-memory size of the table (the same for every server) over the wall time of th
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +33,10 @@ import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, REPO, adbc_connect, free_port, roapi, satchel, stop, table, timed, write_results  # noqa: E402
+from _common import DATA, REPO, adbc_connect, free_port, roapi, satchel, stop, table, wait_port, write_results  # noqa: E402
+
+ROAPI = "roapi 0.12 (Parquet, DataFusion)"
+BARE = "bare pyarrow.flight DoGet (no SQL)"
 
 
 def make_data(rows: int) -> Path:
@@ -50,41 +56,33 @@ def make_data(rows: int) -> Path:
     return path
 
 
-def adbc_fetch(uri: str, sql: str):
-    conn = adbc_connect(uri)
+def adbc_fetcher(stack: contextlib.ExitStack, uri: str, sql: str, rows: int):
+    conn = stack.enter_context(adbc_connect(uri))
 
-    def run() -> pa.Table:
+    def run() -> None:
         with conn.cursor() as cur:
             cur.execute(sql)
-            return cur.fetch_arrow_table()
+            result = cur.fetch_arrow_table()
+        assert result.num_rows == rows, f"{uri}: got {result.num_rows} rows"
 
-    return conn, run
-
-
-def measure_adbc(uri: str, sql: str, runs: int, rows: int) -> tuple[float, list[float]]:
-    conn, run = adbc_fetch(uri, sql)
-    try:
-        median, times, result = timed(run, runs)
-    finally:
-        conn.close()
-    assert result.num_rows == rows, f"{uri}: got {result.num_rows} rows"
-    return median, times
+    return run
 
 
-def measure_bare(parquet: Path, runs: int, rows: int) -> tuple[float, list[float]]:
+def bare_fetcher(stack: contextlib.ExitStack, parquet: Path, rows: int):
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_flight_baseline.py")), str(parquet),
                              str(port)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.5)
-        client = flight.connect(f"grpc+tcp://127.0.0.1:{port}")
-        median, times, result = timed(lambda: client.do_get(flight.Ticket(b"t")).read_all(), runs)
-        client.close()
-    finally:
-        stop(proc)
-    assert result.num_rows == rows
-    return median, times
+    stack.callback(stop, proc)
+    assert proc.stdout.readline().strip() == "ready"
+    wait_port(port, proc)
+    client = flight.connect(f"grpc+tcp://127.0.0.1:{port}")
+    stack.callback(client.close)
+
+    def run() -> None:
+        result = client.do_get(flight.Ticket(b"t")).read_all()
+        assert result.num_rows == rows
+
+    return run
 
 
 def main() -> None:
@@ -98,7 +96,6 @@ def main() -> None:
     del reference
     print(f"table: {args.rows:,} rows, {mb:.0f} MB in Arrow", flush=True)
 
-    results: dict[str, tuple[float, list[float]]] = {}
     pod = f"""
 version: v1
 kind: Spicepod
@@ -113,21 +110,33 @@ datasets:
     acceleration:
       engine: arrow
 """
-    print("satchel:", flush=True)
-    with satchel(DATA / "pods" / "bulk", pod) as server:
+    runners = {}
+    with contextlib.ExitStack() as stack:
+        # Every server runs at once and the fetches alternate run by run, so a noisy neighbour
+        # slows all of them alike.
+        print("satchel:", flush=True)
+        server = stack.enter_context(satchel(DATA / "pods" / "bulk", pod))
         uri = f"grpc://127.0.0.1:{server.flight_port}"
-        results["Satchel (DuckDB-accelerated)"] = measure_adbc(uri, "SELECT * FROM t_duckdb", args.runs, args.rows)
-        print("  duckdb done", flush=True)
-        results["Satchel (Arrow-accelerated)"] = measure_adbc(uri, "SELECT * FROM t_arrow", args.runs, args.rows)
-        print("  arrow done", flush=True)
-    print("roapi:", flush=True)
-    with roapi({"t": parquet}, DATA / "roapi-bulk.log") as uri:
-        results["roapi 0.12 (Parquet, DataFusion)"] = measure_adbc(uri, "SELECT * FROM t", args.runs, args.rows)
-    print("bare pyarrow.flight:", flush=True)
-    results["bare pyarrow.flight DoGet (no SQL)"] = measure_bare(parquet, args.runs, args.rows)
+        runners["Satchel (DuckDB-accelerated)"] = adbc_fetcher(stack, uri, "SELECT * FROM t_duckdb", args.rows)
+        runners["Satchel (Arrow-accelerated)"] = adbc_fetcher(stack, uri, "SELECT * FROM t_arrow", args.rows)
+        print("roapi:", flush=True)
+        roapi_uri = stack.enter_context(roapi({"t": parquet}, DATA / "roapi-bulk.log"))
+        runners[ROAPI] = adbc_fetcher(stack, roapi_uri, "SELECT * FROM t", args.rows)
+        print("bare pyarrow.flight:", flush=True)
+        runners[BARE] = bare_fetcher(stack, parquet, args.rows)
+        for run in runners.values():  # warm-up
+            run()
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        for i in range(args.runs):
+            for name, run in runners.items():
+                started = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - started)
+            print(f"  round {i + 1}: " + ", ".join(f"{t[-1]:.3f}s" for t in times.values()), flush=True)
+    results = {name: (statistics.median(t), t) for name, t in times.items()}
 
-    roapi_s = results["roapi 0.12 (Parquet, DataFusion)"][0]
-    bare_s = results["bare pyarrow.flight DoGet (no SQL)"][0]
+    roapi_s = results[ROAPI][0]
+    bare_s = results[BARE][0]
     rows = []
     for name, (median, times) in results.items():
         rows.append([name, f"{median:.3f}", " / ".join(f"{t:.3f}" for t in times), f"{mb / median:,.0f}",
@@ -137,7 +146,7 @@ datasets:
     print(body)
     text = (f"`SELECT *` of {args.rows:,} rows (int64, float64, short string; {mb:.0f} MB as Arrow) through the ADBC "
             f"Flight SQL driver (`fetch_arrow_table`), client and server on one 2-core machine. Median of "
-            f"{args.runs} runs after one warm-up. Speed ratios > 1 mean faster than the baseline.\n\n{body}\n")
+            f"{args.runs} runs after one warm-up, the servers alternating run by run. Speed ratios > 1 mean faster than the baseline.\n\n{body}\n")
     write_results("bulk_fetch", "Bulk fetch over Flight SQL", text)
 
 

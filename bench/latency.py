@@ -2,7 +2,8 @@
 
 Each query is a full round trip as ADBC makes it (GetFlightInfo, then DoGet of the result),
 on one connection opened beforehand. Satchel vs roapi; p50, p90, p99 and mean over N queries
-after 20 warm-up queries.
+after 20 warm-up queries;
+both servers run at once and the queries alternate between them (fair on a noisy machine).
 
     /tmp/venv/bin/python bench/latency.py [--queries 200]
 """
@@ -10,6 +11,7 @@ after 20 warm-up queries.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -22,22 +24,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, adbc_connect, percentile, roapi, satchel, table, write_results  # noqa: E402
 
 SQL = "SELECT 1"
+WARMUP = 20
 
 
-def latencies(uri: str, n: int, warmup: int = 20) -> list[float]:
-    conn = adbc_connect(uri)
-    try:
-        with conn.cursor() as cur:
-            for i in range(warmup + n):
-                started = time.perf_counter()
-                cur.execute(SQL)
-                result = cur.fetch_arrow_table()
-                elapsed = time.perf_counter() - started
-                assert result.num_rows == 1 and result.column(0)[0].as_py() == 1
-                if i >= warmup:
-                    yield elapsed
-    finally:
-        conn.close()
+def query_once(cur) -> float:
+    started = time.perf_counter()
+    cur.execute(SQL)
+    result = cur.fetch_arrow_table()
+    elapsed = time.perf_counter() - started
+    assert result.num_rows == 1 and result.column(0)[0].as_py() == 1
+    return elapsed
 
 
 def main() -> None:
@@ -57,13 +53,21 @@ datasets:
     acceleration:
       engine: duckdb
 """
-    results: dict[str, list[float]] = {}
-    print("satchel:", flush=True)
-    with satchel(DATA / "pods" / "latency", pod) as server:
-        results["Satchel"] = list(latencies(f"grpc://127.0.0.1:{server.flight_port}", args.queries))
-    print("roapi:", flush=True)
-    with roapi({"small": small}, DATA / "roapi-latency.log") as uri:
-        results["roapi 0.12"] = list(latencies(uri, args.queries))
+    results: dict[str, list[float]] = {"Satchel": [], "roapi 0.12": []}
+    with contextlib.ExitStack() as stack:
+        print("satchel:", flush=True)
+        server = stack.enter_context(satchel(DATA / "pods" / "latency", pod))
+        print("roapi:", flush=True)
+        roapi_uri = stack.enter_context(roapi({"small": small}, DATA / "roapi-latency.log"))
+        cursors = {}
+        for name, uri in (("Satchel", f"grpc://127.0.0.1:{server.flight_port}"), ("roapi 0.12", roapi_uri)):
+            conn = stack.enter_context(adbc_connect(uri))
+            cursors[name] = stack.enter_context(conn.cursor())
+        for i in range(WARMUP + args.queries):  # the servers alternate query by query
+            for name, cur in cursors.items():
+                elapsed = query_once(cur)
+                if i >= WARMUP:
+                    results[name].append(elapsed)
 
     base = results["roapi 0.12"]
     rows = []
@@ -77,7 +81,7 @@ datasets:
     print()
     print(body)
     text = (f"`{SQL}` x {args.queries} through the ADBC Flight SQL driver on one open connection (each query: "
-            f"GetFlightInfo + DoGet), after 20 warm-up queries; client and servers on one 2-core machine. "
+            f"GetFlightInfo + DoGet), after {WARMUP} warm-up queries, alternating between the servers; client and servers on one 2-core machine. "
             f"Ratios are latency over roapi's (< 1 is faster).\n\n{body}\n")
     write_results("latency", "SELECT 1 latency over Flight SQL", text)
 

@@ -17,6 +17,7 @@ _CONNECTORS: dict[str, tuple[str, str, str | None]] = {
     "file": ("connectors.file", "FileConnector", None),
     "http": ("connectors.http", "HttpFileConnector", None),
     "https": ("connectors.http", "HttpFileConnector", None),
+    "postgres": ("connectors.postgres", "PostgresConnector", "postgres"),
 }
 
 

@@ -26,6 +26,7 @@ from connectors.base import FilterSupport
 from .config import Pod
 from .datasets import DatasetRuntime
 from .errors import ConnectorError, DatasetNotReady, NotFound, QueryTimeout, SatchelError, SqlError, Unauthenticated
+from . import source_pushdown
 from .executor import run_federated
 from .metrics import Metrics
 from .planner import Binding, Plan, PlanCache, RecordingResolver, TableScan, cache_key, plan_query
@@ -201,7 +202,7 @@ class Runtime:
             task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
             task.served_by = plan.served_by
             if explain:
-                reader = _explain_reader(plan)
+                reader = _explain_reader(plan, source_pushdown.explain_lines(plan, self.datasets))
             else:
                 reader = self._execute(plan, tree)
         except Exception as e:
@@ -266,7 +267,9 @@ class Runtime:
         if plan.route == "accelerator":
             reader = self.duckdb_instances[plan.instance_id.split(":", 1)[1]].query(plan.sql)
         else:
-            reader = run_federated(plan, self._open_scan)
+            reader = source_pushdown.run(plan, self.datasets)  # whole query in one SQL source
+            if reader is None:
+                reader = run_federated(plan, self._open_scan)
         reader = _public_types(reader)
         fallback = [b.dataset for b in plan.bindings
                     if b.kind in ("duckdb", "arrow") and self.datasets[b.dataset].acceleration.on_zero_results == "use_source"]
@@ -317,7 +320,8 @@ class Runtime:
             tree = exp.select("*").from_(exp.Subquery(this=tree, alias=exp.TableAlias(this=exp.to_identifier("r"))))
             tree = tree.where(condition, dialect=PUBLIC_DIALECT)
         plan = self.plan(tree, force_source=frozenset(self.datasets_names()))
-        return run_federated(plan, self._open_scan)
+        pushed = source_pushdown.run(plan, self.datasets)  # refresh_sql runs in the source when it can
+        return pushed if pushed is not None else run_federated(plan, self._open_scan)
 
     def datasets_names(self) -> list[str]:
         return [ds.name for ds in self.datasets.values()]
@@ -456,8 +460,8 @@ def _public_types(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(target, batches())
 
 
-def _explain_reader(plan: Plan) -> pa.RecordBatchReader:
-    lines = plan.explain().splitlines() if plan.sql else []
+def _explain_reader(plan: Plan, extra: Sequence[str] = ()) -> pa.RecordBatchReader:
+    lines = plan.explain().splitlines() + list(extra) if plan.sql else []
     table = pa.table({"plan_type": pa.array(["satchel"] * len(lines), pa.string()),
                       "plan": pa.array(lines, pa.string())})
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())

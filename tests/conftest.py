@@ -106,14 +106,14 @@ def start_satchel(pod_dir: Path, pod_yaml: str | None = None, api_key: str | Non
     raise RuntimeError(f"satchel did not become {'ready' if wait_ready else 'healthy'} in {timeout}s:\n{server.log()}")
 
 
-@pytest.fixture
-def satchel_server(tmp_path: Path) -> Iterator[Callable[..., SatchelServer]]:
-    """Factory: `satchel_server(pod_yaml, api_key=None, files={name: bytes|str}, **kw)`; all stopped at teardown."""
+def _server_factory(base: Path) -> Iterator[Callable[..., SatchelServer]]:
+    """Yields `factory(pod_yaml=None, files={relpath: bytes|str}, pod_dir=None, **start_satchel kwargs)`;
+    stops every server it started afterwards."""
     started: list[SatchelServer] = []
 
     def factory(pod_yaml: str | None = None, files: dict | None = None, pod_dir: Path | None = None,
                 **kwargs) -> SatchelServer:
-        target = pod_dir or tmp_path / f"pod{len(started)}"
+        target = pod_dir or base / f"pod{len(started)}"
         target.mkdir(parents=True, exist_ok=True)
         for name, content in (files or {}).items():
             path = target / name
@@ -126,9 +126,17 @@ def satchel_server(tmp_path: Path) -> Iterator[Callable[..., SatchelServer]]:
         started.append(server)
         return server
 
-    yield factory
-    for server in started:
-        server.stop()
+    try:
+        yield factory
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def satchel_server(tmp_path: Path) -> Iterator[Callable[..., SatchelServer]]:
+    """Factory: `satchel_server(pod_yaml, api_key=None, files={name: bytes|str}, **kw)`; all stopped at teardown."""
+    yield from _server_factory(tmp_path)
 
 
 @pytest.fixture
@@ -227,27 +235,7 @@ def source_server() -> Iterator[SourceServer]:
 @pytest.fixture(scope="module")
 def module_satchel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., SatchelServer]]:
     """Like `satchel_server`, but servers live for the whole test module (started once, shared)."""
-    started: list[SatchelServer] = []
-    base = tmp_path_factory.mktemp("module_pods")
-
-    def factory(pod_yaml: str | None = None, files: dict | None = None, pod_dir: Path | None = None,
-                **kwargs) -> SatchelServer:
-        target = pod_dir or base / f"pod{len(started)}"
-        target.mkdir(parents=True, exist_ok=True)
-        for name, content in (files or {}).items():
-            path = target / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content)
-        server = start_satchel(target, pod_yaml, **kwargs)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()
+    yield from _server_factory(tmp_path_factory.mktemp("module_pods"))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,676 @@
+"""`from: postgres:<schema>.<table>` — a PostgreSQL table, read Arrow-natively through ADBC.
+
+Params: `pg_host`, `pg_port` (5432), `pg_db`, `pg_user`, `pg_pass`, `pg_sslmode`, or one
+`pg_connection_string` (a libpq URI or `key=value` string; the other pg_* params may add to a
+URI-less setup only); `connection_pool_size` (default 4). Secrets come in via `${secrets:...}`
+and never appear in errors or logs.
+
+Reads go through the ADBC PostgreSQL driver (libpq, binary COPY into Arrow batches, streamed):
+measured against DuckDB's postgres scanner it reads the same data within a small factor, and
+unlike the scanner it cancels the statement on the server when a client goes away or a query
+times out (`PQcancel`), which a sidecar needs more than the last few percent of speed.
+
+Types are chosen from the catalog (never inferred from data), so a schema is stable:
+smallint/int/bigint, real/double, numeric(p, s) (decimal128 up to 38 digits, decimal256 up to
+76), text/varchar/char/name/citext, bool, date, time, timestamp, timestamptz (UTC), interval,
+bytea, uuid/json/jsonb/enum/inet/cidr/macaddr/xml (as text), money (decimal(19, 2)), and
+one-dimensional arrays of those. Unbounded numeric, geometric types, ranges, bit strings and
+anything else follow `unsupported_type_action` (`string` serves their PostgreSQL text form).
+Column comments (COMMENT ON COLUMN) become column descriptions when the pod gives none.
+
+Filters are pushed as PostgreSQL SQL only where PostgreSQL gives the engine's answer: string
+comparisons use COLLATE "C" (code point order), LIKE has no escape character, values are
+converted to the column type only when exact, float NaN and real (float4) columns are left to
+the engine, and naive/aware timestamps never meet. Everything else is UNSUPPORTED.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import logging
+import math
+import re
+import threading
+import urllib.parse
+import weakref
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import adbc_driver_postgresql.dbapi as adbc_pg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import ConnectorError
+
+from ._filters import _convert
+from ._params import check_params, check_type_action
+from ._types import resolve_unsupported
+from .base import DatasetSpec, Filter, FilterSupport, with_descriptions
+
+log = logging.getLogger("satchel.connectors.postgres")
+
+PG_PARAMS = ("pg_host", "pg_port", "pg_db", "pg_user", "pg_pass", "pg_sslmode", "pg_connection_string",
+             "connection_pool_size")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+BATCH_ROWS = 64 * 1024
+
+# -- connection settings -------------------------------------------------------------------------
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("PostgreSQL text cannot hold NUL characters")
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """How to reach one server: the libpq URI (with secrets) and its identity (without)."""
+
+    uri: str
+    source_id: str
+    secrets: tuple[str, ...]
+    pool_size: int
+
+    @classmethod
+    def from_spec(cls, spec: DatasetSpec) -> "PgSettings":
+        p = dict(spec.params)
+        name = spec.name
+        pool = p.get("connection_pool_size", "4")
+        try:
+            pool_size = int(pool)
+            if pool_size < 1:
+                raise ValueError
+        except ValueError:
+            raise ConnectorError(f"dataset '{name}': param connection_pool_size must be a positive integer, got '{pool}'") from None
+        sslmode = p.get("pg_sslmode")
+        if sslmode is not None and sslmode not in SSL_MODES:
+            raise ConnectorError(f"dataset '{name}': unknown pg_sslmode '{sslmode}'; allowed: {', '.join(SSL_MODES)}")
+        conn = p.get("pg_connection_string")
+        if conn:
+            extra = sorted(k for k in ("pg_host", "pg_port", "pg_db", "pg_user", "pg_pass") if k in p)
+            if extra:
+                raise ConnectorError(f"dataset '{name}': give either pg_connection_string or {', '.join(extra)}, not both")
+            fields = _parse_conninfo(name, conn)
+            if sslmode:
+                fields["sslmode"] = sslmode
+        else:
+            fields = {"host": p.get("pg_host", "localhost"), "port": p.get("pg_port", "5432"),
+                      "dbname": p.get("pg_db", "postgres")}
+            if "pg_user" in p:
+                fields["user"] = p["pg_user"]
+            if "pg_pass" in p:
+                fields["password"] = p["pg_pass"]
+            if sslmode:
+                fields["sslmode"] = sslmode
+        port = fields.get("port", "5432")
+        if not str(port).isdigit():
+            raise ConnectorError(f"dataset '{name}': pg_port must be a number, got '{port}'")
+        secrets = tuple(s for s in (fields.get("password"),) if s)
+        # Every session: UTC (timestamptz values and literals), ISO dates, no statement timeout
+        # surprises from the server's defaults.
+        query = {k: v for k, v in fields.items() if k not in ("host", "port", "dbname", "user", "password")}
+        query["options"] = "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3"
+        query.setdefault("application_name", "satchel")
+        auth = ""
+        if fields.get("user"):
+            auth = urllib.parse.quote(fields["user"], safe="")
+            if fields.get("password"):
+                auth += ":" + urllib.parse.quote(fields["password"], safe="")
+            auth += "@"
+        host = fields.get("host", "localhost")
+        hostpart = f"[{host}]" if ":" in host and not host.startswith("[") else urllib.parse.quote(host, safe="/")
+        uri = (f"postgresql://{auth}{hostpart}:{port}/{urllib.parse.quote(fields.get('dbname', 'postgres'), safe='')}"
+               f"?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}")
+        ident = {k: v for k, v in sorted(fields.items()) if k != "password"}
+        source_id = "postgres:" + ";".join(f"{k}={v}" for k, v in ident.items())
+        if fields.get("password"):  # same server and user but another password is another identity
+            source_id += ";pw=" + hashlib.sha256(fields["password"].encode()).hexdigest()[:12]
+        return cls(uri, source_id, secrets, pool_size)
+
+
+_KV = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+
+
+def _parse_conninfo(dataset: str, text: str) -> dict[str, str]:
+    """A libpq URI or `key=value ...` string as fields (host, port, dbname, user, password, ...)."""
+    text = text.strip()
+    if text.startswith(("postgres://", "postgresql://")):
+        url = urllib.parse.urlsplit(text)
+        fields = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+        try:
+            port = url.port
+        except ValueError:
+            raise ConnectorError(f"dataset '{dataset}': pg_connection_string has a bad port") from None
+        if url.hostname:
+            fields["host"] = url.hostname
+        if port:
+            fields["port"] = str(port)
+        if url.path.strip("/"):
+            fields["dbname"] = urllib.parse.unquote(url.path.strip("/"))
+        if url.username:
+            fields["user"] = urllib.parse.unquote(url.username)
+        if url.password:
+            fields["password"] = urllib.parse.unquote(url.password)
+        return fields
+    fields: dict[str, str] = {}
+    pos = 0
+    while pos < len(text):
+        m = _KV.match(text, pos)
+        if not m or m.end() == pos:
+            raise ConnectorError(f"dataset '{dataset}': pg_connection_string is neither a postgresql:// URI nor "
+                                 f"'key=value ...' pairs")
+        value = m.group(2)
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        fields[m.group(1)] = value
+        pos = m.end()
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return fields
+
+
+# -- connection pool -------------------------------------------------------------------------------
+
+
+class _Pool:
+    """Idle ADBC connections to one server (autocommit), at most `size` kept."""
+
+    def __init__(self, uri: str, size: int) -> None:
+        self.uri, self.size = uri, size
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+
+    def acquire(self):
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return adbc_pg.connect(self.uri, autocommit=True)
+
+    def release(self, conn, healthy: bool) -> None:
+        if healthy:
+            with self._lock:
+                if len(self._idle) < self.size:
+                    self._idle.append(conn)
+                    return
+        _close_quietly(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _close_quietly(conn)
+
+
+def _close_quietly(obj) -> None:
+    try:
+        obj.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
+        pass
+
+
+_POOLS: dict[str, _Pool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool_for(settings: PgSettings) -> _Pool:
+    """One pool per server and credentials, shared by every dataset that uses them."""
+    key = hashlib.sha256(settings.uri.encode()).hexdigest()
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = _Pool(settings.uri, settings.pool_size)
+        return pool
+
+
+# -- types -----------------------------------------------------------------------------------------
+
+_SCALARS: dict[str, pa.DataType] = {
+    "int2": pa.int16(), "int4": pa.int32(), "int8": pa.int64(), "oid": pa.int64(),
+    "float4": pa.float32(), "float8": pa.float64(), "bool": pa.bool_(),
+    "text": pa.string(), "varchar": pa.string(), "bpchar": pa.string(), "name": pa.string(), "citext": pa.string(),
+    "date": pa.date32(), "time": pa.time64("us"), "timestamp": pa.timestamp("us"),
+    "timestamptz": pa.timestamp("us", "UTC"), "interval": pa.month_day_nano_interval(), "bytea": pa.binary(),
+}
+# Served as their PostgreSQL text form (the query casts them ::text).
+_AS_TEXT = {"uuid", "json", "jsonb", "inet", "cidr", "macaddr", "macaddr8", "xml"}
+# Native types whose filters PostgreSQL evaluates exactly as the engine does.
+_FILTERABLE = {"int2", "int4", "int8", "float8", "numeric", "bool", "text", "varchar", "name", "date",
+               "timestamp", "timestamptz", "bytea"}
+
+
+@dataclass(frozen=True)
+class PgColumn:
+    name: str
+    pg_type: str  # format_type(), e.g. numeric(12,3)
+    base: str  # typname of the (domain's base) type, e.g. numeric, _int4
+    arrow: pa.DataType | None  # None: unsupported
+    select: str  # the expression in the SELECT list (a cast when served as text or decimal)
+    filterable: bool
+    description: str | None
+    why: str | None = None  # why unsupported
+    own_collation: bool = False  # a COLLATE other than the database default / C / POSIX
+
+
+def _column(name: str, fmt: str, typname: str, typtype: str, elem: str | None, typmod: int,
+            comment: str | None) -> PgColumn:
+    q = quote_ident(name)
+    if typtype == "e":
+        return PgColumn(name, fmt, typname, pa.string(), f"{q}::text", False, comment)
+    if typname in _SCALARS:
+        return PgColumn(name, fmt, typname, _SCALARS[typname], q, typname in _FILTERABLE, comment)
+    if typname in _AS_TEXT:
+        return PgColumn(name, fmt, typname, pa.string(), f"{q}::text", False, comment)
+    if typname == "numeric":
+        if typmod < 4:
+            return PgColumn(name, fmt, typname, None, f"{q}::text", False, comment,
+                            "numeric without a precision (unbounded)")
+        precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
+        if scale > 0x7FF:  # PostgreSQL 15 allows a negative scale
+            return PgColumn(name, fmt, typname, None, f"{q}::text", False, comment, f"{fmt} (negative scale)")
+        if precision <= 18:  # unscaled into a bigint: read as int64, no text parsing
+            return PgColumn(name, fmt, typname, pa.decimal128(precision, scale),
+                            f"({q} * 1{'0' * scale})::int8" if scale else f"{q}::int8", True, comment)
+        if precision <= 38:
+            arrow = pa.decimal128(precision, scale)
+        elif precision <= 76:
+            arrow = pa.decimal256(precision, scale)
+        else:
+            return PgColumn(name, fmt, typname, None, f"{q}::text", False, comment, f"{fmt} (more than 76 digits)")
+        return PgColumn(name, fmt, typname, arrow, f"{q}::text", True, comment)
+    if typname == "money":
+        return PgColumn(name, fmt, typname, pa.decimal128(19, 2), f"{q}::numeric::text", False, comment)
+    if typname.startswith("_") and elem:
+        inner = _column(name, fmt, elem, "b", None, -1, comment)
+        if inner.arrow is not None and inner.select == q:
+            return PgColumn(name, fmt, typname, pa.list_(inner.arrow), q, False, comment)
+        if inner.arrow == pa.string():  # arrays of uuid, json, enums ...: text[]
+            return PgColumn(name, fmt, typname, pa.list_(pa.string()), f"{q}::text[]", False, comment)
+        return PgColumn(name, fmt, typname, None, f"{q}::text", False, comment, f"array type {fmt}")
+    return PgColumn(name, fmt, typname, None, f"{q}::text", False, comment, f"type {fmt}")
+
+
+_CATALOG_SQL = """
+SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),
+       COALESCE(bt.typname, t.typname)::text, COALESCE(bt.typtype, t.typtype)::text,
+       et.typname::text, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
+       col_description(a.attrelid, a.attnum),
+       a.attcollation NOT IN (0, 100, 950, 951)
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+LEFT JOIN pg_type et ON et.oid = COALESCE(bt.typelem, t.typelem) AND et.oid <> 0
+WHERE a.attrelid = {rel} AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+# -- the connector --------------------------------------------------------------------------------
+
+
+class PostgresConnector:
+    """One PostgreSQL table or view."""
+
+    def __init__(self, spec: DatasetSpec):
+        check_params(spec.name, "postgres", spec.params, PG_PARAMS)
+        check_type_action(spec.name, spec.unsupported_type_action)
+        self.spec = spec
+        self.settings = PgSettings.from_spec(spec)
+        parts = _split_table(spec.name, spec.path)
+        self.schema_name, self.table_name = parts
+        self.relation = f"{quote_ident(self.schema_name)}.{quote_ident(self.table_name)}"
+        self._pool = _pool_for(self.settings)
+        self._lock = threading.Lock()
+        self._columns: list[PgColumn] | None = None
+        self._schema: pa.Schema | None = None
+        self._code_point_order = False
+
+    @property
+    def source_id(self) -> str:
+        """The server's identity (host, port, database, user; no password): datasets with the
+        same source_id can be queried together in one PostgreSQL statement."""
+        return self.settings.source_id
+
+    # -- errors --
+
+    def _error(self, what: str, e: BaseException) -> ConnectorError:
+        text = str(e).strip() or type(e).__name__
+        text = re.sub(r"\s*SQLSTATE: \w+", "", text.replace("[libpq] ", "")).strip()
+        text = " ".join(text.split())
+        for s in self.settings.secrets:
+            text = text.replace(s, "***").replace(urllib.parse.quote(s, safe=""), "***")
+        text = re.sub(r"postgres(ql)?://[^\s'\"]*", "postgresql://***", text)
+        return ConnectorError(f"dataset '{self.spec.name}': {what}: {text}")
+
+    # -- catalog --
+
+    def _load_columns(self) -> list[PgColumn]:
+        if self._columns is not None:
+            return self._columns
+        rel = f"to_regclass({quote_literal(self.relation)})"
+        rows = self._fetch(f"SELECT {rel} IS NOT NULL", "cannot connect to PostgreSQL")
+        if not rows or not rows[0][0]:
+            raise ConnectorError(f"dataset '{self.spec.name}': table {self.schema_name}.{self.table_name} "
+                                 f"does not exist in PostgreSQL (or the user cannot see it)")
+        rows = self._fetch(_CATALOG_SQL.format(rel=rel), "cannot read the table's columns")
+        columns = []
+        for *row, own_collation in rows:
+            c = _column(*row)
+            columns.append(PgColumn(**{**c.__dict__, "own_collation": bool(own_collation)}))
+        rows = self._fetch("SELECT datcollate::text, COALESCE(to_jsonb(d) ->> 'datlocprovider', 'c') "
+                           "FROM pg_database d WHERE datname = current_database()", "cannot read the database's collation")
+        collate, provider = rows[0] if rows else ("", "")
+        self._code_point_order = provider == "c" and (collate in ("C", "POSIX") or collate.startswith("C."))
+        if not columns:
+            raise ConnectorError(f"dataset '{self.spec.name}': table {self.schema_name}.{self.table_name} has no columns")
+        problems = {c.name: c.why for c in columns if c.arrow is None}
+        decisions = resolve_unsupported(self.spec.name, self.spec.unsupported_type_action, problems)
+        kept = []
+        for c in columns:
+            if c.arrow is None:
+                if decisions.get(c.name) == "drop":
+                    continue
+                c = PgColumn(c.name, c.pg_type, c.base, pa.string(), c.select, False, c.description,
+                             own_collation=c.own_collation)
+            kept.append(c)
+        if not kept:
+            raise ConnectorError(f"dataset '{self.spec.name}': no columns to serve")
+        self._columns = kept
+        return kept
+
+    def _fetch(self, sql: str, what: str) -> list[tuple]:
+        try:
+            conn = self._pool.acquire()
+        except Exception as e:  # noqa: BLE001 - driver errors become ConnectorError
+            raise self._error("cannot connect to PostgreSQL", e) from None
+        healthy = False
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(sql)
+                rows = cur.fetchall()
+            finally:
+                _close_quietly(cur)
+            healthy = True
+            return rows
+        except Exception as e:  # noqa: BLE001
+            raise self._error(what, e) from None
+        finally:
+            self._pool.release(conn, healthy)
+
+    # -- Connector --
+
+    def schema(self) -> pa.Schema:
+        with self._lock:
+            if self._schema is None:
+                columns = self._load_columns()
+                source = {c.name: c.description for c in columns if c.description}
+                fields = [pa.field(c.name, c.arrow) for c in columns]
+                self._schema = with_descriptions(pa.schema(fields), {**source, **self.spec.column_descriptions})
+            return self._schema
+
+    def pg_columns(self) -> dict[str, PgColumn]:
+        self.schema()
+        return {c.name: c for c in self._columns}
+
+    def pushdown_safe(self, columns: Sequence[str] | None) -> bool:
+        """Whether a query over these columns means in PostgreSQL what it means in the engine:
+        strings in code point order, no char(n) blanks, no values served through a text cast."""
+        by_name = self.pg_columns()
+        if not self._code_point_order:
+            return False
+        for name in (columns if columns is not None else list(by_name)):
+            c = by_name.get(name)
+            if c is None or c.own_collation or c.base == "bpchar":
+                return False
+            if c.select != quote_ident(c.name) and not pa.types.is_decimal(c.arrow):
+                return False
+        return True
+
+    def classify_filters(self, filters: Sequence[Filter]) -> list[FilterSupport]:
+        columns = self.pg_columns()
+        return [FilterSupport.EXACT if _render_filter(f, columns.get(f.column)) is not None else FilterSupport.UNSUPPORTED
+                for f in filters]
+
+    def scan_sql(self, columns: Sequence[str] | None, filters: Sequence[Filter] = (), limit: int | None = None) -> str:
+        """The PostgreSQL statement a scan sends (filters it cannot take exactly are left out)."""
+        by_name = self.pg_columns()
+        names = self._projection(columns)
+        select = ", ".join(f"{by_name[n].select} AS {quote_ident(n)}" if by_name[n].select != quote_ident(n)
+                           else quote_ident(n) for n in names) or "1 AS \"?\""
+        where = [w for f in filters if (w := _render_filter(f, by_name.get(f.column))) is not None]
+        sql = f"SELECT {select} FROM {self.relation}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        exact = all(_render_filter(f, by_name.get(f.column)) is not None for f in filters)
+        if limit is not None and exact:
+            if limit < 0:
+                raise ConnectorError(f"dataset '{self.spec.name}': limit must be >= 0, got {limit}")
+            sql += f" LIMIT {int(limit)}"
+        return sql
+
+    def scan(self, columns: Sequence[str] | None = None, filters: Sequence[Filter] = (),
+             limit: int | None = None) -> pa.RecordBatchReader:
+        schema = self.schema()
+        names = self._projection(columns)
+        out = pa.schema([schema.field(n) for n in names])
+        return self.query_reader(self.scan_sql(names, filters, limit), out, count_only=not names)
+
+    def query(self, sql: str) -> pa.RecordBatchReader:
+        """Run one PostgreSQL statement (whole-query push-down); types as the driver gives them."""
+        return self.query_reader(sql, None)
+
+    def close(self) -> None:
+        """Connections live in the shared pool (closed with `close_pools`)."""
+
+    # -- reading --
+
+    def query_reader(self, sql: str, out: pa.Schema | None, count_only: bool = False) -> pa.RecordBatchReader:
+        """Stream `sql`'s rows as `out` (None: as the driver types them). Dropping or closing the
+        reader early cancels the statement on the server."""
+        try:
+            conn = self._pool.acquire()
+        except Exception as e:  # noqa: BLE001
+            raise self._error("cannot connect to PostgreSQL", e) from None
+        cur = None
+        try:
+            cur = conn.cursor()
+            cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(16 << 20)})
+            cur.execute(sql)
+            reader = cur.fetch_record_batch()
+        except Exception as e:  # noqa: BLE001
+            if cur is not None:
+                _close_quietly(cur)
+            self._pool.release(conn, False)
+            raise self._error("query failed in PostgreSQL", e) from None
+        state = _ScanState(self._pool, conn, cur)
+        schema = out if out is not None else pa.schema([f.with_type(_driver_type(f.type)) for f in reader.schema])
+        batches = self._stream(reader, schema, state, count_only)
+        weakref.finalize(batches, state.finish, False)
+        return pa.RecordBatchReader.from_batches(schema, batches)
+
+    def _stream(self, reader, out: pa.Schema, state: "_ScanState", count_only: bool) -> Iterator[pa.RecordBatch]:
+        done = False
+        try:
+            for batch in reader:
+                if count_only:
+                    yield _empty_columns(batch.num_rows)
+                else:
+                    yield _conform(batch, out)
+            done = True
+        except GeneratorExit:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise self._error("error while reading from PostgreSQL", e) from None
+        finally:
+            state.finish(done)
+
+    def _projection(self, columns: Sequence[str] | None) -> list[str]:
+        schema = self.schema()
+        if columns is None:
+            return list(schema.names)
+        names = list(columns)
+        unknown = [c for c in names if c not in schema.names]
+        if unknown:
+            raise ConnectorError(f"dataset '{self.spec.name}': unknown column(s) {', '.join(unknown)}; "
+                                 f"columns: {', '.join(schema.names)}")
+        return names
+
+
+class _ScanState:
+    """One statement's connection: back to the pool when read to the end, else cancelled."""
+
+    def __init__(self, pool: _Pool, conn, cur) -> None:
+        self.pool, self.conn, self.cur = pool, conn, cur
+        self._done = False
+        self._lock = threading.Lock()
+
+    def finish(self, complete: bool) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        if not complete:
+            try:
+                self.cur.adbc_cancel()  # PQcancel: the server stops the statement now
+            except Exception:  # noqa: BLE001
+                pass
+        _close_quietly(self.cur)
+        self.pool.release(self.conn, complete)
+
+
+def _empty_columns(rows: int) -> pa.RecordBatch:
+    return pa.RecordBatch.from_struct_array(pa.array([{}] * rows, pa.struct([])))
+
+
+def _driver_type(t: pa.DataType) -> pa.DataType:
+    if isinstance(t, pa.BaseExtensionType):
+        return _driver_type(t.storage_type)
+    if pa.types.is_list(t):
+        return pa.list_(_driver_type(t.value_type))
+    return t
+
+
+def _conform(batch: pa.RecordBatch, out: pa.Schema) -> pa.RecordBatch:
+    arrays = []
+    for array, field in zip(batch.columns, out):
+        if isinstance(array.type, pa.BaseExtensionType):
+            array = array.storage
+        if array.type != field.type:
+            if pa.types.is_decimal128(field.type) and pa.types.is_int64(array.type):
+                array = _unscaled_decimal(array, field.type)
+            elif pa.types.is_decimal(field.type) and pa.types.is_string(array.type):
+                array = pc.cast(array, field.type)
+            else:
+                array = array.cast(field.type)
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, schema=out)
+
+
+def _unscaled_decimal(array: pa.Array, typ: pa.Decimal128Type) -> pa.Array:
+    """int64 unscaled values (value * 10^scale) as decimal128(p, s): the same 128-bit words,
+    read with the column's scale."""
+    return pc.cast(array, pa.decimal128(19, 0)).view(typ)
+
+
+def _split_table(dataset: str, path: str) -> tuple[str, str]:
+    """`schema.table`, `table` (schema public), with "quoted" parts allowed."""
+    parts = re.findall(r'"((?:[^"]|"")*)"|([^.]+)', path.strip())
+    names = [q.replace('""', '"') if q else u for q, u in parts]
+    if len(names) == 1:
+        names = ["public", names[0]]
+    if len(names) != 2 or not all(names):
+        raise ConnectorError(f"dataset '{dataset}': 'from: postgres:{path}' must name <schema>.<table>")
+    return names[0], names[1]
+
+
+# -- filters ---------------------------------------------------------------------------------------
+
+_SQL_OPS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_TEXT = {"text", "varchar", "name"}
+
+
+def _render_filter(f: Filter, column: PgColumn | None) -> str | None:
+    """`f` as a PostgreSQL condition with the engine's meaning, or None."""
+    if column is None or not column.filterable:
+        return None
+    col = quote_ident(column.name)
+    if column.base in _TEXT:
+        col = f'{col} COLLATE "C"'
+    if f.op == "is_null":
+        return f"{col} IS NULL"
+    if f.op == "is_not_null":
+        return f"{col} IS NOT NULL"
+    if f.op in ("like", "not_like"):
+        if column.base not in _TEXT or not isinstance(f.value, str):
+            return None
+        lit = _literal(pa.scalar(f.value, pa.string()))
+        return None if lit is None else f"{col} {'NOT ' if f.op == 'not_like' else ''}LIKE {lit} ESCAPE ''"
+    if f.op in _SQL_OPS:
+        lit = _value_literal(f.value, column)
+        return None if lit is None else f"{col} {_SQL_OPS[f.op]} {lit}"
+    if f.op in ("in", "not_in"):
+        if not f.value or any(v is None for v in f.value):
+            return None
+        lits = [_value_literal(v, column) for v in f.value]
+        if any(x is None for x in lits):
+            return None
+        return f"{col} {'NOT IN' if f.op == 'not_in' else 'IN'} ({', '.join(lits)})"
+    return None
+
+
+def _value_literal(value: Any, column: PgColumn) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    try:
+        scalar = _convert(value, column.arrow)
+    except Exception:  # noqa: BLE001 - a value that does not convert is left to the engine
+        return None
+    if scalar is None or not scalar.is_valid:
+        return None
+    return _literal(scalar)
+
+
+def _literal(s: pa.Scalar) -> str | None:
+    t, v = s.type, s.as_py()
+    try:
+        if pa.types.is_boolean(t):
+            return "TRUE" if v else "FALSE"
+        if pa.types.is_integer(t):
+            return f"{int(v)}" if -(2**63) <= v < 2**63 else f"{int(v)}::numeric"
+        if pa.types.is_floating(t):
+            if math.isnan(v):
+                return None
+            text = "Infinity" if v == math.inf else "-Infinity" if v == -math.inf else repr(float(v))
+            return f"'{text}'::float8"
+        if pa.types.is_decimal(t):
+            return f"'{decimal.Decimal(v)}'::numeric"
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            return quote_literal(v)
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            return f"'\\x{bytes(v).hex()}'::bytea"
+        if pa.types.is_date(t):
+            return f"'{v.isoformat()}'::date"
+        if pa.types.is_timestamp(t):
+            if t.tz is None:
+                return f"'{v.isoformat(sep=' ')}'::timestamp"
+            return f"'{v.astimezone(dt.timezone.utc).isoformat(sep=' ')}'::timestamptz"
+    except ValueError:
+        return None
+    return None
+
+
+def close_pools() -> None:
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.close()

@@ -1,0 +1,162 @@
+"""Whole-query push-down to one SQL source (PostgreSQL today).
+
+When every table of a federated plan is a live (not accelerated) dataset of one SQL source --
+connectors with a `query(sql)` method and the same `source_id` (connection identity without
+the password) -- the whole query (joins, aggregates, windows, ORDER BY/LIMIT, subqueries) runs
+in the source, in its dialect, instead of in DataFusion over pushed-down scans.
+
+The meaning must stay the one the other routes give, so the query is the planner's typed,
+DataFusion-ready tree (AVG and division of decimals already in DOUBLE, EXTRACT as BIGINT, ...),
+rendered as PostgreSQL, and only sent when nothing in it can mean something else there:
+
+- every table is on one server, whose connector says `pushdown_safe()` for the columns used
+  (code point string order: database collation C / C.UTF-8 / POSIX and no column collation;
+  no char(n), whose trailing blanks compare differently; no columns served via a text cast);
+- integer division, NULL ordering (NULLS LAST ascending, FIRST descending) and session time
+  zone (UTC on every Satchel connection) are already PostgreSQL's in the public dialect;
+- the result is cast to the exact schema DataFusion would return for the same plan (found by
+  planning it over empty tables), so the answer has the same types on every route.
+
+If PostgreSQL rejects the statement, the plan runs federated as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
+
+from .planner import Plan
+from .sql_policy import PUBLIC_DIALECT
+
+log = logging.getLogger("satchel.pushdown")
+
+
+def _connectors(plan: Plan, datasets: Mapping[str, object]) -> list | None:
+    """The connectors of a plan that may go down whole, or None."""
+    if plan.route != "federated" or not plan.scans:
+        return None
+    if any(s.binding.kind != "source" or not s.binding.dataset for s in plan.scans):
+        return None
+    conns = []
+    for s in plan.scans:
+        ds = datasets.get(s.binding.dataset.lower())
+        conn = getattr(ds, "connector", None)
+        if conn is None or not callable(getattr(conn, "query", None)) or not getattr(conn, "source_id", None):
+            return None
+        safe = getattr(conn, "pushdown_safe", None)
+        if safe is None or not safe(s.columns):
+            return None
+        conns.append(conn)
+    if len({c.source_id for c in conns}) != 1:
+        return None
+    return conns
+
+
+def source_sql(plan: Plan, datasets: Mapping[str, object]) -> str | None:
+    """The statement the whole plan would run in its source, or None when it may not go down."""
+    conns = _connectors(plan, datasets)
+    if conns is None:
+        return None
+    relations = {s.register_as: c for s, c in zip(plan.scans, conns)}
+    try:
+        tree = sqlglot.parse_one(plan.sql, read=PUBLIC_DIALECT)
+    except sqlglot.errors.ParseError:
+        return None
+    for table in tree.find_all(exp.Table):
+        conn = relations.get(table.name)
+        if conn is None:
+            continue
+        table.set("this", exp.to_identifier(conn.table_name, quoted=True))
+        table.set("db", exp.to_identifier(conn.schema_name, quoted=True))
+    return "/* satchel */ " + tree.sql("postgres")
+
+
+def run(plan: Plan, datasets: Mapping[str, object]) -> pa.RecordBatchReader | None:
+    """Run the whole plan in its source; None when it may not (or the source refuses it)."""
+    sql = source_sql(plan, datasets)
+    if sql is None:
+        return None
+    target = _expected_schema(plan)
+    if target is None:
+        return None
+    conn = datasets[plan.scans[0].binding.dataset.lower()].connector
+    try:
+        reader = conn.query(sql)
+    except Exception as e:  # noqa: BLE001 - the source cannot run it: federate instead
+        log.info("whole-query push-down refused by the source, running federated: %s", e)
+        return None
+    if len(reader.schema) != len(target):
+        reader.close()
+        return None
+    return _cast_to(reader, target)
+
+
+def explain_lines(plan: Plan, datasets: Mapping[str, object]) -> list[str]:
+    """What goes to the source: the whole statement, or each scan's statement."""
+    sql = source_sql(plan, datasets)
+    if sql is not None:
+        return ["pushed down whole to " + datasets[plan.scans[0].binding.dataset.lower()].connector.source_id,
+                f"source sql: {sql}"]
+    lines = []
+    for s in plan.scans:
+        if s.binding.kind != "source":
+            continue
+        conn = getattr(datasets.get((s.binding.dataset or "").lower()), "connector", None)
+        scan_sql = getattr(conn, "scan_sql", None)
+        if scan_sql is None:
+            continue
+        support = conn.classify_filters(s.filters)
+        exact = all(x.value == "exact" for x in support)
+        pushed = [f for f, x in zip(s.filters, support) if x.value != "unsupported"]
+        lines.append(f"source sql for {s.register_as}: {scan_sql(s.columns, pushed, s.limit if exact else None)}")
+        lines += [f"  filter {f.column} {f.op} {f.value!r}: {x.value}" for f, x in zip(s.filters, support)]
+    return lines
+
+
+def _expected_schema(plan: Plan) -> pa.Schema | None:
+    """The schema the federated route returns for `plan` (DataFusion over empty tables)."""
+    from .executor import run_federated
+
+    def empty(scan):
+        schema = scan.binding.schema
+        names = scan.columns if scan.columns is not None else schema.names
+        return pa.schema([schema.field(n) for n in names]).empty_table()
+
+    try:
+        return run_federated(plan, empty).schema
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _cast_to(reader: pa.RecordBatchReader, target: pa.Schema) -> pa.RecordBatchReader:
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in reader:
+                arrays = []
+                for array, field in zip(batch.columns, target):
+                    if array.type != field.type:
+                        if pa.types.is_decimal(field.type) and pa.types.is_string(array.type):
+                            # numeric text -> exact decimal; more digits than the type: round
+                            array = pc.cast(pc.cast(array, pa.decimal256(76, 38)), field.type, safe=False) \
+                                if not _fits(array, field.type) else pc.cast(array, field.type)
+                        else:
+                            array = pc.cast(array, field.type)
+                    arrays.append(array)
+                yield pa.RecordBatch.from_arrays(arrays, schema=target)
+        finally:
+            reader.close()
+
+    return pa.RecordBatchReader.from_batches(target, batches())
+
+
+def _fits(array: pa.Array, typ: pa.DataType) -> bool:
+    try:
+        pc.cast(array, typ)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
