@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from connectors.base import Filter
 from connectors.sql_render import select_sql
-from engine.errors import NotFound, ReadOnlyViolation
+from engine.errors import NotFound, QueryTimeout, ReadOnlyViolation
 
 from .keys import dedupe_last
 
@@ -107,13 +107,17 @@ class DuckDBAccelerator:
         finally:
             cur.close()
 
-    def query(self, sql: str, params: Sequence[object] | None = None) -> pa.RecordBatchReader:
+    def query(self, sql: str, params: Sequence[object] | None = None,
+              timeout: float | None = None) -> pa.RecordBatchReader:
         """Run one SELECT (DuckDB dialect) and stream the result; the cursor lives as long as the reader.
 
         Defence in depth under the SQL policy: DuckDB's own parser must see exactly one SELECT
         statement (no ATTACH, DDL, DML, SET, PRAGMA, multi-statement strings), and the database
-        is locked down (no file access, no extensions, no settings changes)."""
+        is locked down (no file access, no extensions, no settings changes). With `timeout`
+        (seconds), the query is interrupted inside DuckDB when it runs longer and the reader
+        raises QueryTimeout."""
         cur = self.cursor()
+        timer = _Deadline(cur, timeout) if timeout else None
         try:
             statements = cur.extract_statements(sql)
             if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
@@ -121,10 +125,15 @@ class DuckDBAccelerator:
                 raise ReadOnlyViolation(f"the DuckDB accelerator runs exactly one SELECT statement; got {kinds}")
             result = cur.execute(statements[0], params) if params else cur.execute(statements[0])
             reader = result.to_arrow_reader(BATCH_ROWS)
+        except duckdb.InterruptException:
+            cur.close()
+            raise timer.error() if timer else QueryTimeout("query interrupted") from None
         except Exception:
+            if timer:
+                timer.cancel()
             cur.close()
             raise
-        return pa.RecordBatchReader.from_batches(reader.schema, _owning(reader, cur))
+        return pa.RecordBatchReader.from_batches(reader.schema, _owning(reader, cur, timer))
 
     def interrupt_all(self) -> None:
         self._con.interrupt()
@@ -258,9 +267,31 @@ class DuckDBAccelerator:
         return DuckDBAccelerator._Registration(self, reader)
 
 
-def _owning(reader: pa.RecordBatchReader, cur: duckdb.DuckDBPyConnection) -> Iterator[pa.RecordBatch]:
-    """Yield the reader's batches, closing the cursor when done or abandoned."""
+class _Deadline:
+    """Interrupts a cursor's running query when `seconds` pass."""
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection, seconds: float) -> None:
+        self.seconds = seconds
+        self._timer = threading.Timer(seconds, cur.interrupt)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def error(self) -> QueryTimeout:
+        self.cancel()
+        return QueryTimeout(f"query exceeded the runtime query_timeout of {self.seconds:g}s and was cancelled")
+
+
+def _owning(reader: pa.RecordBatchReader, cur: duckdb.DuckDBPyConnection,
+            timer: _Deadline | None = None) -> Iterator[pa.RecordBatch]:
+    """Yield the reader's batches, closing the cursor (and its deadline) when done or abandoned."""
     try:
         yield from reader
+    except duckdb.InterruptException:
+        raise timer.error() if timer else QueryTimeout("query interrupted") from None
     finally:
+        if timer:
+            timer.cancel()
         cur.close()

@@ -265,7 +265,8 @@ class Runtime:
 
     def _execute(self, plan: Plan, tree: exp.Expression) -> pa.RecordBatchReader:
         if plan.route == "accelerator":
-            reader = self.duckdb_instances[plan.instance_id.split(":", 1)[1]].query(plan.sql)
+            timeout = self.query_timeout.total_seconds() if self.query_timeout else None
+            reader = self.duckdb_instances[plan.instance_id.split(":", 1)[1]].query(plan.sql, timeout=timeout)
         else:
             reader = source_pushdown.run(plan, self.datasets)  # whole query in one SQL source
             if reader is None:

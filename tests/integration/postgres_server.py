@@ -20,6 +20,7 @@ import atexit
 import glob
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -137,9 +138,9 @@ class PgServer:
             text = f.read().decode(errors="replace")
         out: list[str] = []
         for line in text.splitlines():
-            marker = "LOG:  statement: "
-            if marker in line:
-                out.append(line.split(marker, 1)[1])
+            m = re.search(r"LOG:  (?:statement|execute [^:]*): (.*)", line)
+            if m:
+                out.append(m.group(1))
             elif out and line.startswith(("\t", " ")):
                 out[-1] += "\n" + line.strip()
         return out
