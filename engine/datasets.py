@@ -56,6 +56,7 @@ class DatasetRuntime:
         self.last_refresh_duration_s: float | None = None
         self.last_error: str | None = None
         self.rows_loaded = 0
+        self.rows_in_flight = 0  # rows streamed so far by the running load (progress)
         self.refresh_count = 0
 
     @property
@@ -105,6 +106,7 @@ class DatasetRuntime:
             "last_refresh_duration_s": self.last_refresh_duration_s,
             "last_error": self.last_error,
             "refresh_count": self.refresh_count,
+            "rows_loading": self.rows_in_flight if self.status in ("loading", "refreshing") else None,
         }
 
     # -- loading -----------------------------------------------------------------------------

@@ -123,13 +123,22 @@ def _refresh(args: argparse.Namespace) -> int:
 def _datasets(args: argparse.Namespace) -> int:
     from .sql_client import print_rows
 
-    rows = [{"name": d["name"], "type": d["type"], "status": d.get("status"), "rows": d.get("rows"),
+    rows = [{"name": d["name"], "type": d["type"], "status": _status_text(d), "rows": d.get("rows"),
              "accelerated": d.get("engine") or "-", "description": d.get("description")}
             for d in _http(args, "GET", "/v1/datasets")]
     print_rows(rows)
     return 0
 
 
+
+
+def _status_text(dataset: dict) -> str | None:
+    """A dataset's status, with load progress while it loads."""
+    status = dataset.get("status")
+    if dataset.get("rows_loading") is not None:
+        return f"{status} ({dataset['rows_loading']:,} rows so far)"
+    return status
+
+
 if __name__ == "__main__":
     sys.exit(main())
-

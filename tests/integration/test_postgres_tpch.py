@@ -124,8 +124,8 @@ def test_federated_tpch_queries_go_down_whole(pg_tpch, pg_flight, postgres_serve
         cur.execute(sql)
         rows = cur.fetch_arrow_table()
     assert rows.num_rows == 10
-    sent = [s for s in postgres_server.statements_since(offset) if "satchel" in s and "tpch" in s]
-    assert len(sent) == 1, sent
+    sent = [s for s in postgres_server.statements_since(offset) if "/* satchel */" in s]
+    assert len(sent) == 1, "\n".join(sent)
     statement = sent[0]
     for table in ("customer", "orders", "lineitem"):
         assert f'"tpch"."{table}"' in statement
@@ -134,7 +134,6 @@ def test_federated_tpch_queries_go_down_whole(pg_tpch, pg_flight, postgres_serve
         cur.execute("EXPLAIN " + sql)
         plan = "\n".join(cur.fetch_arrow_table().column("plan").to_pylist())
     assert "pushed down whole to postgres:" in plan and '"tpch"."lineitem"' in plan, plan
-    assert "satchel" not in plan.split("pushed down whole to", 1)[1].split("\n")[0] or True
     assert "pg-S3cret" not in plan
 
 
@@ -148,8 +147,8 @@ def test_mixed_query_pushes_each_scan(pg_tpch, pg_flight, postgres_server: PgSer
     with pg_flight.cursor() as cur:
         cur.execute(sql)
         got = cur.fetch_arrow_table()
-    sent = [s for s in postgres_server.statements_since(offset) if '"tpch"."supplier"' in s]
-    assert len(sent) == 1, sent
+    sent = [s for s in postgres_server.statements_since(offset) if 'FROM "tpch"."supplier"' in s]
+    assert len(sent) == 1, "\n".join(sent)
     assert '"s_acctbal" > ' in sent[0] and "LIKE 'Supplier#%' ESCAPE ''" in sent[0], sent[0]
     assert "s_comment" not in sent[0]
     with pg_flight.cursor() as cur:
