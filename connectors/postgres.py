@@ -113,10 +113,11 @@ class PgSettings:
         if not str(port).isdigit():
             raise ConnectorError(f"dataset '{name}': pg_port must be a number, got '{port}'")
         secrets = tuple(s for s in (fields.get("password"),) if s)
-        # Every session: UTC (timestamptz values and literals), ISO dates, no statement timeout
-        # surprises from the server's defaults.
+        # Every session: UTC (timestamptz values and literals), ISO dates and intervals.
         query = {k: v for k, v in fields.items() if k not in ("host", "port", "dbname", "user", "password")}
-        query["options"] = "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3"
+        # Read-only sessions: a pushed-down query can never write, whatever functions it calls.
+        query["options"] = ("-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3 "
+                            "-c default_transaction_read_only=on")
         query.setdefault("application_name", "satchel")
         auth = ""
         if fields.get("user"):
@@ -187,11 +188,13 @@ class _Pool:
         self._idle: list[Any] = []
         self._lock = threading.Lock()
 
-    def acquire(self):
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return adbc_pg.connect(self.uri, autocommit=True)
+    def acquire(self, fresh: bool = False):
+        """(connection, reused): an idle one unless `fresh`, else a new one."""
+        if not fresh:
+            with self._lock:
+                if self._idle:
+                    return self._idle.pop(), True
+        return adbc_pg.connect(self.uri, autocommit=True), False
 
     def release(self, conn, healthy: bool) -> None:
         if healthy:
@@ -206,6 +209,12 @@ class _Pool:
             idle, self._idle = self._idle, []
         for conn in idle:
             _close_quietly(conn)
+
+
+def _is_sql_error(e: BaseException) -> bool:
+    """An error the server raised about the statement (retrying cannot help)."""
+    return type(e).__name__ in ("ProgrammingError", "IntegrityError", "DataError", "NotSupportedError") \
+        or "ERROR:" in str(e)
 
 
 def _close_quietly(obj) -> None:
@@ -265,8 +274,8 @@ def _column(name: str, fmt: str, typname: str, typtype: str, elem: str | None, t
         return PgColumn(name, fmt, typname, pa.string(), f"{q}::text", False, comment)
     if typname in _SCALARS:
         return PgColumn(name, fmt, typname, _SCALARS[typname], q, typname in _FILTERABLE, comment)
-    if typname in _AS_TEXT:
-        return PgColumn(name, fmt, typname, pa.string(), f"{q}::text", False, comment)
+    if typname in _AS_TEXT:  # format(): the type's own output (inet::text would add a /32 mask)
+        return PgColumn(name, fmt, typname, pa.string(), f"CASE WHEN {q} IS NULL THEN NULL ELSE format('%s', {q}) END", False, comment)
     if typname == "numeric":
         if typmod < 4:
             return PgColumn(name, fmt, typname, None, f"{q}::text", False, comment,
@@ -384,9 +393,9 @@ class PostgresConnector:
         self._columns = kept
         return kept
 
-    def _fetch(self, sql: str, what: str) -> list[tuple]:
+    def _fetch(self, sql: str, what: str, fresh: bool = False) -> list[tuple]:
         try:
-            conn = self._pool.acquire()
+            conn, reused = self._pool.acquire(fresh)
         except Exception as e:  # noqa: BLE001 - driver errors become ConnectorError
             raise self._error("cannot connect to PostgreSQL", e) from None
         healthy = False
@@ -400,9 +409,14 @@ class PostgresConnector:
             healthy = True
             return rows
         except Exception as e:  # noqa: BLE001
+            if reused:  # an idle connection the server may have closed meanwhile: once more, anew
+                self._pool.release(conn, False)
+                conn = None
+                return self._fetch(sql, what, fresh=True)
             raise self._error(what, e) from None
         finally:
-            self._pool.release(conn, healthy)
+            if conn is not None:
+                self._pool.release(conn, healthy)
 
     # -- Connector --
 
@@ -471,23 +485,26 @@ class PostgresConnector:
 
     # -- reading --
 
-    def query_reader(self, sql: str, out: pa.Schema | None, count_only: bool = False) -> pa.RecordBatchReader:
+    def query_reader(self, sql: str, out: pa.Schema | None, count_only: bool = False,
+                     fresh: bool = False) -> pa.RecordBatchReader:
         """Stream `sql`'s rows as `out` (None: as the driver types them). Dropping or closing the
         reader early cancels the statement on the server."""
         try:
-            conn = self._pool.acquire()
+            conn, reused = self._pool.acquire(fresh)
         except Exception as e:  # noqa: BLE001
             raise self._error("cannot connect to PostgreSQL", e) from None
         cur = None
         try:
             cur = conn.cursor()
-            cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(16 << 20)})
+            cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(8 << 20)})
             cur.execute(sql)
             reader = cur.fetch_record_batch()
         except Exception as e:  # noqa: BLE001
             if cur is not None:
                 _close_quietly(cur)
             self._pool.release(conn, False)
+            if reused and not _is_sql_error(e):  # a stale pooled connection: once more, anew
+                return self.query_reader(sql, out, count_only, fresh=True)
             raise self._error("query failed in PostgreSQL", e) from None
         state = _ScanState(self._pool, conn, cur)
         schema = out if out is not None else pa.schema([f.with_type(_driver_type(f.type)) for f in reader.schema])

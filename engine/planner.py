@@ -115,14 +115,24 @@ class PlanCache:
         self.misses += 1
         return None
 
-    def put(self, key: Hashable, value: Any, recorder: "RecordingResolver") -> None:
+    def put(self, key: Hashable, value: Any, lookups: "RecordingResolver | tuple") -> None:
+        """Store `value`, valid while the recorded lookups (a RecordingResolver's, or another
+        entry's from `lookups_of`) resolve the same."""
         if self.size <= 0:
             return
+        if isinstance(lookups, RecordingResolver):
+            lookups = tuple(lookups.lookups)
         with self._lock:
-            self._entries[key] = (value, tuple(recorder.lookups))
+            self._entries[key] = (value, lookups)
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
+
+    def lookups_of(self, key: Hashable) -> tuple | None:
+        """The validity condition of an entry (to store a value derived from it), or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+        return entry[1] if entry is not None else None
 
     def clear(self) -> None:
         with self._lock:

@@ -27,7 +27,7 @@ from .config import Pod
 from .datasets import DatasetRuntime
 from .errors import ConnectorError, DatasetNotReady, NotFound, QueryTimeout, SatchelError, SqlError, Unauthenticated
 from . import source_pushdown
-from .executor import run_federated
+from .executor import duckdb_schema, federated_schema, run_federated
 from .metrics import Metrics
 from .planner import Binding, Plan, PlanCache, RecordingResolver, TableScan, cache_key, plan_query
 from .redact import redact
@@ -215,25 +215,29 @@ class Runtime:
         return self.plan(tree).explain()
 
     def query_schema(self, sql: str, principal: Principal = ANONYMOUS) -> pa.Schema:
-        """The result schema, found by planning the query with a zero-row limit (cached by SQL text)."""
-        resolve = self._resolver(frozenset())
+        """The result schema, from the query's own plan (the one DoGet then reuses) without
+        reading data: DuckDB runs it with LIMIT 0, DataFusion plans it over empty tables.
+        Cached by SQL text while its tables resolve the same way."""
         key = ("schema", sql)
-        cached = self._plans.get(key, resolve)
+        cached = self._plans.get(key, self._resolver(frozenset()))
         if cached is not None:
             return cached
-        recorder = RecordingResolver(resolve)
         tree, explain = parse_query(sql)
         if explain:
             return _explain_reader(Plan("federated", "", [])).schema
-        count = parameter_count(tree)
-        tree = bind_parameters(tree, [None] * count)
-        limited = exp.select("*").from_(exp.Subquery(this=tree, alias=exp.TableAlias(this=exp.to_identifier("q"))))
-        limited = limited.limit(0)
+        params = [None] * parameter_count(tree)
         try:
-            schema = self._execute(plan_query(limited, recorder, self.views), limited).schema
+            _, _, plan = self._planned(sql, params)
+            if plan.route == "accelerator":
+                schema = duckdb_schema(self.duckdb_instances[plan.instance_id.split(":", 1)[1]], plan.sql)
+            else:
+                schema = federated_schema(plan)
+            schema = _public_types(pa.RecordBatchReader.from_batches(schema, [])).schema
         except Exception as e:
             raise self._public_error(e) from None
-        self._plans.put(key, schema, recorder)
+        lookups = self._plans.lookups_of(_plan_key(sql, params))
+        if lookups is not None:
+            self._plans.put(key, schema, lookups)
         return schema
 
     def parameter_count(self, sql: str) -> int:
@@ -250,7 +254,7 @@ class Runtime:
         """Parse, bind and plan `sql`, or reuse what planning the same text and parameters gave
         while its tables resolve the same way (planning costs milliseconds; DoGet repeats it)."""
         resolve = self._resolver(frozenset())
-        key = cache_key("query", sql, tuple((type(p), p) for p in params) if params else None)
+        key = _plan_key(sql, params)
         if key is not None:
             cached = self._plans.get(key, resolve)
             if cached is not None:
@@ -459,6 +463,11 @@ def _public_types(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
             yield batch.cast(target)
 
     return pa.RecordBatchReader.from_batches(target, batches())
+
+
+def _plan_key(sql: str, params: Sequence[object] | None):
+    """The plan cache key of a query and its bound parameters (None: not cacheable)."""
+    return cache_key("query", sql, tuple((type(p), p) for p in params) if params else None)
 
 
 def _explain_reader(plan: Plan, extra: Sequence[str] = ()) -> pa.RecordBatchReader:

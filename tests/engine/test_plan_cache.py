@@ -1,0 +1,110 @@
+"""The plan cache (engine.planner.PlanCache) and result schemas found without reading data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.planner import Binding, PlanCache, RecordingResolver
+
+SCHEMA = pa.schema([("id", pa.int64()), ("amount", pa.decimal128(12, 2)), ("tag", pa.string())])
+
+
+def _pod(directory: Path, rows: int) -> str:
+    table = pa.table({"id": pa.array(range(rows), pa.int64()),
+                      "amount": pa.array([f"{i}.25" for i in range(rows)]).cast(pa.decimal128(12, 2)),
+                      "tag": pa.array([f"t{i % 3}" for i in range(rows)])})
+    pq.write_table(table, directory / "t.parquet")
+    return """
+version: v1
+kind: Spicepod
+name: plan_cache
+datasets:
+  - from: file:t.parquet
+    name: t_duckdb
+    acceleration:
+      engine: duckdb
+  - from: file:t.parquet
+    name: t_arrow
+    acceleration:
+      engine: arrow
+  - from: file:t.parquet
+    name: t_source
+"""
+
+
+@pytest.fixture
+def runtime(make_runtime, tmp_path):
+    pod_dir = tmp_path / "pod"
+    pod_dir.mkdir()
+    rt = make_runtime(_pod(pod_dir, 10), pod_dir=pod_dir, start=True)
+    assert rt.wait_ready(30)
+    return rt
+
+
+def test_cache_entry_is_reused_only_while_tables_resolve_the_same() -> None:
+    cache = PlanCache(8)
+    duck = Binding("t", SCHEMA, "duckdb", "duckdb:memory", "t")
+    current = {"t": duck}
+    resolve = lambda db, name: current.get(name)  # noqa: E731
+    recorder = RecordingResolver(resolve)
+    assert recorder(None, "t") is duck
+    cache.put("k", "plan", recorder)
+    assert cache.get("k", resolve) == "plan"
+    current["t"] = Binding("t", SCHEMA, "source", None, "t")  # e.g. falls back to its source
+    assert cache.get("k", resolve) is None
+    current["t"] = Binding("t", SCHEMA.append(pa.field("x", pa.int32())), "duckdb", "duckdb:memory", "t")
+    assert cache.get("k", resolve) is None  # the schema changed
+    current["t"] = Binding("t", pa.schema(list(SCHEMA)), "duckdb", "duckdb:memory", "t")
+    assert cache.get("k", resolve) == "plan"  # an equal schema (another object) is the same table
+    del current["t"]
+    assert cache.get("k", resolve) is None
+
+
+def test_cache_is_bounded_and_can_be_turned_off() -> None:
+    cache = PlanCache(2)
+    resolve = lambda db, name: None  # noqa: E731
+    for key in "abc":
+        cache.put(key, key.upper(), ())
+    assert cache.get("a", resolve) is None and cache.get("c", resolve) == "C"
+    off = PlanCache(0)
+    off.put("a", "A", ())
+    assert off.get("a", resolve) is None
+
+
+@pytest.mark.parametrize("table", ["t_duckdb", "t_arrow", "t_source"])
+def test_repeated_query_reuses_its_plan_and_sees_new_data(runtime, tmp_path, table) -> None:
+    sql = f"SELECT count(*) AS n, sum(amount) AS total FROM {table} WHERE tag = 't1'"
+    first = runtime.query(sql).read_all().to_pylist()
+    hits = runtime._plans.hits
+    assert runtime.query(sql).read_all().to_pylist() == first
+    assert runtime._plans.hits == hits + 1
+    _pod(tmp_path / "pod", 100)  # new data in the source file
+    if table != "t_source":
+        runtime.refresh(table, wait=True)
+    again = runtime.query(sql).read_all().to_pylist()
+    assert again[0]["n"] == 33 and again != first
+
+
+def test_parameters_of_different_types_get_different_plans(runtime) -> None:
+    sql = "SELECT ? AS v FROM t_duckdb LIMIT 1"
+    assert runtime.query(sql, params=[1]).read_all().schema.field("v").type != \
+        runtime.query(sql, params=[True]).read_all().schema.field("v").type
+
+
+@pytest.mark.parametrize("table", ["t_duckdb", "t_arrow", "t_source"])
+def test_query_schema_is_the_result_schema_and_reads_no_source_data(runtime, monkeypatch, table) -> None:
+    sql = (f"SELECT tag, count(*) AS n, sum(amount) AS total, avg(amount) AS mean, sum(id) AS ids, "
+           f"max(id) / 2 AS half FROM {table} GROUP BY tag ORDER BY tag")
+    connector = runtime.datasets["t_source"].connector
+    scans = []
+    original = connector.scan
+    monkeypatch.setattr(connector, "scan", lambda *a, **k: scans.append(a) or original(*a, **k))
+    schema = runtime.query_schema(sql)
+    assert scans == []
+    result = runtime.query(sql).read_all()
+    assert [(f.name, f.type) for f in schema] == [(f.name, f.type) for f in result.schema]
+    assert schema.types == [pa.string(), pa.int64(), pa.decimal128(38, 2), pa.float64(), pa.int64(), pa.int64()]
