@@ -69,6 +69,22 @@ class ArrowAccelerator:
             self._tables[name] = merged
         return changed
 
+    def delete_keys(self, name: str, keys: pa.Table) -> int:
+        """Delete the rows whose key (the columns of `keys`) is one of `keys`' rows."""
+        if keys.num_rows == 0:
+            return 0
+        with self._write_lock:
+            old = self.table(name)
+            names = keys.column_names
+            keys = keys.cast(pa.schema([old.schema.field(n) for n in names]))
+            marker = "__satchel_delete"
+            marked = keys.append_column(marker, pa.array([True] * keys.num_rows))
+            joined = old.join(marked, keys=names, join_type="left outer", use_threads=False)
+            keep = pc.invert(pc.fill_null(joined[marker], False))
+            new = joined.filter(keep).drop_columns([marker]).select(old.schema.names)
+            self._tables[name] = new.cast(old.schema)
+        return old.num_rows - new.num_rows
+
     def delete_older_than(self, name: str, column: str, cutoff: object) -> int:
         with self._write_lock:
             old = self.table(name)

@@ -197,6 +197,17 @@ class DuckDBAccelerator:
         self._checkpoint()
         return changed
 
+    def delete_keys(self, name: str, keys: pa.Table) -> int:
+        """Delete the rows whose key (the columns of `keys`) is one of `keys`' rows."""
+        if keys.num_rows == 0:
+            return 0
+        key_cols = ", ".join(_quote(k) for k in keys.column_names)
+        with self._write_lock, self._registered(keys) as (cur, src):
+            deleted = int(cur.execute(
+                f"DELETE FROM {_quote(name)} WHERE ({key_cols}) IN (SELECT {key_cols} FROM {src})").fetchone()[0])
+        self._checkpoint()
+        return deleted
+
     def delete_older_than(self, name: str, column: str, cutoff: object) -> int:
         with self._write_lock:
             cur = self.cursor()

@@ -483,6 +483,84 @@ class PostgresConnector:
     def close(self) -> None:
         """Connections live in the shared pool (closed with `close_pools`)."""
 
+    # -- changes (refresh_mode: changes) --
+
+    @property
+    def slot_name(self) -> str:
+        """The logical replication slot this dataset reads its changes from."""
+        digest = hashlib.sha256(f"{self.source_id}|{self.relation}|{self.spec.name}".encode()).hexdigest()
+        return f"satchel_{digest[:24]}"
+
+    def _admin(self, sql: str, what: str) -> list[tuple]:
+        """A statement on a writable session (slot management), on its own connection."""
+        uri = self.settings.uri.replace("default_transaction_read_only%3Don", "default_transaction_read_only%3Doff")
+        try:
+            conn = adbc_pg.connect(uri, autocommit=True)
+        except Exception as e:  # noqa: BLE001
+            raise self._error("cannot connect to PostgreSQL", e) from None
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchall()
+        except Exception as e:  # noqa: BLE001
+            raise self._error(what, e) from None
+        finally:
+            _close_quietly(conn)
+
+    def start_changes(self) -> str:
+        """Create the slot if needed (before a full load, so no change is missed); returns the
+        position the full load covers, for `commit_changes`."""
+        slot = quote_literal(self.slot_name)
+        rows = self._admin(
+            f"SELECT (pg_create_logical_replication_slot({slot}, 'test_decoding')).lsn::text "
+            f"WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = {slot})",
+            "cannot create the logical replication slot (the user needs the REPLICATION attribute and the "
+            "server wal_level=logical)")
+        del rows
+        return self._admin("SELECT pg_current_wal_lsn()::text", "cannot read the WAL position")[0][0]
+
+    def read_changes(self, primary_key: Sequence[str]) -> "PgChanges | None":
+        """The rows changed since the last commit: current rows to upsert and keys deleted.
+        None when the table was truncated (the caller reloads it in full)."""
+        columns = self.pg_columns()
+        missing = [k for k in primary_key if k not in columns]
+        if missing or not primary_key:
+            raise ConnectorError(f"dataset '{self.spec.name}': refresh_mode: changes needs primary_key columns "
+                                 f"of the table (unknown: {', '.join(missing) or 'none given'})")
+        upto = self._admin("SELECT pg_current_wal_lsn()::text", "cannot read the WAL position")[0][0]
+        rows = self._admin(
+            f"SELECT data FROM pg_logical_slot_peek_changes({quote_literal(self.slot_name)}, "
+            f"{quote_literal(upto)}::pg_lsn, NULL, 'skip-empty-xacts', '1', 'include-xids', '0')",
+            "cannot read changes from the replication slot")
+        prefix = f"table {_decoding_name(self.schema_name)}.{_decoding_name(self.table_name)}: "
+        keys: dict[tuple, tuple] = {}
+        for (data,) in rows:
+            if not data.startswith(prefix):
+                continue
+            action, _, rest = data[len(prefix):].partition(": ")
+            if action == "TRUNCATE":
+                return None
+            for part in re.split(r"\b(?:old-key|new-tuple): ", rest):
+                values = _decoded_values(part)
+                if all(k in values for k in primary_key):
+                    key = tuple(values[k] for k in primary_key)
+                    keys[tuple(v[1] for v in key)] = key
+        return PgChanges(self, list(primary_key), list(keys.values()), upto)
+
+    def commit_changes(self, position: str) -> None:
+        """Mark changes up to `position` as applied (the slot frees their WAL)."""
+        self._admin(f"SELECT (pg_replication_slot_advance({quote_literal(self.slot_name)}, "
+                    f"{quote_literal(position)}::pg_lsn)).end_lsn::text"
+                    f" WHERE {quote_literal(position)}::pg_lsn > (SELECT confirmed_flush_lsn FROM pg_replication_slots "
+                    f"WHERE slot_name = {quote_literal(self.slot_name)})",
+                    "cannot advance the replication slot")
+
+    def drop_changes(self) -> None:
+        slot = quote_literal(self.slot_name)
+        self._admin(f"SELECT 1 FROM pg_replication_slots s, LATERAL pg_drop_replication_slot(s.slot_name) d "
+                    f"WHERE s.slot_name = {slot}",
+                    "cannot drop the replication slot")
+
     # -- reading --
 
     def query_reader(self, sql: str, out: pa.Schema | None, count_only: bool = False,
@@ -538,6 +616,63 @@ class PostgresConnector:
             raise ConnectorError(f"dataset '{self.spec.name}': unknown column(s) {', '.join(unknown)}; "
                                  f"columns: {', '.join(schema.names)}")
         return names
+
+
+class PgChanges:
+    """Changed keys read from the slot: `upserts()` streams their current rows, `deleted()` the
+    keys no longer in the table, `position` is what to commit once both are applied."""
+
+    def __init__(self, connector: PostgresConnector, primary_key: list[str], keys: list[tuple], position: str):
+        self.connector, self.primary_key, self.keys, self.position = connector, primary_key, keys, position
+
+    def _values(self) -> str:
+        rows = []
+        for key in self.keys:
+            rows.append("(" + ", ".join("NULL" if text is None else f"{quote_literal(text)}::{typ}"
+                                        for typ, text in key) + ")")
+        return ", ".join(rows)
+
+    def upserts(self) -> pa.RecordBatchReader:
+        c = self.connector
+        schema = c.schema()
+        if not self.keys:
+            return pa.RecordBatchReader.from_batches(schema, [])
+        cols = ", ".join(quote_ident(k) for k in self.primary_key)
+        return c.query_reader(f"{c.scan_sql(None)} WHERE ({cols}) IN (VALUES {self._values()})", schema)
+
+    def deleted(self) -> pa.Table:
+        c = self.connector
+        by_name = c.pg_columns()
+        out = pa.schema([c.schema().field(k) for k in self.primary_key])
+        if not self.keys:
+            return out.empty_table()
+        cols = ", ".join(quote_ident(k) for k in self.primary_key)
+        select = ", ".join(f"{by_name[k].select} AS {quote_ident(k)}" for k in self.primary_key)
+        match = " AND ".join(f"t.{quote_ident(k)} = k.{quote_ident(k)}" for k in self.primary_key)
+        sql = (f"SELECT {select} FROM (VALUES {self._values()}) AS k({cols}) "
+               f"WHERE NOT EXISTS (SELECT 1 FROM {c.relation} t WHERE {match})")
+        return c.query_reader(sql, out).read_all()
+
+
+_TOKEN = re.compile(r'("(?:[^"]|"")+"|[^\s\[]+)\[([^\]]+)\]:(\'(?:[^\']|\'\')*\'|\S+)')
+
+
+def _decoded_values(text: str) -> dict[str, tuple[str, str | None]]:
+    """`id[integer]:1 v[text]:'a''b'` (test_decoding) -> {column: (type, text or None)}."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for name, typ, value in _TOKEN.findall(text):
+        if name.startswith('"'):
+            name = name[1:-1].replace('""', '"')
+        if value.startswith("'"):
+            out[name] = (typ, value[1:-1].replace("''", "'"))
+        else:
+            out[name] = (typ, None if value == "null" else value)
+    return out
+
+
+def _decoding_name(name: str) -> str:
+    """How test_decoding prints an identifier (quoted only when it must be)."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else quote_ident(name)
 
 
 class _ScanState:

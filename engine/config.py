@@ -46,7 +46,6 @@ NOT_SUPPORTED_YET: tuple[tuple[str, str], ...] = (
     ("embeddings", "embedding models are not supported yet"),
     ("secrets[].from!=env", "secret stores other than 'env' are not supported yet"),
     ("datasets[].access=read_write", "writable datasets (access: read_write) are not supported yet"),
-    ("datasets[].acceleration.refresh_mode=changes", "refresh_mode: changes is not supported yet; use full or append"),
     ("datasets[].acceleration.indexes", "accelerator indexes are not supported yet"),
     ("runtime.results_cache.enabled=true", "the results cache is not supported yet"),
 )

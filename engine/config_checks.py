@@ -81,6 +81,15 @@ def _acceleration(at: Path, ds: dict) -> Iterator[Finding]:
     has_time = _set(ds.get("time_column"))
     if _set(acc.get("refresh_check_interval")) and _set(acc.get("refresh_cron")):
         yield at + ("refresh_cron",), "set either refresh_check_interval or refresh_cron, not both"
+    if acc.get("refresh_mode") == "changes":
+        prefix = str(ds.get("from", "")).partition(":")[0]
+        if prefix != "postgres":
+            yield at + ("refresh_mode",), (f"refresh_mode: changes is not supported yet for {prefix or 'this'} sources "
+                                           f"(only postgres datasets read changes); use full or append")
+        elif not _set(acc.get("primary_key")):
+            yield at + ("refresh_mode",), "refresh_mode: changes needs primary_key (the rows' identity)"
+        if _set(acc.get("refresh_sql")):
+            yield at + ("refresh_sql",), "refresh_sql with refresh_mode: changes is not supported yet"
     if acc.get("refresh_mode") == "append" and not has_time:
         yield at + ("refresh_mode",), "append refresh needs the dataset's time_column (the watermark column)"
     for key in ("refresh_data_window", "retention_period"):

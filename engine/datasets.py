@@ -178,6 +178,8 @@ class DatasetRuntime:
     def _refresh_once(self, source_reader: SourceReader) -> tuple[int, str]:
         acc = self.acceleration
         mode = acc.refresh_mode
+        if mode == "changes":
+            return self._refresh_changes(source_reader)
         if mode == "append" and self.accelerator.has_table(self.name):
             condition = self._append_condition()
             reader = self._with_progress(source_reader(self, condition))
@@ -191,6 +193,34 @@ class DatasetRuntime:
         if acc.retention_check_enabled:
             self._apply_retention_locked()  # called under self._lock (refresh holds it)
         return self.rows_loaded, mode
+
+    def _refresh_changes(self, source_reader: SourceReader) -> tuple[int, str]:
+        """refresh_mode: changes: apply the source's changed rows (upserts by primary key, and
+        deletes); the first load, or one after a TRUNCATE, is a full load."""
+        acc = self.acceleration
+        keys = list(acc.primary_key or ())
+        conn = self.connector
+        if not hasattr(conn, "read_changes"):
+            raise ConnectorError(f"dataset '{self.name}': refresh_mode: changes is not supported by this source")
+        if self.accelerator.has_table(self.name):
+            changes = conn.read_changes(keys)
+            if changes is not None:
+                reader = self._with_progress(changes.upserts())
+                self.accelerator.append(self.name, reader, keys, {k: "upsert" for k in keys}, source=self.load_id)
+                self.accelerator.delete_keys(self.name, changes.deleted())
+                conn.commit_changes(changes.position)
+                self.rows_loaded = self.accelerator.row_count(self.name)
+                if acc.retention_check_enabled:
+                    self._apply_retention_locked()
+                return self.rows_loaded, "changes"
+        position = conn.start_changes()  # before the full load: no change can fall between
+        reader = self._with_progress(source_reader(self, self._window_condition()))
+        self.accelerator.replace(self.name, reader, keys, source=self.load_id)
+        conn.commit_changes(position)  # what the full load already holds
+        self.rows_loaded = self.accelerator.row_count(self.name)
+        if acc.retention_check_enabled:
+            self._apply_retention_locked()
+        return self.rows_loaded, "full"
 
     def _window_condition(self) -> str | None:
         window = self.acceleration.refresh_data_window

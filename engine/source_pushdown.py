@@ -12,6 +12,7 @@ rendered as PostgreSQL, and only sent when nothing in it can mean something else
 - every table is on one server, whose connector says `pushdown_safe()` for the columns used
   (code point string order: database collation C / C.UTF-8 / POSIX and no column collation;
   no char(n), whose trailing blanks compare differently; no columns served via a text cast);
+- no round() of a float (half to even in PostgreSQL) and no float turned into text;
 - integer division, NULL ordering (NULLS LAST ascending, FIRST descending) and session time
   zone (UTC on every Satchel connection) are already PostgreSQL's in the public dialect;
 - the result is cast to the exact schema DataFusion would return for the same plan (found by
@@ -29,7 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
 
+from .arrow_sql_types import sql_type
 from .planner import Plan
 from .sql_policy import PUBLIC_DIALECT
 
@@ -67,6 +70,8 @@ def source_sql(plan: Plan, datasets: Mapping[str, object]) -> str | None:
         tree = sqlglot.parse_one(plan.sql, read=PUBLIC_DIALECT)
     except sqlglot.errors.ParseError:
         return None
+    if _different_meaning(tree, plan):
+        return None
     for table in tree.find_all(exp.Table):
         conn = relations.get(table.name)
         if conn is None:
@@ -74,6 +79,36 @@ def source_sql(plan: Plan, datasets: Mapping[str, object]) -> str | None:
         table.set("this", exp.to_identifier(conn.table_name, quoted=True))
         table.set("db", exp.to_identifier(conn.schema_name, quoted=True))
     return "/* satchel */ " + tree.sql("postgres")
+
+
+_FLOATS = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
+_TEXTS = {exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR, exp.DataType.Type.CHAR}
+
+
+def _different_meaning(tree: exp.Expression, plan: Plan) -> bool:
+    """Whether PostgreSQL could give this query another answer than the engines:
+    round() of a float (PostgreSQL rounds half to even, the engines half away from zero) and
+    floats turned into text (each engine formats them its own way)."""
+    schema = {}
+    for scan in plan.scans:
+        names = scan.columns if scan.columns is not None else scan.binding.schema.names
+        schema[scan.register_as] = {n: sql_type(scan.binding.schema.field(n).type) for n in names}
+    try:
+        typed = annotate_types(tree.copy(), schema=schema, dialect=PUBLIC_DIALECT)
+    except Exception:  # noqa: BLE001 - cannot tell: do not push down
+        return True
+
+    def is_float(node: exp.Expression) -> bool:
+        return node.type is not None and node.type.this in _FLOATS
+
+    for node in typed.walk():
+        if isinstance(node, exp.Round) and is_float(node.this) and node.find_ancestor(exp.Case) is None:
+            return True  # (the planner's float->int cast builds its own exact CASE around round)
+        if isinstance(node, exp.Cast) and node.to.this in _TEXTS and is_float(node.this):
+            return True
+        if isinstance(node, exp.DPipe) and any(is_float(x) for x in (node.this, node.expression)):
+            return True
+    return False
 
 
 def run(plan: Plan, datasets: Mapping[str, object]) -> pa.RecordBatchReader | None:

@@ -561,8 +561,6 @@ NSY_CASES = [
     ("embeddings:\n  - from: openai:text-embedding-3-small  # <-\n    name: e\n", "embeddings", 4),
     ("secrets:\n  - from: aws_secrets_manager  # <-\n    name: aws\n", "secrets[0].from", 5),
     ("datasets:\n  - from: file:x.csv\n    name: x\n    access: read_write  # <-\n", "datasets[0].access", 7),
-    ("datasets:\n  - from: file:x.csv\n    name: x\n    acceleration:\n      refresh_mode: changes  # <-\n",
-     "datasets[0].acceleration.refresh_mode", 8),
     ("datasets:\n  - from: file:x.csv\n    name: x\n    acceleration:\n      indexes:  # <-\n        id: unique\n",
      "datasets[0].acceleration.indexes", 8),
     ("runtime:\n  results_cache:\n    enabled: true  # <-\n", "runtime.results_cache.enabled", 6),
@@ -576,6 +574,16 @@ def test_not_supported_yet(body: str, key: str, line: int) -> None:
     # `models`/`embeddings` point at the section key, one line above the marked item
     assert issue.line in (line, line - 1) and issue.file == FILE
     assert "not supported yet" in issue.message
+
+
+def test_changes_refresh_is_only_for_postgres() -> None:
+    err = _errors("datasets:\n  - from: file:x.csv\n    name: x\n    acceleration:\n      refresh_mode: changes  # <-\n")
+    issue = next(i for i in err.issues if i.key == "datasets[0].acceleration.refresh_mode")
+    assert issue.line == 8 and "not supported yet for file sources" in issue.message
+    err = _errors("datasets:\n  - from: postgres:public.t\n    name: x\n    acceleration:\n"
+                  "      refresh_mode: changes  # <-\n")
+    issue = next(i for i in err.issues if i.key == "datasets[0].acceleration.refresh_mode")
+    assert "needs primary_key" in issue.message
 
 
 def test_not_supported_table_is_covered() -> None:

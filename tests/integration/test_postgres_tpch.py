@@ -162,3 +162,14 @@ def test_mixed_query_pushes_each_scan(pg_tpch, pg_flight, postgres_server: PgSer
         cur.execute(sql.replace("supplier_fed", "supplier").replace("nation_arrow", "nation"))
         want = cur.fetch_arrow_table()
     assert got.to_pylist() == want.to_pylist()
+
+
+def test_every_federated_tpch_query_goes_down_whole(pg_tpch, pg_flight) -> None:
+    not_pushed = []
+    for query_nr in range(1, 23):
+        with pg_flight.cursor() as cur:
+            cur.execute("EXPLAIN " + tpch.with_suffix(pg_tpch.queries[query_nr], "_fed"))
+            plan = "\n".join(cur.fetch_arrow_table().column("plan").to_pylist())
+        if "pushed down whole to postgres:" not in plan:
+            not_pushed.append(query_nr)
+    assert not not_pushed, f"TPC-H queries run federated instead: {not_pushed}"
