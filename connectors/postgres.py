@@ -517,7 +517,7 @@ class PostgresConnector:
             "cannot create the logical replication slot (the user needs the REPLICATION attribute and the "
             "server wal_level=logical)")
         del rows
-        return self._admin("SELECT pg_current_wal_lsn()::text", "cannot read the WAL position")[0][0]
+        return self._admin("SELECT pg_current_wal_flush_lsn()::text", "cannot read the WAL position")[0][0]
 
     def read_changes(self, primary_key: Sequence[str]) -> "PgChanges | None":
         """The rows changed since the last commit: current rows to upsert and keys deleted.
@@ -527,7 +527,9 @@ class PostgresConnector:
         if missing or not primary_key:
             raise ConnectorError(f"dataset '{self.spec.name}': refresh_mode: changes needs primary_key columns "
                                  f"of the table (unknown: {', '.join(missing) or 'none given'})")
-        upto = self._admin("SELECT pg_current_wal_lsn()::text", "cannot read the WAL position")[0][0]
+        # Up to what is flushed: all of it can be decoded now, so advancing there skips nothing
+        # (a commit not yet flushed, with synchronous_commit off, comes with the next refresh).
+        upto = self._admin("SELECT pg_current_wal_flush_lsn()::text", "cannot read the WAL position")[0][0]
         rows = self._admin(
             f"SELECT data FROM pg_logical_slot_peek_changes({quote_literal(self.slot_name)}, "
             f"{quote_literal(upto)}::pg_lsn, NULL, 'skip-empty-xacts', '1', 'include-xids', '0')",

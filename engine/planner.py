@@ -19,6 +19,7 @@ import pyarrow as pa
 from sqlglot import exp
 from sqlglot.errors import OptimizeError
 from sqlglot.optimizer.annotate_types import annotate_types
+from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope, traverse_scope
 
@@ -169,6 +170,7 @@ def cache_key(*parts: Any) -> Hashable | None:
 
 def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Expression]) -> Plan:
     """Resolve names, qualify and type the query, and choose its route."""
+    uses_views = any(t.name.lower() in views for t in tree.find_all(exp.Table))
     tree = expand_views(tree.copy(), views)
     ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
     bindings: dict[str, Binding] = {}
@@ -203,9 +205,20 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     if used and all(b.kind == "duckdb" for b in used) and len(instances) == 1:
         return Plan("accelerator", _for_duckdb(tree).sql("duckdb"), used, instance_id=used[0].instance_id)
     widen = _decimal_sums(tree)
+    if uses_views and _only_derived_tables(tree):
+        # Move WHERE conditions into derived tables (expanded views), so they reach the scans.
+        # Not with subquery expressions: sqlglot's rule mis-scopes correlated predicates there.
+        tree = pushdown_predicates(tree, dialect=PUBLIC_DIALECT)
     tree = _for_datafusion(tree)
     scans = _federated_scans(tree, bindings)
     return Plan("federated", tree.sql(PUBLIC_DIALECT), used, scans=scans, widen_decimals=widen)
+
+
+def _only_derived_tables(tree: exp.Expression) -> bool:
+    """True when every subquery is a derived table (FROM/JOIN), with no subquery expressions."""
+    subqueries = list(tree.find_all(exp.Subquery))
+    return bool(subqueries) and not tree.find(exp.Exists) and all(
+        isinstance(sq.parent, (exp.From, exp.Join)) for sq in subqueries)
 
 
 def expand_views(tree: exp.Expression, views: dict[str, exp.Expression], depth: int = 0) -> exp.Expression:

@@ -108,9 +108,6 @@ def test_order_details_view_is_a_federated_join_of_duckdb_and_arrow(demo):
     assert inside.startswith("route: accelerator")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="planner gap: a WHERE on a view stays above the expanded subquery, so the "
-                          "view's table scans get no filters (correct results, full scans)")
 def test_view_filters_reach_the_scans(demo):
     runtime = demo[0]
     assert runtime.query("SELECT product FROM order_details WHERE order_id = 100001").read_all().num_rows == 1

@@ -31,13 +31,14 @@ def make_table(server: PgServer, name: str, rows: list[tuple]) -> None:
 
 
 def insert(server: PgServer, name: str, rows: list[tuple], upsert: bool = False) -> None:
+    """(synchronous_commit on: a change is flushed, so decodable, when this returns)"""
     if not rows:
         return
     values = ", ".join(f"({i}, '{t}', '{v.replace(chr(39), chr(39) * 2)}', {a})" for i, t, v, a in rows)
     sql = f"INSERT INTO public.{name} VALUES {values}"
     if upsert:
         sql += " ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at, v = EXCLUDED.v, amount = EXCLUDED.amount"
-    server.execute(sql)
+    server.execute("SET synchronous_commit = on", sql)
 
 
 def runtime(server: PgServer, tmp_path: Path, table: str, acceleration: dict, extra: dict | None = None,
@@ -185,7 +186,8 @@ def test_changes_from_logical_replication(postgres_server: PgServer, tmp_path, e
         slot = ds.connector.slot_name
         assert postgres_server.fetch(f"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'")[0][0] == 1
         insert(postgres_server, table, [(4, ts(500), "old timestamp, new row", 4)])  # no watermark can miss it
-        postgres_server.execute(f"UPDATE public.{table} SET v = 'b''s new', amount = 22 WHERE id = 2",
+        postgres_server.execute("SET synchronous_commit = on",
+                                f"UPDATE public.{table} SET v = 'b''s new', amount = 22 WHERE id = 2",
                                 f"DELETE FROM public.{table} WHERE id = 1",
                                 f"UPDATE public.{table} SET id = 30 WHERE id = 3")
         result = rt.refresh(table, wait=True)
@@ -194,7 +196,7 @@ def test_changes_from_logical_replication(postgres_server: PgServer, tmp_path, e
         # nothing new: nothing changes
         assert rt.refresh(table, wait=True)["mode"] == "changes"
         assert accel_rows(rt, table) == source_rows(postgres_server, table)
-        postgres_server.execute(f"TRUNCATE public.{table}")
+        postgres_server.execute("SET synchronous_commit = on", f"TRUNCATE public.{table}")
         insert(postgres_server, table, [(7, ts(1), "after truncate", 7)])
         assert rt.refresh(table, wait=True)["mode"] == "full"
         assert accel_rows(rt, table) == source_rows(postgres_server, table)
