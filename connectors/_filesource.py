@@ -21,7 +21,7 @@ from ._arrowscan import ArrowFormat
 from ._filters import compile_filters
 from ._json import JsonFormat
 from ._types import resolve_unsupported
-from .base import DatasetSpec, Filter, FilterSupport, with_descriptions
+from .base import DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
 
 log = logging.getLogger("satchel.connectors")
 
@@ -107,17 +107,7 @@ class FileSource:
         return pa.RecordBatchReader.from_batches(out, batches)
 
     def _projection(self, columns: Sequence[str] | None) -> list[str]:
-        schema = self.schema()
-        if columns is None:
-            return list(schema.names)
-        names = list(columns)
-        unknown = [c for c in names if c not in schema.names]
-        if unknown:
-            raise ConnectorError(
-                f"dataset '{self.spec.name}': unknown column(s) {', '.join(unknown)}; columns: {', '.join(schema.names)}")
-        if len(set(names)) != len(names):
-            raise ConnectorError(f"dataset '{self.spec.name}': a column is projected twice: {', '.join(names)}")
-        return names
+        return checked_projection(self.spec.name, self.schema(), columns)
 
     def _stream(self, reader: pa.RecordBatchReader, out: pa.Schema, limit: int | None,
                 release: Callable[[], None]) -> Iterator[pa.RecordBatch]:

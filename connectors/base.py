@@ -16,6 +16,8 @@ from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import pyarrow as pa
 
+from engine.errors import ConnectorError
+
 # Operators a Filter can carry. Values are Python scalars (int, float, str, bool, Decimal,
 # date, datetime, bytes); `in`/`not_in` carry a tuple; `is_null`/`is_not_null` carry None;
 # `like`/`not_like` carry the SQL pattern string (`%` and `_` wildcards, no escape char).
@@ -106,3 +108,17 @@ def description_of(f: pa.Field) -> str | None:
     if f.metadata and b"description" in f.metadata:
         return f.metadata[b"description"].decode()
     return None
+
+
+def checked_projection(dataset: str, schema: pa.Schema, columns: Sequence[str] | None) -> list[str]:
+    """The column names a scan returns: all (None) or `columns`, each known and named once."""
+    if columns is None:
+        return list(schema.names)
+    names = list(columns)
+    unknown = [c for c in names if c not in schema.names]
+    if unknown:
+        raise ConnectorError(
+            f"dataset '{dataset}': unknown column(s) {', '.join(unknown)}; columns: {', '.join(schema.names)}")
+    if len(set(names)) != len(names):
+        raise ConnectorError(f"dataset '{dataset}': a column is projected twice: {', '.join(names)}")
+    return names

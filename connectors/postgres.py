@@ -47,7 +47,7 @@ from engine.errors import ConnectorError
 from ._filters import _convert
 from ._params import check_params, check_type_action
 from ._types import resolve_unsupported
-from .base import DatasetSpec, Filter, FilterSupport, with_descriptions
+from .base import DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
 
 log = logging.getLogger("satchel.connectors.postgres")
 
@@ -609,15 +609,7 @@ class PostgresConnector:
             state.finish(done)
 
     def _projection(self, columns: Sequence[str] | None) -> list[str]:
-        schema = self.schema()
-        if columns is None:
-            return list(schema.names)
-        names = list(columns)
-        unknown = [c for c in names if c not in schema.names]
-        if unknown:
-            raise ConnectorError(f"dataset '{self.spec.name}': unknown column(s) {', '.join(unknown)}; "
-                                 f"columns: {', '.join(schema.names)}")
-        return names
+        return checked_projection(self.spec.name, self.schema(), columns)
 
 
 class PgChanges:
