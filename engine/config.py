@@ -42,7 +42,6 @@ __all__ = [
 # Documented keys Satchel does not implement yet. Edit this table as features land.
 # Key forms: `a.b` (present and non-empty), `a.b=value`, `a.b!=value`; `x[]` = every item of list x.
 NOT_SUPPORTED_YET: tuple[tuple[str, str], ...] = (
-    ("models", "serving models is not supported yet"),
     ("embeddings", "embedding models are not supported yet"),
     ("secrets[].from!=env", "secret stores other than 'env' are not supported yet"),
     ("datasets[].access=read_write", "writable datasets (access: read_write) are not supported yet"),

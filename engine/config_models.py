@@ -147,6 +147,25 @@ class Model(_Frozen):
     name: NonEmptyStr
     params: frozen_map(ParamValue) = Field(default_factory=FrozenMap)
 
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        prefix, _, rest = value.partition(":")
+        if prefix not in MODEL_PROVIDERS or not rest.strip():
+            raise ValueError("expected file:<path>.gguf or openai:<model>, e.g. file:models/gemma-3-270m-q4_k_m.gguf")
+        return value
+
+    @property
+    def provider(self) -> str:
+        return self.from_.partition(":")[0]
+
+    @property
+    def path(self) -> str:
+        return self.from_.partition(":")[2]
+
+
+MODEL_PROVIDERS = ("file", "openai")
+
 
 class SecretStore(_Frozen):
     from_: NonEmptyStr = Field(alias="from")

@@ -143,3 +143,27 @@ class Overloaded(SatchelError):
     http_status = 429
     flight_kind = "unavailable"
     code = "overloaded"
+
+
+class ModelUnavailable(SatchelError):
+    """A model that is still loading, failed to load, or whose queue cannot take more work."""
+
+    http_status = 503
+    flight_kind = "unavailable"
+    code = "model_unavailable"
+
+
+class ModelError(SatchelError):
+    """A model call that failed (upstream error, generation failure)."""
+
+    http_status = 502
+    flight_kind = "unavailable"
+    code = "model_error"
+
+
+class BadRequest(SatchelError):
+    """A malformed request body."""
+
+    http_status = 400
+    flight_kind = "invalid_argument"
+    code = "bad_request"

@@ -282,6 +282,15 @@ def _is_integer(node: exp.Expression) -> bool:
     return node.type is not None and node.type.this in exp.DataType.INTEGER_TYPES
 
 
+_INT_RANK = {exp.DataType.Type.TINYINT: 1, exp.DataType.Type.SMALLINT: 1, exp.DataType.Type.INT: 2}
+
+
+def _wider_integer(left: exp.Expression, right: exp.Expression) -> exp.DataType:
+    """PostgreSQL's result type of integer arithmetic: the wider operand (smallint, int, bigint)."""
+    rank = max(_INT_RANK.get(left.type.this, 3), _INT_RANK.get(right.type.this, 3))
+    return exp.DataType.build({1: "SMALLINT", 2: "INT", 3: "BIGINT"}[rank])
+
+
 def _for_datafusion(tree: exp.Expression) -> exp.Expression:
     """DataFusion keeps decimals where DuckDB (and the answer agents expect) uses DOUBLE:
     AVG(decimal) and decimal division would round to a fixed scale. EXTRACT returns BIGINT."""
@@ -345,9 +354,17 @@ def _is_decimal_sum(scope: Scope, proj: exp.Expression, depth: int) -> bool:
 
 
 def _for_duckdb(tree: exp.Expression) -> exp.Expression:
-    """DuckDB sums integers into HUGEINT (an Arrow decimal(38, 0)); DataFusion and PostgreSQL's
-    sum(int) give BIGINT. An overflow is then an error, never a wrong number."""
+    """Align DuckDB with the public dialect: sum(int) is BIGINT (DuckDB gives HUGEINT, an Arrow
+    decimal(38, 0); an overflow is then an error, never a wrong number), and LIKE escapes with
+    backslash."""
     def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, (exp.Like, exp.ILike)) and not isinstance(node.parent, exp.Escape):
+            # PostgreSQL's LIKE escapes with backslash by default; DuckDB's has no escape.
+            return exp.Escape(this=node, expression=exp.Literal.string("\\"))
+        if isinstance(node, exp.Div) and node.args.get("typed") and _is_integer(node.this) \
+                and _is_integer(node.expression):
+            # int / int truncates to the operands' type, as in PostgreSQL (DuckDB's `//` is BIGINT).
+            return exp.Cast(this=node, to=_wider_integer(node.this, node.expression))
         if isinstance(node, exp.Window) and isinstance(node.this, exp.Sum) and _is_integer(node.this.this):
             return exp.Cast(this=node, to=_BIGINT.copy())
         if isinstance(node, exp.Sum) and _is_integer(node.this) and not isinstance(node.parent, exp.Window):
@@ -458,12 +475,18 @@ def _as_filters(cond: exp.Expression, alias: str) -> list[Filter]:
         if isinstance(inner, exp.In) and col(inner.this) and inner.expressions and all(_is_literal(e) for e in inner.expressions):
             values = tuple(literal_value(e) for e in inner.expressions)
             return [] if any(v is None for v in values) else [Filter(col(inner.this), "not_in", values)]
-        if isinstance(inner, exp.Like) and col(inner.this) and _is_string(inner.expression):
+        if isinstance(inner, exp.Like) and col(inner.this) and _plain_pattern(inner.expression):
             return [Filter(col(inner.this), "not_like", inner.expression.name)]
         return []
-    if isinstance(cond, exp.Like) and col(cond.this) and _is_string(cond.expression):
+    if isinstance(cond, exp.Like) and col(cond.this) and _plain_pattern(cond.expression):
         return [Filter(col(cond.this), "like", cond.expression.name)]
     return []
+
+
+def _plain_pattern(node: exp.Expression) -> bool:
+    """A LIKE pattern Filters can carry: a string without backslashes (the Filter contract has
+    no escape character, while the public dialect's LIKE escapes with backslash)."""
+    return _is_string(node) and "\\" not in node.name
 
 
 def _pushable_limit(scope: Scope, filters: list[Filter]) -> int | None:

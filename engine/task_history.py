@@ -11,7 +11,7 @@ import pyarrow as pa
 
 SCHEMA = pa.schema([
     pa.field("task_id", pa.int64(), nullable=False),
-    pa.field("task", pa.string(), metadata={b"description": b"query | refresh"}),
+    pa.field("task", pa.string(), metadata={b"description": b"query | refresh | chat | embeddings | tool | nsql | mcp"}),
     pa.field("protocol", pa.string(), metadata={b"description": b"flight | http | cli | internal"}),
     pa.field("principal", pa.string()),
     pa.field("query_text", pa.string(), metadata={b"description": b"SQL text (secrets redacted)"}),
@@ -22,6 +22,12 @@ SCHEMA = pa.schema([
     pa.field("rows", pa.int64()),
     pa.field("truncated", pa.bool_()),
     pa.field("error", pa.string()),
+    # model calls (chat, tool, nsql, mcp); null for queries and refreshes
+    pa.field("model", pa.string(), metadata={b"description": b"Model name for chat/nsql/tool tasks"}),
+    pa.field("input_tokens", pa.int64()),
+    pa.field("output_tokens", pa.int64()),
+    pa.field("tool_calls", pa.list_(pa.string()), metadata={b"description": b"Tools the task called"}),
+    pa.field("prompt_hash", pa.string(), metadata={b"description": b"sha256 of the prompt text"}),
 ])
 MAX_TEXT = 16 * 1024
 
@@ -39,6 +45,11 @@ class Task:
     rows: int | None = None
     truncated: bool = False
     error: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    tool_calls: list[str] | None = None
+    prompt_hash: str | None = None
 
 
 class TaskHistory:

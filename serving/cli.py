@@ -1,4 +1,4 @@
-"""`satchel` command line: run, sql, refresh, validate, datasets."""
+"""`satchel` command line: run, sql, refresh, validate, datasets, mcp."""
 
 from __future__ import annotations
 
@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     _pod_arg(validate)
     validate.set_defaults(func=_validate)
 
+    mcp = sub.add_parser("mcp", help="serve the pod's data over MCP on stdin/stdout")
+    _pod_arg(mcp)
+    mcp.add_argument("--data-dir", default=os.environ.get("SATCHEL_DATA_DIR"))
+    mcp.set_defaults(func=_mcp)
+
     datasets = sub.add_parser("datasets", help="list the datasets of a running sidecar")
     _client_args(datasets)
     datasets.set_defaults(func=_datasets)
@@ -81,6 +86,12 @@ def _run(args: argparse.Namespace) -> int:
     from .server import serve
 
     return serve(args.pod, args.http, args.flight, None if args.metrics == "off" else args.metrics, args.data_dir)
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from .mcp_server import run_stdio
+
+    return run_stdio(args.pod, args.data_dir)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from typing import Iterator
 
@@ -19,9 +20,28 @@ from .formats import ARROW_STREAM, json_chunks
 OPEN_PATHS = {"/health", "/v1/ready"}
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    """The FastAPI app serving `runtime`."""
-    app = FastAPI(title="Satchel", version=_version(), docs_url=None, redoc_url=None)
+def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastAPI:
+    """The FastAPI app serving `runtime` (and the pod's models on the OpenAI-compatible routes)."""
+    from .models import ModelRegistry
+    from .mcp_server import mount_http
+    from .openai_routes import create_router
+
+    holder: dict = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with holder["mcp"].run():
+            yield
+
+    app = FastAPI(title="Satchel", version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan)
+    if models is None:
+        models = ModelRegistry(runtime.pod)
+        models.start()
+    app.state.models = models
+    router = create_router(runtime, models)
+    app.state.model_calls = router.calls
+    app.include_router(router)
+    holder["mcp"] = mount_http(app, runtime)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next):
@@ -42,9 +62,10 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/v1/ready")
     def ready() -> Response:
-        if runtime.ready():
+        loading = [f"model {m}" for m in models.loading()]
+        if runtime.ready() and not loading:
             return PlainTextResponse("ready")
-        waiting = [d["name"] for d in runtime.status()["datasets"] if not d["ready"]]
+        waiting = [d["name"] for d in runtime.status()["datasets"] if not d["ready"]] + loading
         return PlainTextResponse(f"not ready: waiting for {', '.join(waiting)}", status_code=503)
 
     @app.post("/v1/sql")
@@ -92,7 +113,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/v1/status")
     def status() -> dict:
-        return runtime.status()
+        return {**runtime.status(), "models": models.status()}
 
     @app.post("/v1/datasets/{name}/acceleration/refresh", status_code=201)
     def refresh(name: str) -> dict:

@@ -207,7 +207,7 @@ def test_pod_is_frozen_and_repr_hides_secrets(with_postgres: None) -> None:
     assert "secret_values" not in pod.model_dump()
 
 
-def test_spicepod_md_example_fails_only_on_models(with_postgres: None) -> None:
+def test_spicepod_md_example_loads_with_models(with_postgres: None) -> None:
     example = textwrap.dedent("""\
         version: v1
         kind: Spicepod
@@ -237,10 +237,9 @@ def test_spicepod_md_example_fails_only_on_models(with_postgres: None) -> None:
             params:
               tools: auto
         """)
-    with pytest.raises(ConfigError) as info:
-        load_pod_text(example, file=FILE, env={"PG_PASS": "pw"})
-    [issue] = info.value.issues
-    assert (issue.line, issue.key) == (23, "models") and "not supported yet" in issue.message
+    full = load_pod_text(example, file=FILE, env={"PG_PASS": "pw"})
+    assert full.models[0].name == "local" and full.models[0].provider == "file"
+    assert full.models[0].params["tools"] == "auto"
     without_models = example.split("models:")[0]
     pod = load_pod_text(without_models, file=FILE, env={"PG_PASS": "pw"})
     assert pod.datasets[0].acceleration.primary_key == ("order_id",)
@@ -557,7 +556,6 @@ def test_redact() -> None:
 # not supported yet
 
 NSY_CASES = [
-    ("models:\n  - from: openai:gpt-4o  # <-\n    name: m\n", "models", 4),
     ("embeddings:\n  - from: openai:text-embedding-3-small  # <-\n    name: e\n", "embeddings", 4),
     ("secrets:\n  - from: aws_secrets_manager  # <-\n    name: aws\n", "secrets[0].from", 5),
     ("datasets:\n  - from: file:x.csv\n    name: x\n    access: read_write  # <-\n", "datasets[0].access", 7),
@@ -571,7 +569,7 @@ NSY_CASES = [
 def test_not_supported_yet(body: str, key: str, line: int) -> None:
     err = _errors(body)
     issue = next(i for i in err.issues if i.key == key)
-    # `models`/`embeddings` point at the section key, one line above the marked item
+    # `embeddings` points at the section key, one line above the marked item
     assert issue.line in (line, line - 1) and issue.file == FILE
     assert "not supported yet" in issue.message
 

@@ -101,11 +101,8 @@ def test_queries_postgres_means_differently_are_not_pushed_down_whole(runtime: R
 # Where the accelerated routes already disagree among themselves (DuckDB vs DataFusion), a
 # planner matter outside the PostgreSQL connector: PostgreSQL agrees with the Arrow route.
 ACCELERATOR_GAPS = {
-    "int-division": "DuckDB route types int/int as BIGINT, DataFusion (and PostgreSQL) as INTEGER",
     "numeric-aggregates": "AVG(decimal) in DOUBLE rounds differently in DuckDB than in DataFusion/PostgreSQL",
     "numeric-arith": "decimal * int: DuckDB decimal(18,2), DataFusion decimal(31,2)",
-    "like": "LIKE '\\_%': the DuckDB route has no escape character; PostgreSQL (the public dialect) and "
-            "DataFusion treat backslash as the escape",
 }
 
 

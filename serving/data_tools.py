@@ -1,0 +1,118 @@
+"""Built-in data tools a model (or MCP client) can call: list_datasets, table_schema, sql,
+sample_data. Every query goes through Runtime.query (read-only policy, scopes, limits,
+task history); every result is bounded by rows and bytes with an explicit `truncated` flag."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from engine.errors import BadRequest, SatchelError
+from engine.runtime import Principal, Runtime
+
+MAX_ROWS = 50
+MAX_BYTES = 16 * 1024
+
+TOOL_NAMES = ("list_datasets", "table_schema", "sql", "sample_data")
+
+TOOL_SPECS: dict[str, dict] = {
+    "list_datasets": {"description": "List the datasets (tables and views) you can query, with descriptions.",
+                      "parameters": {"type": "object", "properties": {}}},
+    "table_schema": {"description": "Columns of one dataset: name, type and description.",
+                     "parameters": {"type": "object", "properties": {"table": {"type": "string"}},
+                                    "required": ["table"]}},
+    "sql": {"description": "Run one read-only SQL query (PostgreSQL dialect) and get its rows.",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}},
+    "sample_data": {"description": "A few rows of one dataset.",
+                    "parameters": {"type": "object", "properties": {"table": {"type": "string"},
+                                                                    "limit": {"type": "integer"}},
+                                   "required": ["table"]}},
+}
+
+
+def openai_tools(names: list[str]) -> list[dict]:
+    return [{"type": "function", "function": {"name": n, **TOOL_SPECS[n]}} for n in names]
+
+
+def selected_tools(param: Any) -> list[str]:
+    """`tools: auto` -> all; a list or comma-separated names -> those (unknown names rejected)."""
+    if param is None or param in ("", "none", "false"):
+        return []
+    if isinstance(param, str):
+        names = list(TOOL_NAMES) if param.strip() in ("auto", "all", "true") else [p.strip() for p in param.split(",")]
+    else:
+        names = [str(p).strip() for p in param]
+    unknown = [n for n in names if n not in TOOL_NAMES]
+    if unknown:
+        raise BadRequest(f"unknown tools {unknown}; built-in tools: {', '.join(TOOL_NAMES)}")
+    return names
+
+
+class DataTools:
+    def __init__(self, runtime: Runtime, max_rows: int = MAX_ROWS, max_bytes: int = MAX_BYTES) -> None:
+        self.runtime = runtime
+        self.max_rows, self.max_bytes = max_rows, max_bytes
+
+    def list_datasets(self) -> list[dict]:
+        return [{"name": t.name if t.schema == "public" else f"{t.schema}.{t.name}", "type": t.table_type.lower(),
+                 "description": t.description} for t in self.runtime.tables()]
+
+    def table_schema(self, table: str) -> dict:
+        for t in self.runtime.tables():
+            if table.lower() in (t.name.lower(), f"{t.schema}.{t.name}".lower()):
+                return {"table": table, "description": t.description, "primary_key": list(t.primary_key),
+                        "columns": [{"name": f.name, "type": str(f.type),
+                                     "description": (f.metadata or {}).get(b"description", b"").decode() or None}
+                                    for f in t.arrow_schema]}
+        raise BadRequest(f"unknown dataset '{table}'; call list_datasets for the names")
+
+    def sql(self, query: str, principal: Principal, protocol: str = "tool", max_rows: int | None = None) -> dict:
+        limit = min(max_rows or self.max_rows, self.max_rows)
+        reader = self.runtime.query(query, principal, protocol=protocol)
+        return bounded_rows(reader, limit, self.max_bytes)
+
+    def sample_data(self, table: str, principal: Principal, limit: int = 5, protocol: str = "tool") -> dict:
+        self.table_schema(table)  # clear error for unknown names
+        n = max(1, min(int(limit or 5), self.max_rows))
+        ident = ".".join(f'"{p}"' for p in table.split("."))
+        return self.sql(f"SELECT * FROM {ident} LIMIT {n}", principal, protocol=protocol)
+
+    def call(self, name: str, arguments: dict, principal: Principal, protocol: str = "tool") -> dict:
+        """Run one tool; errors come back as {"error": ...} so the model can correct itself."""
+        try:
+            if name == "list_datasets":
+                result: Any = {"datasets": self.list_datasets()}
+            elif name == "table_schema":
+                result = self.table_schema(str(arguments.get("table", "")))
+            elif name == "sql":
+                result = self.sql(str(arguments.get("query", "")), principal, protocol)
+            elif name == "sample_data":
+                result = self.sample_data(str(arguments.get("table", "")), principal,
+                                          int(arguments.get("limit") or 5), protocol)
+            else:
+                raise BadRequest(f"unknown tool '{name}'")
+            return result
+        except (SatchelError, ValueError, TypeError) as e:
+            return {"error": getattr(e, "message", str(e))}
+
+
+def bounded_rows(reader: pa.RecordBatchReader, max_rows: int, max_bytes: int) -> dict:
+    """At most `max_rows` rows and ~`max_bytes` of JSON; `truncated` says whether rows were cut."""
+    columns = [f.name for f in reader.schema]
+    rows: list[list] = []
+    size, truncated = 2, False
+    for batch in reader:
+        for row in batch.to_pylist():
+            values = [row[c] for c in columns]
+            cost = len(json.dumps(values, default=str)) + 1
+            if len(rows) >= max_rows or size + cost > max_bytes:
+                truncated = True
+                break
+            rows.append(values)
+            size += cost
+        if truncated:
+            break
+    return {"columns": columns, "rows": json.loads(json.dumps(rows, default=str)), "row_count": len(rows),
+            "truncated": truncated}

@@ -1,0 +1,106 @@
+"""MCP server (the `mcp` SDK): Streamable HTTP at /v1/mcp on the HTTP app, and stdio via
+`satchel mcp`. Tools: list_datasets, describe_dataset, query (read-only, row and character
+caps, truncated flag), all annotated read-only. Every call is a task_history row."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from engine.errors import SatchelError
+from engine.runtime import Principal, Runtime
+from engine.task_history import Task
+
+from .data_tools import DataTools
+
+MAX_ROWS = 100
+MAX_CHARS = 20_000
+MCP_PRINCIPAL = Principal("mcp")
+
+
+def instructions(runtime: Runtime) -> str:
+    lines = [f"Satchel data sidecar for pod '{runtime.pod.name}'. Read-only SQL (PostgreSQL dialect) over these "
+             "datasets; call describe_dataset for columns, then query."]
+    for t in runtime.tables():
+        name = t.name if t.schema == "public" else f"{t.schema}.{t.name}"
+        lines.append(f"- {name}: {t.description or '(no description)'}")
+    for ds in runtime.pod.datasets:  # datasets not loaded yet still get their description
+        if not any(t.name == ds.name for t in runtime.tables()):
+            lines.append(f"- {ds.name}: {ds.description or '(no description)'} (not loaded yet)")
+    return "\n".join(lines)
+
+
+def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, protocol: str = "mcp") -> Any:
+    from mcp.server.mcpserver import MCPServer
+    from mcp_types import ToolAnnotations
+
+    tools = DataTools(runtime, max_rows=MAX_ROWS, max_bytes=MAX_CHARS)
+    server = MCPServer(name="satchel", instructions=instructions(runtime))
+    read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
+                                open_world_hint=False)
+
+    def recorded(name: str, args: dict, fn):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        task = Task("mcp", protocol, principal.name, f"{name} {json.dumps(args, default=str)}"[:4096],
+                    tool_calls=[name])
+        try:
+            result = fn()
+            if isinstance(result, dict):
+                task.rows, task.truncated = result.get("row_count"), bool(result.get("truncated"))
+            return result
+        except SatchelError as e:
+            task.error = e.message
+            raise ValueError(e.message) from None
+        finally:
+            task.duration_ms = (time.monotonic() - started) * 1000
+            runtime.task_history.record(task)
+
+    @server.tool(description="List the datasets you can query, with their descriptions.", annotations=read_only)
+    def list_datasets() -> dict:
+        return recorded("list_datasets", {}, lambda: {"datasets": tools.list_datasets()})
+
+    @server.tool(description="Columns (name, type, description) and primary key of one dataset.",
+                 annotations=read_only)
+    def describe_dataset(name: str) -> dict:
+        return recorded("describe_dataset", {"name": name}, lambda: tools.table_schema(name))
+
+    @server.tool(description=f"Run one read-only SQL query (PostgreSQL dialect). At most {MAX_ROWS} rows and "
+                             f"{MAX_CHARS} characters come back; `truncated` says when rows were cut.",
+                 annotations=read_only)
+    def query(sql: str, max_rows: int = MAX_ROWS) -> dict:
+        return recorded("query", {"sql": sql}, lambda: tools.sql(sql, principal, protocol=protocol, max_rows=max_rows))
+
+    return server
+
+
+def mount_http(app: Any, runtime: Runtime) -> Any:
+    """Add POST/GET/DELETE /v1/mcp (stateless Streamable HTTP) to a FastAPI app; returns the
+    session manager, whose run() must wrap the app's lifespan."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    server = create_mcp_server(runtime)
+    sub = server.streamable_http_app(streamable_http_path="/v1/mcp", stateless_http=True, json_response=True,
+                                     transport_security=TransportSecuritySettings(
+                                         enable_dns_rebinding_protection=False))
+    for route in sub.routes:
+        app.router.routes.append(route)
+    return server.session_manager
+
+
+def run_stdio(pod_path: str, data_dir: str | None = None) -> int:
+    """`satchel mcp`: load the pod, wait for its data, serve MCP on stdin/stdout."""
+    import anyio
+
+    from engine.config import load_pod
+
+    pod = load_pod(pod_path)
+    runtime = Runtime(pod, data_dir=data_dir)
+    runtime.start()
+    try:
+        runtime.wait_ready(120)
+        server = create_mcp_server(runtime, Principal("mcp-stdio"), protocol="mcp")
+        anyio.run(server.run_stdio_async)
+    finally:
+        runtime.stop()
+    return 0

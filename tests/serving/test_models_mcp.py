@@ -1,0 +1,203 @@
+"""Models, data tools and MCP without a real model: a broken model never takes the data side
+down; /v1/models, /v1/status and errors are clear; MCP over Streamable HTTP and stdio."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pytest
+
+from engine.config import load_pod_text
+from engine.errors import Overloaded
+from engine.runtime import Principal, Runtime
+
+REPO = Path(__file__).resolve().parents[2]
+
+POD = """
+version: v1
+kind: Spicepod
+name: models_pod
+datasets:
+  - from: file:items.csv
+    name: items
+    description: Things in the shop, one row per item.
+    columns:
+      - name: id
+        description: Item id.
+models:
+  - from: file:models/missing.gguf
+    name: broken
+  - from: openai:upstream-model
+    name: remote
+    params:
+      endpoint: http://127.0.0.1:9/v1
+      openai_api_key: ${secrets:UPSTREAM_KEY}
+"""
+ITEMS = "id,name\n" + "".join(f"{i},item{i}\n" for i in range(1, 301))
+
+
+@pytest.fixture(scope="module")
+def server(module_satchel_server):
+    return module_satchel_server(POD, files={"items.csv": ITEMS}, env={"UPSTREAM_KEY": "sk-very-secret"})
+
+
+def test_broken_model_is_unavailable_and_data_still_serves(server) -> None:
+    assert httpx.get(f"{server.http_url}/v1/ready").status_code == 200
+    assert server.sql("SELECT count(*) AS n FROM items").json() == [{"n": 300}]
+    models = httpx.get(f"{server.http_url}/v1/models").json()
+    assert models["object"] == "list"
+    by_id = {m["id"]: m for m in models["data"]}
+    assert by_id["broken"]["status"] == "error" and "not found" in by_id["broken"]["error"]
+    assert by_id["remote"]["status"] == "ready" and by_id["remote"]["object"] == "model"
+    status = httpx.get(f"{server.http_url}/v1/status").json()
+    assert {m["name"] for m in status["models"]} == {"broken", "remote"}
+    assert "sk-very-secret" not in json.dumps(status)
+    r = httpx.post(f"{server.http_url}/v1/chat/completions",
+                   json={"model": "broken", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 503 and "unavailable" in r.json()["error"]["message"]
+    r = httpx.post(f"{server.http_url}/v1/chat/completions",
+                   json={"model": "broken", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 503
+    r = httpx.post(f"{server.http_url}/v1/chat/completions",
+                   json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 404
+    r = httpx.post(f"{server.http_url}/v1/chat/completions", json={"model": "remote", "messages": []})
+    assert r.status_code == 400
+
+
+def test_unreachable_openai_upstream_is_a_502_and_recorded(server) -> None:
+    r = httpx.post(f"{server.http_url}/v1/chat/completions",
+                   json={"model": "remote", "messages": [{"role": "user", "content": "secret question"}]}, timeout=30)
+    assert r.status_code == 502 and "cannot reach" in r.json()["error"]["message"]
+    rows = server.sql("SELECT task, model, error, query_text, prompt_hash FROM runtime.task_history "
+                      "WHERE task = 'chat' AND model = 'remote'").json()
+    assert rows and rows[-1]["error"] and rows[-1]["prompt_hash"]
+    assert "secret question" not in json.dumps(rows) and rows[-1]["query_text"].startswith("sha256:")
+
+
+def _mcp_post(server, body: dict, session: str | None = None) -> httpx.Response:
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "MCP-Protocol-Version": "2025-06-18"}
+    return httpx.post(f"{server.http_url}/v1/mcp", json=body, headers=headers, timeout=30)
+
+
+def test_mcp_streamable_http(server) -> None:
+    import anyio
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def main() -> None:
+        async with streamable_http_client(f"{server.http_url}/v1/mcp") as streams:
+            read, write = streams[0], streams[1]
+            async with ClientSession(read, write) as session:
+                init = await session.initialize()
+                assert "items" in (init.instructions or "") and "Things in the shop" in init.instructions
+                tools = {t.name: t for t in (await session.list_tools()).tools}
+                assert set(tools) == {"list_datasets", "describe_dataset", "query"}
+                assert all(t.annotations and t.annotations.read_only_hint for t in tools.values())
+                res = await session.call_tool("describe_dataset", {"name": "items"})
+                data = res.structured_content or json.loads(res.content[0].text)
+                assert [c["name"] for c in data["columns"]] == ["id", "name"]
+                assert data["columns"][0]["description"] == "Item id."
+                res = await session.call_tool("query", {"sql": "SELECT * FROM items ORDER BY id", "max_rows": 10})
+                data = res.structured_content or json.loads(res.content[0].text)
+                assert data["row_count"] == 10 and data["truncated"] is True
+                res = await session.call_tool("query", {"sql": "DELETE FROM items"})
+                assert res.is_error
+
+    anyio.run(main)
+    rows = server.sql("SELECT task, tool_calls, error FROM runtime.task_history WHERE task = 'mcp'").json()
+    assert {r["tool_calls"][0] for r in rows} >= {"describe_dataset", "query"}
+    assert any(r["error"] for r in rows)
+
+
+def test_mcp_stdio(tmp_path: Path) -> None:
+    import anyio
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    (tmp_path / "items.csv").write_text(ITEMS)
+    (tmp_path / "spicepod.yaml").write_text(POD.split("models:")[0])
+    params = StdioServerParameters(command=sys.executable, args=["-m", "serving.cli", "mcp", "--pod",
+                                                                 str(tmp_path / "spicepod.yaml")],
+                                   cwd=str(REPO), env={**os.environ, "SATCHEL_LOG_LEVEL": "WARNING"})
+
+    async def main() -> None:
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                res = await session.call_tool("list_datasets", {})
+                data = res.structured_content or json.loads(res.content[0].text)
+                assert "items" in [d["name"] for d in data["datasets"]]
+                res = await session.call_tool("query", {"sql": "SELECT count(*) AS n FROM items"})
+                data = res.structured_content or json.loads(res.content[0].text)
+                assert data["rows"] == [[300]] and data["truncated"] is False
+
+    with anyio.fail_after(60):
+        anyio.run(main)
+
+
+def test_data_tools_bound_rows_and_bytes(tmp_path: Path) -> None:
+    from serving.data_tools import DataTools, selected_tools
+
+    (tmp_path / "items.csv").write_text(ITEMS)
+    pod = load_pod_text(POD.split("models:")[0], file=str(tmp_path / "spicepod.yaml"))
+    runtime = Runtime(pod, data_dir=str(tmp_path / ".satchel"))
+    runtime.start()
+    try:
+        tools = DataTools(runtime, max_rows=20, max_bytes=200)
+        p = Principal("t")
+        names = [d["name"] for d in tools.list_datasets()]
+        assert "items" in names and "runtime.task_history" in names
+        out = tools.call("sql", {"query": "SELECT * FROM items ORDER BY id"}, p)
+        assert out["truncated"] is True and 0 < out["row_count"] < 20
+        assert len(json.dumps(out["rows"])) <= 200
+        out = tools.call("sample_data", {"table": "items", "limit": 2}, p)
+        assert out["row_count"] == 2 and out["truncated"] is False
+        assert "error" in tools.call("sql", {"query": "DROP TABLE items"}, p)
+        assert "error" in tools.call("table_schema", {"table": "nope"}, p)
+        assert selected_tools("auto") == ["list_datasets", "table_schema", "sql", "sample_data"]
+        assert selected_tools(("sql",)) == ["sql"]
+        rows = runtime.task_history.table().to_pylist()
+        assert any(r["protocol"] == "tool" and r["task"] == "query" for r in rows)
+    finally:
+        runtime.stop()
+
+
+def test_model_queue_is_fifo_bounded_and_survives_errors() -> None:
+    import threading
+
+    from serving.models import ModelQueue
+
+    q = ModelQueue("m", size=2)
+    gate = threading.Event()
+    order: list[int] = []
+    first = q.submit(lambda: gate.wait(5))
+    time.sleep(0.05)  # the worker has taken the first job
+    a = q.submit(lambda: order.append(1))
+    b = q.submit(lambda: order.append(2))
+    with pytest.raises(Overloaded):
+        q.submit(lambda: None)
+    gate.set()
+    first.result(5), a.result(5), b.result(5)
+    assert order == [1, 2]
+    boom = q.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        boom.result(5)
+    assert q.submit(lambda: 42).result(5) == 42
+
+
+def test_task_history_keeps_old_columns_and_adds_model_columns() -> None:
+    from engine.task_history import SCHEMA
+
+    assert SCHEMA.names[:12] == ["task_id", "task", "protocol", "principal", "query_text", "datasets", "served_by",
+                                 "started_at", "duration_ms", "rows", "truncated", "error"]
+    for name in ("model", "input_tokens", "output_tokens", "tool_calls", "prompt_hash"):
+        assert SCHEMA.field(name).nullable
+    assert SCHEMA.field("tool_calls").type == pa.list_(pa.string())
