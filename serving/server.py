@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 
 import uvicorn
@@ -45,8 +46,11 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     config = uvicorn.Config(create_app(runtime), host=h_host, port=h_port, log_level="warning",
                             ssl_certfile=cert, ssl_keyfile=key, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: make SIGTERM
+    # raise SystemExit (as SIGINT raises KeyboardInterrupt) so the cleanup below still runs.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        server.run()  # handles SIGINT/SIGTERM
+        server.run()
     finally:
         log.info("satchel: shutting down")
         flight_server.shutdown()
@@ -54,3 +58,5 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     return 0
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
