@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -34,7 +35,9 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     cert, key = (tls.certificate_file, tls.key_file) if tls.enabled else (None, None)
     flight_host, flight_port = split_address(flight, 50051)
     scheme = "grpc+tls" if cert else "grpc+tcp"
-    flight_server = SatchelFlightSqlServer(runtime, f"{scheme}://{flight_host}:{flight_port}", cert, key)
+    ttl = float(os.environ.get("SATCHEL_FLIGHT_HANDLE_TTL", "600"))
+    flight_server = SatchelFlightSqlServer(runtime, f"{scheme}://{flight_host}:{flight_port}", cert, key,
+                                           handle_ttl_seconds=ttl)
     threading.Thread(target=flight_server.serve, name="satchel-flight", daemon=True).start()
     if metrics:
         m_host, m_port = split_address(metrics, 9090)
