@@ -204,7 +204,7 @@ class Runtime:
             if explain:
                 reader = _explain_reader(plan, source_pushdown.explain_lines(plan, self.datasets))
             else:
-                reader = self._execute(plan, tree)
+                reader = self._execute(plan, tree, task)
         except Exception as e:
             self._finish(task, started, 0, e)
             raise self._public_error(e) from None
@@ -267,7 +267,7 @@ class Runtime:
             self._plans.put(key, planned, recorder)
         return planned
 
-    def _execute(self, plan: Plan, tree: exp.Expression) -> pa.RecordBatchReader:
+    def _execute(self, plan: Plan, tree: exp.Expression, task: Task | None = None) -> pa.RecordBatchReader:
         if plan.route == "accelerator":
             timeout = self.query_timeout.total_seconds() if self.query_timeout else None
             reader = self.duckdb_instances[plan.instance_id.split(":", 1)[1]].query(plan.sql, timeout=timeout)
@@ -279,7 +279,13 @@ class Runtime:
         fallback = [b.dataset for b in plan.bindings
                     if b.kind in ("duckdb", "arrow") and self.datasets[b.dataset].acceleration.on_zero_results == "use_source"]
         if fallback:
-            return _unless_empty(reader, lambda: self._execute(self.plan(tree, frozenset(fallback)), tree))
+            def from_source() -> pa.RecordBatchReader:
+                source_plan = self.plan(tree, frozenset(fallback))
+                if task is not None:
+                    task.served_by = source_plan.served_by
+                return self._execute(source_plan, tree)
+
+            return _unless_empty(reader, from_source)
         return reader
 
     def _resolve(self, db: str | None, name: str, force_source: frozenset[str]) -> Binding | None:

@@ -466,6 +466,7 @@ datasets:
     assert served_by(runtime, "SELECT id, region FROM orders WHERE id = 3") == "accelerator"
     # not in the working set: the accelerator answers nothing, the source answers
     assert query_rows(runtime, "SELECT id, region FROM orders WHERE id = 12") == [{"id": 12, "region": "us"}]
+    assert served_by(runtime, "SELECT id, region FROM orders WHERE id = 12") == "source"
     assert query_rows(runtime, "SELECT id FROM orders WHERE id > 100") == []
 
 
