@@ -19,16 +19,18 @@ TOOL_NAMES = ("list_datasets", "table_schema", "sql", "sample_data")
 
 TOOL_SPECS: dict[str, dict] = {
     "list_datasets": {"description": "List the datasets (tables and views) you can query, with descriptions.",
-                      "parameters": {"type": "object", "properties": {}}},
+                      "parameters": {"type": "object", "properties": {}, "additionalProperties": False}},
     "table_schema": {"description": "Columns of one dataset: name, type and description.",
                      "parameters": {"type": "object", "properties": {"table": {"type": "string"}},
-                                    "required": ["table"]}},
+                                    "required": ["table"], "additionalProperties": False}},
     "sql": {"description": "Run one read-only SQL query (PostgreSQL dialect) and get its rows.",
-            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}},
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}},
+                           "required": ["query"], "additionalProperties": False}},
     "sample_data": {"description": "A few rows of one dataset.",
                     "parameters": {"type": "object", "properties": {"table": {"type": "string"},
-                                                                    "limit": {"type": "integer"}},
-                                   "required": ["table"]}},
+                                                                    "limit": {"type": "integer", "minimum": 1,
+                                                                              "maximum": 50}},
+                                   "required": ["table"], "additionalProperties": False}},
 }
 
 
@@ -106,7 +108,7 @@ def bounded_rows(reader: pa.RecordBatchReader, max_rows: int, max_bytes: int) ->
     for batch in reader:
         for row in batch.to_pylist():
             values = [row[c] for c in columns]
-            cost = len(json.dumps(values, default=str)) + 1
+            cost = len(json.dumps(values, default=str)) + 2  # the ", " separator
             if len(rows) >= max_rows or size + cost > max_bytes:
                 truncated = True
                 break

@@ -8,6 +8,8 @@ import json
 import time
 from typing import Any
 
+from mcp.server.mcpserver import Context
+
 from engine.errors import SatchelError
 from engine.runtime import Principal, Runtime
 from engine.task_history import Task
@@ -40,9 +42,17 @@ def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, pr
     read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
                                 open_world_hint=False)
 
-    def recorded(name: str, args: dict, fn):  # type: ignore[no-untyped-def]
+    def caller(ctx: Any) -> Principal:
+        """The HTTP route's authenticated principal (API key), else the server's own."""
+        try:
+            request = ctx.request_context.request
+            return getattr(request.state, "principal", None) or principal
+        except Exception:
+            return principal
+
+    def recorded(name: str, args: dict, fn, who: Principal = principal):  # type: ignore[no-untyped-def]
         started = time.monotonic()
-        task = Task("mcp", protocol, principal.name, f"{name} {json.dumps(args, default=str)}"[:4096],
+        task = Task("mcp", protocol, who.name, f"{name} {json.dumps(args, default=str)}"[:4096],
                     tool_calls=[name])
         try:
             result = fn()
@@ -57,19 +67,20 @@ def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, pr
             runtime.task_history.record(task)
 
     @server.tool(description="List the datasets you can query, with their descriptions.", annotations=read_only)
-    def list_datasets() -> dict:
-        return recorded("list_datasets", {}, lambda: {"datasets": tools.list_datasets()})
+    def list_datasets(ctx: Context) -> dict:
+        return recorded("list_datasets", {}, lambda: {"datasets": tools.list_datasets()}, caller(ctx))
 
     @server.tool(description="Columns (name, type, description) and primary key of one dataset.",
                  annotations=read_only)
-    def describe_dataset(name: str) -> dict:
-        return recorded("describe_dataset", {"name": name}, lambda: tools.table_schema(name))
+    def describe_dataset(name: str, ctx: Context) -> dict:
+        return recorded("describe_dataset", {"name": name}, lambda: tools.table_schema(name), caller(ctx))
 
     @server.tool(description=f"Run one read-only SQL query (PostgreSQL dialect). At most {MAX_ROWS} rows and "
                              f"{MAX_CHARS} characters come back; `truncated` says when rows were cut.",
                  annotations=read_only)
-    def query(sql: str, max_rows: int = MAX_ROWS) -> dict:
-        return recorded("query", {"sql": sql}, lambda: tools.sql(sql, principal, protocol=protocol, max_rows=max_rows))
+    def query(sql: str, ctx: Context, max_rows: int = MAX_ROWS) -> dict:
+        who = caller(ctx)
+        return recorded("query", {"sql": sql}, lambda: tools.sql(sql, who, protocol=protocol, max_rows=max_rows), who)
 
     return server
 

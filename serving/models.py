@@ -160,7 +160,7 @@ class LocalModel(BaseModel_):
 
     # -- chat ------------------------------------------------------------------------------
     def _kwargs(self, request: dict) -> dict:
-        kw: dict[str, Any] = {"messages": _local_messages(request["messages"], self.system_prompt),
+        kw: dict[str, Any] = {"messages": self._fold(_local_messages(request["messages"], self.system_prompt)),
                               "max_tokens": request.get("max_tokens") or request.get("max_completion_tokens")
                               or self.max_tokens}
         temperature = request.get("temperature", self.temperature)
@@ -173,6 +173,19 @@ class LocalModel(BaseModel_):
         if rf:
             kw["response_format"] = rf
         return kw
+
+    def _fold(self, messages: list[dict]) -> list[dict]:
+        """Chat templates without a system role (Gemma drops it) get it prepended to the first user turn."""
+        if self.chat_format != "gemma" or not messages or messages[0]["role"] != "system":
+            return messages
+        system, rest = messages[0]["content"], list(messages[1:])
+        if rest and rest[0]["role"] == "system":
+            rest = self._fold(rest)
+        for i, m in enumerate(rest):
+            if m["role"] == "user":
+                rest[i] = {"role": "user", "content": f"{system}\n\n{m['content']}"}
+                return rest
+        return [{"role": "user", "content": system}, *rest]
 
     def _run_chat(self, request: dict) -> dict:
         kw = self._kwargs(request)
@@ -204,8 +217,8 @@ class LocalModel(BaseModel_):
                  '{"tool": "<name>", "arguments": {...}} to call a tool'
                  + (', or {"answer": "<text>"} to answer.' if choice in ("auto", None) else "."))
         kw = dict(kw)
-        kw["messages"] = _with_system(kw["messages"], guide)
-        kw["response_format"] = {"type": "json_object", "schema": schema}
+        kw["messages"] = self._fold(_with_system(kw["messages"], guide))
+        kw["response_format"] = {"type": "json_object", "schema": _safe_schema(schema)}
         if request.get("seed") is not None:
             self._llm.set_seed(int(request["seed"]))
         out = self._llm.create_chat_completion(**kw)
@@ -322,7 +335,8 @@ class OpenAIModel(BaseModel_):
 
     def chat(self, request: dict) -> dict:
         self.check_ready()
-        out = self._post("/chat/completions", {**request, "model": self.upstream, "stream": False})
+        body = {k: v for k, v in request.items() if k != "stream_options"}
+        out = self._post("/chat/completions", {**body, "model": self.upstream, "stream": False})
         out["model"] = self.name
         return out
 
@@ -396,9 +410,9 @@ class ModelRegistry:
 # -- helpers --------------------------------------------------------------------------------
 
 def _object_schema(params: Any) -> dict:
-    if isinstance(params, dict) and params:
+    if isinstance(params, dict) and params.get("properties"):
         return params
-    return {"type": "object", "properties": {}}
+    return {"type": "object", "properties": {}, "additionalProperties": False}
 
 
 def _with_system(messages: list[dict], text: str) -> list[dict]:
@@ -436,17 +450,36 @@ def _loads(text: Any) -> Any:
         return text
 
 
+MAX_GRAMMAR_REPEAT = 64  # llama.cpp grammars expand bounded repeats into nested rules: deep ones crash it
+
+
+def _safe_schema(node: Any) -> Any:
+    """A JSON schema whose length/count bounds stay small enough for llama.cpp's grammar
+    engine (a maxLength of thousands overflows its stack); larger bounds become unbounded."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k in ("maxLength", "maxItems", "minLength", "minItems") and isinstance(v, int) \
+                    and v > MAX_GRAMMAR_REPEAT:
+                continue
+            out[k] = _safe_schema(v)
+        return out
+    if isinstance(node, list):
+        return [_safe_schema(v) for v in node]
+    return node
+
+
 def _llama_response_format(rf: Any) -> dict | None:
     if not rf or not isinstance(rf, dict):
         return None
     kind = rf.get("type")
     if kind == "json_object":
-        return {"type": "json_object", **({"schema": rf["schema"]} if "schema" in rf else {})}
+        return {"type": "json_object", **({"schema": _safe_schema(rf["schema"])} if "schema" in rf else {})}
     if kind == "json_schema":
         schema = (rf.get("json_schema") or {}).get("schema")
         if not isinstance(schema, dict):
             raise BadRequest("response_format.json_schema.schema must be a JSON schema object")
-        return {"type": "json_object", "schema": schema}
+        return {"type": "json_object", "schema": _safe_schema(schema)}
     if kind == "text":
         return None
     raise BadRequest(f"unsupported response_format type {kind!r}; use text, json_object or json_schema")

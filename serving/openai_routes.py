@@ -225,7 +225,7 @@ def _chat_request(body: dict) -> dict:
     if rf is not None and not isinstance(rf, dict):
         raise BadRequest("response_format must be an object")
     keep = ("messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed",
-            "response_format", "tools", "tool_choice", "presence_penalty", "frequency_penalty", "user", "n")
+            "response_format", "tools", "tool_choice", "presence_penalty", "frequency_penalty", "user", "n", "stream_options")
     return {k: body[k] for k in keep if k in body and body[k] is not None}
 
 

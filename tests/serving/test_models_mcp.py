@@ -129,6 +129,7 @@ def test_mcp_stdio(tmp_path: Path) -> None:
                                    cwd=str(REPO), env={**os.environ, "SATCHEL_LOG_LEVEL": "WARNING"})
 
     async def main() -> None:
+      with anyio.fail_after(60):
         async with stdio_client(params) as (read, write):
             async with ClientSession(read, write) as session:
                 await session.initialize()
@@ -139,8 +140,7 @@ def test_mcp_stdio(tmp_path: Path) -> None:
                 data = res.structured_content or json.loads(res.content[0].text)
                 assert data["rows"] == [[300]] and data["truncated"] is False
 
-    with anyio.fail_after(60):
-        anyio.run(main)
+    anyio.run(main)
 
 
 def test_data_tools_bound_rows_and_bytes(tmp_path: Path) -> None:
@@ -201,3 +201,61 @@ def test_task_history_keeps_old_columns_and_adds_model_columns() -> None:
     for name in ("model", "input_tokens", "output_tokens", "tool_calls", "prompt_hash"):
         assert SCHEMA.field(name).nullable
     assert SCHEMA.field("tool_calls").type == pa.list_(pa.string())
+
+
+def test_model_config_is_validated() -> None:
+    from engine.config import ConfigError
+
+    base = "version: v1\nkind: Spicepod\nname: p\nmodels:\n"
+    pod = load_pod_text(base + "  - from: openai:gpt-4o-mini\n    name: m\n    params:\n      max_tokens: 64\n")
+    assert pod.models[0].provider == "openai" and pod.models[0].path == "gpt-4o-mini"
+    assert pod.models[0].params["max_tokens"] == "64"
+    with pytest.raises(ConfigError) as info:
+        load_pod_text(base + "  - from: hf:some/model\n    name: m\n")
+    [issue] = info.value.issues
+    assert issue.key == "models[0].from" and "file:<path>.gguf or openai:<model>" in issue.message
+
+
+def test_grammar_schemas_stay_small() -> None:
+    from serving.models import _llama_response_format
+
+    rf = _llama_response_format({"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "object", "properties": {"a": {"type": "string", "maxLength": 5000},
+                                         "b": {"type": "string", "maxLength": 10}}}}})
+    assert rf["schema"]["properties"] == {"a": {"type": "string"}, "b": {"type": "string", "maxLength": 10}}
+
+
+def test_mcp_over_http_needs_the_api_key_and_records_its_principal(satchel_server) -> None:
+    import anyio
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    pod = POD.split("models:")[0] + 'runtime:\n  auth:\n    api_key:\n      enabled: true\n' \
+        '      keys: ["${env:SATCHEL_TEST_API_KEY}"]\n'
+    server = satchel_server(pod, files={"items.csv": ITEMS}, api_key="k-mcp")
+    r = httpx.post(f"{server.http_url}/v1/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert r.status_code == 401
+
+    async def main() -> None:
+        import httpx2  # the mcp client's HTTP library
+
+        http = httpx2.AsyncClient(headers={"X-API-Key": "k-mcp"}, timeout=30)
+        async with streamable_http_client(f"{server.http_url}/v1/mcp", http_client=http) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                res = await session.call_tool("query", {"sql": "SELECT 1 AS one"})
+                assert not res.is_error
+
+    anyio.run(main)
+    rows = server.sql("SELECT principal FROM runtime.task_history WHERE task = 'mcp'").json()
+    assert rows and {r["principal"] for r in rows} == {"api_key_1"}
+
+
+def test_prompt_text_is_stored_only_when_the_pod_opts_in(satchel_server) -> None:
+    pod = POD.replace("name: models_pod", "name: models_pod\nruntime:\n  task_history:\n    captured_output: truncated")
+    server = satchel_server(pod, files={"items.csv": ITEMS}, env={"UPSTREAM_KEY": "sk-x"})
+    r = httpx.post(f"{server.http_url}/v1/chat/completions", timeout=30,
+                   json={"model": "remote", "messages": [{"role": "user", "content": "opted-in question"}]})
+    assert r.status_code == 502
+    [row] = server.sql("SELECT query_text, prompt_hash FROM runtime.task_history WHERE task = 'chat'").json()
+    assert "opted-in question" in row["query_text"] and len(row["prompt_hash"]) == 64
