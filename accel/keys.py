@@ -14,8 +14,14 @@ import pyarrow.compute as pc
 _ROW = "__satchel_row"
 
 
+def _row_numbers(n: int) -> pa.Array:
+    """0..n-1 built in Arrow (no Python loop): the running sum of n ones, minus one."""
+    ones = pc.fill_null(pa.nulls(n, pa.int64()), 1)
+    return pc.subtract(pc.cumulative_sum(ones), 1)
+
+
 def _indexed_keys(table: pa.Table, keys: list[str]) -> pa.Table:
-    return table.select(keys).append_column(_ROW, pa.array(range(table.num_rows), pa.int64()))
+    return table.select(keys).append_column(_ROW, _row_numbers(table.num_rows))
 
 
 def _ascending(rows: pa.ChunkedArray) -> pa.Array:

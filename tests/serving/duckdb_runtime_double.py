@@ -14,7 +14,6 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
@@ -27,22 +26,7 @@ from engine.errors import (
     Unauthenticated,
     UnknownDataset,
 )
-
-
-@dataclass(frozen=True)
-class Principal:
-    name: str
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    catalog: str
-    schema: str
-    name: str
-    table_type: str
-    arrow_schema: pa.Schema
-    primary_key: tuple[str, ...]
-    description: str | None
+from engine.runtime import Principal, TableInfo
 
 
 _SETUP = """
