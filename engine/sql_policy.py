@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Sequence
 
 import sqlglot
@@ -76,8 +77,6 @@ def _leading_words(text: str, n: int) -> list[str]:
 
 def _word_end(text: str, word: str) -> int:
     """Where the first occurrence of keyword `word` ends (after any leading comments)."""
-    import re
-
     match = re.search(rf"\b{word}\b", text, re.IGNORECASE)
     return match.end() if match else 0
 
