@@ -25,6 +25,7 @@ class ArrowAccelerator:
     def __init__(self, instance_id: str = "arrow") -> None:
         self.instance_id = instance_id
         self._tables: dict[str, pa.Table] = {}
+        self._versions: dict[str, str | None] = {}  # source version each table was loaded to
         self._write_lock = threading.Lock()
 
     def has_table(self, name: str) -> bool:
@@ -42,12 +43,18 @@ class ArrowAccelerator:
     def row_count(self, name: str) -> int:
         return self.table(name).num_rows
 
+    def loaded_version(self, name: str) -> str | None:
+        """The source version recorded by the last load of `name`."""
+        return self._versions.get(name)
+
     def replace(
-        self, name: str, reader: pa.RecordBatchReader, primary_key: Sequence[str] = (), source: str | None = None
+        self, name: str, reader: pa.RecordBatchReader, primary_key: Sequence[str] = (), source: str | None = None,
+        version: str | None = None,
     ) -> int:
         table = reader.read_all()  # building the in-memory copy is this accelerator's job
         with self._write_lock:
             self._tables[name] = table
+            self._versions[name] = version
         return table.num_rows
 
     def append(
@@ -57,17 +64,37 @@ class ArrowAccelerator:
         primary_key: Sequence[str],
         on_conflict: Mapping[str, str],
         source: str | None = None,
+        version: str | None = None,
     ) -> int:
         new = reader.read_all()
         with self._write_lock:
             old = self._tables.get(name)
+            self._versions[name] = version
             if old is None:
                 self._tables[name] = new
                 return new.num_rows
-            new = new.cast(old.schema) if new.schema != old.schema else new
+            if new.schema != old.schema:  # by name: a source may order its columns differently
+                new = new.select(old.schema.names).cast(old.schema)
             merged, changed = merge_by_key(old, new, primary_key, on_conflict)
             self._tables[name] = merged
         return changed
+
+    def alter_columns(self, name: str, changes: Sequence[tuple]) -> None:
+        """("add", column, pa.DataType) (NULL in existing rows), ("rename", old, new),
+        ("drop", column); swapped in at once."""
+        with self._write_lock:
+            table = self.table(name)
+            for change in changes:
+                kind, column = change[0], change[1]
+                if kind == "add":
+                    table = table.append_column(pa.field(column, change[2]), pa.nulls(table.num_rows, change[2]))
+                elif kind == "rename":
+                    table = table.rename_columns([change[2] if n == column else n for n in table.column_names])
+                elif kind == "drop":
+                    table = table.drop_columns([column])
+                else:
+                    raise ValueError(f"unknown column change {kind!r}")
+            self._tables[name] = table
 
     def delete_keys(self, name: str, keys: pa.Table) -> int:
         """Delete the rows whose key (the columns of `keys`) is one of `keys`' rows."""

@@ -54,6 +54,9 @@ class DuckDBAccelerator:
         self._con.execute(
             f"CREATE TABLE IF NOT EXISTS {META_TABLE} (dataset VARCHAR PRIMARY KEY, source VARCHAR, loaded_at TIMESTAMPTZ)"
         )
+        # the source version (e.g. an Iceberg snapshot) a load brought the table to; added to
+        # files written before the column existed
+        self._con.execute(f"ALTER TABLE {META_TABLE} ADD COLUMN IF NOT EXISTS version VARCHAR")
         self._con.execute("SET enable_external_access = false")
         self._con.execute("SET lock_configuration = true")
 
@@ -77,6 +80,15 @@ class DuckDBAccelerator:
         cur = self.cursor()
         try:
             row = cur.execute(f"SELECT source FROM {META_TABLE} WHERE dataset = ?", [name]).fetchone()
+            return row[0] if row else None
+        finally:
+            cur.close()
+
+    def loaded_version(self, name: str) -> str | None:
+        """The source version recorded by the last load of `name` (None: none recorded)."""
+        cur = self.cursor()
+        try:
+            row = cur.execute(f"SELECT version FROM {META_TABLE} WHERE dataset = ?", [name]).fetchone()
             return row[0] if row else None
         finally:
             cur.close()
@@ -147,13 +159,14 @@ class DuckDBAccelerator:
     # -- writing ---------------------------------------------------------------------------
 
     def replace(
-        self, name: str, reader: pa.RecordBatchReader, primary_key: Sequence[str] = (), source: str | None = None
+        self, name: str, reader: pa.RecordBatchReader, primary_key: Sequence[str] = (), source: str | None = None,
+        version: str | None = None,
     ) -> int:
         """Stream `reader` into a new version of the table, swapped in one statement."""
         with self._write_lock, self._registered(reader) as (cur, src):
             cur.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * FROM {src}")
             count = int(cur.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0])
-            self._record_load(cur, name, source)
+            self._record_load(cur, name, source, version)
         self._checkpoint()
         return count
 
@@ -164,10 +177,11 @@ class DuckDBAccelerator:
         primary_key: Sequence[str],
         on_conflict: Mapping[str, str],
         source: str | None = None,
+        version: str | None = None,
     ) -> int:
         """Insert new rows; with a primary key, `upsert` replaces and `drop` skips existing keys."""
         if not self.has_table(name):
-            return self.replace(name, reader, primary_key, source)
+            return self.replace(name, reader, primary_key, source, version)
         keys = list(primary_key)
         source_rows: pa.RecordBatchReader | pa.Table = reader
         if keys:
@@ -189,7 +203,7 @@ class DuckDBAccelerator:
                 else:
                     select = f"SELECT {cols} FROM {src}"
                 changed = int(cur.execute(f"INSERT INTO {_quote(name)} {select}").fetchone()[0])
-                self._record_load(cur, name, source)
+                self._record_load(cur, name, source, version)
                 cur.execute("COMMIT")
             except Exception:
                 cur.execute("ROLLBACK")
@@ -207,6 +221,34 @@ class DuckDBAccelerator:
                 f"DELETE FROM {_quote(name)} WHERE ({key_cols}) IN (SELECT {key_cols} FROM {src})").fetchone()[0])
         self._checkpoint()
         return deleted
+
+    def alter_columns(self, name: str, changes: Sequence[tuple]) -> None:
+        """Apply column changes in one transaction: ("add", column, pa.DataType),
+        ("rename", old, new), ("drop", column). Added columns are NULL in existing rows."""
+        self._require(name)
+        with self._write_lock:
+            cur = self.cursor()
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                try:
+                    for change in changes:
+                        kind, column = change[0], change[1]
+                        if kind == "add":
+                            sql_type = _duckdb_type(cur, change[2])
+                            cur.execute(f"ALTER TABLE {_quote(name)} ADD COLUMN {_quote(column)} {sql_type}")
+                        elif kind == "rename":
+                            cur.execute(f"ALTER TABLE {_quote(name)} RENAME COLUMN {_quote(column)} TO {_quote(change[2])}")
+                        elif kind == "drop":
+                            cur.execute(f"ALTER TABLE {_quote(name)} DROP COLUMN {_quote(column)}")
+                        else:
+                            raise ValueError(f"unknown column change {kind!r}")
+                    cur.execute("COMMIT")
+                except Exception:
+                    cur.execute("ROLLBACK")
+                    raise
+            finally:
+                cur.close()
+        self._checkpoint()
 
     def delete_older_than(self, name: str, column: str, cutoff: object) -> int:
         with self._write_lock:
@@ -239,10 +281,11 @@ class DuckDBAccelerator:
         if not self.has_table(name):
             raise NotFound(f"dataset '{name}' has no accelerated data yet")
 
-    def _record_load(self, cur: duckdb.DuckDBPyConnection, name: str, source: str | None) -> None:
+    def _record_load(self, cur: duckdb.DuckDBPyConnection, name: str, source: str | None,
+                     version: str | None = None) -> None:
         cur.execute(
-            f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?, now())",
-            [name, source or ""],
+            f"INSERT OR REPLACE INTO {META_TABLE} (dataset, source, loaded_at, version) VALUES (?, ?, now(), ?)",
+            [name, source or "", version],
         )
 
     def _checkpoint(self) -> None:
@@ -276,6 +319,16 @@ class DuckDBAccelerator:
 
     def _registered(self, reader: pa.RecordBatchReader | pa.Table) -> "DuckDBAccelerator._Registration":
         return DuckDBAccelerator._Registration(self, reader)
+
+
+def _duckdb_type(cur: duckdb.DuckDBPyConnection, typ: pa.DataType) -> str:
+    """DuckDB's SQL type for an Arrow type (as DuckDB itself maps it)."""
+    probe = f"__satchel_type_{uuid.uuid4().hex}"
+    cur.register(probe, pa.table({"c": pa.array([], typ)}))
+    try:
+        return cur.execute(f"DESCRIBE SELECT c FROM {probe}").fetchone()[1]
+    finally:
+        cur.unregister(probe)
 
 
 class _Deadline:

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .base import Filter, FilterSupport
+from .base import LEAF_OPS, Filter, FilterSupport
 
 _COMPARE = {
     "=": pc.equal,
@@ -62,6 +62,8 @@ def compile_filters(filters: Sequence[Filter], schema: pa.Schema, opaque: frozen
 
 def to_expression(f: Filter, typ: pa.DataType) -> pc.Expression | None:
     """The exact pyarrow expression for `f` on a column of type `typ`, or None."""
+    if f.op not in LEAF_OPS:
+        return None  # composites: pyarrow's is_in answers false (not NULL) for NULL, wrong under NOT
     field = pc.field(f.column)
     if f.op == "is_null":
         return field.is_null()

@@ -21,7 +21,14 @@ from engine.errors import ConnectorError
 # Operators a Filter can carry. Values are Python scalars (int, float, str, bool, Decimal,
 # date, datetime, bytes); `in`/`not_in` carry a tuple; `is_null`/`is_not_null` carry None;
 # `like`/`not_like` carry the SQL pattern string (`%` and `_` wildcards, no escape char).
-FILTER_OPS = ("=", "!=", "<", "<=", ">", ">=", "in", "not_in", "is_null", "is_not_null", "like", "not_like")
+LEAF_OPS = ("=", "!=", "<", "<=", ">", ">=", "in", "not_in", "is_null", "is_not_null", "like", "not_like")
+# Composites (column ""): `and`/`or` carry a tuple of Filters, `not` a 1-tuple. SQL's
+# three-valued logic holds: a row passes only when the whole condition is TRUE.
+COMPOSITE_OPS = ("and", "or", "not")
+# Full-text search, SQL `match(column, 'words')`: carries the words. Only a source can run it:
+# the engine never re-applies it, so a connector classifies it EXACT or the query fails.
+FULL_TEXT_OP = "match"
+FILTER_OPS = LEAF_OPS + COMPOSITE_OPS + (FULL_TEXT_OP,)
 
 Scalar = int | float | str | bool | decimal.Decimal | _dt.date | _dt.datetime | bytes | None
 
@@ -37,6 +44,40 @@ class Filter:
     def __post_init__(self) -> None:
         if self.op not in FILTER_OPS:
             raise ValueError(f"unknown filter operator {self.op!r}; allowed: {', '.join(FILTER_OPS)}")
+        if self.op in COMPOSITE_OPS:
+            parts = self.value
+            if not isinstance(parts, tuple) or not parts or not all(isinstance(p, Filter) for p in parts) \
+                    or (self.op == "not" and len(parts) != 1):
+                raise ValueError(f"filter {self.op!r} needs a tuple of Filters (exactly one for 'not')")
+
+    @property
+    def is_composite(self) -> bool:
+        return self.op in COMPOSITE_OPS
+
+
+def filter_columns(f: Filter) -> set[str]:
+    """The columns a (possibly composite) filter reads."""
+    if f.op in COMPOSITE_OPS:
+        return set().union(*(filter_columns(p) for p in f.value))
+    return {f.column}
+
+
+def leaves(f: Filter):
+    """The single-column filters inside `f` (itself when it is one)."""
+    if f.op in COMPOSITE_OPS:
+        for p in f.value:
+            yield from leaves(p)
+    else:
+        yield f
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """One ORDER BY key of a top-N scan; NULLs go first when `nulls_first`."""
+
+    column: str
+    descending: bool = False
+    nulls_first: bool = False
 
 
 class FilterSupport(str, Enum):
@@ -59,6 +100,7 @@ class DatasetSpec:
     base_dir: str = "."  # directory of the spicepod file; relative paths resolve against it
     column_descriptions: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None
+    column_types: Mapping[str, pa.DataType] = field(default_factory=dict)  # the pod's `columns[].type`
 
 
 @runtime_checkable
@@ -88,6 +130,13 @@ class Connector(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+
+    # Optional capabilities (the engine checks with getattr):
+    #   classify_order(keys: Sequence[SortKey]) -> bool: whether `scan(..., limit=n,
+    #       order_by=keys)` returns the first n rows in exactly that order; only then is
+    #       order_by passed (single-table ORDER BY plain columns + LIMIT, every filter exact).
+    #   count(filters: Sequence[Filter]) -> int: the number of rows passing `filters`, all of
+    #       them classified EXACT (answers `SELECT count(*) FROM t [WHERE ...]`).
 
 
 def with_descriptions(schema: pa.Schema, descriptions: Mapping[str, str]) -> pa.Schema:

@@ -15,6 +15,9 @@ Params:
 Header values, credentials and query-string values never appear in logs or errors: URLs are
 reported without user info and with query values masked. Redirects are followed; configured
 headers are not sent to another origin.
+
+Any JSON API param (`json_pointer`, `http_pagination`, ...; see connectors/http_api.py) selects
+the paginated JSON API mode instead: `HttpFileConnector(spec)` then returns an HttpApiConnector.
 """
 
 from __future__ import annotations
@@ -121,8 +124,29 @@ class _RedactUrls(logging.Filter):
 logging.getLogger("httpx").addFilter(_RedactUrls())
 
 
+class _RedactResponseHeaders(logging.Filter):
+    """httpcore's DEBUG trace prints every response header (a `Link: <...?api_key=...>` next-page
+    URL, Set-Cookie); keep the event, drop the values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("receive_response_headers.complete"):
+            record.msg, record.args = "receive_response_headers.complete (headers not logged)", ()
+        return True
+
+
+for _name in ("httpcore.http11", "httpcore.http2"):  # logger filters do not apply to child loggers
+    logging.getLogger(_name).addFilter(_RedactResponseHeaders())
+
+
 class HttpFileConnector:
     """A file downloaded over HTTP(S) on every scan."""
+
+    def __new__(cls, spec: DatasetSpec):
+        from . import http_api  # imports this module: resolved at call time
+
+        if cls is HttpFileConnector and http_api.uses_api_mode(spec.params):
+            return http_api.HttpApiConnector(spec)  # not a subclass, so __init__ below is skipped
+        return super().__new__(cls)
 
     def __init__(self, spec: DatasetSpec):
         check_params(spec.name, spec.prefix or "http", spec.params, HTTP_PARAMS)

@@ -18,6 +18,11 @@ _CONNECTORS: dict[str, tuple[str, str, str | None]] = {
     "http": ("connectors.http", "HttpFileConnector", None),
     "https": ("connectors.http", "HttpFileConnector", None),
     "postgres": ("connectors.postgres", "PostgresConnector", "postgres"),
+    "iceberg": ("connectors.iceberg", "IcebergConnector", "iceberg"),
+    "mongodb": ("connectors.mongodb", "MongoConnector", "mongodb"),
+    "elasticsearch": ("connectors.elasticsearch", "ElasticsearchConnector", "elasticsearch"),
+    "flightsql": ("connectors.flightsql", "FlightSqlConnector", "flightsql"),
+    "adbc": ("connectors.adbc", "AdbcConnector", "adbc"),
 }
 
 

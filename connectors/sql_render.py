@@ -12,8 +12,16 @@ _COMPARE = {"=": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT,
 
 
 def filter_expression(f: Filter) -> exp.Expression:
-    """One Filter as a sqlglot condition."""
+    """One Filter (composites too) as a sqlglot condition."""
+    if f.op == "and":
+        return exp.and_(*(exp.paren(filter_expression(p), copy=False) for p in f.value))
+    if f.op == "or":
+        return exp.paren(exp.or_(*(exp.paren(filter_expression(p), copy=False) for p in f.value)), copy=False)
+    if f.op == "not":
+        return exp.Not(this=exp.paren(filter_expression(f.value[0]), copy=False))
     col = exp.column(f.column, quoted=True)
+    if f.op == "match":  # only for display (EXPLAIN): no SQL engine here runs it
+        return exp.Anonymous(this="match", expressions=[col, exp.convert(f.value)])
     if f.op in _COMPARE:
         return _COMPARE[f.op](this=col, expression=exp.convert(f.value))
     if f.op in ("in", "not_in"):

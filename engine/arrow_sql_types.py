@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
+import duckdb
 import pyarrow as pa
 import pyarrow.types as t
+from sqlglot import exp
+from sqlglot.errors import ParseError
 
 
 def sql_type(typ: pa.DataType) -> str:
@@ -48,3 +53,27 @@ def sql_type(typ: pa.DataType) -> str:
     if t.is_null(typ):
         return "NULL"
     return "UNKNOWN"
+
+
+@functools.lru_cache(maxsize=256)
+def arrow_type(sql: str) -> pa.DataType:
+    """The Arrow type of a SQL type name as a pod writes it (`BIGINT`, `DECIMAL(10, 2)`,
+    `TIMESTAMPTZ`, `STRUCT(a INT, b VARCHAR)`, `INT[]`...), as DuckDB maps it (time zones: UTC).
+
+    Raises ValueError naming the type when it is not one."""
+    try:
+        parsed = exp.DataType.build(sql, dialect="duckdb") if ";" not in sql else None
+    except (ParseError, ValueError):
+        parsed = None
+    if parsed is None or parsed.this == exp.DataType.Type.USERDEFINED:
+        raise ValueError(f"'{sql}' is not a SQL type (e.g. BIGINT, DOUBLE, VARCHAR, DECIMAL(10, 2), "
+                         f"TIMESTAMP, TIMESTAMPTZ, DATE, BOOLEAN, STRUCT(a INT), INT[])")
+    con = duckdb.connect(":memory:", config={"enable_external_access": False, "autoinstall_known_extensions": False,
+                                             "autoload_known_extensions": False})
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.sql(f"SELECT CAST(NULL AS {parsed.sql('duckdb')}) AS v").to_arrow_table().schema.field(0).type
+    except duckdb.Error as e:
+        raise ValueError(f"'{sql}' is not a SQL type DuckDB knows: {str(e).splitlines()[0]}") from None
+    finally:
+        con.close()

@@ -15,6 +15,13 @@ from .yaml_positions import Path
 Finding = tuple[Path, str]
 
 
+CHANGES_SOURCES = ("postgres", "mongodb")  # connectors that read a change feed
+# connectors whose schema a pod's column types override (inferred, or read through a driver
+# that loses types: SQLite dates, Iceberg's narrow integers, Elasticsearch arrays)
+TYPED_COLUMN_SOURCES = ("http", "https", "mongodb", "elasticsearch", "iceberg", "flightsql", "adbc")
+SNAPSHOT_APPEND_SOURCES = ("iceberg",)  # append by snapshot: no time_column needed
+
+
 def _d(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
@@ -32,8 +39,21 @@ def check_pod(pod: dict, known_prefixes: Callable[[], Iterable[str]]) -> Iterato
     yield from _unique_names(pod)
     for i, ds in _items(pod.get("datasets")):
         yield from _connector(("datasets", i), ds, known_prefixes)
+        yield from _column_types(("datasets", i), ds)
         yield from _acceleration(("datasets", i), ds)
     yield from _runtime(_d(pod.get("runtime")))
+
+
+def _column_types(at: tuple, ds: dict) -> Iterator[Finding]:
+    """A column `type` overrides an inferred schema; a source with real types would ignore it."""
+    prefix = str(ds.get("from", "")).partition(":")[0]
+    if prefix in TYPED_COLUMN_SOURCES:
+        return
+    for j, col in _items(ds.get("columns")):
+        if _set(col.get("type")):
+            yield at + ("columns", j, "type"), (
+                f"{prefix} datasets take their column types from the source; `type` applies only to sources "
+                f"that take pod types ({', '.join(TYPED_COLUMN_SOURCES)})")
 
 
 def _unique_names(pod: dict) -> Iterator[Finding]:
@@ -83,14 +103,15 @@ def _acceleration(at: Path, ds: dict) -> Iterator[Finding]:
         yield at + ("refresh_cron",), "set either refresh_check_interval or refresh_cron, not both"
     if acc.get("refresh_mode") == "changes":
         prefix = str(ds.get("from", "")).partition(":")[0]
-        if prefix != "postgres":
+        if prefix not in CHANGES_SOURCES:
             yield at + ("refresh_mode",), (f"refresh_mode: changes is not supported yet for {prefix or 'this'} sources "
-                                           f"(only postgres datasets read changes); use full or append")
+                                           f"(only {' and '.join(CHANGES_SOURCES)} datasets read changes); use full or append")
         elif not _set(acc.get("primary_key")):
             yield at + ("refresh_mode",), "refresh_mode: changes needs primary_key (the rows' identity)"
         if _set(acc.get("refresh_sql")):
             yield at + ("refresh_sql",), "refresh_sql with refresh_mode: changes is not supported yet"
-    if acc.get("refresh_mode") == "append" and not has_time:
+    if acc.get("refresh_mode") == "append" and not has_time \
+            and str(ds.get("from", "")).partition(":")[0] not in SNAPSHOT_APPEND_SOURCES:
         yield at + ("refresh_mode",), "append refresh needs the dataset's time_column (the watermark column)"
     for key in ("refresh_data_window", "retention_period"):
         if _set(acc.get(key)) and not has_time:

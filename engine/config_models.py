@@ -12,6 +12,7 @@ from typing import Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from .arrow_sql_types import arrow_type
 from .config_types import (
     Columns, Duration, FrozenMap, Identifier, NonEmptyStr, ParamStr, ParamValue,
     PositiveDuration, Size, Str, frozen_map,
@@ -27,6 +28,17 @@ class _Frozen(BaseModel):
 class Column(_Frozen):
     name: NonEmptyStr
     description: Str | None = None
+    type: Str | None = None  # a SQL type; where a connector infers the schema, this wins
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                arrow_type(v)
+            except ValueError as e:
+                raise PydanticCustomError("sql_type", "{message}", {"message": str(e)}) from None
+        return v
 
 
 class Acceleration(_Frozen):
@@ -113,6 +125,11 @@ class Dataset(_Frozen):
     @property
     def column_descriptions(self) -> dict[str, str]:
         return {c.name: c.description for c in self.columns if c.description}
+
+    @property
+    def column_types(self) -> dict[str, "pa.DataType"]:
+        """The Arrow types of the columns the pod gives a `type`."""
+        return {c.name: arrow_type(c.type) for c in self.columns if c.type}
 
     @property
     def accelerated(self) -> bool:

@@ -47,6 +47,7 @@ class DatasetRuntime:
             name=config.name, path=config.connector_path, prefix=config.connector_prefix,
             params=dict(config.params), unsupported_type_action=config.unsupported_type_action,
             base_dir=base_dir, column_descriptions=config.column_descriptions, description=config.description,
+            column_types=config.column_types,
         ))
         self._schema: pa.Schema | None = None
         self._lock = threading.Lock()
@@ -58,6 +59,9 @@ class DatasetRuntime:
         self.rows_loaded = 0
         self.rows_in_flight = 0  # rows streamed so far by the running load (progress)
         self.refresh_count = 0
+        # The source version (e.g. an Iceberg snapshot + schema id) the accelerated copy holds,
+        # for sources that report one (see _refresh_by_version); None: unknown, load in full.
+        self.source_version: str | None = None
 
     @property
     def load_id(self) -> str:
@@ -121,6 +125,8 @@ class DatasetRuntime:
         self.loaded_once = True
         self.status = "ready"
         self.rows_loaded = acc.row_count(self.name)
+        if hasattr(acc, "loaded_version"):
+            self.source_version = acc.loaded_version(self.name)
         self._publish_gauges()
         log.info("dataset %s: reopened %d accelerated rows from a previous run", self.name, self.rows_loaded)
         return True
@@ -180,6 +186,8 @@ class DatasetRuntime:
         mode = acc.refresh_mode
         if mode == "changes":
             return self._refresh_changes(source_reader)
+        if hasattr(self.connector, "source_version"):
+            return self._refresh_by_version(source_reader)
         if mode == "append" and self.accelerator.has_table(self.name):
             condition = self._append_condition()
             reader = self._with_progress(source_reader(self, condition))
@@ -221,6 +229,87 @@ class DatasetRuntime:
         if acc.retention_check_enabled:
             self._apply_retention_locked()
         return self.rows_loaded, "full"
+
+    # -- version-aware refresh (sources with snapshots, e.g. Iceberg) ---------------------------
+    #
+    # A connector opts in with these methods (none of them reads data unless it says so):
+    #   source_version() -> str: the source's current version (equal versions = equal data and columns);
+    #   same_data(a, b) -> bool: versions a and b hold the same rows (they differ in columns only);
+    #   schema_changes_since(version) -> list | None: column changes since `version`, applicable in
+    #       order: ("add", column, pa.DataType), ("rename", old, new), ("drop", column); None when the
+    #       copy cannot follow them in place (e.g. a type change);
+    #   scan_changes_since(version, columns) -> (reader, new_version) | None: the rows added since
+    #       `version` (None: not only additions happened, reload in full);
+    #   pin_version(version | None): scans read `version` until unpinned (a full load then holds
+    #       exactly the version it records).
+
+    def _refresh_by_version(self, source_reader: SourceReader) -> tuple[int, str]:
+        """Nothing to do when the source version is unchanged; follow column changes and load
+        only the added rows when possible (append mode, or a columns-only change); else load
+        in full, pinned to the version recorded with it."""
+        acc, conn = self.acceleration, self.connector
+        current = conn.source_version()
+        have = self.accelerator.has_table(self.name)
+        last = self.source_version if have else None
+        windowed = bool(acc.refresh_data_window and self.config.time_column)
+        if last is not None and current == last and not windowed:
+            log.info("dataset %s: source version %s unchanged; nothing loaded", self.name, current)
+            return self._finish_refresh(), "unchanged"
+        if last is not None and not windowed and acc.refresh_sql is None \
+                and (acc.refresh_mode == "append" or conn.same_data(last, current)):
+            mode = self._load_changes(last)
+            if mode is not None:
+                return self._finish_refresh(), mode
+        if last is not None:
+            log.info("dataset %s: source version %s -> %s; full reload", self.name, last, current)
+        # the load's query binds the source's current columns, not the copy's old ones
+        base = conn.schema()
+        source_desc = {f.name: description_of(f) for f in base if description_of(f)}
+        self._schema = with_descriptions(base, {**source_desc, **self.config.column_descriptions})
+        conn.pin_version(current)
+        try:
+            reader = self._with_progress(source_reader(self, self._window_condition()))
+            self.accelerator.replace(self.name, reader, acc.primary_key or (), source=self.load_id, version=current)
+        finally:
+            conn.pin_version(None)
+        self.source_version = current
+        return self._finish_refresh(), "full"
+
+    def _load_changes(self, last: str) -> str | None:
+        """Apply column changes and added rows since `last`; the refresh mode to report, or
+        None when a full reload is needed."""
+        acc, conn = self.acceleration, self.connector
+        changes = conn.schema_changes_since(last)
+        if changes is None:
+            log.info("dataset %s: a column change cannot be applied in place; full reload", self.name)
+            return None
+        keys = set(acc.primary_key or ())
+        if changes and (not hasattr(self.accelerator, "alter_columns")
+                        or any(c[0] in ("rename", "drop") and c[1] in keys for c in changes)):
+            log.info("dataset %s: column changes touch the primary key; full reload", self.name)
+            return None
+        got = conn.scan_changes_since(last, None)
+        if got is None:
+            return None
+        reader, new_version = got
+        try:
+            if changes:
+                log.info("dataset %s: applying column changes %s", self.name,
+                         ", ".join(f"{c[0]} {c[1]}" + (f" -> {c[2]}" if c[0] == "rename" else "") for c in changes))
+                self.accelerator.alter_columns(self.name, changes)
+            self.accelerator.append(self.name, self._with_progress(reader), acc.primary_key or (),
+                                    dict(acc.on_conflict), source=self.load_id, version=new_version)
+        except Exception:
+            self.source_version = None  # the copy may hold part of the change: reload in full next time
+            raise
+        self.source_version = new_version
+        return "append" if not conn.same_data(last, new_version) else ("schema" if changes else "unchanged")
+
+    def _finish_refresh(self) -> int:
+        self.rows_loaded = self.accelerator.row_count(self.name)
+        if self.acceleration.retention_check_enabled:
+            self._apply_retention_locked()  # called under self._lock (refresh holds it)
+        return self.rows_loaded
 
     def _window_condition(self) -> str | None:
         window = self.acceleration.refresh_data_window

@@ -23,7 +23,8 @@ from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope, traverse_scope
 
-from connectors.base import Filter
+from connectors.base import FULL_TEXT_OP, Filter, SortKey
+from connectors.sql_render import filter_expression
 
 from .arrow_sql_types import sql_type
 from .errors import SqlError, UnknownDataset
@@ -50,6 +51,7 @@ class TableScan:
     columns: list[str] | None
     filters: list[Filter] = field(default_factory=list)
     limit: int | None = None
+    order: list[SortKey] = field(default_factory=list)  # the order `limit` rows must follow (top-N)
 
 
 @dataclass
@@ -60,6 +62,8 @@ class Plan:
     scans: list[TableScan] = field(default_factory=list)
     instance_id: str | None = None
     widen_decimals: list[int] = field(default_factory=list)  # output columns to widen to decimal(38, s)
+    full_text: bool = False  # a scan carries match(): it must run in that scan's source
+    count_as: str | None = None  # `SELECT count(*) AS <name> FROM t [WHERE ...]`: the source may count
 
     @property
     def served_by(self) -> str:
@@ -73,10 +77,13 @@ class Plan:
     def explain(self) -> str:
         lines = [f"route: {self.route} (served by {self.served_by})", f"sql: {self.sql}"]
         for s in self.scans:
-            pushed = " AND ".join(f"{f.column} {f.op} {f.value!r}" for f in s.filters) or "-"
+            pushed = " AND ".join(filter_expression(f).sql(PUBLIC_DIALECT) for f in s.filters) or "-"
+            order = ", ".join(f"{k.column} {'DESC' if k.descending else 'ASC'} NULLS {'FIRST' if k.nulls_first else 'LAST'}"
+                              for k in s.order)
             lines.append(
                 f"scan {s.binding.name} [{s.binding.kind}] as {s.register_as}: "
                 f"columns={s.columns if s.columns is not None else '*'} filters={pushed} limit={s.limit}"
+                + (f" order={order}" if order else "")
             )
         return "\n".join(lines)
 
@@ -203,6 +210,7 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     used = list(bindings.values())
     instances = {b.instance_id for b in used}
     if used and all(b.kind == "duckdb" for b in used) and len(instances) == 1:
+        _refuse_full_text(tree)
         return Plan("accelerator", _for_duckdb(tree).sql("duckdb"), used, instance_id=used[0].instance_id)
     widen = _decimal_sums(tree)
     if uses_views and _only_derived_tables(tree):
@@ -210,8 +218,41 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
         # Not with subquery expressions: sqlglot's rule mis-scopes correlated predicates there.
         tree = pushdown_predicates(tree, dialect=PUBLIC_DIALECT)
     tree = _for_datafusion(tree)
+    count_as = _count_only(tree)
     scans = _federated_scans(tree, bindings)
-    return Plan("federated", tree.sql(PUBLIC_DIALECT), used, scans=scans, widen_decimals=widen)
+    full_text = any(f.op == FULL_TEXT_OP for s in scans for f in s.filters)
+    _refuse_full_text(tree)
+    return Plan("federated", tree.sql(PUBLIC_DIALECT), used, scans=scans, widen_decimals=widen,
+                full_text=full_text, count_as=count_as if len(scans) == 1 else None)
+
+
+def _is_match(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Anonymous) and str(node.this).lower() == FULL_TEXT_OP
+
+
+def _refuse_full_text(tree: exp.Expression) -> None:
+    """match() left in the query after planning is one no source scan can take."""
+    node = next((n for n in tree.walk() if _is_match(n)), None)
+    if node is not None:
+        raise SqlError(
+            f"{node.sql(PUBLIC_DIALECT)}: full-text match(column, 'words') runs in the source, so it must be a "
+            f"condition of a WHERE clause (ANDed with any others) on a column of a live (not accelerated) dataset "
+            f"of a search source such as elasticsearch")
+
+
+def _count_only(tree: exp.Expression) -> str | None:
+    """The output name of `SELECT count(*) FROM one_table [WHERE ...]`, else None."""
+    if not isinstance(tree, exp.Select) or len(tree.expressions) != 1:
+        return None
+    if any(tree.args.get(k) for k in ("joins", "group", "having", "limit", "offset", "distinct", "with", "qualify")):
+        return None
+    proj = tree.expressions[0]
+    inner = proj.this if isinstance(proj, exp.Alias) else proj
+    if not (isinstance(inner, exp.Count) and isinstance(inner.this, exp.Star)):
+        return None
+    if any(isinstance(n, (exp.Subquery, exp.Window)) for n in tree.walk()) or not isinstance(getattr(tree.args.get("from_"), "this", None), exp.Table):
+        return None
+    return proj.alias_or_name
 
 
 def _only_derived_tables(tree: exp.Expression) -> bool:
@@ -388,29 +429,61 @@ def _federated_scans(tree: exp.Expression, bindings: dict[str, Binding]) -> list
             binding = bindings[src.name]
             register_as = f"__scan_{len(scans)}"
             columns = _columns_of(tree, alias, binding)
-            filters = _pushable_filters(scope, alias, src) if binding.kind != "arrow" else []
-            limit = _pushable_limit(scope, filters)
-            scans.append(TableScan(register_as, binding, columns, filters, limit))
+            filters, complete = _pushable_filters(scope, alias, src, binding.kind) if binding.kind != "arrow" else ([], False)
+            limit, order = _pushable_limit(scope, alias, complete)
+            scans.append(TableScan(register_as, binding, columns, filters, limit, order))
             src.set("this", exp.to_identifier(register_as, quoted=True))
     return scans
 
 
 def _columns_of(tree: exp.Expression, alias: str, binding: Binding) -> list[str]:
-    wanted = {c.name for c in tree.find_all(exp.Column) if c.table == alias}
+    wanted = {c.name for c in tree.find_all(exp.Column) if c.table == alias and not _in_match(c)}
     cols = [n for n in binding.schema.names if n in wanted]
     return cols or binding.schema.names[:1]  # count(*) still needs rows: read the first column
 
 
-def _pushable_filters(scope: Scope, alias: str, table: exp.Table) -> list[Filter]:
+def _in_match(node: exp.Expression) -> bool:
+    parent = node.parent
+    return parent is not None and _is_match(parent)
+
+
+def _pushable_filters(scope: Scope, alias: str, table: exp.Table, kind: str) -> tuple[list[Filter], bool]:
+    """The WHERE conjuncts of `scope` that are filters on `alias`, and whether that is all of them.
+
+    A match() conjunct becomes a filter only on a live source, and leaves the WHERE clause
+    (TRUE in its place): the engines cannot evaluate it, the source runs it."""
     select = scope.expression
     if not isinstance(select, exp.Select) or not select.args.get("where"):
-        return []
+        return [], True
     if not _preserved_side(select, table):
-        return []
+        return [], False
     out: list[Filter] = []
+    complete = True
     for cond in _conjuncts(select.args["where"].this):
-        out.extend(_as_filters(cond, alias))
-    return out
+        if _is_match(cond):
+            found = _match_filter(cond, alias) if kind == "source" else None
+            if found is not None:
+                out.append(found)
+                cond.replace(exp.true())
+            elif _match_column_table(cond) == alias:
+                complete = False
+            continue
+        filters = _as_filters(cond, alias)
+        complete = complete and bool(filters)
+        out.extend(filters)
+    return out, complete
+
+
+def _match_column_table(cond: exp.Expression) -> str | None:
+    args = cond.expressions
+    return args[0].table if args and isinstance(args[0], exp.Column) else None
+
+
+def _match_filter(cond: exp.Expression, alias: str) -> Filter | None:
+    args = cond.expressions
+    if len(args) == 2 and isinstance(args[0], exp.Column) and args[0].table == alias and _is_string(args[1]):
+        return Filter(args[0].name, FULL_TEXT_OP, args[1].name)
+    return None
 
 
 def _preserved_side(select: exp.Select, table: exp.Table) -> bool:
@@ -470,6 +543,8 @@ def _as_filters(cond: exp.Expression, alias: str) -> list[Filter]:
         return [Filter(col(cond.this), "is_null")]
     if isinstance(cond, exp.Not):
         inner = cond.this
+        while isinstance(inner, exp.Paren):
+            inner = inner.this
         if isinstance(inner, exp.Is) and col(inner.this) and isinstance(inner.expression, exp.Null):
             return [Filter(col(inner.this), "is_not_null")]
         if isinstance(inner, exp.In) and col(inner.this) and inner.expressions and all(_is_literal(e) for e in inner.expressions):
@@ -477,10 +552,34 @@ def _as_filters(cond: exp.Expression, alias: str) -> list[Filter]:
             return [] if any(v is None for v in values) else [Filter(col(inner.this), "not_in", values)]
         if isinstance(inner, exp.Like) and col(inner.this) and _plain_pattern(inner.expression):
             return [Filter(col(inner.this), "not_like", inner.expression.name)]
-        return []
+        negated = _as_filter_tree(inner, alias)
+        return [Filter("", "not", (negated,))] if negated is not None else []
+    if isinstance(cond, exp.Or):
+        either = _as_filter_tree(cond, alias)
+        return [either] if either is not None else []
     if isinstance(cond, exp.Like) and col(cond.this) and _plain_pattern(cond.expression):
         return [Filter(col(cond.this), "like", cond.expression.name)]
     return []
+
+
+def _as_filter_tree(cond: exp.Expression, alias: str) -> Filter | None:
+    """`cond` (AND/OR/NOT over single-column predicates of `alias`) as one Filter, or None
+    when any part of it is not one (a part left out would change an OR's or NOT's meaning)."""
+    while isinstance(cond, exp.Paren):
+        cond = cond.this
+    if isinstance(cond, (exp.And, exp.Or)):
+        op = "and" if isinstance(cond, exp.And) else "or"
+        parts: list[Filter] = []
+        for side in (cond.left, cond.right):
+            sub = _as_filter_tree(side, alias)
+            if sub is None:
+                return None
+            parts.extend(sub.value if sub.op == op else (sub,))  # flatten a AND (b AND c)
+        return Filter("", op, tuple(parts))
+    found = _as_filters(cond, alias) if not _is_match(cond) else []
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else Filter("", "and", tuple(found))
 
 
 def _plain_pattern(node: exp.Expression) -> bool:
@@ -489,21 +588,29 @@ def _plain_pattern(node: exp.Expression) -> bool:
     return _is_string(node) and "\\" not in node.name
 
 
-def _pushable_limit(scope: Scope, filters: list[Filter]) -> int | None:
-    """A LIMIT goes into the scan only for `SELECT cols FROM t [WHERE fully pushed] LIMIT n`."""
+def _pushable_limit(scope: Scope, alias: str, complete: bool) -> tuple[int | None, list[SortKey]]:
+    """A LIMIT goes into the scan only for `SELECT cols FROM t [WHERE fully pushed]
+    [ORDER BY columns of t] LIMIT n`; with ORDER BY, the scan must return the top n (the
+    runtime passes the limit only to a source that says it can order)."""
     select = scope.expression
-    if not isinstance(select, exp.Select) or not select.args.get("limit"):
-        return None
+    if not isinstance(select, exp.Select) or not select.args.get("limit") or not complete:
+        return None, []
     if scope.is_subquery or scope.is_cte or select.args.get("joins") or select.args.get("group") \
-            or select.args.get("order") or select.args.get("distinct") or select.args.get("having") \
+            or select.args.get("distinct") or select.args.get("having") \
             or select.find(exp.AggFunc) or select.find(exp.Window) or len(scope.selected_sources) != 1:
-        return None
-    where = select.args.get("where")
-    if where is not None and len(_conjuncts(where.this)) != len(filters):
-        return None
+        return None, []
+    outputs = {p.alias: p.this for p in select.expressions if isinstance(p, exp.Alias)}
+    order: list[SortKey] = []
+    for key in (select.args["order"].expressions if select.args.get("order") else []):
+        column = key.this if isinstance(key, exp.Ordered) else None
+        if isinstance(column, exp.Column) and not column.table:
+            column = outputs.get(column.name)  # ORDER BY an output name
+        if not (isinstance(column, exp.Column) and column.table == alias):
+            return None, []
+        order.append(SortKey(column.name, bool(key.args.get("desc")), bool(key.args.get("nulls_first"))))
     limit = _int_literal(select.args["limit"].expression)
     offset = _int_literal(select.args["offset"].expression) if select.args.get("offset") else 0
-    return None if limit is None or offset is None else limit + offset
+    return (None, []) if limit is None or offset is None else (limit + offset, order)
 
 
 def _int_literal(node: exp.Expression | None) -> int | None:
@@ -562,6 +669,9 @@ def literal_value(node: exp.Expression) -> Any:
                 value = dt.datetime.fromisoformat(text)
                 if value.tzinfo is None:
                     return value
+            if target == exp.DataType.Type.TIMESTAMPTZ:
+                value = dt.datetime.fromisoformat(text)  # without an offset: the session's zone, UTC
+                return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
         except ValueError:
             raise _NotLiteral() from None
     raise _NotLiteral()

@@ -21,7 +21,7 @@ from sqlglot import exp
 from accel.arrow import ArrowAccelerator
 from accel.duckdb import DuckDBAccelerator
 from accel.refresh import RefreshScheduler, Schedule
-from connectors.base import FilterSupport
+from connectors.base import FULL_TEXT_OP, Filter, FilterSupport
 
 from .config import Pod
 from .datasets import DatasetRuntime
@@ -272,7 +272,9 @@ class Runtime:
             timeout = self.query_timeout.total_seconds() if self.query_timeout else None
             reader = self.duckdb_instances[plan.instance_id.split(":", 1)[1]].query(plan.sql, timeout=timeout)
         else:
-            reader = source_pushdown.run(plan, self.datasets)  # whole query in one SQL source
+            reader = self._counted(plan)
+            if reader is None and not plan.full_text:
+                reader = source_pushdown.run(plan, self.datasets)  # whole query in one SQL source
             if reader is None:
                 reader = run_federated(plan, self._open_scan)
         reader = _public_types(reader)
@@ -317,18 +319,51 @@ class Runtime:
         if b.kind == "arrow":
             return self.arrow.table(ds.name)
         if b.kind == "duckdb":
-            return ds.accelerator.scan(ds.name, scan.columns, scan.filters, scan.limit)
-        support = ds.connector.classify_filters(scan.filters)
-        pushed = [f for f, s in zip(scan.filters, support) if s is not FilterSupport.UNSUPPORTED]
-        exact = all(s is FilterSupport.EXACT for s in support)
-        return ds.connector.scan(scan.columns, pushed, scan.limit if exact else None)
+            return ds.accelerator.scan(ds.name, scan.columns, scan.filters, None if scan.order else scan.limit)
+        pushed, exact = self._pushed_filters(ds, scan.filters)
+        if not exact or scan.limit is None:
+            return ds.connector.scan(scan.columns, pushed, None)
+        if not scan.order:
+            return ds.connector.scan(scan.columns, pushed, scan.limit)
+        classify_order = getattr(ds.connector, "classify_order", None)
+        if classify_order is not None and classify_order(scan.order):
+            return ds.connector.scan(scan.columns, pushed, scan.limit, order_by=scan.order)
+        return ds.connector.scan(scan.columns, pushed, None)
+
+    @staticmethod
+    def _pushed_filters(ds: DatasetRuntime, filters: Sequence[Filter]) -> tuple[list[Filter], bool]:
+        """The filters the source takes, and whether it takes them all exactly; a full-text
+        match() the source cannot run exactly is an error (nothing else can run it)."""
+        support = ds.connector.classify_filters(filters)
+        for f, s in zip(filters, support):
+            if f.op == FULL_TEXT_OP and s is not FilterSupport.EXACT:
+                raise SqlError(f"dataset '{ds.name}' ({ds.config.connector_prefix}) cannot run full-text "
+                               f"match({f.column}, ...): use it on a search source (elasticsearch)")
+        pushed = [f for f, s in zip(filters, support) if s is not FilterSupport.UNSUPPORTED]
+        return pushed, all(s is FilterSupport.EXACT for s in support)
+
+    def _counted(self, plan: Plan) -> pa.RecordBatchReader | None:
+        """`SELECT count(*) FROM t [WHERE ...]` answered by a live source's own count."""
+        if plan.count_as is None or plan.scans[0].binding.kind != "source":
+            return None
+        scan = plan.scans[0]
+        ds = self.datasets[scan.binding.dataset.lower()]
+        count = getattr(ds.connector, "count", None)
+        if count is None:
+            return None
+        pushed, exact = self._pushed_filters(ds, scan.filters)
+        if not exact:
+            return None
+        table = pa.table({plan.count_as: pa.array([int(count(pushed))], pa.int64())})
+        return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
 
     def _source_reader(self, ds: DatasetRuntime, condition: str | None) -> pa.RecordBatchReader:
         """The rows a refresh loads: `refresh_sql` (or all rows), narrowed by `condition`."""
         base = ds.acceleration.refresh_sql or f'SELECT * FROM "{ds.name}"'
         tree, _ = parse_query(base)
-        if condition:
+        if condition and ds.acceleration.refresh_sql:
             tree = exp.select("*").from_(exp.Subquery(this=tree, alias=exp.TableAlias(this=exp.to_identifier("r"))))
+        if condition:  # on the table itself when it can be, so the condition reaches the source's scan
             tree = tree.where(condition, dialect=PUBLIC_DIALECT)
         plan = self.plan(tree, force_source=frozenset(self.datasets_names()))
         pushed = source_pushdown.run(plan, self.datasets)  # refresh_sql runs in the source when it can

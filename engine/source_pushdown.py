@@ -1,13 +1,24 @@
-"""Whole-query push-down to one SQL source (PostgreSQL today).
+"""Whole-query push-down to one SQL source: PostgreSQL, another Satchel, a DataFusion server.
 
 When every table of a federated plan is a live (not accelerated) dataset of one SQL source --
 connectors with a `query(sql)` method and the same `source_id` (connection identity without
-the password) -- the whole query (joins, aggregates, windows, ORDER BY/LIMIT, subqueries) runs
+secrets) -- the whole query (joins, aggregates, windows, ORDER BY/LIMIT, subqueries) runs
 in the source, in its dialect, instead of in DataFusion over pushed-down scans.
+
+A connector states (all read with getattr; PostgresConnector predates the first two):
+- `sql_dialect`: "postgres" (default), "satchel" (another Satchel: our public dialect with the
+  same semantics: everything goes down) or "datafusion" (roapi and other DataFusion servers:
+  the planner's DataFusion-ready SQL, only when every node is in a conservative set whose
+  meaning DataFusion shares, and no float column is used, see `_DATAFUSION_NODES`); other
+  dialects never get whole queries;
+- `relation_sql`: the FROM item replacing the table (a quoted name or `(query) AS q`);
+  PostgreSQL connectors give `schema_name` / `table_name` instead;
+- `source_id` and `pushdown_safe(columns)`.
 
 The meaning must stay the one the other routes give, so the query is the planner's typed,
 DataFusion-ready tree (AVG and division of decimals already in DOUBLE, EXTRACT as BIGINT, ...),
-rendered as PostgreSQL, and only sent when nothing in it can mean something else there:
+rendered in the source's dialect, and only sent when nothing in it can mean something else
+there. For PostgreSQL:
 
 - every table is on one server, whose connector says `pushdown_safe()` for the columns used
   (code point string order: database collation C / C.UTF-8 / POSIX and no column collation;
@@ -18,7 +29,7 @@ rendered as PostgreSQL, and only sent when nothing in it can mean something else
 - the result is cast to the exact schema DataFusion would return for the same plan (found by
   planning it over empty tables), so the answer has the same types on every route.
 
-If PostgreSQL rejects the statement, the plan runs federated as before.
+If the source rejects the statement, the plan runs federated as before.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ log = logging.getLogger("satchel.pushdown")
 
 def _connectors(plan: Plan, datasets: Mapping[str, object]) -> list | None:
     """The connectors of a plan that may go down whole, or None."""
-    if plan.route != "federated" or not plan.scans:
+    if plan.route != "federated" or not plan.scans or plan.full_text:  # match() is in the scans, not plan.sql
         return None
     if any(s.binding.kind != "source" or not s.binding.dataset for s in plan.scans):
         return None
@@ -50,6 +61,8 @@ def _connectors(plan: Plan, datasets: Mapping[str, object]) -> list | None:
         ds = datasets.get(s.binding.dataset.lower())
         conn = getattr(ds, "connector", None)
         if conn is None or not callable(getattr(conn, "query", None)) or not getattr(conn, "source_id", None):
+            return None
+        if dialect_of(conn) not in _WHOLE_QUERY_DIALECTS:
             return None
         safe = getattr(conn, "pushdown_safe", None)
         if safe is None or not safe(s.columns):
@@ -60,9 +73,24 @@ def _connectors(plan: Plan, datasets: Mapping[str, object]) -> list | None:
     return conns
 
 
+_WHOLE_QUERY_DIALECTS = ("postgres", "satchel", "datafusion")
+
+
+def dialect_of(conn: object) -> str:
+    """The connector's SQL dialect; connectors that do not say are PostgreSQL."""
+    try:
+        return getattr(conn, "sql_dialect", "postgres") or "postgres"
+    except Exception:  # noqa: BLE001 - a dialect that cannot be found out (unreachable server)
+        return "unknown"
+
+
 def source_sql(plan: Plan, datasets: Mapping[str, object]) -> str | None:
     """The statement the whole plan would run in its source, or None when it may not go down."""
-    conns = _connectors(plan, datasets)
+    try:
+        conns = _connectors(plan, datasets)
+    except Exception as e:  # noqa: BLE001 - a source that cannot say (unreachable): scans decide
+        log.info("whole-query push-down not possible: %s", e)
+        return None
     if conns is None:
         return None
     relations = {s.register_as: c for s, c in zip(plan.scans, conns)}
@@ -70,15 +98,60 @@ def source_sql(plan: Plan, datasets: Mapping[str, object]) -> str | None:
         tree = sqlglot.parse_one(plan.sql, read=PUBLIC_DIALECT)
     except sqlglot.errors.ParseError:
         return None
-    if _different_meaning(tree, plan):
+    dialect = dialect_of(conns[0])
+    if dialect == "postgres" and _different_meaning(tree, plan):
         return None
-    for table in tree.find_all(exp.Table):
+    if dialect == "datafusion" and not _datafusion_same_meaning(tree):
+        return None
+    placeholders: dict[str, str] = {}
+    for table in list(tree.find_all(exp.Table)):
         conn = relations.get(table.name)
         if conn is None:
             continue
-        table.set("this", exp.to_identifier(conn.table_name, quoted=True))
-        table.set("db", exp.to_identifier(conn.schema_name, quoted=True))
-    return "/* satchel */ " + tree.sql("postgres")
+        relation = getattr(conn, "relation_sql", None)
+        if relation is None:  # PostgreSQL: a schema-qualified table
+            table.set("this", exp.to_identifier(conn.table_name, quoted=True))
+            table.set("db", exp.to_identifier(conn.schema_name, quoted=True))
+            continue
+        # The relation (a table or a parenthesised query) is the source's own text: put in
+        # after rendering, in place of a unique name, so sqlglot never rewrites it.
+        mark = f"__satchel_relation_{len(placeholders)}__"
+        placeholders[mark] = relation
+        if not table.alias:
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(table.name, quoted=True)))
+        table.set("this", exp.to_identifier(mark, quoted=True))
+        table.set("db", None)
+        table.set("catalog", None)
+    text = tree.sql("postgres" if dialect == "postgres" else PUBLIC_DIALECT)
+    for mark, relation in placeholders.items():
+        if relation.startswith("(") and relation.endswith(") AS \"q\""):
+            relation = relation[: -len(' AS "q"')]
+        text = text.replace(f'"{mark}"', relation)
+    return "/* satchel */ " + text
+
+
+# What a DataFusion server evaluates as the engine's own DataFusion does, whatever its version:
+# plain relational shapes, comparisons, integer/decimal arithmetic (integer division truncates
+# there too), CASE, NULL tests and the standard aggregates. Anything else (functions whose
+# names or semantics drift between versions, LIKE, casts to text, windows) stays local.
+_DATAFUSION_NODES = (
+    exp.Select, exp.From, exp.Join, exp.Where, exp.Group, exp.Having, exp.Order, exp.Ordered, exp.Limit,
+    exp.Offset, exp.Column, exp.Identifier, exp.Table, exp.TableAlias, exp.Alias, exp.Literal, exp.Boolean,
+    exp.Null, exp.Paren, exp.And, exp.Or, exp.Not, exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE, exp.Is,
+    exp.In, exp.Between, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Neg, exp.Count, exp.Sum, exp.Min, exp.Max,
+    exp.Avg, exp.Star, exp.Distinct, exp.Subquery, exp.With, exp.CTE, exp.Case, exp.If, exp.Cast,
+    exp.DataType, exp.DataTypeParam, exp.Var,
+)
+
+
+def _datafusion_same_meaning(tree: exp.Expression) -> bool:
+    for node in tree.walk():
+        if not isinstance(node, _DATAFUSION_NODES):
+            return False
+        if isinstance(node, exp.Cast) and not (node.to.is_type(*exp.DataType.NUMERIC_TYPES)
+                                               or node.to.is_type(*exp.DataType.TEMPORAL_TYPES)):
+            return False
+    return True
 
 
 _FLOATS = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
@@ -113,7 +186,11 @@ def _different_meaning(tree: exp.Expression, plan: Plan) -> bool:
 
 def run(plan: Plan, datasets: Mapping[str, object]) -> pa.RecordBatchReader | None:
     """Run the whole plan in its source; None when it may not (or the source refuses it)."""
-    sql = source_sql(plan, datasets)
+    try:
+        sql = source_sql(plan, datasets)
+    except Exception as e:  # noqa: BLE001 - cannot inspect the source (e.g. unreachable): federate
+        log.info("whole-query push-down not possible, running federated: %s", e)
+        return None
     if sql is None:
         return None
     target = _expected_schema(plan)

@@ -8,11 +8,22 @@ from typing import Any, Sequence
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError
 
 from .errors import ReadOnlyViolation, SqlError
 
-PUBLIC_DIALECT = "postgres"
+
+class Satchel(Postgres):
+    """The public dialect: PostgreSQL as clients write it, where `match(column, 'words')` (the
+    full-text predicate pushed to search sources) is a plain function call, not MySQL's
+    MATCH ... AGAINST as sqlglot reads MATCH otherwise. Registered with sqlglot as "satchel"."""
+
+    class Parser(Postgres.Parser):
+        FUNCTION_PARSERS = {k: v for k, v in Postgres.Parser.FUNCTION_PARSERS.items() if k != "MATCH"}
+
+
+PUBLIC_DIALECT = "satchel"
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 

@@ -28,7 +28,11 @@ Adding a connector (postgres, mongodb, elasticsearch, iceberg, ...)
    in a uniquely named module (tests/connectors/test_postgres_conformance.py). The suite's
    `pytest_generate_tests` expands every test over the cases and the scenarios that apply to
    their columns.
-3. A gap is declared, never skipped: `gaps={"test_filters:s-like-*": "reason"}` (fnmatch over
+3. Optional capabilities add their suites as mixins: `TopNSuite` (the connector implements
+   `classify_order` and `scan(..., order_by=...)`: top-N rows checked against DuckDB's
+   ORDER BY ... LIMIT) and `CountSuite` (`count(filters)` checked), e.g.
+   `class TestMongoConformance(ConformanceSuite, TopNSuite, CountSuite)`.
+4. A gap is declared, never skipped: `gaps={"test_filters:s-like-*": "reason"}` (fnmatch over
    `<test name>:<param id>`) marks those tests `xfail(strict=True)`; a tuple
    `(reason, ExceptionType)` adds `raises=`.
 """
@@ -51,7 +55,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from connectors.base import Connector, Filter, FilterSupport, description_of
+from connectors.base import Connector, Filter, FilterSupport, SortKey, description_of, filter_columns
 from engine.errors import ConnectorError, SatchelError
 
 # -- the reference data --------------------------------------------------------------------
@@ -199,7 +203,7 @@ class Scenario:
 
     @property
     def columns(self) -> set[str]:
-        return {f.column for f in self.filters}
+        return set().union(*(filter_columns(f) for f in self.filters))
 
 
 def _f(column: str, op: str, value: Any = None) -> Filter:
@@ -283,8 +287,36 @@ def _scenarios() -> list[Scenario]:
         Scenario("and-mixed-2", (_f("d", ">=", "2000-02-29"), _f("b", "=", 1), _f("ts", "is_not_null"))),
         Scenario("and-empty", (_f("id", "<", 10), _f("id", ">", 20))),
         Scenario("id-range", (_f("id", ">=", 5), _f("id", "<", 15))),
+        # composites: OR / NOT / nested AND under SQL's three-valued logic (NULL -> dropped)
+        Scenario("or-2", (_or(_f("i64", "=", 1), _f("s", "=", "a")),)),
+        Scenario("or-same-column", (_or(_f("i64", "<", 0), _f("i64", ">", 5)),)),
+        Scenario("or-nulls", (_or(_f("s", "=", "a"), _f("f64", ">", 1.5)),)),
+        Scenario("or-is_null", (_or(_f("s", "is_null"), _f("i64", "=", 1)),)),
+        Scenario("or-and", (_or(_and(_f("i64", ">=", 0), _f("b", "=", True)), _f("s", "is_null")),)),
+        Scenario("not-eq", (_not(_f("i64", "=", 1)),)),
+        Scenario("not-lt", (_not(_f("f64", "<", 1.5)),)),
+        Scenario("not-in", (_not(_f("i64", "in", (1, 99))),)),
+        Scenario("not-like", (_not(_f("s", "like", "a%")),)),
+        Scenario("not-is_null", (_not(_f("s", "is_null")),)),
+        Scenario("not-or", (_not(_or(_f("i64", "<", 0), _f("s", "like", "a%"))),)),
+        Scenario("not-and", (_not(_and(_f("d", ">=", dt.date(2000, 2, 29)), _f("d", "<", dt.date(2024, 1, 15)))),)),
+        Scenario("not-not", (_not(_not(_f("f64", ">", 0.0))),)),
+        Scenario("or-nan", (_or(_f("f64", "=", math.nan), _f("i32", "=", 1)),)),
+        Scenario("or-with-and-conjunct", (_or(_f("ts", ">=", _TS), _f("b", "=", False)), _f("id", "<", 40))),
     ]
     return out
+
+
+def _or(*parts: Filter) -> Filter:
+    return Filter("", "or", parts)
+
+
+def _and(*parts: Filter) -> Filter:
+    return Filter("", "and", parts)
+
+
+def _not(part: Filter) -> Filter:
+    return Filter("", "not", (part,))
 
 
 SCENARIOS = _scenarios()
@@ -293,6 +325,20 @@ assert len(_SCENARIO_INDEX) == len(SCENARIOS), "scenario ids must be unique"
 PROJECTIONS = ("all", "subset", "reordered")
 LIMIT_SCENARIOS = ("none", "id-range", "s-like-0", "and-exact", "f64>0", "and-empty")
 LIMITS = (0, 1, 7, 1000)
+# Top-N orderings: (id, sort keys, filters scenario or None)
+ORDERINGS: tuple[tuple[str, tuple[SortKey, ...], str | None], ...] = (
+    ("id-asc", (SortKey("id"),), None),
+    ("id-desc", (SortKey("id", True, True),), None),
+    ("i64-asc-nulls-last", (SortKey("i64"), SortKey("id")), None),
+    ("i64-asc-nulls-first", (SortKey("i64", False, True), SortKey("id")), None),
+    ("i64-desc-nulls-first", (SortKey("i64", True, True), SortKey("id")), None),
+    ("i64-desc-nulls-last", (SortKey("i64", True, False), SortKey("id")), None),
+    ("s-asc", (SortKey("s"), SortKey("id")), None),
+    ("f64-desc", (SortKey("f64", True, True), SortKey("id")), None),
+    ("ts-asc-filtered", (SortKey("ts"), SortKey("id")), "id-range"),
+    ("d-desc-filtered", (SortKey("d", True, True), SortKey("id")), "and-exact"),
+)
+ORDER_LIMITS = (1, 5, 1000)
 
 
 def applicable(case: ConformanceCase) -> list[Scenario]:
@@ -330,7 +376,12 @@ def where_sql(filters: Iterable[Filter]) -> tuple[str, list[Any]]:
     params: list[Any] = []
     for f in filters:
         col = _ident(f.column)
-        if f.op in _SQL_OPS:
+        if f.op in ("and", "or", "not"):
+            inner = [where_sql([p]) for p in f.value]
+            joined = f" {f.op.upper()} ".join(f"({sql})" for sql, _ in inner)
+            parts.append(f"(NOT ({joined}))" if f.op == "not" else f"({joined})")
+            params += [v for _, values in inner for v in values]
+        elif f.op in _SQL_OPS:
             mark, value = _param(f.value)
             parts.append(f"{col} {_SQL_OPS[f.op]} {mark}")
             params.append(value)
@@ -366,16 +417,7 @@ def duckdb_queries(table: pa.Table, queries: Sequence[tuple[Sequence[str], Itera
     The rows are copied into a DuckDB table first: DuckDB pushes filters on a registered Arrow
     table down into pyarrow, which would bring pyarrow's NaN semantics into the oracle.
     """
-    global _oracle
-    if _oracle is None:
-        _oracle = duckdb.connect()
-        _oracle.execute("SET TimeZone = 'UTC'")
-    con = _oracle
-    con.register("arrow_input", table)
-    try:
-        con.execute("CREATE OR REPLACE TEMP TABLE t AS SELECT * FROM arrow_input")
-    finally:
-        con.unregister("arrow_input")
+    con = _oracle_with(table)
     results = []
     for columns, filters in queries:
         where, params = where_sql(filters)
@@ -383,6 +425,20 @@ def duckdb_queries(table: pa.Table, queries: Sequence[tuple[Sequence[str], Itera
         result = con.execute(f"SELECT {select} FROM t WHERE {where}", params).to_arrow_table()
         results.append(Counter(tuple(_normalize(v) for v in row.values()) for row in result.to_pylist()))
     return results
+
+
+def _oracle_with(table: pa.Table) -> duckdb.DuckDBPyConnection:
+    """The oracle connection with `table` copied into its table `t`."""
+    global _oracle
+    if _oracle is None:
+        _oracle = duckdb.connect()
+        _oracle.execute("SET TimeZone = 'UTC'")
+    _oracle.register("arrow_input", table)
+    try:
+        _oracle.execute("CREATE OR REPLACE TEMP TABLE t AS SELECT * FROM arrow_input")
+    finally:
+        _oracle.unregister("arrow_input")
+    return _oracle
 
 
 _reference_cache: dict[tuple, Counter] = {}
@@ -428,6 +484,10 @@ class ConformanceSuite:
             "projection": lambda c: [(p, p) for p in PROJECTIONS],
             "limited": lambda c: [(f"{sid}-limit{n}", (sid, n)) for sid in LIMIT_SCENARIOS for n in LIMITS
                                   if sid == "none" or any(s.id == sid for s in applicable(c))],
+            "ordered": lambda c: [(f"{oid}-limit{n}", (keys, sid, n)) for oid, keys, sid in ORDERINGS for n in ORDER_LIMITS
+                                  if {k.column for k in keys} <= set(c.columns)
+                                  and (sid is None or any(s.id == sid for s in applicable(c)))],
+            "counted": lambda c: [(s.id, s) for s in applicable(c)][::3],
         }
         axis = next((a for a in axes if a in metafunc.fixturenames), None)
         params = []
@@ -578,6 +638,41 @@ class ConformanceSuite:
         logged = caplog.text
         failures += [f"a secret appears in the logs: {s[:3]}..." for s in source.secrets if s in logged]
         assert not failures, "\n".join(failures)
+
+
+class TopNSuite:
+    """Mixin for connectors that return ordered top-N rows (classify_order + scan(order_by=))."""
+
+    def test_ordered_limit(self, case: ConformanceCase, connector: Connector, ordered) -> None:
+        """Sources that say they order (classify_order) return exactly the top n rows."""
+        keys, scenario_id, limit = ordered
+        filters = [] if scenario_id is None else list(next(s for s in SCENARIOS if s.id == scenario_id).filters)
+        support = connector.classify_filters(filters)
+        if not connector.classify_order(list(keys)):
+            pytest.skip("the source does not order by these keys: the engine sorts, no limit is pushed")
+        if any(s is not FilterSupport.EXACT for s in support):
+            pytest.skip("the filters are not all exact: the engine pushes no limit")
+        columns = list(case.columns)
+        output = read(connector.scan(columns, filters, limit, order_by=list(keys)))
+        where, params = where_sql(filters)
+        order = ", ".join(f"{_ident(k.column)} {'DESC' if k.descending else 'ASC'} NULLS {'FIRST' if k.nulls_first else 'LAST'}"
+                          for k in keys)
+        con = _oracle_with(case.reference)
+        want = con.execute(f"SELECT id FROM t WHERE {where} ORDER BY {order} LIMIT {limit}", params).to_arrow_table()
+        got_ids = output.column("id").to_pylist()
+        assert got_ids == want.column("id").to_pylist(), f"top-{limit} by {order}: got ids {got_ids[:10]}..."
+
+
+class CountSuite:
+    """Mixin for connectors that count at the source (count(filters))."""
+
+    def test_count(self, case: ConformanceCase, connector: Connector, counted: Scenario) -> None:
+        """Sources that count (count(filters)) count exactly what the filters select."""
+        filters = list(counted.filters)
+        support = connector.classify_filters(filters)
+        if any(s is not FilterSupport.EXACT for s in support):
+            pytest.skip("the filters are not all exact: the engine counts scanned rows itself")
+        assert connector.count(filters) == sum(reference_rows(case, ["id"], filters).values())
 
 
 def _gap_marks(case: ConformanceCase, key: str) -> list[pytest.MarkDecorator]:

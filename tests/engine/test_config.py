@@ -301,7 +301,7 @@ BAD_PODS: list[tuple[str, str, str, list[str]]] = [
     ("from-without-prefix", "datasets:\n  - from: orders  # <-\n    name: x\n", "datasets[0].from",
      ["expected <connector>:<path>"]),
     ("from-unknown-connector", "datasets:\n  - from: nosuchdb:public.orders  # <-\n    name: x\n", "datasets[0].from",
-     ["unknown connector 'nosuchdb'", "known: file, http, https"]),
+     ["unknown connector 'nosuchdb'", "known: adbc, elasticsearch, file, flightsql, http, https, iceberg, mongodb, postgres"]),
     ("dataset-bad-name", "datasets:\n  - from: file:x.csv\n    name: my-table  # <-\n", "datasets[0].name",
      ["'my-table' is not a valid table name", "letters, digits and underscores"]),
     ("dataset-name-number-start", "datasets:\n  - from: file:x.csv\n    name: 1x  # <-\n", "datasets[0].name",
@@ -320,8 +320,12 @@ BAD_PODS: list[tuple[str, str, str, list[str]]] = [
      "datasets[0].unsupported_type_action", ["allowed: error, warn, ignore, string"]),
     ("bad-access", "datasets:\n  - from: file:x.csv\n    name: x\n    access: write  # <-\n",
      "datasets[0].access", ["allowed: read, read_write"]),
-    ("column-unknown-key", "datasets:\n  - from: file:x.csv\n    name: x\n    columns:\n      - name: a\n        type: int  # <-\n",
-     "datasets[0].columns[0].type", ["unknown key 'type'", "allowed: name, description"]),
+    ("column-unknown-key", "datasets:\n  - from: file:x.csv\n    name: x\n    columns:\n      - name: a\n        kind: int  # <-\n",
+     "datasets[0].columns[0].kind", ["unknown key 'kind'", "allowed: name, description, type"]),
+    ("column-bad-type", "datasets:\n  - from: https://h/x.json\n    name: x\n    columns:\n      - name: a\n        type: integr  # <-\n",
+     "datasets[0].columns[0].type", ["'integr' is not a SQL type"]),
+    ("column-type-on-typed-source", "datasets:\n  - from: file:x.csv\n    name: x\n    columns:\n      - name: a\n        type: INT  # <-\n",
+     "datasets[0].columns[0].type", ["file datasets take their column types from the source"]),
     ("params-list-value", "datasets:\n  - from: file:x.csv\n    name: x\n    params:\n      file_format: [csv]  # <-\n",
      "datasets[0].params.file_format", ["expected a string, number or boolean"]),
     ("params-null-value", "datasets:\n  - from: file:x.csv\n    name: x\n    params:\n      file_format:  # <-\n",
@@ -622,3 +626,14 @@ def test_parse_duration_rejects(text: str) -> None:
 @pytest.mark.parametrize("text", ["10s", "1h30m", "500ms", "2d3h", "1m0s"])
 def test_format_duration_round_trips(text: str) -> None:
     assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)
+
+
+def test_column_types_reach_the_connector_spec(tmp_path):
+    import pyarrow as pa
+
+    pod_file = tmp_path / "spicepod.yaml"
+    pod_file.write_text(HEAD + "datasets:\n  - from: https://h/x.json\n    name: x\n    columns:\n"
+                        "      - name: a\n        type: BIGINT\n      - name: b\n        type: STRUCT(c DECIMAL(10, 2))\n"
+                        "      - name: d\n        description: no type\n")
+    pod = load_pod(pod_file)
+    assert pod.datasets[0].column_types == {"a": pa.int64(), "b": pa.struct([("c", pa.decimal128(10, 2))])}

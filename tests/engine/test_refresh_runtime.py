@@ -517,7 +517,10 @@ datasets:
     assert not_ready.value.http_status == 503 and "still loading" in str(not_ready.value)
     assert not runtime.ready()
     source_server.release.set()  # let the loads finish
-    assert runtime.wait_ready(20)
+    assert runtime.wait_ready(20)  # readiness waits for on_load datasets only: wait for `orders` too
+    deadline = time.monotonic() + 20
+    while not ds.loaded_once and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert query_rows(runtime, sql) == [{"n": rows_of(3), "v": 3}]
     assert served_by(runtime, sql) == "accelerator"
 

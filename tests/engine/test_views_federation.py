@@ -112,7 +112,7 @@ def test_view_filters_reach_the_scans(demo):
     runtime = demo[0]
     assert runtime.query("SELECT product FROM order_details WHERE order_id = 100001").read_all().num_rows == 1
     plan = runtime.explain("SELECT * FROM order_details WHERE order_id = 100001")
-    assert "filters=order_id = 100001" in plan
+    assert 'filters="order_id" = 100001' in plan
 
 
 def test_federated_regions_read_live_from_the_file(demo):

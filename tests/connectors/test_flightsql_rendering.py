@@ -1,0 +1,92 @@
+"""What FlightSqlConnector / AdbcConnector send, without a server: filters per remote dialect
+(composites, values that must stay local), params and secrets, whole-query dialect checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+
+import pyarrow as pa
+import pytest
+import sqlglot
+
+from connectors._adbc_filters import DIALECTS, render_filter
+from connectors.base import DatasetSpec, Filter
+from connectors.flightsql import FlightSqlConnector, dialect_of_vendor
+from engine.errors import ConnectorError
+from engine.source_pushdown import _datafusion_same_meaning
+
+TYPES = {"i": pa.int64(), "f": pa.float64(), "s": pa.string(), "d": pa.date32(), "ts": pa.timestamp("us"),
+         "tz": pa.timestamp("us", "UTC"), "dec": pa.decimal128(12, 3), "bin": pa.binary(), "b": pa.bool_()}
+
+
+def render(f: Filter, dialect: str) -> str | None:
+    return render_filter(f, TYPES, DIALECTS[dialect])
+
+
+def test_composites_render_only_when_every_leaf_does() -> None:
+    both = Filter("", "or", (Filter("i", "=", 1), Filter("s", "is_null")))
+    assert render(both, "satchel") == '("i" = 1 OR "s" IS NULL)'
+    assert render(Filter("", "not", (both,)), "satchel") == '(NOT ("i" = 1 OR "s" IS NULL))'
+    with_float = Filter("", "and", (Filter("i", "=", 1), Filter("f", ">", 0.5)))
+    assert render(with_float, "satchel") is not None
+    assert render(with_float, "datafusion") is None  # -0.0 / NaN order differently there
+
+
+@pytest.mark.parametrize("f", [
+    Filter("f", "=", math.nan), Filter("f", ">", math.inf), Filter("i", "=", 1.5), Filter("i", "=", True),
+    Filter("ts", ">", dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)), Filter("s", "=", "nul\x00"),
+    Filter("i", "in", (1, None)), Filter("s", "match", "words"), Filter("dec", "=", decimal.Decimal("0.0005")),
+])
+def test_values_that_do_not_convert_exactly_stay_local(f: Filter) -> None:
+    assert all(render(f, d) is None for d in DIALECTS)
+
+
+def test_literals_per_dialect() -> None:
+    assert render(Filter("s", "like", "a\\c%"), "satchel") == "\"s\" LIKE 'a\\\\c%'"  # public LIKE escapes with \
+    assert render(Filter("s", "like", "a\\c%"), "sqlite") == "\"s\" LIKE 'a\\c%'"  # no escape char there
+    assert render(Filter("s", "<", "b"), "postgres") == "\"s\" COLLATE \"C\" < 'b'"
+    assert render(Filter("s", "<", "b"), "generic") is None
+    assert render(Filter("s", "=", "it's"), "generic") == "\"s\" = 'it''s'"
+    assert render(Filter("bin", "=", b"\x00\xff"), "datafusion") == "\"bin\" = X'00ff'"
+    assert render(Filter("tz", ">=", dt.datetime(2024, 1, 15, 17, 30, tzinfo=dt.timezone(dt.timedelta(hours=5)))),
+                  "satchel") == "\"tz\" >= CAST('2024-01-15 12:30:00+00:00' AS TIMESTAMPTZ)"
+    assert render(Filter("d", "=", "2024-02-29"), "sqlite") is None  # dates are text in SQLite
+
+
+def test_vendor_names_pick_the_dialect() -> None:
+    assert dialect_of_vendor("Satchel") == "satchel"
+    assert dialect_of_vendor("RoAPI Flight SQL Server") == "datafusion"
+    assert dialect_of_vendor("Dremio") == "generic"
+
+
+def test_params_and_secrets() -> None:
+    secret = "T0ken-Sh0uld-N3ver-Leak"
+    conn = FlightSqlConnector(DatasetSpec("d", "public.t", "flightsql",
+                                          {"flightsql_endpoint": "grpc://h:1", "flightsql_token": secret}))
+    assert secret not in repr(conn) and secret not in conn.source_id
+    assert conn.relation_sql == '"public"."t"'
+    other = FlightSqlConnector(DatasetSpec("d", "t", "flightsql",
+                                           {"flightsql_endpoint": "grpc://h:1", "flightsql_token": "another"}))
+    assert other.source_id != conn.source_id  # other credentials: never one whole query
+    query = FlightSqlConnector(DatasetSpec("d", "SELECT a FROM t;", "flightsql", {"flightsql_endpoint": "grpc://h:1"}))
+    assert query.relation_sql == '(SELECT a FROM t) AS "q"'
+    with pytest.raises(ConnectorError, match="dataset 'd': param flightsql_endpoint must be grpc://") as e:
+        FlightSqlConnector(DatasetSpec("d", "t", "flightsql", {"flightsql_endpoint": f"grpc://u:{secret}@h:1"}))
+    assert secret not in str(e.value)
+    with pytest.raises(ConnectorError, match="cannot read flightsql_tls_ca_cert"):
+        FlightSqlConnector(DatasetSpec("d", "t", "flightsql", {"flightsql_endpoint": "grpc+tls://h:1",
+                                                               "flightsql_tls_ca_cert": "missing.pem"}))
+
+
+@pytest.mark.parametrize("sql, same", [
+    ('SELECT a.x, count(*) AS n FROM "t" AS a JOIN "u" AS b ON a.x = b.x WHERE a.y > 3 GROUP BY a.x ORDER BY n DESC LIMIT 5', True),
+    ("SELECT x / 2 AS h FROM t", True),
+    ("SELECT x FROM t WHERE s LIKE 'a%'", False),
+    ("SELECT upper(s) AS u FROM t", False),
+    ("SELECT CAST(x AS TEXT) AS s FROM t", False),
+    ("SELECT row_number() OVER (ORDER BY x) AS r FROM t", False),
+])
+def test_datafusion_whole_queries_are_a_conservative_set(sql: str, same: bool) -> None:
+    assert _datafusion_same_meaning(sqlglot.parse_one(sql, read="postgres")) is same
