@@ -21,7 +21,7 @@ from ._arrowscan import ArrowFormat
 from ._filters import compile_filters
 from ._json import JsonFormat
 from ._types import resolve_unsupported
-from .base import DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
+from .base import DatasetSpec, Filter, FilterSupport, checked_projection, filter_columns, with_descriptions
 
 log = logging.getLogger("satchel.connectors")
 
@@ -89,9 +89,9 @@ class FileSource:
                 if limit < 0:
                     raise ConnectorError(f"dataset '{self.spec.name}': limit must be >= 0, got {limit}")
                 limit = None  # a limit under a filter we do not apply would drop matching rows
-            filter_columns = [f.column for f, s in zip(filters, support) if s is FilterSupport.EXACT]
+            filtered = sorted(set().union(*(filter_columns(f) for f, s in zip(filters, support) if s is FilterSupport.EXACT)))
             try:
-                reader, closer = self._reader.open(paths, self._physical, names, filter_columns, expression, limit)
+                reader, closer = self._reader.open(paths, self._physical, names, filtered, expression, limit)
             except SatchelError:
                 raise
             except Exception as e:  # e.g. a file removed between listing and opening

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .base import LEAF_OPS, Filter, FilterSupport
+from .base import LEAF_OPS, Filter, FilterSupport, filter_columns
 
 _COMPARE = {
     "=": pc.equal,
@@ -51,19 +51,50 @@ def compile_filters(filters: Sequence[Filter], schema: pa.Schema, opaque: frozen
     combined: pc.Expression | None = None
     support: list[FilterSupport] = []
     for f in filters:
-        expr = None
-        if f.column in schema.names and f.column not in opaque:
-            expr = to_expression(f, schema.field(f.column).type)
+        expr = exact_expression(f, schema) if not (filter_columns(f) & opaque) else None
         support.append(FilterSupport.EXACT if expr is not None else FilterSupport.UNSUPPORTED)
         if expr is not None:
             combined = expr if combined is None else combined & expr
     return combined, support
 
 
+def exact_expression(f: Filter, schema: pa.Schema) -> pc.Expression | None:
+    """The pyarrow expression with SQL's meaning for `f` (AND/OR/NOT included), or None."""
+    if f.op in ("and", "or", "not"):
+        parts = [_three_valued(p, schema) for p in f.value]
+        if any(p is None for p in parts):
+            return None
+        if f.op == "not":
+            return ~parts[0]
+        combined = parts[0]
+        for p in parts[1:]:
+            combined = (combined & p) if f.op == "and" else (combined | p)  # Kleene and/or
+        return combined
+    if f.column not in schema.names:
+        return None
+    return to_expression(f, schema.field(f.column).type)
+
+
+def _three_valued(f: Filter, schema: pa.Schema) -> pc.Expression | None:
+    """`f` as a condition that is NULL where SQL's is NULL (needed under NOT and OR).
+
+    Leaf translations are exact as filters (TRUE exactly where SQL is TRUE) but may give FALSE
+    where SQL gives NULL (`is_in` on a NULL input); wrapped in `if_else(x IS NOT NULL, leaf,
+    NULL)`, a leaf on a NULL value is NULL again. Filter values are never NULL (such filters
+    have no translation), so on a non-NULL value SQL's answer is TRUE or FALSE."""
+    expr = exact_expression(f, schema)
+    if expr is None or f.op in ("and", "or", "not", "is_null", "is_not_null"):
+        return expr
+    return pc.if_else(pc.field(f.column).is_valid(), expr, _NULL_BOOL)
+
+
+_NULL_BOOL = pa.scalar(None, pa.bool_())
+
+
 def to_expression(f: Filter, typ: pa.DataType) -> pc.Expression | None:
     """The exact pyarrow expression for `f` on a column of type `typ`, or None."""
     if f.op not in LEAF_OPS:
-        return None  # composites: pyarrow's is_in answers false (not NULL) for NULL, wrong under NOT
+        return None  # composites: exact_expression; match: no local engine runs it
     field = pc.field(f.column)
     if f.op == "is_null":
         return field.is_null()

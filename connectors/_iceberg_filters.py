@@ -8,9 +8,8 @@
    and LIKE 'prefix%' (as StartsWith). Floats are never translated (pyiceberg's NaN ordering
    differs from SQL's), nor NOT (its negation would need an exact, not a superset, child).
 2. Exactness: the rows pyiceberg returns are filtered again in Arrow with the project's
-   SQL-exact pyarrow translation (connectors/_filters.py), extended here to AND/OR/NOT with
-   SQL's three-valued logic (a leaf on a NULL value is NULL, NOT NULL is NULL, a row passes
-   only when TRUE). A filter is EXACT exactly when that translation exists.
+   SQL-exact pyarrow translation (connectors/_filters.py, composites included). A filter is
+   EXACT exactly when that translation exists.
 """
 
 from __future__ import annotations
@@ -36,12 +35,11 @@ from pyiceberg.expressions import (
     StartsWith,
 )
 
-from ._filters import comparable_scalar, to_expression
+from ._filters import comparable_scalar, exact_expression
 from .base import Filter, FilterSupport
 
 _ICEBERG_COMPARE = {"=": EqualTo, "!=": NotEqualTo, "<": LessThan, "<=": LessThanOrEqual, ">": GreaterThan,
                     ">=": GreaterThanOrEqual}
-_NULL_BOOL = pa.scalar(None, pa.bool_())
 
 
 def _prunable_type(typ: pa.DataType) -> bool:
@@ -104,37 +102,6 @@ def _exact_value(value: object, typ: pa.DataType) -> object | None:
     if scalar is None or scalar.type != typ or not scalar.is_valid:
         return None
     return scalar.as_py()
-
-
-def exact_expression(f: Filter, schema: pa.Schema) -> pc.Expression | None:
-    """The pyarrow expression with SQL's meaning for `f` (composites included), or None."""
-    if f.op in ("and", "or", "not"):
-        parts = [_three_valued(p, schema) for p in f.value]
-        if any(p is None for p in parts):
-            return None
-        if f.op == "not":
-            return ~parts[0]
-        combined = parts[0]
-        for p in parts[1:]:
-            combined = (combined & p) if f.op == "and" else (combined | p)  # Kleene and/or
-        return combined
-    if f.op == "match" or f.column not in schema.names:
-        return None
-    return to_expression(f, schema.field(f.column).type)
-
-
-def _three_valued(f: Filter, schema: pa.Schema) -> pc.Expression | None:
-    """`f` as a condition that is NULL where SQL's is NULL (needed under NOT and OR).
-
-    The leaf translations are exact as filters (TRUE exactly where SQL is TRUE) but may give
-    FALSE where SQL gives NULL (e.g. `x NOT IN (...)` on a NULL x); wrapped in
-    `if_else(x IS NOT NULL, leaf, NULL)`, a leaf on a NULL value is NULL again. The values
-    themselves are never NULL: such filters have no translation."""
-    expr = exact_expression(f, schema)
-    if expr is None or f.op in ("and", "or", "not", "is_null", "is_not_null"):
-        return expr
-    column = pc.field(f.column)
-    return pc.if_else(column.is_valid(), expr, _NULL_BOOL)
 
 
 def classify(filters: Sequence[Filter], schema: pa.Schema) -> tuple[pc.Expression | None, list[FilterSupport]]:
