@@ -86,6 +86,10 @@ def render_filter(f: Filter, types: Mapping[str, pa.DataType], d: FilterDialect,
         text = render_filter(inner, types, d, column_sql) if isinstance(inner, Filter) else None
         return None if text is None else f"(NOT {text})"
     typ = types.get(f.column)
+    if f.op == "match":  # full text: only another Satchel knows match(), and runs it in its source
+        if d.name != "satchel" or typ is None or not isinstance(f.value, str) or (lit := quote_string(f.value)) is None:
+            return None
+        return f"match({column_sql(f.column)}, {lit})"
     if typ is None or not _filterable(typ, d):
         return None
     col = column_sql(f.column)
@@ -119,7 +123,7 @@ def render_filter(f: Filter, types: Mapping[str, pa.DataType], d: FilterDialect,
         if any(x is None for x in lits):
             return None
         return f"{col} {'NOT IN' if f.op == 'not_in' else 'IN'} ({', '.join(lits)})"
-    return None  # match and anything newer: left to the engine
+    return None  # anything newer: left to the engine
 
 
 def _filterable(typ: pa.DataType, d: FilterDialect) -> bool:

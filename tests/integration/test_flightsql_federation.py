@@ -242,3 +242,14 @@ def test_roapi_float_columns_stay_local(over_roapi) -> None:
     assert "pushed down whole" not in explain  # -0.0 and NaN compare differently in DataFusion
     last = roapi.statements()[-1]
     assert last.startswith('SELECT "amount", "status" FROM "orders"') and "WHERE" not in last, last
+
+
+def test_full_text_match_is_forwarded_to_a_satchel_peer(chain) -> None:
+    """match() goes to the upstream Satchel, which runs it in its source or refuses it there
+    (here its `orders` is a DuckDB copy, so it refuses with its own clear error)."""
+    _, down = chain
+    response = down.sql("SELECT order_id FROM orders WHERE match(status, 'open')")
+    assert response.status_code == 502, response.text  # the upstream (the source here) refused it
+    assert "full-text match(column, 'words') runs in the source" in response.text
+    # the upstream's planner wrote this (the downstream sends the filter, its scan SQL names the table)
+    assert "query failed in the Flight SQL source" in response.text and 'MATCH(\\"orders\\".\\"status\\"' in response.text
