@@ -321,14 +321,13 @@ class Runtime:
         if b.kind == "duckdb":
             return ds.accelerator.scan(ds.name, scan.columns, scan.filters, None if scan.order else scan.limit)
         pushed, exact = self._pushed_filters(ds, scan.filters)
-        if not exact or scan.limit is None:
-            return ds.connector.scan(scan.columns, pushed, None)
-        if not scan.order:
-            return ds.connector.scan(scan.columns, pushed, scan.limit)
-        classify_order = getattr(ds.connector, "classify_order", None)
-        if classify_order is not None and classify_order(scan.order):
-            return ds.connector.scan(scan.columns, pushed, scan.limit, order_by=scan.order)
-        return ds.connector.scan(scan.columns, pushed, None)
+        limit = scan.limit if exact else None
+        if limit is not None and scan.order:  # a top-N: only a source that orders may cut rows
+            classify_order = getattr(ds.connector, "classify_order", None)
+            if classify_order is not None and classify_order(scan.order):
+                return ds.connector.scan(scan.columns, pushed, limit, order_by=scan.order)
+            limit = None
+        return ds.connector.scan(scan.columns, pushed, limit)
 
     @staticmethod
     def _pushed_filters(ds: DatasetRuntime, filters: Sequence[Filter]) -> tuple[list[Filter], bool]:
