@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import weakref
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +22,7 @@ from sqlglot import exp
 
 from engine.errors import ConnectorError
 
+from ._adbc_pool import ConnectFailed, ConnectionPool, RunningStatement, execute_pooled
 from ._adbc_filters import DIALECTS, FilterDialect, quote_ident, render_filter
 from ._types import normalize_type, resolve_unsupported, unservable_reason
 from .base import DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
@@ -30,66 +31,6 @@ log = logging.getLogger("satchel.connectors.adbc")
 
 # Field metadata keys a Flight SQL server attaches (catalog, type names, ...): not ours to serve.
 _FLIGHT_META = b"ARROW:FLIGHT:SQL:"
-
-
-class ConnectionPool:
-    """Idle connections to one source, at most `size` kept; `connect()` opens a new one."""
-
-    def __init__(self, connect: Callable[[], Any], size: int = 4) -> None:
-        self._connect, self.size = connect, size
-        self._idle: list[Any] = []
-        self._lock = threading.Lock()
-
-    def acquire(self, fresh: bool = False) -> tuple[Any, bool]:
-        if not fresh:
-            with self._lock:
-                if self._idle:
-                    return self._idle.pop(), True
-        return self._connect(), False
-
-    def release(self, conn: Any, healthy: bool) -> None:
-        if healthy:
-            with self._lock:
-                if len(self._idle) < self.size:
-                    self._idle.append(conn)
-                    return
-        close_quietly(conn)
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            close_quietly(conn)
-
-
-def close_quietly(obj: Any) -> None:
-    try:
-        obj.close()
-    except Exception:  # noqa: BLE001 - closing a broken handle may fail; nothing to do
-        pass
-
-
-class _Statement:
-    """One running statement: its connection goes back to the pool when read to the end; a
-    reader dropped or closed early cancels the statement on the remote first."""
-
-    def __init__(self, pool: ConnectionPool, conn: Any, cur: Any) -> None:
-        self.pool, self.conn, self.cur = pool, conn, cur
-        self._done = False
-        self._lock = threading.Lock()
-
-    def finish(self, complete: bool) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-        if not complete:
-            try:
-                self.cur.adbc_cancel()
-            except Exception:  # noqa: BLE001 - a driver without cancel: closing ends it
-                pass
-        close_quietly(self.cur)
-        self.pool.release(self.conn, complete)
 
 
 def _is_statement_error(e: BaseException) -> bool:
@@ -108,6 +49,14 @@ class AdbcSqlSource:
 
     def __init__(self, spec: DatasetSpec, pool_size: int = 4) -> None:
         self.spec = spec
+        self.query_text: str | None = None  # `from: <prefix>:SELECT ...`: a query, read as a subquery
+        self.table_parts: list[str] = []
+        if is_query(spec.path):
+            self.query_text = spec.path.strip().rstrip(";")
+            self.relation_sql = f"({self.query_text}) AS {quote_ident('q')}"
+        else:
+            self.table_parts = split_name(spec.name, spec.prefix, spec.path)
+            self.relation_sql = ".".join(quote_ident(x) for x in self.table_parts)
         self._pool = ConnectionPool(self._connect, pool_size)
         self._schema: pa.Schema | None = None
         self._remote: pa.Schema | None = None
@@ -273,32 +222,24 @@ class AdbcSqlSource:
     def close(self) -> None:
         self._pool.close()
 
+    def _table_schema(self, conn: Any) -> pa.Schema:
+        """The remote table's schema by ADBC's catalog call (`[catalog.][schema.]table`)."""
+        parts = self.table_parts
+        kwargs = {"db_schema_filter": parts[-2]} if len(parts) >= 2 else {}
+        if len(parts) == 3:
+            kwargs["catalog_filter"] = parts[0]
+        return conn.adbc_get_table_schema(parts[-1], **kwargs)
+
     # -- reading --
 
-    def _prepare(self, conn: Any, cur: Any) -> None:
-        """Hook: per-statement options."""
-
-    def query_reader(self, sql: str, out: pa.Schema | None, count_only: bool = False,
-                     fresh: bool = False) -> pa.RecordBatchReader:
+    def query_reader(self, sql: str, out: pa.Schema | None, count_only: bool = False) -> pa.RecordBatchReader:
         """Stream `sql`'s rows as `out` (None: as the driver types them)."""
         try:
-            conn, reused = self._pool.acquire(fresh)
+            state, reader = execute_pooled(self._pool, sql, lambda cur: None, _is_statement_error)
+        except ConnectFailed as e:
+            raise self._error(f"cannot connect to the {self.kind} source", e.__cause__) from None
         except Exception as e:  # noqa: BLE001
-            raise self._error(f"cannot connect to the {self.kind} source", e) from None
-        cur = None
-        try:
-            cur = conn.cursor()
-            self._prepare(conn, cur)
-            cur.execute(sql)
-            reader = cur.fetch_record_batch()
-        except Exception as e:  # noqa: BLE001
-            if cur is not None:
-                close_quietly(cur)
-            self._pool.release(conn, False)
-            if reused and not _is_statement_error(e):  # a stale pooled connection: once more, anew
-                return self.query_reader(sql, out, count_only, fresh=True)
             raise self._error(f"query failed in the {self.kind} source", e) from None
-        state = _Statement(self._pool, conn, cur)
         schema = out if out is not None else pa.schema([pa.field(f.name, normalize_type(f.type)) for f in reader.schema])
         if count_only:
             schema = pa.schema([])
@@ -306,7 +247,7 @@ class AdbcSqlSource:
         weakref.finalize(batches, state.finish, False)
         return pa.RecordBatchReader.from_batches(schema, batches)
 
-    def _stream(self, reader, out: pa.Schema, state: _Statement, count_only: bool) -> Iterator[pa.RecordBatch]:
+    def _stream(self, reader, out: pa.Schema, state: RunningStatement, count_only: bool) -> Iterator[pa.RecordBatch]:
         done = False
         try:
             for batch in reader:

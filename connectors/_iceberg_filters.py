@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.expressions import (
     AlwaysTrue,
     And,
@@ -35,8 +34,8 @@ from pyiceberg.expressions import (
     StartsWith,
 )
 
-from ._filters import comparable_scalar, exact_expression
-from .base import Filter, FilterSupport
+from ._filters import comparable_scalar
+from .base import Filter
 
 _ICEBERG_COMPARE = {"=": EqualTo, "!=": NotEqualTo, "<": LessThan, "<=": LessThanOrEqual, ">": GreaterThan,
                     ">=": GreaterThanOrEqual}
@@ -102,15 +101,3 @@ def _exact_value(value: object, typ: pa.DataType) -> object | None:
     if scalar is None or scalar.type != typ or not scalar.is_valid:
         return None
     return scalar.as_py()
-
-
-def classify(filters: Sequence[Filter], schema: pa.Schema) -> tuple[pc.Expression | None, list[FilterSupport]]:
-    """The AND of the exact translations, and each filter's support."""
-    combined: pc.Expression | None = None
-    support = []
-    for f in filters:
-        expr = exact_expression(f, schema)
-        support.append(FilterSupport.EXACT if expr is not None else FilterSupport.UNSUPPORTED)
-        if expr is not None:
-            combined = expr if combined is None else combined & expr
-    return combined, support

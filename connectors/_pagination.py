@@ -67,12 +67,13 @@ def describe_path(doc: Any, tokens: tuple[str, ...]) -> str:
             if isinstance(node, dict):
                 keys = ", ".join(sorted(map(str, node))[:20]) or "none"
                 return f"no member '{token}' at '{here}' (members: {keys})"
-            return f"'{here}' is {_json_kind(node)}, not an object"
+            return f"'{here}' is {json_kind(node)}, not an object"
         node = step
     return "found"
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """`an array`, `an object`, `a string`, ... for error messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -84,11 +85,6 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
-
-
-def json_kind(value: Any) -> str:
-    """`an array`, `an object`, `a string`, ... for error messages."""
-    return _json_kind(value)
 
 
 @dataclass(frozen=True)

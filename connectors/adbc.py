@@ -33,8 +33,9 @@ import pyarrow as pa
 
 from engine.errors import ConnectorError, MissingDependency
 
-from ._adbc_filters import DIALECTS, quote_ident
-from ._adbc_source import AdbcSqlSource, close_quietly, is_query, parse_pool_size, split_name
+from ._adbc_filters import DIALECTS
+from ._adbc_pool import close_quietly
+from ._adbc_source import AdbcSqlSource, parse_pool_size
 from ._params import check_type_action
 from .base import DatasetSpec
 
@@ -108,14 +109,6 @@ class AdbcConnector(AdbcSqlSource):
         self._uri = p.get("adbc_uri")
         self._entrypoint = p.get("adbc_entrypoint")
         self.secrets = tuple(s for s in [self._uri, *self._options.values()] if s and len(s) >= 4)
-        self.query_text: str | None = None
-        if is_query(spec.path):
-            self.query_text = spec.path.strip().rstrip(";")
-            self.relation_sql = f"({self.query_text}) AS {quote_ident('q')}"
-            self.table_parts: list[str] = []
-        else:
-            self.table_parts = split_name(spec.name, "adbc", spec.path)
-            self.relation_sql = ".".join(quote_ident(x) for x in self.table_parts)
         digest = hashlib.sha256(repr((self.driver, self._uri, sorted(self._options.items()))).encode()).hexdigest()
         self._source_id = f"adbc:{os.path.basename(self.driver)};{digest[:16]}"
         super().__init__(spec, parse_pool_size(spec))
@@ -150,17 +143,11 @@ class AdbcConnector(AdbcSqlSource):
             if self.query_text is not None:
                 schema = self._query_schema(conn)
             else:
-                parts = self.table_parts
-                kwargs = {}
-                if len(parts) >= 2:
-                    kwargs["db_schema_filter"] = parts[-2]
-                if len(parts) == 3:
-                    kwargs["catalog_filter"] = parts[0]
                 try:
-                    schema = conn.adbc_get_table_schema(parts[-1], **kwargs)
+                    schema = self._table_schema(conn)
                 except adbc_driver_manager.Error as e:
                     if "NOT_FOUND" in str(e) or "not found" in str(e).lower() or "no such table" in str(e).lower():
-                        raise ConnectorError(f"dataset '{self.spec.name}': table {'.'.join(parts)} not found in the "
+                        raise ConnectorError(f"dataset '{self.spec.name}': table {'.'.join(self.table_parts)} not found in the "
                                              f"ADBC database") from None
                     raise
             healthy = True

@@ -28,8 +28,9 @@ import pyarrow as pa
 
 from engine.errors import ConnectorError
 
-from ._adbc_filters import DIALECTS, quote_ident
-from ._adbc_source import AdbcSqlSource, close_quietly, is_query, parse_pool_size, split_name
+from ._adbc_filters import DIALECTS
+from ._adbc_pool import close_quietly
+from ._adbc_source import AdbcSqlSource, parse_pool_size
 from ._params import check_params, check_type_action, parse_bool
 from .base import DatasetSpec
 
@@ -103,14 +104,6 @@ class FlightSqlConnector(AdbcSqlSource):
         self._dialect_param = dialect
         self._dialect: str | None = None if dialect == "auto" else dialect
         self._dialect_lock = threading.Lock()
-        self.query_text: str | None = None
-        if is_query(spec.path):
-            self.query_text = spec.path.strip().rstrip(";")
-            self.relation_sql = f"({self.query_text}) AS {quote_ident('q')}"
-            self.table_parts: list[str] = []
-        else:
-            self.table_parts = split_name(spec.name, "flightsql", spec.path)
-            self.relation_sql = ".".join(quote_ident(x) for x in self.table_parts)
         ident = endpoint + (f";user={user}" if user else "")
         secret = token or password
         if secret:  # another credential is another identity (a digest, never the secret itself)
@@ -184,13 +177,7 @@ class FlightSqlConnector(AdbcSqlSource):
                 finally:
                     close_quietly(cur)
             else:
-                parts = self.table_parts
-                kwargs = {}
-                if len(parts) >= 2:
-                    kwargs["db_schema_filter"] = parts[-2]
-                if len(parts) == 3:
-                    kwargs["catalog_filter"] = parts[0]
-                schema = conn.adbc_get_table_schema(parts[-1], **kwargs)
+                schema = self._table_schema(conn)
             healthy = True
             return schema
         except Exception as e:  # noqa: BLE001

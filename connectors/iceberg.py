@@ -33,7 +33,8 @@ from pyiceberg.table.snapshots import Operation, ancestors_between_ids
 from engine.errors import ConnectorError, MissingDependency
 
 from ._iceberg_catalog import ICEBERG_PARAMS, CatalogSettings, parse_settings
-from ._iceberg_filters import classify, pruning_expression
+from ._filters import compile_filters
+from ._iceberg_filters import pruning_expression
 from ._params import check_params, check_type_action
 from ._types import normalize_type, resolve_unsupported
 from .base import DatasetSpec, Filter, FilterSupport, checked_projection, filter_columns, with_descriptions
@@ -163,7 +164,7 @@ class IcebergConnector:
     # -- filters -----------------------------------------------------------------------------
 
     def classify_filters(self, filters: Sequence[Filter]) -> list[FilterSupport]:
-        return classify(filters, self.schema())[1]
+        return compile_filters(filters, self.schema())[1]
 
     def pruning_filter(self, filters: Sequence[Filter]) -> BooleanExpression:
         """The pyiceberg row filter a scan with `filters` plans with (for EXPLAIN and tests)."""
@@ -186,7 +187,7 @@ class IcebergConnector:
         names = checked_projection(self.spec.name, schema, columns)
         if limit is not None and limit < 0:
             raise ConnectorError(f"dataset '{self.spec.name}': limit must be >= 0, got {limit}")
-        exact, _ = classify(filters, schema)
+        exact, _ = compile_filters(filters, schema)
         needed = list(names)
         for f in filters:
             needed += [c for c in sorted(filter_columns(f)) if c in schema.names and c not in needed]

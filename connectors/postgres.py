@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import hashlib
 import logging
 import math
@@ -44,6 +45,7 @@ import pyarrow.compute as pc
 
 from engine.errors import ConnectorError
 
+from ._adbc_pool import ConnectFailed, ConnectionPool, RunningStatement, close_quietly, execute_pooled
 from ._filters import _convert
 from ._params import check_params, check_type_action
 from ._types import resolve_unsupported
@@ -180,35 +182,8 @@ def _parse_conninfo(dataset: str, text: str) -> dict[str, str]:
 # -- connection pool -------------------------------------------------------------------------------
 
 
-class _Pool:
-    """Idle ADBC connections to one server (autocommit), at most `size` kept."""
-
-    def __init__(self, uri: str, size: int) -> None:
-        self.uri, self.size = uri, size
-        self._idle: list[Any] = []
-        self._lock = threading.Lock()
-
-    def acquire(self, fresh: bool = False):
-        """(connection, reused): an idle one unless `fresh`, else a new one."""
-        if not fresh:
-            with self._lock:
-                if self._idle:
-                    return self._idle.pop(), True
-        return adbc_pg.connect(self.uri, autocommit=True), False
-
-    def release(self, conn, healthy: bool) -> None:
-        if healthy:
-            with self._lock:
-                if len(self._idle) < self.size:
-                    self._idle.append(conn)
-                    return
-        _close_quietly(conn)
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            _close_quietly(conn)
+def _batch_size_hint(cur: Any) -> None:
+    cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(8 << 20)})
 
 
 def _is_sql_error(e: BaseException) -> bool:
@@ -217,24 +192,18 @@ def _is_sql_error(e: BaseException) -> bool:
         or "ERROR:" in str(e)
 
 
-def _close_quietly(obj) -> None:
-    try:
-        obj.close()
-    except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
-        pass
-
-
-_POOLS: dict[str, _Pool] = {}
+_POOLS: dict[str, ConnectionPool] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def _pool_for(settings: PgSettings) -> _Pool:
+def _pool_for(settings: PgSettings) -> ConnectionPool:
     """One pool per server and credentials, shared by every dataset that uses them."""
     key = hashlib.sha256(settings.uri.encode()).hexdigest()
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
-            pool = _POOLS[key] = _Pool(settings.uri, settings.pool_size)
+            pool = _POOLS[key] = ConnectionPool(functools.partial(adbc_pg.connect, settings.uri, autocommit=True),
+                                                settings.pool_size)
         return pool
 
 
@@ -405,7 +374,7 @@ class PostgresConnector:
                 cur.execute(sql)
                 rows = cur.fetchall()
             finally:
-                _close_quietly(cur)
+                close_quietly(cur)
             healthy = True
             return rows
         except Exception as e:  # noqa: BLE001
@@ -505,7 +474,7 @@ class PostgresConnector:
         except Exception as e:  # noqa: BLE001
             raise self._error(what, e) from None
         finally:
-            _close_quietly(conn)
+            close_quietly(conn)
 
     def start_changes(self) -> str:
         """Create the slot if needed (before a full load, so no change is missed); returns the
@@ -565,34 +534,21 @@ class PostgresConnector:
 
     # -- reading --
 
-    def query_reader(self, sql: str, out: pa.Schema | None, count_only: bool = False,
-                     fresh: bool = False) -> pa.RecordBatchReader:
+    def query_reader(self, sql: str, out: pa.Schema | None, count_only: bool = False) -> pa.RecordBatchReader:
         """Stream `sql`'s rows as `out` (None: as the driver types them). Dropping or closing the
         reader early cancels the statement on the server."""
         try:
-            conn, reused = self._pool.acquire(fresh)
+            state, reader = execute_pooled(self._pool, sql, _batch_size_hint, _is_sql_error)
+        except ConnectFailed as e:
+            raise self._error("cannot connect to PostgreSQL", e.__cause__) from None
         except Exception as e:  # noqa: BLE001
-            raise self._error("cannot connect to PostgreSQL", e) from None
-        cur = None
-        try:
-            cur = conn.cursor()
-            cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(8 << 20)})
-            cur.execute(sql)
-            reader = cur.fetch_record_batch()
-        except Exception as e:  # noqa: BLE001
-            if cur is not None:
-                _close_quietly(cur)
-            self._pool.release(conn, False)
-            if reused and not _is_sql_error(e):  # a stale pooled connection: once more, anew
-                return self.query_reader(sql, out, count_only, fresh=True)
             raise self._error("query failed in PostgreSQL", e) from None
-        state = _ScanState(self._pool, conn, cur)
         schema = out if out is not None else pa.schema([f.with_type(_driver_type(f.type)) for f in reader.schema])
         batches = self._stream(reader, schema, state, count_only)
         weakref.finalize(batches, state.finish, False)
         return pa.RecordBatchReader.from_batches(schema, batches)
 
-    def _stream(self, reader, out: pa.Schema, state: "_ScanState", count_only: bool) -> Iterator[pa.RecordBatch]:
+    def _stream(self, reader, out: pa.Schema, state: "RunningStatement", count_only: bool) -> Iterator[pa.RecordBatch]:
         done = False
         try:
             for batch in reader:
@@ -667,28 +623,6 @@ def _decoded_values(text: str) -> dict[str, tuple[str, str | None]]:
 def _decoding_name(name: str) -> str:
     """How test_decoding prints an identifier (quoted only when it must be)."""
     return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else quote_ident(name)
-
-
-class _ScanState:
-    """One statement's connection: back to the pool when read to the end, else cancelled."""
-
-    def __init__(self, pool: _Pool, conn, cur) -> None:
-        self.pool, self.conn, self.cur = pool, conn, cur
-        self._done = False
-        self._lock = threading.Lock()
-
-    def finish(self, complete: bool) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-        if not complete:
-            try:
-                self.cur.adbc_cancel()  # PQcancel: the server stops the statement now
-            except Exception:  # noqa: BLE001
-                pass
-        _close_quietly(self.cur)
-        self.pool.release(self.conn, complete)
 
 
 def _empty_columns(rows: int) -> pa.RecordBatch:

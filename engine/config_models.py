@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal, Mapping
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -127,7 +128,7 @@ class Dataset(_Frozen):
         return {c.name: c.description for c in self.columns if c.description}
 
     @property
-    def column_types(self) -> dict[str, "pa.DataType"]:
+    def column_types(self) -> dict[str, pa.DataType]:
         """The Arrow types of the columns the pod gives a `type`."""
         return {c.name: arrow_type(c.type) for c in self.columns if c.type}
 

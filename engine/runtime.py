@@ -9,7 +9,6 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path

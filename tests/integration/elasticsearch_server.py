@@ -30,6 +30,8 @@ from typing import Any, Iterable, Iterator
 import httpx
 import pytest
 
+from tests.integration.waiting import wait_for  # noqa: F401 - re-exported for the tests
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -247,15 +249,6 @@ def es_proxy(es_server: EsServer) -> Iterator[EsProxy]:
         yield proxy
     finally:
         proxy.stop()
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 __all__ = ["EsServer", "EsProxy", "es_server", "es_proxy", "start_es_server", "wait_for"]

@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,15 +242,6 @@ def mongo() -> MongoServer:
 @pytest.fixture(scope="session")
 def mongo_server() -> MongoServer:
     return mongo()
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 __all__ = ["MongoServer", "mongo_server", "mongo", "order_documents", "MONGO_PASSWORD", "DB"]

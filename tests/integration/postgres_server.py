@@ -26,11 +26,12 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.integration.waiting import wait_for  # noqa: F401 - re-exported for the tests
 
 SATCHEL_USER = "satchel"
 SATCHEL_PASSWORD = "pg-S3cret-Sh0uld-N3ver-Leak"
@@ -206,12 +207,3 @@ def pg_server() -> PgServer:
 @pytest.fixture(scope="session")
 def postgres_server() -> PgServer:
     return pg_server()
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
