@@ -109,6 +109,14 @@ class QueryTimeout(SatchelError):
     code = "timeout"
 
 
+class RequestCancelled(SatchelError):
+    """Work stopped because its client went away (or the server is stopping)."""
+
+    http_status = 499
+    flight_kind = "cancelled"
+    code = "cancelled"
+
+
 class ConnectorError(SatchelError):
     """A source that failed: unreachable, bad params, unreadable data."""
 

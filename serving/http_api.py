@@ -21,10 +21,12 @@ OPEN_PATHS = {"/health", "/v1/ready"}
 
 
 def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastAPI:
-    """The FastAPI app serving `runtime` (and the pod's models on the OpenAI-compatible routes)."""
-    from .models import ModelRegistry
+    """The FastAPI app serving `runtime` (and the pod's models on the OpenAI-compatible routes).
+
+    The caller owns the models' lifecycle (start and stop); without one, the app serves none."""
+    from .llm.providers import ModelRegistry
+    from .llm.routes import create_router
     from .mcp_server import mount_http
-    from .openai_routes import create_router
 
     holder: dict = {}
 
@@ -35,8 +37,7 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
 
     app = FastAPI(title="Satchel", version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan)
     if models is None:
-        models = ModelRegistry(runtime.pod)
-        models.start()
+        models = ModelRegistry(runtime.pod.model_copy(update={"models": []}))
     app.state.models = models
     router = create_router(runtime, models)
     app.state.model_calls = router.calls

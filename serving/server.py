@@ -15,6 +15,7 @@ from engine.runtime import Runtime
 
 from .flight_sql import SatchelFlightSqlServer
 from .http_api import create_app
+from .llm.providers import ModelRegistry
 
 log = logging.getLogger("satchel.server")
 
@@ -42,11 +43,13 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     if metrics:
         m_host, m_port = split_address(metrics, 9090)
         start_http_server(m_port, addr=m_host, registry=runtime.metrics.registry)
+    models = ModelRegistry(pod, runtime.task_history, runtime.metrics)
+    models.start()
     runtime.start()
     h_host, h_port = split_address(http, 8090)
     log.info("satchel %s: flight %s://%s:%d, http %s:%d, metrics %s", pod.name, scheme, flight_host,
              flight_server.port, h_host, h_port, metrics or "off")
-    config = uvicorn.Config(create_app(runtime), host=h_host, port=h_port, log_level="warning",
+    config = uvicorn.Config(create_app(runtime, models), host=h_host, port=h_port, log_level="warning",
                             ssl_certfile=cert, ssl_keyfile=key, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: make SIGTERM
@@ -57,6 +60,7 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     finally:
         log.info("satchel: shutting down")
         flight_server.shutdown()
+        models.stop()
         runtime.stop()
     return 0
 

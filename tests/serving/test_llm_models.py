@@ -174,7 +174,9 @@ def test_builtin_tool_loop_is_bounded_and_recorded(llm_server) -> None:
         "messages": [{"role": "user", "content": "How many items are there?"}]})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert len(body["satchel_tool_calls"]) == 2  # tool_recursion_limit, then a forced answer
+    # at most tool_recursion_limit rounds, then a forced answer; a base model may stop sooner (a
+    # call cut by max_tokens is not a call)
+    assert 1 <= len(body["satchel_tool_calls"]) <= 2
     assert set(body["satchel_tool_calls"]) <= {"list_datasets", "table_schema", "sql", "sample_data"}
     assert body["choices"][0]["message"]["role"] == "assistant"
     assert not body["choices"][0]["message"].get("tool_calls")
@@ -183,7 +185,7 @@ def test_builtin_tool_loop_is_bounded_and_recorded(llm_server) -> None:
     chat = [r for r in rows if r["task"] == "chat"][-1]
     assert chat["tool_calls"] == body["satchel_tool_calls"] and chat["input_tokens"] > 0 and chat["output_tokens"] > 0
     assert chat["query_text"] == "sha256:" + chat["prompt_hash"] and "How many" not in json.dumps(rows)
-    assert len([r for r in rows if r["task"] == "tool"]) >= 2
+    assert len([r for r in rows if r["task"] == "tool"]) == len(body["satchel_tool_calls"])
 
 
 def test_nsql_returns_sql_and_result_or_a_clear_error(llm_server) -> None:

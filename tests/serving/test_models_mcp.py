@@ -170,29 +170,6 @@ def test_data_tools_bound_rows_and_bytes(tmp_path: Path) -> None:
         runtime.stop()
 
 
-def test_model_queue_is_fifo_bounded_and_survives_errors() -> None:
-    import threading
-
-    from serving.models import ModelQueue
-
-    q = ModelQueue("m", size=2)
-    gate = threading.Event()
-    order: list[int] = []
-    first = q.submit(lambda: gate.wait(5))
-    time.sleep(0.05)  # the worker has taken the first job
-    a = q.submit(lambda: order.append(1))
-    b = q.submit(lambda: order.append(2))
-    with pytest.raises(Overloaded):
-        q.submit(lambda: None)
-    gate.set()
-    first.result(5), a.result(5), b.result(5)
-    assert order == [1, 2]
-    boom = q.submit(lambda: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
-        boom.result(5)
-    assert q.submit(lambda: 42).result(5) == 42
-
-
 def test_task_history_keeps_old_columns_and_adds_model_columns() -> None:
     from engine.task_history import SCHEMA
 
@@ -217,7 +194,7 @@ def test_model_config_is_validated() -> None:
 
 
 def test_grammar_schemas_stay_small() -> None:
-    from serving.models import _llama_response_format
+    from serving.llm.providers import _llama_response_format
 
     rf = _llama_response_format({"type": "json_schema", "json_schema": {"name": "x", "schema": {
         "type": "object", "properties": {"a": {"type": "string", "maxLength": 5000},

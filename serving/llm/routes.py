@@ -1,28 +1,33 @@
 """OpenAI-compatible routes on the HTTP app: /v1/models, /v1/chat/completions (SSE streaming,
 tools), /v1/embeddings, and /v1/nsql (natural language -> SQL -> result).
 
-With `params.tools` on a model, the runtime runs the built-in data tools itself in a bounded
-loop (`params.tool_recursion_limit`, default 5) and returns the final answer. Every call is a
+With `params.tools` on a model, the runtime runs the built-in data tools itself in a loop
+bounded by rounds (`params.tool_recursion_limit`, default 5) and by the request's deadline
+(`params.timeout`), and returns the final answer. A client that goes away cancels its
+generation (a threading.Event passed down to the model worker). Every call is a
 row in runtime.task_history (prompt stored as a sha256 unless
 `runtime.task_history.captured_output: truncated`)."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import hashlib
 import json
+import threading
 import time
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from engine.errors import BadRequest, SatchelError
+from engine.errors import BadRequest, QueryTimeout, RequestCancelled, SatchelError
 from engine.runtime import Principal, Runtime
 from engine.task_history import Task
 
-from .data_tools import DataTools, openai_tools, selected_tools
-from .models import BaseModel_, ModelRegistry, _as_chunks
+from ..data_tools import DataTools, openai_tools, selected_tools
+from .providers import BaseModel_, ModelRegistry, _as_chunks
 
 DEFAULT_TOOL_RECURSION_LIMIT = 5
 PROMPT_TEXT_MAX = 4096
@@ -43,9 +48,11 @@ class ModelCalls:
                error: BaseException | None = None, rows: int | None = None, truncated: bool = False) -> None:
         digest = hashlib.sha256(prompt.encode("utf-8", "replace")).hexdigest()
         text = prompt[:PROMPT_TEXT_MAX] if self.capture_prompts else f"sha256:{digest}"
+        elapsed = time.monotonic() - started
         task = Task(kind, protocol, principal.name, text, model=model, prompt_hash=digest,
-                    tool_calls=list(tool_calls or []), rows=rows, truncated=truncated)
-        task.duration_ms = (time.monotonic() - started) * 1000
+                    tool_calls=list(tool_calls or []), rows=rows, truncated=truncated,
+                    started_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=elapsed))
+        task.duration_ms = elapsed * 1000
         if usage:
             task.input_tokens = usage.get("prompt_tokens")
             task.output_tokens = usage.get("completion_tokens")
@@ -57,11 +64,12 @@ class ModelCalls:
     def builtin_tools(self, model: BaseModel_) -> list[str]:
         return selected_tools(model.config.params.get("tools"))
 
-    def chat(self, body: dict, principal: Principal) -> dict:
-        """A full completion; built-in tool calls are executed here in a bounded loop."""
+    def chat(self, body: dict, principal: Principal, cancel: threading.Event | None = None) -> dict:
+        """A full completion; built-in tool calls are executed here in a loop bounded by rounds and time."""
         model = self.registry.get(body.get("model"))
         request = _chat_request(body)
         started = time.monotonic()
+        deadline = started + model.timeout
         called: list[str] = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         try:
@@ -75,7 +83,10 @@ class ModelCalls:
             for step in range(limit + 1):
                 if step == limit:  # out of tool budget: ask for a plain answer
                     request = {**request, "tool_choice": "none"}
-                out = model.chat({**request, "messages": messages})
+                if step and time.monotonic() >= deadline:
+                    raise QueryTimeout(f"model '{model.name}' did not finish within {model.timeout:g} s "
+                                       f"(params.timeout) after {len(called)} tool call(s)")
+                out = model.chat({**request, "messages": messages}, deadline, cancel)
                 _add_usage(usage, out.get("usage"))
                 msg = out["choices"][0]["message"]
                 calls = msg.get("tool_calls") or []
@@ -102,19 +113,20 @@ class ModelCalls:
             self.record("chat", "http", principal, model.name, _prompt_text(body), started, usage, called, e)
             raise
 
-    def chat_stream(self, body: dict, principal: Principal) -> Iterator[str]:
+    def chat_stream(self, body: dict, principal: Principal, cancel: threading.Event | None = None) -> Iterator[str]:
         """SSE lines `data: {chunk}` ... `data: [DONE]` in OpenAI's chunk format."""
         model = self.registry.get(body.get("model"))
         model.check_ready()
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if self.builtin_tools(model) and body.get("tool_choice") != "none":
-            out = self.chat({**body, "stream": False}, principal)  # tools run first; the answer streams
+            out = self.chat({**body, "stream": False}, principal, cancel)  # tools run first; the answer streams
             chunks: Iterator[dict] = ({"id": out["id"], "object": "chat.completion.chunk", "created": out["created"],
                                        "model": out["model"], **c} for c in _as_chunks(out))
             return self._sse(chunks, include_usage, None, principal, body, already_recorded=True)
         request = _chat_request(body)
         started = time.monotonic()
-        return self._sse(model.chat_stream(request), include_usage, model.name, principal, body, started=started)
+        return self._sse(model.chat_stream(request, started + model.timeout, cancel), include_usage, model.name,
+                         principal, body, started=started)
 
     def _sse(self, chunks: Iterator[dict], include_usage: bool, model: str | None, principal: Principal,
              body: dict, already_recorded: bool = False, started: float = 0.0) -> Iterator[str]:
@@ -138,13 +150,16 @@ class ModelCalls:
             if not sent:  # nothing sent yet: the route answers with the error's HTTP status
                 raise
             yield f"data: {json.dumps({'error': {'code': e.code, 'message': e.message}})}\n\n"
+        except GeneratorExit:  # the client went away mid-stream
+            error = RequestCancelled("the client went away during the stream")
+            raise
         finally:
             if not already_recorded:
                 self.record("chat", "http", principal, model, _prompt_text(body), started, usage, error=error)
         yield "data: [DONE]\n\n"
 
     # -- embeddings --------------------------------------------------------------------------
-    def embeddings(self, body: dict, principal: Principal) -> dict:
+    def embeddings(self, body: dict, principal: Principal, cancel: threading.Event | None = None) -> dict:
         model = self.registry.get(body.get("model"))
         raw = body.get("input")
         inputs = [raw] if isinstance(raw, str) else raw
@@ -152,7 +167,7 @@ class ModelCalls:
             raise BadRequest("input must be a string or a non-empty list of strings")
         started = time.monotonic()
         try:
-            out = model.embed(inputs)
+            out = model.embed(inputs, started + model.timeout, cancel)
         except BaseException as e:
             self.record("embeddings", "http", principal, model.name, "\n".join(inputs), started, error=e)
             raise
@@ -160,7 +175,8 @@ class ModelCalls:
         return out
 
     # -- nsql ------------------------------------------------------------------------------
-    def nsql(self, body: dict, principal: Principal, protocol: str = "http") -> dict:
+    def nsql(self, body: dict, principal: Principal, protocol: str = "http",
+             cancel: threading.Event | None = None) -> dict:
         question = body.get("query") or body.get("question")
         if not isinstance(question, str) or not question.strip():
             raise BadRequest('body must be {"query": "<question>"} (optionally "model", "datasets")')
@@ -176,7 +192,7 @@ class ModelCalls:
                 "temperature": 0, "max_tokens": int(body.get("max_tokens") or 256),
                 "response_format": {"type": "json_schema", "json_schema": {"name": "sql", "schema": {
                     "type": "object", "properties": {"sql": {"type": "string"}}, "required": ["sql"]}}}}
-            out = model.chat(request)
+            out = model.chat(request, started + model.timeout, cancel)
             usage = out.get("usage")
             text = out["choices"][0]["message"].get("content") or ""
             try:
@@ -246,6 +262,20 @@ def _prompt_text(body: dict) -> str:
     return json.dumps(body.get("messages"), default=str, sort_keys=True)
 
 
+async def _cancellable(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args, cancel)` in the thread pool; a client that disconnects sets `cancel`."""
+    cancel = threading.Event()
+    task = asyncio.ensure_future(run_in_threadpool(fn, *args, cancel=cancel))
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.25)
+            if not task.done() and await request.is_disconnected():
+                cancel.set()
+        return task.result()
+    finally:
+        cancel.set()
+
+
 def create_router(runtime: Runtime, registry: ModelRegistry) -> APIRouter:
     router = APIRouter()
     calls = ModelCalls(runtime, registry)
@@ -271,27 +301,38 @@ def create_router(runtime: Runtime, registry: ModelRegistry) -> APIRouter:
     async def chat(request: Request):
         body = await _json(request)
         principal = request.state.principal
-        if body.get("stream"):
-            lines = await run_in_threadpool(calls.chat_stream, body, principal)
+        if not body.get("stream"):
+            return await _cancellable(request, calls.chat, body, principal)
+        cancel = threading.Event()
+        try:
+            lines = await run_in_threadpool(calls.chat_stream, body, principal, cancel)
             first = await run_in_threadpool(next, lines, None)  # errors before the first chunk get a status
+        except BaseException:
+            cancel.set()
+            raise
 
-            def rest() -> Iterator[str]:
-                if first is not None:
-                    yield first
-                    yield from lines
+        def rest() -> Iterator[str]:
+            if first is not None:
+                yield first
+                yield from lines
 
-            return StreamingResponse(iterate_in_threadpool(rest()), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        return await run_in_threadpool(calls.chat, body, principal)
+        async def body_() -> AsyncIterator[str]:
+            try:
+                async for line in iterate_in_threadpool(rest()):
+                    yield line
+            finally:  # the client went away (or the stream ended): stop generating
+                cancel.set()
+
+        return StreamingResponse(body_(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @router.post("/v1/embeddings")
     async def embeddings(request: Request):
         body = await _json(request)
-        return await run_in_threadpool(calls.embeddings, body, request.state.principal)
+        return await _cancellable(request, calls.embeddings, body, request.state.principal)
 
     @router.post("/v1/nsql")
     async def nsql(request: Request):
         body = await _json(request)
-        return await run_in_threadpool(calls.nsql, body, request.state.principal)
+        return await _cancellable(request, calls.nsql, body, request.state.principal, "http")
 
     return router

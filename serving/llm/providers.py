@@ -1,11 +1,12 @@
 """Model providers for the OpenAI-compatible routes.
 
-* `file:<path>.gguf` -> LocalModel: llama-cpp-python, one worker thread per model that runs
-  requests one at a time in arrival order (FIFO = fair), behind a bounded queue.
+* `file:<path>.gguf` -> LocalModel: llama-cpp-python in a supervised worker process
+  (`serving.llm.worker`), one request at a time in arrival order behind a bounded queue.
 * `openai:<model>` -> OpenAIModel: forwards to any OpenAI-compatible endpoint.
 
-Loading happens in a background thread; a model that fails to load is `error` with its message
-and never affects the data side. Every response is an OpenAI-shaped dict (or chunk dicts).
+Every call has a deadline (`params.timeout`) and may carry a cancel event (the client went
+away). A model that fails to load is `error` with its message and never affects the data side.
+Every response is an OpenAI-shaped dict (or chunk dicts).
 """
 
 from __future__ import annotations
@@ -13,22 +14,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
-from concurrent.futures import Future
 from typing import Any, Callable, Iterator
 
 import httpx
 
 from engine.config import Model, Pod
-from engine.errors import BadRequest, ModelError, ModelUnavailable, Overloaded
+from engine.errors import BadRequest, ModelError, ModelUnavailable, NotFound, QueryTimeout, RequestCancelled
+from engine.metrics import Metrics
+from engine.task_history import Task, TaskHistory
+
+from .worker import ModelWorker
 
 log = logging.getLogger("satchel.models")
 
 DEFAULT_QUEUE_SIZE = 16
-_DONE = object()
+DEFAULT_TIMEOUT = 120.0
 
 
 def _param(model: Model, key: str, default: Any = None, cast: Callable[[Any], Any] = str) -> Any:
@@ -41,85 +44,58 @@ def _param(model: Model, key: str, default: Any = None, cast: Callable[[Any], An
         raise BadRequest(f"model '{model.name}': params.{key} must be {cast.__name__}, got {value!r}") from None
 
 
-def _bool(v: Any) -> bool:
-    return str(v).strip().lower() in ("1", "true", "yes", "on")
-
-
-class ModelQueue:
-    """One worker thread running jobs in arrival order, with at most `size` waiting."""
-
-    def __init__(self, name: str, size: int) -> None:
-        self.name = name
-        self._jobs: queue.Queue = queue.Queue(maxsize=size)
-        self._thread = threading.Thread(target=self._work, name=f"satchel-model-{name}", daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[[], Any]) -> Future:
-        fut: Future = Future()
-        try:
-            self._jobs.put_nowait((fn, fut))
-        except queue.Full:
-            raise Overloaded(f"model '{self.name}' is busy: its request queue is full; retry later") from None
-        return fut
-
-    @property
-    def waiting(self) -> int:
-        return self._jobs.qsize()
-
-    def _work(self) -> None:
-        while True:
-            fn, fut = self._jobs.get()
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn())
-            except BaseException as e:  # delivered to the caller, never kills the worker
-                fut.set_exception(e)
-
-
 class BaseModel_:
+    """A model the routes can call; `status` is loading | ready | restarting | error."""
+
     provider = ""
 
     def __init__(self, config: Model, pod: Pod) -> None:
         self.config = config
         self.name = config.name
-        self.status = "loading"
+        self.timeout = _param(config, "timeout", DEFAULT_TIMEOUT, float)
+        self.status = "ready"
         self.error: str | None = None
-        self.loaded_at: float | None = None
+        self.loaded_at: float | None = time.time()
 
     def info(self) -> dict:
         return {"name": self.name, "provider": self.provider, "status": self.status, "error": self.error}
 
     def start(self) -> None:
-        threading.Thread(target=self._load_guarded, name=f"satchel-load-{self.name}", daemon=True).start()
+        pass
 
-    def _load_guarded(self) -> None:
-        try:
-            self.load()
-            self.status, self.loaded_at = "ready", time.time()
-            log.info("model %s ready", self.name)
-        except BaseException as e:  # a broken model never takes the runtime down
-            self.status, self.error = "error", f"failed to load: {e}"
-            log.error("model %s: %s", self.name, self.error)
-
-    def load(self) -> None:  # pragma: no cover - overridden
+    def stop(self) -> None:
         pass
 
     def check_ready(self) -> None:
         if self.status == "loading":
             raise ModelUnavailable(f"model '{self.name}' is still loading")
-        if self.status != "ready":
+        if self.status == "error":
             raise ModelUnavailable(f"model '{self.name}' is unavailable: {self.error}")
 
-    # the OpenAI operations; `request` is the chat body with defaults applied
-    def chat(self, request: dict) -> dict:
+    # the OpenAI operations; `request` is the chat body with defaults applied. `deadline` is a
+    # time.monotonic() value; `cancel` is set when the client goes away.
+    def chat(self, request: dict, deadline: float | None = None, cancel: threading.Event | None = None) -> dict:
         raise NotImplementedError
 
-    def chat_stream(self, request: dict) -> Iterator[dict]:
+    def chat_stream(self, request: dict, deadline: float | None = None,
+                    cancel: threading.Event | None = None) -> Iterator[dict]:
         raise NotImplementedError
 
-    def embed(self, inputs: list[str]) -> dict:
+    def embed(self, inputs: list[str], deadline: float | None = None, cancel: threading.Event | None = None) -> dict:
         raise NotImplementedError
+
+    def remaining(self, deadline: float | None) -> float:
+        """Seconds left for a call: the request's deadline, or the model's own timeout."""
+        return self.timeout if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+class BrokenModel(BaseModel_):
+    """A model entry whose params are invalid: unavailable, with the reason."""
+
+    def __init__(self, config: Model, pod: Pod, error: str) -> None:
+        self.config, self.name, self.timeout = config, config.name, DEFAULT_TIMEOUT
+        self.provider = config.provider
+        self.status, self.error, self.loaded_at = "error", error, None
 
 
 def _completion_id() -> str:
@@ -127,36 +103,56 @@ def _completion_id() -> str:
 
 
 class LocalModel(BaseModel_):
-    """A GGUF model run in-process by llama-cpp-python."""
+    """A GGUF model run by llama-cpp-python in a supervised worker process."""
 
     provider = "file"
 
-    def __init__(self, config: Model, pod: Pod) -> None:
+    def __init__(self, config: Model, pod: Pod, on_crash: Callable[[str, str], None] = lambda m, r: None,
+                 on_state: Callable[[str, bool], None] = lambda m, up: None) -> None:
         super().__init__(config, pod)
         path = config.path
         self.path = path if os.path.isabs(path) else os.path.join(pod.base_dir, path)
-        self.n_ctx = _param(config, "n_ctx", 2048, int)
-        self.n_threads = _param(config, "n_threads", max(1, (os.cpu_count() or 2)), int)
         self.chat_format = _param(config, "chat_format", None)
         self.temperature = _param(config, "temperature", None, float)
         self.max_tokens = _param(config, "max_tokens", 256, int)
         self.system_prompt = _param(config, "system_prompt", None)
-        self.queue = ModelQueue(config.name, _param(config, "queue_size", DEFAULT_QUEUE_SIZE, int))
-        self._llm: Any = None
-        self._embedder: Any = None
+        extra = _param(config, "extra_buffers", "auto")
+        if extra not in ("auto", "on", "off"):
+            raise BadRequest(f"model '{config.name}': params.extra_buffers must be auto, on or off, got {extra!r}")
+        spec = {"path": self.path, "display_path": config.path, "n_ctx": _param(config, "n_ctx", 2048, int),
+                "n_threads": _param(config, "n_threads", max(1, (os.cpu_count() or 2)), int),
+                "chat_format": self.chat_format, "extra_buffers": extra, "timeout": self.timeout}
+        self.worker = ModelWorker(config.name, spec, _param(config, "queue_size", DEFAULT_QUEUE_SIZE, int),
+                                  on_crash=lambda reason: on_crash(config.name, reason),
+                                  on_state=lambda up: on_state(config.name, up))
+
+    @property  # type: ignore[override]
+    def status(self) -> str:
+        return self.worker.status
+
+    @status.setter
+    def status(self, value: str) -> None:
+        pass  # the worker owns it
+
+    @property  # type: ignore[override]
+    def error(self) -> str | None:
+        return self.worker.error
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        pass
 
     def info(self) -> dict:
-        return {**super().info(), "path": self.config.path, "queued": self.queue.waiting}
+        w = self.worker
+        return {**super().info(), "path": self.config.path, "queued": w.waiting, "worker_pid": w.pid,
+                "restarts": w.restarts, "last_crash": w.last_crash, "cancelled": w.cancelled,
+                "extra_buffers": w.info.get("extra_buffers")}
 
-    def load(self) -> None:
-        if not os.path.exists(self.path):
-            raise FileNotFoundError(f"model file {self.config.path} not found")
-        try:
-            import llama_cpp
-        except ImportError:
-            raise RuntimeError("llama-cpp-python is not installed; install satchel[llm]") from None
-        self._llm = llama_cpp.Llama(model_path=self.path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                    chat_format=self.chat_format, verbose=False)
+    def start(self) -> None:
+        self.worker.start()
+
+    def stop(self) -> None:
+        self.worker.stop()
 
     # -- chat ------------------------------------------------------------------------------
     def _kwargs(self, request: dict) -> dict:
@@ -187,20 +183,13 @@ class LocalModel(BaseModel_):
                 return rest
         return [{"role": "user", "content": system}, *rest]
 
-    def _run_chat(self, request: dict) -> dict:
+    def _prepare(self, request: dict) -> tuple[dict, bool]:
+        """The llama kwargs for a request, and whether tool calls are grammar-constrained."""
         kw = self._kwargs(request)
         tools = request.get("tools") or []
         choice = request.get("tool_choice", "auto")
-        if tools and choice != "none":
-            return self._tool_chat(request, kw, tools, choice)
-        if request.get("seed") is not None:
-            self._llm.set_seed(int(request["seed"]))
-        out = self._llm.create_chat_completion(**kw)
-        return out
-
-    def _tool_chat(self, request: dict, kw: dict, tools: list[dict], choice: Any) -> dict:
-        """Tool calling for any local model: the output is grammar-constrained to
-        {"tool": <name>, "arguments": {...}} or {"answer": "..."}, so it is never malformed."""
+        if not tools or choice == "none":
+            return kw, False
         funcs = [t["function"] for t in tools if t.get("type") == "function" and "function" in t]
         if isinstance(choice, dict):
             wanted = choice.get("function", {}).get("name")
@@ -216,92 +205,60 @@ class LocalModel(BaseModel_):
         guide = ("You can call these tools:\n" + listing + "\nReply with JSON only: "
                  '{"tool": "<name>", "arguments": {...}} to call a tool'
                  + (', or {"answer": "<text>"} to answer.' if choice in ("auto", None) else "."))
-        kw = dict(kw)
         kw["messages"] = self._fold(_with_system(kw["messages"], guide))
         kw["response_format"] = {"type": "json_object", "schema": _safe_schema(schema)}
-        if request.get("seed") is not None:
-            self._llm.set_seed(int(request["seed"]))
-        out = self._llm.create_chat_completion(**kw)
-        text = out["choices"][0]["message"].get("content") or ""
-        try:
-            parsed = json.loads(text)
-        except ValueError:  # cut by max_tokens: report the text as content
-            parsed = {"answer": text}
-        choice0 = out["choices"][0]
-        if isinstance(parsed, dict) and "tool" in parsed:
-            choice0["message"] = {"role": "assistant", "content": None, "tool_calls": [{
-                "id": "call_" + uuid.uuid4().hex[:16], "type": "function",
-                "function": {"name": parsed["tool"], "arguments": json.dumps(parsed.get("arguments") or {})}}]}
-            choice0["finish_reason"] = "tool_calls"
-        else:
-            answer = parsed.get("answer") if isinstance(parsed, dict) else text
-            choice0["message"] = {"role": "assistant", "content": answer if isinstance(answer, str) else text}
-        return out
+        return kw, True
 
-    def chat(self, request: dict) -> dict:
+    def chat(self, request: dict, deadline: float | None = None, cancel: threading.Event | None = None) -> dict:
+        """Tool calling for any local model: the output is grammar-constrained to
+        {"tool": <name>, "arguments": {...}} or {"answer": "..."}, so it is never malformed."""
         self.check_ready()
-        out = self.queue.submit(lambda: self._run_chat(request)).result()
+        kw, tools = self._prepare(request)
+        call = self.worker.submit("chat", (kw, request.get("seed"), False), self.remaining(deadline), cancel)
+        out = self.worker.result(call)
+        if tools:
+            _tool_answer(out)
         out["id"], out["model"] = _completion_id(), self.name
         return out
 
-    def chat_stream(self, request: dict) -> Iterator[dict]:
+    def chat_stream(self, request: dict, deadline: float | None = None,
+                    cancel: threading.Event | None = None) -> Iterator[dict]:
         """Chunks in OpenAI's format; generation runs on the model's worker in turn."""
         self.check_ready()
-        chunks: queue.Queue = queue.Queue()
         cid, created = _completion_id(), int(time.time())
-
-        def job() -> None:
-            try:
-                if request.get("tools") and request.get("tool_choice", "auto") != "none":
-                    out = self._run_chat(request)
-                    for c in _as_chunks(out):
-                        chunks.put(c)
-                else:
-                    kw = self._kwargs(request)
-                    if request.get("seed") is not None:
-                        self._llm.set_seed(int(request["seed"]))
-                    text = []
-                    finish = None
-                    for c in self._llm.create_chat_completion(stream=True, **kw):
-                        delta = c["choices"][0].get("delta") or {}
-                        if delta.get("content"):
-                            text.append(delta["content"])
-                        finish = c["choices"][0].get("finish_reason") or finish
-                        chunks.put({"choices": c["choices"]})
-                    completion = len(self._llm.tokenize("".join(text).encode(), add_bos=False, special=True)) if text else 0
-                    prompt = max(0, int(self._llm.n_tokens) - completion)
-                    chunks.put({"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                                                         "total_tokens": prompt + completion}})
-            except BaseException as e:
-                chunks.put(e)
-            finally:
-                chunks.put(_DONE)
-
-        self.queue.submit(job)
-        while True:
-            item = chunks.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise ModelError(f"model '{self.name}' failed: {item}")
+        if request.get("tools") and request.get("tool_choice", "auto") != "none":
+            chunks = _as_chunks(self.chat(request, deadline, cancel))
+        else:
+            kw, _ = self._prepare(request)
+            chunks = self.worker.stream(self.worker.submit("chat", (kw, request.get("seed"), True),
+                                                           self.remaining(deadline), cancel))
+        for item in chunks:
             yield {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.name, **item}
 
     # -- embeddings ------------------------------------------------------------------------
-    def embed(self, inputs: list[str]) -> dict:
+    def embed(self, inputs: list[str], deadline: float | None = None, cancel: threading.Event | None = None) -> dict:
         self.check_ready()
-
-        def job() -> dict:
-            if self._embedder is None:
-                import llama_cpp
-
-                self._embedder = llama_cpp.Llama(model_path=self.path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                                 embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-                                                 verbose=False)
-            return self._embedder.create_embedding(inputs)
-
-        out = self.queue.submit(job).result()
+        out = self.worker.result(self.worker.submit("embed", (inputs,), self.remaining(deadline), cancel))
         out["model"] = self.name
         return out
+
+
+def _tool_answer(out: dict) -> None:
+    """A grammar-constrained tool reply as OpenAI tool calls (or a plain answer)."""
+    text = out["choices"][0]["message"].get("content") or ""
+    try:
+        parsed = json.loads(text)
+    except ValueError:  # cut by max_tokens: report the text as content
+        parsed = {"answer": text}
+    choice0 = out["choices"][0]
+    if isinstance(parsed, dict) and "tool" in parsed:
+        choice0["message"] = {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_" + uuid.uuid4().hex[:16], "type": "function",
+            "function": {"name": parsed["tool"], "arguments": json.dumps(parsed.get("arguments") or {})}}]}
+        choice0["finish_reason"] = "tool_calls"
+    else:
+        answer = parsed.get("answer") if isinstance(parsed, dict) else text
+        choice0["message"] = {"role": "assistant", "content": answer if isinstance(answer, str) else text}
 
 
 class OpenAIModel(BaseModel_):
@@ -315,41 +272,46 @@ class OpenAIModel(BaseModel_):
         self.endpoint = _param(config, "endpoint", "https://api.openai.com/v1").rstrip("/")
         key = config.params.get("openai_api_key")
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.timeout = _param(config, "timeout", 120.0, float)
         self.secrets = pod.secret_values
 
     def info(self) -> dict:
         return {**super().info(), "upstream": self.upstream, "endpoint": self.endpoint}
 
-    def load(self) -> None:
-        pass  # nothing to load; failures surface per request as 502
-
-    def _post(self, path: str, body: dict) -> dict:
+    def _post(self, path: str, body: dict, deadline: float | None) -> dict:
         try:
-            resp = httpx.post(f"{self.endpoint}{path}", json=body, headers=self._headers, timeout=self.timeout)
+            resp = httpx.post(f"{self.endpoint}{path}", json=body, headers=self._headers,
+                              timeout=self.remaining(deadline))
+        except httpx.TimeoutException:
+            raise QueryTimeout(f"model '{self.name}': {self.endpoint} did not answer within the deadline") from None
         except httpx.HTTPError as e:
             raise ModelError(f"model '{self.name}': cannot reach {self.endpoint}: {type(e).__name__}") from None
         if resp.status_code >= 400:
             raise ModelError(f"model '{self.name}': upstream answered {resp.status_code}: {resp.text[:300]}")
         return resp.json()
 
-    def chat(self, request: dict) -> dict:
+    def chat(self, request: dict, deadline: float | None = None, cancel: threading.Event | None = None) -> dict:
         self.check_ready()
         body = {k: v for k, v in request.items() if k != "stream_options"}
-        out = self._post("/chat/completions", {**body, "model": self.upstream, "stream": False})
+        out = self._post("/chat/completions", {**body, "model": self.upstream, "stream": False}, deadline)
         out["model"] = self.name
         return out
 
-    def chat_stream(self, request: dict) -> Iterator[dict]:
+    def chat_stream(self, request: dict, deadline: float | None = None,
+                    cancel: threading.Event | None = None) -> Iterator[dict]:
         self.check_ready()
         body = {**request, "model": self.upstream, "stream": True}
+        end = deadline if deadline is not None else time.monotonic() + self.timeout
         try:
             with httpx.stream("POST", f"{self.endpoint}/chat/completions", json=body, headers=self._headers,
-                              timeout=self.timeout) as resp:
+                              timeout=self.remaining(end)) as resp:
                 if resp.status_code >= 400:
                     resp.read()
                     raise ModelError(f"model '{self.name}': upstream answered {resp.status_code}: {resp.text[:300]}")
                 for line in resp.iter_lines():
+                    if cancel is not None and cancel.is_set():
+                        raise RequestCancelled(f"model '{self.name}': the request was cancelled")
+                    if time.monotonic() > end:
+                        raise QueryTimeout(f"model '{self.name}': the stream passed its deadline")
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
@@ -358,35 +320,53 @@ class OpenAIModel(BaseModel_):
                     chunk = json.loads(data)
                     chunk["model"] = self.name
                     yield chunk
+        except httpx.TimeoutException:
+            raise QueryTimeout(f"model '{self.name}': {self.endpoint} did not answer within the deadline") from None
         except httpx.HTTPError as e:
             raise ModelError(f"model '{self.name}': cannot reach {self.endpoint}: {type(e).__name__}") from None
 
-    def embed(self, inputs: list[str]) -> dict:
+    def embed(self, inputs: list[str], deadline: float | None = None, cancel: threading.Event | None = None) -> dict:
         self.check_ready()
-        out = self._post("/embeddings", {"model": self.upstream, "input": inputs})
+        out = self._post("/embeddings", {"model": self.upstream, "input": inputs}, deadline)
         out["model"] = self.name
         return out
 
 
 class ModelRegistry:
-    """The pod's models, loaded in the background at start()."""
+    """The pod's models; local ones start their worker processes at start()."""
 
-    def __init__(self, pod: Pod) -> None:
+    def __init__(self, pod: Pod, history: TaskHistory | None = None, metrics: Metrics | None = None) -> None:
         self.pod = pod
+        self.history, self.metrics = history, metrics
         self.models: dict[str, BaseModel_] = {}
         for m in pod.models:
-            cls = LocalModel if m.provider == "file" else OpenAIModel
             try:
-                self.models[m.name] = cls(m, pod)
+                if m.provider == "file":
+                    self.models[m.name] = LocalModel(m, pod, on_crash=self._crashed, on_state=self._state)
+                else:
+                    self.models[m.name] = OpenAIModel(m, pod)
             except Exception as e:  # a bad param makes this model unavailable, nothing else
-                broken = BaseModel_(m, pod)
-                broken.provider, broken.status, broken.error = m.provider, "error", str(e)
-                self.models[m.name] = broken
+                self.models[m.name] = BrokenModel(m, pod, str(e))
+
+    def _crashed(self, model: str, reason: str) -> None:
+        """A worker that ended unexpectedly: a task-history row and a metric."""
+        if self.metrics is not None:
+            self.metrics.model_worker_restarts.labels(model, reason.split(" while ")[0]).inc()
+        if self.history is not None:
+            self.history.record(Task("model_worker", "internal", "", f"worker process ended: {reason}",
+                                     model=model, error=f"model worker ended ({reason}); restarting"))
+
+    def _state(self, model: str, up: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.model_worker_up.labels(model).set(1 if up else 0)
 
     def start(self) -> None:
         for m in self.models.values():
-            if m.status == "loading":
-                m.start()
+            m.start()
+
+    def stop(self) -> None:
+        for m in self.models.values():
+            m.stop()
 
     def loading(self) -> list[str]:
         return [m.name for m in self.models.values() if m.status == "loading"]
@@ -398,8 +378,6 @@ class ModelRegistry:
             return next(iter(self.models.values()))
         model = self.models.get(name)
         if model is None:
-            from engine.errors import NotFound
-
             raise NotFound(f"unknown model '{name}'; models: {', '.join(self.models)}")
         return model
 

@@ -1,0 +1,1 @@
+"""Models next to the data: supervised local workers, OpenAI-compatible providers and routes."""
