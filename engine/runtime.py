@@ -32,7 +32,7 @@ from .planner import Binding, Plan, PlanCache, RecordingResolver, TableScan, cac
 from .redact import redact
 from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
 from .task_history import SCHEMA as TASK_HISTORY_SCHEMA
-from .task_history import Task, TaskHistory
+from .task_history import Task, TaskHistory, started_at
 
 log = logging.getLogger("satchel.runtime")
 FIRST_LOAD_RETRY_BASE_S = 1.0  # a dataset whose first load failed is retried after 1s, 2s, 4s ... 60s
@@ -139,11 +139,11 @@ class Runtime:
             result = ds.refresh(self._source_reader, self.scheduler.stop_event)
         except Exception as e:
             # visible in task history like a scheduled refresh's failure, and a clean public error
-            self._record_refresh(ds, None, (time.monotonic() - started) * 1000, ds.last_error or str(e))
+            self._record_refresh(ds, started, None, ds.last_error or str(e))
             if isinstance(e, SatchelError):
                 raise
             raise ConnectorError(f"refresh of '{ds.name}' failed: {ds.last_error}") from None
-        self._record_refresh(ds, result.rows, result.duration_s * 1000, None)
+        self._record_refresh(ds, started, result.rows, None)
         return {"dataset": ds.name, "status": "done", "rows": result.rows, "mode": result.mode,
                 "duration_s": result.duration_s}
 
@@ -153,9 +153,9 @@ class Runtime:
             result = ds.refresh(self._source_reader, self.scheduler.stop_event)
             log.info("dataset %s: %s refresh loaded %d rows in %.2fs", ds.name, result.mode, result.rows,
                      result.duration_s)
-            self._record_refresh(ds, result.rows, result.duration_s * 1000, None)
+            self._record_refresh(ds, started, result.rows, None)
         except Exception:
-            self._record_refresh(ds, None, (time.monotonic() - started) * 1000, ds.last_error)
+            self._record_refresh(ds, started, None, ds.last_error)
             if ds.loaded_once:
                 log.error("dataset %s: refresh failed, keeping the last good data: %s", ds.name, ds.last_error)
                 return
@@ -170,9 +170,11 @@ class Runtime:
         else:
             self._first_load_failures.pop(ds.name, None)
 
-    def _record_refresh(self, ds: DatasetRuntime, rows: int | None, ms: float, error: str | None) -> None:
-        self.task_history.record(Task("refresh", "internal", "runtime", f"refresh {ds.name}", [ds.name],
-                                      "source", duration_ms=ms, rows=rows, error=error))
+    def _record_refresh(self, ds: DatasetRuntime, started: float, rows: int | None, error: str | None) -> None:
+        """One task-history row for a refresh that began at `started` (time.monotonic()) and just ended."""
+        self.task_history.record(Task("refresh", "internal", "runtime", f"refresh {ds.name}", [ds.name], "source",
+                                      started_at=started_at(started), duration_ms=(time.monotonic() - started) * 1000,
+                                      rows=rows, error=error))
 
     # -- auth --------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
+import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -50,6 +51,12 @@ class Task:
     output_tokens: int | None = None
     tool_calls: list[str] | None = None
     prompt_hash: str | None = None
+
+
+def started_at(monotonic_start: float) -> dt.datetime:
+    """The wall-clock time of a `time.monotonic()` reading: a task's start, for a row recorded
+    when the task ends (pass it as `Task(started_at=...)`)."""
+    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=time.monotonic() - monotonic_start)
 
 
 class TaskHistory:

@@ -592,3 +592,28 @@ datasets:
     while runtime.scheduler.is_running("late") and time.monotonic() < deadline:
         time.sleep(0.02)
     assert runtime.scheduler.next_run("late") is None  # loaded: back to load-once
+
+
+def test_refresh_rows_in_task_history_start_when_the_refresh_starts(make_runtime, source_server):
+    """started_at is the refresh's start (scheduled and on-demand), duration_ms its length."""
+    source_server.files["/t.parquet"] = _parquet_bytes(version_table(1))
+    source_server.plan("/t.parquet", [(200, 0), (200, 1.0), (200, 1.0)])  # schema, then two slow loads
+    utc = dt.timezone.utc
+    before_first = dt.datetime.now(utc)
+    runtime = make_runtime(HEAD + f"""
+datasets:
+  - from: {source_server.url('/t.parquet')}
+    name: t
+    acceleration:
+      engine: arrow
+""", start=True)
+    assert runtime.wait_ready(15)
+    before_second = dt.datetime.now(utc)
+    runtime.refresh("t", wait=True)
+    after = dt.datetime.now(utc)
+    rows = [r for r in runtime.task_history.table().to_pylist() if r["task"] == "refresh"]
+    assert len(rows) == 2, rows
+    for row, before, end in ((rows[0], before_first, before_second), (rows[1], before_second, after)):
+        assert row["error"] is None and row["duration_ms"] >= 1000, row
+        assert before <= row["started_at"] <= before + dt.timedelta(seconds=0.9), (before, row)
+        assert row["started_at"] + dt.timedelta(milliseconds=row["duration_ms"]) <= end + dt.timedelta(seconds=0.05)
