@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Iterator
 
 from .config_types import parse_columns
+from .durations import parse_duration
 from .yaml_positions import Path
 
 Finding = tuple[Path, str]
@@ -125,6 +126,11 @@ def _acceleration(at: Path, ds: dict) -> Iterator[Finding]:
     for key in params:
         if str(key).startswith("duckdb_") and engine == "arrow":
             yield at + ("params", key), f"{key} needs engine: duckdb"
+    if "refresh_min_interval" in params:
+        try:
+            parse_duration(str(params["refresh_min_interval"]))
+        except ValueError as e:
+            yield at + ("params", "refresh_min_interval"), str(e)
     yield from _conflicts(at, acc)
 
 

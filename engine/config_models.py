@@ -14,12 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from .arrow_sql_types import arrow_type
+from .durations import parse_duration
 from .config_types import (
     Columns, Duration, FrozenMap, Identifier, NonEmptyStr, ParamStr, ParamValue,
     PositiveDuration, Size, Str, frozen_map,
 )
 
-ACCELERATION_PARAMS = ("duckdb_file", "duckdb_memory_limit")
+ACCELERATION_PARAMS = ("duckdb_file", "duckdb_memory_limit", "refresh_min_interval")
+# Satchel extension (Spice has no such key): on-demand refreshes of a dataset start at most this often.
+DEFAULT_REFRESH_MIN_INTERVAL = timedelta(seconds=10)
 
 
 class _Frozen(BaseModel):
@@ -92,6 +95,12 @@ class Acceleration(_Frozen):
                 "unknown_keys", "unknown keys {keys}", {"keys": unknown, "allowed": list(ACCELERATION_PARAMS)}
             )
         return value
+
+    @property
+    def refresh_min_interval(self) -> timedelta:
+        """The least time between the end of an on-demand refresh and the start of the next one."""
+        text = self.params.get("refresh_min_interval")
+        return parse_duration(text) if text is not None else DEFAULT_REFRESH_MIN_INTERVAL
 
 
 class Dataset(_Frozen):

@@ -148,9 +148,16 @@ class NotFound(SatchelError):
 
 
 class Overloaded(SatchelError):
+    """Too much work for a source or dataset right now; `retry_after` (seconds), when known, says
+    when to try again (HTTP `Retry-After`)."""
+
     http_status = 429
     flight_kind = "unavailable"
     code = "overloaded"
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ModelUnavailable(SatchelError):

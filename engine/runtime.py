@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,8 @@ from connectors.base import FULL_TEXT_OP, Filter, FilterSupport
 
 from .config import Pod
 from .datasets import DatasetRuntime
-from .errors import ConnectorError, DatasetNotReady, NotFound, QueryTimeout, SatchelError, SqlError, Unauthenticated
+from .errors import (ConnectorError, DatasetNotReady, NotFound, Overloaded, QueryTimeout, SatchelError, SqlError,
+                     Unauthenticated)
 from . import source_pushdown
 from .executor import duckdb_schema, federated_schema, run_federated
 from .metrics import Metrics
@@ -86,6 +89,9 @@ class Runtime:
             self.views[view.name.lower()] = tree
         self.scheduler = RefreshScheduler()
         self._first_load_failures: dict[str, int] = {}
+        self._demand_lock = threading.Lock()
+        self._demanded: set[str] = set()  # datasets with an on-demand refresh queued, not started
+        self._demand_ended: dict[str, float] = {}  # time.monotonic() the last on-demand refresh ended
         self._started = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -132,8 +138,7 @@ class Runtime:
         if not ds.accelerated:
             raise SqlError(f"dataset '{ds.name}' is not accelerated; there is nothing to refresh")
         if not wait:
-            queued = self.scheduler.run_now(ds.name)
-            return {"dataset": ds.name, "status": "queued" if queued else "already running"}
+            return self._refresh_on_demand(ds)
         started = time.monotonic()
         try:
             result = ds.refresh(self._source_reader, self.scheduler.stop_event)
@@ -147,8 +152,30 @@ class Runtime:
         return {"dataset": ds.name, "status": "done", "rows": result.rows, "mode": result.mode,
                 "duration_s": result.duration_s}
 
+    def _refresh_on_demand(self, ds: DatasetRuntime) -> dict:
+        """A refresh asked for by a client: it joins one pending or running, else one starts, at
+        most once per `refresh_min_interval` after the last on-demand one ended (Overloaded)."""
+        with self._demand_lock:
+            if ds.name in self._demanded:
+                return {"dataset": ds.name, "status": "queued", "joined": True}
+            if self.scheduler.is_running(ds.name):
+                return {"dataset": ds.name, "status": "already running", "joined": True}
+            interval = ds.acceleration.refresh_min_interval.total_seconds()
+            wait = self._demand_ended.get(ds.name, -math.inf) + interval - time.monotonic()
+            if wait > 0:
+                raise Overloaded(f"dataset '{ds.name}' was refreshed on demand less than {interval:g}s ago "
+                                 f"(acceleration.params.refresh_min_interval); retry in {math.ceil(wait)}s",
+                                 retry_after=wait)
+            if not self.scheduler.run_now(ds.name):  # it started meanwhile
+                return {"dataset": ds.name, "status": "already running", "joined": True}
+            self._demanded.add(ds.name)
+        return {"dataset": ds.name, "status": "queued", "joined": False}
+
     def _refresh_job(self, ds: DatasetRuntime) -> None:
         started = time.monotonic()
+        with self._demand_lock:  # this run serves the on-demand request pending, if any
+            demanded = ds.name in self._demanded
+            self._demanded.discard(ds.name)
         try:
             result = ds.refresh(self._source_reader, self.scheduler.stop_event)
             log.info("dataset %s: %s refresh loaded %d rows in %.2fs", ds.name, result.mode, result.rows,
@@ -169,6 +196,10 @@ class Runtime:
                       ds.last_error)
         else:
             self._first_load_failures.pop(ds.name, None)
+        finally:
+            if demanded:
+                with self._demand_lock:
+                    self._demand_ended[ds.name] = time.monotonic()
 
     def _record_refresh(self, ds: DatasetRuntime, started: float, rows: int | None, error: str | None) -> None:
         """One task-history row for a refresh that began at `started` (time.monotonic()) and just ended."""

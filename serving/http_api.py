@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from typing import Iterator
 
 import pyarrow as pa
@@ -125,7 +126,10 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
 
 
 def _error(e: SatchelError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "X-API-Key"} if e.http_status == 401 else None
+    headers = {"WWW-Authenticate": "X-API-Key"} if e.http_status == 401 else {}
+    retry_after = getattr(e, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse({"error": {"code": e.code, "message": e.message}}, status_code=e.http_status, headers=headers)
 
 

@@ -371,6 +371,9 @@ BAD_PODS: list[tuple[str, str, str, list[str]]] = [
     ("acceleration-params-key", "datasets:\n  - from: file:x.csv\n    name: x\n    acceleration:\n      engine: duckdb\n"
      "      params:\n        duckdb_threads: 4  # <-\n", "datasets[0].acceleration.params.duckdb_threads",
      ["unknown key 'duckdb_threads'", "allowed: duckdb_file, duckdb_memory_limit"]),
+    ("refresh-min-interval", "datasets:\n  - from: file:x.csv\n    name: x\n    acceleration:\n"
+     "      params:\n        refresh_min_interval: soon  # <-\n", "datasets[0].acceleration.params.refresh_min_interval",
+     ["invalid duration 'soon'"]),
     ("duckdb-param-on-arrow", "datasets:\n  - from: file:x.csv\n    name: x\n    acceleration:\n"
      "      params:\n        duckdb_file: x.db  # <-\n", "datasets[0].acceleration.params.duckdb_file", ["needs engine: duckdb"]),
     ("file-mode-on-arrow", "datasets:\n  - from: file:x.csv\n    name: x\n    acceleration:\n      mode: file  # <-\n",

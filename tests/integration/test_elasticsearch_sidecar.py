@@ -56,6 +56,8 @@ datasets:
       engine: arrow
       refresh_mode: append
       refresh_check_interval: 1h
+      params:
+        refresh_min_interval: 0s  # the tests below refresh on demand back to back
       primary_key: _id
       on_conflict:
         _id: upsert

@@ -98,6 +98,8 @@ datasets:
     acceleration:
       engine: duckdb
       refresh_retry_enabled: false
+      params:
+        refresh_min_interval: 0s  # two on-demand refreshes back to back
 """, pod_dir=pod_dir)
     assert server.sql("SELECT count(*) AS n, max(version) AS v FROM t").json() == [{"n": 500, "v": 1}]
     count_before = datasets(server)["t"]["refresh_count"]
