@@ -20,9 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from engine.errors import ConnectorError
+from engine.errors import ConnectorError, Overloaded
 
-from ._adbc_pool import ConnectFailed, ConnectionPool, RunningStatement, execute_pooled
+from ._adbc_pool import (ConnectFailed, ConnectionPool, GateSettings, RunningStatement, execute_pooled, join_gate,
+                         leave_gate)
 from ._adbc_filters import DIALECTS, FilterDialect, quote_ident, render_filter
 from ._types import normalize_type, resolve_unsupported, unservable_reason
 from .base import DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
@@ -58,6 +59,7 @@ class AdbcSqlSource:
             self.table_parts = split_name(spec.name, spec.prefix, spec.path)
             self.relation_sql = ".".join(quote_ident(x) for x in self.table_parts)
         self._pool = ConnectionPool(self._connect, pool_size)
+        self._gate = join_gate(self.source_id, self, GateSettings.from_params(spec.name, spec.params))
         self._schema: pa.Schema | None = None
         self._remote: pa.Schema | None = None
         self._lock = threading.Lock()
@@ -221,6 +223,7 @@ class AdbcSqlSource:
 
     def close(self) -> None:
         self._pool.close()
+        leave_gate(self._gate, self)
 
     def _table_schema(self, conn: Any) -> pa.Schema:
         """The remote table's schema by ADBC's catalog call (`[catalog.][schema.]table`)."""
@@ -235,9 +238,11 @@ class AdbcSqlSource:
     def query_reader(self, sql: str, out: pa.Schema | None, count_only: bool = False) -> pa.RecordBatchReader:
         """Stream `sql`'s rows as `out` (None: as the driver types them)."""
         try:
-            state, reader = execute_pooled(self._pool, sql, lambda cur: None, _is_statement_error)
+            state, reader = execute_pooled(self._pool, sql, lambda cur: None, _is_statement_error, self._gate)
         except ConnectFailed as e:
             raise self._error(f"cannot connect to the {self.kind} source", e.__cause__) from None
+        except Overloaded:
+            raise
         except Exception as e:  # noqa: BLE001
             raise self._error(f"query failed in the {self.kind} source", e) from None
         schema = out if out is not None else pa.schema([pa.field(f.name, normalize_type(f.type)) for f in reader.schema])

@@ -34,12 +34,12 @@ import pyarrow as pa
 from engine.errors import ConnectorError, MissingDependency
 
 from ._adbc_filters import DIALECTS
-from ._adbc_pool import close_quietly
+from ._adbc_pool import GATE_PARAMS, close_quietly
 from ._adbc_source import AdbcSqlSource, parse_pool_size
 from ._params import check_type_action
 from .base import DatasetSpec
 
-PARAMS = ("adbc_driver", "adbc_entrypoint", "adbc_uri", "adbc_options", "adbc_dialect", "connection_pool_size")
+PARAMS = ("adbc_driver", "adbc_entrypoint", "adbc_uri", "adbc_options", "adbc_dialect", "connection_pool_size") + GATE_PARAMS
 OPTION_PREFIX = "adbc_option_"
 ADBC_DIALECTS = ("sqlite", "postgres", "generic")
 

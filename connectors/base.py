@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
@@ -89,6 +90,18 @@ class FilterSupport(str, Enum):
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who the source statements of the current task are for: the principal's name and the kind
+    of work (`query` or `refresh`). The engine sets it (`CALLER.set`) around each task."""
+
+    principal: str = "runtime"
+    kind: str = "query"
+
+
+CALLER: ContextVar[Caller] = ContextVar("satchel_caller", default=Caller())
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """What a connector is built from: the dataset's config, secrets already resolved."""
 
@@ -101,6 +114,7 @@ class DatasetSpec:
     column_descriptions: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None
     column_types: Mapping[str, pa.DataType] = field(default_factory=dict)  # the pod's `columns[].type`
+    pod: str = ""  # the pod's name (sources that can be told who connects, e.g. PostgreSQL application_name)
 
 
 @runtime_checkable

@@ -29,13 +29,13 @@ import pyarrow as pa
 from engine.errors import ConnectorError
 
 from ._adbc_filters import DIALECTS
-from ._adbc_pool import close_quietly
+from ._adbc_pool import GATE_PARAMS, close_quietly
 from ._adbc_source import AdbcSqlSource, parse_pool_size
 from ._params import check_params, check_type_action, parse_bool
 from .base import DatasetSpec
 
 PARAMS = ("flightsql_endpoint", "flightsql_username", "flightsql_password", "flightsql_token",
-          "flightsql_tls_ca_cert", "flightsql_tls_skip_verify", "flightsql_dialect", "connection_pool_size")
+          "flightsql_tls_ca_cert", "flightsql_tls_skip_verify", "flightsql_dialect", "connection_pool_size") + GATE_PARAMS
 FLIGHTSQL_DIALECTS = ("auto", "satchel", "datafusion", "generic")
 _SCHEMES = ("grpc://", "grpc+tcp://", "grpc+tls://")
 

@@ -2,8 +2,9 @@
 
 Params: `pg_host`, `pg_port` (5432), `pg_db`, `pg_user`, `pg_pass`, `pg_sslmode`, or one
 `pg_connection_string` (a libpq URI or `key=value` string; the other pg_* params may add to a
-URI-less setup only); `connection_pool_size` (default 4). Secrets come in via `${secrets:...}`
-and never appear in errors or logs.
+URI-less setup only); `connection_pool_size` (default 4); the source's statement cap
+`max_concurrent_statements`, `statement_queue_size`, `statement_queue_timeout` (see _adbc_pool).
+Secrets come in via `${secrets:...}` and never appear in errors or logs.
 
 Reads go through the ADBC PostgreSQL driver (libpq, binary COPY into Arrow batches, streamed):
 measured against DuckDB's postgres scanner it reads the same data within a small factor, and
@@ -43,9 +44,10 @@ import adbc_driver_postgresql.dbapi as adbc_pg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import ConnectorError
+from engine.errors import ConnectorError, Overloaded
 
-from ._adbc_pool import ConnectFailed, ConnectionPool, RunningStatement, close_quietly, execute_pooled
+from ._adbc_pool import (GATE_PARAMS, ConnectFailed, ConnectionPool, GateSettings, RunningStatement, close_quietly,
+                         execute_pooled, join_gate, leave_gate)
 from ._filters import _convert
 from ._params import check_params, check_type_action
 from ._types import resolve_unsupported
@@ -54,7 +56,7 @@ from .base import DatasetSpec, Filter, FilterSupport, checked_projection, with_d
 log = logging.getLogger("satchel.connectors.postgres")
 
 PG_PARAMS = ("pg_host", "pg_port", "pg_db", "pg_user", "pg_pass", "pg_sslmode", "pg_connection_string",
-             "connection_pool_size")
+             "connection_pool_size") + GATE_PARAMS
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 BATCH_ROWS = 64 * 1024
 
@@ -304,6 +306,7 @@ class PostgresConnector:
         self.schema_name, self.table_name = parts
         self.relation = f"{quote_ident(self.schema_name)}.{quote_ident(self.table_name)}"
         self._pool = _pool_for(self.settings)
+        self._gate = join_gate(self.settings.source_id, self, GateSettings.from_params(spec.name, spec.params))
         self._lock = threading.Lock()
         self._columns: list[PgColumn] | None = None
         self._schema: pa.Schema | None = None
@@ -363,6 +366,14 @@ class PostgresConnector:
         return kept
 
     def _fetch(self, sql: str, what: str, fresh: bool = False) -> list[tuple]:
+        """A small catalog statement's rows, within the source's statement cap."""
+        self._gate.acquire()
+        try:
+            return self._fetch_pooled(sql, what, fresh)
+        finally:
+            self._gate.release()
+
+    def _fetch_pooled(self, sql: str, what: str, fresh: bool) -> list[tuple]:
         try:
             conn, reused = self._pool.acquire(fresh)
         except Exception as e:  # noqa: BLE001 - driver errors become ConnectorError
@@ -381,7 +392,7 @@ class PostgresConnector:
             if reused:  # an idle connection the server may have closed meanwhile: once more, anew
                 self._pool.release(conn, False)
                 conn = None
-                return self._fetch(sql, what, fresh=True)
+                return self._fetch_pooled(sql, what, fresh=True)
             raise self._error(what, e) from None
         finally:
             if conn is not None:
@@ -450,7 +461,8 @@ class PostgresConnector:
         return self.query_reader(sql, None)
 
     def close(self) -> None:
-        """Connections live in the shared pool (closed with `close_pools`)."""
+        """Leaves the source's statement gate; connections live in the shared pool (`close_pools`)."""
+        leave_gate(self._gate, self)
 
     # -- changes (refresh_mode: changes) --
 
@@ -538,9 +550,11 @@ class PostgresConnector:
         """Stream `sql`'s rows as `out` (None: as the driver types them). Dropping or closing the
         reader early cancels the statement on the server."""
         try:
-            state, reader = execute_pooled(self._pool, sql, _batch_size_hint, _is_sql_error)
+            state, reader = execute_pooled(self._pool, sql, _batch_size_hint, _is_sql_error, self._gate)
         except ConnectFailed as e:
             raise self._error("cannot connect to PostgreSQL", e.__cause__) from None
+        except Overloaded:
+            raise
         except Exception as e:  # noqa: BLE001
             raise self._error("query failed in PostgreSQL", e) from None
         schema = out if out is not None else pa.schema([f.with_type(_driver_type(f.type)) for f in reader.schema])

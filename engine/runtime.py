@@ -22,10 +22,10 @@ from sqlglot import exp
 from accel.arrow import ArrowAccelerator
 from accel.duckdb import DuckDBAccelerator
 from accel.refresh import RefreshScheduler, Schedule
-from connectors.base import FULL_TEXT_OP, Filter, FilterSupport
+from connectors.base import CALLER, FULL_TEXT_OP, Caller, Filter, FilterSupport
 
 from .config import Pod
-from .datasets import DatasetRuntime
+from .datasets import DatasetRuntime, RefreshResult
 from .errors import (ConnectorError, DatasetNotReady, NotFound, Overloaded, QueryTimeout, SatchelError, SqlError,
                      Unauthenticated)
 from . import source_pushdown
@@ -141,7 +141,7 @@ class Runtime:
             return self._refresh_on_demand(ds)
         started = time.monotonic()
         try:
-            result = ds.refresh(self._source_reader, self.scheduler.stop_event)
+            result = self._run_refresh(ds)
         except Exception as e:
             # visible in task history like a scheduled refresh's failure, and a clean public error
             self._record_refresh(ds, started, None, ds.last_error or str(e))
@@ -177,7 +177,7 @@ class Runtime:
             demanded = ds.name in self._demanded
             self._demanded.discard(ds.name)
         try:
-            result = ds.refresh(self._source_reader, self.scheduler.stop_event)
+            result = self._run_refresh(ds)
             log.info("dataset %s: %s refresh loaded %d rows in %.2fs", ds.name, result.mode, result.rows,
                      result.duration_s)
             self._record_refresh(ds, started, result.rows, None)
@@ -200,6 +200,14 @@ class Runtime:
             if demanded:
                 with self._demand_lock:
                     self._demand_ended[ds.name] = time.monotonic()
+
+    def _run_refresh(self, ds: DatasetRuntime) -> RefreshResult:
+        """Refresh `ds` now; its source statements are the runtime's, of kind refresh."""
+        caller = CALLER.set(Caller("runtime", "refresh"))
+        try:
+            return ds.refresh(self._source_reader, self.scheduler.stop_event)
+        finally:
+            CALLER.reset(caller)
 
     def _record_refresh(self, ds: DatasetRuntime, started: float, rows: int | None, error: str | None) -> None:
         """One task-history row for a refresh that began at `started` (time.monotonic()) and just ended."""
@@ -229,6 +237,7 @@ class Runtime:
         """Plan and run one read-only query; the result streams."""
         task = Task("query", protocol, principal.name, redact(sql, self.secrets))
         started = time.monotonic()
+        caller = CALLER.set(Caller(principal.name, "query"))  # source statements say who they are for
         try:
             tree, explain, plan = self._planned(sql, params)
             task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
@@ -240,6 +249,8 @@ class Runtime:
         except Exception as e:
             self._finish(task, started, 0, e)
             raise self._public_error(e) from None
+        finally:
+            CALLER.reset(caller)
         return self._accounted(reader, task, started)
 
     def explain(self, sql: str) -> str:

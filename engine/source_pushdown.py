@@ -44,6 +44,7 @@ from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 
 from .arrow_sql_types import sql_type
+from .errors import Overloaded
 from .planner import Plan
 from .sql_policy import PUBLIC_DIALECT
 
@@ -199,6 +200,8 @@ def run(plan: Plan, datasets: Mapping[str, object]) -> pa.RecordBatchReader | No
     conn = datasets[plan.scans[0].binding.dataset.lower()].connector
     try:
         reader = conn.query(sql)
+    except Overloaded:
+        raise  # the source is saturated: federating would only ask it again
     except Exception as e:  # noqa: BLE001 - the source cannot run it: federate instead
         log.info("whole-query push-down refused by the source, running federated: %s", e)
         return None

@@ -10,6 +10,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
+from connectors._adbc_pool import GateSettings
 from connectors.base import DatasetSpec, Filter
 from connectors.postgres import PgColumn, PgSettings, _decoded_values, _render_filter, _split_table
 from engine.errors import ConnectorError
@@ -43,6 +44,17 @@ def test_settings_build_a_uri_and_an_identity_without_the_password() -> None:
 def test_bad_settings_are_clear_errors(params, match) -> None:
     with pytest.raises(ConnectorError, match=match):
         settings(**params)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"max_concurrent_statements": "0"}, "max_concurrent_statements must be an integer >= 1, got '0'"),
+    ({"statement_queue_size": "-1"}, "statement_queue_size must be an integer >= 0"),
+    ({"statement_queue_timeout": "soon"}, "statement_queue_timeout must be a positive duration"),
+])
+def test_bad_statement_cap_params_are_clear_errors(params, match) -> None:
+    with pytest.raises(ConnectorError, match=match):
+        GateSettings.from_params("d", params)
+    assert GateSettings.from_params("d", {"statement_queue_timeout": "500ms"}).wait_s == 0.5
 
 
 def test_table_paths() -> None:

@@ -82,3 +82,127 @@ datasets:
     body = first.json()["error"]
     assert body["code"] == "overloaded" and "'hammered'" in body["message"] and "retry in" in body["message"]
     assert all(1 <= int(r.headers["Retry-After"]) <= 2 for r in refused), [r.headers.get("Retry-After") for r in refused]
+
+
+def _runtime(pg: PgServer, tmp_path, datasets: str, name: str = "capped"):
+    from engine.config import load_pod
+    from engine.runtime import Runtime
+
+    (tmp_path / "spicepod.yaml").write_text(f"version: v1\nkind: Spicepod\nname: {name}\ndatasets:\n{datasets}")
+    return Runtime(load_pod(tmp_path / "spicepod.yaml"), data_dir=str(tmp_path / ".satchel"))
+
+
+def _dataset(pg: PgServer, name: str, view: str, extra: str = "", accelerated: bool = False, **params: str) -> str:
+    lines = [f"  - from: postgres:public.{view}", f"    name: {name}", "    params:", pg.params_yaml(6)]
+    lines += [f"      {k}: {v}" for k, v in params.items()]
+    if accelerated:
+        lines += ["    acceleration:", "      engine: arrow"]
+    return "\n".join(lines) + "\n" + extra
+
+
+class _Active:
+    """Samples how many statements on `view` PostgreSQL runs at once (pg_stat_activity)."""
+
+    def __init__(self, pg: PgServer, view: str) -> None:
+        self.pg, self.view, self.peak = pg, view, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            n = self.pg.fetch("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                              f"AND query LIKE '%{self.view}%' AND query NOT LIKE '%pg_stat_activity%'")[0][0]
+            self.peak = max(self.peak, n)
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak
+
+
+def test_statements_per_source_are_capped_with_a_short_queue(postgres_server: PgServer, tmp_path) -> None:
+    from engine.errors import Overloaded
+
+    pg = postgres_server
+    _slow_view(pg, "capped_v", 10, 1.0)
+    rt = _runtime(pg, tmp_path, _dataset(pg, "capped", "capped_v", max_concurrent_statements="2",
+                                         statement_queue_size="2", statement_queue_timeout="5s"))
+    try:
+        rt.datasets["capped"].schema()  # the catalog lookup, before the clock starts
+        active = _Active(pg, "capped_v")
+        results: dict[int, object] = {}
+
+        def run(i: int) -> None:
+            t = time.monotonic()
+            try:
+                rt.query("SELECT count(*) AS n FROM capped").read_all()
+                results[i] = ("ok", time.monotonic() - t)
+            except Overloaded as e:
+                results[i] = (e, time.monotonic() - t)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join(30)
+        peak = active.stop()
+    finally:
+        rt.stop()
+    done = sorted(d for r, d in results.values() if r == "ok")
+    refused = [(r, d) for r, d in results.values() if r != "ok"]
+    print(f"peak {peak} statements at once; done after {[round(d, 2) for d in done]} s; "
+          f"refused after {[round(d, 2) for _, d in refused]} s")
+    assert peak == 2, peak
+    assert len(done) == 4 and done[-1] > 1.5  # two ran, two waited their turn
+    assert len(refused) == 4 and all(d < 0.5 for _, d in refused)  # refused at once, not after a wait
+    e = refused[0][0]
+    assert e.http_status == 429 and e.code == "overloaded"
+    assert f"port={pg.port}" in e.message and "saturated" in e.message and "max_concurrent_statements" in e.message
+    assert "pw=" not in e.message and pg.password not in e.message
+    history = {r["error"] for r in rt.task_history.table().to_pylist() if r["task"] == "query" and r["error"]}
+    assert len(history) == 1 and "saturated" in history.pop()
+
+
+def test_refreshes_and_queries_take_turns_at_a_saturated_source(postgres_server: PgServer, tmp_path) -> None:
+    """One slot: a query holds it, a second query waits, a third is refused (query queue full);
+    a refresh still gets in (its own queue) and goes before the waiting query (turns)."""
+    from engine.errors import Overloaded
+
+    pg = postgres_server
+    _slow_view(pg, "turns_v", 10, 1.0)
+    caps = {"max_concurrent_statements": "1", "statement_queue_size": "1", "statement_queue_timeout": "10s"}
+    rt = _runtime(pg, tmp_path, _dataset(pg, "live", "turns_v", **caps)
+                  + _dataset(pg, "copy", "turns_v", accelerated=True, **caps), name="turns")
+    try:
+        for ds in rt.datasets.values():
+            ds.schema()
+        ended: dict[str, float] = {}
+        t0 = time.monotonic()
+
+        def query(tag: str) -> None:
+            rt.query("SELECT count(*) AS n FROM live").read_all()
+            ended[tag] = time.monotonic() - t0
+
+        def refresh() -> None:
+            rt.refresh("copy", wait=True)
+            ended["refresh"] = time.monotonic() - t0
+
+        threads = [threading.Thread(target=query, args=("q0",)), threading.Thread(target=query, args=("q1",))]
+        threads[0].start()
+        time.sleep(0.2)
+        threads[1].start()
+        time.sleep(0.2)
+        with pytest.raises(Overloaded, match="query queue of 1"):
+            rt.query("SELECT count(*) AS n FROM live")
+        threads.append(threading.Thread(target=refresh))
+        threads[-1].start()
+        for t in threads:
+            t.join(30)
+    finally:
+        rt.stop()
+    print(f"ended at {ended}")
+    assert ended["q0"] < ended["refresh"] < ended["q1"], ended
+    assert rt.datasets["copy"].rows_loaded == 10
