@@ -51,7 +51,7 @@ from ._adbc_pool import (GATE_PARAMS, ConnectFailed, ConnectionPool, GateSetting
 from ._filters import _convert
 from ._params import check_params, check_type_action
 from ._types import resolve_unsupported
-from .base import DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
+from .base import CALLER, DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
 
 log = logging.getLogger("satchel.connectors.postgres")
 
@@ -122,7 +122,8 @@ class PgSettings:
         # Read-only sessions: a pushed-down query can never write, whatever functions it calls.
         query["options"] = ("-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3 "
                             "-c default_transaction_read_only=on")
-        query.setdefault("application_name", "satchel")
+        app = f"satchel/{_tag_value(spec.pod)}" if spec.pod else "satchel"
+        query.setdefault("application_name", app[:63])  # who connects, in pg_stat_activity
         auth = ""
         if fields.get("user"):
             auth = urllib.parse.quote(fields["user"], safe="")
@@ -138,6 +139,19 @@ class PgSettings:
         if fields.get("password"):  # same server and user but another password is another identity
             source_id += ";pw=" + hashlib.sha256(fields["password"].encode()).hexdigest()[:12]
         return cls(uri, source_id, secrets, pool_size)
+
+
+def _tag_value(text: str) -> str:
+    """`text` safe inside an SQL comment and application_name (printable ASCII, no `*/`)."""
+    return re.sub(r"[^A-Za-z0-9_.:@-]", "_", text)[:64] or "-"
+
+
+def tagged(sql: str, pod: str) -> str:
+    """`sql` behind a comment naming the pod, the principal and the kind of task it serves, so a
+    DBA sees in pg_stat_activity (and the server log) who is asking."""
+    caller = CALLER.get()
+    return (f"/* satchel pod={_tag_value(pod)} principal={_tag_value(caller.principal)} "
+            f"task={_tag_value(caller.kind)} */ {sql}")
 
 
 _KV = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
@@ -382,7 +396,7 @@ class PostgresConnector:
         try:
             cur = conn.cursor()
             try:
-                cur.execute(sql)
+                cur.execute(tagged(sql, self.spec.pod))
                 rows = cur.fetchall()
             finally:
                 close_quietly(cur)
@@ -481,7 +495,7 @@ class PostgresConnector:
             raise self._error("cannot connect to PostgreSQL", e) from None
         try:
             with conn.cursor() as cur:
-                cur.execute(sql)
+                cur.execute(tagged(sql, self.spec.pod))
                 return cur.fetchall()
         except Exception as e:  # noqa: BLE001
             raise self._error(what, e) from None
@@ -550,7 +564,8 @@ class PostgresConnector:
         """Stream `sql`'s rows as `out` (None: as the driver types them). Dropping or closing the
         reader early cancels the statement on the server."""
         try:
-            state, reader = execute_pooled(self._pool, sql, _batch_size_hint, _is_sql_error, self._gate)
+            state, reader = execute_pooled(self._pool, tagged(sql, self.spec.pod), _batch_size_hint, _is_sql_error,
+                                           self._gate)
         except ConnectFailed as e:
             raise self._error("cannot connect to PostgreSQL", e.__cause__) from None
         except Overloaded:

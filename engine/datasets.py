@@ -37,7 +37,8 @@ class RefreshResult:
 class DatasetRuntime:
     """Status and refresh logic for one dataset. Thread-safe: one refresh at a time."""
 
-    def __init__(self, config: Dataset, base_dir: str, accelerator, metrics: Metrics, secrets: frozenset[str]) -> None:
+    def __init__(self, config: Dataset, base_dir: str, accelerator, metrics: Metrics, secrets: frozenset[str],
+                 pod: str = "") -> None:
         self.config = config
         self.name = config.name
         self.accelerator = accelerator  # None when not accelerated
@@ -47,7 +48,7 @@ class DatasetRuntime:
             name=config.name, path=config.connector_path, prefix=config.connector_prefix,
             params=dict(config.params), unsupported_type_action=config.unsupported_type_action,
             base_dir=base_dir, column_descriptions=config.column_descriptions, description=config.description,
-            column_types=config.column_types,
+            column_types=config.column_types, pod=pod,
         ))
         self._schema: pa.Schema | None = None
         self._lock = threading.Lock()

@@ -81,7 +81,7 @@ class Runtime:
         self.datasets: dict[str, DatasetRuntime] = {}
         for ds in pod.datasets:
             self.datasets[ds.name.lower()] = DatasetRuntime(ds, pod.base_dir, self._accelerator_for(ds), self.metrics,
-                                                            self.secrets)
+                                                            self.secrets, pod.name)
         self.views: dict[str, exp.Expression] = {}
         self._plans = PlanCache()  # plans and result schemas by SQL text (see PlanCache)
         for view in pod.views:

@@ -206,3 +206,36 @@ def test_refreshes_and_queries_take_turns_at_a_saturated_source(postgres_server:
     print(f"ended at {ended}")
     assert ended["q0"] < ended["refresh"] < ended["q1"], ended
     assert rt.datasets["copy"].rows_loaded == 10
+
+
+def test_every_statement_names_the_pod_and_the_principal(postgres_server: PgServer, satchel_server) -> None:
+    pg = postgres_server
+    _slow_view(pg, "whoami_v", 10, 1.5)
+    server = satchel_server(f"""
+version: v1
+kind: Spicepod
+name: dba-visible pod
+runtime:
+  auth:
+    api_key:
+      enabled: true
+      keys: ["${{env:SATCHEL_TEST_API_KEY}}"]
+datasets:
+{_dataset(pg, "whoami", "whoami_v")}{_dataset(pg, "whoami_copy", "whoami_v", accelerated=True)}""", api_key="k-1")
+
+    def seen() -> list[tuple]:
+        return pg.fetch("SELECT application_name, query FROM pg_stat_activity WHERE state = 'active' "
+                        "AND query LIKE '%whoami_v%' AND query NOT LIKE '%pg_stat_activity%'")
+
+    query = threading.Thread(target=server.sql, args=("SELECT count(*) FROM whoami",))
+    query.start()
+    assert wait_for(seen, timeout=10)
+    (app, text), = seen()
+    query.join()
+    assert app == "satchel/dba-visible_pod"
+    assert text.removeprefix("COPY (").startswith("/* satchel pod=dba-visible_pod principal=api_key_1 task=query */"), text
+    r = httpx.post(f"{server.http_url}/v1/datasets/whoami_copy/acceleration/refresh", headers=server.headers(), timeout=10)
+    assert r.status_code == 201, r.text
+    assert wait_for(seen, timeout=10)
+    (app, text), = seen()
+    assert app == "satchel/dba-visible_pod" and "/* satchel pod=dba-visible_pod principal=runtime task=refresh */" in text
