@@ -232,6 +232,9 @@ def _execute_pooled(pool: ConnectionPool, sql: str, prepare: Callable[[Any], Non
         try:
             cur = conn.cursor()
             prepare(cur)
+            scope = CALLER.get().scope
+            if scope is not None:  # a client that goes away cancels the statement, even mid-execute
+                scope.add(cur.adbc_cancel)
             cur.execute(sql)
             return RunningStatement(pool, conn, cur, gate), cur.fetch_record_batch()
         except Exception as e:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import threading
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import pyarrow as pa
 
@@ -96,6 +98,43 @@ class Caller:
 
     principal: str = "runtime"
     kind: str = "query"
+    deadline: float | None = None
+    """time.monotonic() by which the task must end; sources get the time left as their own limit."""
+    scope: "CancelScope | None" = None
+    """Where source statements register how to cancel them (a client that goes away)."""
+
+    def seconds_left(self) -> float | None:
+        return None if self.deadline is None else max(0.001, self.deadline - time.monotonic())
+
+
+class CancelScope:
+    """The cancel hooks of one task's source statements, run from another thread when its client
+    goes away (e.g. PQcancel through ADBC, which is safe to call while the statement runs)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hooks: list[Callable[[], object]] = []
+        self.cancelled = False
+
+    def add(self, hook: Callable[[], object]) -> None:
+        with self._lock:
+            if not self.cancelled:
+                self._hooks.append(hook)
+                return
+        _quietly(hook)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled, hooks, self._hooks = True, self._hooks, []
+        for hook in hooks:
+            _quietly(hook)
+
+
+def _quietly(hook: Callable[[], object]) -> None:
+    try:
+        hook()
+    except Exception:  # noqa: BLE001 - a statement that already ended has nothing to cancel
+        pass
 
 
 CALLER: ContextVar[Caller] = ContextVar("satchel_caller", default=Caller())

@@ -44,7 +44,7 @@ import adbc_driver_postgresql.dbapi as adbc_pg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import ConnectorError, Overloaded
+from engine.errors import ConnectorError, Overloaded, QueryTimeout
 
 from ._adbc_pool import (GATE_PARAMS, ConnectFailed, ConnectionPool, GateSettings, RunningStatement, close_quietly,
                          execute_pooled, join_gate, leave_gate)
@@ -200,6 +200,14 @@ def _parse_conninfo(dataset: str, text: str) -> dict[str, str]:
 
 def _batch_size_hint(cur: Any) -> None:
     cur.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(8 << 20)})
+    _statement_timeout(cur)
+
+
+def _statement_timeout(cur: Any) -> None:
+    """The task's time left as the session's statement_timeout (0: none), so PostgreSQL itself
+    stops working when the agent's deadline passes. Pooled sessions keep settings: always set."""
+    left = CALLER.get().seconds_left()
+    cur.execute(f"SET statement_timeout = {0 if left is None else max(1, int(left * 1000))}")
 
 
 def _is_sql_error(e: BaseException) -> bool:
@@ -334,8 +342,11 @@ class PostgresConnector:
 
     # -- errors --
 
-    def _error(self, what: str, e: BaseException) -> ConnectorError:
+    def _error(self, what: str, e: BaseException) -> ConnectorError | QueryTimeout:
         text = str(e).strip() or type(e).__name__
+        if "statement timeout" in text:  # SQLSTATE 57014 from the statement_timeout set above
+            return QueryTimeout(f"dataset '{self.spec.name}': PostgreSQL stopped the statement at the query's "
+                                f"deadline (runtime.params.query_timeout)")
         text = re.sub(r"\s*SQLSTATE: \w+", "", text.replace("[libpq] ", "")).strip()
         text = " ".join(text.split())
         for s in self.settings.secrets:
@@ -396,6 +407,7 @@ class PostgresConnector:
         try:
             cur = conn.cursor()
             try:
+                _statement_timeout(cur)
                 cur.execute(tagged(sql, self.spec.pod))
                 rows = cur.fetchall()
             finally:

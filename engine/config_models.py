@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError
 from .arrow_sql_types import arrow_type
 from .durations import parse_duration
 from .config_types import (
-    Columns, Duration, FrozenMap, Identifier, NonEmptyStr, ParamStr, ParamValue,
+    Columns, Duration, FrozenMap, Identifier, NonEmptyStr, OptionalDuration, ParamStr, ParamValue,
     PositiveDuration, Size, Str, frozen_map,
 )
 
@@ -226,9 +226,13 @@ class ResultsCacheConfig(_Frozen):
     item_ttl: PositiveDuration | None = None
 
 
+DEFAULT_QUERY_TIMEOUT = timedelta(seconds=60)
+"""Every query's deadline unless the pod says otherwise (`0s` turns it off)."""
+
+
 class RuntimeParams(_Frozen):
     memory_limit: Size | None = None
-    query_timeout: PositiveDuration | None = None
+    query_timeout: OptionalDuration = DEFAULT_QUERY_TIMEOUT
     max_rows: int | None = Field(None, ge=1)
 
 

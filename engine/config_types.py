@@ -89,6 +89,12 @@ def _duration(value: Any, handler: Any) -> timedelta:
     raise ValueError(f"expected a duration, got {kind_of(value)}; {DURATION_HINT}")
 
 
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("must not be negative (0s turns it off)")
+    return value
+
+
 def _positive(value: timedelta) -> timedelta:
     if value <= timedelta(0):
         raise ValueError("must be longer than 0s")
@@ -161,6 +167,8 @@ ParamStr = Annotated[str, WrapValidator(_param_value)]
 ParamValue = Annotated[str | tuple[str, ...], PlainValidator(lambda v: _param_or_list(v))]
 Duration = Annotated[timedelta, WrapValidator(_duration)]
 PositiveDuration = Annotated[timedelta, WrapValidator(_duration), AfterValidator(_positive)]
+OptionalDuration = Annotated[timedelta, WrapValidator(_duration), AfterValidator(_not_negative)]
+"""A duration where 0s means off."""
 Size = Annotated[str, WrapValidator(_keep_secret), AfterValidator(_size)]
 Columns = Annotated[tuple[str, ...], WrapValidator(lambda v, h: h(parse_columns(v)))]
 _ser = PlainSerializer(dict)

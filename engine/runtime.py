@@ -6,15 +6,20 @@ streaming `pyarrow.RecordBatchReader`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hmac
+import itertools
 import logging
 import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
 from sqlglot import exp
@@ -22,12 +27,12 @@ from sqlglot import exp
 from accel.arrow import ArrowAccelerator
 from accel.duckdb import DuckDBAccelerator
 from accel.refresh import RefreshScheduler, Schedule
-from connectors.base import CALLER, FULL_TEXT_OP, Caller, Filter, FilterSupport
+from connectors.base import CALLER, FULL_TEXT_OP, Caller, CancelScope, Filter, FilterSupport
 
 from .config import Pod
 from .datasets import DatasetRuntime, RefreshResult
-from .errors import (ConnectorError, DatasetNotReady, NotFound, Overloaded, QueryTimeout, SatchelError, SqlError,
-                     Unauthenticated)
+from .errors import (ConnectorError, DatasetNotReady, NotFound, Overloaded, QueryTimeout, RequestCancelled,
+                     SatchelError, SqlError, Unauthenticated)
 from . import source_pushdown
 from .executor import duckdb_schema, federated_schema, run_federated
 from .metrics import Metrics
@@ -73,7 +78,7 @@ class Runtime:
         self.task_history = TaskHistory(th.enabled, th.retention_period)
         self.data_dir = Path(data_dir or os.environ.get("SATCHEL_DATA_DIR") or Path(pod.base_dir) / ".satchel")
         self.memory_limit = memory_limit or os.environ.get("SATCHEL_MEMORY_LIMIT") or pod.runtime.params.memory_limit
-        self.query_timeout = pod.runtime.params.query_timeout
+        self.query_timeout = pod.runtime.params.query_timeout or None  # 0s: no deadline
         self.max_rows = pod.runtime.params.max_rows
         self._api_keys = tuple(k for k in pod.runtime.auth.api_key.keys) if pod.runtime.auth.api_key.enabled else ()
         self.arrow = ArrowAccelerator()
@@ -233,17 +238,25 @@ class Runtime:
     # -- queries -----------------------------------------------------------------------------
 
     def query(self, sql: str, principal: Principal = ANONYMOUS, *, protocol: str = "flight",
-              params: Sequence[object] | None = None) -> pa.RecordBatchReader:
-        """Plan and run one read-only query; the result streams."""
+              params: Sequence[object] | None = None,
+              client_gone: Callable[[], bool] | None = None) -> pa.RecordBatchReader:
+        """Plan and run one read-only query; the result streams.
+
+        `client_gone` (e.g. a Flight call's `is_cancelled`) is polled while a live source works
+        on the first batch; when it turns true the source statements are cancelled."""
         task = Task("query", protocol, principal.name, redact(sql, self.secrets))
         started = time.monotonic()
-        caller = CALLER.set(Caller(principal.name, "query"))  # source statements say who they are for
+        deadline = started + self.query_timeout.total_seconds() if self.query_timeout else None
+        scope = CancelScope() if client_gone is not None else None
+        caller = CALLER.set(Caller(principal.name, "query", deadline, scope))  # source statements: who, until when
         try:
             tree, explain, plan = self._planned(sql, params)
             task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
             task.served_by = plan.served_by
             if explain:
                 reader = _explain_reader(plan, source_pushdown.explain_lines(plan, self.datasets))
+            elif scope is not None and client_gone is not None and plan.served_by in ("source", "mixed"):
+                reader = _watched(lambda: _prefetched(self._execute(plan, tree, task)), client_gone, scope)
             else:
                 reader = self._execute(plan, tree, task)
         except Exception as e:
@@ -558,6 +571,34 @@ def _explain_reader(plan: Plan, extra: Sequence[str] = ()) -> pa.RecordBatchRead
     table = pa.table({"plan_type": pa.array(["satchel"] * len(lines), pa.string()),
                       "plan": pa.array(lines, pa.string())})
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+
+
+_WATCHED = ThreadPoolExecutor(max_workers=32, thread_name_prefix="satchel-source-wait")
+
+
+def _watched(work: Callable[[], pa.RecordBatchReader], client_gone: Callable[[], bool],
+             scope: CancelScope) -> pa.RecordBatchReader:
+    """Run `work` (which waits on a source) on a helper thread while this thread watches the
+    client; a client that goes away cancels the source statements and gets RequestCancelled."""
+    future = _WATCHED.submit(contextvars.copy_context().run, work)
+    while True:
+        try:
+            return future.result(timeout=0.1)
+        except FutureTimeout:
+            if client_gone():
+                scope.cancel()
+                with contextlib.suppress(Exception):
+                    future.result(timeout=5)
+                raise RequestCancelled("the client went away; its source statements were cancelled") from None
+
+
+def _prefetched(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """`reader` with its first batch already read (the wait a live source makes is over)."""
+    try:
+        first = [reader.read_next_batch()]
+    except StopIteration:
+        first = []
+    return pa.RecordBatchReader.from_batches(reader.schema, itertools.chain(first, reader))
 
 
 def _unless_empty(reader: pa.RecordBatchReader, fallback) -> pa.RecordBatchReader:

@@ -22,6 +22,8 @@ single-use: DoGet consumes it.
 
 from __future__ import annotations
 
+import functools
+
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -231,14 +233,16 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
             if not _same_principal(statement.principal, principal):
                 # Someone else's ticket: answer exactly as for an unknown one.
                 raise self._tickets._not_found()
-            return self._result_stream(statement)
+            return self._result_stream(statement, context.is_cancelled)
         if isinstance(command, protocol.METADATA_COMMANDS):
             return flight.RecordBatchStream(self._metadata_table(command))
         raise _unsupported(command, "DoGet")
 
-    def _result_stream(self, statement: _StatementTicket) -> flight.FlightDataStream:
-        """Stream the statement's result; one query per bound parameter set, in order."""
-        run = self._runtime.query
+    def _result_stream(self, statement: _StatementTicket,
+                       client_gone: Callable[[], bool]) -> flight.FlightDataStream:
+        """Stream the statement's result; one query per bound parameter set, in order. A client
+        that cancels the call while a source works cancels the source statement."""
+        run = functools.partial(self._runtime.query, client_gone=client_gone)
         if statement.bindings is None:
             openers: list[Callable[[], pa.RecordBatchReader]] = [
                 lambda: run(statement.sql, statement.principal, protocol="flight")

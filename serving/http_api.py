@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 import math
 from typing import Iterator
 
@@ -12,10 +13,13 @@ import pyarrow.csv as pacsv
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.errors import SatchelError, Unauthenticated
 from engine.runtime import Principal, Runtime
 
+from .disconnect import until_disconnect
 from .formats import ARROW_STREAM, json_chunks
 
 OPEN_PATHS = {"/health", "/v1/ready"}
@@ -45,14 +49,7 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
     app.include_router(router)
     holder["mcp"] = mount_http(app, runtime)
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next):
-        if request.url.path not in OPEN_PATHS:
-            try:
-                request.state.principal = runtime.authenticate(request.headers.get("x-api-key"))
-            except Unauthenticated as e:
-                return _error(e)
-        return await call_next(request)
+    app.add_middleware(_Authenticate, runtime=runtime)
 
     @app.exception_handler(SatchelError)
     async def satchel_error(request: Request, e: SatchelError):
@@ -76,13 +73,14 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         accept = request.headers.get("accept", "application/json")
         principal: Principal = request.state.principal
 
-        def start() -> tuple[pa.RecordBatchReader, pa.RecordBatch | None]:
-            reader = runtime.query(text, principal, protocol="http")
+        def start(cancel: threading.Event) -> tuple[pa.RecordBatchReader, pa.RecordBatch | None]:
+            reader = runtime.query(text, principal, protocol="http", client_gone=cancel.is_set)
             return reader, _first_batch(reader)  # planning/first-batch errors still get a proper status
 
         # planning and the first batch can wait on a slow source: never on the event loop, which
-        # must keep answering /health, /v1/ready and other clients meanwhile
-        reader, first = await run_in_threadpool(start)
+        # must keep answering /health, /v1/ready and other clients meanwhile; a client that
+        # disconnects meanwhile cancels the source statements
+        reader, first = await until_disconnect(request, start)
         if ARROW_STREAM in accept:
             return StreamingResponse(_arrow_stream(reader, first), media_type=ARROW_STREAM)
         if "text/csv" in accept:
@@ -123,6 +121,24 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         return {"message": f"refresh of '{result['dataset']}' {result['status']}", **result}
 
     return app
+
+
+class _Authenticate:
+    """Sets `request.state.principal` from the X-API-Key header; 401 for everything but the open
+    paths. A plain ASGI middleware, not `@app.middleware`: that one (BaseHTTPMiddleware) hides
+    a client's disconnect from the route, which needs it to cancel source statements."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app, self.runtime = app, runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            try:
+                key = Headers(scope=scope).get("x-api-key")
+                scope.setdefault("state", {})["principal"] = self.runtime.authenticate(key)
+            except Unauthenticated as e:
+                return await _error(e)(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 def _error(e: SatchelError) -> JSONResponse:

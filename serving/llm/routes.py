@@ -10,13 +10,12 @@ row in runtime.task_history (prompt stored as a sha256 unless
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import json
 import threading
 import time
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -27,6 +26,7 @@ from engine.runtime import Principal, Runtime
 from engine.task_history import Task
 
 from ..data_tools import DataTools, openai_tools, selected_tools
+from ..disconnect import until_disconnect
 from .providers import BaseModel_, ModelRegistry, _as_chunks
 
 DEFAULT_TOOL_RECURSION_LIMIT = 5
@@ -262,20 +262,6 @@ def _prompt_text(body: dict) -> str:
     return json.dumps(body.get("messages"), default=str, sort_keys=True)
 
 
-async def _cancellable(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
-    """`fn(*args, cancel)` in the thread pool; a client that disconnects sets `cancel`."""
-    cancel = threading.Event()
-    task = asyncio.ensure_future(run_in_threadpool(fn, *args, cancel=cancel))
-    try:
-        while not task.done():
-            await asyncio.wait({task}, timeout=0.25)
-            if not task.done() and await request.is_disconnected():
-                cancel.set()
-        return task.result()
-    finally:
-        cancel.set()
-
-
 def create_router(runtime: Runtime, registry: ModelRegistry) -> APIRouter:
     router = APIRouter()
     calls = ModelCalls(runtime, registry)
@@ -302,7 +288,7 @@ def create_router(runtime: Runtime, registry: ModelRegistry) -> APIRouter:
         body = await _json(request)
         principal = request.state.principal
         if not body.get("stream"):
-            return await _cancellable(request, calls.chat, body, principal)
+            return await until_disconnect(request, calls.chat, body, principal)
         cancel = threading.Event()
         try:
             lines = await run_in_threadpool(calls.chat_stream, body, principal, cancel)
@@ -328,11 +314,11 @@ def create_router(runtime: Runtime, registry: ModelRegistry) -> APIRouter:
     @router.post("/v1/embeddings")
     async def embeddings(request: Request):
         body = await _json(request)
-        return await _cancellable(request, calls.embeddings, body, request.state.principal)
+        return await until_disconnect(request, calls.embeddings, body, request.state.principal)
 
     @router.post("/v1/nsql")
     async def nsql(request: Request):
         body = await _json(request)
-        return await _cancellable(request, calls.nsql, body, request.state.principal, "http")
+        return await until_disconnect(request, calls.nsql, body, request.state.principal, "http")
 
     return router

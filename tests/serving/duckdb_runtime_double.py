@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -80,6 +80,7 @@ class DuckDBRuntimeDouble:
         *,
         protocol: str = "flight",
         params: Sequence[object] | None = None,
+        client_gone: Callable[[], bool] | None = None,  # a local DuckDB has no source to cancel
     ) -> pa.RecordBatchReader:
         self._check(sql)
         self.queries.append((sql, principal.name, list(params) if params is not None else None))
