@@ -31,13 +31,13 @@ from elastic_transport import ConnectionError as EsConnectionError
 from elastic_transport import ConnectionTimeout, TlsError, TransportError
 from elasticsearch import ApiError, AuthenticationException, AuthorizationException, Elasticsearch, NotFoundError
 
-from engine.errors import ConnectorError
+from engine.errors import ConnectorError, QueryTimeout
 
 from ._es_query import build_query, classify, sort_spec
 from ._es_schema import EsColumn, check_index_expression, columns_from_mappings, index_mappings
 from ._es_values import ValueReader
 from ._params import check_params, check_type_action, parse_bool, parse_duration
-from .base import DatasetSpec, Filter, FilterSupport, SortKey, checked_projection, with_descriptions
+from .base import CALLER, DatasetSpec, Filter, FilterSupport, SortKey, checked_projection, with_descriptions
 
 log = logging.getLogger("satchel.connectors.elasticsearch")
 
@@ -259,7 +259,7 @@ class ElasticsearchConnector:
                 return
             if remaining is not None and remaining <= page:  # one request answers it: no PIT needed
                 sort = body.get("sort", []) + ["_doc"]
-                resp = self._call("search failed", lambda: self.client.search(
+                resp = self._call("search failed", lambda: _search(self.client,
                     index=self.index, size=remaining, sort=sort, track_total_hits=False, **_body(body)))
                 hits = resp["hits"]["hits"]
                 if hits:
@@ -315,7 +315,7 @@ class _PitState:
         while True:
             size = page if remaining is None else min(page, remaining)
             extra = {"search_after": after} if after is not None else {}
-            resp = self._call("search failed", lambda: self.client.search(
+            resp = self._call("search failed", lambda: _search(self.client,
                 pit={"id": self.pit_id, "keep_alive": keep}, size=size, sort=sort, track_total_hits=False,
                 **_body(body), **extra))
             self.pit_id = resp.get("pit_id") or self.pit_id
@@ -331,7 +331,7 @@ class _PitState:
     def _scroll(self, body: dict, page: int, limit: int | None) -> Iterator[list[dict]]:
         keep, remaining = self.settings.keep_alive, limit
         sort = body.get("sort", []) + ["_doc"]
-        resp = self._call("search failed", lambda: self.client.search(
+        resp = self._call("search failed", lambda: _search(self.client,
             index=self.index, scroll=keep, size=page, sort=sort, **_body(body)))
         while True:
             self.scroll_id = resp.get("_scroll_id") or self.scroll_id
@@ -411,3 +411,16 @@ def _field_descriptions(mappings: list[tuple[str, dict]]) -> dict[str, str]:
             if text and name not in out:
                 out[name] = str(text)
     return out
+
+
+def _search(client: Any, **kwargs: Any) -> Any:
+    """A search bounded by the task's deadline: Elasticsearch's own `timeout` and the HTTP
+    request's. A response that timed out holds partial hits: it is refused, never served."""
+    left = CALLER.get().seconds_left()
+    if left is not None:
+        kwargs["timeout"] = f"{max(1, int(left * 1000))}ms"
+        client = client.options(request_timeout=left + 1.0)
+    resp = client.search(**kwargs)
+    if resp.get("timed_out"):
+        raise QueryTimeout("Elasticsearch stopped the search at the query's deadline (runtime.params.query_timeout)")
+    return resp

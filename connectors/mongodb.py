@@ -44,12 +44,12 @@ from bson.codec_options import CodecOptions, DatetimeConversion, TypeDecoder, Ty
 from pymongo import errors as mongo_errors
 from pymongo import uri_parser
 
-from engine.errors import ConnectorError
+from engine.errors import ConnectorError, QueryTimeout
 
 from ._documents import infer_schema, sample_types, to_record_batch
 from ._mongo_filters import SORTABLE, Compiler, type_class
 from ._params import check_params, check_type_action, parse_bool, parse_duration
-from .base import DatasetSpec, Filter, FilterSupport, SortKey, checked_projection, leaves, with_descriptions
+from .base import CALLER, DatasetSpec, Filter, FilterSupport, SortKey, checked_projection, leaves, with_descriptions
 
 log = logging.getLogger("satchel.connectors.mongodb")
 
@@ -184,9 +184,12 @@ class MongoConnector:
 
     # -- plumbing --
 
-    def _error(self, what: str, e: BaseException) -> ConnectorError:
+    def _error(self, what: str, e: BaseException) -> ConnectorError | QueryTimeout:
         if isinstance(e, ConnectorError):
             return e
+        if isinstance(e, mongo_errors.ExecutionTimeout):  # maxTimeMS from the task's deadline
+            return QueryTimeout(f"dataset '{self.spec.name}': MongoDB stopped the operation at the query's "
+                                f"deadline (runtime.params.query_timeout)")
         text = " ".join((str(e).strip() or type(e).__name__).split())
         text = re.sub(r", full error: .*$", "", text)
         if isinstance(e, mongo_errors.ServerSelectionTimeoutError):
@@ -301,7 +304,7 @@ class MongoConnector:
         if any(s is not FilterSupport.EXACT for s in support):
             raise ConnectorError(f"dataset '{self.spec.name}': count() needs filters MongoDB applies exactly")
         try:
-            return self._collection().count_documents(self.query(filters))
+            return self._collection().count_documents(self.query(filters), **_max_time("maxTimeMS"))
         except Exception as e:  # noqa: BLE001
             raise self._error("count failed in MongoDB", e) from None
 
@@ -340,7 +343,8 @@ class MongoConnector:
     def _find_batches(self, coll, query, projection, sort, limit, names, out) -> Iterator[pa.RecordBatch]:
         try:
             cursor = coll.find_raw_batches(query, projection, limit=limit or 0, sort=sort or None,
-                                           batch_size=min(limit or BATCH_DOCS, BATCH_DOCS))
+                                           batch_size=min(limit or BATCH_DOCS, BATCH_DOCS),
+                                           **_max_time("max_time_ms"))
         except Exception as e:  # noqa: BLE001
             raise self._error("query failed in MongoDB", e) from None
         return self._stream(cursor, names, out)
@@ -372,7 +376,7 @@ class MongoConnector:
         pipeline = [{"$match": query}, {"$addFields": flags}, {"$sort": sort}, {"$limit": limit},
                     {"$project": projection}]
         try:
-            cursor = coll.aggregate(pipeline, batchSize=min(limit, BATCH_DOCS))
+            cursor = coll.aggregate(pipeline, batchSize=min(limit, BATCH_DOCS), **_max_time("maxTimeMS"))
         except Exception as e:  # noqa: BLE001
             raise self._error("query failed in MongoDB", e) from None
 
@@ -495,3 +499,9 @@ def _needs_exact_values(f: Filter) -> bool:
     """Whether a filter's MongoDB form could miss rows when some values are read as NULL."""
     return f.op == "not" or any(leaf.op == "is_null" for leaf in leaves(f)) or \
         (f.op in ("and", "or") and any(_needs_exact_values(p) for p in f.value))
+
+
+def _max_time(key: str) -> dict[str, int]:
+    """The task's time left as MongoDB's own limit (maxTimeMS), so the server stops at the deadline."""
+    left = CALLER.get().seconds_left()
+    return {} if left is None else {key: max(1, int(left * 1000))}
