@@ -17,6 +17,8 @@ from typing import Callable, Iterator
 import httpx
 import pytest
 
+from tests.processes import become_subreaper, kill_tree, start_group, stop_group, surviving_children
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -63,13 +65,7 @@ class SatchelServer:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_group(self.process, signal.SIGTERM, grace=15)
 
 
 def start_satchel(pod_dir: Path, pod_yaml: str | None = None, api_key: str | None = None, wait_ready: bool = True,
@@ -88,7 +84,7 @@ def start_satchel(pod_dir: Path, pod_yaml: str | None = None, api_key: str | Non
            "--http", f"127.0.0.1:{ports[0]}", "--flight", f"127.0.0.1:{ports[1]}",
            "--metrics", f"127.0.0.1:{ports[2]}", "--data-dir", str(data_dir or pod_dir / ".satchel")]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        proc = start_group(cmd, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = SatchelServer(proc, pod_dir, *ports, api_key=api_key, log_path=log_path,
                            scheme="https" if tls else "http", env=env or {})
     deadline = time.monotonic() + timeout
@@ -148,10 +144,24 @@ def demo_pod_dir(tmp_path: Path) -> Path:
     return target
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    become_subreaper()  # a server orphaned by its launcher becomes our child: the check below sees it
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A run that collected no tests is a failure, never a silent success (pytest exit 5)."""
+    """A run that collected no tests is a failure, never a silent success (pytest exit 5); so is
+    a run that leaves a child process running (each is named, then killed)."""
     if session.testscollected == 0 and exitstatus == 5:
         session.exitstatus = 1
+    survivors = surviving_children()
+    if survivors:
+        report = "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in survivors)
+        session.config.get_terminal_writer().line(
+            f"\nFAILED: {len(survivors)} child process(es) still running after the session (a fixture did not "
+            f"stop what it started); killing them:\n{report}", red=True)
+        for pid, _ in survivors:
+            kill_tree(pid)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # -- shared by tests/engine and tests/serving: a programmable HTTP data source ------------------

@@ -206,23 +206,21 @@ class ApiServer:
 
     def stop(self) -> None:
         self._http.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - a stuck server is killed
-                self.process.kill()
-                self.process.wait()
+        from tests.processes import stop_group
+
+        stop_group(self.process)
 
 
 def start_api_server() -> ApiServer:
     """Start the server (this file) with the running interpreter; returns once it listens."""
     import subprocess
 
-    process = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    from tests.processes import start_group, stop_group
+
+    process = start_group([sys.executable, __file__], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = process.stdout.readline()
     if not line.startswith("PORT "):
-        process.kill()
+        stop_group(process)
         raise RuntimeError(f"http_api_server did not start: {line!r}")
     return ApiServer(process, int(line.split()[1]))
 

@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from tests.integration.waiting import wait_for  # noqa: F401 - re-exported for the tests
+from tests.processes import start_group, stop_group
 
 
 def _free_port() -> int:
@@ -81,14 +82,9 @@ class EsServer:
         finally:
             es.close()
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop the launcher and the server it runs (the whole process group)."""
+        stop_group(self.process, signal.SIGTERM, grace)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -97,9 +93,8 @@ def start_es_server(timeout: float = 60) -> EsServer:
     port = _free_port()
     log_path = root / "noida.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([_noida_binary(), "start", "--only", "elasticsearch", "--elasticsearch-port", str(port),
-                                 "--host", "127.0.0.1", "--data-dir", str(root / "data")],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = start_group([_noida_binary(), "start", "--only", "elasticsearch", "--elasticsearch-port", str(port),
+                            "--host", "127.0.0.1", "--data-dir", str(root / "data")], stdout=log, stderr=subprocess.STDOUT)
     server = EsServer(f"http://127.0.0.1:{port}", proc, root, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -31,11 +31,13 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import bson
 import pytest
 from bson import Decimal128, ObjectId
+
+from tests.processes import start_group, stop_group
 
 MONGOECO = "mongoeco[wire]==4.11.0"
 MONGO_USER = "satchel"
@@ -189,13 +191,14 @@ class MongoServer:
                 c[db][collection].insert_many(docs)
 
     def stop(self) -> None:
+        """Close the launcher's stdin (it exits at EOF), then stop whatever is left of its group."""
         if self.process.poll() is None:
             try:
                 self.process.stdin.close()
                 self.process.wait(timeout=5)
             except (OSError, subprocess.TimeoutExpired):
-                self.process.kill()
-                self.process.wait(timeout=5)
+                pass
+        stop_group(self.process)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
@@ -211,14 +214,14 @@ def start_server(preload: Mapping[tuple[str, str], Iterable[Mapping[str, Any]]])
     with open(launcher, "w") as fh:
         fh.write(_LAUNCHER)
     log = open(os.path.join(data_dir, "server.log"), "w")
-    process = subprocess.Popen([str(python), launcher, data_dir, MONGO_USER, MONGO_PASSWORD], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=log, text=True)
+    process = start_group([str(python), launcher, data_dir, MONGO_USER, MONGO_PASSWORD], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=log, text=True)
     port_line: list[str] = []
     reader = threading.Thread(target=lambda: port_line.append(process.stdout.readline()), daemon=True)
     reader.start()
     reader.join(120)
     if not port_line or not port_line[0].strip().isdigit():
-        process.kill()
+        stop_group(process)
         log.close()
         text = Path(data_dir, "server.log").read_text()[-3000:]
         pytest.fail(f"mongoeco did not start: {text}", pytrace=False)
@@ -230,7 +233,8 @@ _LOCK = threading.Lock()
 
 
 def mongo() -> MongoServer:
-    """One server per test process, with the orders preloaded, stopped at exit."""
+    """One server per test process, with the orders preloaded, stopped at session end (at exit
+    at the latest)."""
     global _SERVER
     with _LOCK:
         if _SERVER is None or _SERVER.process.poll() is not None:
@@ -239,9 +243,18 @@ def mongo() -> MongoServer:
         return _SERVER
 
 
+def stop_mongo() -> None:
+    global _SERVER
+    with _LOCK:
+        server, _SERVER = _SERVER, None
+    if server is not None:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
-def mongo_server() -> MongoServer:
-    return mongo()
+def mongo_server() -> Iterator[MongoServer]:
+    yield mongo()
+    stop_mongo()
 
 
 __all__ = ["MongoServer", "mongo_server", "mongo", "order_documents", "MONGO_PASSWORD", "DB"]

@@ -28,10 +28,12 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from tests.integration.waiting import wait_for  # noqa: F401 - re-exported for the tests
+from tests.processes import kill_processes_in, reap_orphan
 
 SATCHEL_USER = "satchel"
 SATCHEL_PASSWORD = "pg-S3cret-Sh0uld-N3ver-Leak"
@@ -147,8 +149,17 @@ class PgServer:
         return out
 
     def stop(self) -> None:
-        _run_as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop"],
-                         check=False)
+        if not self.root.exists():
+            return  # stopped already
+        pidfile = self.root / "data" / "postmaster.pid"
+        postmaster = int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+        if postmaster is not None and not reap_orphan(postmaster):
+            # no -w: the postmaster is our adopted child (tests/processes.py, subreaper), so pg_ctl
+            # would see its zombie as running; we reap it ourselves
+            _run_as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-W",
+                              "stop"], check=False)
+            wait_for(lambda: reap_orphan(postmaster), timeout=30)
+        kill_processes_in(self.root)  # backends a dead postmaster left behind (each is its own group)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -195,7 +206,8 @@ _lock = threading.Lock()
 
 
 def pg_server() -> PgServer:
-    """The process's shared server, started on first use."""
+    """The process's shared server, started on first use; stopped at session end (at exit at
+    the latest)."""
     global _server
     with _lock:
         if _server is None:
@@ -204,6 +216,15 @@ def pg_server() -> PgServer:
         return _server
 
 
+def stop_pg_server() -> None:
+    global _server
+    with _lock:
+        server, _server = _server, None
+    if server is not None:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
-def postgres_server() -> PgServer:
-    return pg_server()
+def postgres_server() -> Iterator[PgServer]:
+    yield pg_server()
+    stop_pg_server()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tests.processes import start_group, stop_group
 
 
 def roapi_binary() -> str:
@@ -48,13 +49,7 @@ class RoapiServer:
         return [line.split(marker, 1)[1].strip() for line in self.log().splitlines() if marker in line]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_group(self.process)
 
 
 def start_roapi(tables: dict[str, Path], workdir: Path, timeout: float = 30) -> RoapiServer:
@@ -66,7 +61,7 @@ def start_roapi(tables: dict[str, Path], workdir: Path, timeout: float = 30) -> 
         cmd += ["-t", f"{name}={path}"]
     env = {**os.environ, "RUST_LOG": "info"}
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = start_group(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = RoapiServer(proc, flight, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
