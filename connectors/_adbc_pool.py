@@ -61,7 +61,8 @@ class StatementGate:
         return GateSettings(min(x.limit for x in s), min(x.queue for x in s), min(x.wait_s for x in s))
 
     def acquire(self) -> None:
-        kind = CALLER.get().kind if CALLER.get().kind in self.KINDS else "query"
+        caller = CALLER.get()
+        kind = caller.kind if caller.kind in self.KINDS else "query"
         with self._cond:
             s = self.settings
             if self._running < s.limit and not any(self._waiting.values()):
@@ -72,12 +73,13 @@ class StatementGate:
                 raise self._overloaded(kind, s, "queue full")
             ticket = object()
             waiting.append(ticket)
-            deadline = time.monotonic() + s.wait_s
+            wait = min(s.wait_s, caller.seconds_left() or s.wait_s)  # never past the task's own deadline
+            deadline = time.monotonic() + wait
             try:
                 while not (self._running < self.settings.limit and self._next() is ticket):
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise self._overloaded(kind, s, f"waited {s.wait_s:g}s")
+                        raise self._overloaded(kind, s, f"waited {wait:.3g}s")
                     self._cond.wait(left)
                 waiting.popleft()
                 self._grant(kind)
