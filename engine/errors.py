@@ -160,6 +160,14 @@ class Overloaded(SatchelError):
         self.retry_after = retry_after
 
 
+class ResourceExhausted(SatchelError):
+    """A query that needs more memory than its budget (runtime.params.memory_limit)."""
+
+    http_status = 507
+    flight_kind = "unavailable"
+    code = "resource_exhausted"
+
+
 class ModelUnavailable(SatchelError):
     """A model that is still loading, failed to load, or whose queue cannot take more work."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import pyarrow as pa
-from datafusion import SessionConfig, SessionContext, SQLOptions
+from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
 
 from .errors import SqlError
 from .planner import Plan, TableScan
@@ -16,9 +16,11 @@ ScanOpener = Callable[[TableScan], "pa.RecordBatchReader | pa.Table"]
 _SQL_OPTIONS = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 
 
-def run_federated(plan: Plan, open_scan: ScanOpener, target_partitions: int = 2) -> pa.RecordBatchReader:
-    """Register every scan in a fresh DataFusion session and stream the query's result."""
-    ctx = _session(target_partitions)
+def run_federated(plan: Plan, open_scan: ScanOpener, target_partitions: int = 2,
+                  pool_bytes: int | None = None) -> pa.RecordBatchReader:
+    """Register every scan in a fresh DataFusion session and stream the query's result; its
+    sorts, joins and aggregates spill to disk past `pool_bytes` (then fail: resources exhausted)."""
+    ctx = _session(target_partitions, pool_bytes)
     for scan in plan.scans:
         source = open_scan(scan)
         if isinstance(source, pa.RecordBatchReader):
@@ -63,9 +65,11 @@ def duckdb_schema(accelerator, sql: str) -> pa.Schema:
         cur.close()
 
 
-def _session(target_partitions: int) -> SessionContext:
+def _session(target_partitions: int, pool_bytes: int | None = None) -> SessionContext:
     config = SessionConfig().with_target_partitions(target_partitions).with_information_schema(False)
-    return SessionContext(config)
+    if pool_bytes is None:
+        return SessionContext(config)
+    return SessionContext(config, RuntimeEnvBuilder().with_disk_manager_os().with_fair_spill_pool(pool_bytes))
 
 
 def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:

@@ -32,9 +32,10 @@ from connectors.base import CALLER, FULL_TEXT_OP, Caller, CancelScope, Filter, F
 from .config import Pod
 from .datasets import DatasetRuntime, RefreshResult
 from .errors import (ConnectorError, DatasetNotReady, NotFound, Overloaded, QueryTimeout, RequestCancelled,
-                     SatchelError, SqlError, Unauthenticated)
+                     ResourceExhausted, SatchelError, SqlError, Unauthenticated)
 from . import source_pushdown
 from .executor import duckdb_schema, federated_schema, run_federated
+from .memory import DUCKDB_SHARE, budget_bytes, datafusion_pool, resource_exhausted_text
 from .metrics import Metrics
 from .planner import Binding, Plan, PlanCache, RecordingResolver, TableScan, cache_key, plan_query
 from .redact import redact
@@ -78,6 +79,7 @@ class Runtime:
         self.task_history = TaskHistory(th.enabled, th.retention_period)
         self.data_dir = Path(data_dir or os.environ.get("SATCHEL_DATA_DIR") or Path(pod.base_dir) / ".satchel")
         self.memory_limit = memory_limit or os.environ.get("SATCHEL_MEMORY_LIMIT") or pod.runtime.params.memory_limit
+        self.memory_budget = budget_bytes(self.memory_limit)
         self.query_timeout = pod.runtime.params.query_timeout or None  # 0s: no deadline
         self.max_rows = pod.runtime.params.max_rows
         self._api_keys = tuple(k for k in pod.runtime.auth.api_key.keys) if pod.runtime.auth.api_key.enabled else ()
@@ -332,7 +334,7 @@ class Runtime:
             if reader is None and not plan.full_text:
                 reader = source_pushdown.run(plan, self.datasets)  # whole query in one SQL source
             if reader is None:
-                reader = run_federated(plan, self._open_scan)
+                reader = self._federated(plan)
         reader = _public_types(reader)
         fallback = [b.dataset for b in plan.bindings
                     if b.kind in ("duckdb", "arrow") and self.datasets[b.dataset].acceleration.on_zero_results == "use_source"]
@@ -422,7 +424,11 @@ class Runtime:
             tree = tree.where(condition, dialect=PUBLIC_DIALECT)
         plan = self.plan(tree, force_source=frozenset(self.datasets_names()))
         pushed = source_pushdown.run(plan, self.datasets)  # refresh_sql runs in the source when it can
-        return pushed if pushed is not None else run_federated(plan, self._open_scan)
+        return pushed if pushed is not None else self._federated(plan)
+
+    def _federated(self, plan: Plan) -> pa.RecordBatchReader:
+        """DataFusion over pushed-down scans, within the federated share of the memory budget."""
+        return run_federated(plan, self._open_scan, pool_bytes=datafusion_pool(self.memory_budget))
 
     def datasets_names(self) -> list[str]:
         return [ds.name for ds in self.datasets.values()]
@@ -474,7 +480,7 @@ class Runtime:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         key = path or "memory"
         if key not in self.duckdb_instances:
-            limit = acc.params.get("duckdb_memory_limit") or self.memory_limit
+            limit = acc.params.get("duckdb_memory_limit") or f"{int(self.memory_budget * DUCKDB_SHARE)}B"
             self.duckdb_instances[key] = DuckDBAccelerator(path, memory_limit=limit)
         return self.duckdb_instances[key]
 
@@ -527,6 +533,9 @@ class Runtime:
         """Every failure leaves as a SatchelError with a clear, secret-free message."""
         if isinstance(e, SatchelError):
             return e
+        if resource_exhausted_text(e):
+            return ResourceExhausted(f"the query needs more memory than its budget ({self.memory_budget >> 20} MiB "
+                                     f"from runtime.params.memory_limit or the container's limit)")
         text = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, self.secrets)
         return SqlError(f"query failed: {text}")
 
