@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from connectors.base import Filter
-from connectors.sql_render import select_sql
+from connectors.sql_render import quote_ident, select_sql
 from engine.errors import NotFound, QueryTimeout, ReadOnlyViolation
 
 from .keys import dedupe_last
@@ -23,9 +23,6 @@ from .keys import dedupe_last
 META_TABLE = "__satchel_meta"
 BATCH_ROWS = 64 * 1024
 
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class DuckDBAccelerator:
@@ -97,7 +94,7 @@ class DuckDBAccelerator:
         self._require(name)
         cur = self.cursor()
         try:
-            return cur.execute(f"SELECT * FROM {_quote(name)} LIMIT 0").to_arrow_table().schema
+            return cur.execute(f"SELECT * FROM {quote_ident(name)} LIMIT 0").to_arrow_table().schema
         finally:
             cur.close()
 
@@ -105,7 +102,7 @@ class DuckDBAccelerator:
         self._require(name)
         cur = self.cursor()
         try:
-            return int(cur.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0])
+            return int(cur.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0])
         finally:
             cur.close()
 
@@ -114,7 +111,7 @@ class DuckDBAccelerator:
             return None
         cur = self.cursor()
         try:
-            result = cur.execute(f"SELECT max({_quote(column)}) AS m FROM {_quote(name)}").to_arrow_table()
+            result = cur.execute(f"SELECT max({quote_ident(column)}) AS m FROM {quote_ident(name)}").to_arrow_table()
             return result.column(0)[0].as_py()
         finally:
             cur.close()
@@ -164,8 +161,8 @@ class DuckDBAccelerator:
     ) -> int:
         """Stream `reader` into a new version of the table, swapped in one statement."""
         with self._write_lock, self._registered(reader) as (cur, src):
-            cur.execute(f"CREATE OR REPLACE TABLE {_quote(name)} AS SELECT * FROM {src}")
-            count = int(cur.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0])
+            cur.execute(f"CREATE OR REPLACE TABLE {quote_ident(name)} AS SELECT * FROM {src}")
+            count = int(cur.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0])
             self._record_load(cur, name, source, version)
         self._checkpoint()
         return count
@@ -188,21 +185,21 @@ class DuckDBAccelerator:
             # An increment is small and is read twice (delete, insert): hold it, deduplicated.
             source_rows = dedupe_last(reader.read_all(), keys)
         drop = bool(on_conflict) and all(v == "drop" for v in on_conflict.values())
-        cols = ", ".join(_quote(c) for c in self.schema(name).names)
+        cols = ", ".join(quote_ident(c) for c in self.schema(name).names)
         with self._write_lock, self._registered(source_rows) as (cur, src):
             cur.execute("BEGIN TRANSACTION")
             try:
                 if keys:
-                    key_cols = ", ".join(_quote(k) for k in keys)
-                    match = " AND ".join(f"t.{_quote(k)} IS NOT DISTINCT FROM s.{_quote(k)}" for k in keys)
+                    key_cols = ", ".join(quote_ident(k) for k in keys)
+                    match = " AND ".join(f"t.{quote_ident(k)} IS NOT DISTINCT FROM s.{quote_ident(k)}" for k in keys)
                     if drop:
-                        select = f"SELECT {cols} FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {_quote(name)} t WHERE {match})"
+                        select = f"SELECT {cols} FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {quote_ident(name)} t WHERE {match})"
                     else:
-                        cur.execute(f"DELETE FROM {_quote(name)} t WHERE ({key_cols}) IN (SELECT {key_cols} FROM {src})")
+                        cur.execute(f"DELETE FROM {quote_ident(name)} t WHERE ({key_cols}) IN (SELECT {key_cols} FROM {src})")
                         select = f"SELECT {cols} FROM {src}"
                 else:
                     select = f"SELECT {cols} FROM {src}"
-                changed = int(cur.execute(f"INSERT INTO {_quote(name)} {select}").fetchone()[0])
+                changed = int(cur.execute(f"INSERT INTO {quote_ident(name)} {select}").fetchone()[0])
                 self._record_load(cur, name, source, version)
                 cur.execute("COMMIT")
             except Exception:
@@ -215,10 +212,10 @@ class DuckDBAccelerator:
         """Delete the rows whose key (the columns of `keys`) is one of `keys`' rows."""
         if keys.num_rows == 0:
             return 0
-        key_cols = ", ".join(_quote(k) for k in keys.column_names)
+        key_cols = ", ".join(quote_ident(k) for k in keys.column_names)
         with self._write_lock, self._registered(keys) as (cur, src):
             deleted = int(cur.execute(
-                f"DELETE FROM {_quote(name)} WHERE ({key_cols}) IN (SELECT {key_cols} FROM {src})").fetchone()[0])
+                f"DELETE FROM {quote_ident(name)} WHERE ({key_cols}) IN (SELECT {key_cols} FROM {src})").fetchone()[0])
         self._checkpoint()
         return deleted
 
@@ -235,11 +232,11 @@ class DuckDBAccelerator:
                         kind, column = change[0], change[1]
                         if kind == "add":
                             sql_type = _duckdb_type(cur, change[2])
-                            cur.execute(f"ALTER TABLE {_quote(name)} ADD COLUMN {_quote(column)} {sql_type}")
+                            cur.execute(f"ALTER TABLE {quote_ident(name)} ADD COLUMN {quote_ident(column)} {sql_type}")
                         elif kind == "rename":
-                            cur.execute(f"ALTER TABLE {_quote(name)} RENAME COLUMN {_quote(column)} TO {_quote(change[2])}")
+                            cur.execute(f"ALTER TABLE {quote_ident(name)} RENAME COLUMN {quote_ident(column)} TO {quote_ident(change[2])}")
                         elif kind == "drop":
-                            cur.execute(f"ALTER TABLE {_quote(name)} DROP COLUMN {_quote(column)}")
+                            cur.execute(f"ALTER TABLE {quote_ident(name)} DROP COLUMN {quote_ident(column)}")
                         else:
                             raise ValueError(f"unknown column change {kind!r}")
                     cur.execute("COMMIT")
@@ -254,7 +251,7 @@ class DuckDBAccelerator:
         with self._write_lock:
             cur = self.cursor()
             try:
-                return int(cur.execute(f"DELETE FROM {_quote(name)} WHERE {_quote(column)} < ?", [cutoff]).fetchone()[0])
+                return int(cur.execute(f"DELETE FROM {quote_ident(name)} WHERE {quote_ident(column)} < ?", [cutoff]).fetchone()[0])
             finally:
                 cur.close()
 
@@ -262,7 +259,7 @@ class DuckDBAccelerator:
         with self._write_lock:
             cur = self.cursor()
             try:
-                cur.execute(f"DROP TABLE IF EXISTS {_quote(name)}")
+                cur.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
                 cur.execute(f"DELETE FROM {META_TABLE} WHERE dataset = ?", [name])
             finally:
                 cur.close()

@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from ._filters import _convert
 from .base import Filter
+from .sql_render import quote_ident
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,6 @@ DIALECTS: dict[str, FilterDialect] = {
 _COMPARE = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _ORDERING = {"<", "<=", ">", ">="}
 
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def quote_string(text: str) -> str | None:

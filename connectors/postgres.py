@@ -52,6 +52,7 @@ from ._filters import _convert
 from ._params import check_params, check_type_action
 from ._types import resolve_unsupported
 from .base import CALLER, DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
+from .sql_render import quote_ident
 
 log = logging.getLogger("satchel.connectors.postgres")
 
@@ -62,9 +63,6 @@ BATCH_ROWS = 64 * 1024
 
 # -- connection settings -------------------------------------------------------------------------
 
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def quote_literal(text: str) -> str:

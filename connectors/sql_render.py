@@ -8,6 +8,11 @@ from sqlglot import exp
 
 from .base import Filter
 
+
+def quote_ident(name: str) -> str:
+    """A SQL identifier, double-quoted (PostgreSQL, DuckDB, DataFusion and the ADBC sources)."""
+    return '"' + name.replace('"', '""') + '"'
+
 _COMPARE = {"=": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE}
 
 

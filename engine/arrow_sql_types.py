@@ -1,4 +1,6 @@
-"""Arrow types as SQL type names (for sqlglot's type annotation and for catalogs)."""
+"""The one Arrow <-> SQL type table: names for sqlglot's type annotation (`sql_type`), for
+catalogs and clients (`catalog_type_name`, the same types in PostgreSQL's spelling), and the
+Arrow type of a SQL type name (`arrow_type`)."""
 
 from __future__ import annotations
 
@@ -53,6 +55,27 @@ def sql_type(typ: pa.DataType) -> str:
     if t.is_null(typ):
         return "NULL"
     return "UNKNOWN"
+
+
+_CATALOG_NAMES = {"BOOLEAN": "boolean", "SMALLINT": "smallint", "INT": "integer", "BIGINT": "bigint",
+                  "REAL": "real", "DOUBLE": "double precision", "TEXT": "varchar", "BYTEA": "bytea",
+                  "DATE": "date", "TIME": "time", "TIMESTAMP": "timestamp",
+                  "TIMESTAMPTZ": "timestamp with time zone", "INTERVAL": "interval"}
+
+
+def catalog_type_name(typ: pa.DataType) -> str:
+    """`sql_type` as catalogs show it (PostgreSQL's spelling: `bigint`, `numeric(20,0)`,
+    `timestamp with time zone`, `integer[]`, `struct`, `map`)."""
+    if t.is_list(typ) or t.is_large_list(typ) or t.is_fixed_size_list(typ) or t.is_list_view(typ):
+        return f"{catalog_type_name(typ.value_type)}[]"
+    if t.is_dictionary(typ):
+        return catalog_type_name(typ.value_type)
+    name = sql_type(typ)
+    if name.startswith("DECIMAL("):
+        return "numeric(" + name[len("DECIMAL("):].replace(" ", "")
+    if name.startswith(("STRUCT(", "MAP(")):
+        return name.split("(", 1)[0].lower()
+    return _CATALOG_NAMES.get(name, str(typ))
 
 
 @functools.lru_cache(maxsize=256)

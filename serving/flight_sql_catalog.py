@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from engine.arrow_sql_types import catalog_type_name
 from serving import flight_sql_pb2 as pb
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -193,44 +194,6 @@ def foreign_keys_table() -> pa.Table:
 # ------------------------------------------------------------------ column metadata
 
 
-def sql_type_name(dtype: pa.DataType) -> str:
-    """The PostgreSQL-flavoured name Satchel's SQL uses for an Arrow type."""
-    t = pa.types
-    if t.is_boolean(dtype):
-        return "boolean"
-    if t.is_int8(dtype) or t.is_int16(dtype) or t.is_uint8(dtype):
-        return "smallint"
-    if t.is_int32(dtype) or t.is_uint16(dtype):
-        return "integer"
-    if t.is_integer(dtype):
-        return "bigint"
-    if t.is_float16(dtype) or t.is_float32(dtype):
-        return "real"
-    if t.is_float64(dtype):
-        return "double precision"
-    if t.is_decimal(dtype):
-        return f"numeric({dtype.precision},{dtype.scale})"
-    if t.is_string(dtype) or t.is_large_string(dtype) or t.is_string_view(dtype):
-        return "varchar"
-    if t.is_binary(dtype) or t.is_large_binary(dtype) or t.is_fixed_size_binary(dtype):
-        return "bytea"
-    if t.is_date(dtype):
-        return "date"
-    if t.is_time(dtype):
-        return "time"
-    if t.is_timestamp(dtype):
-        return "timestamp with time zone" if dtype.tz else "timestamp"
-    if t.is_interval(dtype) or t.is_duration(dtype):
-        return "interval"
-    if t.is_list(dtype) or t.is_large_list(dtype) or t.is_fixed_size_list(dtype):
-        return f"{sql_type_name(dtype.value_type)}[]"
-    if t.is_struct(dtype):
-        return "struct"
-    if t.is_map(dtype):
-        return "map"
-    return str(dtype)
-
-
 def annotated_schema(table: TableInfo) -> pa.Schema:
     """The table's Arrow schema with the Flight SQL column metadata keys filled in."""
     fields = []
@@ -241,7 +204,7 @@ def annotated_schema(table: TableInfo) -> pa.Schema:
                 b"ARROW:FLIGHT:SQL:CATALOG_NAME": table.catalog.encode(),
                 b"ARROW:FLIGHT:SQL:DB_SCHEMA_NAME": table.schema.encode(),
                 b"ARROW:FLIGHT:SQL:TABLE_NAME": table.name.encode(),
-                b"ARROW:FLIGHT:SQL:TYPE_NAME": sql_type_name(field.type).encode(),
+                b"ARROW:FLIGHT:SQL:TYPE_NAME": catalog_type_name(field.type).encode(),
                 b"ARROW:FLIGHT:SQL:IS_READ_ONLY": b"1",
                 b"ARROW:FLIGHT:SQL:IS_SEARCHABLE": b"1",
                 b"ARROW:FLIGHT:SQL:IS_AUTO_INCREMENT": b"0",

@@ -68,7 +68,12 @@ def test_sql_info_table_with_no_match_is_empty_but_typed():
         (pa.timestamp("us", tz="UTC"), "timestamp with time zone"),
         (pa.decimal128(10, 2), "numeric(10,2)"),
         (pa.list_(pa.int32()), "integer[]"),
+        (pa.uint64(), "numeric(20,0)"),  # as the planner types it: one table, one answer
+        (pa.uint32(), "bigint"),
+        (pa.struct([("a", pa.int32())]), "struct"),
     ],
 )
 def test_sql_type_names(dtype, name):
-    assert catalog.sql_type_name(dtype) == name
+    from engine.arrow_sql_types import catalog_type_name
+
+    assert catalog_type_name(dtype) == name
