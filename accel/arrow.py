@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from connectors._filters import compile_filters
+from connectors.arrow_filters import compile_filters
 from connectors.base import Filter, FilterSupport
 from engine.errors import NotFound
 

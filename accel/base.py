@@ -1,14 +1,17 @@
-"""The Accelerator protocol: a local copy of datasets that can be swapped, appended and queried."""
+"""The accelerator protocol as the accelerators (accel/arrow.py, accel/duckdb.py) really are:
+a local copy of datasets that is swapped, appended, trimmed and scanned; optional capabilities
+are named Protocols the engine asks for with isinstance()."""
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import pyarrow as pa
 
 from connectors.base import Filter
 
 
+@runtime_checkable
 class Accelerator(Protocol):
     """One accelerator instance (an Arrow store, or one DuckDB database) holding many tables."""
 
@@ -21,17 +24,17 @@ class Accelerator(Protocol):
 
     def row_count(self, name: str) -> int: ...
 
-    def replace(self, name: str, reader: pa.RecordBatchReader, primary_key: Sequence[str] = ()) -> int:
-        """Load `reader` as the new content of `name`, atomically; return the row count."""
+    def replace(self, name: str, reader: pa.RecordBatchReader, primary_key: Sequence[str] = (),
+                source: str | None = None, version: str | None = None) -> int:
+        """Load `reader` as the new content of `name` atomically (readers never see a partial
+        table), recording the `source` and source `version` it came from; return the row count."""
 
-    def append(
-        self,
-        name: str,
-        reader: pa.RecordBatchReader,
-        primary_key: Sequence[str],
-        on_conflict: Mapping[str, str],
-    ) -> int:
+    def append(self, name: str, reader: pa.RecordBatchReader, primary_key: Sequence[str],
+               on_conflict: Mapping[str, str], source: str | None = None) -> int:
         """Add rows; with a primary key, conflicting rows are dropped or upserted. Returns rows added or changed."""
+
+    def delete_keys(self, name: str, keys: pa.Table) -> int:
+        """Delete the rows whose key (the columns of `keys`) is one of `keys`' rows."""
 
     def delete_older_than(self, name: str, column: str, cutoff: object) -> int:
         """Retention: delete rows whose `column` < cutoff; return rows deleted."""
@@ -39,8 +42,26 @@ class Accelerator(Protocol):
     def max_value(self, name: str, column: str) -> object:
         """The largest value of `column` (the append watermark), None when empty."""
 
-    def scan(
-        self, name: str, columns: Sequence[str] | None, filters: Sequence[Filter], limit: int | None
-    ) -> pa.RecordBatchReader: ...
+    def loaded_version(self, name: str) -> str | None:
+        """The source version recorded by the last load of `name`."""
+
+    def scan(self, name: str, columns: Sequence[str] | None, filters: Sequence[Filter],
+             limit: int | None) -> pa.RecordBatchReader: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AltersColumns(Protocol):
+    """Follows a source's column changes in place (add, rename, drop) instead of reloading."""
+
+    def alter_columns(self, name: str, changes: Sequence[tuple]) -> None: ...
+
+
+@runtime_checkable
+class RemembersLoads(Protocol):
+    """Keeps its tables across restarts (file mode) with the source each was loaded from."""
+
+    def loaded_source(self, name: str) -> str | None: ...
+
+    def loaded_version(self, name: str) -> str | None: ...

@@ -3,7 +3,7 @@ PostgreSQL, ...), rendered only where the remote answer is the engine's answer.
 
 Each remote dialect states what it evaluates exactly like the engine (DuckDB/PostgreSQL
 semantics, three-valued logic). A filter renders only when its value converts exactly to the
-column's type (connectors._filters._convert) and the dialect compares that type our way:
+column's type (connectors.arrow_filters._convert) and the dialect compares that type our way:
 
 - `satchel` (another Satchel): its public dialect *is* ours; everything but NaN/infinite
   literals renders.
@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 
 import pyarrow as pa
 
-from ._filters import _convert
+from .arrow_filters import _convert
 from .base import Filter
 from .sql_render import quote_ident
 

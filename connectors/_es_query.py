@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 
 from ._es_schema import EsColumn
-from ._filters import comparable_scalar
+from .arrow_filters import comparable_scalar
 from .base import COMPOSITE_OPS, FULL_TEXT_OP, Filter, FilterSupport, SortKey
 
 MATCH_ALL: dict = {"match_all": {}}

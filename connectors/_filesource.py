@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from engine.errors import ConnectorError, SatchelError
 
 from ._arrowscan import ArrowFormat
-from ._filters import compile_filters
+from .arrow_filters import compile_filters
 from ._json import JsonFormat
 from ._types import resolve_unsupported
 from .base import DatasetSpec, Filter, FilterSupport, checked_projection, filter_columns, with_descriptions

@@ -34,7 +34,7 @@ from pyiceberg.expressions import (
     StartsWith,
 )
 
-from ._filters import comparable_scalar
+from .arrow_filters import comparable_scalar
 from .base import Filter
 
 _ICEBERG_COMPARE = {"=": EqualTo, "!=": NotEqualTo, "<": LessThan, "<=": LessThanOrEqual, ">": GreaterThan,

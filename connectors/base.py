@@ -184,12 +184,73 @@ class Connector(Protocol):
     def close(self) -> None:
         """Release connections and files."""
 
-    # Optional capabilities (the engine checks with getattr):
-    #   classify_order(keys: Sequence[SortKey]) -> bool: whether `scan(..., limit=n,
-    #       order_by=keys)` returns the first n rows in exactly that order; only then is
-    #       order_by passed (single-table ORDER BY plain columns + LIMIT, every filter exact).
-    #   count(filters: Sequence[Filter]) -> int: the number of rows passing `filters`, all of
-    #       them classified EXACT (answers `SELECT count(*) FROM t [WHERE ...]`).
+    # Optional capabilities are the Protocols below; the engine asks with isinstance().
+
+
+@runtime_checkable
+class Counts(Protocol):
+    """Answers `SELECT count(*) FROM t [WHERE ...]` itself."""
+
+    def count(self, filters: Sequence[Filter]) -> int:
+        """Rows passing `filters`, every one of them classified EXACT."""
+
+
+@runtime_checkable
+class OrdersTopN(Protocol):
+    """Takes `scan(..., limit=n, order_by=keys)` (single-table ORDER BY plain columns + LIMIT,
+    every filter exact) when `classify_order(keys)` says it returns the first n rows in order."""
+
+    def classify_order(self, keys: Sequence[SortKey]) -> bool: ...
+
+
+@runtime_checkable
+class VersionedSnapshots(Protocol):
+    """A source with versions (e.g. Iceberg snapshots); none of these reads data unless it says so."""
+
+    def source_version(self) -> str:
+        """The current version (equal versions = equal data and columns)."""
+
+    def same_data(self, a: str, b: str) -> bool:
+        """Versions a and b hold the same rows (they differ in columns only)."""
+
+    def schema_changes_since(self, version: str) -> list | None:
+        """Column changes since `version`, in order: ("add", column, type), ("rename", old, new),
+        ("drop", column); None when a copy cannot follow them in place."""
+
+    def scan_changes_since(self, version: str, columns: Sequence[str] | None = None) -> Any:
+        """(reader of the rows added since `version`, new version), or None (reload in full)."""
+
+    def pin_version(self, version: str | None) -> None:
+        """Scans read `version` until unpinned."""
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """`refresh_mode: changes`: upserts and deletes by primary key (logical decoding, change streams)."""
+
+    def read_changes(self, primary_key: Sequence[str]) -> Any: ...
+
+
+@runtime_checkable
+class WholeQuerySql(Protocol):
+    """A SQL source that can run a whole query (joins, aggregates ...) in its own dialect."""
+
+    source_id: str  # connection identity without secrets: equal ids = one server and login
+    sql_dialect: str  # "postgres" | "satchel" | "datafusion"
+    relation_sql: str | None  # the FROM item for the table (None: schema_name.table_name)
+
+    def query(self, sql: str) -> pa.RecordBatchReader: ...
+
+    def pushdown_safe(self, columns: Sequence[str] | None) -> bool:
+        """Whether these columns mean in the source what they mean here (collation, types)."""
+
+
+@runtime_checkable
+class ScanSql(Protocol):
+    """Shows (in EXPLAIN) the statement a scan sends."""
+
+    def scan_sql(self, columns: Sequence[str] | None, filters: Sequence[Filter] = (),
+                 limit: int | None = None) -> str: ...
 
 
 def with_descriptions(schema: pa.Schema, descriptions: Mapping[str, str]) -> pa.Schema:

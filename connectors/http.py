@@ -17,7 +17,7 @@ reported without user info and with query values masked. Redirects are followed;
 headers are not sent to another origin.
 
 Any JSON API param (`json_pointer`, `http_pagination`, ...; see connectors/http_api.py) selects
-the paginated JSON API mode instead: `HttpFileConnector(spec)` then returns an HttpApiConnector.
+the paginated JSON API mode instead: the registry (connectors/registry.py) then builds an HttpApiConnector.
 """
 
 from __future__ import annotations
@@ -140,13 +140,6 @@ for _name in ("httpcore.http11", "httpcore.http2"):  # logger filters do not app
 
 class HttpFileConnector:
     """A file downloaded over HTTP(S) on every scan."""
-
-    def __new__(cls, spec: DatasetSpec):
-        from . import http_api  # imports this module: resolved at call time
-
-        if cls is HttpFileConnector and http_api.uses_api_mode(spec.params):
-            return http_api.HttpApiConnector(spec)  # not a subclass, so __init__ below is skipped
-        return super().__new__(cls)
 
     def __init__(self, spec: DatasetSpec):
         check_params(spec.name, spec.prefix or "http", spec.params, HTTP_PARAMS)

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from engine.errors import ConnectorError
 
 from ._documents import infer_schema, to_record_batch
-from ._filters import to_expression
+from .arrow_filters import to_expression
 from ._http_retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 from ._pagination import (
     PAGINATION_STYLES,

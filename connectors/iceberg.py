@@ -33,7 +33,7 @@ from pyiceberg.table.snapshots import Operation, ancestors_between_ids
 from engine.errors import ConnectorError, MissingDependency
 
 from ._iceberg_catalog import ICEBERG_PARAMS, CatalogSettings, parse_settings
-from ._filters import compile_filters
+from .arrow_filters import compile_filters
 from ._iceberg_filters import pruning_expression
 from ._params import check_params, check_type_action
 from ._types import normalize_type, resolve_unsupported

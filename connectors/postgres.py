@@ -48,7 +48,7 @@ from engine.errors import ConnectorError, Overloaded, QueryTimeout
 
 from ._adbc_pool import (GATE_PARAMS, ConnectFailed, ConnectionPool, GateSettings, RunningStatement, close_quietly,
                          execute_pooled, join_gate, leave_gate)
-from ._filters import _convert
+from .arrow_filters import _convert
 from ._params import check_params, check_type_action
 from ._types import resolve_unsupported
 from .base import CALLER, DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
@@ -316,6 +316,9 @@ ORDER BY a.attnum
 
 class PostgresConnector:
     """One PostgreSQL table or view."""
+
+    sql_dialect = "postgres"
+    relation_sql = None  # whole queries name the table itself (schema_name.table_name)
 
     def __init__(self, spec: DatasetSpec):
         check_params(spec.name, "postgres", spec.params, PG_PARAMS)

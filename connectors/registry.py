@@ -26,6 +26,10 @@ _CONNECTORS: dict[str, tuple[str, str, str | None]] = {
 }
 
 
+# http(s) sources whose params ask for a paginated JSON API (connectors.http_api.API_PARAMS)
+_HTTP_API = ("connectors.http_api", "HttpApiConnector")
+
+
 def known_prefixes() -> list[str]:
     return sorted(_CONNECTORS)
 
@@ -47,6 +51,8 @@ def create_connector(spec: DatasetSpec) -> Connector:
     except KeyError:
         raise ValueError(f"unknown connector '{spec.prefix}'; known: {', '.join(known_prefixes())}") from None
     try:
+        if spec.prefix in ("http", "https") and importlib.import_module(_HTTP_API[0]).uses_api_mode(spec.params):
+            module_name, class_name = _HTTP_API
         module = importlib.import_module(module_name)
     except ImportError as e:
         hint = f"pip install 'satchel[{extra}]'" if extra else "reinstall satchel"

@@ -13,7 +13,8 @@ from typing import Callable, Iterator
 import pyarrow as pa
 
 from accel.refresh import retry
-from connectors.base import DatasetSpec, description_of, with_descriptions
+from accel.base import AltersColumns, RemembersLoads
+from connectors.base import ChangeFeed, DatasetSpec, VersionedSnapshots, description_of, with_descriptions
 from connectors.registry import create_connector
 
 from .config import Dataset
@@ -119,15 +120,14 @@ class DatasetRuntime:
     def adopt_existing(self) -> bool:
         """File mode restart: serve the data a previous run loaded, at once."""
         acc = self.accelerator
-        if acc is None or not hasattr(acc, "loaded_source") or not acc.has_table(self.name):
+        if not isinstance(acc, RemembersLoads) or not acc.has_table(self.name):
             return False
         if acc.loaded_source(self.name) != self.load_id:
             return False  # another source or working set (or a file from an older version): reload
         self.loaded_once = True
         self.status = "ready"
         self.rows_loaded = acc.row_count(self.name)
-        if hasattr(acc, "loaded_version"):
-            self.source_version = acc.loaded_version(self.name)
+        self.source_version = acc.loaded_version(self.name)
         self._publish_gauges()
         log.info("dataset %s: reopened %d accelerated rows from a previous run", self.name, self.rows_loaded)
         return True
@@ -187,7 +187,7 @@ class DatasetRuntime:
         mode = acc.refresh_mode
         if mode == "changes":
             return self._refresh_changes(source_reader)
-        if hasattr(self.connector, "source_version"):
+        if isinstance(self.connector, VersionedSnapshots):
             return self._refresh_by_version(source_reader)
         if mode == "append" and self.accelerator.has_table(self.name):
             condition = self._append_condition()
@@ -209,7 +209,7 @@ class DatasetRuntime:
         acc = self.acceleration
         keys = list(acc.primary_key or ())
         conn = self.connector
-        if not hasattr(conn, "read_changes"):
+        if not isinstance(conn, ChangeFeed):
             raise ConnectorError(f"dataset '{self.name}': refresh_mode: changes is not supported by this source")
         if self.accelerator.has_table(self.name):
             changes = conn.read_changes(keys)
@@ -233,16 +233,7 @@ class DatasetRuntime:
 
     # -- version-aware refresh (sources with snapshots, e.g. Iceberg) ---------------------------
     #
-    # A connector opts in with these methods (none of them reads data unless it says so):
-    #   source_version() -> str: the source's current version (equal versions = equal data and columns);
-    #   same_data(a, b) -> bool: versions a and b hold the same rows (they differ in columns only);
-    #   schema_changes_since(version) -> list | None: column changes since `version`, applicable in
-    #       order: ("add", column, pa.DataType), ("rename", old, new), ("drop", column); None when the
-    #       copy cannot follow them in place (e.g. a type change);
-    #   scan_changes_since(version, columns) -> (reader, new_version) | None: the rows added since
-    #       `version` (None: not only additions happened, reload in full);
-    #   pin_version(version | None): scans read `version` until unpinned (a full load then holds
-    #       exactly the version it records).
+    # A connector opts in by being a VersionedSnapshots (connectors/base.py).
 
     def _refresh_by_version(self, source_reader: SourceReader) -> tuple[int, str]:
         """Nothing to do when the source version is unchanged; follow column changes and load
@@ -285,7 +276,7 @@ class DatasetRuntime:
             log.info("dataset %s: a column change cannot be applied in place; full reload", self.name)
             return None
         keys = set(acc.primary_key or ())
-        if changes and (not hasattr(self.accelerator, "alter_columns")
+        if changes and (not isinstance(self.accelerator, AltersColumns)
                         or any(c[0] in ("rename", "drop") and c[1] in keys for c in changes)):
             log.info("dataset %s: column changes touch the primary key; full reload", self.name)
             return None

@@ -27,7 +27,7 @@ from sqlglot import exp
 from accel.arrow import ArrowAccelerator
 from accel.duckdb import DuckDBAccelerator
 from accel.refresh import RefreshScheduler, Schedule
-from connectors.base import CALLER, FULL_TEXT_OP, Caller, CancelScope, Filter, FilterSupport
+from connectors.base import CALLER, FULL_TEXT_OP, Caller, CancelScope, Counts, Filter, FilterSupport, OrdersTopN
 
 from .config import Pod
 from .datasets import DatasetRuntime, RefreshResult
@@ -381,8 +381,7 @@ class Runtime:
         pushed, exact = self._pushed_filters(ds, scan.filters)
         limit = scan.limit if exact else None
         if limit is not None and scan.order:  # a top-N: only a source that orders may cut rows
-            classify_order = getattr(ds.connector, "classify_order", None)
-            if classify_order is not None and classify_order(scan.order):
+            if isinstance(ds.connector, OrdersTopN) and ds.connector.classify_order(scan.order):
                 return ds.connector.scan(scan.columns, pushed, limit, order_by=scan.order)
             limit = None
         return ds.connector.scan(scan.columns, pushed, limit)
@@ -405,13 +404,12 @@ class Runtime:
             return None
         scan = plan.scans[0]
         ds = self.datasets[scan.binding.dataset.lower()]
-        count = getattr(ds.connector, "count", None)
-        if count is None:
+        if not isinstance(ds.connector, Counts):
             return None
         pushed, exact = self._pushed_filters(ds, scan.filters)
         if not exact:
             return None
-        table = pa.table({plan.count_as: pa.array([int(count(pushed))], pa.int64())})
+        table = pa.table({plan.count_as: pa.array([int(ds.connector.count(pushed))], pa.int64())})
         return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
 
     def _source_reader(self, ds: DatasetRuntime, condition: str | None) -> pa.RecordBatchReader:

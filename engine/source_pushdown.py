@@ -5,14 +5,14 @@ connectors with a `query(sql)` method and the same `source_id` (connection ident
 secrets) -- the whole query (joins, aggregates, windows, ORDER BY/LIMIT, subqueries) runs
 in the source, in its dialect, instead of in DataFusion over pushed-down scans.
 
-A connector states (all read with getattr; PostgresConnector predates the first two):
-- `sql_dialect`: "postgres" (default), "satchel" (another Satchel: our public dialect with the
+A connector states it by being a `WholeQuerySql` (connectors/base.py):
+- `sql_dialect`: "postgres", "satchel" (another Satchel: our public dialect with the
   same semantics: everything goes down) or "datafusion" (roapi and other DataFusion servers:
   the planner's DataFusion-ready SQL, only when every node is in a conservative set whose
   meaning DataFusion shares, and no float column is used, see `_DATAFUSION_NODES`); other
   dialects never get whole queries;
 - `relation_sql`: the FROM item replacing the table (a quoted name or `(query) AS q`);
-  PostgreSQL connectors give `schema_name` / `table_name` instead;
+  PostgreSQL connectors say None and give `schema_name` / `table_name` instead;
 - `source_id` and `pushdown_safe(columns)`.
 
 The meaning must stay the one the other routes give, so the query is the planner's typed,
@@ -43,6 +43,8 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 
+from connectors.base import ScanSql, WholeQuerySql
+
 from .arrow_sql_types import sql_type
 from .errors import Overloaded
 from .planner import Plan
@@ -60,13 +62,10 @@ def _connectors(plan: Plan, datasets: Mapping[str, object]) -> list | None:
     conns = []
     for s in plan.scans:
         ds = datasets.get(s.binding.dataset.lower())
-        conn = getattr(ds, "connector", None)
-        if conn is None or not callable(getattr(conn, "query", None)) or not getattr(conn, "source_id", None):
+        conn = ds.connector if ds is not None else None
+        if not isinstance(conn, WholeQuerySql) or not conn.source_id:
             return None
-        if dialect_of(conn) not in _WHOLE_QUERY_DIALECTS:
-            return None
-        safe = getattr(conn, "pushdown_safe", None)
-        if safe is None or not safe(s.columns):
+        if dialect_of(conn) not in _WHOLE_QUERY_DIALECTS or not conn.pushdown_safe(s.columns):
             return None
         conns.append(conn)
     if len({c.source_id for c in conns}) != 1:
@@ -77,10 +76,10 @@ def _connectors(plan: Plan, datasets: Mapping[str, object]) -> list | None:
 _WHOLE_QUERY_DIALECTS = ("postgres", "satchel", "datafusion")
 
 
-def dialect_of(conn: object) -> str:
-    """The connector's SQL dialect; connectors that do not say are PostgreSQL."""
+def dialect_of(conn: WholeQuerySql) -> str:
+    """The connector's SQL dialect ("unknown" when it cannot be found out)."""
     try:
-        return getattr(conn, "sql_dialect", "postgres") or "postgres"
+        return conn.sql_dialect or "unknown"
     except Exception:  # noqa: BLE001 - a dialect that cannot be found out (unreachable server)
         return "unknown"
 
@@ -109,7 +108,7 @@ def source_sql(plan: Plan, datasets: Mapping[str, object]) -> str | None:
         conn = relations.get(table.name)
         if conn is None:
             continue
-        relation = getattr(conn, "relation_sql", None)
+        relation = conn.relation_sql
         if relation is None:  # PostgreSQL: a schema-qualified table
             table.set("this", exp.to_identifier(conn.table_name, quoted=True))
             table.set("db", exp.to_identifier(conn.schema_name, quoted=True))
@@ -221,10 +220,11 @@ def explain_lines(plan: Plan, datasets: Mapping[str, object]) -> list[str]:
     for s in plan.scans:
         if s.binding.kind != "source":
             continue
-        conn = getattr(datasets.get((s.binding.dataset or "").lower()), "connector", None)
-        scan_sql = getattr(conn, "scan_sql", None)
-        if scan_sql is None:
+        ds = datasets.get((s.binding.dataset or "").lower())
+        conn = ds.connector if ds is not None else None
+        if not isinstance(conn, ScanSql):
             continue
+        scan_sql = conn.scan_sql
         support = conn.classify_filters(s.filters)
         exact = all(x.value == "exact" for x in support)
         pushed = [f for f, x in zip(s.filters, support) if x.value != "unsupported"]

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, Mapping
 import pytest
 
 from connectors.base import DatasetSpec
-from connectors.http import HttpFileConnector
+from connectors.registry import create_connector
 from tests.connectors.conformance import (
     ALL_COLUMNS,
     COLUMN_TYPES,
@@ -92,7 +92,7 @@ def api_case(case_id: str, style: str, columns, typed: bool = False) -> Conforma
         types = {c: COLUMN_TYPES[c] for c in columns} if typed else {}
 
         def conn(p: Mapping[str, str], path: str | None = None) -> Callable[[], HttpFileConnector]:
-            return lambda: HttpFileConnector(api_spec(base + (path or route.format(name=name)), p, column_types=types))
+            return lambda: create_connector(api_spec(base + (path or route.format(name=name)), p, column_types=types))
 
         secured_plain = {k: params[k] for k in ("http_auth", "http_query_params")} | {"http_pagination": "none"}
         no_auth = {k: v for k, v in params.items() if k != "http_auth"}
@@ -126,7 +126,7 @@ def api_case(case_id: str, style: str, columns, typed: bool = False) -> Conforma
                       r"param\(s\) http_page_size do not apply to http_pagination: link"),
         ]
         return Source(
-            make=lambda descriptions: HttpFileConnector(api_spec(url, params, descriptions, column_types=types)),
+            make=lambda descriptions: create_connector(api_spec(url, params, descriptions, column_types=types)),
             errors=errors, secrets=(TOKEN, QUERY_KEY, WRONG), dataset=DATASET)
 
     return ConformanceCase(case_id, columns, build, nan=False)

@@ -16,7 +16,7 @@ from connectors._http_retry import RetryPolicy, parse_retry_after
 from connectors._pagination import parse_pointer, resolve
 from connectors._ratelimit import RateLimiter
 from connectors.base import DatasetSpec, Filter, FilterSupport
-from connectors.http import HttpFileConnector
+from connectors.registry import create_connector
 from connectors.http_api import HttpApiConnector
 from engine.errors import ConnectorError, UnsupportedType
 from tests.connectors.conformance import read
@@ -58,7 +58,7 @@ def server(api: ApiServer) -> ApiServer:
 
 
 def connect(server: ApiServer, route: str, params: dict, **extra) -> HttpApiConnector:
-    conn = HttpFileConnector(DatasetSpec(name="users", path=server.base_url + route, prefix="http", params=params,
+    conn = create_connector(DatasetSpec(name="users", path=server.base_url + route, prefix="http", params=params,
                                          **extra))
     assert isinstance(conn, HttpApiConnector)
     return conn
@@ -306,7 +306,7 @@ def test_json_pointer() -> None:
 
 def test_bad_params_are_clear() -> None:
     def make(params: dict) -> None:
-        HttpFileConnector(DatasetSpec(name="api", path="http://127.0.0.1:9/x", prefix="http", params=params))
+        create_connector(DatasetSpec(name="api", path="http://127.0.0.1:9/x", prefix="http", params=params))
 
     cases = [
         ({"http_pagination": "page", "http_page_size_param": "per_page"}, r"http_page_size_param needs http_page_size"),
