@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_results  # noqa: E402
 from connectors.base import DatasetSpec, Filter  # noqa: E402
-from connectors.iceberg import IcebergConnector  # noqa: E402
+from connectors.iceberg.connector import IcebergConnector  # noqa: E402
 
 
 def build(root: Path, rows: int, files: int) -> dict[str, str]:

@@ -14,20 +14,20 @@ from .base import Connector, DatasetSpec
 
 # prefix -> (module, class name, pip extra)
 _CONNECTORS: dict[str, tuple[str, str, str | None]] = {
-    "file": ("connectors.file", "FileConnector", None),
-    "http": ("connectors.http", "HttpFileConnector", None),
-    "https": ("connectors.http", "HttpFileConnector", None),
-    "postgres": ("connectors.postgres", "PostgresConnector", "postgres"),
-    "iceberg": ("connectors.iceberg", "IcebergConnector", "iceberg"),
-    "mongodb": ("connectors.mongodb", "MongoConnector", "mongodb"),
-    "elasticsearch": ("connectors.elasticsearch", "ElasticsearchConnector", "elasticsearch"),
-    "flightsql": ("connectors.flightsql", "FlightSqlConnector", "flightsql"),
-    "adbc": ("connectors.adbc", "AdbcConnector", "adbc"),
+    "file": ("connectors.files.file", "FileConnector", None),
+    "http": ("connectors.files.http", "HttpFileConnector", None),
+    "https": ("connectors.files.http", "HttpFileConnector", None),
+    "postgres": ("connectors.sql.postgres", "PostgresConnector", "postgres"),
+    "iceberg": ("connectors.iceberg.connector", "IcebergConnector", "iceberg"),
+    "mongodb": ("connectors.mongodb.connector", "MongoConnector", "mongodb"),
+    "elasticsearch": ("connectors.elasticsearch.connector", "ElasticsearchConnector", "elasticsearch"),
+    "flightsql": ("connectors.sql.flightsql", "FlightSqlConnector", "flightsql"),
+    "adbc": ("connectors.sql.adbc", "AdbcConnector", "adbc"),
 }
 
 
-# http(s) sources whose params ask for a paginated JSON API (connectors.http_api.API_PARAMS)
-_HTTP_API = ("connectors.http_api", "HttpApiConnector")
+# http(s) sources whose params ask for a paginated JSON API (connectors.files.http_api.API_PARAMS)
+_HTTP_API = ("connectors.files.http_api", "HttpApiConnector")
 
 
 def known_prefixes() -> list[str]:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from connectors.adbc import AdbcConnector
+from connectors.sql.adbc import AdbcConnector
 from connectors.base import DatasetSpec
 from engine.errors import MissingDependency
 from tests.connectors.conformance import ConformanceCase, ConformanceSuite, ErrorCase, Source, reference_table

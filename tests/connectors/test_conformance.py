@@ -8,8 +8,8 @@ from typing import Callable, Mapping
 import pytest
 
 from connectors.base import DatasetSpec
-from connectors.file import FileConnector
-from connectors.http import HttpFileConnector
+from connectors.files.file import FileConnector
+from connectors.files.http import HttpFileConnector
 from tests.connectors.conformance import (
     ALL_COLUMNS,
     CSV_COLUMNS,

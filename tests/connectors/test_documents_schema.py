@@ -1,4 +1,4 @@
-"""connectors/_documents.py: schema inference from document samples and batch conversion."""
+"""connectors/documents.py: schema inference from document samples and batch conversion."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import pyarrow as pa
 import pytest
 
-from connectors._documents import infer_schema, to_record_batch
+from connectors.documents import infer_schema, to_record_batch
 from engine.errors import ConnectorError, UnsupportedType
 
 UTC = dt.timezone.utc

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from connectors.base import DatasetSpec
-from connectors.elasticsearch import ElasticsearchConnector
+from connectors.elasticsearch.connector import ElasticsearchConnector
 from engine.errors import UnsupportedType
 from tests.connectors.conformance import ConformanceCase, ConformanceSuite, ErrorCase, Source, reference_table
 from tests.integration.elasticsearch_server import es_server  # noqa: F401

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.base import DatasetSpec, Filter, FilterSupport
-from connectors.file import FileConnector
+from connectors.files.file import FileConnector
 from engine.errors import ConnectorError, UnsupportedType
 from tests.connectors.conformance import read
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.base import DatasetSpec
-from connectors.flightsql import FlightSqlConnector
+from connectors.sql.flightsql import FlightSqlConnector
 from tests.connectors.conformance import ConformanceCase, ConformanceSuite, ErrorCase, Source, reference_table
 from tests.integration.roapi_server import RoapiServer, start_roapi
 

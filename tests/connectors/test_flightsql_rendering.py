@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 import sqlglot
 
-from connectors._adbc_filters import DIALECTS, render_filter
+from connectors.sql.filters import DIALECTS, render_filter
 from connectors.base import DatasetSpec, Filter
-from connectors.flightsql import FlightSqlConnector, dialect_of_vendor
+from connectors.sql.flightsql import FlightSqlConnector, dialect_of_vendor
 from engine.errors import ConnectorError
 from engine.source_pushdown import _datafusion_same_meaning
 

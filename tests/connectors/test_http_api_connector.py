@@ -12,12 +12,12 @@ from typing import Iterator
 import pyarrow as pa
 import pytest
 
-from connectors._http_retry import RetryPolicy, parse_retry_after
-from connectors._pagination import parse_pointer, resolve
-from connectors._ratelimit import RateLimiter
+from connectors.files.http_retry import RetryPolicy, parse_retry_after
+from connectors.files.pagination import parse_pointer, resolve
+from connectors.files.ratelimit import RateLimiter
 from connectors.base import DatasetSpec, Filter, FilterSupport
 from connectors.registry import create_connector
-from connectors.http_api import HttpApiConnector
+from connectors.files.http_api import HttpApiConnector
 from engine.errors import ConnectorError, UnsupportedType
 from tests.connectors.conformance import read
 from tests.connectors.http_api_server import ApiServer, start_api_server

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from connectors.base import DatasetSpec, Filter
-from connectors.http import HttpFileConnector, parse_headers, redact_url
+from connectors.files.http import HttpFileConnector, parse_headers, redact_url
 from engine.errors import ConnectorError
 from tests.connectors.conformance import JSON_COLUMNS, read, reference_table
 from tests.connectors.conftest import HTTP_API_KEY, HTTP_PASSWORD, HTTP_TOKEN, HTTP_USER, HttpServer

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from connectors.base import DatasetSpec
-from connectors.iceberg import IcebergConnector
+from connectors.iceberg.connector import IcebergConnector
 from engine.errors import ConnectorError
 from tests.connectors.conformance import ConformanceCase, ConformanceSuite, ErrorCase, Source, reference_table
 from tests.integration.iceberg_catalog import make_catalog

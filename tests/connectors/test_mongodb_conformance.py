@@ -16,7 +16,7 @@ import pytest
 from bson import Decimal128
 
 from connectors.base import DatasetSpec
-from connectors.mongodb import MongoConnector
+from connectors.mongodb.connector import MongoConnector
 from engine.errors import UnsupportedType
 from tests.connectors.conformance import COLUMN_TYPES, ConformanceCase, ConformanceSuite, ErrorCase, Source, reference_table
 from tests.integration.mongo_server import MONGO_PASSWORD, mongo_server  # noqa: F401

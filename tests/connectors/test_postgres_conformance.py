@@ -7,7 +7,7 @@ from typing import Callable, Mapping
 import pytest
 
 from connectors.base import DatasetSpec
-from connectors.postgres import PostgresConnector
+from connectors.sql.postgres import PostgresConnector
 from engine.errors import UnsupportedType
 from tests.connectors.conformance import ConformanceCase, ConformanceSuite, ErrorCase, Source, reference_table
 from tests.integration.postgres_server import SATCHEL_PASSWORD, postgres_server  # noqa: F401

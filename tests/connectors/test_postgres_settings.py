@@ -10,9 +10,9 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from connectors._adbc_pool import GateSettings
+from connectors.sql.pool import GateSettings
 from connectors.base import DatasetSpec, Filter
-from connectors.postgres import PgColumn, PgSettings, _decoded_values, _render_filter, _split_table
+from connectors.sql.postgres import PgColumn, PgSettings, _decoded_values, _render_filter, _split_table
 from engine.errors import ConnectorError
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from connectors.base import Connector, DatasetSpec
-from connectors.file import FileConnector
-from connectors.http import HttpFileConnector
+from connectors.files.file import FileConnector
+from connectors.files.http import HttpFileConnector
 from connectors.registry import create_connector, known_prefixes, split_from
 
 

@@ -11,7 +11,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from connectors.adbc import AdbcConnector
+from connectors.sql.adbc import AdbcConnector
 from connectors.base import DatasetSpec, Filter
 from tests.connectors.test_adbc_conformance import write_sqlite
 from tests.integration.postgres_server import SATCHEL_PASSWORD, postgres_server, wait_for  # noqa: F401

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from connectors.base import DatasetSpec, Filter, FilterSupport, SortKey
-from connectors.elasticsearch import ElasticsearchConnector
+from connectors.elasticsearch.connector import ElasticsearchConnector
 from engine.errors import ConnectorError, UnsupportedType
 from tests.integration.elasticsearch_server import EsProxy, EsServer, es_proxy, es_server, wait_for  # noqa: F401
 

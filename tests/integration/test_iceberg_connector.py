@@ -12,9 +12,9 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from connectors._iceberg_catalog import parse_settings
+from connectors.iceberg.catalog import parse_settings
 from connectors.base import DatasetSpec, Filter, FilterSupport
-from connectors.iceberg import IcebergConnector
+from connectors.iceberg.connector import IcebergConnector
 from engine.errors import ConnectorError
 from tests.integration.iceberg_catalog import DAY0, IcebergCatalog, create_events, make_catalog
 

@@ -103,7 +103,7 @@ def test_delete_and_overwrite_fall_back_to_a_full_reload(cat, runtimes, tmp_path
     table = cat.table("shop.events")
     table.append(events(60, 6))
     table.delete(LessThan("id", 10))
-    caplog.set_level("INFO", logger="satchel.connectors.iceberg")
+    caplog.set_level("INFO", logger="satchel.connectors.iceberg.connector")
     result = runtime.refresh("events", wait=True)
     assert result["mode"] == "full" and result["rows"] == 56
     assert "not appends (overwrite)" in caplog.text  # a copy-on-write delete is an overwrite snapshot

@@ -18,9 +18,9 @@ import pymongo
 import pymongo.monitoring
 import pytest
 
-import connectors.mongodb as mongodb_module
+import connectors.mongodb.connector as mongodb_module
 from connectors.base import DatasetSpec, Filter, FilterSupport, SortKey
-from connectors.mongodb import MongoConnector
+from connectors.mongodb.connector import MongoConnector
 from engine.errors import ConnectorError
 from tests.integration.mongo_server import (DB, LATE_FROM, MONGO_PASSWORD, MongoServer, mongo_server,  # noqa: F401
                                             order_documents)

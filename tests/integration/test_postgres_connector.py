@@ -8,7 +8,7 @@ import gc
 import pytest
 
 from connectors.base import DatasetSpec
-from connectors.postgres import PgSettings, PostgresConnector
+from connectors.sql.postgres import PgSettings, PostgresConnector
 from engine.errors import ConnectorError
 from tests.integration.postgres_server import SATCHEL_PASSWORD, PgServer, postgres_server, wait_for  # noqa: F401
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from connectors.base import DatasetSpec, description_of
-from connectors.postgres import PostgresConnector
+from connectors.sql.postgres import PostgresConnector
 from engine.errors import UnsupportedType
 from tests.integration.postgres_server import PgServer, postgres_server  # noqa: F401
 

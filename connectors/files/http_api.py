@@ -1,6 +1,6 @@
 """`from: http(s)://...` in JSON API mode: paginated JSON responses as an Arrow table.
 
-Selected (by connectors/http.py) when any of the params below is given. Every scan walks the
+Selected (by connectors/files/http.py) when any of the params below is given. Every scan walks the
 pages from the first, one request at a time, and streams one RecordBatch per page; the schema
 is inferred once from the first `http_schema_sample_pages` pages and then frozen.
 
@@ -20,7 +20,7 @@ Params (besides `http_headers`, `http_auth`, `http_timeout` and `file_format: js
 - `http_rate_limit`: at most this many requests per second (a float), per dataset.
 - `http_schema_sample_pages` (default 1): pages read to infer the schema.
 
-Nested objects become structs and arrays lists (connectors/_documents.py, the MongoDB rules);
+Nested objects become structs and arrays lists (connectors/documents.py, the MongoDB rules);
 top-level strings that are all ISO 8601 dates / timestamps in the sample become DATE /
 TIMESTAMP / TIMESTAMPTZ, as for JSON files; the pod's column types win. Filters pyarrow can
 apply exactly (and AND / OR of them) are applied to each page, so a limit stops the walk
@@ -43,10 +43,20 @@ import pyarrow.compute as pc
 
 from engine.errors import ConnectorError
 
-from ._documents import infer_schema, to_record_batch
-from .arrow_filters import to_expression
-from ._http_retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
-from ._pagination import (
+from ..arrow_filters import to_expression
+from ..base import (
+    DatasetSpec,
+    Filter,
+    FilterSupport,
+    checked_projection,
+    filter_columns,
+    with_descriptions,
+)
+from ..documents import infer_schema, to_record_batch
+from ..params import check_params, check_type_action, parse_duration, parse_format
+from .http import HTTP_PARAMS, parse_auth, parse_headers, redact_url
+from .http_retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+from .pagination import (
     PAGINATION_STYLES,
     Pagination,
     describe_path,
@@ -55,17 +65,7 @@ from ._pagination import (
     parse_pointer,
     resolve,
 )
-from ._params import check_params, check_type_action, parse_duration, parse_format
-from ._ratelimit import RateLimiter
-from .base import (
-    DatasetSpec,
-    Filter,
-    FilterSupport,
-    checked_projection,
-    filter_columns,
-    with_descriptions,
-)
-from .http import HTTP_PARAMS, parse_auth, parse_headers, redact_url
+from .ratelimit import RateLimiter
 
 log = logging.getLogger("satchel.connectors")
 

@@ -6,7 +6,7 @@ Params: `mongodb_connection_string` (a mongodb:// or mongodb+srv:// URI; put cre
 `mongodb_tls_allow_invalid_certificates`, `mongodb_server_selection_timeout` (default 15s),
 `mongodb_exclude_id` (do not serve `_id`). Secrets never appear in errors or logs.
 
-Schema: inferred from the collection's first documents (connectors/_documents.py rules:
+Schema: inferred from the collection's first documents (connectors/documents.py rules:
 structs, lists, widening, `unsupported_type_action`); ObjectId -> string, Decimal128 ->
 decimal, dates -> timestamp(us, UTC), other BSON types (regex, timestamps, code with scope...)
 are conflicts handled by the action (`string` serves relaxed Extended JSON). Pod column types
@@ -15,7 +15,7 @@ win. Fields first seen after the sample are ignored until the schema is inferred
 Reads stream `find_raw_batches` (bounded batches, BSON decoded by pymongo's C extension into
 documents, converted to Arrow by pyarrow's C++ converter). Pushed into MongoDB: projection
 (top-level fields; a struct column brings its whole subdocument), filters with SQL's meaning
-(connectors/_mongo_filters.py), LIMIT, ORDER BY + LIMIT on sortable columns, count(*).
+(connectors/mongodb/filters.py), LIMIT, ORDER BY + LIMIT on sortable columns, count(*).
 Filters are EXACT under `unsupported_type_action: error` (a value that does not fit the
 schema fails the scan); under warn/ignore/string such values read as NULL, so filters are
 INEXACT (a superset) and IS NULL / NOT are left to the engine.
@@ -46,12 +46,12 @@ from pymongo import uri_parser
 
 from engine.errors import ConnectorError, QueryTimeout
 
-from ._documents import infer_schema, sample_types, to_record_batch
-from ._mongo_filters import SORTABLE, Compiler, type_class
-from ._params import check_params, check_type_action, parse_bool, parse_duration
-from .base import CALLER, DatasetSpec, Filter, FilterSupport, SortKey, checked_projection, leaves, with_descriptions
+from ..base import CALLER, DatasetSpec, Filter, FilterSupport, SortKey, checked_projection, leaves, with_descriptions
+from ..documents import infer_schema, sample_types, to_record_batch
+from ..params import check_params, check_type_action, parse_bool, parse_duration
+from .filters import SORTABLE, Compiler, type_class
 
-log = logging.getLogger("satchel.connectors.mongodb")
+log = logging.getLogger("satchel.connectors.mongodb.connector")
 
 MONGO_PARAMS = ("mongodb_connection_string", "mongodb_db", "mongodb_num_docs_to_infer_schema", "mongodb_tls",
                 "mongodb_tls_ca_file", "mongodb_tls_certificate_key_file", "mongodb_tls_allow_invalid_certificates",

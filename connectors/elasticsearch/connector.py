@@ -33,13 +33,13 @@ from elasticsearch import ApiError, AuthenticationException, AuthorizationExcept
 
 from engine.errors import ConnectorError, QueryTimeout
 
-from ._es_query import build_query, classify, sort_spec
-from ._es_schema import EsColumn, check_index_expression, columns_from_mappings, index_mappings
-from ._es_values import ValueReader
-from ._params import check_params, check_type_action, parse_bool, parse_duration
-from .base import CALLER, DatasetSpec, Filter, FilterSupport, SortKey, checked_projection, with_descriptions
+from ..base import CALLER, DatasetSpec, Filter, FilterSupport, SortKey, checked_projection, with_descriptions
+from ..params import check_params, check_type_action, parse_bool, parse_duration
+from .query import build_query, classify, sort_spec
+from .schema import EsColumn, check_index_expression, columns_from_mappings, index_mappings
+from .values import ValueReader
 
-log = logging.getLogger("satchel.connectors.elasticsearch")
+log = logging.getLogger("satchel.connectors.elasticsearch.connector")
 
 ES_PARAMS = ("elasticsearch_endpoint", "elasticsearch_user", "elasticsearch_pass", "elasticsearch_api_key",
              "elasticsearch_ca_certs", "elasticsearch_verify_certs", "elasticsearch_request_timeout",

@@ -16,7 +16,7 @@ Header values, credentials and query-string values never appear in logs or error
 reported without user info and with query values masked. Redirects are followed; configured
 headers are not sent to another origin.
 
-Any JSON API param (`json_pointer`, `http_pagination`, ...; see connectors/http_api.py) selects
+Any JSON API param (`json_pointer`, `http_pagination`, ...; see connectors/files/http_api.py) selects
 the paginated JSON API mode instead: the registry (connectors/registry.py) then builds an HttpApiConnector.
 """
 
@@ -35,10 +35,10 @@ import pyarrow as pa
 
 from engine.errors import ConnectorError
 
-from ._filesource import FileSource
-from ._params import EXTENSIONS, check_params, check_type_action, format_of_path, parse_duration
-from .base import DatasetSpec, Filter, FilterSupport
+from ..base import DatasetSpec, Filter, FilterSupport
+from ..params import EXTENSIONS, check_params, check_type_action, format_of_path, parse_duration
 from .file import FILE_PARAMS, explicit_format, read_options
+from .filesource import FileSource
 
 log = logging.getLogger("satchel.connectors")
 

@@ -7,7 +7,7 @@ Params: `flightsql_endpoint` (grpc://host:port, grpc+tcp://, grpc+tls://), crede
 `flightsql_tls_skip_verify`, `flightsql_dialect` (auto | satchel | datafusion | generic) and
 `connection_pool_size`. Secrets never appear in errors, logs or `source_id`.
 
-The dialect says what may be pushed to the server (see connectors/_adbc_filters.py):
+The dialect says what may be pushed to the server (see connectors/sql/filters.py):
 `satchel` (another Satchel: same public dialect and semantics, whole queries go down),
 `datafusion` (roapi and other DataFusion servers: whole queries without float columns and
 within a conservative set of operations, filters except on floats), `generic` (an unknown
@@ -28,11 +28,11 @@ import pyarrow as pa
 
 from engine.errors import ConnectorError
 
-from ._adbc_filters import DIALECTS
-from ._adbc_pool import GATE_PARAMS, close_quietly
-from ._adbc_source import AdbcSqlSource, parse_pool_size
-from ._params import check_params, check_type_action, parse_bool
-from .base import DatasetSpec
+from ..base import DatasetSpec
+from ..params import check_params, check_type_action, parse_bool
+from .adbc_source import AdbcSqlSource, parse_pool_size
+from .filters import DIALECTS
+from .pool import GATE_PARAMS, close_quietly
 
 PARAMS = ("flightsql_endpoint", "flightsql_username", "flightsql_password", "flightsql_token",
           "flightsql_tls_ca_cert", "flightsql_tls_skip_verify", "flightsql_dialect", "connection_pool_size") + GATE_PARAMS

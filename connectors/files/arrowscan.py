@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from engine.errors import ConnectorError
 
-from ._types import normalize_type, unservable_reason
+from ..source_types import normalize_type, unservable_reason
 
 INFER_BYTES = 4 << 20  # CSV type inference reads this much of each sampled file
 INFER_FILES = 16  # CSV files sampled for a directory or glob (Parquet reads every footer)

@@ -17,11 +17,11 @@ import pyarrow.compute as pc
 
 from engine.errors import ConnectorError, SatchelError
 
-from ._arrowscan import ArrowFormat
-from .arrow_filters import compile_filters
-from ._json import JsonFormat
-from ._types import resolve_unsupported
-from .base import DatasetSpec, Filter, FilterSupport, checked_projection, filter_columns, with_descriptions
+from ..arrow_filters import compile_filters
+from ..base import DatasetSpec, Filter, FilterSupport, checked_projection, filter_columns, with_descriptions
+from ..source_types import resolve_unsupported
+from .arrowscan import ArrowFormat
+from .json_reader import JsonFormat
 
 log = logging.getLogger("satchel.connectors")
 

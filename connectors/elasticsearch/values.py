@@ -27,9 +27,9 @@ import pyarrow.compute as pc
 
 from engine.errors import ConnectorError
 
-from ._es_schema import EsColumn
+from .schema import EsColumn
 
-log = logging.getLogger("satchel.connectors.elasticsearch")
+log = logging.getLogger("satchel.connectors.elasticsearch.connector")
 
 _CONVERT_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError,
                    ValueError)

@@ -12,8 +12,8 @@ from typing import Any, Callable, Mapping
 
 from engine.errors import ConnectorError, Overloaded
 
-from ._params import parse_duration
-from .base import CALLER
+from ..base import CALLER
+from ..params import parse_duration
 
 GATE_PARAMS = ("max_concurrent_statements", "statement_queue_size", "statement_queue_timeout")
 

@@ -13,7 +13,7 @@ Params:
   from the driver (sqlite, postgresql), else generic;
 - `connection_pool_size` (default 4).
 
-Projection, the filters the dialect evaluates exactly (see connectors/_adbc_filters.py) and
+Projection, the filters the dialect evaluates exactly (see connectors/sql/filters.py) and
 the limit go to the database; whole-query push-down is left to the dedicated connectors
 (postgres:, flightsql:), whose semantics are checked server by server.
 """
@@ -33,11 +33,11 @@ import pyarrow as pa
 
 from engine.errors import ConnectorError, MissingDependency
 
-from ._adbc_filters import DIALECTS
-from ._adbc_pool import GATE_PARAMS, close_quietly
-from ._adbc_source import AdbcSqlSource, parse_pool_size
-from ._params import check_type_action
-from .base import DatasetSpec
+from ..base import DatasetSpec
+from ..params import check_type_action
+from .adbc_source import AdbcSqlSource, parse_pool_size
+from .filters import DIALECTS
+from .pool import GATE_PARAMS, close_quietly
 
 PARAMS = ("adbc_driver", "adbc_entrypoint", "adbc_uri", "adbc_options", "adbc_dialect", "connection_pool_size") + GATE_PARAMS
 OPTION_PREFIX = "adbc_option_"

@@ -46,15 +46,24 @@ import pyarrow.compute as pc
 
 from engine.errors import ConnectorError, Overloaded, QueryTimeout
 
-from ._adbc_pool import (GATE_PARAMS, ConnectFailed, ConnectionPool, GateSettings, RunningStatement, close_quietly,
-                         execute_pooled, join_gate, leave_gate)
-from .arrow_filters import _convert
-from ._params import check_params, check_type_action
-from ._types import resolve_unsupported
-from .base import CALLER, DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
-from .sql_render import quote_ident
+from ..arrow_filters import _convert
+from ..base import CALLER, DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
+from ..params import check_params, check_type_action
+from ..source_types import resolve_unsupported
+from ..sql_render import quote_ident
+from .pool import (
+    GATE_PARAMS,
+    ConnectFailed,
+    ConnectionPool,
+    GateSettings,
+    RunningStatement,
+    close_quietly,
+    execute_pooled,
+    join_gate,
+    leave_gate,
+)
 
-log = logging.getLogger("satchel.connectors.postgres")
+log = logging.getLogger("satchel.connectors.sql.postgres")
 
 PG_PARAMS = ("pg_host", "pg_port", "pg_db", "pg_user", "pg_pass", "pg_sslmode", "pg_connection_string",
              "connection_pool_size") + GATE_PARAMS

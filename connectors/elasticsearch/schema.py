@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from engine.errors import ConnectorError
 
-from ._types import resolve_unsupported
+from ..source_types import resolve_unsupported
 
 _NUMERIC: dict[str, pa.DataType] = {
     "long": pa.int64(), "integer": pa.int32(), "short": pa.int16(), "byte": pa.int8(),

@@ -34,8 +34,8 @@ from pyiceberg.expressions import (
     StartsWith,
 )
 
-from .arrow_filters import comparable_scalar
-from .base import Filter
+from ..arrow_filters import comparable_scalar
+from ..base import Filter
 
 _ICEBERG_COMPARE = {"=": EqualTo, "!=": NotEqualTo, "<": LessThan, "<=": LessThanOrEqual, ">": GreaterThan,
                     ">=": GreaterThanOrEqual}

@@ -1,9 +1,9 @@
 """`from: iceberg:<namespace>.<table>` — an Apache Iceberg table, read with pyiceberg.
 
 Catalogs: REST, SQL (SQLAlchemy: SQLite, PostgreSQL ...), Glue and Hive, by `iceberg_*`
-params (connectors/_iceberg_catalog.py), or a REST table URL as the path. Scans push the
+params (connectors/iceberg/catalog.py), or a REST table URL as the path. Scans push the
 projection, the filters (pyiceberg prunes partitions and data files with them; the rows are
-then filtered exactly in Arrow, see connectors/_iceberg_filters.py) and the limit, and stream
+then filtered exactly in Arrow, see connectors/iceberg/filters.py) and the limit, and stream
 Arrow batches file by file.
 
 Snapshots make refresh cheap: `source_version()` is the current snapshot id and schema id
@@ -32,14 +32,14 @@ from pyiceberg.table.snapshots import Operation, ancestors_between_ids
 
 from engine.errors import ConnectorError, MissingDependency
 
-from ._iceberg_catalog import ICEBERG_PARAMS, CatalogSettings, parse_settings
-from .arrow_filters import compile_filters
-from ._iceberg_filters import pruning_expression
-from ._params import check_params, check_type_action
-from ._types import normalize_type, resolve_unsupported
-from .base import DatasetSpec, Filter, FilterSupport, checked_projection, filter_columns, with_descriptions
+from ..arrow_filters import compile_filters
+from ..base import DatasetSpec, Filter, FilterSupport, checked_projection, filter_columns, with_descriptions
+from ..params import check_params, check_type_action
+from ..source_types import normalize_type, resolve_unsupported
+from .catalog import ICEBERG_PARAMS, CatalogSettings, parse_settings
+from .filters import pruning_expression
 
-log = logging.getLogger("satchel.connectors.iceberg")
+log = logging.getLogger("satchel.connectors.iceberg.connector")
 
 SchemaChange = tuple  # ("add", name, pa.DataType) | ("rename", old, new) | ("drop", name)
 

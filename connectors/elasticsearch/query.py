@@ -24,9 +24,9 @@ from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 
-from ._es_schema import EsColumn
-from .arrow_filters import comparable_scalar
-from .base import COMPOSITE_OPS, FULL_TEXT_OP, Filter, FilterSupport, SortKey
+from ..arrow_filters import comparable_scalar
+from ..base import COMPOSITE_OPS, FULL_TEXT_OP, Filter, FilterSupport, SortKey
+from .schema import EsColumn
 
 MATCH_ALL: dict = {"match_all": {}}
 MATCH_NONE: dict = {"match_none": {}}

@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 from bson import Decimal128, ObjectId
 
-from .base import Filter
+from ..base import Filter
 
 UTC = dt.timezone.utc
 _RANGE = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}

@@ -22,13 +22,12 @@ from sqlglot import exp
 
 from engine.errors import ConnectorError, Overloaded
 
-from ._adbc_pool import (ConnectFailed, ConnectionPool, GateSettings, RunningStatement, execute_pooled, join_gate,
-                         leave_gate)
-from ._adbc_filters import DIALECTS, FilterDialect, quote_ident, render_filter
-from ._types import normalize_type, resolve_unsupported, unservable_reason
-from .base import DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
+from ..base import DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
+from ..source_types import normalize_type, resolve_unsupported, unservable_reason
+from .filters import DIALECTS, FilterDialect, quote_ident, render_filter
+from .pool import ConnectFailed, ConnectionPool, GateSettings, RunningStatement, execute_pooled, join_gate, leave_gate
 
-log = logging.getLogger("satchel.connectors.adbc")
+log = logging.getLogger("satchel.connectors.sql.adbc")
 
 # Field metadata keys a Flight SQL server attaches (catalog, type names, ...): not ours to serve.
 _FLIGHT_META = b"ARROW:FLIGHT:SQL:"

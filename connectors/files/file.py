@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from engine.errors import ConnectorError
 
-from ._filesource import FileSource, ReadOptions
-from ._params import (
+from ..base import DatasetSpec, Filter, FilterSupport
+from ..params import (
     EXTENSIONS,
     check_params,
     check_type_action,
@@ -33,7 +33,7 @@ from ._params import (
     parse_delimiter,
     parse_format,
 )
-from .base import DatasetSpec, Filter, FilterSupport
+from .filesource import FileSource, ReadOptions
 
 FILE_PARAMS = ("file_format", "csv_has_header", "csv_delimiter")
 

@@ -31,9 +31,9 @@ from typing import Any, Callable, Mapping
 
 import pyarrow as pa
 
-from .arrow_filters import _convert
-from .base import Filter
-from .sql_render import quote_ident
+from ..arrow_filters import _convert
+from ..base import Filter
+from ..sql_render import quote_ident
 
 
 @dataclass(frozen=True)

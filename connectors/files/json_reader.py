@@ -24,7 +24,7 @@ import pyarrow.dataset as ds
 
 from engine.errors import ConnectorError
 
-from ._arrowscan import BATCH_ROWS, Inferred
+from .arrowscan import BATCH_ROWS, Inferred
 
 SAMPLE_ROWS = 20480
 _DEFAULT_OBJECT_SIZE = 16 << 20

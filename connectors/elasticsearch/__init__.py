@@ -1,0 +1,1 @@
+"""Elasticsearch indices, patterns and aliases."""

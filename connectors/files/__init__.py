@@ -1,0 +1,1 @@
+"""Files and HTTP: local and downloaded files, paginated JSON APIs."""
