@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import queue
 from typing import Iterator
 
 import duckdb
 import pyarrow as pa
 
+from connectors.sql_render import quote_ident
+
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
-_local = threading.local()
+_IDLE: queue.SimpleQueue = queue.SimpleQueue()  # formatter connections no response holds
 
 
-def _formatter() -> duckdb.DuckDBPyConnection:
-    """A private in-memory DuckDB per thread, used only to render JSON (never sees user SQL)."""
-    con = getattr(_local, "con", None)
-    if con is None:
+@contextlib.contextmanager
+def _formatter() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A private in-memory DuckDB used only to render JSON (never sees user SQL), held by one
+    response from its first to its last chunk. Not one per thread: Starlette runs the steps of
+    a streaming response on any pool thread, and two responses sharing a connection deadlock
+    (one waits for DuckDB's context lock, the other holds it waiting for the GIL)."""
+    try:
+        con = _IDLE.get_nowait()
+    except queue.Empty:
         con = duckdb.connect(":memory:")
         con.execute("SET enable_external_access = false")
         con.execute("SET TimeZone = 'UTC'")
-        _local.con = con
-    return con
+    try:
+        yield con
+    except BaseException:
+        con.close()  # a response cut short: its connection may be mid-statement
+        raise
+    _IDLE.put(con)
 
 
 def _unique_names(schema: pa.Schema) -> list[str]:
@@ -47,10 +59,6 @@ def _row_alias(names: list[str]) -> str:
     return alias
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _string_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -65,7 +73,7 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
         # ("NaN", "Infinity", "-Infinity" strings), so strict JSON parsers can read every row
         parts = []
         for name, field in zip(names, schema):
-            col = f"{alias}.{_quote(name)}"
+            col = f"{alias}.{quote_ident(name)}"
             value = col
             if pa.types.is_floating(field.type):
                 value = (f"CASE WHEN isnan({col}) THEN '\"NaN\"'::JSON WHEN {col} = 'inf'::DOUBLE THEN "
@@ -73,19 +81,19 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
                          f"ELSE to_json({col}) END")
             parts.append(f"{_string_literal(name)}, {value}")
         row_sql = f"json_object({', '.join(parts)})"
-    con = _formatter()
     yield b"["
     first = True
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        if names != schema.names:
-            batch = batch.rename_columns(names)
-        con.register("__batch", batch)
-        try:
-            text = con.execute(f"SELECT string_agg({row_sql}, ',') FROM __batch AS {alias}").fetchone()[0]
-        finally:
-            con.unregister("__batch")
-        yield (b"" if first else b",") + text.encode()
-        first = False
+    with _formatter() as con:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            if names != schema.names:
+                batch = batch.rename_columns(names)
+            con.register("__batch", batch)
+            try:
+                text = con.execute(f"SELECT string_agg({row_sql}, ',') FROM __batch AS {alias}").fetchone()[0]
+            finally:
+                con.unregister("__batch")
+            yield (b"" if first else b",") + text.encode()
+            first = False
     yield b"]"
