@@ -12,19 +12,23 @@ import os
 import re
 from pathlib import Path
 
+from .errors import ConfigError
+
 DEFAULT_SHARE = 0.75  # of the container's limit when the pod sets none
 DUCKDB_SHARE = 0.5
 DATAFUSION_SHARE = 0.25
 MIN_POOL = 16 << 20  # DataFusion stalls spilling with a pool of a few MiB: never smaller than this
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+          "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 
 def size_bytes(text: str) -> int:
-    """`512MiB`, `2GB`, `1000000` -> bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", text, re.IGNORECASE)
+    """`512MiB`, `2GB`, `1000000`, or a Kubernetes quantity (`512Mi`, `2G`: the downward API's
+    SATCHEL_MEMORY_LIMIT) -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*", text, re.IGNORECASE)
     if not m:
-        raise ValueError(f"not a size: {text!r}")
+        raise ConfigError(message=f"memory limit {text!r} is not a size (e.g. 512MiB, 2GB, 512Mi or bytes)")
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
 
 

@@ -11,16 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.config import load_pod
-from engine.errors import ResourceExhausted
+from engine.errors import ConfigError, ResourceExhausted
 from engine.memory import budget_bytes, container_limit, size_bytes
 from engine.runtime import Runtime
 
 
 def test_sizes_and_the_default_budget() -> None:
     assert size_bytes("512MiB") == 512 << 20 and size_bytes("2GB") == 2 * 10**9 and size_bytes("1000") == 1000
-    assert budget_bytes("64MiB") == 64 << 20
+    assert budget_bytes("64MiB") == 64 << 20 and size_bytes("512Mi") == 512 << 20 and size_bytes("1G") == 10**9
     assert 0 < budget_bytes(None) == int(container_limit() * 0.75)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="not a size"):
         size_bytes("lots")
 
 
