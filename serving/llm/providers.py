@@ -48,13 +48,13 @@ class BaseModel_:
     """A model the routes can call; `status` is loading | ready | restarting | error."""
 
     provider = ""
+    status = "ready"
+    error: str | None = None
 
     def __init__(self, config: Model, pod: Pod) -> None:
         self.config = config
         self.name = config.name
         self.timeout = _param(config, "timeout", DEFAULT_TIMEOUT, float)
-        self.status = "ready"
-        self.error: str | None = None
         self.loaded_at: float | None = time.time()
 
     def info(self) -> dict:
@@ -130,17 +130,9 @@ class LocalModel(BaseModel_):
     def status(self) -> str:
         return self.worker.status
 
-    @status.setter
-    def status(self, value: str) -> None:
-        pass  # the worker owns it
-
     @property  # type: ignore[override]
     def error(self) -> str | None:
         return self.worker.error
-
-    @error.setter
-    def error(self, value: str | None) -> None:
-        pass
 
     def info(self) -> dict:
         w = self.worker
