@@ -49,7 +49,7 @@ _WRITE_NODES = (exp.Into, exp.Lock, exp.Insert, exp.Update, exp.Delete, exp.Merg
 
 def parse_query(sql: str) -> tuple[exp.Expression, bool]:
     """Parse one read-only statement. Returns (tree, is_explain)."""
-    text = sql.strip().rstrip(";").strip()
+    text = sql.lstrip("\ufeff").strip().rstrip(";").strip()  # a byte-order mark is not part of the SQL
     if not text:
         raise SqlError("empty SQL statement")
     explain = False
@@ -58,6 +58,9 @@ def parse_query(sql: str) -> tuple[exp.Expression, bool]:
         if len(words) == 1:
             raise SqlError("EXPLAIN needs a query to explain")
         explain, text = True, text[_word_end(text, "EXPLAIN"):].strip()
+        if words[1].split()[0] == "ANALYZE":
+            raise SqlError("EXPLAIN ANALYZE is not supported (it would run the query to time it): use EXPLAIN "
+                           "for the plan, or run the query (runtime.task_history records its duration)")
     words = _leading_words(text, 1)
     first = words[0] if words else ""
     if first not in _READ_KEYWORDS and first.isidentifier() and first not in _OTHER_STATEMENT_KEYWORDS:
