@@ -35,6 +35,7 @@ def instructions(runtime: Runtime) -> str:
 
 def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, protocol: str = "mcp") -> Any:
     from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
     from mcp_types import ToolAnnotations
 
     tools = DataTools(runtime, max_rows=MAX_ROWS, max_bytes=MAX_CHARS)
@@ -59,9 +60,9 @@ def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, pr
             if isinstance(result, dict):
                 task.rows, task.truncated = result.get("row_count"), bool(result.get("truncated"))
             return result
-        except SatchelError as e:
+        except SatchelError as e:  # the model reads the stable code and the message, as on every protocol
             task.error = e.message
-            raise ValueError(e.message) from None
+            raise ToolError(f"{e.code}: {e.message}") from None
         finally:
             task.duration_ms = (time.monotonic() - started) * 1000
             runtime.task_history.record(task)

@@ -109,7 +109,11 @@ def test_mcp_streamable_http(server) -> None:
                 data = res.structured_content or json.loads(res.content[0].text)
                 assert data["row_count"] == 10 and data["truncated"] is True
                 res = await session.call_tool("query", {"sql": "DELETE FROM items"})
-                assert res.is_error
+                # the SDK prefixes "Error executing tool query: "; the stable code and the reason follow
+                assert res.is_error and "read_only: only read queries" in res.content[0].text
+                assert "DELETE statements are refused" in res.content[0].text
+                res = await session.call_tool("query", {"sql": "SELECT * FROM nope"})
+                assert res.is_error and "unknown_dataset: " in res.content[0].text
 
     anyio.run(main)
     rows = server.sql("SELECT task, tool_calls, error FROM runtime.task_history WHERE task = 'mcp'").json()
