@@ -179,12 +179,11 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     """Resolve names, qualify and type the query, and choose its route."""
     uses_views = any(t.name.lower() in views for t in tree.find_all(exp.Table))
     tree = expand_views(tree.copy(), views)
-    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
     bindings: dict[str, Binding] = {}
     for table in list(tree.find_all(exp.Table)):
         if not isinstance(table.this, exp.Identifier):
             raise SqlError(f"table functions are not allowed ({table.this.sql(PUBLIC_DIALECT)}); query datasets by name")
-        if not table.db and table.name.lower() in ctes:
+        if not table.db and _names_cte_in_scope(table):
             continue
         if table.catalog and table.catalog.lower() != "spice":
             raise UnknownDataset(f"unknown catalog '{table.catalog}'; the only catalog is 'spice'")
@@ -266,15 +265,28 @@ def expand_views(tree: exp.Expression, views: dict[str, exp.Expression], depth: 
     """Replace references to pod views by their (recursively expanded) SELECT."""
     if depth > 16:
         raise SqlError("views nest more than 16 levels deep (a view that refers to itself?)")
-    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
     for table in list(tree.find_all(exp.Table)):
         name = table.name.lower()
-        if table.db and table.db.lower() != "public" or name in ctes or name not in views:
+        if table.db and table.db.lower() != "public" or name not in views or _names_cte_in_scope(table):
             continue
         body = expand_views(views[name].copy(), views, depth + 1)
         alias = table.alias or table.name
         table.replace(exp.Subquery(this=body, alias=exp.TableAlias(this=exp.to_identifier(alias))))
     return tree
+
+
+def _names_cte_in_scope(table: exp.Table) -> bool:
+    """Whether `table` names a CTE of a WITH that encloses it. A CTE defined elsewhere in the
+    query (another subquery's WITH) is not in scope: the name is then a dataset or nothing, so
+    it can never reach an engine's own tables (pg_settings, duckdb_databases, ...)."""
+    name = table.name.lower()
+    node: exp.Expression | None = table.parent
+    while node is not None:
+        with_ = node.args.get("with_")
+        if isinstance(with_, exp.With) and any(c.alias_or_name.lower() == name for c in with_.expressions):
+            return True
+        node = node.parent
+    return False
 
 
 def name_projections(tree: exp.Expression) -> None:

@@ -4,6 +4,8 @@ and some HTTP clients send one) and EXPLAIN ANALYZE (a clear 400 naming the alte
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from engine.errors import ReadOnlyViolation, SqlError
@@ -24,3 +26,30 @@ def test_explain_analyze_is_a_clear_sql_error_not_a_refusal() -> None:
         parse_query("EXPLAIN ANALYZE SELECT 1")
     assert not isinstance(info.value, ReadOnlyViolation) and info.value.http_status == 400
     assert "use EXPLAIN" in info.value.message
+
+
+@pytest.mark.parametrize("hidden", ["pg_settings", "duckdb_databases", "__satchel_meta", "duckdb_settings"])
+def test_a_cte_name_out_of_scope_never_reaches_an_engine_table(make_runtime, hidden) -> None:
+    from engine.errors import UnknownDataset
+
+    rt = make_runtime("""
+version: v1
+kind: Spicepod
+name: shadow
+datasets:
+  - from: file:t.csv
+    name: t
+    acceleration:
+      engine: duckdb
+""", files={"t.csv": "id\n1\n2\n"}, start=True)
+    deadline = time.monotonic() + 30
+    while not rt.ready():
+        assert time.monotonic() < deadline, rt.status()
+        time.sleep(0.05)
+    sql = (f"SELECT * FROM t o, (WITH {hidden} AS (SELECT 1 AS a) SELECT a FROM {hidden}) s, {hidden} x")
+    with pytest.raises(UnknownDataset, match=f"unknown table '{hidden}'"):
+        rt.query(sql).read_all()
+    # in scope, a CTE still shadows as SQL says
+    assert rt.query(f"WITH {hidden} AS (SELECT 7 AS a) SELECT a FROM {hidden}").read_all().to_pylist() == [{"a": 7}]
+    ok = rt.query(f"SELECT s.a FROM (WITH {hidden} AS (SELECT 1 AS a) SELECT a FROM {hidden}) s").read_all()
+    assert ok.to_pylist() == [{"a": 1}]
