@@ -229,10 +229,11 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
         principal = self._principal(context)
         command = protocol.unpack(ticket.ticket, "ticket")
         if isinstance(command, pb.TicketStatementQuery):
-            statement = self._tickets.pop(command.statement_handle)
+            statement = self._tickets.get(command.statement_handle)
             if not _same_principal(statement.principal, principal):
-                # Someone else's ticket: answer exactly as for an unknown one.
+                # Someone else's ticket: answer exactly as for an unknown one, and leave it to its owner.
                 raise self._tickets._not_found()
+            statement = self._tickets.pop(command.statement_handle)
             return self._result_stream(statement, context.is_cancelled)
         if isinstance(command, protocol.METADATA_COMMANDS):
             return flight.RecordBatchStream(self._metadata_table(command))
