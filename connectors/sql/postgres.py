@@ -164,11 +164,28 @@ def tagged(sql: str, pod: str) -> str:
 _KV = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
 
 
+def _quote_userinfo(uri: str) -> str:
+    """`uri` with its user name and password percent-encoded. The documented form
+    `postgresql://user:${secrets:PG_PASS}@host/db` puts the password in verbatim, so a password
+    holding `@`, `/` or `#` would otherwise split the URI in the wrong place (and a parser
+    error would quote a fragment of it): the user info ends at the last `@` before the query."""
+    scheme, _, rest = uri.partition("://")
+    authority_and_path, mark, query = rest.partition("?")
+    userinfo, at, host_and_path = authority_and_path.rpartition("@")
+    if not at:
+        return uri
+    user, colon, password = userinfo.partition(":")
+    quoted = urllib.parse.quote(urllib.parse.unquote(user), safe="")
+    if colon:
+        quoted += ":" + urllib.parse.quote(urllib.parse.unquote(password), safe="")
+    return f"{scheme}://{quoted}@{host_and_path}{mark}{query}"
+
+
 def _parse_conninfo(dataset: str, text: str) -> dict[str, str]:
     """A libpq URI or `key=value ...` string as fields (host, port, dbname, user, password, ...)."""
     text = text.strip()
     if text.startswith(("postgres://", "postgresql://")):
-        url = urllib.parse.urlsplit(text)
+        url = urllib.parse.urlsplit(_quote_userinfo(text))
         fields = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
         try:
             port = url.port
