@@ -24,6 +24,10 @@ class SatchelError(Exception):
         return self.message
 
 
+class InternalError(SatchelError):
+    """A bug or an unexpected failure; the message says where to look, never what broke."""
+
+
 class ConfigError(SatchelError):
     """A spicepod that cannot be loaded. `issues` lists each problem with file, line and key."""
 

@@ -12,7 +12,11 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.queries = Counter("satchel_queries", "Queries run", ["protocol", "served_by"], registry=r)
-        self.query_failures = Counter("satchel_query_failures", "Queries that failed", ["protocol", "code"], registry=r)
+        self.query_failures = Counter("satchel_query_failures", "Queries and requests that failed or were refused "
+                                      "(auth, parsing, planning), by the error code the client got",
+                                      ["protocol", "code"], registry=r)
+        self.auth_throttled = Counter("satchel_auth_throttled", "Requests refused without checking their API key "
+                                      "because their client kept sending wrong keys", ["protocol"], registry=r)
         self.query_duration = Histogram("satchel_query_duration_seconds", "Query duration (to last batch)",
                                         ["protocol"], registry=r)
         self.query_rows = Counter("satchel_query_rows", "Rows returned to clients", ["protocol"], registry=r)

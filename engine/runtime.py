@@ -30,6 +30,7 @@ from accel.refresh import RefreshScheduler, Schedule
 from connectors.base import CALLER, FULL_TEXT_OP, Caller, CancelScope, Counts, Filter, FilterSupport, OrdersTopN
 
 from .config import Pod
+from .auth_throttle import AuthThrottle
 from .datasets import DatasetRuntime, RefreshResult
 from .errors import (ConnectorError, DatasetNotReady, NotFound, Overloaded, QueryTimeout, RequestCancelled,
                      ResourceExhausted, SatchelError, SqlError, Unauthenticated)
@@ -38,7 +39,7 @@ from .executor import duckdb_schema, federated_schema, run_federated
 from .memory import DUCKDB_SHARE, budget_bytes, datafusion_pool, resource_exhausted_text
 from .metrics import Metrics
 from .planner import Binding, Plan, PlanCache, RecordingResolver, TableScan, cache_key, plan_query
-from .redact import redact
+from .redact import install_log_redaction, redact
 from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
 from .task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from .task_history import Task, TaskHistory, started_at
@@ -75,14 +76,16 @@ class Runtime:
         self.pod = pod
         self.metrics = Metrics()
         self.secrets = pod.secret_values
+        install_log_redaction(self.secrets)
         th = pod.runtime.task_history
-        self.task_history = TaskHistory(th.enabled, th.retention_period)
+        self.task_history = TaskHistory(th.enabled, th.retention_period, secrets=self.secrets)
         self.data_dir = Path(data_dir or os.environ.get("SATCHEL_DATA_DIR") or Path(pod.base_dir) / ".satchel")
         self.memory_limit = memory_limit or os.environ.get("SATCHEL_MEMORY_LIMIT") or pod.runtime.params.memory_limit
         self.memory_budget = budget_bytes(self.memory_limit)
         self.query_timeout = pod.runtime.params.query_timeout or None  # 0s: no deadline
         self.max_rows = pod.runtime.params.max_rows
         self._api_keys = tuple(k for k in pod.runtime.auth.api_key.keys) if pod.runtime.auth.api_key.enabled else ()
+        self.auth_throttle = AuthThrottle()
         self.arrow = ArrowAccelerator()
         self.duckdb_instances: dict[str, DuckDBAccelerator] = {}
         self.datasets: dict[str, DatasetRuntime] = {}
@@ -228,13 +231,22 @@ class Runtime:
     def auth_enabled(self) -> bool:
         return bool(self._api_keys)
 
-    def authenticate(self, api_key: str | None) -> Principal:
+    def authenticate(self, api_key: str | None, client: str = "unknown", protocol: str = "http") -> Principal:
+        """The principal of `api_key`. A `client` (address) that keeps sending wrong keys is refused
+        with `overloaded` and a retry time, before its key is checked (see AuthThrottle)."""
         if not self.auth_enabled:
             return ANONYMOUS
+        wait = self.auth_throttle.retry_after(client)
+        if wait is not None:
+            self.metrics.auth_throttled.labels(protocol).inc()
+            raise Overloaded(f"too many wrong API keys from this client; retry after {math.ceil(wait)} s",
+                             retry_after=wait)
         if api_key:
             for i, key in enumerate(self._api_keys):
                 if hmac.compare_digest(api_key.encode(), key.encode()):
+                    self.auth_throttle.succeeded(client)
                     return Principal(f"api_key_{i + 1}")
+            self.auth_throttle.failed(client)
         raise Unauthenticated("a valid API key is required (HTTP X-API-Key header, or Flight 'Authorization: Bearer <key>')")
 
     # -- queries -----------------------------------------------------------------------------
@@ -262,28 +274,42 @@ class Runtime:
             else:
                 reader = self._execute(plan, tree, task)
         except Exception as e:
-            self._finish(task, started, 0, e)
-            raise self._public_error(e) from None
+            public = self._public_error(e)
+            self._finish(task, started, 0, public)
+            raise public from None
         finally:
             CALLER.reset(caller)
         return self._accounted(reader, task, started)
+
+    def refused(self, error: BaseException, *, protocol: str, principal: str | None, text: str,
+                started: float, task: str = "request") -> SatchelError:
+        """Account a request refused before it ran (auth, parsing, planning, a bad protocol
+        message): one task-history row and one failure metric under the code the client gets,
+        which is returned."""
+        public = self._public_error(error)
+        row = Task(task, protocol, principal, redact(text, self.secrets), started_at=started_at(started))
+        self._finish(row, started, 0, public)
+        return public
 
     def explain(self, sql: str) -> str:
         tree, _ = parse_query(sql)
         return self.plan(tree).explain()
 
-    def query_schema(self, sql: str, principal: Principal = ANONYMOUS) -> pa.Schema:
+    def query_schema(self, sql: str, principal: Principal = ANONYMOUS,
+                     params: Sequence[object] | None = None) -> pa.Schema:
         """The result schema, from the query's own plan (the one DoGet then reuses) without
         reading data: DuckDB runs it with LIMIT 0, DataFusion plans it over empty tables.
-        Cached by SQL text while its tables resolve the same way."""
-        key = ("schema", sql)
-        cached = self._plans.get(key, self._resolver(frozenset()))
+        Parameters are planned as `params` when given (their types reach the schema), else as
+        NULLs. Cached by SQL text and parameters while its tables resolve the same way."""
+        key = cache_key("schema", sql, tuple((type(p), p) for p in params) if params is not None else None)
+        cached = self._plans.get(key, self._resolver(frozenset())) if key is not None else None
         if cached is not None:
             return cached
         tree, explain = parse_query(sql)
         if explain:
             return _explain_reader(Plan("federated", "", [])).schema
-        params = [None] * parameter_count(tree)
+        if params is None:
+            params = [None] * parameter_count(tree)
         try:
             _, _, plan = self._planned(sql, params)
             if plan.route == "accelerator":
@@ -294,7 +320,7 @@ class Runtime:
         except Exception as e:
             raise self._public_error(e) from None
         lookups = self._plans.lookups_of(_plan_key(sql, params))
-        if lookups is not None:
+        if lookups is not None and key is not None:
             self._plans.put(key, schema, lookups)
         return schema
 
@@ -506,8 +532,8 @@ class Runtime:
             except GeneratorExit:
                 raise
             except Exception as e:
-                error = e
-                raise self._public_error(e) from None
+                error = self._public_error(e)
+                raise error from None
             finally:
                 self.metrics.query_rows.labels(task.protocol).inc(rows)
                 self.metrics.query_bytes.labels(task.protocol).inc(nbytes)
@@ -515,14 +541,13 @@ class Runtime:
 
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
-    def _finish(self, task: Task, started: float, rows: int, error: BaseException | None) -> None:
+    def _finish(self, task: Task, started: float, rows: int, error: SatchelError | None) -> None:
         elapsed = time.monotonic() - started
         task.duration_ms = elapsed * 1000
         task.rows = rows
         if error is not None:
-            task.error = redact(str(self._public_error(error)), self.secrets)
-            code = getattr(error, "code", "internal_error")
-            self.metrics.query_failures.labels(task.protocol, code).inc()
+            task.error, task.error_code = redact(error.message, self.secrets), error.code
+            self.metrics.query_failures.labels(task.protocol, error.code).inc()
         self.metrics.queries.labels(task.protocol, task.served_by or "none").inc()
         self.metrics.query_duration.labels(task.protocol).observe(elapsed)
         self.task_history.record(task)
@@ -530,6 +555,7 @@ class Runtime:
     def _public_error(self, e: BaseException) -> SatchelError:
         """Every failure leaves as a SatchelError with a clear, secret-free message."""
         if isinstance(e, SatchelError):
+            e.message = redact(e.message, self.secrets)
             return e
         if resource_exhausted_text(e):
             return ResourceExhausted(f"the query needs more memory than its budget ({self.memory_budget >> 20} MiB "

@@ -1,19 +1,29 @@
-"""`runtime.task_history`: one row per query or refresh, queryable with SQL like any table."""
+"""`runtime.task_history`: one row per query, refresh, model call or refused request,
+queryable with SQL like any table.
+
+A serving entry point wraps each request in `request_scope()`; every row recorded inside it is
+counted there, so the entry point can tell whether a failed request still needs its row.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import itertools
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from .redact import redact
+
 SCHEMA = pa.schema([
     pa.field("task_id", pa.int64(), nullable=False),
-    pa.field("task", pa.string(), metadata={b"description": b"query | refresh | chat | embeddings | tool | nsql | mcp"}),
-    pa.field("protocol", pa.string(), metadata={b"description": b"flight | http | cli | internal"}),
+    pa.field("task", pa.string(), metadata={b"description": b"query | refresh | chat | embeddings | tool | nsql | mcp | request (refused before it ran)"}),
+    pa.field("protocol", pa.string(), metadata={b"description": b"flight | http | mcp | tool | internal"}),
     pa.field("principal", pa.string()),
     pa.field("query_text", pa.string(), metadata={b"description": b"SQL text (secrets redacted)"}),
     pa.field("datasets", pa.list_(pa.string()), metadata={b"description": b"Datasets the task touched"}),
@@ -29,6 +39,7 @@ SCHEMA = pa.schema([
     pa.field("output_tokens", pa.int64()),
     pa.field("tool_calls", pa.list_(pa.string()), metadata={b"description": b"Tools the task called"}),
     pa.field("prompt_hash", pa.string(), metadata={b"description": b"sha256 of the prompt text"}),
+    pa.field("error_code", pa.string(), metadata={b"description": b"The stable error code the client got"}),
 ])
 MAX_TEXT = 16 * 1024
 
@@ -37,7 +48,7 @@ MAX_TEXT = 16 * 1024
 class Task:
     task: str
     protocol: str
-    principal: str
+    principal: str | None
     query_text: str
     datasets: list[str] = field(default_factory=list)
     served_by: str | None = None
@@ -46,6 +57,7 @@ class Task:
     rows: int | None = None
     truncated: bool = False
     error: str | None = None
+    error_code: str | None = None
     model: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -59,12 +71,44 @@ def started_at(monotonic_start: float) -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=time.monotonic() - monotonic_start)
 
 
+@dataclass
+class RequestScope:
+    """One request being served: when it started and how many rows it recorded so far."""
+
+    started: float = field(default_factory=time.monotonic)
+    rows: int = 0
+
+
+_SCOPE: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar("satchel_request", default=None)
+
+
+def current_request() -> RequestScope | None:
+    """The request being served in this context, if any."""
+    return _SCOPE.get()
+
+
+@contextlib.contextmanager
+def request_scope() -> Iterator[RequestScope]:
+    """Count the task-history rows recorded while serving one request (in this context and the
+    threads it hands work to with a copied context); an enclosing request counts them too."""
+    parent, scope = _SCOPE.get(), RequestScope()
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+        if parent is not None:
+            parent.rows += scope.rows
+
+
 class TaskHistory:
-    """An in-memory Arrow table trimmed to the retention period (and a hard row cap)."""
+    """An in-memory Arrow table trimmed to the retention period (and a hard row cap). Text and
+    errors are redacted (pod secrets and credential-shaped values) on the way in."""
 
     def __init__(self, enabled: bool = True, retention: dt.timedelta = dt.timedelta(hours=8),
-                 max_rows: int = 100_000) -> None:
+                 max_rows: int = 100_000, secrets: Iterable[str] = ()) -> None:
         self.enabled = enabled
+        self.secrets = tuple(secrets)
         self.retention = retention
         self.max_rows = max_rows
         self._ids = itertools.count(1)
@@ -73,11 +117,15 @@ class TaskHistory:
         self._table = SCHEMA.empty_table()
 
     def record(self, task: Task) -> None:
+        scope = _SCOPE.get()
+        if scope is not None:
+            scope.rows += 1
         if not self.enabled:
             return
         row = dict(task.__dict__)
         row["task_id"] = next(self._ids)
-        row["query_text"] = (task.query_text or "")[:MAX_TEXT]
+        row["query_text"] = redact(task.query_text or "", self.secrets)[:MAX_TEXT]
+        row["error"] = redact(task.error, self.secrets) if task.error else task.error
         with self._lock:
             self._pending.append(row)
 

@@ -23,13 +23,12 @@ single-use: DoGet consumes it.
 from __future__ import annotations
 
 import functools
-
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 from google.protobuf.message import Message
@@ -48,13 +47,15 @@ from serving import flight_sql_info as info
 from serving import flight_sql_pb2 as pb
 from serving import flight_sql_protocol as protocol
 from serving.flight_sql_auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, HandshakeAuthHandler
-from serving.flight_sql_errors import to_flight_error
+from engine.task_history import request_scope
+from serving.flight_sql_errors import as_satchel_error, to_flight_error
 from serving.flight_sql_handles import HandleRegistry
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.runtime import Principal, Runtime
 
 log = logging.getLogger("satchel.flight_sql")
+T = TypeVar("T")
 
 # DoPut commands that would write; refused by name (Satchel needs no message class for them).
 _WRITE_COMMANDS = frozenset(
@@ -139,51 +140,57 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
         self._sql_info = info.sql_info_values(_server_version(), handle_ttl_seconds)
 
     # ------------------------------------------------------------------ RPC boundary
-    # Each RPC maps every failure once, and raises outside the `except` block so that the
-    # status detail pyarrow attaches carries no chained tracebacks.
+    # Each RPC is one request: a failure is accounted once (a task-history row and a metric,
+    # unless the runtime already recorded the query's row) and mapped once to a status.
+
+    def _rpc(self, context, rpc: str, payload: Callable[[], bytes | None], run: Callable[[], T]) -> T:
+        with request_scope() as scope:
+            try:
+                return run()
+            except Exception as exc:  # noqa: BLE001 - accounted and mapped to a status below
+                error = as_satchel_error(exc, rpc)
+                if scope.rows == 0:
+                    task, text = protocol.describe(payload(), rpc)
+                    self._runtime.refused(error, protocol="flight", principal=_known_principal(context),
+                                          text=text, started=scope.started, task=task)
+        raise to_flight_error(error, rpc, self._runtime.secrets)
 
     def get_flight_info(self, context, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
-        try:
-            return self._get_flight_info(context, descriptor)
-        except Exception as exc:  # noqa: BLE001 - mapped to a status below
-            error = to_flight_error(exc, "GetFlightInfo")
-        raise error.with_traceback(None)
+        return self._rpc(context, "GetFlightInfo", lambda: descriptor.command,
+                         lambda: self._get_flight_info(context, descriptor))
 
     def get_schema(self, context, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
-        try:
-            return flight.SchemaResult(self._get_schema(context, descriptor))
-        except Exception as exc:  # noqa: BLE001
-            error = to_flight_error(exc, "GetSchema")
-        raise error.with_traceback(None)
+        return self._rpc(context, "GetSchema", lambda: descriptor.command,
+                         lambda: flight.SchemaResult(self._get_schema(context, descriptor)))
 
     def do_get(self, context, ticket: flight.Ticket) -> flight.FlightDataStream:
-        try:
-            return self._do_get(context, ticket)
-        except Exception as exc:  # noqa: BLE001
-            error = to_flight_error(exc, "DoGet")
-        raise error.with_traceback(None)
+        return self._rpc(context, "DoGet", lambda: ticket.ticket, lambda: self._do_get(context, ticket))
 
     def do_put(self, context, descriptor, reader, writer) -> None:
-        try:
-            return self._do_put(context, descriptor, reader, writer)
-        except Exception as exc:  # noqa: BLE001
-            error = to_flight_error(exc, "DoPut")
-        raise error.with_traceback(None)
+        return self._rpc(context, "DoPut", lambda: descriptor.command,
+                         lambda: self._do_put(context, descriptor, reader, writer))
 
     def do_action(self, context, action: flight.Action) -> list[flight.Result]:
-        try:
-            return self._do_action(context, action)
-        except Exception as exc:  # noqa: BLE001
-            error = to_flight_error(exc, "DoAction")
-        raise error.with_traceback(None)
+        body = action.body.to_pybytes() if action.body is not None else b""
+        return self._rpc(context, f"DoAction {action.type}", lambda: body,
+                         lambda: self._do_action(context, action.type, body))
+
+    def do_exchange(self, context, descriptor, reader, writer) -> None:
+        def refuse() -> None:
+            self._principal(context)
+            raise NotSupportedYet("DoExchange is not supported; send Flight SQL commands")
+
+        return self._rpc(context, "DoExchange", lambda: descriptor.command, refuse)
 
     def list_actions(self, context) -> list[tuple[str, str]]:
+        self._rpc(context, "ListActions", lambda: None, lambda: self._principal(context))
         return [
             ("CreatePreparedStatement", "Prepare a SQL query; returns its handle and schemas"),
             ("ClosePreparedStatement", "Release a prepared statement handle"),
         ]
 
     def list_flights(self, context, criteria) -> Iterator[flight.FlightInfo]:
+        self._rpc(context, "ListFlights", lambda: None, lambda: self._principal(context))
         return iter(())
 
     # ------------------------------------------------------------------ GetFlightInfo
@@ -261,7 +268,7 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
             return flight.RecordBatchStream(statement.schema.empty_table())
         first = openers[0]()  # errors before the first batch surface with their own status
         schema = _stream_schema(statement.schema, first.schema)
-        return flight.GeneratorStream(schema, _batches(first, openers[1:], schema))
+        return flight.GeneratorStream(schema, _batches(first, openers[1:], schema, self._runtime.secrets))
 
     def _metadata_table(self, command: Message) -> pa.Table:
         if isinstance(command, pb.CommandGetSqlInfo):
@@ -305,15 +312,15 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
         handle = command.prepared_statement_handle
         prepared = self._prepared_for(handle, principal)
         prepared.bindings = _parameter_sets(reader.read_all(), prepared.parameter_count)
+        if prepared.bindings:  # the schema the client is told on execute follows the bound types
+            prepared.dataset_schema = self._runtime.query_schema(prepared.sql, principal, prepared.bindings[0])
         result = pb.DoPutPreparedStatementResult(prepared_statement_handle=handle)
         writer.write(pa.py_buffer(result.SerializeToString()))
 
     # ------------------------------------------------------------------ DoAction
 
-    def _do_action(self, context, action: flight.Action) -> list[flight.Result]:
+    def _do_action(self, context, kind: str, body: bytes) -> list[flight.Result]:
         principal = self._principal(context)
-        kind = action.type
-        body = action.body.to_pybytes() if action.body is not None else b""
         if kind == "CreatePreparedStatement":
             request = protocol.unpack_as(body, pb.ActionCreatePreparedStatementRequest)
             if request.HasField("transaction_id"):
@@ -354,7 +361,7 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
         middleware = context.get_middleware(MIDDLEWARE_KEY)
         if middleware is None:
             raise Unauthenticated("no authentication context for this call")
-        return middleware.principal
+        return middleware.principal_for(self._runtime, _client_address(context))
 
     def _prepared_for(self, handle: bytes, principal: Principal) -> _PreparedStatement:
         prepared = self._prepared.get(handle)
@@ -375,6 +382,7 @@ def _batches(
     first: pa.RecordBatchReader,
     rest: Sequence[Callable[[], pa.RecordBatchReader]],
     schema: pa.Schema,
+    secrets: Iterable[str] = (),
 ) -> Iterator[pa.RecordBatch]:
     """Yield every batch of `first`, then of each later reader (opened lazily), mapping errors."""
     reader = first
@@ -388,11 +396,11 @@ def _batches(
             if opener is None:
                 return
             reader = opener()
-    except Exception as exc:  # noqa: BLE001 - mapped to a status
-        error = to_flight_error(exc, "DoGet")
+    except Exception as exc:  # noqa: BLE001 - mapped to a status (the runtime recorded the failure)
+        error = to_flight_error(exc, "DoGet", secrets)
     finally:
         reader.close()
-    raise error.with_traceback(None)
+    raise error
 
 
 def _stream_schema(announced: pa.Schema, actual: pa.Schema) -> pa.Schema:
@@ -441,6 +449,20 @@ def _unsupported(command: Message, rpc: str) -> NotSupportedYet:
     if name == "CommandStatementSubstraitPlan":
         return NotSupportedYet("Substrait plans are not supported; send SQL")
     return NotSupportedYet(f"{rpc} does not accept {name}")
+
+
+def _known_principal(context) -> str | None:
+    """The caller's principal name when authentication got that far, else None."""
+    middleware = context.get_middleware(MIDDLEWARE_KEY)
+    principal = getattr(middleware, "principal", None)
+    return getattr(principal, "name", None)
+
+
+def _client_address(context) -> str:
+    """The caller's address without its port (`ipv4:127.0.0.1:5051` -> `127.0.0.1`)."""
+    peer = context.peer() or "unknown"
+    address = peer.split(":", 1)[1] if peer.startswith(("ipv4:", "ipv6:")) else peer
+    return address.rsplit(":", 1)[0].strip("[]") if address.count(":") >= 1 else address
 
 
 def _same_principal(a: Principal, b: Principal) -> bool:

@@ -1,20 +1,26 @@
 """Authentication for the Flight SQL server: bearer API keys, basic-auth handshake.
 
-Every call passes through `AuthMiddlewareFactory.start_call`, which resolves the caller to an
-engine `Principal` (anonymous when the runtime has auth off) or rejects the call with
-UNAUTHENTICATED. Accepted credentials, in the `authorization` header:
+Every call passes through `AuthMiddlewareFactory.start_call`, which reads the caller's key from
+the `authorization` header; the call's handler then resolves it to an engine `Principal` with
+the caller's address (`AuthMiddleware.principal_for`), which pyarrow gives handlers but not
+middleware, so that a client sending wrong keys is throttled by address (see
+`engine.auth_throttle`). The Handshake RPC has no handler: it is checked here, under one
+address for all handshakes. Accepted credentials, in the `authorization` header:
 
 * `Bearer <api key>` on any call;
 * `Basic base64(user:password)`, the password being the API key. Flight SQL clients given a
   username/password (ADBC, flightsql-dbapi, JDBC) send it on a Handshake call and use the
   bearer token from the Handshake's response headers afterwards; Satchel answers with
   `Bearer <api key>`.
+
+Refusals here are accounted (task history, metrics) like every other refused request.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import time
 from typing import TYPE_CHECKING
 
 from pyarrow import flight
@@ -26,32 +32,43 @@ if TYPE_CHECKING:  # pragma: no cover
     from engine.runtime import Principal, Runtime
 
 MIDDLEWARE_KEY = "satchel_auth"
+HANDSHAKE_CLIENT = "flight handshake"
 
 _HOW = "send 'authorization: Bearer <api key>' or authenticate with the API key as password"
 
 
 class AuthMiddleware(flight.ServerMiddleware):
-    """Per-call state: the authenticated principal and the token to hand back, if any."""
+    """Per-call state: the caller's key, its principal once known, and the token to hand back."""
 
-    def __init__(self, principal: Principal, token: str | None = None):
+    def __init__(self, principal: Principal | None, token: str | None = None, key: str | None = None):
         self.principal = principal
         self._token = token
+        self._key = key
+
+    def principal_for(self, runtime: Runtime, client: str) -> Principal:
+        """The caller's principal, checking its key (throttled by `client` address) once."""
+        if self.principal is None:
+            self.principal = authenticate(runtime, self._key, client)
+        return self.principal
 
     def sending_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self._token}"} if self._token else {}
 
 
 class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
-    """Authenticates every call against the runtime's API keys."""
+    """Reads every call's credentials; checks handshakes and malformed credentials at once."""
 
     def __init__(self, runtime: Runtime):
         self._runtime = runtime
 
     def start_call(self, info: flight.CallInfo, headers: dict[str, list[str]]) -> AuthMiddleware:
+        started = time.monotonic()
         try:
             return self._start_call(info, headers)
         except SatchelError as exc:
-            raise to_flight_error(exc) from None
+            error = self._runtime.refused(exc, protocol="flight", principal=None, started=started,
+                                          text=f"{info.method.name.title().replace('_', '')} (authentication)")
+        raise to_flight_error(error, secrets=self._runtime.secrets)
 
     def _start_call(self, info: flight.CallInfo, headers: dict[str, list[str]]) -> AuthMiddleware:
         # A handshake answers with the bearer token the client should send from now on
@@ -61,10 +78,16 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
             key = _api_key(headers, strict=False) if is_handshake else None
             return AuthMiddleware(self._runtime.authenticate(None), token=key)
         key = _api_key(headers)
-        if key is None:
-            raise Unauthenticated(f"missing API key: {_HOW}")
-        principal = self._runtime.authenticate(key)
-        return AuthMiddleware(principal, token=key if is_handshake else None)
+        if not is_handshake:
+            return AuthMiddleware(None, key=key)  # checked by the handler, which knows the address
+        return AuthMiddleware(authenticate(self._runtime, key, HANDSHAKE_CLIENT), token=key)
+
+
+def authenticate(runtime: Runtime, key: str | None, client: str) -> Principal:
+    """The principal of `key` sent from `client`; Unauthenticated (or Overloaded) otherwise."""
+    if key is None:
+        raise Unauthenticated(f"missing API key: {_HOW}")
+    return runtime.authenticate(key, client=client, protocol="flight")
 
 
 def _api_key(headers: dict[str, list[str]], strict: bool = True) -> str | None:

@@ -6,12 +6,14 @@ with type URLs `type.googleapis.com/arrow.flight.protocol.sql.<Message>`.
 
 from __future__ import annotations
 
+import contextlib
+
 import pyarrow as pa
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 from pyarrow import flight
 
-from engine.errors import NotSupportedYet
+from engine.errors import BadRequest, NotSupportedYet
 from serving import flight_sql_catalog as catalog
 from serving import flight_sql_info as info
 from serving import flight_sql_pb2 as pb
@@ -70,9 +72,9 @@ def parse_any(data: bytes, what: str) -> any_pb2.Any:
     try:
         packed.ParseFromString(data)
     except DecodeError:
-        raise pa.ArrowInvalid(f"malformed Flight SQL {what}: not a packed protobuf Any") from None
+        raise BadRequest(f"malformed Flight SQL {what}: not a packed protobuf Any") from None
     if not packed.type_url.startswith(TYPE_PREFIX):
-        raise pa.ArrowInvalid(
+        raise BadRequest(
             f"malformed Flight SQL {what}: expected an arrow.flight.protocol.sql command, "
             f"got type {packed.type_url or '(none)'!r}"
         )
@@ -90,7 +92,7 @@ def unpack(data: bytes, what: str) -> Message:
     try:
         message.ParseFromString(packed.value)
     except DecodeError:
-        raise pa.ArrowInvalid(f"malformed Flight SQL {what}: cannot decode {name}") from None
+        raise BadRequest(f"malformed Flight SQL {what}: cannot decode {name}") from None
     return message
 
 
@@ -99,16 +101,35 @@ def unpack_as(data: bytes, cls: type[Message]) -> Message:
     packed = parse_any(data, "action body")
     message = cls()
     if not packed.Is(cls.DESCRIPTOR) or not packed.Unpack(message):
-        raise pa.ArrowInvalid(f"malformed Flight SQL action body: expected {cls.DESCRIPTOR.name}")
+        raise BadRequest(f"malformed Flight SQL action body: expected {cls.DESCRIPTOR.name}")
     return message
 
 
 def command_of(descriptor: flight.FlightDescriptor) -> Message:
     if descriptor.descriptor_type != flight.DescriptorType.CMD:
-        raise pa.ArrowInvalid(
+        raise BadRequest(
             "Satchel serves Flight SQL commands; path descriptors are not supported"
         )
     return unpack(descriptor.command, "command")
+
+
+def describe(data: bytes | None, rpc: str) -> tuple[str, str]:
+    """(task, text) naming a call in task history: ("query", its SQL) when the packed command in
+    `data` carries SQL, else ("request", "<rpc> <command>")."""
+    try:
+        packed = parse_any(data or b"", "command")
+    except BadRequest:
+        return "request", rpc
+    name = packed.type_url.rsplit(".", 1)[-1]
+    cls = getattr(pb, name, None)
+    if cls is not None:
+        message = cls()
+        with contextlib.suppress(DecodeError):
+            message.ParseFromString(packed.value)
+            query = getattr(message, "query", "")
+            if isinstance(query, str) and query:
+                return "query", query
+    return "request", f"{rpc} {name}"
 
 
 def command_name(descriptor: flight.FlightDescriptor) -> str:

@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import contextlib
 import io
-import threading
+import logging
 import math
-from typing import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from engine.errors import SatchelError, Unauthenticated
+from engine.errors import BadRequest, InternalError, NotFound, SatchelError
+from engine.redact import redact, redact_value
 from engine.runtime import Principal, Runtime
+from engine.task_history import current_request, request_scope
 
 from .disconnect import until_disconnect
 from .formats import ARROW_STREAM, json_chunks
 
 OPEN_PATHS = {"/health", "/v1/ready"}
+log = logging.getLogger("satchel.http")
 
 
 def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastAPI:
@@ -53,7 +60,19 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
 
     @app.exception_handler(SatchelError)
     async def satchel_error(request: Request, e: SatchelError):
-        return _error(e)
+        _account(runtime, request.scope, e)
+        return _error(e, runtime.secrets)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):  # unknown path or method
+        error = NotFound if e.status_code == 404 else BadRequest
+        _account(runtime, request.scope, error(f"{e.status_code} {e.detail}"))
+        return await http_exception_handler(request, e)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, e: RequestValidationError):
+        _account(runtime, request.scope, BadRequest("the request does not match the route's parameters"))
+        return await request_validation_exception_handler(request, e)
 
     @app.get("/health", response_class=PlainTextResponse)
     def health() -> str:
@@ -113,7 +132,7 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
 
     @app.get("/v1/status")
     def status() -> dict:
-        return {**runtime.status(), "models": models.status()}
+        return redact_value({**runtime.status(), "models": models.status()}, runtime.secrets)
 
     @app.post("/v1/datasets/{name}/acceleration/refresh", status_code=201)
     def refresh(name: str) -> dict:
@@ -125,28 +144,63 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
 
 class _Authenticate:
     """Sets `request.state.principal` from the X-API-Key header; 401 for everything but the open
-    paths. A plain ASGI middleware, not `@app.middleware`: that one (BaseHTTPMiddleware) hides
-    a client's disconnect from the route, which needs it to cancel source statements."""
+    paths (429 while the client address is throttled for wrong keys). A plain ASGI middleware,
+    not `@app.middleware`: that one (BaseHTTPMiddleware) hides a client's disconnect from the
+    route, which needs it to cancel source statements.
+
+    Each request runs in a `request_scope`: a refused or failed request that recorded no
+    task-history row gets one here (auth, unexpected errors) or in the SatchelError handler."""
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app, self.runtime = app, runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        with request_scope():
+            if scope["path"] not in OPEN_PATHS:
+                try:
+                    key = Headers(scope=scope).get("x-api-key")
+                    client = (scope.get("client") or ("unknown",))[0]
+                    scope.setdefault("state", {})["principal"] = self.runtime.authenticate(key, client, "http")
+                except SatchelError as e:
+                    _account(self.runtime, scope, e)
+                    return await _error(e, self.runtime.secrets)(scope, receive, send)
+            started = False
+
+            async def sending(message: dict) -> None:
+                nonlocal started
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
             try:
-                key = Headers(scope=scope).get("x-api-key")
-                scope.setdefault("state", {})["principal"] = self.runtime.authenticate(key)
-            except Unauthenticated as e:
-                return await _error(e)(scope, receive, send)
-        await self.app(scope, receive, send)
+                await self.app(scope, receive, sending)
+            except Exception as e:  # noqa: BLE001 - never internals to the client
+                log.error("internal error serving %s", scope["path"], exc_info=e)
+                error = InternalError(f"internal error serving {scope['path']}; see the server log")
+                _account(self.runtime, scope, error)
+                if started:
+                    raise
+                await _error(error, self.runtime.secrets)(scope, receive, send)
 
 
-def _error(e: SatchelError) -> JSONResponse:
+def _account(runtime: Runtime, scope: Scope, e: SatchelError) -> None:
+    """A task-history row and a metric for a failed request that has recorded none yet."""
+    request = current_request()
+    if request is None or request.rows:
+        return
+    principal = (scope.get("state") or {}).get("principal")
+    runtime.refused(e, protocol="http", principal=getattr(principal, "name", None),
+                    text=f"{scope['method']} {scope['path']}", started=request.started)
+
+
+def _error(e: SatchelError, secrets: Iterable[str] = ()) -> JSONResponse:
     headers = {"WWW-Authenticate": "X-API-Key"} if e.http_status == 401 else {}
     retry_after = getattr(e, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return JSONResponse({"error": {"code": e.code, "message": e.message}}, status_code=e.http_status, headers=headers)
+    return JSONResponse({"error": {"code": e.code, "message": redact(e.message, secrets)}},
+                        status_code=e.http_status, headers=headers)
 
 
 def _first_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:

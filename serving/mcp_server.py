@@ -5,20 +5,23 @@ caps, truncated flag), all annotated read-only. Every call is a task_history row
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from mcp.server.mcpserver import Context
 
-from engine.errors import SatchelError
+from engine.errors import InternalError, SatchelError
+from engine.redact import redact
 from engine.runtime import Principal, Runtime
-from engine.task_history import Task
+from engine.task_history import Task, request_scope
 
 from .data_tools import DataTools
 
 MAX_ROWS = 100
 MAX_CHARS = 20_000
 MCP_PRINCIPAL = Principal("mcp")
+log = logging.getLogger("satchel.mcp")
 
 
 def instructions(runtime: Runtime) -> str:
@@ -52,20 +55,28 @@ def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, pr
             return principal
 
     def recorded(name: str, args: dict, fn, who: Principal = principal):  # type: ignore[no-untyped-def]
-        started = time.monotonic()
+        """Run one tool call as one request: a task-history row, a failure metric (unless the
+        query it ran already counted one) and, on failure, the stable code and message."""
         task = Task("mcp", protocol, who.name, f"{name} {json.dumps(args, default=str)}"[:4096],
                     tool_calls=[name])
-        try:
-            result = fn()
-            if isinstance(result, dict):
-                task.rows, task.truncated = result.get("row_count"), bool(result.get("truncated"))
-            return result
-        except SatchelError as e:  # the model reads the stable code and the message, as on every protocol
-            task.error = e.message
-            raise ToolError(f"{e.code}: {e.message}") from None
-        finally:
-            task.duration_ms = (time.monotonic() - started) * 1000
-            runtime.task_history.record(task)
+        with request_scope() as scope:
+            try:
+                result = fn()
+                if isinstance(result, dict):
+                    task.rows, task.truncated = result.get("row_count"), bool(result.get("truncated"))
+                return result
+            except Exception as e:  # the model reads the stable code and the message, as on every protocol
+                error = e if isinstance(e, SatchelError) else InternalError(f"internal error in tool {name}; "
+                                                                            "see the server log")
+                if not isinstance(e, SatchelError):
+                    log.error("internal error in MCP tool %s", name, exc_info=e)
+                if scope.rows == 0:
+                    runtime.metrics.query_failures.labels(protocol, error.code).inc()
+                task.error, task.error_code = error.message, error.code
+            finally:
+                task.duration_ms = (time.monotonic() - scope.started) * 1000
+                runtime.task_history.record(task)
+        raise ToolError(redact(f"{error.code}: {error.message}", runtime.secrets))
 
     @server.tool(description="List the datasets you can query, with their descriptions.", annotations=read_only)
     def list_datasets(ctx: Context) -> dict:

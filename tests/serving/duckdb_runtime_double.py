@@ -1,7 +1,7 @@
 """A TEST DOUBLE of `engine.runtime.Runtime` over an in-memory DuckDB database.
 
 It implements only the interface the Flight SQL server uses (auth_enabled, authenticate,
-query, query_schema, parameter_count, tables) so the server can be tested before, and
+query, query_schema, parameter_count, tables, secrets, refused) so the server can be tested before, and
 independently of, the real runtime. It is not a model of the engine's planner or policy.
 
 Tables: spice.public.trips (primary key id), spice.public.cities, the view
@@ -61,10 +61,12 @@ class DuckDBRuntimeDouble:
         self._db = duckdb.connect()
         self._db.execute(_SETUP)
         self.queries: list[tuple[str, str, list | None]] = []  # (sql, principal, params)
+        self.secrets: tuple[str, ...] = ()
+        self.refusals: list[tuple[str, str]] = []  # (code, text) of requests refused before running
 
     # -------------------------------------------------------------- auth
 
-    def authenticate(self, api_key: str | None) -> Principal:
+    def authenticate(self, api_key: str | None, client: str = "unknown", protocol: str = "http") -> Principal:
         if not self.auth_enabled:
             return Principal("anonymous")
         if api_key is None or not hmac.compare_digest(api_key, self._api_key or ""):
@@ -94,13 +96,21 @@ class DuckDBRuntimeDouble:
             return _fail_after_first_batch(reader)
         return reader
 
-    def query_schema(self, sql: str, principal: Principal) -> pa.Schema:
+    def refused(self, error: Exception, *, protocol: str, principal: str | None, text: str,
+                started: float, task: str = "request") -> Exception:
+        self.refusals.append((getattr(error, "code", "internal_error"), text))
+        return error
+
+    def query_schema(
+        self, sql: str, principal: Principal, params: Sequence[object] | None = None
+    ) -> pa.Schema:
         self._check(sql)
-        count = self.parameter_count(sql)
+        if params is None:
+            params = [None] * self.parameter_count(sql)
         cursor = self._cursor()
         try:
             cursor.execute(
-                f"SELECT * FROM ({sql.rstrip().rstrip(';')}) AS q LIMIT 0", [None] * count or None
+                f"SELECT * FROM ({sql.rstrip().rstrip(';')}) AS q LIMIT 0", list(params) or None
             )
             return cursor.to_arrow_reader().schema
         except duckdb.Error as exc:
