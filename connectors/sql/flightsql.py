@@ -185,8 +185,9 @@ class FlightSqlConnector(AdbcSqlSource):
             if "NOT_FOUND" in text and self.query_text is None:
                 raise ConnectorError(f"dataset '{self.spec.name}': table {'.'.join(self.table_parts)} not found on "
                                      f"the Flight SQL server {self.endpoint}") from None
-            if "UNAUTHENTICATED" in text or "Unauthenticated" in text:
-                raise self._error(f"the Flight SQL server {self.endpoint} refused the credentials", e) from None
+            if "UNAUTHENTICATED" in text or "Unauthenticated" in text or "too many wrong API keys" in text:
+                # a Satchel peer that was sent wrong keys again and again throttles them (overloaded)
+                raise super()._error(f"the Flight SQL server {self.endpoint} refused the credentials", e) from None
             raise self._error(f"cannot read the schema from the Flight SQL server {self.endpoint}", e) from None
         finally:
             self._pool.release(conn, healthy)
