@@ -258,7 +258,7 @@ class Runtime:
 
         `client_gone` (e.g. a Flight call's `is_cancelled`) is polled while a live source works
         on the first batch; when it turns true the source statements are cancelled."""
-        task = Task("query", protocol, principal.name, redact(sql, self.secrets))
+        task = Task("query", protocol, principal.name, sql)  # TaskHistory redacts text and errors
         started = time.monotonic()
         deadline = started + self.query_timeout.total_seconds() if self.query_timeout else None
         scope = CancelScope() if client_gone is not None else None
@@ -287,7 +287,7 @@ class Runtime:
         message): one task-history row and one failure metric under the code the client gets,
         which is returned."""
         public = self._public_error(error)
-        row = Task(task, protocol, principal, redact(text, self.secrets), started_at=started_at(started))
+        row = Task(task, protocol, principal, text, started_at=started_at(started))
         self._finish(row, started, 0, public)
         return public
 
@@ -546,7 +546,7 @@ class Runtime:
         task.duration_ms = elapsed * 1000
         task.rows = rows
         if error is not None:
-            task.error, task.error_code = redact(error.message, self.secrets), error.code
+            task.error, task.error_code = error.message, error.code
             self.metrics.query_failures.labels(task.protocol, error.code).inc()
         self.metrics.queries.labels(task.protocol, task.served_by or "none").inc()
         self.metrics.query_duration.labels(task.protocol).observe(elapsed)

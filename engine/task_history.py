@@ -124,7 +124,7 @@ class TaskHistory:
             return
         row = dict(task.__dict__)
         row["task_id"] = next(self._ids)
-        row["query_text"] = redact(task.query_text or "", self.secrets)[:MAX_TEXT]
+        row["query_text"] = redact((task.query_text or "")[:2 * MAX_TEXT], self.secrets)[:MAX_TEXT]
         row["error"] = redact(task.error, self.secrets) if task.error else task.error
         with self._lock:
             self._pending.append(row)
