@@ -136,7 +136,7 @@ def _looks_like_path(name: str) -> bool:
 
 def bind_parameters(tree: exp.Expression, params: Sequence[Any] | None) -> exp.Expression:
     """Replace `?` and `$n` placeholders with literal values (as typed SQL literals)."""
-    holders = list(tree.find_all(exp.Placeholder, exp.Parameter))
+    holders = list(tree.find_all(exp.Placeholder, exp.Parameter, bfs=False))  # in text order
     if not holders:
         if params:
             raise SqlError(f"the query has no parameters but {len(params)} were given")

@@ -24,6 +24,7 @@ import httpx
 from engine.config import Model, Pod
 from engine.errors import BadRequest, ModelError, ModelUnavailable, NotFound, QueryTimeout, RequestCancelled
 from engine.metrics import Metrics
+from engine.redact import redact
 from engine.task_history import Task, TaskHistory
 
 from .worker import ModelWorker
@@ -265,20 +266,22 @@ class OpenAIModel(BaseModel_):
         key = config.params.get("openai_api_key")
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.secrets = pod.secret_values
+        self.shown_endpoint = redact(self.endpoint, self.secrets)  # credentials in the URL never leave
 
     def info(self) -> dict:
-        return {**super().info(), "upstream": self.upstream, "endpoint": self.endpoint}
+        return {**super().info(), "upstream": self.upstream, "endpoint": self.shown_endpoint}
 
     def _post(self, path: str, body: dict, deadline: float | None) -> dict:
         try:
             resp = httpx.post(f"{self.endpoint}{path}", json=body, headers=self._headers,
                               timeout=self.remaining(deadline))
         except httpx.TimeoutException:
-            raise QueryTimeout(f"model '{self.name}': {self.endpoint} did not answer within the deadline") from None
+            raise QueryTimeout(f"model '{self.name}': {self.shown_endpoint} did not answer within the deadline") from None
         except httpx.HTTPError as e:
-            raise ModelError(f"model '{self.name}': cannot reach {self.endpoint}: {type(e).__name__}") from None
+            raise ModelError(f"model '{self.name}': cannot reach {self.shown_endpoint}: {type(e).__name__}") from None
         if resp.status_code >= 400:
-            raise ModelError(f"model '{self.name}': upstream answered {resp.status_code}: {resp.text[:300]}")
+            raise ModelError(f"model '{self.name}': upstream answered {resp.status_code}: "
+                                 f"{redact(resp.text[:300], self.secrets)}")
         return resp.json()
 
     def chat(self, request: dict, deadline: float | None = None, cancel: threading.Event | None = None) -> dict:
@@ -298,7 +301,8 @@ class OpenAIModel(BaseModel_):
                               timeout=self.remaining(end)) as resp:
                 if resp.status_code >= 400:
                     resp.read()
-                    raise ModelError(f"model '{self.name}': upstream answered {resp.status_code}: {resp.text[:300]}")
+                    raise ModelError(f"model '{self.name}': upstream answered {resp.status_code}: "
+                                 f"{redact(resp.text[:300], self.secrets)}")
                 for line in resp.iter_lines():
                     if cancel is not None and cancel.is_set():
                         raise RequestCancelled(f"model '{self.name}': the request was cancelled")
@@ -313,9 +317,9 @@ class OpenAIModel(BaseModel_):
                     chunk["model"] = self.name
                     yield chunk
         except httpx.TimeoutException:
-            raise QueryTimeout(f"model '{self.name}': {self.endpoint} did not answer within the deadline") from None
+            raise QueryTimeout(f"model '{self.name}': {self.shown_endpoint} did not answer within the deadline") from None
         except httpx.HTTPError as e:
-            raise ModelError(f"model '{self.name}': cannot reach {self.endpoint}: {type(e).__name__}") from None
+            raise ModelError(f"model '{self.name}': cannot reach {self.shown_endpoint}: {type(e).__name__}") from None
 
     def embed(self, inputs: list[str], deadline: float | None = None, cancel: threading.Event | None = None) -> dict:
         self.check_ready()

@@ -53,3 +53,11 @@ datasets:
     assert rt.query(f"WITH {hidden} AS (SELECT 7 AS a) SELECT a FROM {hidden}").read_all().to_pylist() == [{"a": 7}]
     ok = rt.query(f"SELECT s.a FROM (WITH {hidden} AS (SELECT 1 AS a) SELECT a FROM {hidden}) s").read_all()
     assert ok.to_pylist() == [{"a": 1}]
+
+
+def test_positional_parameters_bind_in_text_order() -> None:
+    from engine.sql_policy import bind_parameters
+
+    tree, _ = parse_query("SELECT ? + 1 AS a, ? AS b FROM (SELECT ? AS x) s WHERE s.x > ?")
+    assert bind_parameters(tree, [41, "answer", 5, 4]).sql() == \
+        "SELECT 41 + 1 AS a, 'answer' AS b FROM (SELECT 5 AS x) AS s WHERE s.x > 4"

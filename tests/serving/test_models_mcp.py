@@ -240,3 +240,17 @@ def test_prompt_text_is_stored_only_when_the_pod_opts_in(satchel_server) -> None
     assert r.status_code == 502
     [row] = server.sql("SELECT query_text, prompt_hash FROM runtime.task_history WHERE task = 'chat'").json()
     assert "opted-in question" in row["query_text"] and len(row["prompt_hash"]) == 64
+
+
+def test_an_openai_endpoint_with_credentials_never_shows_them() -> None:
+    from engine.errors import ModelError
+    from serving.llm.providers import OpenAIModel
+
+    pod = load_pod_text("version: v1\nkind: Spicepod\nname: p\nmodels:\n  - from: openai:gpt\n    name: remote\n"
+                        "    params:\n      endpoint: https://agent:${secrets:UP_KEY}@127.0.0.1:9/v1\n      timeout: 2\n",
+                        env={"UP_KEY": "hunter2-s3cret"})
+    model = OpenAIModel(pod.models[0], pod)
+    assert "hunter2" not in json.dumps(model.info()) and "***" in model.info()["endpoint"]
+    with pytest.raises(ModelError) as info:  # nothing listens on port 9
+        model.chat({"messages": [{"role": "user", "content": "hi"}]})
+    assert "hunter2" not in info.value.message and "cannot reach" in info.value.message
