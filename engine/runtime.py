@@ -26,21 +26,21 @@ from sqlglot import exp
 
 from accel.arrow import ArrowAccelerator
 from accel.duckdb import DuckDBAccelerator
-from accel.refresh import RefreshScheduler, Schedule
+from .refresh.scheduler import RefreshScheduler, Schedule
 from connectors.base import CALLER, FULL_TEXT_OP, Caller, CancelScope, Counts, Filter, FilterSupport, OrdersTopN
 
 from .config import Pod
 from .auth_throttle import AuthThrottle
-from .datasets import DatasetRuntime, RefreshResult
+from .refresh.dataset import DatasetRuntime, RefreshResult
 from .errors import (ConnectorError, DatasetNotReady, NotFound, Overloaded, QueryTimeout, RequestCancelled,
                      ResourceExhausted, SatchelError, SqlError, Unauthenticated)
-from . import source_pushdown
-from .executor import duckdb_schema, federated_schema, run_federated
+from .query import pushdown as source_pushdown
+from .query.federated import duckdb_schema, federated_schema, run_federated
 from .memory import DUCKDB_SHARE, budget_bytes, datafusion_pool, resource_exhausted_text
 from .metrics import Metrics
-from .planner import Binding, Plan, PlanCache, RecordingResolver, TableScan, cache_key, plan_query
+from .query.planner import Binding, Plan, PlanCache, RecordingResolver, TableScan, cache_key, plan_query
 from .redact import install_log_redaction, redact
-from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
+from .query.sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
 from .task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from .task_history import Task, TaskHistory, started_at
 

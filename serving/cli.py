@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _mcp(args: argparse.Namespace) -> int:
-    from .mcp_server import run_stdio
+    from .llm.mcp import run_stdio
 
     return run_stdio(args.pod, args.data_dir)
 

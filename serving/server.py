@@ -13,8 +13,8 @@ from prometheus_client import start_http_server
 from engine.config import load_pod
 from engine.runtime import Runtime
 
-from .flight_sql import SatchelFlightSqlServer
-from .http_api import create_app
+from .flight_sql.server import SatchelFlightSqlServer
+from .http.app import create_app
 from .llm.providers import ModelRegistry
 
 log = logging.getLogger("satchel.server")

@@ -13,7 +13,7 @@ from google.protobuf import any_pb2
 
 from engine.errors import SatchelError
 
-from . import flight_sql_pb2 as pb
+from .flight_sql import flight_sql_pb2 as pb
 
 
 def pack(message) -> bytes:
@@ -90,7 +90,7 @@ def _print_table(table: pa.Table, fmt: str, max_rows: int) -> None:
         pacsv.write_csv(table, sys.stdout.buffer)
         return
     if fmt == "json":
-        from .formats import json_chunks
+        from .http.formats import json_chunks
 
         for chunk in json_chunks(table.schema, iter(table.to_batches())):
             sys.stdout.buffer.write(chunk)

@@ -25,8 +25,8 @@ from engine.errors import BadRequest, QueryTimeout, RequestCancelled, SatchelErr
 from engine.runtime import Principal, Runtime
 from engine.task_history import Task
 
-from ..data_tools import DataTools, openai_tools, selected_tools
-from ..disconnect import until_disconnect
+from .data_tools import DataTools, openai_tools, selected_tools
+from ..http.disconnect import until_disconnect
 from .providers import BaseModel_, ModelRegistry, _as_chunks
 
 DEFAULT_TOOL_RECURSION_LIMIT = 5

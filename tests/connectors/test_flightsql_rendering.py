@@ -15,7 +15,7 @@ from connectors.sql.filters import DIALECTS, render_filter
 from connectors.base import DatasetSpec, Filter
 from connectors.sql.flightsql import FlightSqlConnector, dialect_of_vendor
 from engine.errors import ConnectorError
-from engine.source_pushdown import _datafusion_same_meaning
+from engine.query.pushdown import _datafusion_same_meaning
 
 TYPES = {"i": pa.int64(), "f": pa.float64(), "s": pa.string(), "d": pa.date32(), "ts": pa.timestamp("us"),
          "tz": pa.timestamp("us", "UTC"), "dec": pa.decimal128(12, 3), "bin": pa.binary(), "b": pa.bool_()}

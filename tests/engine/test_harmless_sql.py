@@ -9,7 +9,7 @@ import time
 import pytest
 
 from engine.errors import ReadOnlyViolation, SqlError
-from engine.sql_policy import parse_query
+from engine.query.sql_policy import parse_query
 
 
 def test_a_byte_order_mark_is_not_part_of_the_sql(make_runtime) -> None:
@@ -56,7 +56,7 @@ datasets:
 
 
 def test_positional_parameters_bind_in_text_order() -> None:
-    from engine.sql_policy import bind_parameters
+    from engine.query.sql_policy import bind_parameters
 
     tree, _ = parse_query("SELECT ? + 1 AS a, ? AS b FROM (SELECT ? AS x) s WHERE s.x > ?")
     assert bind_parameters(tree, [41, "answer", 5, 4]).sql() == \

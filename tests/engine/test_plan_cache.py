@@ -1,4 +1,4 @@
-"""The plan cache (engine.planner.PlanCache) and result schemas found without reading data."""
+"""The plan cache (engine.query.planner.PlanCache) and result schemas found without reading data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.planner import Binding, PlanCache, RecordingResolver
+from engine.query.planner import Binding, PlanCache, RecordingResolver
 
 SCHEMA = pa.schema([("id", pa.int64()), ("amount", pa.decimal128(12, 2)), ("tag", pa.string())])
 

@@ -10,7 +10,7 @@ import pytest
 
 from connectors.base import Filter, SortKey
 from engine.errors import SqlError
-from engine.sql_policy import parse_query
+from engine.query.sql_policy import parse_query
 
 POD = """
 version: v1

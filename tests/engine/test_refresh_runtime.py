@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from accel.refresh import Schedule
+from engine.refresh.scheduler import Schedule
 from engine.errors import SatchelError
 
 HEAD = "version: v1\nkind: Spicepod\nname: refresh_tests\n"

@@ -273,7 +273,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 def start_double_flight(tls_files: TlsFiles) -> Iterator[Callable[..., DoubleFlightEndpoint]]:
     """Factory of in-process servers over the runtime TEST DOUBLE:
     start_double_flight(api_key=None, tls=False, handle_ttl_seconds=600, not_ready=())."""
-    from serving.flight_sql import SatchelFlightSqlServer
+    from serving.flight_sql.server import SatchelFlightSqlServer
 
     double = _load_double()
     started: list[tuple[object, threading.Thread]] = []

@@ -32,7 +32,7 @@ from google.protobuf import any_pb2
 from prometheus_client.parser import text_string_to_metric_families
 from pyarrow import flight
 
-from serving import flight_sql_pb2 as pb
+from serving.flight_sql import flight_sql_pb2 as pb
 
 KEY_A, KEY_B = "key-a-7f3k2x", "key-b-9q8w1z"
 UP_SECRET = "Up5ecretT0ken"  # a pod secret inside a model endpoint's URL user info
@@ -196,7 +196,7 @@ def _metric(server, name: str, **labels: str) -> float:
 def _assert_clean(text: str) -> None:
     """No traceback, path or library name. (Arrow's C++ layer appends a fixed
     `Detail: Python exception: <status>` to INVALID_ARGUMENT, NOT_FOUND and UNIMPLEMENTED statuses
-    raised from Python; Satchel reduces it to the status name, see serving/flight_sql_errors.py.)"""
+    raised from Python; Satchel reduces it to the status name, see serving/flight_sql/errors.py.)"""
     leaked = [marker for marker in INTERNALS if marker in text]
     assert not leaked, f"{leaked} in {text!r}"
     detail = text.partition("Detail: ")[2]

@@ -24,9 +24,9 @@ from google.protobuf import any_pb2
 from pyarrow import flight
 
 from engine.task_history import SCHEMA as TASK_HISTORY_SCHEMA
-from serving import flight_sql_catalog as catalog
-from serving import flight_sql_info as info
-from serving import flight_sql_pb2 as pb
+from serving.flight_sql import catalog
+from serving.flight_sql import info
+from serving.flight_sql import flight_sql_pb2 as pb
 
 # ---------------------------------------------------------------------- helpers
 
@@ -598,7 +598,7 @@ def test_concurrent_clients(double_endpoint):
 
 def test_tls_configuration_errors(tls_files):
     from engine.errors import ConfigError
-    from serving.flight_sql import SatchelFlightSqlServer
+    from serving.flight_sql.server import SatchelFlightSqlServer
 
     runtime = object()
     with pytest.raises(ConfigError, match="both a certificate file and a key file"):

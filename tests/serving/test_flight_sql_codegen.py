@@ -1,4 +1,4 @@
-"""serving/flight_sql_pb2.py is generated from serving/flight_sql.proto and stays in sync."""
+"""serving/flight_sql/flight_sql_pb2.py is generated from its .proto and stays in sync."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
-from serving import flight_sql_codegen, flight_sql_pb2
+from serving.flight_sql import flight_sql_pb2
 
-REPO = Path(flight_sql_codegen.__file__).resolve().parent.parent
+from tests.serving import flight_sql_codegen
+
+REPO = flight_sql_codegen.REPO_ROOT
+PB2 = flight_sql_codegen.OUTPUT
 
 
 def _descriptor_of_proto(tmp_path: Path) -> descriptor_pb2.FileDescriptorProto:
@@ -22,7 +25,7 @@ def _descriptor_of_proto(tmp_path: Path) -> descriptor_pb2.FileDescriptorProto:
             "grpc_tools.protoc",
             f"-I{REPO}",
             f"--descriptor_set_out={out}",
-            "serving/flight_sql.proto",
+            str(flight_sql_codegen.PROTO),
         ],
         check=True,
         capture_output=True,
@@ -39,19 +42,19 @@ def test_committed_module_matches_the_proto(tmp_path):
         flight_sql_pb2.DESCRIPTOR.serialized_pb
     )
     assert committed == _descriptor_of_proto(tmp_path), (
-        "serving/flight_sql_pb2.py is stale: run `python -m serving.flight_sql_codegen`"
+        "serving/flight_sql/flight_sql_pb2.py is stale: run `python tests/serving/flight_sql_codegen.py`"
     )
 
 
 def test_regenerating_gives_the_committed_text():
     # Exact text depends on the protoc release; the descriptor check above is the invariant.
     text = flight_sql_codegen.render()
-    committed = (REPO / "serving" / "flight_sql_pb2.py").read_text()
-    assert text == committed, "run `python -m serving.flight_sql_codegen` and commit the result"
+    committed = PB2.read_text()
+    assert text == committed, "run `python tests/serving/flight_sql_codegen.py` and commit the result"
 
 
 def test_module_is_runtime_version_neutral_and_uses_a_private_pool():
-    text = (REPO / "serving" / "flight_sql_pb2.py").read_text()
+    text = PB2.read_text()
     assert "runtime_version" not in text  # works with every protobuf >= 4.25
     assert "_descriptor_pool.Default()" not in text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import NotFound
-from serving.flight_sql_handles import HandleRegistry
+from serving.flight_sql.handles import HandleRegistry
 
 
 class Clock:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from serving import flight_sql_catalog as catalog
-from serving import flight_sql_info as info
+from serving.flight_sql import catalog
+from serving.flight_sql import info
 
 
 @pytest.mark.parametrize(

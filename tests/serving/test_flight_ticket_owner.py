@@ -7,7 +7,7 @@ import pytest
 from google.protobuf import any_pb2
 from pyarrow import flight
 
-from serving import flight_sql_pb2 as pb
+from serving.flight_sql import flight_sql_pb2 as pb
 
 
 def test_another_principals_ticket_is_refused_and_kept(satchel_server) -> None:

@@ -148,7 +148,7 @@ def test_mcp_stdio(tmp_path: Path) -> None:
 
 
 def test_data_tools_bound_rows_and_bytes(tmp_path: Path) -> None:
-    from serving.data_tools import DataTools, selected_tools
+    from serving.llm.data_tools import DataTools, selected_tools
 
     (tmp_path / "items.csv").write_text(ITEMS)
     pod = load_pod_text(POD.split("models:")[0], file=str(tmp_path / "spicepod.yaml"))

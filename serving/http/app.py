@@ -36,9 +36,9 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
     """The FastAPI app serving `runtime` (and the pod's models on the OpenAI-compatible routes).
 
     The caller owns the models' lifecycle (start and stop); without one, the app serves none."""
-    from .llm.providers import ModelRegistry
-    from .llm.routes import create_router
-    from .mcp_server import mount_http
+    from ..llm.providers import ModelRegistry
+    from ..llm.routes import create_router
+    from ..llm.mcp import mount_http
 
     holder: dict = {}
 

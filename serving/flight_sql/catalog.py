@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from engine.arrow_sql_types import catalog_type_name
-from serving import flight_sql_pb2 as pb
+from . import flight_sql_pb2 as pb
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.runtime import TableInfo

@@ -26,8 +26,8 @@ from sqlglot.optimizer.scope import Scope, build_scope, traverse_scope
 from connectors.base import FULL_TEXT_OP, Filter, SortKey
 from connectors.sql_render import filter_expression
 
-from .arrow_sql_types import sql_type
-from .errors import SqlError, UnknownDataset
+from ..arrow_sql_types import sql_type
+from ..errors import SqlError, UnknownDataset
 from .sql_policy import PUBLIC_DIALECT
 
 

@@ -11,7 +11,7 @@ from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError
 
-from .errors import ReadOnlyViolation, SqlError
+from ..errors import ReadOnlyViolation, SqlError
 
 
 class Satchel(Postgres):

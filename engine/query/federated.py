@@ -7,7 +7,7 @@ from typing import Callable
 import pyarrow as pa
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
 
-from .errors import SqlError
+from ..errors import SqlError
 from .planner import Plan, TableScan
 
 ScanOpener = Callable[[TableScan], "pa.RecordBatchReader | pa.Table"]

@@ -45,8 +45,8 @@ from sqlglot.optimizer.annotate_types import annotate_types
 
 from connectors.base import ScanSql, WholeQuerySql
 
-from .arrow_sql_types import sql_type
-from .errors import Overloaded
+from ..arrow_sql_types import sql_type
+from ..errors import Overloaded
 from .planner import Plan
 from .sql_policy import PUBLIC_DIALECT
 
@@ -235,7 +235,7 @@ def explain_lines(plan: Plan, datasets: Mapping[str, object]) -> list[str]:
 
 def _expected_schema(plan: Plan) -> pa.Schema | None:
     """The schema the federated route returns for `plan` (DataFusion over empty tables)."""
-    from .executor import run_federated
+    from .federated import run_federated
 
     def empty(scan):
         schema = scan.binding.schema

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from serving import flight_sql_pb2 as pb
+from . import flight_sql_pb2 as pb
 
 SERVER_NAME = "Satchel"
 

@@ -14,9 +14,9 @@ from google.protobuf.message import DecodeError, Message
 from pyarrow import flight
 
 from engine.errors import BadRequest, NotSupportedYet
-from serving import flight_sql_catalog as catalog
-from serving import flight_sql_info as info
-from serving import flight_sql_pb2 as pb
+from . import catalog
+from . import info
+from . import flight_sql_pb2 as pb
 
 TYPE_PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
 

@@ -16,7 +16,7 @@ Protocol flows served:
 * writes (CommandStatementUpdate, prepared updates, ingestion) are refused: read-only.
 
 Statement tickets and prepared statements are server handles that expire after
-`handle_ttl_seconds` without use (see `serving.flight_sql_handles`). A statement ticket is
+`handle_ttl_seconds` without use (see `serving.flight_sql.handles`). A statement ticket is
 single-use: DoGet consumes it.
 """
 
@@ -42,14 +42,14 @@ from engine.errors import (
     SqlError,
     Unauthenticated,
 )
-from serving import flight_sql_catalog as catalog
-from serving import flight_sql_info as info
-from serving import flight_sql_pb2 as pb
-from serving import flight_sql_protocol as protocol
-from serving.flight_sql_auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, HandshakeAuthHandler
+from . import catalog
+from . import info
+from . import flight_sql_pb2 as pb
+from . import protocol
+from .auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, HandshakeAuthHandler
 from engine.task_history import request_scope
-from serving.flight_sql_errors import as_satchel_error, to_flight_error
-from serving.flight_sql_handles import HandleRegistry
+from .errors import as_satchel_error, to_flight_error
+from .handles import HandleRegistry
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.runtime import Principal, Runtime

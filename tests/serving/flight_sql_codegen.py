@@ -1,6 +1,7 @@
-"""Regenerate `serving/flight_sql_pb2.py` from `serving/flight_sql.proto`.
+"""Regenerate `serving/flight_sql/flight_sql_pb2.py` from `serving/flight_sql/flight_sql.proto`.
 
-Run `python -m serving.flight_sql_codegen` (needs grpcio-tools, the `dev` extra).
+A developer script, not part of the package: run `python tests/serving/flight_sql_codegen.py`
+(needs grpcio-tools, the `dev` extra).
 
 protoc's Python output is post-processed in two ways, both deterministic:
 
@@ -23,9 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PROTO = Path("serving/flight_sql.proto")
-OUTPUT = REPO_ROOT / "serving" / "flight_sql_pb2.py"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROTO = Path("serving/flight_sql/flight_sql.proto")
+OUTPUT = REPO_ROOT / "serving" / "flight_sql" / "flight_sql_pb2.py"
 
 _VERSION_GUARD = re.compile(
     r"from google\.protobuf import runtime_version as _runtime_version\n", re.MULTILINE
@@ -52,7 +53,7 @@ def run_protoc() -> str:
             str(PROTO),
         ]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
-        return (Path(out) / "serving" / "flight_sql_pb2.py").read_text()
+        return (Path(out) / PROTO.with_name("flight_sql_pb2.py")).read_text()
 
 
 def postprocess(generated: str) -> str:
@@ -65,12 +66,12 @@ def postprocess(generated: str) -> str:
     if text.count("DESCRIPTOR = " + _DEFAULT_POOL) != 1:
         raise RuntimeError("unexpected protoc output: descriptor pool registration not found")
     text = text.replace("DESCRIPTOR = " + _DEFAULT_POOL, _PRIVATE_POOL)
-    header = "# Post-processed by serving/flight_sql_codegen.py; regenerate, do not edit.\n"
+    header = "# Post-processed by tests/serving/flight_sql_codegen.py; regenerate, do not edit.\n"
     return header + text
 
 
 def render() -> str:
-    """The exact text `serving/flight_sql_pb2.py` should have."""
+    """The exact text `serving/flight_sql/flight_sql_pb2.py` should have."""
     return postprocess(run_protoc())
 
 

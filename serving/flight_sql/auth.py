@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from pyarrow import flight
 
 from engine.errors import SatchelError, Unauthenticated
-from serving.flight_sql_errors import to_flight_error
+from .errors import to_flight_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.runtime import Principal, Runtime

@@ -12,15 +12,15 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 
-from accel.refresh import retry
+from .scheduler import retry
 from accel.base import AltersColumns, RemembersLoads
 from connectors.base import ChangeFeed, DatasetSpec, VersionedSnapshots, description_of, with_descriptions
 from connectors.registry import create_connector
 
-from .config import Dataset
-from .errors import ConnectorError, SatchelError
-from .metrics import Metrics
-from .redact import redact
+from ..config import Dataset
+from ..errors import ConnectorError, SatchelError
+from ..metrics import Metrics
+from ..redact import redact
 
 log = logging.getLogger("satchel.datasets")
 

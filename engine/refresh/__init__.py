@@ -1,0 +1,1 @@
+"""Refresh: the scheduler and per-dataset refresh."""

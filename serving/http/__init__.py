@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): SQL, datasets, status; result formats and client-gone cancellation."""
