@@ -112,3 +112,12 @@ def test_the_checker_sees_a_wrong_import() -> None:
     finally:
         probe.unlink()
     assert {"connectors._layers_probe -> serving.server", "connectors._layers_probe -> engine.runtime"} <= set(wrong)
+
+
+def test_engine_jobs_stay_in_their_packages() -> None:
+    """Inside the engine: the query and refresh packages never call back into the Runtime facade,
+    and refresh never plans queries itself (it is handed a source reader)."""
+    wrong = sorted(f"{m} -> {t}" for m, targets in _graph().items() for t in targets
+                   if (m.startswith(("engine.query", "engine.refresh")) and t == "engine.runtime")
+                   or (m.startswith("engine.refresh") and t.startswith("engine.query")))
+    assert wrong == []

@@ -12,7 +12,6 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 
-from .scheduler import retry
 from accel.base import AltersColumns, RemembersLoads
 from connectors.base import ChangeFeed, DatasetSpec, VersionedSnapshots, description_of, with_descriptions
 from connectors.registry import create_connector
@@ -21,6 +20,7 @@ from ..config import Dataset
 from ..errors import ConnectorError, SatchelError
 from ..metrics import Metrics
 from ..redact import redact
+from .backoff import retry
 
 log = logging.getLogger("satchel.datasets")
 

@@ -1,4 +1,4 @@
-"""Refresh scheduling: intervals or cron, jitter, and retries with exponential backoff."""
+"""Refresh scheduling: intervals or cron, jitter, one run per job at a time."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Callable
 
 from croniter import croniter
 
 log = logging.getLogger("satchel.refresh")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,29 +36,6 @@ class Schedule:
         if self.jitter:
             base += random.uniform(0, self.jitter.total_seconds())
         return base
-
-
-def retry(
-    fn: Callable[[], T],
-    attempts: int,
-    stop: threading.Event,
-    base_delay: float = 0.5,
-    max_delay: float = 30.0,
-    on_failure: Callable[[int, BaseException], None] | None = None,
-) -> T:
-    """Call `fn` up to `attempts` times, sleeping base*2^n (with full jitter) between tries."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except Exception as e:  # the last failure propagates to the caller
-            if on_failure:
-                on_failure(attempt, e)
-            if attempt == attempts or stop.is_set():
-                raise
-            delay = min(max_delay, base_delay * 2 ** (attempt - 1))
-            if stop.wait(random.uniform(delay / 2, delay)):
-                raise
-    raise AssertionError("unreachable")
 
 
 @dataclass(order=True)

@@ -79,9 +79,9 @@ def test_cache_is_bounded_and_can_be_turned_off() -> None:
 def test_repeated_query_reuses_its_plan_and_sees_new_data(runtime, tmp_path, table) -> None:
     sql = f"SELECT count(*) AS n, sum(amount) AS total FROM {table} WHERE tag = 't1'"
     first = runtime.query(sql).read_all().to_pylist()
-    hits = runtime._plans.hits
+    hits = runtime.queries.plans.hits
     assert runtime.query(sql).read_all().to_pylist() == first
-    assert runtime._plans.hits == hits + 1
+    assert runtime.queries.plans.hits == hits + 1
     _pod(tmp_path / "pod", 100)  # new data in the source file
     if table != "t_source":
         runtime.refresh(table, wait=True)

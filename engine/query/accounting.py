@@ -1,0 +1,87 @@
+"""Accounting of queries: every one (refused ones included) is one task-history row and metrics
+under the error code the client saw; errors leave as SatchelErrors without secrets."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import pyarrow as pa
+
+from ..errors import QueryTimeout, ResourceExhausted, SatchelError, SqlError
+from ..memory import resource_exhausted_text
+from ..metrics import Metrics
+from ..redact import redact
+from ..task_history import Task, TaskHistory, started_at
+
+
+class Accounting:
+    def __init__(self, metrics: Metrics, task_history: TaskHistory, secrets: frozenset[str], memory_budget: int) -> None:
+        self.metrics = metrics
+        self.task_history = task_history
+        self.secrets = secrets
+        self.memory_budget = memory_budget
+
+    def accounted(self, reader: pa.RecordBatchReader, task: Task, started: float, deadline: float | None,
+                  max_rows: int | None, timeout_text: str) -> pa.RecordBatchReader:
+        """`reader`, cut at `max_rows` and at the deadline; its row ends up in task history when
+        the stream ends, fails or is dropped."""
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            rows = nbytes = 0
+            error: BaseException | None = None
+            try:
+                for batch in reader:
+                    if deadline and time.monotonic() > deadline:
+                        raise QueryTimeout(f"query exceeded the runtime query_timeout of {timeout_text}")
+                    if max_rows is not None and rows + batch.num_rows > max_rows:
+                        batch = batch.slice(0, max_rows - rows)
+                        task.truncated = True
+                    rows += batch.num_rows
+                    nbytes += batch.nbytes
+                    yield batch
+                    if task.truncated:
+                        break
+            except GeneratorExit:
+                raise
+            except Exception as e:
+                error = self.public_error(e)
+                raise error from None
+            finally:
+                self.metrics.query_rows.labels(task.protocol).inc(rows)
+                self.metrics.query_bytes.labels(task.protocol).inc(nbytes)
+                self.finish(task, started, rows, error)
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+    def refused(self, error: BaseException, *, protocol: str, principal: str | None, text: str,
+                started: float, task: str = "request") -> SatchelError:
+        """Account a request refused before it ran (auth, parsing, planning, a bad protocol
+        message): one task-history row and one failure metric under the code the client gets,
+        which is returned."""
+        public = self.public_error(error)
+        row = Task(task, protocol, principal, text, started_at=started_at(started))
+        self.finish(row, started, 0, public)
+        return public
+
+    def finish(self, task: Task, started: float, rows: int, error: SatchelError | None) -> None:
+        elapsed = time.monotonic() - started
+        task.duration_ms = elapsed * 1000
+        task.rows = rows
+        if error is not None:
+            task.error, task.error_code = error.message, error.code
+            self.metrics.query_failures.labels(task.protocol, error.code).inc()
+        self.metrics.queries.labels(task.protocol, task.served_by or "none").inc()
+        self.metrics.query_duration.labels(task.protocol).observe(elapsed)
+        self.task_history.record(task)
+
+    def public_error(self, e: BaseException) -> SatchelError:
+        """Every failure leaves as a SatchelError with a clear, secret-free message."""
+        if isinstance(e, SatchelError):
+            e.message = redact(e.message, self.secrets)
+            return e
+        if resource_exhausted_text(e):
+            return ResourceExhausted(f"the query needs more memory than its budget ({self.memory_budget >> 20} MiB "
+                                     f"from runtime.params.memory_limit or the container's limit)")
+        text = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, self.secrets)
+        return SqlError(f"query failed: {text}")

@@ -1,0 +1,171 @@
+"""The routes a plan runs on: the accelerator (DuckDB runs the whole query), a live source's own
+count, the whole query in one SQL source (pushdown), or DataFusion over pushed-down scans
+(federated). Every route's result has the same public Arrow types."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Callable, Iterator, Mapping, Sequence
+
+import pyarrow as pa
+
+from accel.arrow import ArrowAccelerator
+from accel.duckdb import DuckDBAccelerator
+from connectors.base import FULL_TEXT_OP, Counts, Filter, FilterSupport, OrdersTopN
+
+from ..errors import SqlError
+from ..memory import datafusion_pool
+from ..refresh.dataset import DatasetRuntime
+from ..task_history import Task, TaskHistory
+from . import pushdown
+from .federated import duckdb_schema, federated_schema, run_federated
+from .planner import Plan, TableScan
+
+Replan = Callable[[frozenset[str]], Plan]  # the same query planned with these datasets read from their sources
+
+
+class Routes:
+    def __init__(self, datasets: Mapping[str, DatasetRuntime], duckdb_instances: Mapping[str, DuckDBAccelerator],
+                 arrow: ArrowAccelerator, task_history: TaskHistory, memory_budget: int,
+                 query_timeout: timedelta | None) -> None:
+        self.datasets = datasets
+        self.duckdb_instances = duckdb_instances
+        self.arrow = arrow
+        self.task_history = task_history
+        self.memory_budget = memory_budget
+        self.query_timeout = query_timeout
+
+    def execute(self, plan: Plan, replan: Replan, task: Task | None = None) -> pa.RecordBatchReader:
+        """Run `plan`; an accelerated dataset with `on_zero_results: use_source` that gives no
+        rows is asked again from its source (`replan`)."""
+        if plan.route == "accelerator":
+            timeout = self.query_timeout.total_seconds() if self.query_timeout else None
+            reader = self._accelerator(plan).query(plan.sql, timeout=timeout)
+        else:
+            reader = self._counted(plan)
+            if reader is None and not plan.full_text:
+                reader = pushdown.run(plan, self.datasets)  # whole query in one SQL source
+            if reader is None:
+                reader = self.federated(plan)
+        reader = public_types(reader)
+        fallback = [b.dataset for b in plan.bindings
+                    if b.kind in ("duckdb", "arrow") and self.datasets[b.dataset].acceleration.on_zero_results == "use_source"]
+        if fallback:
+            def from_source() -> pa.RecordBatchReader:
+                source_plan = replan(frozenset(fallback))
+                if task is not None:
+                    task.served_by = source_plan.served_by
+                return self.execute(source_plan, replan)
+
+            return _unless_empty(reader, from_source)
+        return reader
+
+    def schema(self, plan: Plan) -> pa.Schema:
+        """`plan`'s result schema without reading data (DuckDB: LIMIT 0; DataFusion: empty tables)."""
+        if plan.route == "accelerator":
+            schema = duckdb_schema(self._accelerator(plan), plan.sql)
+        else:
+            schema = federated_schema(plan)
+        return public_types(pa.RecordBatchReader.from_batches(schema, [])).schema
+
+    def from_source(self, plan: Plan) -> pa.RecordBatchReader:
+        """A plan over sources only (a refresh's read): in the source when it can, else federated."""
+        pushed = pushdown.run(plan, self.datasets)
+        return pushed if pushed is not None else self.federated(plan)
+
+    def federated(self, plan: Plan) -> pa.RecordBatchReader:
+        """DataFusion over pushed-down scans, within the federated share of the memory budget."""
+        return run_federated(plan, self._open_scan, pool_bytes=datafusion_pool(self.memory_budget))
+
+    def _accelerator(self, plan: Plan) -> DuckDBAccelerator:
+        return self.duckdb_instances[plan.instance_id.split(":", 1)[1]]
+
+    def _open_scan(self, scan: TableScan) -> pa.RecordBatchReader | pa.Table:
+        b = scan.binding
+        if b.kind == "memory":
+            return self.task_history.table()
+        ds = self.datasets[b.dataset.lower()]
+        if b.kind == "arrow":
+            return self.arrow.table(ds.name)
+        if b.kind == "duckdb":
+            return ds.accelerator.scan(ds.name, scan.columns, scan.filters, None if scan.order else scan.limit)
+        pushed, exact = _pushed_filters(ds, scan.filters)
+        limit = scan.limit if exact else None
+        if limit is not None and scan.order:  # a top-N: only a source that orders may cut rows
+            if isinstance(ds.connector, OrdersTopN) and ds.connector.classify_order(scan.order):
+                return ds.connector.scan(scan.columns, pushed, limit, order_by=scan.order)
+            limit = None
+        return ds.connector.scan(scan.columns, pushed, limit)
+
+    def _counted(self, plan: Plan) -> pa.RecordBatchReader | None:
+        """`SELECT count(*) FROM t [WHERE ...]` answered by a live source's own count."""
+        if plan.count_as is None or plan.scans[0].binding.kind != "source":
+            return None
+        scan = plan.scans[0]
+        ds = self.datasets[scan.binding.dataset.lower()]
+        if not isinstance(ds.connector, Counts):
+            return None
+        pushed, exact = _pushed_filters(ds, scan.filters)
+        if not exact:
+            return None
+        table = pa.table({plan.count_as: pa.array([int(ds.connector.count(pushed))], pa.int64())})
+        return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+
+
+def _pushed_filters(ds: DatasetRuntime, filters: Sequence[Filter]) -> tuple[list[Filter], bool]:
+    """The filters the source takes, and whether it takes them all exactly; a full-text
+    match() the source cannot run exactly is an error (nothing else can run it)."""
+    support = ds.connector.classify_filters(filters)
+    for f, s in zip(filters, support):
+        if f.op == FULL_TEXT_OP and s is not FilterSupport.EXACT:
+            raise SqlError(f"dataset '{ds.name}' ({ds.config.connector_prefix}) cannot run full-text "
+                           f"match({f.column}, ...): use it on a search source (elasticsearch)")
+    pushed = [f for f, s in zip(filters, support) if s is not FilterSupport.UNSUPPORTED]
+    return pushed, all(s is FilterSupport.EXACT for s in support)
+
+
+def _public_type(t: pa.DataType) -> pa.DataType:
+    """The type clients get for `t`, the same whichever engine ran the query: no unsigned
+    integers (PostgreSQL has none; DataFusion's row_number() is UInt64), no view or large
+    string layouts (DataFusion's CAST(.. AS VARCHAR) is Utf8View), nested types alike."""
+    if pa.types.is_unsigned_integer(t):
+        return {8: pa.int16(), 16: pa.int32()}.get(t.bit_width, pa.int64())
+    if pa.types.is_string_view(t) or pa.types.is_large_string(t):
+        return pa.string()
+    if pa.types.is_binary_view(t) or pa.types.is_large_binary(t):
+        return pa.binary()
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return pa.list_(t.value_field.with_type(_public_type(t.value_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_public_type(t.field(i).type)) for i in range(t.num_fields)])
+    return t
+
+
+def public_types(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    schema = reader.schema
+    target = pa.schema([f.with_type(_public_type(f.type)) for f in schema], metadata=schema.metadata)
+    if target.equals(schema):
+        return reader
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            yield batch.cast(target)
+
+    return pa.RecordBatchReader.from_batches(target, batches())
+
+
+def _unless_empty(reader: pa.RecordBatchReader, fallback: Callable[[], pa.RecordBatchReader]) -> pa.RecordBatchReader:
+    """`reader`, or `fallback()` when reader yields no rows at all (on_zero_results: use_source)."""
+    held: list[pa.RecordBatch] = []
+    for batch in reader:
+        held.append(batch)
+        if batch.num_rows:
+            break
+    else:
+        return fallback()
+
+    def rest() -> Iterator[pa.RecordBatch]:
+        yield from held
+        yield from reader
+
+    return pa.RecordBatchReader.from_batches(reader.schema, rest())

@@ -1,0 +1,210 @@
+"""The query entry point: parse and bind, plan (with the plan cache), run on a route, account.
+
+A query walks serving -> QueryService.query -> Routes -> connector or accelerator and back."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import timedelta
+from typing import Callable, Mapping, Sequence
+
+import pyarrow as pa
+from sqlglot import exp
+
+from connectors.base import CALLER, Caller, CancelScope
+
+from ..auth import ANONYMOUS, Principal
+from ..errors import DatasetNotReady, RequestCancelled
+from ..refresh.dataset import DatasetRuntime
+from ..task_history import SCHEMA as TASK_HISTORY_SCHEMA
+from ..task_history import Task
+from . import pushdown
+from .accounting import Accounting
+from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
+from .routes import Routes
+from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
+
+
+class QueryService:
+    """Plans and runs read-only queries over `datasets`, `views` and the runtime tables."""
+
+    def __init__(self, datasets: Mapping[str, DatasetRuntime], views: Mapping[str, exp.Expression], routes: Routes,
+                 accounting: Accounting, query_timeout: timedelta | None, max_rows: int | None) -> None:
+        self.datasets = datasets
+        self.views = views
+        self.routes = routes
+        self.accounting = accounting
+        self.query_timeout = query_timeout
+        self.max_rows = max_rows
+        self.plans = PlanCache()  # plans and result schemas by SQL text (see PlanCache)
+
+    def query(self, sql: str, principal: Principal = ANONYMOUS, *, protocol: str = "flight",
+              params: Sequence[object] | None = None,
+              client_gone: Callable[[], bool] | None = None) -> pa.RecordBatchReader:
+        """Plan and run one read-only query; the result streams.
+
+        `client_gone` (e.g. a Flight call's `is_cancelled`) is polled while a live source works
+        on the first batch; when it turns true the source statements are cancelled."""
+        task = Task("query", protocol, principal.name, sql)  # TaskHistory redacts text and errors
+        started = time.monotonic()
+        deadline = started + self.query_timeout.total_seconds() if self.query_timeout else None
+        scope = CancelScope() if client_gone is not None else None
+        caller = CALLER.set(Caller(principal.name, "query", deadline, scope))  # source statements: who, until when
+        try:
+            tree, explain, plan = self._planned(sql, params)
+            task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
+            task.served_by = plan.served_by
+            replan = lambda force: self.plan(tree, force)  # noqa: E731
+            if explain:
+                reader = _explain_reader(plan, pushdown.explain_lines(plan, self.datasets))
+            elif scope is not None and client_gone is not None and plan.served_by in ("source", "mixed"):
+                reader = _watched(lambda: _prefetched(self.routes.execute(plan, replan, task)), client_gone, scope)
+            else:
+                reader = self.routes.execute(plan, replan, task)
+        except Exception as e:
+            public = self.accounting.public_error(e)
+            self.accounting.finish(task, started, 0, public)
+            raise public from None
+        finally:
+            CALLER.reset(caller)
+        return self.accounting.accounted(reader, task, started, deadline, self.max_rows, str(self.query_timeout))
+
+    def query_schema(self, sql: str, params: Sequence[object] | None = None) -> pa.Schema:
+        """The result schema, from the query's own plan (the one DoGet then reuses) without
+        reading data. Parameters are planned as `params` when given (their types reach the
+        schema), else as NULLs. Cached by SQL text and parameters while its tables resolve the
+        same way."""
+        key = cache_key("schema", sql, tuple((type(p), p) for p in params) if params is not None else None)
+        cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
+        if cached is not None:
+            return cached
+        tree, explain = parse_query(sql)
+        if explain:
+            return _explain_reader(Plan("federated", "", [])).schema
+        if params is None:
+            params = [None] * parameter_count(tree)
+        try:
+            _, _, plan = self._planned(sql, params)
+            schema = self.routes.schema(plan)
+        except Exception as e:
+            raise self.accounting.public_error(e) from None
+        lookups = self.plans.lookups_of(_plan_key(sql, params))
+        if lookups is not None and key is not None:
+            self.plans.put(key, schema, lookups)
+        return schema
+
+    def explain(self, sql: str) -> str:
+        tree, _ = parse_query(sql)
+        return self.plan(tree).explain()
+
+    def parameter_count(self, sql: str) -> int:
+        tree, _ = parse_query(sql)
+        return parameter_count(tree)
+
+    def plan(self, tree: exp.Expression, force_source: frozenset[str] = frozenset()) -> Plan:
+        return plan_query(tree, self._resolver(force_source), self.views)
+
+    def source_reader(self, ds: DatasetRuntime, condition: str | None) -> pa.RecordBatchReader:
+        """The rows a refresh of `ds` loads: `refresh_sql` (or all rows), narrowed by `condition`."""
+        base = ds.acceleration.refresh_sql or f'SELECT * FROM "{ds.name}"'
+        tree, _ = parse_query(base)
+        if condition and ds.acceleration.refresh_sql:
+            tree = exp.select("*").from_(exp.Subquery(this=tree, alias=exp.TableAlias(this=exp.to_identifier("r"))))
+        if condition:  # on the table itself when it can be, so the condition reaches the source's scan
+            tree = tree.where(condition, dialect=PUBLIC_DIALECT)
+        return self.routes.from_source(self.plan(tree, force_source=frozenset(d.name for d in self.datasets.values())))
+
+    def _resolver(self, force_source: frozenset[str]):
+        return lambda db, name: self._resolve(db, name, force_source)
+
+    def _planned(self, sql: str, params: Sequence[object] | None) -> tuple[exp.Expression, bool, Plan]:
+        """Parse, bind and plan `sql`, or reuse what planning the same text and parameters gave
+        while its tables resolve the same way (planning costs milliseconds; DoGet repeats it)."""
+        resolve = self._resolver(frozenset())
+        key = _plan_key(sql, params)
+        if key is not None:
+            cached = self.plans.get(key, resolve)
+            if cached is not None:
+                return cached
+        recorder = RecordingResolver(resolve)
+        tree, explain = parse_query(sql)
+        tree = bind_parameters(tree, params)
+        planned = tree, explain, plan_query(tree, recorder, self.views)
+        if key is not None:
+            self.plans.put(key, planned, recorder)
+        return planned
+
+    def _resolve(self, db: str | None, name: str, force_source: frozenset[str]) -> Binding | None:
+        schema = (db or "public").lower()
+        if schema == "runtime":
+            if name.lower() == "task_history":
+                return Binding("runtime.task_history", TASK_HISTORY_SCHEMA, "memory")
+            return None
+        if schema != "public":
+            return None
+        ds = self.datasets.get(name.lower())
+        if ds is None:
+            return None
+        if ds.accelerated and ds.name not in force_source:
+            if ds.loaded_once:
+                kind = ds.acceleration.engine
+                return Binding(ds.name, ds.schema(), kind, ds.accelerator.instance_id, ds.name)
+            if ds.config.ready_state == "on_load":
+                raise DatasetNotReady(f"dataset '{ds.name}' is still loading ({ds.status}); "
+                                      f"try again shortly, or set ready_state: on_registration to query the source meanwhile"
+                                      + (f"; last error: {ds.last_error}" if ds.last_error else ""))
+        return Binding(ds.name, ds.schema(), "source", None, ds.name)
+
+
+def _plan_key(sql: str, params: Sequence[object] | None):
+    """The plan cache key of a query and its bound parameters (None: not cacheable)."""
+    return cache_key("query", sql, tuple((type(p), p) for p in params) if params else None)
+
+
+def _explain_reader(plan: Plan, extra: Sequence[str] = ()) -> pa.RecordBatchReader:
+    lines = plan.explain().splitlines() + list(extra) if plan.sql else []
+    table = pa.table({"plan_type": pa.array(["satchel"] * len(lines), pa.string()),
+                      "plan": pa.array(lines, pa.string())})
+    return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+
+
+def _watched(work: Callable[[], pa.RecordBatchReader], client_gone: Callable[[], bool],
+             scope: CancelScope) -> pa.RecordBatchReader:
+    """Run `work` (which waits on a source) on a helper thread while this thread watches the
+    client; a client that goes away cancels the source statements and gets RequestCancelled.
+    A daemon thread, not a pool: a pool's threads are joined at exit, so a source that hangs
+    would hold up shutdown."""
+    future: Future = Future()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            future.set_result(context.run(work))
+        except BaseException as e:  # delivered to the waiting thread
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="satchel-source-wait", daemon=True).start()
+    while True:
+        try:
+            return future.result(timeout=0.1)
+        except FutureTimeout:
+            if client_gone():
+                scope.cancel()
+                with contextlib.suppress(Exception):
+                    future.result(timeout=5)
+                raise RequestCancelled("the client went away; its source statements were cancelled") from None
+
+
+def _prefetched(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """`reader` with its first batch already read (the wait a live source makes is over)."""
+    try:
+        first = [reader.read_next_batch()]
+    except StopIteration:
+        first = []
+    return pa.RecordBatchReader.from_batches(reader.schema, itertools.chain(first, reader))

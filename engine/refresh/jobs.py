@@ -1,0 +1,136 @@
+"""The refresh jobs of a runtime: scheduling each accelerated dataset, first-load retries,
+on-demand refreshes (coalesced, at most one per `refresh_min_interval`) and their audit rows."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Mapping
+
+from connectors.base import CALLER, Caller
+
+from ..errors import ConnectorError, Overloaded, SatchelError, SqlError
+from ..task_history import Task, TaskHistory, started_at
+from .backoff import FIRST_LOAD
+from .dataset import DatasetRuntime, RefreshResult, SourceReader
+from .scheduler import RefreshScheduler, Schedule
+
+log = logging.getLogger("satchel.runtime")
+
+
+class RefreshJobs:
+    """Refreshes the accelerated datasets of `datasets` on their schedules and on demand."""
+
+    def __init__(self, datasets: Mapping[str, DatasetRuntime], source_reader: SourceReader,
+                 task_history: TaskHistory) -> None:
+        self.datasets = datasets
+        self.scheduler = RefreshScheduler()
+        self._source_reader = source_reader
+        self._task_history = task_history
+        self._first_load_failures: dict[str, int] = {}
+        self._demand_lock = threading.Lock()
+        self._demanded: set[str] = set()  # datasets with an on-demand refresh queued, not started
+        self._demand_ended: dict[str, float] = {}  # time.monotonic() the last on-demand refresh ended
+
+    def start(self) -> None:
+        """Reopen file-mode data, then load the rest and schedule refreshes in the background."""
+        now = time.time()
+        for ds in self.datasets.values():
+            if not ds.accelerated:
+                continue
+            acc = ds.acceleration
+            schedule = Schedule(acc.refresh_check_interval, acc.refresh_cron,
+                                acc.refresh_jitter_max if acc.refresh_jitter_enabled else None)
+            reopened = ds.adopt_existing()
+            self.scheduler.add(ds.name, schedule, lambda ds=ds: self._job(ds), None if reopened else now)
+            if acc.retention_check_enabled and acc.retention_check_interval:
+                self.scheduler.add(f"{ds.name}#retention", Schedule(acc.retention_check_interval),
+                                   ds.apply_retention)
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+
+    def refresh(self, ds: DatasetRuntime, wait: bool = False) -> dict:
+        """Trigger a refresh of `ds` now; with `wait`, block until it finishes and raise its error."""
+        if not ds.accelerated:
+            raise SqlError(f"dataset '{ds.name}' is not accelerated; there is nothing to refresh")
+        if not wait:
+            return self._on_demand(ds)
+        started = time.monotonic()
+        try:
+            result = self._run(ds)
+        except Exception as e:
+            # visible in task history like a scheduled refresh's failure, and a clean public error
+            self._record(ds, started, None, ds.last_error or str(e))
+            if isinstance(e, SatchelError):
+                raise
+            raise ConnectorError(f"refresh of '{ds.name}' failed: {ds.last_error}") from None
+        self._record(ds, started, result.rows, None)
+        return {"dataset": ds.name, "status": "done", "rows": result.rows, "mode": result.mode,
+                "duration_s": result.duration_s}
+
+    def _on_demand(self, ds: DatasetRuntime) -> dict:
+        """A refresh asked for by a client: it joins one pending or running, else one starts, at
+        most once per `refresh_min_interval` after the last on-demand one ended (Overloaded)."""
+        with self._demand_lock:
+            if ds.name in self._demanded:
+                return {"dataset": ds.name, "status": "queued", "joined": True}
+            if self.scheduler.is_running(ds.name):
+                return {"dataset": ds.name, "status": "already running", "joined": True}
+            interval = ds.acceleration.refresh_min_interval.total_seconds()
+            wait = self._demand_ended.get(ds.name, -math.inf) + interval - time.monotonic()
+            if wait > 0:
+                raise Overloaded(f"dataset '{ds.name}' was refreshed on demand less than {interval:g}s ago "
+                                 f"(acceleration.params.refresh_min_interval); retry in {math.ceil(wait)}s",
+                                 retry_after=wait)
+            if not self.scheduler.run_now(ds.name):  # it started meanwhile
+                return {"dataset": ds.name, "status": "already running", "joined": True}
+            self._demanded.add(ds.name)
+        return {"dataset": ds.name, "status": "queued", "joined": False}
+
+    def _job(self, ds: DatasetRuntime) -> None:
+        started = time.monotonic()
+        with self._demand_lock:  # this run serves the on-demand request pending, if any
+            demanded = ds.name in self._demanded
+            self._demanded.discard(ds.name)
+        try:
+            result = self._run(ds)
+            log.info("dataset %s: %s refresh loaded %d rows in %.2fs", ds.name, result.mode, result.rows,
+                     result.duration_s)
+            self._record(ds, started, result.rows, None)
+        except Exception:
+            self._record(ds, started, None, ds.last_error)
+            if ds.loaded_once:
+                log.error("dataset %s: refresh failed, keeping the last good data: %s", ds.name, ds.last_error)
+                return
+            # Never loaded: do not wait for the next scheduled refresh (or forever, for a
+            # load-once dataset) -- try the first load again with a growing delay.
+            failures = self._first_load_failures.get(ds.name, 0) + 1
+            self._first_load_failures[ds.name] = failures
+            delay = FIRST_LOAD.delay(failures)
+            self.scheduler.retry_at(ds.name, time.time() + delay)
+            log.error("dataset %s: first load failed (%d time(s)); retrying in %.0fs: %s", ds.name, failures, delay,
+                      ds.last_error)
+        else:
+            self._first_load_failures.pop(ds.name, None)
+        finally:
+            if demanded:
+                with self._demand_lock:
+                    self._demand_ended[ds.name] = time.monotonic()
+
+    def _run(self, ds: DatasetRuntime) -> RefreshResult:
+        """Refresh `ds` now; its source statements are the runtime's, of kind refresh."""
+        caller = CALLER.set(Caller("runtime", "refresh"))
+        try:
+            return ds.refresh(self._source_reader, self.scheduler.stop_event)
+        finally:
+            CALLER.reset(caller)
+
+    def _record(self, ds: DatasetRuntime, started: float, rows: int | None, error: str | None) -> None:
+        """One task-history row for a refresh that began at `started` (time.monotonic()) and just ended."""
+        self._task_history.record(Task("refresh", "internal", "runtime", f"refresh {ds.name}", [ds.name], "source",
+                                       started_at=started_at(started),
+                                       duration_ms=(time.monotonic() - started) * 1000, rows=rows, error=error))
