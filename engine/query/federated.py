@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
 
 from ..errors import SqlError
@@ -13,32 +17,105 @@ from .planner import Plan, TableScan
 ScanOpener = Callable[[TableScan], "pa.RecordBatchReader | pa.Table"]
 """Opens one pushed-down scan: an Arrow table (zero-copy) or a stream."""
 
+SPILL_ROW_GROUP = 64 * 1024  # rows per row group of a spill file: DataFusion reads one at a time
+
 _SQL_OPTIONS = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 
 
 def run_federated(plan: Plan, open_scan: ScanOpener, target_partitions: int = 2,
                   pool_bytes: int | None = None) -> pa.RecordBatchReader:
     """Register every scan in a fresh DataFusion session and stream the query's result; its
-    sorts, joins and aggregates spill to disk past `pool_bytes` (then fail: resources exhausted)."""
-    ctx = _session(target_partitions, pool_bytes)
-    for scan in plan.scans:
-        source = open_scan(scan)
-        if isinstance(source, pa.RecordBatchReader):
-            # DataFusion cannot pull from a Python stream lazily: the pushed-down scan (already
-            # projected and filtered at the source) is collected into Arrow memory here.
-            source = source.read_all()
-        source = _conformed(source, scan.binding.schema)
-        # An in-memory table (zero-copy import of its batches). Not `register_dataset`: a
-        # pyarrow dataset is scanned through Python under the GIL, several times slower.
-        # One partition keeps the table's row order for plain scans; DataFusion still
-        # repartitions joins and aggregates over `target_partitions` cores.
-        ctx.register_record_batches(scan.register_as, [source.to_batches() or [_empty_batch(source.schema)]])
+    sorts, joins and aggregates spill to disk past `pool_bytes` (then fail: resources exhausted).
+
+    DataFusion cannot pull from a Python stream lazily, so a streamed scan (already projected
+    and filtered at its source) is held in Arrow memory up to its share of `pool_bytes`; a
+    larger one is spilled to a Parquet file, which DataFusion then reads as it goes, so memory
+    never grows with the data. Spill files are removed when the result ends or is dropped."""
+    spill = _Spill()
+    hold = pool_bytes // max(1, len(plan.scans)) if pool_bytes is not None else None
     try:
-        df = ctx.sql_with_options(plan.sql, _SQL_OPTIONS)
-        reader = pa.RecordBatchReader.from_stream(df)
-    except Exception as e:  # DataFusion raises plain Exceptions for planning errors
-        raise SqlError(f"query failed in the federated engine: {_clean(e)}") from None
-    return _widened(reader, plan.widen_decimals) if plan.widen_decimals else reader
+        rows = [(scan, _held_or_spilled(scan, open_scan(scan), hold, spill)) for scan in plan.scans]
+        # DataFusion 55 can hang reading Parquet on several partitions while its memory pool is
+        # under pressure (seen with fair and greedy pools); a spilled query runs on one.
+        ctx = _session(1 if spill.used else target_partitions, pool_bytes)
+        for scan, held in rows:
+            if isinstance(held, Path):
+                ctx.register_parquet(scan.register_as, str(held))
+            else:
+                # A zero-copy import of the batches. Not `register_dataset`: a pyarrow dataset is
+                # scanned through Python under the GIL, several times slower. One partition keeps
+                # the table's row order for plain scans; DataFusion still repartitions joins and
+                # aggregates over `target_partitions` cores.
+                ctx.register_record_batches(scan.register_as, [held])
+        del rows
+        try:
+            reader = pa.RecordBatchReader.from_stream(ctx.sql_with_options(plan.sql, _SQL_OPTIONS))
+        except Exception as e:  # DataFusion raises plain Exceptions for planning errors
+            raise SqlError(f"query failed in the federated engine: {_clean(e)}") from None
+    except BaseException:
+        spill.remove()
+        raise
+    if plan.widen_decimals:
+        reader = _widened(reader, plan.widen_decimals)
+    return spill.until_done(reader) if spill.used else reader
+
+
+def _held_or_spilled(scan: TableScan, source: "pa.RecordBatchReader | pa.Table", hold: int | None,
+                     spill: "_Spill") -> list[pa.RecordBatch] | Path:
+    """One scan's rows in its dataset's declared types: batches in memory when they fit in
+    `hold` bytes, else the Parquet file they were spilled to."""
+    if isinstance(source, pa.Table):
+        source = _conformed(source, scan.binding.schema)
+        return source.to_batches() or [_empty_batch(source.schema)]
+    schema = _conformed_schema(source.schema, scan.binding.schema)
+    held: list[pa.RecordBatch] = []
+    size = 0
+    for batch in source:
+        held.append(batch if batch.schema.equals(schema) else batch.cast(schema))
+        size += batch.nbytes
+        if hold is not None and size > hold:
+            return spill.write(scan.register_as, schema, held, source)
+    return held or [_empty_batch(schema)]
+
+
+class _Spill:
+    """The spill files of one federated query, in one temporary directory."""
+
+    def __init__(self) -> None:
+        self._dir: Path | None = None
+
+    @property
+    def used(self) -> bool:
+        return self._dir is not None
+
+    def write(self, name: str, schema: pa.Schema, held: list[pa.RecordBatch],
+              rest: pa.RecordBatchReader) -> Path:
+        """`held` then the rest of the stream, written to one Parquet file (its memory freed as it goes)."""
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="satchel-spill-"))
+        path = self._dir / f"{name}.parquet"
+        with pq.ParquetWriter(path, schema, compression="lz4") as writer:
+            while held:
+                writer.write_batch(held.pop(0), row_group_size=SPILL_ROW_GROUP)
+            for batch in rest:
+                writer.write_batch(batch if batch.schema.equals(schema) else batch.cast(schema),
+                                   row_group_size=SPILL_ROW_GROUP)
+        return path
+
+    def remove(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def until_done(self, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        """`reader`, removing the spill files when it ends, fails or is dropped."""
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from reader
+            finally:
+                self.remove()
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 def federated_schema(plan: Plan, target_partitions: int = 2) -> pa.Schema:
@@ -76,14 +153,18 @@ def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
     return pa.record_batch([pa.array([], f.type) for f in schema], schema=schema)
 
 
-def _conformed(source: pa.Table, declared: pa.Schema) -> pa.Table:
-    """`source` with each column of the dataset's declared schema in its declared type (a scan
+def _conformed_schema(schema: pa.Schema, declared: pa.Schema) -> pa.Schema:
+    """`schema` with each column of the dataset's declared schema in its declared type (a scan
     normally has them already), so results match the schema `federated_schema` announced."""
     fields = []
-    for f in source.schema:
+    for f in schema:
         i = declared.get_field_index(f.name)
         fields.append(f.with_type(declared.field(i).type) if i >= 0 else f)
-    target = pa.schema(fields, metadata=source.schema.metadata)
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def _conformed(source: pa.Table, declared: pa.Schema) -> pa.Table:
+    target = _conformed_schema(source.schema, declared)
     if [f.type for f in target] == [f.type for f in source.schema]:
         return source
     return source.cast(target)

@@ -69,3 +69,29 @@ def test_a_federated_query_past_its_pool_fails_clearly_and_the_runtime_keeps_ser
         runtime.query(sql).read_all()
     assert info.value.code == "resource_exhausted" and "48 MiB" in info.value.message
     assert runtime.query("SELECT count(*) AS n FROM live_big").read_all().to_pylist() == [{"n": 2_000_000}]
+
+
+def _spill_dirs() -> set[str]:
+    import glob
+    import tempfile
+
+    return set(glob.glob(f"{tempfile.gettempdir()}/satchel-spill-*"))
+
+
+def test_a_federated_scan_larger_than_its_share_spills_to_disk_and_streams(runtime) -> None:
+    """live_big (2M rows, about 100 MB) is far past the 16 MiB pool: the scan is spilled to a
+    Parquet file that DataFusion reads as it goes, the answer is exact, and the file is gone when
+    the result ends (or is dropped half read)."""
+    before = _spill_dirs()
+    reader = runtime.query("SELECT id, k FROM live_big WHERE id % 4 = 1")
+    assert _spill_dirs() - before, "the scan should have spilled"
+    rows = ids = 0
+    for batch in reader:
+        rows += batch.num_rows
+        ids += pa.compute.sum(batch.column("id")).as_py() or 0
+    assert rows == 500_000 and ids == sum(range(1, 2_000_000, 4))
+    assert _spill_dirs() == before
+    half_read = runtime.query("SELECT id FROM live_big")
+    half_read.read_next_batch()
+    del half_read
+    assert _spill_dirs() == before
