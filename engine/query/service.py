@@ -12,7 +12,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import timedelta
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 from sqlglot import exp
@@ -29,6 +29,9 @@ from .accounting import Accounting
 from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
 from .routes import Routes
 from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
+
+
+CONSTANT_RESULT_BYTES = 64 << 10  # constant results up to this size are kept in the plan cache
 
 
 class QueryService:
@@ -63,6 +66,8 @@ class QueryService:
             replan = lambda force: self.plan(tree, force)  # noqa: E731
             if explain:
                 reader = _explain_reader(plan, pushdown.explain_lines(plan, self.datasets))
+            elif not plan.bindings and _constant(tree):
+                reader = self._constant_result(sql, params, lambda: self.routes.execute(plan, replan, task))
             elif scope is not None and client_gone is not None and plan.served_by in ("source", "mixed"):
                 reader = _watched(lambda: _prefetched(self.routes.execute(plan, replan, task)), client_gone, scope)
             else:
@@ -120,6 +125,31 @@ class QueryService:
             tree = tree.where(condition, dialect=PUBLIC_DIALECT)
         return self.routes.from_source(self.plan(tree, force_source=frozenset(d.name for d in self.datasets.values())))
 
+    def _constant_result(self, sql: str, params: Sequence[object] | None,
+                         run: Callable[[], pa.RecordBatchReader]) -> pa.RecordBatchReader:
+        """The result of a constant query (no tables, no functions but casts: `SELECT 1`, an
+        agent's liveness probe), computed once and then served from the plan cache while small."""
+        key = cache_key("constant", sql, tuple((type(p), p) for p in params) if params else None)
+        cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
+        if cached is not None:
+            return pa.RecordBatchReader.from_batches(cached.schema, cached.to_batches())
+        reader = run()
+        if key is None:
+            return reader
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            held: list[pa.RecordBatch] | None = []
+            size = 0
+            for batch in reader:
+                if held is not None:
+                    size += batch.nbytes
+                    held = held + [batch] if size <= CONSTANT_RESULT_BYTES else None
+                yield batch
+            if held is not None:
+                self.plans.put(key, pa.Table.from_batches(held, reader.schema), ())
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
     def _resolver(self, force_source: frozenset[str]):
         return lambda db, name: self._resolve(db, name, force_source)
 
@@ -160,6 +190,17 @@ class QueryService:
                                       f"try again shortly, or set ready_state: on_registration to query the source meanwhile"
                                       + (f"; last error: {ds.last_error}" if ds.last_error else ""))
         return Binding(ds.name, ds.schema(), "source", None, ds.name)
+
+
+def _constant(tree: exp.Expression) -> bool:
+    """Whether `tree` always gives the same rows: no table of any kind and no function call
+    (now(), random() and table functions included) other than a cast."""
+    for node in tree.walk():
+        if isinstance(node, (exp.Table, exp.Unnest, exp.Lateral, exp.Placeholder)):
+            return False
+        if isinstance(node, exp.Func) and not isinstance(node, (exp.Cast, exp.TryCast)):
+            return False
+    return True
 
 
 def _plan_key(sql: str, params: Sequence[object] | None):

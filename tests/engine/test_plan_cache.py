@@ -108,3 +108,24 @@ def test_query_schema_is_the_result_schema_and_reads_no_source_data(runtime, mon
     result = runtime.query(sql).read_all()
     assert [(f.name, f.type) for f in schema] == [(f.name, f.type) for f in result.schema]
     assert schema.types == [pa.string(), pa.int64(), pa.decimal128(38, 2), pa.float64(), pa.int64(), pa.int64()]
+
+
+def test_a_constant_query_runs_once_and_is_then_served_from_the_cache(runtime) -> None:
+    """`SELECT 1` (an agent's liveness probe) is computed once; each call is still one
+    task-history row. Anything that may change (now(), random(), a table, a table function) or
+    a large constant runs every time."""
+    first = runtime.query("SELECT 1 AS one, 'a' || 'b' AS ab, CAST(2 AS DOUBLE) AS two").read_all()
+    hits = runtime.queries.plans.hits
+    again = runtime.query("SELECT 1 AS one, 'a' || 'b' AS ab, CAST(2 AS DOUBLE) AS two").read_all()
+    assert again.equals(first) and again.to_pylist() == [{"one": 1, "ab": "ab", "two": 2.0}]
+    assert runtime.queries.plans.hits >= hits + 2  # the plan and the result
+    rows = runtime.query("SELECT task_id FROM runtime.task_history WHERE query_text LIKE 'SELECT 1 AS one%'").read_all()
+    assert rows.num_rows == 2
+    for sql in ["SELECT now() AS t", "SELECT random() AS r", "SELECT count(*) AS n FROM t_source",
+                "SELECT unnest([1, 2, 3]) AS u", "SELECT '" + "x" * 70_000 + "' AS big"]:
+        runtime.query(sql).read_all()
+        hits = runtime.queries.plans.hits
+        runtime.query(sql).read_all()
+        assert runtime.queries.plans.hits == hits + 1, sql  # the plan only, never the result
+    randoms = {runtime.query("SELECT random() AS r").read_all().column(0)[0].as_py() for _ in range(3)}
+    assert len(randoms) == 3
