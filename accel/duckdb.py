@@ -31,7 +31,10 @@ class DuckDBAccelerator:
 
     engine = "duckdb"
 
-    def __init__(self, path: str | None = None, memory_limit: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | None = None, memory_limit: str | None = None, threads: int | None = None,
+                 temp_directory: str | None = None) -> None:
+        """`temp_directory`: where DuckDB spills past `memory_limit` (its default for an in-memory
+        database is `.tmp` in the working directory; a file database's is next to its file)."""
         self.path = path
         self.instance_id = f"duckdb:{path or 'memory'}"
         self._con = duckdb.connect(path or ":memory:")
@@ -46,6 +49,8 @@ class DuckDBAccelerator:
             setup.append(f"SET memory_limit = '{memory_limit}'")
         if threads:
             setup.append(f"SET threads = {int(threads)}")
+        if temp_directory:
+            setup.append("SET temp_directory = " + "'" + temp_directory.replace("'", "''") + "'")
         for stmt in setup:
             self._con.execute(stmt)
         self._con.execute(

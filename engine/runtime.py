@@ -197,5 +197,9 @@ class Runtime:
         key = path or "memory"
         if key not in self.duckdb_instances:
             limit = acc.params.get("duckdb_memory_limit") or f"{int(self.memory_budget * DUCKDB_SHARE)}B"
-            self.duckdb_instances[key] = DuckDBAccelerator(path, memory_limit=limit)
+            spill = None
+            if path is None:  # DuckDB's default is `.tmp` in the working directory
+                spill = str(self.data_dir / "duckdb_spill")
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.duckdb_instances[key] = DuckDBAccelerator(path, memory_limit=limit, temp_directory=spill)
         return self.duckdb_instances[key]
