@@ -234,6 +234,10 @@ class RuntimeParams(_Frozen):
     memory_limit: Size | None = None
     query_timeout: OptionalDuration = DEFAULT_QUERY_TIMEOUT
     max_rows: int | None = Field(None, ge=1)
+    # Satchel extensions: SQL past these is refused before parsing (see engine.query.sql_limits)
+    max_sql_length: int = Field(1 << 20, ge=1)
+    max_sql_depth: int = Field(32, ge=1, le=40)
+    max_sql_terms: int = Field(1000, ge=1, le=1000)
 
 
 class RuntimeConfig(_Frozen):

@@ -71,6 +71,12 @@ class SqlError(SatchelError):
     code = "sql_error"
 
 
+class SqlTooComplex(SqlError):
+    """SQL past the size or nesting limits, refused before it is parsed (runtime.params)."""
+
+    code = "sql_too_complex"
+
+
 class ReadOnlyViolation(SqlError):
     """A statement that would write, change settings or touch files."""
 

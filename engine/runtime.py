@@ -29,6 +29,7 @@ from .query.accounting import Accounting
 from .query.planner import Plan
 from .query.routes import Routes
 from .query.service import QueryService
+from .query.sql_limits import SqlLimits
 from .query.sql_policy import parse_query
 from .redact import install_log_redaction
 from .refresh.dataset import DatasetRuntime
@@ -51,6 +52,11 @@ class TableInfo:
     arrow_schema: pa.Schema
     primary_key: tuple[str, ...]
     description: str | None
+
+
+def _sql_limits(pod: Pod) -> SqlLimits:
+    params = pod.runtime.params
+    return SqlLimits(params.max_sql_length, params.max_sql_depth, params.max_sql_terms)
 
 
 class Runtime:
@@ -80,7 +86,7 @@ class Runtime:
         routes = Routes(self.datasets, self.duckdb_instances, self.arrow, self.task_history, self.memory_budget,
                         self.query_timeout)
         self.queries = QueryService(self.datasets, views, routes, self.accounting, self.query_timeout,
-                                    pod.runtime.params.max_rows)
+                                    pod.runtime.params.max_rows, _sql_limits(pod))
         self.refreshes = RefreshJobs(self.datasets, self.queries.source_reader, self.task_history)
         self.scheduler = self.refreshes.scheduler
 

@@ -28,6 +28,7 @@ from . import pushdown
 from .accounting import Accounting
 from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
 from .routes import Routes
+from .sql_limits import SqlLimits
 from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
 
 
@@ -38,13 +39,15 @@ class QueryService:
     """Plans and runs read-only queries over `datasets`, `views` and the runtime tables."""
 
     def __init__(self, datasets: Mapping[str, DatasetRuntime], views: Mapping[str, exp.Expression], routes: Routes,
-                 accounting: Accounting, query_timeout: timedelta | None, max_rows: int | None) -> None:
+                 accounting: Accounting, query_timeout: timedelta | None, max_rows: int | None,
+                 limits: SqlLimits = SqlLimits()) -> None:
         self.datasets = datasets
         self.views = views
         self.routes = routes
         self.accounting = accounting
         self.query_timeout = query_timeout
         self.max_rows = max_rows
+        self.limits = limits  # SQL size and nesting, checked before parsing
         self.plans = PlanCache()  # plans and result schemas by SQL text (see PlanCache)
 
     def query(self, sql: str, principal: Principal = ANONYMOUS, *, protocol: str = "flight",
@@ -89,7 +92,7 @@ class QueryService:
         cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
         if cached is not None:
             return cached
-        tree, explain = parse_query(sql)
+        tree, explain = parse_query(sql, self.limits)
         if explain:
             return _explain_reader(Plan("federated", "", [])).schema
         if params is None:
@@ -105,11 +108,11 @@ class QueryService:
         return schema
 
     def explain(self, sql: str) -> str:
-        tree, _ = parse_query(sql)
+        tree, _ = parse_query(sql, self.limits)
         return self.plan(tree).explain()
 
     def parameter_count(self, sql: str) -> int:
-        tree, _ = parse_query(sql)
+        tree, _ = parse_query(sql, self.limits)
         return parameter_count(tree)
 
     def plan(self, tree: exp.Expression, force_source: frozenset[str] = frozenset()) -> Plan:
@@ -118,7 +121,7 @@ class QueryService:
     def source_reader(self, ds: DatasetRuntime, condition: str | None) -> pa.RecordBatchReader:
         """The rows a refresh of `ds` loads: `refresh_sql` (or all rows), narrowed by `condition`."""
         base = ds.acceleration.refresh_sql or f'SELECT * FROM "{ds.name}"'
-        tree, _ = parse_query(base)
+        tree, _ = parse_query(base, self.limits)
         if condition and ds.acceleration.refresh_sql:
             tree = exp.select("*").from_(exp.Subquery(this=tree, alias=exp.TableAlias(this=exp.to_identifier("r"))))
         if condition:  # on the table itself when it can be, so the condition reaches the source's scan
@@ -163,7 +166,7 @@ class QueryService:
             if cached is not None:
                 return cached
         recorder = RecordingResolver(resolve)
-        tree, explain = parse_query(sql)
+        tree, explain = parse_query(sql, self.limits)
         tree = bind_parameters(tree, params)
         planned = tree, explain, plan_query(tree, recorder, self.views)
         if key is not None:

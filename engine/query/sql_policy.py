@@ -12,6 +12,8 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError
 
 from ..errors import ReadOnlyViolation, SqlError
+from . import sql_limits
+from .sql_limits import SqlLimits
 
 
 class Satchel(Postgres):
@@ -24,6 +26,7 @@ class Satchel(Postgres):
 
 
 PUBLIC_DIALECT = "satchel"
+_TOKENIZER = Satchel().tokenizer_class()
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -47,11 +50,12 @@ _WRITE_NODES = (exp.Into, exp.Lock, exp.Insert, exp.Update, exp.Delete, exp.Merg
                 exp.Alter, exp.Copy, exp.Command, exp.Set, exp.Pragma, exp.Use, exp.TruncateTable)
 
 
-def parse_query(sql: str) -> tuple[exp.Expression, bool]:
-    """Parse one read-only statement. Returns (tree, is_explain)."""
+def parse_query(sql: str, limits: SqlLimits = SqlLimits()) -> tuple[exp.Expression, bool]:
+    """Parse one read-only statement within `limits` (checked before parsing). Returns (tree, is_explain)."""
     text = sql.lstrip("\ufeff").strip().rstrip(";").strip()  # a byte-order mark is not part of the SQL
     if not text:
         raise SqlError("empty SQL statement")
+    sql_limits.check(text, _TOKENIZER.tokenize, limits)
     explain = False
     words = _leading_words(text, 2)
     if words and words[0] == "EXPLAIN":
@@ -77,7 +81,29 @@ def parse_query(sql: str) -> tuple[exp.Expression, bool]:
         )
     tree = statements[0]
     check_read_only(tree)
-    return tree, explain
+    return _plain_unicode_strings(tree), explain
+
+
+_UNICODE_ESCAPE = r"(?:{e}{e})|(?:{e}\+([0-9A-Fa-f]{{6}}))|(?:{e}([0-9A-Fa-f]{{4}}))"
+
+
+def _plain_unicode_strings(tree: exp.Expression) -> exp.Expression:
+    """PostgreSQL's `U&'d\\0061t\\+000061' [UESCAPE '!']` strings as the plain strings they mean
+    (no engine behind the planner reads the escapes)."""
+    def plain(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, exp.UnicodeString):
+            return node
+        escape = node.args.get("escape")
+        char = escape.this if isinstance(escape, exp.Literal) else "\\"
+        pattern = _UNICODE_ESCAPE.format(e=re.escape(char))
+        try:
+            text = re.sub(pattern, lambda m: chr(int(m.group(1) or m.group(2), 16)) if (m.group(1) or m.group(2))
+                          else char, node.this)
+        except (ValueError, OverflowError):
+            raise SqlError(f"invalid Unicode escape in U&'{node.this}'") from None
+        return exp.Literal.string(text)
+
+    return tree.transform(plain) if tree.find(exp.UnicodeString) else tree
 
 
 def _leading_words(text: str, n: int) -> list[str]:

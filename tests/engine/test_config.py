@@ -386,7 +386,7 @@ BAD_PODS: list[tuple[str, str, str, list[str]]] = [
     ("runtime-unknown-key", "runtime:\n  telemetry: {}  # <-\n", "runtime.telemetry",
      ["unknown key 'telemetry'", "allowed: auth, tls, task_history, results_cache, params"]),
     ("runtime-params-key", "runtime:\n  params:\n    threads: 4  # <-\n", "runtime.params.threads",
-     ["unknown key 'threads'", "allowed: memory_limit, query_timeout, max_rows"]),
+     ["unknown key 'threads'", "allowed: memory_limit, query_timeout, max_rows, max_sql_length, max_sql_depth, max_sql_terms"]),
     ("runtime-max-rows", "runtime:\n  params:\n    max_rows: lots  # <-\n", "runtime.params.max_rows",
      ["expected an integer"]),
     ("runtime-memory-limit", "runtime:\n  params:\n    memory_limit: big  # <-\n", "runtime.params.memory_limit",
