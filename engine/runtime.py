@@ -6,8 +6,6 @@ streaming `pyarrow.RecordBatchReader`.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hmac
 import itertools
 import logging
@@ -15,8 +13,6 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -29,10 +25,11 @@ from accel.duckdb import DuckDBAccelerator
 from accel.refresh import RefreshScheduler, Schedule
 from connectors.base import CALLER, FULL_TEXT_OP, Caller, CancelScope, Counts, Filter, FilterSupport, OrdersTopN
 
+from .cancel import LiveScopes, guarded
 from .config import Pod
 from .auth_throttle import AuthThrottle
 from .datasets import DatasetRuntime, RefreshResult
-from .errors import (ConnectorError, DatasetNotReady, NotFound, Overloaded, QueryTimeout, RequestCancelled,
+from .errors import (ConnectorError, DatasetNotReady, NotFound, Overloaded, QueryTimeout,
                      ResourceExhausted, SatchelError, SqlError, Unauthenticated)
 from . import source_pushdown
 from .executor import duckdb_schema, federated_schema, run_federated
@@ -48,6 +45,7 @@ log = logging.getLogger("satchel.runtime")
 FIRST_LOAD_RETRY_BASE_S = 1.0  # a dataset whose first load failed is retried after 1s, 2s, 4s ... 60s
 FIRST_LOAD_RETRY_MAX_S = 60.0
 CATALOG = "spice"
+TASK_HISTORY_DESCRIPTION = "One row per query and refresh run by this sidecar."
 
 
 @dataclass(frozen=True)
@@ -98,6 +96,7 @@ class Runtime:
             tree, _ = parse_query(view.sql)
             self.views[view.name.lower()] = tree
         self.scheduler = RefreshScheduler()
+        self.scopes = LiveScopes()  # every running query's and refresh's, cancelled by stop()
         self._first_load_failures: dict[str, int] = {}
         self._demand_lock = threading.Lock()
         self._demanded: set[str] = set()  # datasets with an on-demand refresh queued, not started
@@ -123,8 +122,13 @@ class Runtime:
         self.scheduler.start()
         self._started = True
 
-    def stop(self) -> None:
-        self.scheduler.stop()
+    def stop(self, timeout: float | None = None) -> None:
+        """Cancel every query's and refresh's source work, wait up to `timeout` seconds for the
+        refreshes to end, close the sources and accelerators."""
+        self.scopes.cancel_all()
+        if not self.scheduler.stop(timeout):
+            log.warning("refreshes still running after %ss; stopping without them", timeout)
+            return  # their accelerators are in use: the process exit closes them
         for ds in self.datasets.values():
             ds.close()
         for inst in self.duckdb_instances.values():
@@ -212,11 +216,24 @@ class Runtime:
                     self._demand_ended[ds.name] = time.monotonic()
 
     def _run_refresh(self, ds: DatasetRuntime) -> RefreshResult:
-        """Refresh `ds` now; its source statements are the runtime's, of kind refresh."""
-        caller = CALLER.set(Caller("runtime", "refresh"))
+        """Refresh `ds` now, within its refresh_timeout (at the deadline, or when the runtime
+        stops, its source work is cancelled); its source statements are the runtime's, of kind
+        refresh, and get the time left as their own limit."""
+        timeout = ds.acceleration.refresh_timeout.total_seconds() or None  # 0s: no deadline
+        scope = self.scopes.track(CancelScope())
+        stop = threading.Event()
+        scope.add(stop.set)  # no retry after a cancel
+        timer = threading.Timer(timeout, scope.cancel) if timeout else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        deadline = time.monotonic() + timeout if timeout else None
+        caller = CALLER.set(Caller("runtime", "refresh", deadline, scope))
         try:
-            return ds.refresh(self._source_reader, self.scheduler.stop_event)
+            return ds.refresh(self._source_reader, stop)
         finally:
+            if timer is not None:
+                timer.cancel()
             CALLER.reset(caller)
 
     def _record_refresh(self, ds: DatasetRuntime, started: float, rows: int | None, error: str | None) -> None:
@@ -256,23 +273,16 @@ class Runtime:
               client_gone: Callable[[], bool] | None = None) -> pa.RecordBatchReader:
         """Plan and run one read-only query; the result streams.
 
-        `client_gone` (e.g. a Flight call's `is_cancelled`) is polled while a live source works
-        on the first batch; when it turns true the source statements are cancelled."""
+        Planning and the first batch (where a source may keep it waiting) run under `guarded`:
+        at the query's deadline, when `client_gone()` (e.g. a Flight call's `is_cancelled`) turns
+        true or when the runtime stops, its source work is cancelled and the call raises."""
         task = Task("query", protocol, principal.name, sql)  # TaskHistory redacts text and errors
         started = time.monotonic()
         deadline = started + self.query_timeout.total_seconds() if self.query_timeout else None
-        scope = CancelScope() if client_gone is not None else None
+        scope = self.scopes.track(CancelScope())
         caller = CALLER.set(Caller(principal.name, "query", deadline, scope))  # source statements: who, until when
         try:
-            tree, explain, plan = self._planned(sql, params)
-            task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
-            task.served_by = plan.served_by
-            if explain:
-                reader = _explain_reader(plan, source_pushdown.explain_lines(plan, self.datasets))
-            elif scope is not None and client_gone is not None and plan.served_by in ("source", "mixed"):
-                reader = _watched(lambda: _prefetched(self._execute(plan, tree, task)), client_gone, scope)
-            else:
-                reader = self._execute(plan, tree, task)
+            reader = guarded(lambda: self._begin(sql, params, task), scope, deadline, client_gone)
         except Exception as e:
             public = self._public_error(e)
             self._finish(task, started, 0, public)
@@ -280,6 +290,16 @@ class Runtime:
         finally:
             CALLER.reset(caller)
         return self._accounted(reader, task, started)
+
+    def _begin(self, sql: str, params: Sequence[object] | None, task: Task) -> pa.RecordBatchReader:
+        """Plan and start `sql` with its first batch read: the part of a query that may wait on a
+        source (schema inference while planning, a live scan), run under `guarded`."""
+        tree, explain, plan = self._planned(sql, params)
+        task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
+        task.served_by = plan.served_by
+        if explain:
+            return _explain_reader(plan, source_pushdown.explain_lines(plan, self.datasets))
+        return _prefetched(self._execute(plan, tree, task))
 
     def refused(self, error: BaseException, *, protocol: str, principal: str | None, text: str,
                 started: float, task: str = "request") -> SatchelError:
@@ -310,15 +330,24 @@ class Runtime:
             return _explain_reader(Plan("federated", "", [])).schema
         if params is None:
             params = [None] * parameter_count(tree)
-        try:
+
+        def planned_schema() -> pa.Schema:  # planning may infer a live source's schema: guarded
             _, _, plan = self._planned(sql, params)
             if plan.route == "accelerator":
                 schema = duckdb_schema(self.duckdb_instances[plan.instance_id.split(":", 1)[1]], plan.sql)
             else:
                 schema = federated_schema(plan)
-            schema = _public_types(pa.RecordBatchReader.from_batches(schema, [])).schema
+            return _public_types(pa.RecordBatchReader.from_batches(schema, [])).schema
+
+        deadline = time.monotonic() + self.query_timeout.total_seconds() if self.query_timeout else None
+        scope = self.scopes.track(CancelScope())
+        caller = CALLER.set(Caller(principal.name, "query", deadline, scope))
+        try:
+            schema = guarded(planned_schema, scope, deadline)
         except Exception as e:
             raise self._public_error(e) from None
+        finally:
+            CALLER.reset(caller)
         lookups = self._plans.lookups_of(_plan_key(sql, params))
         if lookups is not None and key is not None:
             self._plans.put(key, schema, lookups)
@@ -477,7 +506,7 @@ class Runtime:
                 continue
             out.append(TableInfo(CATALOG, "public", view.name, "VIEW", schema, (), view.description))
         out.append(TableInfo(CATALOG, "runtime", "task_history", "TABLE", TASK_HISTORY_SCHEMA, ("task_id",),
-                             "One row per query and refresh run by this sidecar."))
+                             TASK_HISTORY_DESCRIPTION))
         return out
 
     def status(self) -> dict:
@@ -604,25 +633,6 @@ def _explain_reader(plan: Plan, extra: Sequence[str] = ()) -> pa.RecordBatchRead
     table = pa.table({"plan_type": pa.array(["satchel"] * len(lines), pa.string()),
                       "plan": pa.array(lines, pa.string())})
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
-
-
-_WATCHED = ThreadPoolExecutor(max_workers=32, thread_name_prefix="satchel-source-wait")
-
-
-def _watched(work: Callable[[], pa.RecordBatchReader], client_gone: Callable[[], bool],
-             scope: CancelScope) -> pa.RecordBatchReader:
-    """Run `work` (which waits on a source) on a helper thread while this thread watches the
-    client; a client that goes away cancels the source statements and gets RequestCancelled."""
-    future = _WATCHED.submit(contextvars.copy_context().run, work)
-    while True:
-        try:
-            return future.result(timeout=0.1)
-        except FutureTimeout:
-            if client_gone():
-                scope.cancel()
-                with contextlib.suppress(Exception):
-                    future.result(timeout=5)
-                raise RequestCancelled("the client went away; its source statements were cancelled") from None
 
 
 def _prefetched(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
