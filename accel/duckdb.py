@@ -14,7 +14,7 @@ from typing import Iterator, Mapping, Sequence
 import duckdb
 import pyarrow as pa
 
-from connectors.base import Filter
+from connectors.base import CALLER, Filter
 from connectors.sql_render import quote_ident, select_sql
 from engine.errors import NotFound, QueryTimeout, ReadOnlyViolation
 
@@ -132,6 +132,9 @@ class DuckDBAccelerator:
         raises QueryTimeout."""
         cur = self.cursor()
         timer = _Deadline(cur, timeout) if timeout else None
+        scope = CALLER.get().scope
+        if scope is not None:  # a client that goes away, or a stopping server, interrupts the query
+            scope.add(cur.interrupt)
         try:
             statements = cur.extract_statements(sql)
             if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:

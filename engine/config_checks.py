@@ -126,11 +126,12 @@ def _acceleration(at: Path, ds: dict) -> Iterator[Finding]:
     for key in params:
         if str(key).startswith("duckdb_") and engine == "arrow":
             yield at + ("params", key), f"{key} needs engine: duckdb"
-    if "refresh_min_interval" in params:
-        try:
-            parse_duration(str(params["refresh_min_interval"]))
-        except ValueError as e:
-            yield at + ("params", "refresh_min_interval"), str(e)
+    for key in ("refresh_min_interval", "refresh_timeout"):
+        if key in params:
+            try:
+                parse_duration(str(params[key]))
+            except ValueError as e:
+                yield at + ("params", key), str(e)
     yield from _conflicts(at, acc)
 
 

@@ -20,9 +20,11 @@ from .config_types import (
     PositiveDuration, Size, Str, frozen_map,
 )
 
-ACCELERATION_PARAMS = ("duckdb_file", "duckdb_memory_limit", "refresh_min_interval")
-# Satchel extension (Spice has no such key): on-demand refreshes of a dataset start at most this often.
+ACCELERATION_PARAMS = ("duckdb_file", "duckdb_memory_limit", "refresh_min_interval", "refresh_timeout")
+# Satchel extensions (Spice has no such keys): on-demand refreshes of a dataset start at most this
+# often; a refresh (retries included) that runs longer is cancelled and keeps the last good data.
 DEFAULT_REFRESH_MIN_INTERVAL = timedelta(seconds=10)
+DEFAULT_REFRESH_TIMEOUT = timedelta(minutes=10)
 
 
 class _Frozen(BaseModel):
@@ -101,6 +103,12 @@ class Acceleration(_Frozen):
         """The least time between the end of an on-demand refresh and the start of the next one."""
         text = self.params.get("refresh_min_interval")
         return parse_duration(text) if text is not None else DEFAULT_REFRESH_MIN_INTERVAL
+
+    @property
+    def refresh_timeout(self) -> timedelta:
+        """How long one refresh (retries included) may run before it is cancelled; 0: no limit."""
+        text = self.params.get("refresh_timeout")
+        return parse_duration(text) if text is not None else DEFAULT_REFRESH_TIMEOUT
 
 
 class Dataset(_Frozen):

@@ -21,6 +21,7 @@ from accel.arrow import ArrowAccelerator
 from accel.duckdb import DuckDBAccelerator
 
 from .auth import ANONYMOUS, Authenticator, Principal
+from .cancel import LiveScopes
 from .config import Dataset, Pod
 from .errors import NotFound, SatchelError
 from .memory import DUCKDB_SHARE, budget_bytes
@@ -34,6 +35,7 @@ from .query.sql_policy import parse_query
 from .redact import install_log_redaction
 from .refresh.dataset import DatasetRuntime
 from .refresh.jobs import RefreshJobs
+from .task_history import DESCRIPTION as TASK_HISTORY_DESCRIPTION
 from .task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from .task_history import TaskHistory
 
@@ -85,9 +87,10 @@ class Runtime:
         self.accounting = Accounting(self.metrics, self.task_history, self.secrets, self.memory_budget)
         routes = Routes(self.datasets, self.duckdb_instances, self.arrow, self.task_history, self.memory_budget,
                         self.query_timeout)
+        self.scopes = LiveScopes()  # every running query's and refresh's, cancelled by stop()
         self.queries = QueryService(self.datasets, views, routes, self.accounting, self.query_timeout,
-                                    pod.runtime.params.max_rows, _sql_limits(pod))
-        self.refreshes = RefreshJobs(self.datasets, self.queries.source_reader, self.task_history)
+                                    pod.runtime.params.max_rows, self.scopes, _sql_limits(pod))
+        self.refreshes = RefreshJobs(self.datasets, self.queries.source_reader, self.task_history, self.scopes)
         self.scheduler = self.refreshes.scheduler
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -96,8 +99,13 @@ class Runtime:
         """Reopen file-mode data, then load the rest and schedule refreshes in the background."""
         self.refreshes.start()
 
-    def stop(self) -> None:
-        self.refreshes.stop()
+    def stop(self, timeout: float | None = None) -> None:
+        """Cancel every query's and refresh's source work, wait up to `timeout` seconds for the
+        refreshes to end, close the sources and accelerators."""
+        self.scopes.cancel_all()
+        if not self.refreshes.stop(timeout):
+            log.warning("refreshes still running after %ss; stopping without them", timeout)
+            return  # their accelerators are in use: the process exit closes them
         for ds in self.datasets.values():
             ds.close()
         for inst in self.duckdb_instances.values():
@@ -136,7 +144,7 @@ class Runtime:
 
     def query_schema(self, sql: str, principal: Principal = ANONYMOUS,
                      params: Sequence[object] | None = None) -> pa.Schema:
-        return self.queries.query_schema(sql, params)
+        return self.queries.query_schema(sql, params, principal.name)
 
     def refused(self, error: BaseException, *, protocol: str, principal: str | None, text: str,
                 started: float, task: str = "request") -> SatchelError:
@@ -175,7 +183,7 @@ class Runtime:
                 continue
             out.append(TableInfo(CATALOG, "public", view.name, "VIEW", schema, (), view.description))
         out.append(TableInfo(CATALOG, "runtime", "task_history", "TABLE", TASK_HISTORY_SCHEMA, ("task_id",),
-                             "One row per query and refresh run by this sidecar."))
+                             TASK_HISTORY_DESCRIPTION))
         return out
 
     def status(self) -> dict:

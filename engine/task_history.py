@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from .redact import redact
 
+DESCRIPTION = "One row per query and refresh run by this sidecar."
 SCHEMA = pa.schema([
     pa.field("task_id", pa.int64(), nullable=False),
     pa.field("task", pa.string(), metadata={b"description": b"query | refresh | chat | embeddings | tool | nsql | mcp | request (refused before it ran)"}),

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics", default=os.environ.get("SATCHEL_METRICS", DEFAULT_METRICS),
                      help="Prometheus metrics bind address ('off' to disable)")
     run.add_argument("--data-dir", default=os.environ.get("SATCHEL_DATA_DIR"), help="where file-mode accelerators live")
+    run.add_argument("--shutdown-timeout", type=float, default=float(os.environ.get("SATCHEL_SHUTDOWN_TIMEOUT", "10")),
+                     help="seconds from SIGTERM/SIGINT to exit, whatever is still running (keep it below "
+                          "Kubernetes' terminationGracePeriodSeconds)")
     run.set_defaults(func=_run)
 
     sql = sub.add_parser("sql", help="run SQL over Flight SQL (interactive without a query)")
@@ -85,7 +88,8 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from .server import serve
 
-    return serve(args.pod, args.http, args.flight, None if args.metrics == "off" else args.metrics, args.data_dir)
+    return serve(args.pod, args.http, args.flight, None if args.metrics == "off" else args.metrics, args.data_dir,
+                 args.shutdown_timeout)
 
 
 def _mcp(args: argparse.Namespace) -> int:

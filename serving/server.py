@@ -1,11 +1,19 @@
-"""Wires a Runtime to its servers: Flight SQL, HTTP (uvicorn) and Prometheus metrics."""
+"""Wires a Runtime to its servers: Flight SQL, HTTP (uvicorn) and Prometheus metrics.
+
+Up first: every server listens before any dataset loads, so `/health` and Flight answer whatever
+the sources do. Down within a bound: SIGTERM/SIGINT cancels all source work and the process
+exits within `shutdown_timeout` seconds (`--shutdown-timeout`, default 10), whatever is still
+running then."""
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
 import threading
+import time
+from typing import Callable
 
 import uvicorn
 from prometheus_client import start_http_server
@@ -18,6 +26,7 @@ from .http.app import create_app
 from .llm.providers import ModelRegistry
 
 log = logging.getLogger("satchel.server")
+DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
 
 
 def split_address(address: str, default_port: int) -> tuple[str, int]:
@@ -28,10 +37,50 @@ def split_address(address: str, default_port: int) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
-def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: str | None) -> int:
+class _Deadline:
+    """The shutdown bound, armed by the first SIGTERM/SIGINT. Its backstop is faulthandler's C
+    thread (it needs no GIL): past the bound it prints every thread's stack and exits (code 1)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at: float | None = None
+
+    def arm(self) -> None:
+        if self.at is None:
+            self.at = time.monotonic() + self.seconds
+            log.info("satchel: stopping (at most %gs)", self.seconds)
+            faulthandler.dump_traceback_later(self.seconds + 0.5, exit=True)
+
+    def left(self) -> float:
+        return self.seconds if self.at is None else max(0.0, self.at - time.monotonic())
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that calls `on_listening` once its sockets accept, and arms the shutdown deadline
+    at the first signal it captures."""
+
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None], deadline: _Deadline) -> None:
+        super().__init__(config)
+        self._on_listening, self._deadline = on_listening, deadline
+
+    async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        await super().startup(sockets)
+        if self.started:
+            self._on_listening()
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        self._deadline.arm()
+        super().handle_exit(sig, frame)
+
+
+def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: str | None,
+          shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S) -> int:
     """Run until SIGINT/SIGTERM; returns the exit code."""
+    deadline = _Deadline(shutdown_timeout)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _exit_on_signal(deadline, SystemExit(0)))
+    signal.signal(signal.SIGINT, lambda signum, frame: _exit_on_signal(deadline, KeyboardInterrupt()))
     pod = load_pod(pod_path)
-    runtime = Runtime(pod, data_dir=data_dir)
+    runtime = Runtime(pod, data_dir=data_dir)  # builds connectors: no source is contacted yet
     tls = pod.runtime.tls
     cert, key = (tls.certificate_file, tls.key_file) if tls.enabled else (None, None)
     flight_host, flight_port = split_address(flight, 50051)
@@ -44,26 +93,40 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
         m_host, m_port = split_address(metrics, 9090)
         start_http_server(m_port, addr=m_host, registry=runtime.metrics.registry)
     models = ModelRegistry(pod, runtime.task_history, runtime.metrics)
-    models.start()
-    runtime.start()
     h_host, h_port = split_address(http, 8090)
-    log.info("satchel %s: flight %s://%s:%d, http %s:%d, metrics %s", pod.name, scheme, flight_host,
-             flight_server.port, h_host, h_port, metrics or "off")
+
+    def start_work() -> None:  # servers listen: now load models and datasets, in the background
+        log.info("satchel %s: flight %s://%s:%d, http %s:%d, metrics %s", pod.name, scheme, flight_host,
+                 flight_server.port, h_host, h_port, metrics or "off")
+        if deadline.at is None:
+            models.start()
+            runtime.start()
+
     config = uvicorn.Config(create_app(runtime, models), host=h_host, port=h_port, log_level="warning",
-                            ssl_certfile=cert, ssl_keyfile=key, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: make SIGTERM
-    # raise SystemExit (as SIGINT raises KeyboardInterrupt) so the cleanup below still runs.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+                            ssl_certfile=cert, ssl_keyfile=key,
+                            timeout_graceful_shutdown=max(1, int(deadline.seconds / 2)))
+    server = _Server(config, lambda: threading.Thread(target=start_work, name="satchel-start", daemon=True).start(),
+                     deadline)
     try:
         server.run()
     finally:
+        deadline.arm()
         log.info("satchel: shutting down")
-        flight_server.shutdown()
-        models.stop()
-        runtime.stop()
+        _bounded(flight_server.shutdown, deadline)
+        _bounded(models.stop, deadline)
+        runtime.stop(timeout=deadline.left())
     return 0
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(0)
+def _bounded(fn: Callable[[], None], deadline: _Deadline) -> None:
+    """`fn()`, waited for until the shutdown deadline (it may wait on work that does not end)."""
+    thread = threading.Thread(target=fn, name=f"satchel-stop-{getattr(fn, '__name__', 'step')}", daemon=True)
+    thread.start()
+    thread.join(deadline.left())
+
+
+def _exit_on_signal(deadline: _Deadline, error: BaseException) -> None:
+    """A signal outside uvicorn's own handling (before it serves, or after): arm the bound and
+    unwind through serve()'s cleanup. uvicorn re-raises the signal it handled once it stopped."""
+    deadline.arm()
+    raise error

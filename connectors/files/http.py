@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import tempfile
 import threading
 import urllib.parse
@@ -33,9 +34,9 @@ from typing import Sequence
 import httpx
 import pyarrow as pa
 
-from engine.errors import ConnectorError
+from engine.errors import ConnectorError, QueryTimeout, RequestCancelled, SatchelError
 
-from ..base import DatasetSpec, Filter, FilterSupport
+from ..base import CALLER, DatasetSpec, Filter, FilterSupport
 from ..params import EXTENSIONS, check_params, check_type_action, format_of_path, parse_duration
 from .file import FILE_PARAMS, explicit_format, read_options
 from .filesource import FileSource
@@ -199,21 +200,23 @@ class HttpFileConnector:
         suffix = os.path.splitext(urllib.parse.urlsplit(self.url).path)[1][:16]
         fd, path = tempfile.mkstemp(prefix="satchel-http-", suffix=suffix)
         try:
+            raise_if_cancelled(f"dataset '{self.spec.name}': GET {self.safe_url}")
             client = self._client()
+            timeout = task_timeout(self._timeout)
             with os.fdopen(fd, "wb") as out:
                 log.debug("dataset '%s': GET %s", self.spec.name, self.safe_url)
-                with client.stream("GET", self.url) as response:
+                with client.stream("GET", self.url, timeout=timeout, extensions=cancellable()) as response:
                     if not 200 <= response.status_code < 300:
                         raise ConnectorError(
                             f"dataset '{self.spec.name}': GET {self.safe_url} returned HTTP {response.status_code}"
                             f" {response.reason_phrase}".rstrip())
                     for chunk in response.iter_bytes(CHUNK):
+                        raise_if_cancelled(f"dataset '{self.spec.name}': GET {self.safe_url}")
                         out.write(chunk)
                     content_type = response.headers.get("content-type", "")
         except httpx.TimeoutException:
             _remove(path)
-            raise ConnectorError(
-                f"dataset '{self.spec.name}': GET {self.safe_url} timed out after {self._timeout:g}s") from None
+            raise timed_out(f"dataset '{self.spec.name}': GET {self.safe_url}", self._timeout, timeout) from None
         except httpx.HTTPError as e:
             _remove(path)
             raise ConnectorError(
@@ -225,11 +228,13 @@ class HttpFileConnector:
         return path, content_type
 
     def _client(self) -> httpx.Client:
-        """One connection pool per connector (httpx clients are thread-safe)."""
+        """One client per connector (httpx clients are thread-safe). No keep-alive: each download
+        has a connection of its own, which its task's cancel may shut down (see `cancellable`)."""
         with self._client_lock:
             if self._http is None:
                 self._http = httpx.Client(timeout=self._timeout, follow_redirects=True, headers=self._headers,
-                                          auth=self._auth, event_hooks={"request": [self._guard_redirect]})
+                                          auth=self._auth, event_hooks={"request": [self._guard_redirect]},
+                                          limits=httpx.Limits(max_keepalive_connections=0))
             return self._http
 
     def _guard_redirect(self, request: httpx.Request) -> None:
@@ -252,6 +257,41 @@ class HttpFileConnector:
             f"dataset '{self.spec.name}': cannot tell the format of {self.safe_url} (extension not one of "
             f"{', '.join(sorted(EXTENSIONS))}; Content-Type '{mime}'); set params.file_format to one of "
             f"parquet, csv, json, ndjson")
+
+
+def cancellable() -> dict:
+    """Request extensions handing each new connection's socket to the task's CancelScope: a cancel
+    (client gone, deadline, shutdown) shuts it down, so a read blocked on a silent server returns."""
+    scope = CALLER.get().scope
+    if scope is None:
+        return {}
+
+    def trace(event: str, info: dict) -> None:
+        if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
+            sock = info["return_value"].get_extra_info("socket")
+            scope.add(lambda: sock.shutdown(socket.SHUT_RDWR))
+
+    return {"trace": trace}
+
+
+def task_timeout(timeout: float) -> float:
+    """A request's timeout: the connector's, capped at the time its task has left."""
+    left = CALLER.get().seconds_left()
+    return timeout if left is None else min(timeout, left)
+
+
+def timed_out(what: str, configured: float, used: float) -> SatchelError:
+    """The error of a request that timed out after `used` seconds (`configured`: http_timeout)."""
+    if used < configured:
+        return QueryTimeout(f"{what} was stopped at the {CALLER.get().kind}'s deadline")
+    return ConnectorError(f"{what} timed out after {configured:g}s (http_timeout)")
+
+
+def raise_if_cancelled(what: str) -> None:
+    """A source that keeps trickling bytes never trips a read timeout: stop between chunks."""
+    scope = CALLER.get().scope
+    if scope is not None and scope.cancelled:
+        raise RequestCancelled(f"{what} was cancelled")
 
 
 def _reason(e: Exception, url: str) -> str:

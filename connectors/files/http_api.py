@@ -54,7 +54,7 @@ from ..base import (
 )
 from ..documents import infer_schema, to_record_batch
 from ..params import check_params, check_type_action, parse_duration, parse_format
-from .http import HTTP_PARAMS, parse_auth, parse_headers, redact_url
+from .http import HTTP_PARAMS, parse_auth, parse_headers, raise_if_cancelled, redact_url, task_timeout, timed_out
 from .http_retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
 from .pagination import (
     PAGINATION_STYLES,
@@ -301,10 +301,14 @@ class HttpApiConnector:
             if self._limiter is not None:
                 self._limiter.wait()
             retry_after: float | None = None
+            raise_if_cancelled(f"dataset '{name}': GET {safe} (page {page})")
+            timeout = task_timeout(self._timeout)
             try:
                 log.debug("dataset '%s': GET %s (page %d)", name, safe, page)
-                response = client.get(url)
+                response = client.get(url, timeout=timeout)
             except httpx.TimeoutException:
+                if timeout < self._timeout:
+                    raise timed_out(f"dataset '{name}': GET {safe} (page {page})", self._timeout, timeout) from None
                 problem = f"timed out after {self._timeout:g}s"
             except httpx.TransportError as e:
                 problem = f"cannot reach the server: {type(e).__name__}: {_reason(e, url)}"

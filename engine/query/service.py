@@ -4,13 +4,8 @@ A query walks serving -> QueryService.query -> Routes -> connector or accelerato
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import itertools
-import threading
 import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import timedelta
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -20,7 +15,8 @@ from sqlglot import exp
 from connectors.base import CALLER, Caller, CancelScope
 
 from ..auth import ANONYMOUS, Principal
-from ..errors import DatasetNotReady, RequestCancelled
+from ..cancel import LiveScopes, guarded
+from ..errors import DatasetNotReady
 from ..refresh.dataset import DatasetRuntime
 from ..task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from ..task_history import Task
@@ -40,13 +36,14 @@ class QueryService:
 
     def __init__(self, datasets: Mapping[str, DatasetRuntime], views: Mapping[str, exp.Expression], routes: Routes,
                  accounting: Accounting, query_timeout: timedelta | None, max_rows: int | None,
-                 limits: SqlLimits = SqlLimits()) -> None:
+                 scopes: LiveScopes, limits: SqlLimits = SqlLimits()) -> None:
         self.datasets = datasets
         self.views = views
         self.routes = routes
         self.accounting = accounting
         self.query_timeout = query_timeout
         self.max_rows = max_rows
+        self.scopes = scopes  # every running query's, cancelled when the runtime stops
         self.limits = limits  # SQL size and nesting, checked before parsing
         self.plans = PlanCache()  # plans and result schemas by SQL text (see PlanCache)
 
@@ -55,15 +52,17 @@ class QueryService:
               client_gone: Callable[[], bool] | None = None) -> pa.RecordBatchReader:
         """Plan and run one read-only query; the result streams.
 
-        `client_gone` (e.g. a Flight call's `is_cancelled`) is polled while a live source works
-        on the first batch; when it turns true the source statements are cancelled."""
+        Planning (which may infer a live source's schema) and a live source's first batch run
+        under `guarded`: at the query's deadline, when `client_gone()` (e.g. a Flight call's
+        `is_cancelled`) turns true or when the runtime stops, the source work is cancelled and
+        the call raises. A plan from the cache and accelerated work need no guard."""
         task = Task("query", protocol, principal.name, sql)  # TaskHistory redacts text and errors
         started = time.monotonic()
         deadline = started + self.query_timeout.total_seconds() if self.query_timeout else None
-        scope = CancelScope() if client_gone is not None else None
+        scope = self.scopes.track(CancelScope())
         caller = CALLER.set(Caller(principal.name, "query", deadline, scope))  # source statements: who, until when
         try:
-            tree, explain, plan = self._planned(sql, params)
+            tree, explain, plan = self._planned_guarded(sql, params, scope, deadline, client_gone)
             task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
             task.served_by = plan.served_by
             replan = lambda force: self.plan(tree, force)  # noqa: E731
@@ -71,8 +70,9 @@ class QueryService:
                 reader = _explain_reader(plan, pushdown.explain_lines(plan, self.datasets))
             elif not plan.bindings and _constant(tree):
                 reader = self._constant_result(sql, params, lambda: self.routes.execute(plan, replan, task))
-            elif scope is not None and client_gone is not None and plan.served_by in ("source", "mixed"):
-                reader = _watched(lambda: _prefetched(self.routes.execute(plan, replan, task)), client_gone, scope)
+            elif plan.served_by in ("source", "mixed"):  # a live source may keep the first batch waiting
+                reader = guarded(lambda: _prefetched(self.routes.execute(plan, replan, task)), scope, deadline,
+                                 client_gone)
             else:
                 reader = self.routes.execute(plan, replan, task)
         except Exception as e:
@@ -83,7 +83,7 @@ class QueryService:
             CALLER.reset(caller)
         return self.accounting.accounted(reader, task, started, deadline, self.max_rows, str(self.query_timeout))
 
-    def query_schema(self, sql: str, params: Sequence[object] | None = None) -> pa.Schema:
+    def query_schema(self, sql: str, params: Sequence[object] | None = None, principal: str = "anonymous") -> pa.Schema:
         """The result schema, from the query's own plan (the one DoGet then reuses) without
         reading data. Parameters are planned as `params` when given (their types reach the
         schema), else as NULLs. Cached by SQL text and parameters while its tables resolve the
@@ -97,11 +97,16 @@ class QueryService:
             return _explain_reader(Plan("federated", "", [])).schema
         if params is None:
             params = [None] * parameter_count(tree)
+        deadline = time.monotonic() + self.query_timeout.total_seconds() if self.query_timeout else None
+        scope = self.scopes.track(CancelScope())
+        caller = CALLER.set(Caller(principal, "query", deadline, scope))
         try:
-            _, _, plan = self._planned(sql, params)
+            _, _, plan = self._planned_guarded(sql, params, scope, deadline, None)
             schema = self.routes.schema(plan)
         except Exception as e:
             raise self.accounting.public_error(e) from None
+        finally:
+            CALLER.reset(caller)
         lookups = self.plans.lookups_of(_plan_key(sql, params))
         if lookups is not None and key is not None:
             self.plans.put(key, schema, lookups)
@@ -155,6 +160,16 @@ class QueryService:
 
     def _resolver(self, force_source: frozenset[str]):
         return lambda db, name: self._resolve(db, name, force_source)
+
+    def _planned_guarded(self, sql: str, params: Sequence[object] | None, scope: CancelScope, deadline: float | None,
+                         client_gone: Callable[[], bool] | None) -> tuple[exp.Expression, bool, Plan]:
+        """`_planned`, from the cache at once, else under `guarded` (resolving a live dataset may
+        infer its schema from the source)."""
+        key = _plan_key(sql, params)
+        cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
+        if cached is not None:
+            return cached
+        return guarded(lambda: self._planned(sql, params), scope, deadline, client_gone)
 
     def _planned(self, sql: str, params: Sequence[object] | None) -> tuple[exp.Expression, bool, Plan]:
         """Parse, bind and plan `sql`, or reuse what planning the same text and parameters gave
@@ -216,33 +231,6 @@ def _explain_reader(plan: Plan, extra: Sequence[str] = ()) -> pa.RecordBatchRead
     table = pa.table({"plan_type": pa.array(["satchel"] * len(lines), pa.string()),
                       "plan": pa.array(lines, pa.string())})
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
-
-
-def _watched(work: Callable[[], pa.RecordBatchReader], client_gone: Callable[[], bool],
-             scope: CancelScope) -> pa.RecordBatchReader:
-    """Run `work` (which waits on a source) on a helper thread while this thread watches the
-    client; a client that goes away cancels the source statements and gets RequestCancelled.
-    A daemon thread, not a pool: a pool's threads are joined at exit, so a source that hangs
-    would hold up shutdown."""
-    future: Future = Future()
-    context = contextvars.copy_context()
-
-    def run() -> None:
-        try:
-            future.set_result(context.run(work))
-        except BaseException as e:  # delivered to the waiting thread
-            future.set_exception(e)
-
-    threading.Thread(target=run, name="satchel-source-wait", daemon=True).start()
-    while True:
-        try:
-            return future.result(timeout=0.1)
-        except FutureTimeout:
-            if client_gone():
-                scope.cancel()
-                with contextlib.suppress(Exception):
-                    future.result(timeout=5)
-                raise RequestCancelled("the client went away; its source statements were cancelled") from None
 
 
 def _prefetched(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:

@@ -13,11 +13,11 @@ from typing import Callable, Iterator
 import pyarrow as pa
 
 from accel.base import AltersColumns, RemembersLoads
-from connectors.base import ChangeFeed, DatasetSpec, VersionedSnapshots, description_of, with_descriptions
+from connectors.base import CALLER, ChangeFeed, DatasetSpec, VersionedSnapshots, description_of, with_descriptions
 from connectors.registry import create_connector
 
 from ..config import Dataset
-from ..errors import ConnectorError, SatchelError
+from ..errors import ConnectorError, QueryTimeout, RequestCancelled, SatchelError
 from ..metrics import Metrics
 from ..redact import redact
 from .backoff import retry
@@ -143,7 +143,7 @@ class DatasetRuntime:
                 rows, mode = retry(lambda: self._refresh_once(source_reader), attempts, stop,
                                    on_failure=self._on_attempt_failure)
             except Exception as e:
-                self.last_error = self._describe(e)
+                self.last_error = self._describe(self._cancelled() or e)
                 self.status = "error" if not self.loaded_once else "ready (last refresh failed)"
                 self.metrics.refresh_errors.labels(self.name).inc()
                 raise
@@ -324,13 +324,29 @@ class DatasetRuntime:
             parts.append(window)
         return " AND ".join(parts) or None
 
+    def _cancelled(self) -> SatchelError | None:
+        """Why this refresh was cancelled (its refresh_timeout, or the runtime stopping), if it was."""
+        caller = CALLER.get()
+        if caller.scope is None or not caller.scope.cancelled:
+            return None
+        if caller.deadline is not None and time.monotonic() >= caller.deadline:
+            return QueryTimeout(f"refresh of '{self.name}' exceeded its refresh_timeout of "
+                                f"{self.acceleration.refresh_timeout.total_seconds():g}s "
+                                f"(acceleration.params.refresh_timeout) and was cancelled")
+        return RequestCancelled(f"refresh of '{self.name}' was cancelled: the runtime is stopping")
+
     def _with_progress(self, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        """`reader` counting rows as they load, and stopping between batches once the refresh is
+        cancelled (a source that still trickles rows past the deadline)."""
         self.rows_in_flight = 0
         name = self.name
+        scope = CALLER.get().scope  # the accelerator may pull batches on its own threads
 
         def batches() -> Iterator[pa.RecordBatch]:
             last_log = time.monotonic()
             for batch in reader:
+                if scope is not None and scope.cancelled:
+                    raise RequestCancelled(f"refresh of '{name}' was cancelled")
                 self.rows_in_flight += batch.num_rows
                 if time.monotonic() - last_log > 5:
                     last_log = time.monotonic()

@@ -9,8 +9,9 @@ import threading
 import time
 from typing import Mapping
 
-from connectors.base import CALLER, Caller
+from connectors.base import CALLER, Caller, CancelScope
 
+from ..cancel import LiveScopes
 from ..errors import ConnectorError, Overloaded, SatchelError, SqlError
 from ..task_history import Task, TaskHistory, started_at
 from .backoff import FIRST_LOAD
@@ -24,11 +25,12 @@ class RefreshJobs:
     """Refreshes the accelerated datasets of `datasets` on their schedules and on demand."""
 
     def __init__(self, datasets: Mapping[str, DatasetRuntime], source_reader: SourceReader,
-                 task_history: TaskHistory) -> None:
+                 task_history: TaskHistory, scopes: LiveScopes) -> None:
         self.datasets = datasets
         self.scheduler = RefreshScheduler()
         self._source_reader = source_reader
         self._task_history = task_history
+        self._scopes = scopes
         self._first_load_failures: dict[str, int] = {}
         self._demand_lock = threading.Lock()
         self._demanded: set[str] = set()  # datasets with an on-demand refresh queued, not started
@@ -50,8 +52,10 @@ class RefreshJobs:
                                    ds.apply_retention)
         self.scheduler.start()
 
-    def stop(self) -> None:
-        self.scheduler.stop()
+    def stop(self, timeout: float | None = None) -> bool:
+        """Cancel running refreshes (the runtime's LiveScopes do) and wait up to `timeout`
+        seconds for them to end; False when some are still running."""
+        return self.scheduler.stop(timeout)
 
     def refresh(self, ds: DatasetRuntime, wait: bool = False) -> dict:
         """Trigger a refresh of `ds` now; with `wait`, block until it finishes and raise its error."""
@@ -122,11 +126,24 @@ class RefreshJobs:
                     self._demand_ended[ds.name] = time.monotonic()
 
     def _run(self, ds: DatasetRuntime) -> RefreshResult:
-        """Refresh `ds` now; its source statements are the runtime's, of kind refresh."""
-        caller = CALLER.set(Caller("runtime", "refresh"))
+        """Refresh `ds` now, within its refresh_timeout: at the deadline, or when the runtime
+        stops, its source work is cancelled. Its source statements are the runtime's, of kind
+        refresh, and get the time left as their own limit."""
+        timeout = ds.acceleration.refresh_timeout.total_seconds() or None  # 0s: no deadline
+        scope = self._scopes.track(CancelScope())
+        stop = threading.Event()
+        scope.add(stop.set)  # no retry after a cancel
+        deadline = time.monotonic() + timeout if timeout else None  # before the timer: it fires past it
+        timer = threading.Timer(timeout, scope.cancel) if timeout else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        caller = CALLER.set(Caller("runtime", "refresh", deadline, scope))
         try:
-            return ds.refresh(self._source_reader, self.scheduler.stop_event)
+            return ds.refresh(self._source_reader, stop)
         finally:
+            if timer is not None:
+                timer.cancel()
             CALLER.reset(caller)
 
     def _record(self, ds: DatasetRuntime, started: float, rows: int | None, error: str | None) -> None:

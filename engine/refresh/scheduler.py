@@ -8,7 +8,6 @@ import logging
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -45,9 +44,10 @@ class _Entry:
 
 
 class RefreshScheduler:
-    """Runs each registered job at its schedule on a small worker pool; one run per job at a time."""
+    """Runs each registered job at its schedule, one run per job at a time, each run on a thread
+    of its own: a job stuck on its source never delays another job."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self) -> None:
         self._jobs: dict[str, tuple[Schedule, Callable[[], None]]] = {}
         self._heap: list[_Entry] = []
         self._next: dict[str, float] = {}  # the one valid due time per job; other heap entries are stale
@@ -55,12 +55,8 @@ class RefreshScheduler:
         self._retry: dict[str, float] = {}  # earlier next runs asked for by the jobs themselves
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="satchel-refresh")
+        self._threads: set[threading.Thread] = set()
         self._thread = threading.Thread(target=self._loop, name="satchel-scheduler", daemon=True)
-
-    @property
-    def stop_event(self) -> threading.Event:
-        return self._stop
 
     def start(self) -> None:
         self._thread.start()
@@ -104,15 +100,23 @@ class RefreshScheduler:
         with self._cond:
             return name in self._running
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
+        """Run nothing more; wait up to `timeout` seconds (None: for ever) for running jobs to
+        end (cancel their work first). False when some are still running."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            threads = list(self._threads)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             with self._cond:
+                if self._stop.is_set():
+                    return
                 now = time.time()
                 if not self._heap or self._heap[0].due > now:
                     timeout = (self._heap[0].due - now) if self._heap else None
@@ -122,10 +126,10 @@ class RefreshScheduler:
                 if self._next.get(entry.name) != entry.due or entry.name in self._running:
                     continue  # stale entry, or a run in progress (it reschedules itself when done)
                 self._running.add(entry.name)
-            try:
-                self._pool.submit(self._run, entry.name)
-            except RuntimeError:  # pool shut down
-                return
+                thread = threading.Thread(target=self._run, args=(entry.name,), name=f"satchel-refresh-{entry.name}",
+                                          daemon=True)
+                self._threads.add(thread)
+            thread.start()
 
     def _run(self, name: str) -> None:
         schedule, job = self._jobs[name]
@@ -136,6 +140,7 @@ class RefreshScheduler:
         finally:
             with self._cond:
                 self._running.discard(name)
+                self._threads.discard(threading.current_thread())
                 if not self._stop.is_set():
                     due = schedule.next_after(time.time())
                     retry = self._retry.pop(name, None)

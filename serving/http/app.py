@@ -25,7 +25,7 @@ from engine.redact import redact, redact_value
 from engine.runtime import Principal, Runtime
 from engine.task_history import current_request, request_scope
 
-from .disconnect import until_disconnect
+from .disconnect import on_query_pool, query_pool, until_disconnect
 from .formats import ARROW_STREAM, json_chunks
 
 OPEN_PATHS = {"/health", "/v1/ready"}
@@ -74,12 +74,14 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         _account(runtime, request.scope, BadRequest("the request does not match the route's parameters"))
         return await request_validation_exception_handler(request, e)
 
+    # /health, /v1/ready and /v1/status run on the event loop (async, nothing blocking): they
+    # answer while every thread is busy and whatever the sources do
     @app.get("/health", response_class=PlainTextResponse)
-    def health() -> str:
+    async def health() -> str:
         return "ok"
 
     @app.get("/v1/ready")
-    def ready() -> Response:
+    async def ready() -> Response:
         loading = [f"model {m}" for m in models.loading()]
         if runtime.ready() and not loading:
             return PlainTextResponse("ready")
@@ -96,15 +98,16 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
             reader = runtime.query(text, principal, protocol="http", client_gone=cancel.is_set)
             return reader, _first_batch(reader)  # planning/first-batch errors still get a proper status
 
-        # planning and the first batch can wait on a slow source: never on the event loop, which
-        # must keep answering /health, /v1/ready and other clients meanwhile; a client that
-        # disconnects meanwhile cancels the source statements
-        reader, first = await until_disconnect(request, start)
+        # planning and the first batch can wait on a slow source: on the query pool, never on the
+        # event loop; a client that disconnects meanwhile cancels the query's source work
+        reader, first = await until_disconnect(request, start, pool=query_pool())
         if ARROW_STREAM in accept:
-            return StreamingResponse(_arrow_stream(reader, first), media_type=ARROW_STREAM)
-        if "text/csv" in accept:
-            return StreamingResponse(_csv_stream(reader, first), media_type="text/csv")
-        return StreamingResponse(json_chunks(reader.schema, _chain(first, reader)), media_type="application/json")
+            chunks, media = _arrow_stream(reader, first), ARROW_STREAM
+        elif "text/csv" in accept:
+            chunks, media = _csv_stream(reader, first), "text/csv"
+        else:
+            chunks, media = json_chunks(reader.schema, _chain(first, reader)), "application/json"
+        return StreamingResponse(on_query_pool(chunks), media_type=media)
 
     @app.get("/v1/datasets")
     def datasets() -> list[dict]:
@@ -131,7 +134,7 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         return out
 
     @app.get("/v1/status")
-    def status() -> dict:
+    async def status() -> dict:
         return redact_value({**runtime.status(), "models": models.status()}, runtime.secrets)
 
     @app.post("/v1/datasets/{name}/acceleration/refresh", status_code=201)

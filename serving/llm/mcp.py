@@ -14,6 +14,7 @@ from mcp.server.mcpserver import Context
 from engine.errors import InternalError, SatchelError
 from engine.redact import redact
 from engine.runtime import Principal, Runtime
+from engine.task_history import DESCRIPTION as TASK_HISTORY_DESCRIPTION
 from engine.task_history import Task, request_scope
 
 from .data_tools import DataTools
@@ -25,14 +26,13 @@ log = logging.getLogger("satchel.mcp")
 
 
 def instructions(runtime: Runtime) -> str:
+    """The datasets and views with their descriptions, from the pod alone: built when the HTTP
+    app is, before any source is contacted (no schema inference here)."""
     lines = [f"Satchel data sidecar for pod '{runtime.pod.name}'. Read-only SQL (PostgreSQL dialect) over these "
              "datasets; call describe_dataset for columns, then query."]
-    for t in runtime.tables():
-        name = t.name if t.schema == "public" else f"{t.schema}.{t.name}"
-        lines.append(f"- {name}: {t.description or '(no description)'}")
-    for ds in runtime.pod.datasets:  # datasets not loaded yet still get their description
-        if not any(t.name == ds.name for t in runtime.tables()):
-            lines.append(f"- {ds.name}: {ds.description or '(no description)'} (not loaded yet)")
+    for item in (*runtime.pod.datasets, *runtime.pod.views):
+        lines.append(f"- {item.name}: {item.description or '(no description)'}")
+    lines.append(f"- runtime.task_history: {TASK_HISTORY_DESCRIPTION}")
     return "\n".join(lines)
 
 

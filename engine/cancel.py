@@ -1,0 +1,98 @@
+"""Bounded waits on sources: a deadline, a client that goes away or a stopping runtime cancels a
+task's source work (its CancelScope) and ends the wait for it at once."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+import time
+import weakref
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Callable, TypeVar
+
+from connectors.base import CancelScope
+
+from .errors import QueryTimeout, RequestCancelled
+
+T = TypeVar("T")
+POLL_S = 0.1
+GRACE_S = 1.0  # after a cancel, how long the waiter lets the work end with its own error
+
+
+class LiveScopes:
+    """The cancel scopes of a runtime's running tasks, all cancelled when it stops."""
+
+    def __init__(self) -> None:
+        self._scopes: "weakref.WeakSet[CancelScope]" = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self.stopping = False
+
+    def track(self, scope: CancelScope) -> CancelScope:
+        """`scope`, cancelled by `cancel_all` while it lives (at once when already stopping)."""
+        with self._lock:
+            self._scopes.add(scope)
+            stopping = self.stopping
+        if stopping:
+            cancel_in_background(scope)
+        return scope
+
+    def cancel_all(self) -> None:
+        """Cancel every live task's source work; tasks tracked later start cancelled."""
+        with self._lock:
+            self.stopping, scopes = True, list(self._scopes)
+        for scope in scopes:
+            cancel_in_background(scope)
+
+
+def cancel_in_background(scope: CancelScope) -> None:
+    """`scope.cancel()` on a helper thread: a cancel hook may itself wait on a frozen source."""
+    threading.Thread(target=scope.cancel, name="satchel-cancel", daemon=True).start()
+
+
+def guarded(work: Callable[[], T], scope: CancelScope, deadline: float | None,
+            client_gone: Callable[[], bool] | None = None, limit: str = "runtime.params.query_timeout") -> T:
+    """`work()` on a helper thread while this thread watches: at `deadline` (time.monotonic())
+    it raises QueryTimeout, when `client_gone()` or the scope is cancelled (the runtime stops)
+    RequestCancelled; either way the scope is cancelled first. A daemon thread, not a pool: a
+    pool's threads are joined at exit and can all be taken by frozen sources. A result that
+    arrives after the waiter gave up is closed."""
+    future: Future = Future()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            future.set_result(context.run(work))
+        except BaseException as e:  # delivered to the waiting thread
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="satchel-source-wait", daemon=True).start()
+    while True:
+        try:
+            return future.result(timeout=POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic())))
+        except FutureTimeout:
+            pass
+        if deadline is not None and time.monotonic() >= deadline:
+            error: Exception = QueryTimeout(f"the query exceeded its deadline ({limit}) and was cancelled")
+        elif scope.cancelled:
+            error = RequestCancelled("the server is stopping; the query was cancelled")
+        elif client_gone is not None and client_gone():
+            error = RequestCancelled("the client went away; its source statements were cancelled")
+        else:
+            continue
+        break
+    cancel_in_background(scope)
+    future.add_done_callback(_close_late_result)
+    with contextlib.suppress(Exception):
+        future.result(timeout=GRACE_S)
+    raise error
+
+
+def _close_late_result(future: Future) -> None:
+    if future.exception() is not None:
+        return
+    close = getattr(future.result(), "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
