@@ -20,7 +20,8 @@ from ..errors import DatasetNotReady
 from ..refresh.dataset import DatasetRuntime
 from ..task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from ..task_history import Task
-from . import pushdown
+from ..memory import datafusion_pool
+from . import pushdown, value_sizes
 from .accounting import Accounting
 from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
 from .routes import Routes
@@ -183,6 +184,7 @@ class QueryService:
         recorder = RecordingResolver(resolve)
         tree, explain = parse_query(sql, self.limits)
         tree = bind_parameters(tree, params)
+        value_sizes.check(tree, datafusion_pool(self.accounting.memory_budget))
         planned = tree, explain, plan_query(tree, recorder, self.views)
         if key is not None:
             self.plans.put(key, planned, recorder)

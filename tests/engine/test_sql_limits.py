@@ -86,3 +86,43 @@ def test_the_pod_sets_the_limits_and_every_route_reads_unicode_escapes(make_runt
         got = rt.query(f"SELECT U&'d\\0061t\\+000061' AS s, U&'!0078' UESCAPE '!' AS u, b FROM {table} "
                        f"WHERE b = U&'\\0079'").read_all().to_pylist()
         assert got == [{"s": "data", "u": "x", "b": "y"}], table
+
+
+BUDGET_POD = """
+version: v1
+kind: Spicepod
+name: value_sizes
+runtime:
+  params:
+    memory_limit: 256MiB
+datasets:
+  - from: file:t.csv
+    name: t_duckdb
+    acceleration:
+      engine: duckdb
+  - from: file:t.csv
+    name: t_live
+"""
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT length(repeat('x', 2000000000)) AS n",
+    "SELECT length(repeat('ab', 1000 * 1000 * 1000)) AS n FROM t_live",
+    "SELECT generate_series(1, 1000000000000) AS g",
+    "SELECT count(*) AS n FROM (SELECT generate_series(1, 1000000000000) AS g FROM t_live) q",
+    "SELECT unnest(range(100000000)) AS u FROM t_duckdb",
+    "SELECT lpad('x', 2000000000) AS p",
+    "SELECT length(repeat('x', ?)) AS n",
+])
+def test_calls_that_would_build_values_past_the_budget_are_refused_up_front(make_runtime, sql) -> None:
+    from engine.errors import ResourceExhausted
+
+    rt = make_runtime(BUDGET_POD, files={"t.csv": "a,b\n1,x\n2,y\n"}, start=True)
+    assert rt.wait_ready(30)
+    with pytest.raises(ResourceExhausted, match="memory budget") as info:
+        rt.query(sql, params=[2_000_000_000] if "?" in sql else None).read_all()
+    assert info.value.code == "resource_exhausted" and info.value.http_status == 507
+    # the same calls within the budget run, on every route
+    assert rt.query("SELECT length(repeat('x', 1000)) AS n").read_all().to_pylist() == [{"n": 1000}]
+    assert rt.query("SELECT count(*) AS n FROM (SELECT unnest(range(1000)) AS u FROM t_duckdb) q"
+                    ).read_all().to_pylist() == [{"n": 2000}]
