@@ -143,7 +143,10 @@ def duckdb_schema(accelerator, sql: str) -> pa.Schema:
 
 
 def _session(target_partitions: int, pool_bytes: int | None = None) -> SessionContext:
-    config = SessionConfig().with_target_partitions(target_partitions).with_information_schema(False)
+    # Recursive CTEs are off: DataFusion cannot be interrupted inside an operator, so one that
+    # never ends would hold a core past every deadline (DuckDB's route runs them, interruptibly).
+    config = (SessionConfig().with_target_partitions(target_partitions).with_information_schema(False)
+              .set("datafusion.execution.enable_recursive_ctes", "false"))
     if pool_bytes is None:
         return SessionContext(config)
     return SessionContext(config, RuntimeEnvBuilder().with_disk_manager_os().with_fair_spill_pool(pool_bytes))
@@ -189,4 +192,7 @@ def _widened(reader: pa.RecordBatchReader, columns: list[int]) -> pa.RecordBatch
 
 def _clean(e: Exception) -> str:
     text = str(e).strip()
+    if "Recursive CTEs are not enabled" in text:
+        return ("WITH RECURSIVE runs only where the whole query runs in a DuckDB accelerator (its datasets "
+                "accelerated with engine: duckdb); the federated engine cannot stop a recursion that never ends")
     return text.splitlines()[0] if text else type(e).__name__
