@@ -44,12 +44,15 @@ class _Deadline:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.at: float | None = None
+        self.on_arm: list[Callable[[], None]] = []  # run at once, e.g. cancelling all source work
 
     def arm(self) -> None:
         if self.at is None:
             self.at = time.monotonic() + self.seconds
             log.info("satchel: stopping (at most %gs)", self.seconds)
             faulthandler.dump_traceback_later(self.seconds + 0.5, exit=True)
+            for hook in self.on_arm:  # before servers drain: their requests wait on this work
+                hook()
 
     def left(self) -> float:
         return self.seconds if self.at is None else max(0.0, self.at - time.monotonic())
@@ -81,6 +84,7 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     signal.signal(signal.SIGINT, lambda signum, frame: _exit_on_signal(deadline, KeyboardInterrupt()))
     pod = load_pod(pod_path)
     runtime = Runtime(pod, data_dir=data_dir)  # builds connectors: no source is contacted yet
+    deadline.on_arm.append(runtime.scopes.cancel_all)
     tls = pod.runtime.tls
     cert, key = (tls.certificate_file, tls.key_file) if tls.enabled else (None, None)
     flight_host, flight_port = split_address(flight, 50051)
