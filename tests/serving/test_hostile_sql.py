@@ -114,9 +114,7 @@ class _Watchdog:
     def _run(self) -> None:
         while not self._stop.wait(0.02):
             try:
-                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        self.peak_mib = max(self.peak_mib, int(line.split()[1]) / 1024)
+                self.peak_mib = max(self.peak_mib, _rss_mib(self.pid))
             except OSError:
                 return
 
