@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import json
 import subprocess
 import sys
@@ -146,3 +147,32 @@ def test_cli_datasets_prints_no_http_log_lines(server):
     assert out.returncode == 0
     assert "httpx" not in out.stderr and "HTTP Request" not in out.stderr, out.stderr
     assert "orders" in out.stdout
+
+
+def documented_functions() -> list[tuple[str, str, str]]:
+    """(expression, result, type) rows of docs/functions.md's tables."""
+    rows = []
+    for line in (REPO / "docs" / "functions.md").read_text().splitlines():
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            rows.append((cells[0].strip("`"), cells[1], cells[2]))
+    return rows
+
+
+def test_the_functions_page_lists_enough_functions():
+    assert len(documented_functions()) >= 60
+
+
+@pytest.mark.parametrize("expression,result,type_name", documented_functions())
+def test_documented_function_agrees_on_every_route(cursor, expression, result, type_name):
+    results = {route: fetch(cursor, f"SELECT {expression} AS v, typeof({expression}) AS t{tail}")
+               for route, tail in ROUTES.items()}
+    schema, rows = results["none"]
+    for route, (got_schema, got_rows) in results.items():
+        assert kind(got_schema.field("v").type) == kind(schema.field("v").type), (route, got_schema, schema)
+        if result != "(now)":
+            assert got_rows[0]["v"] == rows[0]["v"], (route, got_rows, rows)
+    value, typeof = rows[0]["v"], rows[0]["t"]
+    assert typeof == type_name
+    if result != "(now)":
+        assert ("NULL" if value is None else str(value)) == result
