@@ -7,6 +7,7 @@ each check skips values of the wrong type (field validation reports those). Each
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Callable, Iterable, Iterator
 
 from .config_types import parse_columns
@@ -43,6 +44,31 @@ def check_pod(pod: dict, known_prefixes: Callable[[], Iterable[str]]) -> Iterato
         yield from _column_types(("datasets", i), ds)
         yield from _acceleration(("datasets", i), ds)
     yield from _runtime(_d(pod.get("runtime")))
+    yield from _principals(pod)
+
+
+def _principals(pod: dict) -> Iterator[Finding]:
+    """A principal's dataset names (not globs) must name datasets or views; names are unique."""
+    known = {item["name"].lower(): item["name"] for section in ("datasets", "views")
+             for _, item in _items(pod.get(section)) if isinstance(item.get("name"), str)}
+    seen: set[str] = set()
+    for i, p in _items(_d(_d(pod.get("runtime")).get("auth")).get("principals")):
+        at = ("runtime", "auth", "principals", i)
+        name = p.get("name")
+        if isinstance(name, str):
+            if name.lower() in seen or name.lower().startswith("api_key_"):
+                yield at + ("name",), f"principal name '{name}' is taken (names are unique; api_key_N names keys)"
+            seen.add(name.lower())
+        entries = p.get("datasets") if isinstance(p.get("datasets"), list) else []
+        for j, entry in enumerate(entries):
+            target = entry.get("name") if isinstance(entry, dict) else entry
+            if not isinstance(target, str) or any(c in target for c in "*?["):
+                continue
+            if target.lower() not in known:
+                close = difflib.get_close_matches(target.lower(), list(known), n=1)
+                hint = f"; did you mean '{known[close[0]]}'?" if close else ""
+                yield at + ("datasets", j) + (("name",) if isinstance(entry, dict) else ()), \
+                    f"'{target}' is not a dataset or view of this pod{hint}"
 
 
 def _column_types(at: tuple, ds: dict) -> Iterator[Finding]:

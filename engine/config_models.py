@@ -212,8 +212,64 @@ class ApiKeyAuth(_Frozen):
     keys: tuple[Str, ...] = ()
 
 
+COLUMN_RULES = ("hidden", "null", "hash", "redact", "partial")  # partial: the last 4 characters; partial(N)
+
+
+class DatasetPolicy(_Frozen):
+    """What one principal sees of the datasets and views `name` matches (a name or a glob)."""
+
+    name: NonEmptyStr
+    filter: NonEmptyStr | None = None  # a condition on the dataset's columns; {{principal.name}}, {{principal.<attr>}}
+    columns: frozen_map(NonEmptyStr) = Field(default_factory=FrozenMap)  # column -> rule (COLUMN_RULES)
+
+    @field_validator("columns")
+    @classmethod
+    def _known_rules(cls, v: Mapping[str, str]) -> Mapping[str, str]:
+        from .policy_rules import parse_rule  # one home for the rule syntax
+
+        for column, rule in v.items():
+            try:
+                parse_rule(rule)
+            except ValueError as e:
+                raise PydanticCustomError("column_rule", "column '{column}': {message}",
+                                          {"column": column, "message": str(e)}) from None
+        return v
+
+    @field_validator("filter")
+    @classmethod
+    def _one_condition(cls, v: str | None) -> str | None:
+        if v is not None:
+            from .policy_rules import parse_filter
+
+            try:
+                parse_filter(v, {"name": "x"}, check_only=True)
+            except ValueError as e:
+                raise PydanticCustomError("row_filter", "{message}", {"message": str(e)}) from None
+        return v
+
+
+class PrincipalLimits(_Frozen):
+    max_rows: int | None = Field(default=None, ge=1)  # rows per result (the pod's max_rows also applies)
+    query_timeout: PositiveDuration | None = None  # the pod's query_timeout also applies
+    queries_per_minute: int | None = Field(default=None, ge=1)  # a token bucket: bursts up to this many
+    max_concurrent_queries: int | None = Field(default=None, ge=1)
+
+
+class PrincipalConfig(_Frozen):
+    """A Satchel extension: a named caller, its keys and what it may see and do."""
+
+    name: Identifier
+    keys: tuple[NonEmptyStr, ...] = Field(min_length=1)
+    attributes: frozen_map(Str) = Field(default_factory=FrozenMap)
+    datasets: tuple[DatasetPolicy | NonEmptyStr, ...] = Field(min_length=1)
+    task_history: Literal["own", "all"] = "own"
+    limits: PrincipalLimits = PrincipalLimits()
+
+
 class AuthConfig(_Frozen):
     api_key: ApiKeyAuth = ApiKeyAuth()
+    principals: tuple[PrincipalConfig, ...] = ()
+    mask_salt: Str | None = None  # salts hashed columns (a secret: `${secrets:...}`); default: the pod's name
 
 
 class TlsConfig(_Frozen):

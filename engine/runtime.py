@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from .memory import DUCKDB_SHARE, budget_bytes
 from .metrics import Metrics
 from .query.accounting import Accounting
 from .query.planner import Plan
+from .query.policy import policies
 from .query.routes import Routes
 from .query.service import QueryService
 from .query.sql_limits import SqlLimits
@@ -76,7 +78,10 @@ class Runtime:
         self.memory_budget = budget_bytes(self.memory_limit)
         self.query_timeout = pod.runtime.params.query_timeout or None  # 0s: no deadline
         api_key = pod.runtime.auth.api_key
-        self.auth = Authenticator(api_key.keys if api_key.enabled else (), self.metrics)
+        auth = pod.runtime.auth
+        self.policies = policies(auth.principals, auth.mask_salt or self._mask_salt()) if auth.principals else {}
+        self.auth = Authenticator(api_key.keys if api_key.enabled else (), self.metrics,
+                                  {p.name: p.keys for p in auth.principals}, self.policies)
         self.arrow = ArrowAccelerator()
         self.duckdb_instances: dict[str, DuckDBAccelerator] = {}
         self.datasets: dict[str, DatasetRuntime] = {}
@@ -145,15 +150,15 @@ class Runtime:
 
     def query_schema(self, sql: str, principal: Principal = ANONYMOUS,
                      params: Sequence[object] | None = None) -> pa.Schema:
-        return self.queries.query_schema(sql, params, principal.name)
+        return self.queries.query_schema(sql, params, principal)
 
     def refused(self, error: BaseException, *, protocol: str, principal: str | None, text: str,
                 started: float, task: str = "request") -> SatchelError:
         return self.accounting.refused(error, protocol=protocol, principal=principal, text=text, started=started,
                                        task=task)
 
-    def explain(self, sql: str) -> str:
-        return self.queries.explain(sql)
+    def explain(self, sql: str, principal: Principal = ANONYMOUS) -> str:
+        return self.queries.explain(sql, principal)
 
     def parameter_count(self, sql: str) -> int:
         return self.queries.parameter_count(sql)
@@ -166,19 +171,32 @@ class Runtime:
     def datasets_names(self) -> list[str]:
         return [ds.name for ds in self.datasets.values()]
 
-    def tables(self) -> list[TableInfo]:
+    def visible(self, name: str, principal: Principal = ANONYMOUS) -> bool:
+        """Whether `principal` may see the dataset or view `name`."""
+        return principal.policy is None or principal.policy.allows(name)
+
+    def tables(self, principal: Principal = ANONYMOUS) -> list[TableInfo]:
+        """The catalog as `principal` sees it: its datasets and views, their visible columns
+        (masked ones marked in field metadata `masked`)."""
+        policy = principal.policy
         out = []
         for ds in self.datasets.values():
+            if not self.visible(ds.name, principal):
+                continue
             try:
                 schema = ds.schema()
             except SatchelError as e:
                 log.warning("dataset %s: schema unavailable: %s", ds.name, e)
                 continue
-            pk = tuple(ds.acceleration.primary_key or ()) if ds.accelerated else ()
+            if policy is not None:
+                schema = policy.visible_schema(ds.name, schema)
+            pk = tuple(c for c in (ds.acceleration.primary_key or ()) if c in schema.names) if ds.accelerated else ()
             out.append(TableInfo(CATALOG, "public", ds.name, "TABLE", schema, pk, ds.config.description))
         for view in self.pod.views:
+            if not self.visible(view.name, principal):
+                continue
             try:
-                schema = self.query_schema(f'SELECT * FROM "{view.name}"')
+                schema = self.query_schema(f'SELECT * FROM "{view.name}"', principal)
             except SatchelError as e:
                 log.warning("view %s: schema unavailable: %s", view.name, e)
                 continue
@@ -190,6 +208,17 @@ class Runtime:
     def status(self) -> dict:
         return {"pod": self.pod.name, "ready": self.ready(),
                 "datasets": [ds.info() for ds in self.datasets.values()]}
+
+    def _mask_salt(self) -> str:
+        """A random salt for hashed columns, made once and kept in the data directory (hashes
+        stay stable across restarts; set runtime.auth.mask_salt to share them across sidecars)."""
+        path = self.data_dir / "mask_salt"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(16))
+        return path.read_text().strip()
 
     def _dataset(self, name: str) -> DatasetRuntime:
         ds = self.datasets.get(name.lower())

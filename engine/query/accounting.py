@@ -3,8 +3,10 @@ under the error code the client saw; errors leave as SatchelErrors without secre
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Iterator
+import weakref
+from typing import Callable, Iterator
 
 import pyarrow as pa
 
@@ -23,9 +25,12 @@ class Accounting:
         self.memory_budget = memory_budget
 
     def accounted(self, reader: pa.RecordBatchReader, task: Task, started: float, deadline: float | None,
-                  max_rows: int | None, timeout_text: str) -> pa.RecordBatchReader:
+                  max_rows: int | None, timeout_text: str, sanitize: Callable[[SatchelError], str] | None = None,
+                  finished: Callable[[], None] | None = None) -> pa.RecordBatchReader:
         """`reader`, cut at `max_rows` and at the deadline; its row ends up in task history when
-        the stream ends, fails or is dropped."""
+        the stream ends, fails or is dropped. `finished()` runs once when the stream ends, fails,
+        is dropped or is collected unread."""
+        release = _once(finished)
 
         def batches() -> Iterator[pa.RecordBatch]:
             rows = nbytes = 0
@@ -47,14 +52,17 @@ class Accounting:
                                          "response failed)")
                 raise
             except Exception as e:
-                error = self.public_error(e)
+                error = self.public_error(e, sanitize)
                 raise error from None
             finally:
+                release()
                 self.metrics.query_rows.labels(task.protocol).inc(rows)
                 self.metrics.query_bytes.labels(task.protocol).inc(nbytes)
                 self.finish(task, started, rows, error)
 
-        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+        stream = batches()
+        weakref.finalize(stream, release)  # a stream never read still gives its slot back
+        return pa.RecordBatchReader.from_batches(reader.schema, stream)
 
     def refused(self, error: BaseException, *, protocol: str, principal: str | None, text: str,
                 started: float, task: str = "request") -> SatchelError:
@@ -77,8 +85,15 @@ class Accounting:
         self.metrics.query_duration.labels(task.protocol).observe(elapsed)
         self.task_history.record(task)
 
-    def public_error(self, e: BaseException) -> SatchelError:
-        """Every failure leaves as a SatchelError with a clear, secret-free message."""
+    def public_error(self, e: BaseException, sanitize: Callable[[SatchelError], str] | None = None) -> SatchelError:
+        """Every failure leaves as a SatchelError with a clear, secret-free message (and, for a
+        principal with a policy, without the values an engine quotes: `sanitize`)."""
+        public = self._public_error(e)
+        if sanitize is not None:
+            public.message = sanitize(public)
+        return public
+
+    def _public_error(self, e: BaseException) -> SatchelError:
         if isinstance(e, SatchelError):
             e.message = redact(e.message, self.secrets)
             return e
@@ -87,3 +102,17 @@ class Accounting:
                                      f"from runtime.params.memory_limit or the container's limit)")
         text = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, self.secrets)
         return SqlError(f"query failed: {text}")
+
+
+def _once(fn: Callable[[], None] | None) -> Callable[[], None]:
+    """`fn` made safe to call any number of times from any thread (it runs at most once)."""
+    lock, done = threading.Lock(), [fn is None]
+
+    def call() -> None:
+        with lock:
+            if done[0]:
+                return
+            done[0] = True
+        fn()
+
+    return call

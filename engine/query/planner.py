@@ -28,6 +28,7 @@ from connectors.sql_render import filter_expression
 
 from ..arrow_sql_types import sql_type
 from ..errors import SqlError, UnknownDataset
+from .policy import Policy, unknown
 from .sql_policy import PUBLIC_DIALECT
 
 
@@ -181,9 +182,15 @@ def cache_key(*parts: Any) -> Hashable | None:
     return parts
 
 
-def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Expression]) -> Plan:
-    """Resolve names, qualify and type the query, and choose its route."""
+def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Expression],
+               policy: Policy | None = None) -> Plan:
+    """Resolve names, qualify and type the query under the caller's policy, and choose its route."""
     uses_views = any(t.name.lower() in views for t in tree.find_all(exp.Table))
+    if policy is not None:
+        for table in tree.find_all(exp.Table):
+            if table.name.lower() in views and not table.db and not _names_cte_in_scope(table) \
+                    and not policy.allows(table.name):
+                raise unknown(table.name)
     tree = expand_views(tree.copy(), views)
     bindings: dict[str, Binding] = {}
     for table in list(tree.find_all(exp.Table)):
@@ -193,6 +200,9 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
             continue
         if table.catalog and table.catalog.lower() != "spice":
             raise UnknownDataset(f"unknown catalog '{table.catalog}'; the only catalog is 'spice'")
+        in_runtime = (table.db or "").lower() == "runtime"
+        if policy is not None and not in_runtime and not policy.allows(table.name):
+            raise unknown(f"{table.db}.{table.name}" if table.db else table.name)  # before any lookup
         binding = resolve(table.db or None, table.name)
         if binding is None:
             full = f"{table.db}.{table.name}" if table.db else table.name
@@ -204,6 +214,11 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
         table.set("this", exp.to_identifier(key, quoted=True))
         if not table.alias:
             table.set("alias", exp.TableAlias(this=exp.to_identifier(_short(key), quoted=True)))
+        if policy is not None:
+            if binding.kind == "memory":
+                policy.task_history(table)
+            else:
+                policy.restrict(table, binding.dataset or key, binding.schema)
     name_projections(tree)
     schema = {b.name: {f.name: sql_type(f.type) for f in b.schema} for b in bindings.values()}
     try:

@@ -24,6 +24,7 @@ from ..memory import datafusion_pool
 from . import pushdown, value_sizes
 from .accounting import Accounting
 from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
+from .policy import Policy
 from .routes import Routes
 from .sql_limits import SqlLimits
 from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
@@ -59,16 +60,23 @@ class QueryService:
         the call raises. A plan from the cache and accelerated work need no guard."""
         task = Task("query", protocol, principal.name, sql)  # TaskHistory redacts text and errors
         started = time.monotonic()
-        deadline = started + self.query_timeout.total_seconds() if self.query_timeout else None
+        policy = principal.policy
+        timeout = _tighter(self.query_timeout.total_seconds() if self.query_timeout else None,
+                           policy.limits.query_timeout_s if policy else None)
+        deadline = started + timeout if timeout else None
         scope = self.scopes.track(CancelScope())
         caller = CALLER.set(Caller(principal.name, "query", deadline, scope))  # source statements: who, until when
+        entered = False
         try:
-            tree, explain, plan = self._planned_guarded(sql, params, scope, deadline, client_gone)
+            if policy is not None:
+                policy.gate.enter()
+                entered = True
+            tree, explain, plan = self._planned_guarded(sql, params, scope, deadline, client_gone, policy)
             task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
             task.served_by = plan.served_by
-            replan = lambda force: self.plan(tree, force)  # noqa: E731
+            replan = lambda force: self.plan(tree, force, policy)  # noqa: E731
             if explain:
-                reader = _explain_reader(plan, pushdown.explain_lines(plan, self.datasets))
+                reader = _explain_reader(plan, pushdown.explain_lines(plan, self.datasets), policy)
             elif not plan.bindings and _constant(tree):
                 reader = self._constant_result(sql, params, lambda: self.routes.execute(plan, replan, task))
             elif plan.served_by in ("source", "mixed"):  # a live source may keep the first batch waiting
@@ -77,19 +85,26 @@ class QueryService:
             else:
                 reader = self.routes.execute(plan, replan, task)
         except Exception as e:
-            public = self.accounting.public_error(e)
+            if entered:
+                policy.gate.leave()
+            public = self.accounting.public_error(e, policy.sanitize if policy else None)
             self.accounting.finish(task, started, 0, public)
             raise public from None
         finally:
             CALLER.reset(caller)
-        return self.accounting.accounted(reader, task, started, deadline, self.max_rows, str(self.query_timeout))
+        max_rows = _tighter(self.max_rows, policy.limits.max_rows if policy else None)
+        return self.accounting.accounted(reader, task, started, deadline, max_rows, str(timedelta(seconds=timeout)) if timeout else "-",
+                                         sanitize=policy.sanitize if policy else None,
+                                         finished=policy.gate.leave if policy else None)
 
-    def query_schema(self, sql: str, params: Sequence[object] | None = None, principal: str = "anonymous") -> pa.Schema:
+    def query_schema(self, sql: str, params: Sequence[object] | None = None,
+                     principal: Principal = ANONYMOUS) -> pa.Schema:
         """The result schema, from the query's own plan (the one DoGet then reuses) without
         reading data. Parameters are planned as `params` when given (their types reach the
         schema), else as NULLs. Cached by SQL text and parameters while its tables resolve the
         same way."""
-        key = cache_key("schema", sql, tuple((type(p), p) for p in params) if params is not None else None)
+        policy = principal.policy
+        key = cache_key("schema", _owner(policy), sql, tuple((type(p), p) for p in params) if params is not None else None)
         cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
         if cached is not None:
             return cached
@@ -100,29 +115,29 @@ class QueryService:
             params = [None] * parameter_count(tree)
         deadline = time.monotonic() + self.query_timeout.total_seconds() if self.query_timeout else None
         scope = self.scopes.track(CancelScope())
-        caller = CALLER.set(Caller(principal, "query", deadline, scope))
+        caller = CALLER.set(Caller(principal.name, "query", deadline, scope))
         try:
-            _, _, plan = self._planned_guarded(sql, params, scope, deadline, None)
+            _, _, plan = self._planned_guarded(sql, params, scope, deadline, None, policy)
             schema = self.routes.schema(plan)
         except Exception as e:
-            raise self.accounting.public_error(e) from None
+            raise self.accounting.public_error(e, policy.sanitize if policy else None) from None
         finally:
             CALLER.reset(caller)
-        lookups = self.plans.lookups_of(_plan_key(sql, params))
+        lookups = self.plans.lookups_of(_plan_key(sql, params, policy))
         if lookups is not None and key is not None:
             self.plans.put(key, schema, lookups)
         return schema
 
-    def explain(self, sql: str) -> str:
+    def explain(self, sql: str, principal: Principal = ANONYMOUS) -> str:
         tree, _ = parse_query(sql, self.limits)
-        return self.plan(tree).explain()
+        return self.plan(tree, policy=principal.policy).explain()
 
     def parameter_count(self, sql: str) -> int:
         tree, _ = parse_query(sql, self.limits)
         return parameter_count(tree)
 
-    def plan(self, tree: exp.Expression, force_source: frozenset[str] = frozenset()) -> Plan:
-        return plan_query(tree, self._resolver(force_source), self.views)
+    def plan(self, tree: exp.Expression, force_source: frozenset[str] = frozenset(), policy: Policy | None = None) -> Plan:
+        return plan_query(tree, self._resolver(force_source), self.views, policy)
 
     def source_reader(self, ds: DatasetRuntime, condition: str | None) -> pa.RecordBatchReader:
         """The rows a refresh of `ds` loads: `refresh_sql` (or all rows), narrowed by `condition`."""
@@ -163,20 +178,23 @@ class QueryService:
         return lambda db, name: self._resolve(db, name, force_source)
 
     def _planned_guarded(self, sql: str, params: Sequence[object] | None, scope: CancelScope, deadline: float | None,
-                         client_gone: Callable[[], bool] | None) -> tuple[exp.Expression, bool, Plan]:
+                         client_gone: Callable[[], bool] | None,
+                         policy: Policy | None) -> tuple[exp.Expression, bool, Plan]:
         """`_planned`, from the cache at once, else under `guarded` (resolving a live dataset may
         infer its schema from the source)."""
-        key = _plan_key(sql, params)
+        key = _plan_key(sql, params, policy)
         cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
         if cached is not None:
             return cached
-        return guarded(lambda: self._planned(sql, params), scope, deadline, client_gone)
+        return guarded(lambda: self._planned(sql, params, policy), scope, deadline, client_gone)
 
-    def _planned(self, sql: str, params: Sequence[object] | None) -> tuple[exp.Expression, bool, Plan]:
+    def _planned(self, sql: str, params: Sequence[object] | None,
+                 policy: Policy | None) -> tuple[exp.Expression, bool, Plan]:
         """Parse, bind and plan `sql`, or reuse what planning the same text and parameters gave
-        while its tables resolve the same way (planning costs milliseconds; DoGet repeats it)."""
+        while its tables resolve the same way (planning costs milliseconds; DoGet repeats it).
+        A principal with a policy has plans of its own: never another principal's."""
         resolve = self._resolver(frozenset())
-        key = _plan_key(sql, params)
+        key = _plan_key(sql, params, policy)
         if key is not None:
             cached = self.plans.get(key, resolve)
             if cached is not None:
@@ -185,7 +203,7 @@ class QueryService:
         tree, explain = parse_query(sql, self.limits)
         tree = bind_parameters(tree, params)
         value_sizes.check(tree, datafusion_pool(self.accounting.memory_budget))
-        planned = tree, explain, plan_query(tree, recorder, self.views)
+        planned = tree, explain, plan_query(tree, recorder, self.views, policy)
         if key is not None:
             self.plans.put(key, planned, recorder)
         return planned
@@ -223,13 +241,25 @@ def _constant(tree: exp.Expression) -> bool:
     return True
 
 
-def _plan_key(sql: str, params: Sequence[object] | None):
-    """The plan cache key of a query and its bound parameters (None: not cacheable)."""
-    return cache_key("query", sql, tuple((type(p), p) for p in params) if params else None)
+def _plan_key(sql: str, params: Sequence[object] | None, policy: Policy | None = None):
+    """The plan cache key of a query, its bound parameters and whose policy planned it (None:
+    not cacheable)."""
+    return cache_key("query", _owner(policy), sql, tuple((type(p), p) for p in params) if params else None)
 
 
-def _explain_reader(plan: Plan, extra: Sequence[str] = ()) -> pa.RecordBatchReader:
+def _owner(policy: Policy | None) -> str | None:
+    return policy.principal if policy is not None else None
+
+
+def _tighter(a: float | int | None, b: float | int | None):
+    """The smaller limit of two, either of which may be absent."""
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _explain_reader(plan: Plan, extra: Sequence[str] = (), policy: Policy | None = None) -> pa.RecordBatchReader:
     lines = plan.explain().splitlines() + list(extra) if plan.sql else []
+    if policy is not None:  # the rules show as applied; the hashing salt never does
+        lines = [line.replace(policy.salt, "<salt>") for line in lines]
     table = pa.table({"plan_type": pa.array(["satchel"] * len(lines), pa.string()),
                       "plan": pa.array(lines, pa.string())})
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())

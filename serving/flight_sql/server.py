@@ -243,7 +243,7 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
             statement = self._tickets.pop(command.statement_handle)
             return self._result_stream(statement, context.is_cancelled)
         if isinstance(command, protocol.METADATA_COMMANDS):
-            return flight.RecordBatchStream(self._metadata_table(command))
+            return flight.RecordBatchStream(self._metadata_table(command, principal))
         raise _unsupported(command, "DoGet")
 
     def _result_stream(self, statement: _StatementTicket,
@@ -270,7 +270,7 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
         schema = _stream_schema(statement.schema, first.schema)
         return flight.GeneratorStream(schema, _batches(first, openers[1:], schema, self._runtime.secrets))
 
-    def _metadata_table(self, command: Message) -> pa.Table:
+    def _metadata_table(self, command: Message, principal: Principal) -> pa.Table:
         if isinstance(command, pb.CommandGetSqlInfo):
             return info.sql_info_table(self._sql_info, list(command.info))
         if isinstance(command, pb.CommandGetXdbcTypeInfo):
@@ -283,7 +283,7 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
             (pb.CommandGetExportedKeys, pb.CommandGetImportedKeys, pb.CommandGetCrossReference),
         ):
             return catalog.foreign_keys_table()
-        tables = self._runtime.tables()
+        tables = self._runtime.tables(principal)
         if isinstance(command, pb.CommandGetCatalogs):
             return catalog.catalogs_table(tables)
         if isinstance(command, pb.CommandGetDbSchemas):

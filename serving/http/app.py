@@ -109,16 +109,19 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         return StreamingResponse(on_query_pool(chunks), media_type=media)
 
     @app.get("/v1/datasets")
-    def datasets() -> list[dict]:
-        status = {d["name"]: d for d in runtime.status()["datasets"]}
+    def datasets(request: Request) -> list[dict]:
+        principal: Principal = request.state.principal
+        status = {d["name"]: d for d in runtime.status()["datasets"] if runtime.visible(d["name"], principal)}
         out = []
-        for t in runtime.tables():
+        for t in runtime.tables(principal):
             if t.schema != "public":
                 continue
             entry = {"name": t.name, "type": t.table_type.lower(), "description": t.description,
                      "primary_key": list(t.primary_key),
                      "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable,
-                                  "description": (f.metadata or {}).get(b"description", b"").decode() or None}
+                                  "description": (f.metadata or {}).get(b"description", b"").decode() or None,
+                                  **({"masked": f.metadata[b"masked"].decode()}
+                                     if f.metadata and b"masked" in f.metadata else {})}
                                  for f in t.arrow_schema]}
             if t.name in status:
                 entry.update({k: v for k, v in status.pop(t.name).items() if k not in entry})
@@ -133,11 +136,17 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         return out
 
     @app.get("/v1/status")
-    async def status() -> dict:
-        return redact_value({**runtime.status(), "models": models.status()}, runtime.secrets)
+    async def status(request: Request) -> dict:
+        status = runtime.status()
+        principal = getattr(request.state, "principal", None)
+        if principal is not None and principal.policy is not None:  # its own datasets only
+            status["datasets"] = [d for d in status["datasets"] if runtime.visible(d["name"], principal)]
+        return redact_value({**status, "models": models.status()}, runtime.secrets)
 
     @app.post("/v1/datasets/{name}/acceleration/refresh", status_code=201)
-    def refresh(name: str) -> dict:
+    def refresh(name: str, request: Request) -> dict:
+        if not runtime.visible(name, request.state.principal):
+            raise NotFound(f"unknown dataset '{name}'")
         result = runtime.refresh(name)
         return {"message": f"refresh of '{result['dataset']}' {result['status']}", **result}
 

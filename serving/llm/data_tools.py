@@ -57,17 +57,17 @@ class DataTools:
         self.runtime = runtime
         self.max_rows, self.max_bytes = max_rows, max_bytes
 
-    def list_datasets(self) -> list[dict]:
+    def list_datasets(self, principal: Principal) -> list[dict]:
+        """The datasets and views `principal` may query."""
         return [{"name": t.name if t.schema == "public" else f"{t.schema}.{t.name}", "type": t.table_type.lower(),
-                 "description": t.description} for t in self.runtime.tables()]
+                 "description": t.description} for t in self.runtime.tables(principal)]
 
-    def table_schema(self, table: str) -> dict:
-        for t in self.runtime.tables():
+    def table_schema(self, table: str, principal: Principal) -> dict:
+        """Visible columns of one dataset; a masked column says how (`masked`)."""
+        for t in self.runtime.tables(principal):
             if table.lower() in (t.name.lower(), f"{t.schema}.{t.name}".lower()):
                 return {"table": table, "description": t.description, "primary_key": list(t.primary_key),
-                        "columns": [{"name": f.name, "type": str(f.type),
-                                     "description": (f.metadata or {}).get(b"description", b"").decode() or None}
-                                    for f in t.arrow_schema]}
+                        "columns": [_column(f) for f in t.arrow_schema]}
         raise BadRequest(f"unknown dataset '{table}'; call list_datasets for the names")
 
     def sql(self, query: str, principal: Principal, protocol: str = "tool", max_rows: int | None = None) -> dict:
@@ -76,7 +76,7 @@ class DataTools:
         return bounded_rows(reader, limit, self.max_bytes)
 
     def sample_data(self, table: str, principal: Principal, limit: int = 5, protocol: str = "tool") -> dict:
-        self.table_schema(table)  # clear error for unknown names
+        self.table_schema(table, principal)  # clear error for unknown names
         n = max(1, min(int(limit or 5), self.max_rows))
         ident = ".".join(f'"{p}"' for p in table.split("."))
         return self.sql(f"SELECT * FROM {ident} LIMIT {n}", principal, protocol=protocol)
@@ -85,9 +85,9 @@ class DataTools:
         """Run one tool; errors come back as {"error": ...} so the model can correct itself."""
         try:
             if name == "list_datasets":
-                result: Any = {"datasets": self.list_datasets()}
+                result: Any = {"datasets": self.list_datasets(principal)}
             elif name == "table_schema":
-                result = self.table_schema(str(arguments.get("table", "")))
+                result = self.table_schema(str(arguments.get("table", "")), principal)
             elif name == "sql":
                 result = self.sql(str(arguments.get("query", "")), principal, protocol)
             elif name == "sample_data":
@@ -118,3 +118,11 @@ def bounded_rows(reader: pa.RecordBatchReader, max_rows: int, max_bytes: int) ->
             break
     return {"columns": columns, "rows": json.loads(json.dumps(rows, default=str)), "row_count": len(rows),
             "truncated": truncated}
+
+
+def _column(f: pa.Field) -> dict:
+    meta = f.metadata or {}
+    out = {"name": f.name, "type": str(f.type), "description": meta.get(b"description", b"").decode() or None}
+    if b"masked" in meta:
+        out["masked"] = meta[b"masked"].decode()
+    return out

@@ -80,12 +80,12 @@ def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, pr
 
     @server.tool(description="List the datasets you can query, with their descriptions.", annotations=read_only)
     def list_datasets(ctx: Context) -> dict:
-        return recorded("list_datasets", {}, lambda: {"datasets": tools.list_datasets()}, caller(ctx))
+        return recorded("list_datasets", {}, lambda: {"datasets": tools.list_datasets(caller(ctx))}, caller(ctx))
 
     @server.tool(description="Columns (name, type, description) and primary key of one dataset.",
                  annotations=read_only)
     def describe_dataset(name: str, ctx: Context) -> dict:
-        return recorded("describe_dataset", {"name": name}, lambda: tools.table_schema(name), caller(ctx))
+        return recorded("describe_dataset", {"name": name}, lambda: tools.table_schema(name, caller(ctx)), caller(ctx))
 
     @server.tool(description=f"Run one read-only SQL query (PostgreSQL dialect). At most {MAX_ROWS} rows and "
                              f"{MAX_CHARS} characters come back; `truncated` says when rows were cut.",

@@ -209,10 +209,10 @@ class ModelCalls:
 
     def schema_context(self, only: Any, principal: Principal) -> str:
         lines = []
-        for d in self.tools.list_datasets():
+        for d in self.tools.list_datasets(principal):
             if d["name"].startswith("runtime.") or (only and d["name"] not in only):
                 continue
-            schema = self.tools.table_schema(d["name"])
+            schema = self.tools.table_schema(d["name"], principal)
             cols = ", ".join(f"{c['name']} {c['type']}" + (f" -- {c['description']}" if c["description"] else "")
                              for c in schema["columns"])
             lines.append(f'TABLE "{d["name"]}" ({cols})' + (f" -- {d['description']}" if d["description"] else ""))
