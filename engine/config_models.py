@@ -261,9 +261,14 @@ class PrincipalConfig(_Frozen):
     name: Identifier
     keys: tuple[NonEmptyStr, ...] = Field(min_length=1)
     attributes: frozen_map(Str) = Field(default_factory=FrozenMap)
-    datasets: tuple[DatasetPolicy | NonEmptyStr, ...] = Field(min_length=1)
+    datasets: tuple[DatasetPolicy, ...] = ()  # an entry may be just a name or glob; none: sees nothing
     task_history: Literal["own", "all"] = "own"
     limits: PrincipalLimits = PrincipalLimits()
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _names_as_entries(cls, v: object) -> object:
+        return [{"name": e} if isinstance(e, str) else e for e in v] if isinstance(v, (list, tuple)) else v
 
 
 class AuthConfig(_Frozen):

@@ -28,7 +28,7 @@ from .errors import NotFound, SatchelError
 from .memory import DUCKDB_SHARE, budget_bytes
 from .metrics import Metrics
 from .query.accounting import Accounting
-from .query.planner import Plan
+from .query.planner import Plan, view_visible
 from .query.policy import policies
 from .query.routes import Routes
 from .query.service import QueryService
@@ -172,8 +172,12 @@ class Runtime:
         return [ds.name for ds in self.datasets.values()]
 
     def visible(self, name: str, principal: Principal = ANONYMOUS) -> bool:
-        """Whether `principal` may see the dataset or view `name`."""
-        return principal.policy is None or principal.policy.allows(name)
+        """Whether `principal` may see the dataset or view `name` (a view: and all it reads)."""
+        if principal.policy is None:
+            return True
+        if name.lower() in self.queries.views:
+            return view_visible(name, principal.policy, self.queries.views)
+        return principal.policy.allows(name)
 
     def tables(self, principal: Principal = ANONYMOUS) -> list[TableInfo]:
         """The catalog as `principal` sees it: its datasets and views, their visible columns

@@ -189,7 +189,7 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     if policy is not None:
         for table in tree.find_all(exp.Table):
             if table.name.lower() in views and not table.db and not _names_cte_in_scope(table) \
-                    and not policy.allows(table.name):
+                    and not view_visible(table.name, policy, views):
                 raise unknown(table.name)
     tree = expand_views(tree.copy(), views)
     bindings: dict[str, Binding] = {}
@@ -323,6 +323,14 @@ def _only_derived_tables(tree: exp.Expression) -> bool:
     subqueries = list(tree.find_all(exp.Subquery))
     return bool(subqueries) and not tree.find(exp.Exists) and all(
         isinstance(sq.parent, (exp.From, exp.Join)) for sq in subqueries)
+
+
+def view_visible(name: str, policy: Policy, views: dict[str, exp.Expression]) -> bool:
+    """A principal sees a view it is granted whose tables (and views) it may all see."""
+    if not policy.allows(name):
+        return False
+    body = expand_views(views[name.lower()].copy(), views)
+    return all(policy.allows(t.name) or _names_cte_in_scope(t) for t in body.find_all(exp.Table))
 
 
 def expand_views(tree: exp.Expression, views: dict[str, exp.Expression], depth: int = 0) -> exp.Expression:

@@ -15,7 +15,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from ..arrow_sql_types import sql_type
-from ..config_models import DatasetPolicy, PrincipalConfig
+from ..config_models import PrincipalConfig
 from ..errors import ConnectorError, Overloaded, SatchelError, UnknownDataset
 from ..policy_rules import ColumnRule, parse_filter, parse_rule
 from .sql_policy import PUBLIC_DIALECT
@@ -67,8 +67,7 @@ class Policy:
     def from_config(cls, config: PrincipalConfig, salt: str) -> "Policy":
         attributes = {"name": config.name, **dict(config.attributes)}
         rules = []
-        for entry in config.datasets:
-            item = entry if isinstance(entry, DatasetPolicy) else DatasetPolicy(name=entry)
+        for item in config.datasets:
             condition = parse_filter(item.filter, attributes) if item.filter else None
             rules.append(DatasetRule(item.name, condition, tuple((c, parse_rule(r)) for c, r in item.columns.items())))
         lim = config.limits
