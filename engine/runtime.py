@@ -23,6 +23,7 @@ from accel.duckdb import DuckDBAccelerator
 from .auth import ANONYMOUS, Authenticator, Principal
 from .cancel import LiveScopes
 from .config import Dataset, Pod
+from .embedders import Embedders
 from .errors import NotFound, SatchelError
 from .memory import DUCKDB_SHARE, budget_bytes
 from .metrics import Metrics
@@ -71,6 +72,8 @@ class Runtime:
         install_log_redaction(self.secrets)
         th = pod.runtime.task_history
         self.task_history = TaskHistory(th.enabled, th.retention_period, secrets=self.secrets)
+        # embedding models, attached by the serving layer (serving.server) before start()
+        self.embedders = Embedders(self.task_history, capture_text=th.captured_output == "truncated")
         self.data_dir = Path(data_dir or os.environ.get("SATCHEL_DATA_DIR") or Path(pod.base_dir) / ".satchel")
         self.memory_limit = memory_limit or os.environ.get("SATCHEL_MEMORY_LIMIT") or pod.runtime.params.memory_limit
         self.memory_budget = budget_bytes(self.memory_limit)

@@ -49,7 +49,7 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
 
     app = FastAPI(title="Satchel", version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan)
     if models is None:
-        models = ModelRegistry(runtime.pod.model_copy(update={"models": []}))
+        models = ModelRegistry(runtime.pod.model_copy(update={"models": [], "embeddings": []}))
     app.state.models = models
     router = create_router(runtime, models)
     app.state.model_calls = router.calls
