@@ -80,12 +80,12 @@ class Runtime:
         self.query_timeout = pod.runtime.params.query_timeout or None  # 0s: no deadline
         api_key = pod.runtime.auth.api_key
         self.auth = Authenticator(api_key.keys if api_key.enabled else (), self.metrics)
-        self.arrow = ArrowAccelerator()
+        self.arrow = ArrowAccelerator(search_memory_limit=f"{int(self.memory_budget * DUCKDB_SHARE)}B")
         self.duckdb_instances: dict[str, DuckDBAccelerator] = {}
         self.datasets: dict[str, DatasetRuntime] = {}
         for ds in pod.datasets:
             self.datasets[ds.name.lower()] = DatasetRuntime(ds, pod.base_dir, self._accelerator_for(ds), self.metrics,
-                                                            self.secrets, pod.name)
+                                                            self.secrets, pod.name, self.embedders)
         views = {view.name.lower(): parse_query(view.sql)[0] for view in pod.views}
         self.accounting = Accounting(self.metrics, self.task_history, self.secrets, self.memory_budget)
         routes = Routes(self.datasets, self.duckdb_instances, self.arrow, self.task_history, self.memory_budget,
