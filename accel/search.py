@@ -168,7 +168,7 @@ class SearchStore:
         """The `limit` best rows by cosine similarity: the dataset's columns, `_score`, and the
         best chunk of each row as `_chunk`. The HNSW index answers (approximate) unless `exact`."""
         with self._cursor(spec.dataset) as (cur, rel):
-            if not self._exists(cur, spec.side):
+            if limit < 1 or not self._exists(cur, spec.side):
                 return self._empty_result(cur, rel, "_chunk")
             dim = len(vector)
             literal = "[" + ",".join(repr(float(v)) for v in vector) + f"]::FLOAT[{dim}]"
@@ -185,6 +185,14 @@ class SearchStore:
             using = ", ".join(quote_ident(k) for k in spec.row_id)
             return cur.execute(f"SELECT d.*, b._score, b._chunk FROM {rel} d JOIN ({best}) b USING ({using}) "
                                f"ORDER BY b._score DESC").to_arrow_table()
+
+    def dimension(self, spec: IndexSpec) -> int | None:
+        """The vectors' dimension (None before any vector was written)."""
+        with self._cursor() as (cur, _):
+            if not self._exists(cur, spec.side):
+                return None
+            row = cur.execute(f"SELECT array_length(__vector) FROM {quote_ident(spec.side)} LIMIT 1").fetchone()
+            return int(row[0]) if row else None
 
     def uses_index(self, spec: IndexSpec, dim: int) -> bool:
         """Whether DuckDB plans the vector search with the HNSW index (for EXPLAIN-style checks)."""
@@ -209,7 +217,7 @@ class SearchStore:
         """The `limit` best rows by BM25 score of `text` against the column: the dataset's
         columns and `_score` (rows without any query term are not returned)."""
         with self._cursor(spec.dataset) as (cur, rel):
-            if not self._exists(cur, spec.side):
+            if limit < 1 or not self._exists(cur, spec.side):
                 return self._empty_result(cur, rel)
             ids = ", ".join(quote_ident(k) for k in spec.row_id)
             schema = quote_ident(f"fts_main_{spec.side}")

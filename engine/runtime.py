@@ -36,6 +36,7 @@ from .query.sql_policy import parse_query
 from .redact import install_log_redaction
 from .refresh.dataset import DatasetRuntime
 from .refresh.jobs import RefreshJobs
+from .search.functions import SearchFunctions
 from .task_history import DESCRIPTION as TASK_HISTORY_DESCRIPTION
 from .task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from .task_history import TaskHistory
@@ -91,8 +92,9 @@ class Runtime:
         routes = Routes(self.datasets, self.duckdb_instances, self.arrow, self.task_history, self.memory_budget,
                         self.query_timeout)
         self.scopes = LiveScopes()  # every running query's and refresh's, cancelled by stop()
+        self.search = SearchFunctions(self.datasets, self.embedders)
         self.queries = QueryService(self.datasets, views, routes, self.accounting, self.query_timeout,
-                                    pod.runtime.params.max_rows, self.scopes, _sql_limits(pod))
+                                    pod.runtime.params.max_rows, self.scopes, _sql_limits(pod), self.search)
         self.refreshes = RefreshJobs(self.datasets, self.queries.source_reader, self.task_history, self.scopes)
         self.scheduler = self.refreshes.scheduler
 

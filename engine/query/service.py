@@ -18,6 +18,7 @@ from ..auth import ANONYMOUS, Principal
 from ..cancel import LiveScopes, guarded
 from ..errors import DatasetNotReady
 from ..refresh.dataset import DatasetRuntime
+from ..search.functions import SearchFunctions, has_search
 from ..task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from ..task_history import Task
 from ..memory import datafusion_pool
@@ -37,7 +38,7 @@ class QueryService:
 
     def __init__(self, datasets: Mapping[str, DatasetRuntime], views: Mapping[str, exp.Expression], routes: Routes,
                  accounting: Accounting, query_timeout: timedelta | None, max_rows: int | None,
-                 scopes: LiveScopes, limits: SqlLimits = SqlLimits()) -> None:
+                 scopes: LiveScopes, limits: SqlLimits = SqlLimits(), search: SearchFunctions | None = None) -> None:
         self.datasets = datasets
         self.views = views
         self.routes = routes
@@ -47,6 +48,7 @@ class QueryService:
         self.scopes = scopes  # every running query's, cancelled when the runtime stops
         self.limits = limits  # SQL size and nesting, checked before parsing
         self.plans = PlanCache()  # plans and result schemas by SQL text (see PlanCache)
+        self.search = search  # vector_search / text_search / rrf (never cached: their rows change)
 
     def query(self, sql: str, principal: Principal = ANONYMOUS, *, protocol: str = "flight",
               params: Sequence[object] | None = None,
@@ -63,7 +65,8 @@ class QueryService:
         scope = self.scopes.track(CancelScope())
         caller = CALLER.set(Caller(principal.name, "query", deadline, scope))  # source statements: who, until when
         try:
-            tree, explain, plan = self._planned_guarded(sql, params, scope, deadline, client_gone)
+            tree, explain, plan = self._planned_guarded(sql, params, scope, deadline, client_gone,
+                                                        principal.name, protocol)
             task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
             task.served_by = plan.served_by
             replan = lambda force: self.plan(tree, force)  # noqa: E731
@@ -102,7 +105,8 @@ class QueryService:
         scope = self.scopes.track(CancelScope())
         caller = CALLER.set(Caller(principal, "query", deadline, scope))
         try:
-            _, _, plan = self._planned_guarded(sql, params, scope, deadline, None)
+            _, _, plan = self._planned_guarded(sql, params, scope, deadline, None, principal, "internal",
+                                               schema_only=True)
             schema = self.routes.schema(plan)
         except Exception as e:
             raise self.accounting.public_error(e) from None
@@ -163,27 +167,36 @@ class QueryService:
         return lambda db, name: self._resolve(db, name, force_source)
 
     def _planned_guarded(self, sql: str, params: Sequence[object] | None, scope: CancelScope, deadline: float | None,
-                         client_gone: Callable[[], bool] | None) -> tuple[exp.Expression, bool, Plan]:
+                         client_gone: Callable[[], bool] | None, principal: str = "anonymous",
+                         protocol: str = "internal", schema_only: bool = False) -> tuple[exp.Expression, bool, Plan]:
         """`_planned`, from the cache at once, else under `guarded` (resolving a live dataset may
         infer its schema from the source)."""
         key = _plan_key(sql, params)
         cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
         if cached is not None:
             return cached
-        return guarded(lambda: self._planned(sql, params), scope, deadline, client_gone)
+        return guarded(lambda: self._planned(sql, params, principal, protocol, schema_only), scope, deadline,
+                       client_gone)
 
-    def _planned(self, sql: str, params: Sequence[object] | None) -> tuple[exp.Expression, bool, Plan]:
+    def _planned(self, sql: str, params: Sequence[object] | None, principal: str = "anonymous",
+                 protocol: str = "internal", schema_only: bool = False) -> tuple[exp.Expression, bool, Plan]:
         """Parse, bind and plan `sql`, or reuse what planning the same text and parameters gave
-        while its tables resolve the same way (planning costs milliseconds; DoGet repeats it)."""
+        while its tables resolve the same way (planning costs milliseconds; DoGet repeats it).
+        Search table functions run here (their rows become tables of the plan), so a query with
+        them is never cached; `schema_only` gives them no rows (no model call)."""
         resolve = self._resolver(frozenset())
         key = _plan_key(sql, params)
         if key is not None:
             cached = self.plans.get(key, resolve)
             if cached is not None:
                 return cached
-        recorder = RecordingResolver(resolve)
         tree, explain = parse_query(sql, self.limits)
         tree = bind_parameters(tree, params)
+        if self.search is not None and has_search(tree):
+            tree, rows = self.search.expand(tree, principal, protocol, schema_only)
+            key = None
+            resolve = _with_search_rows(resolve, rows)
+        recorder = RecordingResolver(resolve)
         value_sizes.check(tree, datafusion_pool(self.accounting.memory_budget))
         planned = tree, explain, plan_query(tree, recorder, self.views)
         if key is not None:
@@ -210,6 +223,17 @@ class QueryService:
                                       f"try again shortly, or set ready_state: on_registration to query the source meanwhile"
                                       + (f"; last error: {ds.last_error}" if ds.last_error else ""))
         return Binding(ds.name, ds.schema(), "source", None, ds.name)
+
+
+def _with_search_rows(resolve, rows: Mapping[str, pa.Table]):  # type: ignore[no-untyped-def]
+    """`resolve`, knowing the search calls' results by the names they were given in the query."""
+    def resolved(db: str | None, name: str) -> Binding | None:
+        found = rows.get(name) if db is None else None
+        if found is not None:
+            return Binding(name, found.schema, "search", rows=found)
+        return resolve(db, name)
+
+    return resolved
 
 
 def _constant(tree: exp.Expression) -> bool:

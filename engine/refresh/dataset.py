@@ -134,8 +134,10 @@ class DatasetRuntime:
             return False
         if acc.loaded_source(self.name) != self.load_id:
             return False  # another source or working set (or a file from an older version): reload
-        if self.search and not self.search.in_sync():
-            return False  # a new or changed embedding/full-text column: refresh (it embeds only what lacks vectors)
+        if self.search:
+            if not self.search.in_sync():
+                return False  # a new or changed embedding/full-text column: refresh (it embeds only what lacks vectors)
+            self.search.ready = True
         self.loaded_once = True
         self.status = "ready"
         self.rows_loaded = acc.row_count(self.name)
