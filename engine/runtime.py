@@ -37,6 +37,7 @@ from .redact import install_log_redaction
 from .refresh.dataset import DatasetRuntime
 from .refresh.jobs import RefreshJobs
 from .search.functions import SearchFunctions
+from .search.service import search as search_request
 from .task_history import DESCRIPTION as TASK_HISTORY_DESCRIPTION
 from .task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from .task_history import TaskHistory
@@ -92,9 +93,9 @@ class Runtime:
         routes = Routes(self.datasets, self.duckdb_instances, self.arrow, self.task_history, self.memory_budget,
                         self.query_timeout)
         self.scopes = LiveScopes()  # every running query's and refresh's, cancelled by stop()
-        self.search = SearchFunctions(self.datasets, self.embedders)
+        self.search_functions = SearchFunctions(self.datasets, self.embedders)
         self.queries = QueryService(self.datasets, views, routes, self.accounting, self.query_timeout,
-                                    pod.runtime.params.max_rows, self.scopes, _sql_limits(pod), self.search)
+                                    pod.runtime.params.max_rows, self.scopes, _sql_limits(pod), self.search_functions)
         self.refreshes = RefreshJobs(self.datasets, self.queries.source_reader, self.task_history, self.scopes)
         self.scheduler = self.refreshes.scheduler
 
@@ -146,6 +147,12 @@ class Runtime:
               client_gone: Callable[[], bool] | None = None) -> pa.RecordBatchReader:
         """Plan and run one read-only query; the result streams (see QueryService.query)."""
         return self.queries.query(sql, principal, protocol=protocol, params=params, client_gone=client_gone)
+
+    def search(self, body: object, principal: Principal = ANONYMOUS, *, protocol: str = "http",
+               client_gone: Callable[[], bool] | None = None) -> dict:
+        """`POST /v1/search` (engine.search.service): each dataset's search is one query for `principal`."""
+        return search_request(body, self.datasets,
+                              lambda sql: self.query(sql, principal, protocol=protocol, client_gone=client_gone))
 
     def query_schema(self, sql: str, principal: Principal = ANONYMOUS,
                      params: Sequence[object] | None = None) -> pa.Schema:
