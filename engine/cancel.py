@@ -55,7 +55,8 @@ def guarded(work: Callable[[], T], scope: CancelScope, deadline: float | None,
             client_gone: Callable[[], bool] | None = None, limit: str = "runtime.params.query_timeout") -> T:
     """`work()` on a helper thread while this thread watches: at `deadline` (time.monotonic())
     it raises QueryTimeout, when `client_gone()` or the scope is cancelled (the runtime stops)
-    RequestCancelled; either way the scope is cancelled first. A daemon thread, not a pool: a
+    RequestCancelled; either way the scope is cancelled (after a grace for a deadline, which the
+    source enforces itself where it can). A daemon thread, not a pool: a
     pool's threads are joined at exit and can all be taken by frozen sources. A result that
     arrives after the waiter gave up is closed."""
     future: Future = Future()
@@ -82,8 +83,13 @@ def guarded(work: Callable[[], T], scope: CancelScope, deadline: float | None,
         else:
             continue
         break
-    cancel_in_background(scope)
     future.add_done_callback(_close_late_result)
+    if isinstance(error, QueryTimeout):
+        # The source was given the same deadline: let it stop the statement with its own limit
+        # (clearer in its logs) before cancelling from here.
+        with contextlib.suppress(Exception):
+            future.result(timeout=GRACE_S)
+    cancel_in_background(scope)
     with contextlib.suppress(Exception):
         future.result(timeout=GRACE_S)
     raise error

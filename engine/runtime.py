@@ -90,11 +90,11 @@ class Runtime:
                                                             self.secrets, pod.name, self.embedders)
         views = {view.name.lower(): parse_query(view.sql)[0] for view in pod.views}
         self.accounting = Accounting(self.metrics, self.task_history, self.secrets, self.memory_budget)
-        routes = Routes(self.datasets, self.duckdb_instances, self.arrow, self.task_history, self.memory_budget,
-                        self.query_timeout)
+        self.routes = Routes(self.datasets, self.duckdb_instances, self.arrow, self.task_history, self.memory_budget,
+                             self.query_timeout, spill_dir=str(self.data_dir / "duckdb_spill"))
         self.scopes = LiveScopes()  # every running query's and refresh's, cancelled by stop()
         self.search_functions = SearchFunctions(self.datasets, self.embedders)
-        self.queries = QueryService(self.datasets, views, routes, self.accounting, self.query_timeout,
+        self.queries = QueryService(self.datasets, views, self.routes, self.accounting, self.query_timeout,
                                     pod.runtime.params.max_rows, self.scopes, _sql_limits(pod), self.search_functions)
         self.refreshes = RefreshJobs(self.datasets, self.queries.source_reader, self.task_history, self.scopes)
         self.scheduler = self.refreshes.scheduler
@@ -116,6 +116,7 @@ class Runtime:
             ds.close()
         for inst in self.duckdb_instances.values():
             inst.close()
+        self.routes.close()
 
     def ready(self) -> bool:
         """True when every accelerated dataset with `ready_state: on_load` has loaded once."""

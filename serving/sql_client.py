@@ -84,17 +84,13 @@ def _message(e: pa.ArrowException) -> str:
 
 
 def _print_table(table: pa.Table, fmt: str, max_rows: int) -> None:
-    if fmt == "csv":
-        import pyarrow.csv as pacsv
+    if fmt in ("csv", "json"):
+        from .http.formats import csv_chunks, json_chunks
 
-        pacsv.write_csv(table, sys.stdout.buffer)
-        return
-    if fmt == "json":
-        from .http.formats import json_chunks
-
-        for chunk in json_chunks(table.schema, iter(table.to_batches())):
+        for chunk in (csv_chunks if fmt == "csv" else json_chunks)(table.schema, iter(table.to_batches())):
             sys.stdout.buffer.write(chunk)
-        print()
+        if fmt == "json":
+            sys.stdout.buffer.write(b"\n")
         return
     shown = table.slice(0, max_rows)
     print_rows(shown.to_pylist(), table.schema.names)  # display only: at most max_rows rows

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from ..errors import QueryTimeout, ResourceExhausted, SatchelError, SqlError
+from ..errors import QueryTimeout, RequestCancelled, ResourceExhausted, SatchelError, SqlError
 from ..memory import resource_exhausted_text
 from ..metrics import Metrics
 from ..redact import redact
@@ -42,7 +42,9 @@ class Accounting:
                     yield batch
                     if task.truncated:
                         break
-            except GeneratorExit:
+            except GeneratorExit:  # dropped before its end: the client left or the response failed
+                error = RequestCancelled("the result was not read to its end (the client went away or the "
+                                         "response failed)")
                 raise
             except Exception as e:
                 error = self.public_error(e)

@@ -68,13 +68,14 @@ def _held_or_spilled(scan: TableScan, source: "pa.RecordBatchReader | pa.Table",
         source = _conformed(source, scan.binding.schema)
         return source.to_batches() or [_empty_batch(source.schema)]
     schema = _conformed_schema(source.schema, scan.binding.schema)
+    batches = (batch if batch.schema.equals(schema) else batch.cast(schema) for batch in source)
     held: list[pa.RecordBatch] = []
     size = 0
-    for batch in source:
-        held.append(batch if batch.schema.equals(schema) else batch.cast(schema))
+    for batch in batches:
+        held.append(batch)
         size += batch.nbytes
         if hold is not None and size > hold:
-            return spill.write(scan.register_as, schema, held, source)
+            return spill.write(scan.register_as, schema, held, batches)
     return held or [_empty_batch(schema)]
 
 
@@ -89,17 +90,17 @@ class _Spill:
         return self._dir is not None
 
     def write(self, name: str, schema: pa.Schema, held: list[pa.RecordBatch],
-              rest: pa.RecordBatchReader) -> Path:
-        """`held` then the rest of the stream, written to one Parquet file (its memory freed as it goes)."""
+              rest: Iterator[pa.RecordBatch]) -> Path:
+        """`held` then the rest of the stream, written to one Parquet file (`held` freed as it is written)."""
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="satchel-spill-"))
         path = self._dir / f"{name}.parquet"
         with pq.ParquetWriter(path, schema, compression="lz4") as writer:
+            held.reverse()  # popped from the end: each batch is released once written
             while held:
-                writer.write_batch(held.pop(0), row_group_size=SPILL_ROW_GROUP)
+                writer.write_batch(held.pop(), row_group_size=SPILL_ROW_GROUP)
             for batch in rest:
-                writer.write_batch(batch if batch.schema.equals(schema) else batch.cast(schema),
-                                   row_group_size=SPILL_ROW_GROUP)
+                writer.write_batch(batch, row_group_size=SPILL_ROW_GROUP)
         return path
 
     def remove(self) -> None:

@@ -65,6 +65,7 @@ class Plan:
     widen_decimals: list[int] = field(default_factory=list)  # output columns to widen to decimal(38, s)
     full_text: bool = False  # a scan carries match(): it must run in that scan's source
     count_as: str | None = None  # `SELECT count(*) AS <name> FROM t [WHERE ...]`: the source may count
+    output_names: list[str] | None = None  # the result's column names, when the engine runs them renamed
 
     @property
     def served_by(self) -> str:
@@ -91,6 +92,11 @@ class Plan:
             )
         return "\n".join(lines)
 
+
+CONSTANTS_INSTANCE = "duckdb:constants"  # the private DuckDB that evaluates queries naming no table
+# DuckDB binds nested operators in time cubic in their depth (`SELECT 1+1+...` of 900 terms: 24 s,
+# 100: 0.04 s); a table-less query nesting deeper runs on DataFusion, which binds it at once.
+DUCKDB_OPERATOR_DEPTH = 100
 
 Resolver = Callable[[str | None, str], Binding | None]
 """(schema or None, table) -> Binding, or None when unknown."""
@@ -211,6 +217,10 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     except OptimizeError as e:
         raise SqlError(str(e)) from None
     used = list(bindings.values())
+    if not used and _operator_depth(tree) <= DUCKDB_OPERATOR_DEPTH:
+        # No table: DuckDB evaluates it, as it does most queries (the same types and functions).
+        _refuse_full_text(tree)
+        return Plan("accelerator", _for_duckdb(tree).sql("duckdb"), used, instance_id=CONSTANTS_INSTANCE)
     instances = {b.instance_id for b in used}
     if used and all(b.kind == "duckdb" for b in used) and len(instances) == 1:
         _refuse_full_text(tree)
@@ -221,12 +231,51 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
         # Not with subquery expressions: sqlglot's rule mis-scopes correlated predicates there.
         tree = pushdown_predicates(tree, dialect=PUBLIC_DIALECT)
     tree = _for_datafusion(tree)
+    output_names = _unique_outputs(tree)
     count_as = _count_only(tree)
     scans = _federated_scans(tree, bindings)
+    _type_literals(tree)  # after the scans took their filters (they read plain literals)
+    _function_results(tree)
+    for call in reversed(list(tree.find_all(exp.Typeof))):  # last: it reads the types the rules above made
+        call.replace(_typeof(call.this))
     full_text = any(f.op == FULL_TEXT_OP for s in scans for f in s.filters)
     _refuse_full_text(tree)
     return Plan("federated", tree.sql(PUBLIC_DIALECT), used, scans=scans, widen_decimals=widen,
-                full_text=full_text, count_as=count_as if len(scans) == 1 else None)
+                full_text=full_text, count_as=count_as if len(scans) == 1 else None, output_names=output_names)
+
+
+def _unique_outputs(tree: exp.Expression) -> list[str] | None:
+    """DataFusion refuses two output columns of one name in a SELECT (`SELECT 1 AS a, 2 AS a`),
+    which PostgreSQL and DuckDB accept: later duplicates get private aliases in every SELECT, and
+    the result's names (returned here when the outermost ones changed) are put back on it."""
+    top = tree
+    while isinstance(top, exp.SetOperation):
+        top = top.this
+    renamed_top = None
+    for select in list(tree.find_all(exp.Select)):
+        names = [p.alias_or_name for p in select.expressions]
+        if len(set(names)) == len(names):
+            continue
+        seen: set[str] = set()
+        for i, proj in enumerate(list(select.expressions)):
+            if names[i] in seen:
+                proj.replace(exp.alias_(proj.unalias() if isinstance(proj, exp.Alias) else proj.copy(),
+                                        f"__satchel_column_{i}", quoted=True))
+            seen.add(names[i])
+        if select is top:
+            renamed_top = names
+    return renamed_top
+
+
+def _operator_depth(tree: exp.Expression) -> int:
+    """How deeply operators nest (`1+1+1` is 2)."""
+    deepest, stack = 0, [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        depth += isinstance(node, exp.Binary)
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in node.iter_expressions())
+    return deepest
 
 
 def _is_match(node: exp.Expression) -> bool:
@@ -348,13 +397,101 @@ def _wider_integer(left: exp.Expression, right: exp.Expression) -> exp.DataType:
     return exp.DataType.build({1: "SMALLINT", 2: "INT", 3: "BIGINT"}[rank])
 
 
+_LITERAL_CONTEXTS = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.Alias, exp.Select, exp.If, exp.Case,
+                     exp.Coalesce, exp.Paren, exp.Typeof, exp.Abs, exp.Greatest, exp.Least, exp.Nullif, exp.Round,
+                     exp.Ceil, exp.Floor, exp.Trunc, exp.Sign)
+# DuckDB's typeof() names for DataFusion's arrow_typeof(), after the public types.
+_TYPE_NAMES = {"Int8": "TINYINT", "Int16": "SMALLINT", "Int32": "INTEGER", "Int64": "BIGINT", "UInt8": "SMALLINT",
+               "UInt16": "INTEGER", "UInt32": "BIGINT", "UInt64": "BIGINT", "Float32": "FLOAT", "Float64": "DOUBLE",
+               "Utf8": "VARCHAR", "Utf8View": "VARCHAR", "LargeUtf8": "VARCHAR", "Boolean": "BOOLEAN",
+               "Date32": "DATE", "Binary": "BLOB", "BinaryView": "BLOB", "LargeBinary": "BLOB", "Null": '"NULL"'}
+
+
+def _type_literals(tree: exp.Expression) -> None:
+    """Numeric literals typed as DuckDB types them where they decide a value's type (arithmetic,
+    outputs, CASE): an integer is INT (BIGINT past its range; DataFusion: always Int64), `1.50`
+    DECIMAL(3, 2) (DataFusion: DOUBLE), so `quantity + 1` is INT on every route."""
+    for lit in list(tree.find_all(exp.Literal)):
+        if lit.is_string or not isinstance(lit.parent, _LITERAL_CONTEXTS) \
+                or lit.arg_key == "decimals" \
+                or isinstance(lit.parent, exp.Neg) and not isinstance(lit.parent.parent, _LITERAL_CONTEXTS):
+            continue
+        whole, dot, fraction = lit.this.partition(".")
+        if not (whole or fraction) or not (whole + fraction).isdigit():
+            continue  # an exponent: DOUBLE everywhere
+        if dot and len(whole) + len(fraction) <= 38:  # DuckDB's DECIMAL(digits written, scale)
+            to = exp.DataType.build(f"DECIMAL({max(1, len(whole) + len(fraction))}, {len(fraction)})")
+        elif not dot and int(whole) <= 2**31 - 1:
+            to = exp.DataType.build("INT")
+        else:
+            continue
+        lit.replace(exp.Cast(this=lit.copy(), to=to))
+
+
+def _is_decimal_value(node: exp.Expression) -> bool:
+    """Typed DECIMAL, or a literal such as 2.5 (DECIMAL in DuckDB and PostgreSQL)."""
+    return _is_decimal(node) or isinstance(node, exp.Literal) and not node.is_string and "." in node.this \
+        or isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.DECIMAL
+
+
+def _wrap(node: exp.Expression, outer: exp.Expression) -> None:
+    """Put `outer` where `node` is, with `node` (annotations kept) as its `this`."""
+    node.replace(outer)
+    outer.set("this", node)
+
+
+def _function_results(tree: exp.Expression) -> None:
+    """Functions whose DataFusion result differs from DuckDB's, rewritten to DuckDB's."""
+    for node in list(tree.find_all(exp.Length, exp.StrPosition, exp.Sign, exp.Log, exp.Ceil, exp.Floor,
+                                   exp.Trunc, exp.TimeToStr, exp.Add, exp.Sub)):
+        if isinstance(node, (exp.Length, exp.StrPosition)):  # DataFusion: Int32
+            _wrap(node, exp.Cast(to=_BIGINT.copy()))
+        elif isinstance(node, exp.Sign):  # DataFusion has signum(), a DOUBLE
+            node.replace(exp.Anonymous(this="arrow_cast", expressions=[
+                exp.Anonymous(this="signum", expressions=[node.this]), exp.Literal.string("Int8")]))
+        elif isinstance(node, exp.Log) and node.expression is not None and node.this.is_number \
+                and node.this.to_py() == 10:  # log(10, 1000) is 2.9999999999999996 in DataFusion
+            node.replace(exp.Anonymous(this="log10", expressions=[exp.Cast(this=node.expression, to=_DOUBLE.copy())]))
+        elif isinstance(node, (exp.Ceil, exp.Floor, exp.Trunc)) and _is_decimal_value(node.this) \
+                and not node.args.get("decimals"):  # DataFusion keeps the argument's scale
+            _wrap(node, exp.Cast(to=exp.DataType.build("DECIMAL(38, 0)")))
+        elif isinstance(node, exp.TimeToStr):  # the format is held as strftime's, which DataFusion's to_char takes
+            node.replace(exp.Anonymous(this="to_char", expressions=[node.this, node.args["format"]]))
+        elif isinstance(node, (exp.Add, exp.Sub)) and isinstance(node.expression, exp.Interval) \
+                and node.this.type is not None and node.this.type.this == exp.DataType.Type.DATE:
+            node.set("this", exp.Cast(this=node.this, to=exp.DataType.build("TIMESTAMP")))  # date + interval
+
+
+def _typeof(value: exp.Expression) -> exp.Expression:
+    """DuckDB's typeof(value) on DataFusion: arrow_typeof's names mapped to DuckDB's."""
+    arrow = exp.Anonymous(this="arrow_typeof", expressions=[value])
+    ifs = [exp.If(this=exp.EQ(this=arrow.copy(), expression=exp.Literal.string(k)), true=exp.Literal.string(v))
+           for k, v in _TYPE_NAMES.items()]
+    ifs += [exp.If(this=exp.Like(this=arrow.copy(), expression=exp.Literal.string(pattern)), true=exp.Literal.string(name))
+            for pattern, name in (("Timestamp(%, %", "TIMESTAMP WITH TIME ZONE"), ("Timestamp(%", "TIMESTAMP"),
+                                  ("Time%", "TIME"), ("Interval%", "INTERVAL"))]
+    ifs.append(exp.If(this=exp.Like(this=arrow.copy(), expression=exp.Literal.string("Decimal%")),
+                      true=exp.Anonymous(this="regexp_replace", expressions=[
+                          arrow.copy(), exp.Literal.string(r"^Decimal(128|256)\((\d+), (\d+)\)$"),
+                          exp.Literal.string(r"DECIMAL(\2,\3)")])))
+    return exp.Case(ifs=ifs, default=arrow)
+
+
 def _for_datafusion(tree: exp.Expression) -> exp.Expression:
     """DataFusion keeps decimals where DuckDB (and the answer agents expect) uses DOUBLE:
     AVG(decimal) and decimal division would round to a fixed scale. EXTRACT returns BIGINT."""
     def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.CurrentTimestamp):  # DataFusion's now() is a naive nanosecond timestamp
+            return exp.Anonymous(this="arrow_cast", expressions=[
+                exp.Anonymous(this="now", expressions=[]), exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')])
+        if isinstance(node, exp.Div) and node.args.get("typed") and _is_integer(node.this) \
+                and _is_integer(node.expression):
+            return exp.Cast(this=node, to=_wider_integer(node.this, node.expression))  # as on DuckDB
         if isinstance(node, exp.Avg) and _is_decimal(node.this):
             node.set("this", exp.Cast(this=node.this, to=_DOUBLE.copy()))
-        elif isinstance(node, exp.Div) and (_is_decimal(node.this) or _is_decimal(node.expression)):
+        elif isinstance(node, exp.Div) and any(_is_decimal(x) or x.type is not None and x.type.this in _FLOAT_TYPES
+                                               for x in (node.this, node.expression)):
+            # (a float operand too: it may hold a literal like 1.0, a decimal once typed below)
             node.set("this", exp.Cast(this=node.this, to=_DOUBLE.copy()))
             node.set("expression", exp.Cast(this=node.expression, to=_DOUBLE.copy()))
         elif isinstance(node, exp.Extract) and node.this.name.upper() in _INTEGER_PARTS:
@@ -415,6 +552,9 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
     decimal(38, 0); an overflow is then an error, never a wrong number), and LIKE escapes with
     backslash."""
     def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.CurrentTimestamp):
+            # DuckDB reads a bare CURRENT_TIMESTAMP as a column when an output column has that name
+            return exp.Anonymous(this="get_current_timestamp", expressions=[])
         if isinstance(node, (exp.Like, exp.ILike)) and not isinstance(node.parent, exp.Escape):
             # PostgreSQL's LIKE escapes with backslash by default; DuckDB's has no escape.
             return exp.Escape(this=node, expression=exp.Literal.string("\\"))

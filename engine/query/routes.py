@@ -4,6 +4,7 @@ count, the whole query in one SQL source (pushdown), or DataFusion over pushed-d
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -19,7 +20,7 @@ from ..refresh.dataset import DatasetRuntime
 from ..task_history import Task, TaskHistory
 from . import pushdown
 from .federated import duckdb_schema, federated_schema, run_federated
-from .planner import Plan, TableScan
+from .planner import CONSTANTS_INSTANCE, Plan, TableScan
 
 Replan = Callable[[frozenset[str]], Plan]  # the same query planned with these datasets read from their sources
 
@@ -27,13 +28,16 @@ Replan = Callable[[frozenset[str]], Plan]  # the same query planned with these d
 class Routes:
     def __init__(self, datasets: Mapping[str, DatasetRuntime], duckdb_instances: Mapping[str, DuckDBAccelerator],
                  arrow: ArrowAccelerator, task_history: TaskHistory, memory_budget: int,
-                 query_timeout: timedelta | None) -> None:
+                 query_timeout: timedelta | None, spill_dir: str | None = None) -> None:
         self.datasets = datasets
         self.duckdb_instances = duckdb_instances
         self.arrow = arrow
         self.task_history = task_history
         self.memory_budget = memory_budget
         self.query_timeout = query_timeout
+        self.spill_dir = spill_dir
+        self._constants: DuckDBAccelerator | None = None  # evaluates queries that name no table
+        self._lock = threading.Lock()
 
     def execute(self, plan: Plan, replan: Replan, task: Task | None = None) -> pa.RecordBatchReader:
         """Run `plan`; an accelerated dataset with `on_zero_results: use_source` that gives no
@@ -48,6 +52,8 @@ class Routes:
             if reader is None:
                 reader = self.federated(plan)
         reader = public_types(reader)
+        if plan.output_names:
+            reader = _renamed(reader, plan.output_names)
         fallback = [b.dataset for b in plan.bindings
                     if b.kind in ("duckdb", "arrow") and self.datasets[b.dataset].acceleration.on_zero_results == "use_source"]
         if fallback:
@@ -66,6 +72,8 @@ class Routes:
             schema = duckdb_schema(self._accelerator(plan), plan.sql)
         else:
             schema = federated_schema(plan)
+            if plan.output_names:
+                schema = pa.schema([f.with_name(n) for f, n in zip(schema, plan.output_names)], metadata=schema.metadata)
         return public_types(pa.RecordBatchReader.from_batches(schema, [])).schema
 
     def from_source(self, plan: Plan) -> pa.RecordBatchReader:
@@ -78,7 +86,18 @@ class Routes:
         return run_federated(plan, self._open_scan, pool_bytes=datafusion_pool(self.memory_budget))
 
     def _accelerator(self, plan: Plan) -> DuckDBAccelerator:
+        if plan.instance_id == CONSTANTS_INSTANCE:
+            with self._lock:
+                if self._constants is None:  # made on first use: most pods never need it
+                    self._constants = DuckDBAccelerator(None, memory_limit=f"{datafusion_pool(self.memory_budget)}B",
+                                                        threads=1, temp_directory=self.spill_dir)
+                return self._constants
         return self.duckdb_instances[plan.instance_id.split(":", 1)[1]]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._constants is not None:
+                self._constants.close()
 
     def _open_scan(self, scan: TableScan) -> pa.RecordBatchReader | pa.Table:
         b = scan.binding
@@ -130,7 +149,15 @@ def _pushed_filters(ds: DatasetRuntime, filters: Sequence[Filter]) -> tuple[list
 def _public_type(t: pa.DataType) -> pa.DataType:
     """The type clients get for `t`, the same whichever engine ran the query: no unsigned
     integers (PostgreSQL has none; DataFusion's row_number() is UInt64), no view or large
-    string layouts (DataFusion's CAST(.. AS VARCHAR) is Utf8View), nested types alike."""
+    string layouts (DataFusion's CAST(.. AS VARCHAR) is Utf8View), microseconds at most, as in
+    PostgreSQL (DataFusion's now() is in nanoseconds, which Python's datetime cannot hold),
+    nested types alike."""
+    if pa.types.is_timestamp(t) and t.unit == "ns":
+        return pa.timestamp("us", t.tz)
+    if pa.types.is_time64(t) and t.unit == "ns":
+        return pa.time64("us")
+    if pa.types.is_duration(t) and t.unit == "ns":
+        return pa.duration("us")
     if pa.types.is_unsigned_integer(t):
         return {8: pa.int16(), 16: pa.int32()}.get(t.bit_width, pa.int64())
     if pa.types.is_string_view(t) or pa.types.is_large_string(t):
@@ -144,17 +171,33 @@ def _public_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
+def _has_nanoseconds(t: pa.DataType) -> bool:
+    if isinstance(t, (pa.TimestampType, pa.Time64Type, pa.DurationType)):
+        return t.unit == "ns"
+    return any(_has_nanoseconds(t.field(i).type) for i in range(t.num_fields))
+
+
 def public_types(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     schema = reader.schema
     target = pa.schema([f.with_type(_public_type(f.type)) for f in schema], metadata=schema.metadata)
     if target.equals(schema):
         return reader
 
+    # Nanoseconds are cut to microseconds (an unsafe cast); every other cast stays checked.
+    safe = [not _has_nanoseconds(f.type) for f in schema]
+
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:
-            yield batch.cast(target)
+            yield pa.RecordBatch.from_arrays(
+                [col if col.type == f.type else col.cast(f.type, safe=ok)
+                 for col, f, ok in zip(batch.columns, target, safe)], schema=target)
 
     return pa.RecordBatchReader.from_batches(target, batches())
+
+
+def _renamed(reader: pa.RecordBatchReader, names: list[str]) -> pa.RecordBatchReader:
+    schema = pa.schema([f.with_name(n) for f, n in zip(reader.schema, names)], metadata=reader.schema.metadata)
+    return pa.RecordBatchReader.from_batches(schema, (pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in reader))
 
 
 def _unless_empty(reader: pa.RecordBatchReader, fallback: Callable[[], pa.RecordBatchReader]) -> pa.RecordBatchReader:

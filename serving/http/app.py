@@ -11,7 +11,6 @@ import threading
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.encoders import jsonable_encoder
@@ -28,7 +27,7 @@ from engine.runtime import Principal, Runtime
 from engine.task_history import current_request, request_scope
 
 from .disconnect import on_query_pool, query_pool, until_disconnect
-from .formats import ARROW_STREAM, json_chunks
+from .formats import ARROW_STREAM, csv_chunks, drain, json_chunks
 
 OPEN_PATHS = {"/health", "/v1/ready"}
 log = logging.getLogger("satchel.http")
@@ -106,7 +105,7 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         if ARROW_STREAM in accept:
             chunks, media = _arrow_stream(reader, first), ARROW_STREAM
         elif "text/csv" in accept:
-            chunks, media = _csv_stream(reader, first), "text/csv"
+            chunks, media = csv_chunks(reader.schema, _chain(first, reader)), "text/csv"
         else:
             chunks, media = json_chunks(reader.schema, _chain(first, reader)), "application/json"
         return StreamingResponse(on_query_pool(chunks), media_type=media)
@@ -193,11 +192,20 @@ class _Authenticate:
             try:
                 await self.app(scope, receive, sending)
             except Exception as e:  # noqa: BLE001 - never internals to the client
+                if started:
+                    # The status is sent: end the connection without the body's end, so the client
+                    # sees a failed transfer, never a complete-looking one (the query's own task
+                    # history row already has the error).
+                    failure = e.__context__ if isinstance(e.__context__, SatchelError) else e  # Starlette re-raises
+                    cause = (f"{failure.code}: {failure.message}" if isinstance(failure, SatchelError)
+                             else f"{type(failure).__name__}: {failure}")
+                    log.error("response to %s %s failed after it started (%s); connection closed",
+                              scope["method"], scope["path"], redact(cause, self.runtime.secrets))
+                    log.debug("response failure", exc_info=e)
+                    return
                 log.error("internal error serving %s", scope["path"], exc_info=e)
                 error = InternalError(f"internal error serving {scope['path']}; see the server log")
                 _account(self.runtime, scope, error)
-                if started:
-                    raise
                 await _error(error, self.runtime.secrets)(scope, receive, send)
 
 
@@ -238,24 +246,8 @@ def _arrow_stream(reader: pa.RecordBatchReader, first: pa.RecordBatch | None) ->
     with pa.ipc.new_stream(sink, reader.schema) as writer:
         for batch in _chain(first, reader):
             writer.write_batch(batch)
-            yield _drain(sink)
-    yield _drain(sink)
-
-
-def _csv_stream(reader: pa.RecordBatchReader, first: pa.RecordBatch | None) -> Iterator[bytes]:
-    sink = io.BytesIO()
-    with pacsv.CSVWriter(sink, reader.schema) as writer:
-        for batch in _chain(first, reader):
-            writer.write_batch(batch)
-            yield _drain(sink)
-    yield _drain(sink)
-
-
-def _drain(sink: io.BytesIO) -> bytes:
-    data = sink.getvalue()
-    sink.seek(0)
-    sink.truncate()
-    return data
+            yield drain(sink)
+    yield drain(sink)
 
 
 def _version() -> str:
