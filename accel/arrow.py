@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Mapping, Sequence
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -14,6 +15,7 @@ from connectors.base import Filter, FilterSupport
 from engine.errors import NotFound
 
 from .keys import merge_by_key
+from .search import SearchStore, load_extensions
 
 
 class ArrowAccelerator:
@@ -22,11 +24,33 @@ class ArrowAccelerator:
 
     engine = "arrow"
 
-    def __init__(self, instance_id: str = "arrow") -> None:
+    def __init__(self, instance_id: str = "arrow", search_memory_limit: str | None = None) -> None:
         self.instance_id = instance_id
         self._tables: dict[str, pa.Table] = {}
         self._versions: dict[str, str | None] = {}  # source version each table was loaded to
         self._write_lock = threading.Lock()
+        self._search_memory_limit = search_memory_limit
+        self._search: SearchStore | None = None
+
+    @property
+    def search(self) -> SearchStore:
+        """Search indexes live in a private in-memory DuckDB (vss, fts), which reads these Arrow
+        tables in place; opened on first use."""
+        with self._write_lock:
+            if self._search is None:
+                con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                                         "autoload_known_extensions": False})
+                if self._search_memory_limit:
+                    con.execute(f"SET memory_limit = '{self._search_memory_limit}'")
+                load_extensions(con)
+                con.execute("SET enable_external_access = false")
+                con.execute("SET lock_configuration = true")
+                self._search = SearchStore(con, threading.Lock(), self._relation)
+            return self._search
+
+    def _relation(self, cur: duckdb.DuckDBPyConnection, name: str) -> str:
+        cur.register("__satchel_dataset", self.table(name))  # zero-copy: DuckDB scans the Arrow table
+        return "__satchel_dataset"
 
     def has_table(self, name: str) -> bool:
         return name in self._tables

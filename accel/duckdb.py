@@ -19,6 +19,7 @@ from connectors.sql_render import quote_ident, select_sql
 from engine.errors import NotFound, QueryTimeout, ReadOnlyViolation
 
 from .keys import dedupe_last
+from .search import SearchStore, load_extensions
 
 META_TABLE = "__satchel_meta"
 BATCH_ROWS = 64 * 1024
@@ -59,6 +60,8 @@ class DuckDBAccelerator:
         # the source version (e.g. an Iceberg snapshot) a load brought the table to; added to
         # files written before the column existed
         self._con.execute(f"ALTER TABLE {META_TABLE} ADD COLUMN IF NOT EXISTS version VARCHAR")
+        load_extensions(self._con)  # vss and fts, for search indexes (before the lockdown below)
+        self.search = SearchStore(self._con, self._write_lock, lambda cur, name: quote_ident(name))
         if path:
             # A process killed mid-load leaves blocks only a checkpoint gives back (the file grew
             # by about one load per kill -9 until the next one): reclaim them at open.

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ValidationError
 
 from .config_checks import check_pod
 from .config_models import (
-    ACCELERATION_PARAMS, INTERNAL_FIELDS, Acceleration, ApiKeyAuth, AuthConfig, Column, Dataset,
-    Model, Pod, ResultsCacheConfig, RuntimeConfig, RuntimeParams, SecretStore, TaskHistoryConfig,
+    ACCELERATION_PARAMS, INTERNAL_FIELDS, Acceleration, ApiKeyAuth, AuthConfig, Chunking, Column, ColumnEmbedding,
+    Dataset, Embedding, FullTextSearch, Model, Pod, ResultsCacheConfig, RuntimeConfig, RuntimeParams, SecretStore, TaskHistoryConfig,
     TlsConfig, View, split_from,
 )
 from .config_types import FrozenMap, kind_of
@@ -32,8 +32,8 @@ from .secrets import REF, SUPPORTED_STORES, SecretResolver, SecretText
 from .yaml_positions import Path, format_path, line_of, load_yaml
 
 __all__ = [
-    "ACCELERATION_PARAMS", "Acceleration", "ApiKeyAuth", "AuthConfig", "Column", "ConfigError",
-    "ConfigIssue", "Dataset", "FrozenMap", "Model", "NOT_SUPPORTED_YET", "NotSupportedYet", "Pod",
+    "ACCELERATION_PARAMS", "Acceleration", "ApiKeyAuth", "AuthConfig", "Chunking", "Column", "ColumnEmbedding",
+    "ConfigError", "ConfigIssue", "Dataset", "Embedding", "FullTextSearch", "FrozenMap", "Model", "NOT_SUPPORTED_YET", "NotSupportedYet", "Pod",
     "ResultsCacheConfig", "RuntimeConfig", "RuntimeParams", "SecretStore", "TaskHistoryConfig",
     "TlsConfig", "View", "describe_errors", "format_duration", "load_pod", "load_pod_text",
     "parse_duration", "split_from",
@@ -42,7 +42,6 @@ __all__ = [
 # Documented keys Satchel does not implement yet. Edit this table as features land.
 # Key forms: `a.b` (present and non-empty), `a.b=value`, `a.b!=value`; `x[]` = every item of list x.
 NOT_SUPPORTED_YET: tuple[tuple[str, str], ...] = (
-    ("embeddings", "embedding models are not supported yet"),
     ("secrets[].from!=env", "secret stores other than 'env' are not supported yet"),
     ("datasets[].access=read_write", "writable datasets (access: read_write) are not supported yet"),
     ("datasets[].acceleration.indexes", "accelerator indexes are not supported yet"),

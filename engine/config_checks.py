@@ -39,10 +39,12 @@ def _set(value: Any) -> bool:
 def check_pod(pod: dict, known_prefixes: Callable[[], Iterable[str]]) -> Iterator[Finding]:
     """All cross-field findings for a whole pod."""
     yield from _unique_names(pod)
+    embedders = {e.get("name") for _, e in _items(pod.get("embeddings"))}
     for i, ds in _items(pod.get("datasets")):
         yield from _connector(("datasets", i), ds, known_prefixes)
         yield from _column_types(("datasets", i), ds)
         yield from _acceleration(("datasets", i), ds)
+        yield from _search_columns(("datasets", i), ds, embedders)
     yield from _runtime(_d(pod.get("runtime")))
     yield from _principals(pod)
 
@@ -95,14 +97,40 @@ def _unique_names(pod: dict) -> Iterator[Finding]:
                 yield (section, i, "name"), f"duplicate name '{name}': {first} already uses it (names are case-insensitive)"
             else:
                 seen[name.lower()] = f"{what} {section}[{i}]"
+    names: dict[str, str] = {}  # models and embeddings share the OpenAI routes' `model` ids
     for section in ("models", "embeddings"):
-        names: dict[str, int] = {}
         for i, item in _items(pod.get(section)):
             name = item.get("name")
             if isinstance(name, str) and name in names:
-                yield (section, i, "name"), f"duplicate name '{name}': {section}[{names[name]}] already uses it"
+                yield (section, i, "name"), f"duplicate name '{name}': {names[name]} already uses it"
             elif isinstance(name, str):
-                names[name] = i
+                names[name] = f"{section}[{i}]"
+
+
+def _search_columns(at: Path, ds: dict, embedders: set) -> Iterator[Finding]:
+    """Embedding columns and full-text indexes live in the accelerator and need each row's identity."""
+    acc = ds.get("acceleration")
+    accelerated = isinstance(acc, dict) and acc.get("enabled") is not False
+    pk = _d(acc).get("primary_key") if accelerated else None
+    for j, col in _items(ds.get("columns")):
+        where = at + ("columns", j)
+        for k, emb in _items(col.get("embeddings")):
+            if not accelerated:
+                yield where + ("embeddings", k), "embedding columns need the dataset accelerated (acceleration.enabled: true)"
+            name = emb.get("from")
+            if isinstance(name, str) and name not in embedders:
+                known = ", ".join(sorted(str(e) for e in embedders if e)) or "none (add an `embeddings:` entry)"
+                yield where + ("embeddings", k, "from"), f"unknown embedding model '{name}'; embeddings: {known}"
+            if not _set(emb.get("row_id")) and not _set(pk):
+                yield where + ("embeddings", k), "embedding columns need row_id (or acceleration.primary_key)"
+        if len(col.get("embeddings") or []) > 1:
+            yield where + ("embeddings",), "one embedding model per column is supported"
+        fts = _d(col.get("full_text_search"))
+        if fts.get("enabled") is True:
+            if not accelerated:
+                yield where + ("full_text_search",), "full_text_search needs the dataset accelerated (acceleration.enabled: true)"
+            if not _set(fts.get("row_id")) and not _set(pk):
+                yield where + ("full_text_search",), "full_text_search needs row_id (or acceleration.primary_key)"
 
 
 def _connector(at: Path, ds: dict, known_prefixes: Callable[[], Iterable[str]]) -> Iterator[Finding]:

@@ -31,10 +31,37 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
 
 
+class Chunking(_Frozen):
+    """Long text split into overlapping chunks, each embedded on its own (Spice's keys). Sizes
+    count words (whitespace-separated), Satchel's stand-in for the model's tokens."""
+
+    enabled: bool = False
+    target_chunk_size: int = Field(200, ge=1)
+    overlap_size: int = Field(0, ge=0)
+    trim_whitespace: bool = True
+
+
+class ColumnEmbedding(_Frozen):
+    """`columns[].embeddings[]`: vectors of this column computed at refresh by an `embeddings:` model."""
+
+    from_: NonEmptyStr = Field(alias="from")  # the name of an `embeddings:` entry
+    row_id: Columns | None = None  # the row's identity; default: acceleration.primary_key
+    chunking: Chunking | None = None
+
+
+class FullTextSearch(_Frozen):
+    """`columns[].full_text_search`: a BM25 index on this column for text_search()."""
+
+    enabled: bool = False
+    row_id: Columns | None = None
+
+
 class Column(_Frozen):
     name: NonEmptyStr
     description: Str | None = None
     type: Str | None = None  # a SQL type; where a connector infers the schema, this wins
+    embeddings: tuple[ColumnEmbedding, ...] = ()
+    full_text_search: FullTextSearch | None = None
 
     @field_validator("type")
     @classmethod
@@ -154,6 +181,10 @@ class Dataset(_Frozen):
         """True when an acceleration block is present and enabled."""
         return self.acceleration is not None and self.acceleration.enabled
 
+    def row_id(self, given: tuple[str, ...] | None) -> tuple[str, ...]:
+        """A search index's row identity: its own `row_id`, else the acceleration's primary key."""
+        return tuple(given or (self.acceleration.primary_key if self.acceleration else None) or ())
+
 
 def split_from(value: str) -> tuple[str, str]:
     """`file:data/x.parquet` -> ("file", "data/x.parquet"); `https://h/x.csv` keeps the whole URL."""
@@ -200,6 +231,21 @@ class Model(_Frozen):
 
 
 MODEL_PROVIDERS = ("file", "openai")
+EMBEDDING_PROVIDERS = ("file", "openai", "huggingface")
+
+
+class Embedding(Model):
+    """An `embeddings:` entry: `file:` (a sentence-transformers directory or a .gguf file) and
+    `huggingface:huggingface.co/<org>/<model>` run locally; `openai:` forwards."""
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        prefix, _, rest = value.partition(":")
+        if prefix not in EMBEDDING_PROVIDERS or not rest.strip():
+            raise ValueError("expected file:<model directory or .gguf>, huggingface:huggingface.co/<org>/<model> "
+                             "or openai:<model>, e.g. huggingface:huggingface.co/sentence-transformers/all-MiniLM-L6-v2")
+        return value
 
 
 class SecretStore(_Frozen):
@@ -331,7 +377,7 @@ class Pod(_Frozen):
     runtime: RuntimeConfig = RuntimeConfig()
     datasets: tuple[Dataset, ...] = ()
     models: tuple[Model, ...] = ()
-    embeddings: tuple[Model, ...] = ()
+    embeddings: tuple[Embedding, ...] = ()
     views: tuple[View, ...] = ()
     source_file: str = "spicepod.yaml"
     base_dir: str = "."

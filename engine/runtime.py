@@ -24,6 +24,7 @@ from accel.duckdb import DuckDBAccelerator
 from .auth import ANONYMOUS, Authenticator, Principal
 from .cancel import LiveScopes
 from .config import Dataset, Pod
+from .embedders import Embedders
 from .errors import NotFound, SatchelError
 from .memory import DUCKDB_SHARE, budget_bytes
 from .metrics import Metrics
@@ -37,6 +38,8 @@ from .query.sql_policy import parse_query
 from .redact import install_log_redaction
 from .refresh.dataset import DatasetRuntime
 from .refresh.jobs import RefreshJobs
+from .search.functions import SearchFunctions
+from .search.service import search as search_request
 from .task_history import DESCRIPTION as TASK_HISTORY_DESCRIPTION
 from .task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from .task_history import TaskHistory
@@ -73,6 +76,8 @@ class Runtime:
         install_log_redaction(self.secrets)
         th = pod.runtime.task_history
         self.task_history = TaskHistory(th.enabled, th.retention_period, secrets=self.secrets)
+        # embedding models, attached by the serving layer (serving.server) before start()
+        self.embedders = Embedders(self.task_history, capture_text=th.captured_output == "truncated")
         self.data_dir = Path(data_dir or os.environ.get("SATCHEL_DATA_DIR") or Path(pod.base_dir) / ".satchel")
         self.memory_limit = memory_limit or os.environ.get("SATCHEL_MEMORY_LIMIT") or pod.runtime.params.memory_limit
         self.memory_budget = budget_bytes(self.memory_limit)
@@ -82,19 +87,20 @@ class Runtime:
         self.policies = policies(auth.principals, auth.mask_salt or self._mask_salt()) if auth.principals else {}
         self.auth = Authenticator(api_key.keys if api_key.enabled else (), self.metrics,
                                   {p.name: p.keys for p in auth.principals}, self.policies)
-        self.arrow = ArrowAccelerator()
+        self.arrow = ArrowAccelerator(search_memory_limit=f"{int(self.memory_budget * DUCKDB_SHARE)}B")
         self.duckdb_instances: dict[str, DuckDBAccelerator] = {}
         self.datasets: dict[str, DatasetRuntime] = {}
         for ds in pod.datasets:
             self.datasets[ds.name.lower()] = DatasetRuntime(ds, pod.base_dir, self._accelerator_for(ds), self.metrics,
-                                                            self.secrets, pod.name)
+                                                            self.secrets, pod.name, self.embedders)
         views = {view.name.lower(): parse_query(view.sql)[0] for view in pod.views}
         self.accounting = Accounting(self.metrics, self.task_history, self.secrets, self.memory_budget)
         self.routes = Routes(self.datasets, self.duckdb_instances, self.arrow, self.task_history, self.memory_budget,
                              self.query_timeout, spill_dir=str(self.data_dir / "duckdb_spill"))
         self.scopes = LiveScopes()  # every running query's and refresh's, cancelled by stop()
+        self.search_functions = SearchFunctions(self.datasets, self.embedders)
         self.queries = QueryService(self.datasets, views, self.routes, self.accounting, self.query_timeout,
-                                    pod.runtime.params.max_rows, self.scopes, _sql_limits(pod))
+                                    pod.runtime.params.max_rows, self.scopes, _sql_limits(pod), self.search_functions)
         self.refreshes = RefreshJobs(self.datasets, self.queries.source_reader, self.task_history, self.scopes)
         self.scheduler = self.refreshes.scheduler
 
@@ -147,6 +153,13 @@ class Runtime:
               client_gone: Callable[[], bool] | None = None) -> pa.RecordBatchReader:
         """Plan and run one read-only query; the result streams (see QueryService.query)."""
         return self.queries.query(sql, principal, protocol=protocol, params=params, client_gone=client_gone)
+
+    def search(self, body: object, principal: Principal = ANONYMOUS, *, protocol: str = "http",
+               client_gone: Callable[[], bool] | None = None) -> dict:
+        """`POST /v1/search` (engine.search.service): each dataset's search is one query for `principal`."""
+        visible = {key: ds for key, ds in self.datasets.items() if self.visible(ds.name, principal)}
+        return search_request(body, visible,
+                              lambda sql: self.query(sql, principal, protocol=protocol, client_gone=client_gone))
 
     def query_schema(self, sql: str, principal: Principal = ANONYMOUS,
                      params: Sequence[object] | None = None) -> pa.Schema:

@@ -96,7 +96,8 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     if metrics:
         m_host, m_port = split_address(metrics, 9090)
         start_http_server(m_port, addr=m_host, registry=runtime.metrics.registry)
-    models = ModelRegistry(pod, runtime.task_history, runtime.metrics)
+    models = ModelRegistry(pod, runtime.task_history, runtime.metrics, cache_dir=str(runtime.data_dir / "models"))
+    runtime.embedders.attach(models.embedder)  # the engine's contract: it never imports serving
     h_host, h_port = split_address(http, 8090)
 
     def start_work() -> None:  # servers listen: now load models and datasets, in the background

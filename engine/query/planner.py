@@ -38,9 +38,10 @@ class Binding:
 
     name: str  # the name clients use (dataset, or runtime.task_history)
     schema: pa.Schema
-    kind: str  # "duckdb" | "arrow" | "source" | "memory"
+    kind: str  # "duckdb" | "arrow" | "source" | "memory" | "search"
     instance_id: str | None = None  # the accelerator instance (duckdb:<path>) for kind duckdb
     dataset: str | None = None  # dataset name for task history / status
+    rows: pa.Table | None = None  # kind "search": a search table function's result (engine.search.functions)
 
 
 @dataclass
@@ -82,6 +83,9 @@ class Plan:
             pushed = " AND ".join(filter_expression(f).sql(PUBLIC_DIALECT) for f in s.filters) or "-"
             order = ", ".join(f"{k.column} {'DESC' if k.descending else 'ASC'} NULLS {'FIRST' if k.nulls_first else 'LAST'}"
                               for k in s.order)
+            detail = (s.binding.rows.schema.metadata or {}).get(b"satchel_search") if s.binding.rows is not None else None
+            if detail:
+                lines.append(f"search {s.binding.name}: {detail.decode()}")
             lines.append(
                 f"scan {s.binding.name} [{s.binding.kind}] as {s.register_as}: "
                 f"columns={s.columns if s.columns is not None else '*'} filters={pushed} limit={s.limit}"

@@ -103,6 +103,9 @@ class Routes:
         b = scan.binding
         if b.kind == "memory":
             return self.task_history.table()
+        if b.kind == "search":
+            assert b.rows is not None
+            return b.rows
         ds = self.datasets[b.dataset.lower()]
         if b.kind == "arrow":
             return self.arrow.table(ds.name)

@@ -16,15 +16,16 @@ from connectors.base import CALLER, Caller, CancelScope
 
 from ..auth import ANONYMOUS, Principal
 from ..cancel import LiveScopes, guarded
-from ..errors import DatasetNotReady
+from ..errors import DatasetNotReady, Forbidden
 from ..refresh.dataset import DatasetRuntime
+from ..search.functions import SearchFunctions, has_search
 from ..task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from ..task_history import Task
 from ..memory import datafusion_pool
 from . import pushdown, value_sizes
 from .accounting import Accounting
 from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
-from .policy import Policy
+from .policy import Policy, unknown
 from .routes import Routes
 from .sql_limits import SqlLimits
 from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
@@ -38,7 +39,7 @@ class QueryService:
 
     def __init__(self, datasets: Mapping[str, DatasetRuntime], views: Mapping[str, exp.Expression], routes: Routes,
                  accounting: Accounting, query_timeout: timedelta | None, max_rows: int | None,
-                 scopes: LiveScopes, limits: SqlLimits = SqlLimits()) -> None:
+                 scopes: LiveScopes, limits: SqlLimits = SqlLimits(), search: SearchFunctions | None = None) -> None:
         self.datasets = datasets
         self.views = views
         self.routes = routes
@@ -48,6 +49,7 @@ class QueryService:
         self.scopes = scopes  # every running query's, cancelled when the runtime stops
         self.limits = limits  # SQL size and nesting, checked before parsing
         self.plans = PlanCache()  # plans and result schemas by SQL text (see PlanCache)
+        self.search = search  # vector_search / text_search / rrf (never cached: their rows change)
 
     def query(self, sql: str, principal: Principal = ANONYMOUS, *, protocol: str = "flight",
               params: Sequence[object] | None = None,
@@ -71,7 +73,8 @@ class QueryService:
             if policy is not None:
                 policy.gate.enter()
                 entered = True
-            tree, explain, plan = self._planned_guarded(sql, params, scope, deadline, client_gone, policy)
+            tree, explain, plan = self._planned_guarded(sql, params, scope, deadline, client_gone,
+                                                        principal, protocol)
             task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
             task.served_by = plan.served_by
             replan = lambda force: self.plan(tree, force, policy)  # noqa: E731
@@ -117,7 +120,8 @@ class QueryService:
         scope = self.scopes.track(CancelScope())
         caller = CALLER.set(Caller(principal.name, "query", deadline, scope))
         try:
-            _, _, plan = self._planned_guarded(sql, params, scope, deadline, None, policy)
+            _, _, plan = self._planned_guarded(sql, params, scope, deadline, None, principal, "internal",
+                                               schema_only=True)
             schema = self.routes.schema(plan)
         except Exception as e:
             raise self.accounting.public_error(e, policy.sanitize if policy else None) from None
@@ -178,30 +182,41 @@ class QueryService:
         return lambda db, name: self._resolve(db, name, force_source)
 
     def _planned_guarded(self, sql: str, params: Sequence[object] | None, scope: CancelScope, deadline: float | None,
-                         client_gone: Callable[[], bool] | None,
-                         policy: Policy | None) -> tuple[exp.Expression, bool, Plan]:
+                         client_gone: Callable[[], bool] | None, principal: Principal = ANONYMOUS,
+                         protocol: str = "internal", schema_only: bool = False) -> tuple[exp.Expression, bool, Plan]:
         """`_planned`, from the cache at once, else under `guarded` (resolving a live dataset may
         infer its schema from the source)."""
-        key = _plan_key(sql, params, policy)
+        key = _plan_key(sql, params, principal.policy)
         cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
         if cached is not None:
             return cached
-        return guarded(lambda: self._planned(sql, params, policy), scope, deadline, client_gone)
+        return guarded(lambda: self._planned(sql, params, principal, protocol, schema_only), scope, deadline,
+                       client_gone)
 
-    def _planned(self, sql: str, params: Sequence[object] | None,
-                 policy: Policy | None) -> tuple[exp.Expression, bool, Plan]:
+    def _planned(self, sql: str, params: Sequence[object] | None, principal: Principal = ANONYMOUS,
+                 protocol: str = "internal", schema_only: bool = False) -> tuple[exp.Expression, bool, Plan]:
         """Parse, bind and plan `sql`, or reuse what planning the same text and parameters gave
         while its tables resolve the same way (planning costs milliseconds; DoGet repeats it).
-        A principal with a policy has plans of its own: never another principal's."""
+        A principal with a policy has plans of its own: never another principal's. Search table
+        functions run here (their rows become tables of the plan), so a query with them is never
+        cached; `schema_only` gives them no rows (no model call)."""
+        policy = principal.policy
         resolve = self._resolver(frozenset())
         key = _plan_key(sql, params, policy)
         if key is not None:
             cached = self.plans.get(key, resolve)
             if cached is not None:
                 return cached
-        recorder = RecordingResolver(resolve)
         tree, explain = parse_query(sql, self.limits)
         tree = bind_parameters(tree, params)
+        if self.search is not None and has_search(tree):
+            if policy is not None:
+                for name in self.search.datasets_of(tree):
+                    _searchable(policy, name)
+            tree, rows = self.search.expand(tree, principal.name, protocol, schema_only)
+            key = None
+            resolve = _with_search_rows(resolve, rows)
+        recorder = RecordingResolver(resolve)
         value_sizes.check(tree, datafusion_pool(self.accounting.memory_budget))
         planned = tree, explain, plan_query(tree, recorder, self.views, policy)
         if key is not None:
@@ -230,6 +245,17 @@ class QueryService:
         return Binding(ds.name, ds.schema(), "source", None, ds.name)
 
 
+def _with_search_rows(resolve, rows: Mapping[str, pa.Table]):  # type: ignore[no-untyped-def]
+    """`resolve`, knowing the search calls' results by the names they were given in the query."""
+    def resolved(db: str | None, name: str) -> Binding | None:
+        found = rows.get(name) if db is None else None
+        if found is not None:
+            return Binding(name, found.schema, "search", rows=found)
+        return resolve(db, name)
+
+    return resolved
+
+
 def _constant(tree: exp.Expression) -> bool:
     """Whether `tree` always gives the same rows: no table of any kind and no function call
     (now(), random() and table functions included) other than a cast."""
@@ -245,6 +271,17 @@ def _plan_key(sql: str, params: Sequence[object] | None, policy: Policy | None =
     """The plan cache key of a query, its bound parameters and whose policy planned it (None:
     not cacheable)."""
     return cache_key("query", _owner(policy), sql, tuple((type(p), p) for p in params) if params else None)
+
+
+def _searchable(policy: Policy, dataset: str) -> None:
+    """Search runs in the accelerator's index, around the tree the policy rewrites: a principal
+    may search a dataset it sees whole, never one under a row filter or column rules."""
+    rule = policy.rule(dataset)
+    if rule is None:
+        raise unknown(dataset)
+    if rule.restricts:
+        raise Forbidden(f"search over '{dataset}' is not available to principal '{policy.principal}': it has a row "
+                        f"filter or column rules there (search indexes hold every row and value)")
 
 
 def _owner(policy: Policy | None) -> str | None:

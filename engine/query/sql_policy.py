@@ -23,6 +23,8 @@ class Satchel(Postgres):
 
     class Parser(Postgres.Parser):
         FUNCTION_PARSERS = {k: v for k, v in Postgres.Parser.FUNCTION_PARSERS.items() if k != "MATCH"}
+        # vector_search(table, 'text', ...) is Satchel's (Spice's) search table function, not BigQuery's
+        FUNCTIONS = {k: v for k, v in Postgres.Parser.FUNCTIONS.items() if k != "VECTOR_SEARCH"}
 
 
 PUBLIC_DIALECT = "satchel"

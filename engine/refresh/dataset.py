@@ -17,6 +17,8 @@ from connectors.base import CALLER, ChangeFeed, DatasetSpec, VersionedSnapshots,
 from connectors.registry import create_connector
 
 from ..config import Dataset
+from ..embedders import Embedders
+from ..search.indexes import SearchIndexes
 from ..errors import ConnectorError, QueryTimeout, RequestCancelled, SatchelError
 from ..metrics import Metrics
 from ..redact import redact
@@ -39,10 +41,11 @@ class DatasetRuntime:
     """Status and refresh logic for one dataset. Thread-safe: one refresh at a time."""
 
     def __init__(self, config: Dataset, base_dir: str, accelerator, metrics: Metrics, secrets: frozenset[str],
-                 pod: str = "") -> None:
+                 pod: str = "", embedders: Embedders | None = None) -> None:
         self.config = config
         self.name = config.name
         self.accelerator = accelerator  # None when not accelerated
+        self.search = SearchIndexes(config, accelerator, embedders)  # embedding and full-text columns
         self.metrics = metrics
         self._secrets = secrets
         self.connector = create_connector(DatasetSpec(
@@ -113,7 +116,14 @@ class DatasetRuntime:
             "last_error": self.last_error,
             "refresh_count": self.refresh_count,
             "rows_loading": self.rows_in_flight if self.status in ("loading", "refreshing") else None,
+            **(self._search_info() if self.search else {}),
         }
+
+    def _search_info(self) -> dict:
+        try:
+            return self.search.info()
+        except Exception as e:  # status never fails because of an index
+            return {"search_error": self._describe(e)}
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -124,6 +134,10 @@ class DatasetRuntime:
             return False
         if acc.loaded_source(self.name) != self.load_id:
             return False  # another source or working set (or a file from an older version): reload
+        if self.search:
+            if not self.search.in_sync():
+                return False  # a new or changed embedding/full-text column: refresh (it embeds only what lacks vectors)
+            self.search.ready = True
         self.loaded_once = True
         self.status = "ready"
         self.rows_loaded = acc.row_count(self.name)
@@ -140,7 +154,7 @@ class DatasetRuntime:
             started = time.monotonic()
             attempts = acc.refresh_retry_max_attempts if acc.refresh_retry_enabled else 1
             try:
-                rows, mode = retry(lambda: self._refresh_once(source_reader), attempts, stop,
+                rows, mode = retry(lambda: self._refresh_and_index(source_reader), attempts, stop,
                                    on_failure=self._on_attempt_failure)
             except Exception as e:
                 self.last_error = self._describe(self._cancelled() or e)
@@ -181,6 +195,14 @@ class DatasetRuntime:
         if deleted:
             log.info("dataset %s: retention removed %d rows", self.name, deleted)
         return deleted
+
+    def _refresh_and_index(self, source_reader: SourceReader) -> tuple[int, str]:
+        """One refresh attempt, then the search indexes brought up to date with what it loaded."""
+        result = self._refresh_once(source_reader)
+        if self.search:
+            self.status = "indexing"
+            self.search.sync()
+        return result
 
     def _refresh_once(self, source_reader: SourceReader) -> tuple[int, str]:
         acc = self.acceleration

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import math
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -48,7 +50,7 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
 
     app = FastAPI(title="Satchel", version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan)
     if models is None:
-        models = ModelRegistry(runtime.pod.model_copy(update={"models": []}))
+        models = ModelRegistry(runtime.pod.model_copy(update={"models": [], "embeddings": []}))
     app.state.models = models
     router = create_router(runtime, models)
     app.state.model_calls = router.calls
@@ -107,6 +109,18 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         else:
             chunks, media = json_chunks(reader.schema, _chain(first, reader)), "application/json"
         return StreamingResponse(on_query_pool(chunks), media_type=media)
+
+    @app.post("/v1/search")
+    async def search(request: Request) -> JSONResponse:
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError:
+            raise BadRequest("the body must be JSON") from None
+        principal: Principal = request.state.principal
+        out = await until_disconnect(request, lambda cancel: runtime.search(body, principal, protocol="http",
+                                                                            client_gone=cancel.is_set),
+                                     pool=query_pool())
+        return JSONResponse(jsonable_encoder(out))
 
     @app.get("/v1/datasets")
     def datasets(request: Request) -> list[dict]:

@@ -1,5 +1,5 @@
 """Built-in data tools a model (or MCP client) can call: list_datasets, table_schema, sql,
-sample_data. Every query goes through Runtime.query (read-only policy, scopes, limits,
+sample_data, search (by meaning, over the datasets with embedding columns). Every query goes through Runtime.query (read-only policy, scopes, limits,
 task history); every result is bounded by rows and bytes with an explicit `truncated` flag."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from engine.runtime import Principal, Runtime
 MAX_ROWS = 50
 MAX_BYTES = 16 * 1024
 
-TOOL_NAMES = ("list_datasets", "table_schema", "sql", "sample_data")
+TOOL_NAMES = ("list_datasets", "table_schema", "sql", "sample_data", "search")
+SEARCH_LIMIT = 10
 
 TOOL_SPECS: dict[str, dict] = {
     "list_datasets": {"description": "List the datasets (tables and views) you can query, with descriptions.",
@@ -31,6 +32,13 @@ TOOL_SPECS: dict[str, dict] = {
                                                                     "limit": {"type": "integer", "minimum": 1,
                                                                               "maximum": 50}},
                                    "required": ["table"], "additionalProperties": False}},
+    "search": {"description": "Find rows by meaning: vector search over the datasets' embedding columns "
+                              "(optionally only some datasets, filtered by a SQL condition).",
+               "parameters": {"type": "object", "properties": {
+                   "text": {"type": "string"}, "datasets": {"type": "array", "items": {"type": "string"}},
+                   "limit": {"type": "integer", "minimum": 1, "maximum": SEARCH_LIMIT},
+                   "where": {"type": "string"}},
+                   "required": ["text"], "additionalProperties": False}},
 }
 
 
@@ -81,6 +89,22 @@ class DataTools:
         ident = ".".join(f'"{p}"' for p in table.split("."))
         return self.sql(f"SELECT * FROM {ident} LIMIT {n}", principal, protocol=protocol)
 
+    def search(self, arguments: dict, principal: Principal, protocol: str = "tool") -> dict:
+        """/v1/search for a model or MCP client: at most SEARCH_LIMIT results and `max_bytes` of
+        JSON (`truncated` says when results or text were cut)."""
+        body = {k: v for k, v in arguments.items() if v not in (None, "", [])}
+        body["limit"] = max(1, min(int(body.get("limit") or 5), SEARCH_LIMIT))
+        out = self.runtime.search(body, principal, protocol=protocol)
+        results, size, truncated = [], 2, bool(out.get("truncated"))
+        for item in json.loads(json.dumps(out["results"], default=str)):
+            cost = len(json.dumps(item)) + 2
+            if size + cost > self.max_bytes:
+                truncated = True
+                break
+            results.append(item)
+            size += cost
+        return {"results": results, "row_count": len(results), "truncated": truncated}
+
     def call(self, name: str, arguments: dict, principal: Principal, protocol: str = "tool") -> dict:
         """Run one tool; errors come back as {"error": ...} so the model can correct itself."""
         try:
@@ -90,6 +114,8 @@ class DataTools:
                 result = self.table_schema(str(arguments.get("table", "")), principal)
             elif name == "sql":
                 result = self.sql(str(arguments.get("query", "")), principal, protocol)
+            elif name == "search":
+                result = self.search(arguments, principal, protocol)
             elif name == "sample_data":
                 result = self.sample_data(str(arguments.get("table", "")), principal,
                                           int(arguments.get("limit") or 5), protocol)

@@ -5,6 +5,10 @@ and talks over that socket with `multiprocessing.connection` messages. A native 
 (SIGSEGV in llama.cpp, the OOM killer) ends only this process. It imports nothing from the
 project, so the process stays small and starts fast.
 
+An embedding-only model (`spec["embedding_only"]`, an `embeddings:` entry) loads with llama.cpp's
+embedding mode alone; a sentence-transformers directory is first written as GGUF
+(`serving.llm.gguf_convert`, the one project module imported here, and only for such models).
+
 Messages in:  ("chat", id, kwargs, seed, stream) | ("embed", id, inputs) | ("cancel", id) | ("stop",)
 Messages out: ("ready", info) | ("load_error", text) | ("chunk", id, chunk) | ("result", id, out)
               | ("done", id) | ("error", id, kind, text)   kind: cancelled | bad_request | failed
@@ -66,12 +70,24 @@ class Runner:
         if not os.path.exists(spec["path"]):
             raise FileNotFoundError(f"model file {spec['display_path']} not found")
         started = time.monotonic()
-        self.llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"], n_threads=spec["n_threads"],
-                                   chat_format=spec.get("chat_format"), verbose=False)
-        self.llm.create_completion("ok", max_tokens=1)  # exercise llama_decode now, not on a client's request
-        self.llm.reset()
-        self.load_seconds = time.monotonic() - started
         self.embedder: Any = None
+        self.llm: Any = None
+        if spec.get("embedding_only"):
+            path = spec["path"]
+            if not path.endswith(".gguf"):
+                from serving.llm.gguf_convert import converted
+
+                path = converted(path, spec["cache_dir"])
+            n_ctx = spec["n_ctx"]
+            self.embedder = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
+                                            n_threads=spec["n_threads"], embedding=True, verbose=False)
+            self.embedder.embed("ok")  # exercise the encoder now, not on a client's request
+        else:
+            self.llm = llama_cpp.Llama(model_path=spec["path"], n_ctx=spec["n_ctx"], n_threads=spec["n_threads"],
+                                       chat_format=spec.get("chat_format"), verbose=False)
+            self.llm.create_completion("ok", max_tokens=1)  # exercise llama_decode now, not on a client's request
+            self.llm.reset()
+        self.load_seconds = time.monotonic() - started
         self.cancelled: set[int] = set()
         self.current: int | None = None
 
@@ -112,6 +128,14 @@ class Runner:
                              "logprobs": None, "finish_reason": finish or "stop"}]}))
 
     def embed(self, conn: Connection, rid: int, inputs: list[str]) -> None:
+        """OpenAI's embeddings result; embedding-only models send the vectors as one float32
+        array (`vectors`, unit length) with the token count, which is what their callers use."""
+        if self.spec.get("embedding_only"):
+            import numpy as np
+
+            vectors, tokens = self.embedder.embed(inputs, normalize=True, truncate=True, return_count=True)
+            conn.send(("result", rid, {"vectors": np.asarray(vectors, dtype=np.float32), "tokens": int(tokens)}))
+            return
         if self.embedder is None:
             import llama_cpp
 

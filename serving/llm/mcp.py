@@ -1,6 +1,6 @@
 """MCP server (the `mcp` SDK): Streamable HTTP at /v1/mcp on the HTTP app, and stdio via
 `satchel mcp`. Tools: list_datasets, describe_dataset, query (read-only, row and character
-caps, truncated flag), all annotated read-only. Every call is a task_history row."""
+caps, truncated flag), search (by meaning), all annotated read-only. Every call is a task_history row."""
 
 from __future__ import annotations
 
@@ -87,6 +87,15 @@ def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, pr
     def describe_dataset(name: str, ctx: Context) -> dict:
         return recorded("describe_dataset", {"name": name}, lambda: tools.table_schema(name, caller(ctx)), caller(ctx))
 
+    @server.tool(description="Find rows by meaning (vector search over the datasets' embedding columns). "
+                             "`datasets` limits the search, `where` is a SQL condition on the rows, `limit` at "
+                             "most 10; `truncated` says when results were cut.", annotations=read_only)
+    def search(text: str, ctx: Context, datasets: list[str] | None = None, limit: int = 5,
+               where: str | None = None) -> dict:
+        who = caller(ctx)
+        args = {"text": text, "datasets": datasets, "limit": limit, "where": where}
+        return recorded("search", args, lambda: tools.search(args, who, protocol=protocol), who)
+
     @server.tool(description=f"Run one read-only SQL query (PostgreSQL dialect). At most {MAX_ROWS} rows and "
                              f"{MAX_CHARS} characters come back; `truncated` says when rows were cut.",
                  annotations=read_only)
@@ -117,13 +126,20 @@ def run_stdio(pod_path: str, data_dir: str | None = None) -> int:
 
     from engine.config import load_pod
 
+    from .providers import ModelRegistry
+
     pod = load_pod(pod_path)
     runtime = Runtime(pod, data_dir=data_dir)
+    models = ModelRegistry(pod.model_copy(update={"models": []}), runtime.task_history, runtime.metrics,
+                           cache_dir=str(runtime.data_dir / "models"))  # embedding models: search needs them
+    runtime.embedders.attach(models.embedder)
+    models.start()
     runtime.start()
     try:
         runtime.wait_ready(120)
         server = create_mcp_server(runtime, Principal("mcp-stdio"), protocol="mcp")
         anyio.run(server.run_stdio_async)
     finally:
+        models.stop()
         runtime.stop()
     return 0

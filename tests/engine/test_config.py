@@ -563,7 +563,6 @@ def test_redact() -> None:
 # not supported yet
 
 NSY_CASES = [
-    ("embeddings:\n  - from: openai:text-embedding-3-small  # <-\n    name: e\n", "embeddings", 4),
     ("secrets:\n  - from: aws_secrets_manager  # <-\n    name: aws\n", "secrets[0].from", 5),
     ("datasets:\n  - from: file:x.csv\n    name: x\n    access: read_write  # <-\n", "datasets[0].access", 7),
     ("datasets:\n  - from: file:x.csv\n    name: x\n    acceleration:\n      indexes:  # <-\n        id: unique\n",
@@ -576,7 +575,6 @@ NSY_CASES = [
 def test_not_supported_yet(body: str, key: str, line: int) -> None:
     err = _errors(body)
     issue = next(i for i in err.issues if i.key == key)
-    # `embeddings` points at the section key, one line above the marked item
     assert issue.line in (line, line - 1) and issue.file == FILE
     assert "not supported yet" in issue.message
 

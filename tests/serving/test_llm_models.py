@@ -169,7 +169,7 @@ def test_builtin_tool_loop_is_bounded_and_recorded(llm_server) -> None:
     # at most tool_recursion_limit rounds, then a forced answer; a base model may stop sooner (a
     # call cut by max_tokens is not a call)
     assert 1 <= len(body["satchel_tool_calls"]) <= 2
-    assert set(body["satchel_tool_calls"]) <= {"list_datasets", "table_schema", "sql", "sample_data"}
+    assert set(body["satchel_tool_calls"]) <= {"list_datasets", "table_schema", "sql", "sample_data", "search"}
     assert body["choices"][0]["message"]["role"] == "assistant"
     assert not body["choices"][0]["message"].get("tool_calls")
     rows = llm_server.sql("SELECT task, model, tool_calls, input_tokens, output_tokens, query_text, prompt_hash "

@@ -99,7 +99,7 @@ def test_mcp_streamable_http(server) -> None:
                 init = await session.initialize()
                 assert "items" in (init.instructions or "") and "Things in the shop" in init.instructions
                 tools = {t.name: t for t in (await session.list_tools()).tools}
-                assert set(tools) == {"list_datasets", "describe_dataset", "query"}
+                assert set(tools) == {"list_datasets", "describe_dataset", "query", "search"}
                 assert all(t.annotations and t.annotations.read_only_hint for t in tools.values())
                 res = await session.call_tool("describe_dataset", {"name": "items"})
                 data = res.structured_content or json.loads(res.content[0].text)
@@ -166,7 +166,7 @@ def test_data_tools_bound_rows_and_bytes(tmp_path: Path) -> None:
         assert out["row_count"] == 2 and out["truncated"] is False
         assert "error" in tools.call("sql", {"query": "DROP TABLE items"}, p)
         assert "error" in tools.call("table_schema", {"table": "nope"}, p)
-        assert selected_tools("auto") == ["list_datasets", "table_schema", "sql", "sample_data"]
+        assert selected_tools("auto") == ["list_datasets", "table_schema", "sql", "sample_data", "search"]
         assert selected_tools(("sql",)) == ["sql"]
         rows = runtime.task_history.table().to_pylist()
         assert any(r["protocol"] == "tool" and r["task"] == "query" for r in rows)
