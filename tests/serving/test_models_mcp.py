@@ -157,7 +157,7 @@ def test_data_tools_bound_rows_and_bytes(tmp_path: Path) -> None:
     try:
         tools = DataTools(runtime, max_rows=20, max_bytes=200)
         p = Principal("t")
-        names = [d["name"] for d in tools.list_datasets()]
+        names = [d["name"] for d in tools.list_datasets(p)]
         assert "items" in names and "runtime.task_history" in names
         out = tools.call("sql", {"query": "SELECT * FROM items ORDER BY id"}, p)
         assert out["truncated"] is True and 0 < out["row_count"] < 20
