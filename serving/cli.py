@@ -13,11 +13,30 @@ DEFAULT_HTTP = "127.0.0.1:8090"
 DEFAULT_FLIGHT = "127.0.0.1:50051"
 DEFAULT_METRICS = "127.0.0.1:9090"
 
+# Every SATCHEL_* environment variable the program reads: name -> (what it sets, the subcommands
+# that read it). The one home for the list; `--help` epilogs are made from it.
+ENVIRONMENT: dict[str, tuple[str, tuple[str, ...]]] = {
+    "SATCHEL_POD": ("default for --pod", ("run", "validate", "mcp")),
+    "SATCHEL_HTTP": ("default for --http", ("run", "refresh", "datasets")),
+    "SATCHEL_FLIGHT": ("default for --flight", ("run", "sql")),
+    "SATCHEL_METRICS": ("default for --metrics", ("run",)),
+    "SATCHEL_DATA_DIR": ("default for --data-dir", ("run", "mcp")),
+    "SATCHEL_SHUTDOWN_TIMEOUT": ("default for --shutdown-timeout", ("run",)),
+    "SATCHEL_API_KEY": ("default for --api-key", ("sql", "refresh", "datasets")),
+    "SATCHEL_LOG_LEVEL": ("log level (DEBUG, INFO, WARNING, ...; default INFO)",
+                          ("run", "sql", "refresh", "validate", "mcp", "datasets")),
+    "SATCHEL_MEMORY_LIMIT": ("memory budget, overrides runtime.params.memory_limit", ("run", "mcp")),
+    "SATCHEL_PLAN_CACHE_SIZE": ("query plans cached (0: off; default 512)", ("run", "mcp")),
+    "SATCHEL_FLIGHT_HANDLE_TTL": ("seconds a Flight SQL result handle lives (default 600)", ("run",)),
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("SATCHEL_LOG_LEVEL", "INFO").upper(),
+    if hasattr(args, "api_key") and args.api_key is None:
+        args.api_key = _env("SATCHEL_API_KEY", None)
+    logging.basicConfig(level=(_env("SATCHEL_LOG_LEVEL", "INFO") or "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
@@ -31,58 +50,99 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _env(name: str, default: str | None) -> str | None:
+    """The value of the SATCHEL_* variable `name` (listed in ENVIRONMENT), else `default`."""
+    assert name in ENVIRONMENT, name
+    return os.environ.get(name, default)
+
+
+def _epilog(command: str) -> str:
+    lines = [f"  {name:<27} {what}" for name, (what, commands) in ENVIRONMENT.items() if command in commands]
+    return "environment variables:\n" + "\n".join(lines)
+
+
+def version() -> str:
+    """The installed package's version (its metadata)."""
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
+    try:
+        return dist_version("satchel")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Options with their defaults (unless their help says it); the epilog's lines kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help = action.help or ""
+        return help if "(default:" in help else super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="satchel", description="A per-agent sidecar data stack.")
+    p.add_argument("--version", action="version", version=f"satchel {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the sidecar on a spicepod")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, epilog=_epilog(name),
+                              formatter_class=_HelpFormatter)
+
+    run = command("run", "run the sidecar on a spicepod")
     _pod_arg(run)
-    run.add_argument("--http", default=os.environ.get("SATCHEL_HTTP", DEFAULT_HTTP), help="HTTP bind address")
-    run.add_argument("--flight", default=os.environ.get("SATCHEL_FLIGHT", DEFAULT_FLIGHT), help="Flight SQL bind address")
-    run.add_argument("--metrics", default=os.environ.get("SATCHEL_METRICS", DEFAULT_METRICS),
+    run.add_argument("--http", default=_env("SATCHEL_HTTP", DEFAULT_HTTP), help="HTTP bind address")
+    run.add_argument("--flight", default=_env("SATCHEL_FLIGHT", DEFAULT_FLIGHT), help="Flight SQL bind address")
+    run.add_argument("--metrics", default=_env("SATCHEL_METRICS", DEFAULT_METRICS),
                      help="Prometheus metrics bind address ('off' to disable)")
-    run.add_argument("--data-dir", default=os.environ.get("SATCHEL_DATA_DIR"), help="where file-mode accelerators live")
-    run.add_argument("--shutdown-timeout", type=float, default=float(os.environ.get("SATCHEL_SHUTDOWN_TIMEOUT", "10")),
+    run.add_argument("--data-dir", default=_env("SATCHEL_DATA_DIR", None),
+                     help="where file-mode accelerators live (default: .satchel next to the pod)")
+    run.add_argument("--shutdown-timeout", type=float, default=float(_env("SATCHEL_SHUTDOWN_TIMEOUT", "10") or 10),
                      help="seconds from SIGTERM/SIGINT to exit, whatever is still running (keep it below "
                           "Kubernetes' terminationGracePeriodSeconds)")
     run.set_defaults(func=_run)
 
-    sql = sub.add_parser("sql", help="run SQL over Flight SQL (interactive without a query)")
+    sql = command("sql", "run SQL over Flight SQL (interactive without a query)")
     sql.add_argument("query", nargs="?", help="the SQL to run; omit for an interactive prompt")
-    sql.add_argument("--flight", default=os.environ.get("SATCHEL_FLIGHT", DEFAULT_FLIGHT))
-    sql.add_argument("--api-key", default=os.environ.get("SATCHEL_API_KEY"))
+    sql.add_argument("--flight", default=_env("SATCHEL_FLIGHT", DEFAULT_FLIGHT), help="Flight SQL address")
+    _api_key_arg(sql)
     sql.add_argument("--tls-root-certs", default=None, help="CA file when the server uses TLS")
-    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
     sql.add_argument("--max-rows", type=int, default=1000, help="rows to print in table format")
     sql.set_defaults(func=_sql)
 
-    refresh = sub.add_parser("refresh", help="refresh an accelerated dataset now")
-    refresh.add_argument("dataset")
+    refresh = command("refresh", "refresh an accelerated dataset now")
+    refresh.add_argument("dataset", help="the dataset's name")
     _client_args(refresh)
     refresh.set_defaults(func=_refresh)
 
-    validate = sub.add_parser("validate", help="check a spicepod and print every problem")
+    validate = command("validate", "check a spicepod and print every problem")
     _pod_arg(validate)
     validate.set_defaults(func=_validate)
 
-    mcp = sub.add_parser("mcp", help="serve the pod's data over MCP on stdin/stdout")
+    mcp = command("mcp", "serve the pod's data over MCP on stdin/stdout")
     _pod_arg(mcp)
-    mcp.add_argument("--data-dir", default=os.environ.get("SATCHEL_DATA_DIR"))
+    mcp.add_argument("--data-dir", default=_env("SATCHEL_DATA_DIR", None),
+                     help="where file-mode accelerators live (default: .satchel next to the pod)")
     mcp.set_defaults(func=_mcp)
 
-    datasets = sub.add_parser("datasets", help="list the datasets of a running sidecar")
+    datasets = command("datasets", "list the datasets of a running sidecar")
     _client_args(datasets)
     datasets.set_defaults(func=_datasets)
     return p
 
 
 def _pod_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pod", default=os.environ.get("SATCHEL_POD", "spicepod.yaml"), help="path to spicepod.yaml")
+    p.add_argument("--pod", default=_env("SATCHEL_POD", "spicepod.yaml"), help="path to spicepod.yaml")
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--http", default=os.environ.get("SATCHEL_HTTP", DEFAULT_HTTP))
-    p.add_argument("--api-key", default=os.environ.get("SATCHEL_API_KEY"))
+    p.add_argument("--http", default=_env("SATCHEL_HTTP", DEFAULT_HTTP), help="the sidecar's HTTP address")
+    _api_key_arg(p)
+
+
+def _api_key_arg(p: argparse.ArgumentParser) -> None:
+    # never the key itself in --help: the environment is read after parsing
+    p.add_argument("--api-key", default=None, help="API key, when the sidecar needs one (default: $SATCHEL_API_KEY)")
 
 
 def _run(args: argparse.Namespace) -> int:
