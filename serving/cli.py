@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from engine.errors import ConfigError, SatchelError
+from engine.errors import ConfigError, SatchelError, StartupError
 
 DEFAULT_HTTP = "127.0.0.1:8090"
 DEFAULT_FLIGHT = "127.0.0.1:50051"
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2
+    except StartupError as e:
+        print(f"satchel: {e.message}", file=sys.stderr)
+        return 1
     except SatchelError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 1

@@ -7,18 +7,22 @@ running then."""
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from typing import Callable
 
+import pyarrow as pa
 import uvicorn
 from prometheus_client import start_http_server
 
 from engine.config import load_pod
+from engine.errors import StartupError
 from engine.runtime import Runtime
 
 from .flight_sql.server import SatchelFlightSqlServer
@@ -27,6 +31,31 @@ from .llm.providers import ModelRegistry
 
 log = logging.getLogger("satchel.server")
 DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
+
+
+def listen(host: str, port: int, flag: str, keep: bool = False) -> socket.socket | None:
+    """Bind `host:port` (the address of option `flag`); StartupError naming both when that fails.
+    With `keep`, the listening socket (for uvicorn); else a probe, closed at once (gRPC and the
+    metrics server bind their own: a probe without SO_REUSEPORT sees a port a gRPC server holds)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise StartupError(f"cannot listen on {host}:{port} ({flag}): {e.strerror or e}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise StartupError(f"port {port} is already in use ({flag})") from None
+        raise StartupError(f"cannot listen on {host}:{port} ({flag}): {e.strerror or e}") from None
+    if keep:
+        sock.set_inheritable(True)
+        return sock
+    sock.close()
+    return None
 
 
 def split_address(address: str, default_port: int) -> tuple[str, int]:
@@ -82,22 +111,33 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     deadline = _Deadline(shutdown_timeout)
     signal.signal(signal.SIGTERM, lambda signum, frame: _exit_on_signal(deadline, SystemExit(0)))
     signal.signal(signal.SIGINT, lambda signum, frame: _exit_on_signal(deadline, KeyboardInterrupt()))
+    flight_host, flight_port = split_address(flight, 50051)
+    h_host, h_port = split_address(http, 8090)
+    m_host, m_port = split_address(metrics, 9090) if metrics else ("", 0)
+    http_socket = listen(h_host, h_port, "--http", keep=True)  # before anything: a port in use is one line
+    if flight_port:
+        listen(flight_host, flight_port, "--flight")
+    if metrics and m_port:
+        listen(m_host, m_port, "--metrics")
     pod = load_pod(pod_path)
     runtime = Runtime(pod, data_dir=data_dir)  # builds connectors: no source is contacted yet
     deadline.on_arm.append(runtime.scopes.cancel_all)
     tls = pod.runtime.tls
     cert, key = (tls.certificate_file, tls.key_file) if tls.enabled else (None, None)
-    flight_host, flight_port = split_address(flight, 50051)
     scheme = "grpc+tls" if cert else "grpc+tcp"
     ttl = float(os.environ.get("SATCHEL_FLIGHT_HANDLE_TTL", "600"))
-    flight_server = SatchelFlightSqlServer(runtime, f"{scheme}://{flight_host}:{flight_port}", cert, key,
-                                           handle_ttl_seconds=ttl)
+    try:
+        flight_server = SatchelFlightSqlServer(runtime, f"{scheme}://{flight_host}:{flight_port}", cert, key,
+                                               handle_ttl_seconds=ttl)
+    except pa.ArrowException:  # taken between the probe and now (gRPC says no more than that)
+        raise StartupError(f"cannot listen on {flight_host}:{flight_port} (--flight); is the port in use?") from None
     threading.Thread(target=flight_server.serve, name="satchel-flight", daemon=True).start()
     if metrics:
-        m_host, m_port = split_address(metrics, 9090)
-        start_http_server(m_port, addr=m_host, registry=runtime.metrics.registry)
+        try:
+            start_http_server(m_port, addr=m_host, registry=runtime.metrics.registry)
+        except OSError:  # taken between the probe and now
+            raise StartupError(f"port {m_port} is already in use (--metrics)") from None
     models = ModelRegistry(pod, runtime.task_history, runtime.metrics)
-    h_host, h_port = split_address(http, 8090)
 
     def start_work() -> None:  # servers listen: now load models and datasets, in the background
         log.info("satchel %s: flight %s://%s:%d, http %s:%d, metrics %s", pod.name, scheme, flight_host,
@@ -112,7 +152,7 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     server = _Server(config, lambda: threading.Thread(target=start_work, name="satchel-start", daemon=True).start(),
                      deadline)
     try:
-        server.run()
+        server.run(sockets=[http_socket])
     finally:
         deadline.arm()
         log.info("satchel: shutting down")

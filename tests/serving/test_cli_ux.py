@@ -51,3 +51,60 @@ def test_every_subcommand_help_shows_defaults_and_its_environment_variables():
     assert "HTTP bind address (default: 127.0.0.1:8090)" in run_help
     assert "SATCHEL_SHUTDOWN_TIMEOUT" in run_help and "SATCHEL_API_KEY" not in run_help
     assert "(default: table)" in satchel("sql", "--help").stdout
+
+
+POD = """\
+version: v1
+kind: Spicepod
+name: clitest
+datasets:
+  - from: file:good.csv
+    name: good
+    acceleration:
+      engine: duckdb
+      refresh_check_interval: 1h
+      params:
+        refresh_min_interval: 0s
+  - from: file:flaky.csv
+    name: flaky
+    acceleration:
+      engine: duckdb
+      refresh_retry_enabled: false
+      params:
+        refresh_min_interval: 0s
+  - from: file:gone.csv
+    name: broken
+    ready_state: on_registration
+    acceleration:
+      engine: arrow
+      refresh_check_interval: 1h
+"""
+GOOD = "id,name\n1,a\n2,b\n3,c\n"
+
+
+@pytest.fixture(scope="module")
+def sidecar(module_satchel_server):
+    return module_satchel_server(POD, files={"good.csv": GOOD, "flaky.csv": GOOD})
+
+
+def _held_port() -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+@pytest.mark.parametrize("flag", ["--http", "--flight", "--metrics"])
+def test_a_port_in_use_fails_start_up_with_one_line(sidecar, flag):
+    """Another process's port, and the ports of a running sidecar (gRPC binds with SO_REUSEPORT:
+    a second Flight server would silently share it)."""
+    ports = {"--http": sidecar.http_port, "--flight": sidecar.flight_port, "--metrics": sidecar.metrics_port}
+    with _held_port() as held:
+        for port in (held.getsockname()[1], ports[flag]):
+            addresses = {"--http": "127.0.0.1:0", "--flight": "127.0.0.1:0", "--metrics": "127.0.0.1:0",
+                         flag: f"127.0.0.1:{port}"}
+            done = satchel("run", "--pod", str(sidecar.pod_dir / "spicepod.yaml"),
+                           *[x for item in addresses.items() for x in item], timeout=30)
+            assert done.returncode == 1
+            assert done.stderr == f"satchel: port {port} is already in use ({flag})\n"
+            assert done.stdout == ""
