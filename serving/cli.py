@@ -115,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
 
     refresh = command("refresh", "refresh an accelerated dataset now")
     refresh.add_argument("dataset", help="the dataset's name")
+    refresh.add_argument("--wait", action="store_true",
+                         help="wait until the refresh ends; print its rows and duration, or its error (exit 1)")
     _client_args(refresh)
     refresh.set_defaults(func=_refresh)
 
@@ -177,13 +179,13 @@ def _sql(args: argparse.Namespace) -> int:
     return interactive(args)
 
 
-def _http(args: argparse.Namespace, method: str, path: str):
+def _http(args: argparse.Namespace, method: str, path: str, timeout: float | None = 30):
     import httpx
 
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
     url = f"http://{args.http}{path}" if "://" not in args.http else f"{args.http}{path}"
     try:
-        resp = httpx.request(method, url, headers=headers, timeout=30)
+        resp = httpx.request(method, url, headers=headers, timeout=timeout)
     except httpx.HTTPError as e:
         raise SatchelError(f"cannot reach the sidecar at {url}: {e}") from None
     body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else resp.text
@@ -194,28 +196,68 @@ def _http(args: argparse.Namespace, method: str, path: str):
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    print(_http(args, "POST", f"/v1/datasets/{args.dataset}/acceleration/refresh")["message"])
-    return 0
+    if not args.wait:
+        print(_http(args, "POST", f"/v1/datasets/{args.dataset}/acceleration/refresh")["message"])
+        return 0
+    result = _http(args, "POST", f"/v1/datasets/{args.dataset}/acceleration/refresh?wait=true", timeout=None)
+    took = f" in {result['duration_s']:.2f}s" if result.get("duration_s") is not None else ""
+    if result["status"] == "done":
+        print(f"refreshed '{result['dataset']}': {result['rows']:,} rows{took}")
+        return 0
+    print(f"error: refresh of '{result['dataset']}' failed{took}: {result.get('error')}", file=sys.stderr)
+    return 1
 
 
 def _datasets(args: argparse.Namespace) -> int:
     from .sql_client import print_rows
 
+    listed = _http(args, "GET", "/v1/datasets")
     rows = [{"name": d["name"], "type": d["type"], "status": _status_text(d), "rows": d.get("rows"),
-             "accelerated": d.get("engine") or "-", "description": d.get("description")}
-            for d in _http(args, "GET", "/v1/datasets")]
+             "accelerated": d.get("engine") or "-", "last refresh": _last_text(d),
+             "next refresh": _next_text(d), "description": d.get("description")}
+            for d in listed]
     print_rows(rows)
+    errors = [(d["name"], d["last_error"]) for d in listed if d.get("last_error")]
+    if errors:
+        print("\nlast errors:")
+        for name, error in errors:
+            print(f"  {name}: {error}")
     return 0
 
 
-
-
 def _status_text(dataset: dict) -> str | None:
-    """A dataset's status, with load progress while it loads."""
+    """A dataset's status: "error" while it has never loaded and its last attempt failed (it
+    retries meanwhile), load progress while it loads."""
     status = dataset.get("status")
+    if dataset.get("last_error") and not dataset.get("ready"):
+        return "error"
     if dataset.get("rows_loading") is not None:
         return f"{status} ({dataset['rows_loading']:,} rows so far)"
     return status
+
+
+def _last_text(dataset: dict) -> str:
+    if not dataset.get("accelerated"):
+        return "-"
+    took = dataset.get("last_refresh_duration_s")
+    return _when(dataset.get("last_refresh_at"), "never") + (f" ({took:.2f}s)" if took is not None else "")
+
+
+def _next_text(dataset: dict) -> str:
+    if not dataset.get("accelerated"):
+        return "-"
+    if dataset.get("status") in ("loading", "refreshing"):
+        return "now"
+    return _when(dataset.get("next_refresh_at"), "not scheduled")
+
+
+def _when(iso: str | None, missing: str) -> str:
+    """An ISO time from the sidecar as `YYYY-MM-DD HH:MM:SS UTC`."""
+    if not iso:
+        return missing
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(iso).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 if __name__ == "__main__":

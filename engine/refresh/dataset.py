@@ -356,6 +356,7 @@ class DatasetRuntime:
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
     def _on_attempt_failure(self, attempt: int, e: BaseException) -> None:
+        self.last_error = self._describe(e)  # seen at once, not only when the retries are spent
         log.warning("dataset %s: refresh attempt %d failed: %s", self.name, attempt, self._describe(e))
 
     def _describe(self, e: BaseException) -> str:

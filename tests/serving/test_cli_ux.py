@@ -108,3 +108,50 @@ def test_a_port_in_use_fails_start_up_with_one_line(sidecar, flag):
             assert done.returncode == 1
             assert done.stderr == f"satchel: port {port} is already in use ({flag})\n"
             assert done.stdout == ""
+
+
+def _line(out: str, name: str) -> list[str]:
+    row = next(line for line in out.splitlines() if line.startswith(f"{name} "))
+    return [cell.strip() for cell in row.split("|")]
+
+
+def test_datasets_shows_last_and_next_refresh_and_a_failing_dataset_as_error(sidecar):
+    done = satchel("datasets", "--http", f"127.0.0.1:{sidecar.http_port}")
+    assert done.returncode == 0, done.stderr
+    header = [cell.strip() for cell in done.stdout.splitlines()[0].split("|")]
+    assert header[:7] == ["name", "type", "status", "rows", "accelerated", "last refresh", "next refresh"]
+    good = _line(done.stdout, "good")
+    assert good[2:5] == ["ready", "3", "duckdb"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(\d+\.\d\ds\)", good[5]), good
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", good[6]), good  # in about an hour
+    broken = _line(done.stdout, "broken")
+    assert broken[2] == "error" and broken[5] == "never", broken
+    assert "rows so far" not in done.stdout
+    errors = done.stdout.split("last errors:\n", 1)[1]
+    assert f"  broken: dataset 'broken': file not found: {sidecar.pod_dir / 'gone.csv'}" in errors.splitlines()
+
+
+def test_refresh_wait_prints_rows_and_duration(sidecar):
+    (sidecar.pod_dir / "good.csv").write_text(GOOD + "4,d\n")
+    try:
+        done = satchel("refresh", "good", "--wait", "--http", f"127.0.0.1:{sidecar.http_port}")
+        assert done.returncode == 0, done.stderr
+        assert re.fullmatch(r"refreshed 'good': 4 rows in \d+\.\d\ds\n", done.stdout), done.stdout
+        listed = satchel("datasets", "--http", f"127.0.0.1:{sidecar.http_port}").stdout
+        assert _line(listed, "good")[3] == "4"  # it had ended when the command returned
+    finally:
+        (sidecar.pod_dir / "good.csv").write_text(GOOD)
+
+
+def test_refresh_wait_reports_a_failed_refresh_with_exit_1(sidecar):
+    (sidecar.pod_dir / "flaky.csv").unlink()
+    try:
+        done = satchel("refresh", "flaky", "--wait", "--http", f"127.0.0.1:{sidecar.http_port}")
+        assert done.returncode == 1
+        assert done.stdout == ""
+        assert re.search(r"^error: refresh of 'flaky' failed in \d+\.\d\ds: dataset 'flaky': file not found: ",
+                         done.stderr, re.M), done.stderr
+        listed = satchel("datasets", "--http", f"127.0.0.1:{sidecar.http_port}").stdout
+        assert _line(listed, "flaky")[2] == "ready (last refresh failed)"  # the last good data stays
+    finally:
+        (sidecar.pod_dir / "flaky.csv").write_text(GOOD)
