@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = command("validate", "check a spicepod and print every problem")
     _pod_arg(validate)
+    validate.add_argument("--connect", action="store_true", help="also check that every source answers")
+    validate.add_argument("--timeout", type=float, default=10.0, help="seconds each source has to answer")
     validate.set_defaults(func=_validate)
 
     mcp = command("mcp", "serve the pod's data over MCP on stdin/stdout")
@@ -166,8 +168,14 @@ def _mcp(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from engine.config import load_pod
 
+    from .validate import problems
+
     pod = load_pod(args.pod)
-    print(f"{args.pod}: ok ({len(pod.datasets)} datasets, {len(pod.views)} views)")
+    found = problems(pod, connect=args.connect, timeout=args.timeout)
+    if found:
+        raise ConfigError(found)
+    checked = "sources answer" if args.connect else "files exist"
+    print(f"{args.pod}: ok ({len(pod.datasets)} datasets, {len(pod.views)} views; {checked})")
     return 0
 
 

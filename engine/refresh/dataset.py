@@ -35,6 +35,16 @@ class RefreshResult:
     duration_s: float
 
 
+def connector_for(config: Dataset, base_dir: str, pod: str = ""):  # -> Connector
+    """The connector of dataset `config` (built only: no source is contacted)."""
+    return create_connector(DatasetSpec(
+        name=config.name, path=config.connector_path, prefix=config.connector_prefix,
+        params=dict(config.params), unsupported_type_action=config.unsupported_type_action,
+        base_dir=base_dir, column_descriptions=config.column_descriptions, description=config.description,
+        column_types=config.column_types, pod=pod,
+    ))
+
+
 class DatasetRuntime:
     """Status and refresh logic for one dataset. Thread-safe: one refresh at a time."""
 
@@ -45,12 +55,7 @@ class DatasetRuntime:
         self.accelerator = accelerator  # None when not accelerated
         self.metrics = metrics
         self._secrets = secrets
-        self.connector = create_connector(DatasetSpec(
-            name=config.name, path=config.connector_path, prefix=config.connector_prefix,
-            params=dict(config.params), unsupported_type_action=config.unsupported_type_action,
-            base_dir=base_dir, column_descriptions=config.column_descriptions, description=config.description,
-            column_types=config.column_types, pod=pod,
-        ))
+        self.connector = connector_for(config, base_dir, pod)
         self._schema: pa.Schema | None = None
         self._lock = threading.Lock()
         self.status = "initializing" if accelerator is not None else "ready (federated)"

@@ -155,3 +155,68 @@ def test_refresh_wait_reports_a_failed_refresh_with_exit_1(sidecar):
         assert _line(listed, "flaky")[2] == "ready (last refresh failed)"  # the last good data stays
     finally:
         (sidecar.pod_dir / "flaky.csv").write_text(GOOD)
+
+
+def _pod(tmp_path: Path, datasets: str, views: str = "") -> Path:
+    pod = tmp_path / "spicepod.yaml"
+    pod.write_text(f"version: v1\nkind: Spicepod\nname: v\ndatasets:\n{datasets}{views}")
+    return pod
+
+
+def test_validate_names_the_dataset_and_path_of_a_missing_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "good.csv").write_text(GOOD)
+    pod = _pod(tmp_path, "  - from: file:good.csv\n    name: good\n"
+                         "  - from: file:data/orders.parquet\n    name: orders\n"
+                         "  - from: file:logs/*.csv\n    name: logs\n")
+    done = satchel("validate", "--pod", str(pod))
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.splitlines() == [
+        f"{pod}:7: datasets[1].from: dataset 'orders': file not found: {tmp_path / 'data/orders.parquet'}",
+        f"{pod}:9: datasets[2].from: dataset 'logs': no files match '{tmp_path / 'logs/*.csv'}'",
+    ]
+    (tmp_path / "data/orders.parquet").write_bytes(b"PAR1")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs/a.csv").write_text(GOOD)
+    done = satchel("validate", "--pod", str(pod))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{pod}: ok (3 datasets, 0 views; files exist)\n"
+
+
+def test_validate_suggests_the_key_or_table_meant(tmp_path):
+    (tmp_path / "orders.csv").write_text(GOOD)
+    pod = _pod(tmp_path, "  - from: file:orders.csv\n    name: orders\n    acceleratoin:\n      engine: duckdb\n",
+               "views:\n  - name: v\n    sql: SELECT * FROM ordres\n"
+               "  - name: w\n    sql: WITH x AS (SELECT 1 AS a) SELECT * FROM x, v, runtime.task_history, zzz\n")
+    done = satchel("validate", "--pod", str(pod))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"{pod}:7: datasets[0].acceleratoin: unknown key 'acceleratoin'; "
+                                  "did you mean 'acceleration'? allowed: from, name,"), done.stderr
+    valid = _pod(tmp_path, "  - from: file:orders.csv\n    name: orders\n",
+                 "views:\n  - name: v\n    sql: SELECT * FROM ordres\n"
+                 "  - name: w\n    sql: WITH x AS (SELECT 1 AS a) SELECT * FROM x, v, runtime.task_history, zzz\n")
+    done = satchel("validate", "--pod", str(valid))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"{valid}:9: views[0].sql: view 'v': unknown table 'ordres'; did you mean 'orders'?",
+        f"{valid}:11: views[1].sql: view 'w': unknown table 'zzz'",  # a CTE, a view, the runtime table are known
+    ]
+
+
+def test_validate_connect_checks_that_sources_answer(tmp_path, source_server):
+    source_server.files["/ok.csv"] = GOOD.encode()
+    source_server.plan("/slow.csv", [(200, 30)])
+    source_server.files["/slow.csv"] = GOOD.encode()
+    pod = _pod(tmp_path, f"  - from: {source_server.url('/ok.csv')}\n    name: ok\n"
+                         f"  - from: {source_server.url('/missing.csv')}\n    name: missing\n"
+                         f"  - from: {source_server.url('/slow.csv')}\n    name: slow\n")
+    assert satchel("validate", "--pod", str(pod)).returncode == 0  # without --connect no source is asked
+    assert source_server.count("/ok.csv") == 0
+    done = satchel("validate", "--pod", str(pod), "--connect", "--timeout", "2", env={"SATCHEL_LOG_LEVEL": "WARNING"})
+    assert done.returncode == 2, done.stdout
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"{pod}:7: datasets[1].from: dataset 'missing': the source does not answer: ")
+    assert "404" in lines[0]
+    assert lines[1] == f"{pod}:9: datasets[2].from: dataset 'slow': the source does not answer: no answer in 2s"
+    assert source_server.count("/ok.csv") >= 1
