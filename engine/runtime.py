@@ -147,9 +147,9 @@ class Runtime:
         """Plan and run one read-only query; the result streams (see QueryService.query)."""
         return self.queries.query(sql, principal, protocol=protocol, params=params, client_gone=client_gone)
 
-    def query_schema(self, sql: str, principal: Principal = ANONYMOUS,
-                     params: Sequence[object] | None = None) -> pa.Schema:
-        return self.queries.query_schema(sql, params, principal.name)
+    def query_schema(self, sql: str, principal: Principal = ANONYMOUS, params: Sequence[object] | None = None,
+                     client_gone: Callable[[], bool] | None = None) -> pa.Schema:
+        return self.queries.query_schema(sql, params, principal.name, client_gone)
 
     def refused(self, error: BaseException, *, protocol: str, principal: str | None, text: str,
                 started: float, task: str = "request") -> SatchelError:

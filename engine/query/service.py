@@ -84,11 +84,12 @@ class QueryService:
             CALLER.reset(caller)
         return self.accounting.accounted(reader, task, started, deadline, self.max_rows, str(self.query_timeout))
 
-    def query_schema(self, sql: str, params: Sequence[object] | None = None, principal: str = "anonymous") -> pa.Schema:
+    def query_schema(self, sql: str, params: Sequence[object] | None = None, principal: str = "anonymous",
+                     client_gone: Callable[[], bool] | None = None) -> pa.Schema:
         """The result schema, from the query's own plan (the one DoGet then reuses) without
         reading data. Parameters are planned as `params` when given (their types reach the
         schema), else as NULLs. Cached by SQL text and parameters while its tables resolve the
-        same way."""
+        same way. A client that goes meanwhile (`client_gone()`) cancels the planning's source work."""
         key = cache_key("schema", sql, tuple((type(p), p) for p in params) if params is not None else None)
         cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
         if cached is not None:
@@ -102,7 +103,7 @@ class QueryService:
         scope = self.scopes.track(CancelScope())
         caller = CALLER.set(Caller(principal, "query", deadline, scope))
         try:
-            _, _, plan = self._planned_guarded(sql, params, scope, deadline, None)
+            _, _, plan = self._planned_guarded(sql, params, scope, deadline, client_gone)
             schema = self.routes.schema(plan)
         except Exception as e:
             raise self.accounting.public_error(e) from None
