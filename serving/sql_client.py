@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import struct
 import sys
 import threading
 import time
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 from pyarrow import flight
@@ -64,9 +65,9 @@ HELP = """\
 End SQL with ';'. Ctrl-C cancels the running statement, or clears the line being typed."""
 
 
-class InfoCalls:
-    """GetFlightInfo over grpcio, whose calls can be cancelled (pyarrow's cannot): planning may
-    wait on a source, and a cancelled call makes the server cancel that source work."""
+class Calls:
+    """GetFlightInfo and DoGet over grpcio, whose calls can be cancelled from another thread
+    (pyarrow's block without a handle): a cancelled call makes the server cancel its source work."""
 
     def __init__(self, address: str, api_key: str | None, tls_root_certs: str | None) -> None:
         import grpc
@@ -77,11 +78,30 @@ class InfoCalls:
                 self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(f.read()))
         else:
             self.channel = grpc.insecure_channel(target)
-        self.call = self.channel.unary_unary("/arrow.flight.protocol.FlightService/GetFlightInfo")
+        service = "/arrow.flight.protocol.FlightService/"
+        self.get_flight_info = self.channel.unary_unary(service + "GetFlightInfo")
+        self.do_get = self.channel.unary_stream(service + "DoGet", response_deserializer=_flight_data().FromString)
         self.metadata = [("authorization", f"Bearer {api_key}")] if api_key else []
 
-    def start(self, descriptor: flight.FlightDescriptor):  # -> grpc.Future
-        return self.call.future(descriptor.serialize(), metadata=self.metadata)
+
+def _flight_data() -> type:
+    """The FlightData protobuf message (its IPC header and body; the rest is not needed)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    proto = descriptor_pb2.FileDescriptorProto(name="satchel_cli_flight.proto", package="satchel_cli")
+    message = proto.message_type.add(name="FlightData")
+    for name, number in (("data_header", 2), ("data_body", 1000)):
+        message.field.add(name=name, number=number, type=descriptor_pb2.FieldDescriptorProto.TYPE_BYTES,
+                          label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("satchel_cli.FlightData"))
+
+
+def _ipc_message(header: bytes, body: bytes) -> bytes:
+    """One encapsulated Arrow IPC message (continuation, padded header length, header, body)."""
+    pad = -len(header) % 8
+    return b"\xff\xff\xff\xff" + struct.pack("<i", len(header) + pad) + header + b"\0" * pad + body
 
 
 class Cancelled(Exception):
@@ -90,16 +110,14 @@ class Cancelled(Exception):
 
 class Statement:
     """One statement on a worker thread, so that the prompt's thread can cancel it (Ctrl-C):
-    cancelling its GetFlightInfo call or its DoGet stream makes the server cancel the source work."""
+    cancelling its GetFlightInfo or DoGet call makes the server cancel the source work."""
 
-    def __init__(self, client: flight.FlightClient, options: flight.FlightCallOptions, sql: str,
-                 info_calls: InfoCalls) -> None:
-        self.client, self.options, self.sql, self.info_calls = client, options, sql, info_calls
-        self._call = None  # the GetFlightInfo call while it runs
+    def __init__(self, calls: Calls, sql: str) -> None:
+        self.calls, self.sql = calls, sql
         self.table: pa.Table | None = None
         self.error: BaseException | None = None
         self._lock = threading.Lock()
-        self._reader: flight.FlightStreamReader | None = None
+        self._call = None  # the grpc call running
         self._cancelled = False
         self._thread = threading.Thread(target=self._run, name="satchel-sql", daemon=True)
 
@@ -111,7 +129,7 @@ class Statement:
                 self._thread.join(0.1)
         except KeyboardInterrupt:
             self.cancel()
-            self._thread.join(2)  # planning (GetFlightInfo) cannot be cancelled: not waited for
+            self._thread.join(2)
             raise
         if self.error is not None:
             raise self.error
@@ -123,33 +141,33 @@ class Statement:
             self._cancelled = True
             if self._call is not None:
                 self._call.cancel()
-            if self._reader is not None:
-                self._reader.cancel()
+
+    def _start(self, start: Callable[..., Any], request: bytes) -> Any:
+        """`start(request)`: a grpc call (a future, or a stream) that `cancel()` can cancel."""
+        with self._lock:
+            if self._cancelled:
+                raise Cancelled()
+            self._call = start(request, metadata=self.calls.metadata)
+            return self._call
 
     def _run(self) -> None:
         import grpc
 
         try:
             descriptor = flight.FlightDescriptor.for_command(pack(pb.CommandStatementQuery(query=self.sql)))
-            with self._lock:
-                if self._cancelled:
-                    raise Cancelled()
-                self._call = self.info_calls.start(descriptor)
-            try:
-                info = flight.FlightInfo.deserialize(self._call.result())
-            except grpc.FutureCancelledError:
-                raise Cancelled() from None
-            except grpc.RpcError as e:  # the server's message, as pyarrow's calls report it
-                raise SatchelError(_clean(e.details() or str(e.code()))) from None
+            call = self._start(self.calls.get_flight_info.future, descriptor.serialize())
+            info = flight.FlightInfo.deserialize(call.result())
             tables = []
             for endpoint in info.endpoints:
-                reader = self.client.do_get(endpoint.ticket, self.options)
-                with self._lock:
-                    self._reader = reader
-                    if self._cancelled:
-                        reader.cancel()
-                tables.append(reader.read_all())
+                stream = self._start(self.calls.do_get, endpoint.ticket.serialize())
+                data = b"".join(_ipc_message(m.data_header, m.data_body) for m in stream if m.data_header)
+                tables.append(pa.ipc.open_stream(data + b"\xff\xff\xff\xff\0\0\0\0").read_all())
             self.table = pa.concat_tables(tables) if tables else info.schema.empty_table()
+        except grpc.FutureCancelledError:
+            self.error = Cancelled()
+        except grpc.RpcError as e:  # the server's message, as pyarrow's calls report it
+            cancelled = e.code() == grpc.StatusCode.CANCELLED and self._cancelled
+            self.error = Cancelled() if cancelled else SatchelError(_clean(e.details() or str(e.code())))
         except BaseException as e:  # noqa: BLE001 - handed to the prompt's thread
             self.error = e
 
@@ -160,7 +178,7 @@ class Session:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.client, self.options = connect(args.flight, args.api_key, args.tls_root_certs)
-        self.info_calls = InfoCalls(args.flight, args.api_key, args.tls_root_certs)
+        self.calls = Calls(args.flight, args.api_key, args.tls_root_certs)
         self.expanded = False
         self.timing = False
 
@@ -196,7 +214,7 @@ class Session:
     def run(self, sql: str) -> None:
         started = time.monotonic()
         try:
-            table = Statement(self.client, self.options, sql, self.info_calls).result()
+            table = Statement(self.calls, sql).result()
         except (KeyboardInterrupt, Cancelled):
             print("cancelled", file=sys.stderr)
             return
@@ -257,8 +275,8 @@ class Session:
         if not found:
             from engine.config import did_you_mean
 
-            known = [r["table_name"] for r in self._tables([]).to_pylist()]
-            print(f"error: no dataset named '{name}';{did_you_mean(name, known)}".rstrip(";"), file=sys.stderr)
+            hint = did_you_mean(name, [r["table_name"] for r in self._tables([]).to_pylist()])
+            print(f"error: no dataset named '{name}'" + (f";{hint}" if hint else ""), file=sys.stderr)
             return
         schema = pa.ipc.read_schema(pa.py_buffer(found[0]["table_schema"]))
         print(f"{found[0]['table_type'].lower()} {found[0]['db_schema_name']}.{found[0]['table_name']}")

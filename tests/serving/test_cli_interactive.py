@@ -208,3 +208,42 @@ def test_interactive_over_tls_with_an_api_key(satchel_flight_tls, tls_files, ter
     assert "error: unauthenticated: missing API key" in refused.expect(PROMPT)
     refused.send("\\q\n")
     assert refused.exit_code() == 0
+
+
+def test_ctrl_c_cancels_a_statement_waiting_for_its_data(satchel_server, source_server, terminal):
+    """Planned (the schema is known), then the source stalls on the rows: Ctrl-C cancels the
+    DoGet stream and the server records the query as cancelled, long before the source answers."""
+    source_server.files["/slow.csv"] = b"a\n1\n2\n"
+    server = satchel_server(f"""
+version: v1
+kind: Spicepod
+name: stall
+runtime:
+  params:
+    query_timeout: 0s
+datasets:
+  - from: {source_server.url('/slow.csv')}
+    name: slow
+    params:
+      http_timeout: 600s
+""", wait_ready=False)
+    t = terminal("--flight", f"127.0.0.1:{server.flight_port}")
+    t.expect(PROMPT)
+    t.send("select count(*) as n from slow;\n")
+    assert re.search(r"n\s*\n-+\s*\n2", t.expect(PROMPT))
+    hits = source_server.count("/slow.csv")
+    source_server.plan("/slow.csv", [(200, 120)])  # the next read stalls for two minutes
+    t.send("select a from slow where a > 1;\n")
+    assert wait_for(lambda: source_server.count("/slow.csv") > hits, timeout=20)
+    started = time.monotonic()
+    t.send("\x03")
+    assert "cancelled" in t.expect(PROMPT, timeout=10)
+
+    def recorded_cancelled() -> bool:  # the server notices the cancel at its next poll
+        t.send("select error_code from runtime.task_history where query_text like '%a > 1;';\n")
+        return re.search(r"error_code\s*\n-+\s*\ncancelled", t.expect(PROMPT)) is not None
+
+    assert wait_for(recorded_cancelled, timeout=20), server.log()
+    assert time.monotonic() - started < 30  # the source would have stalled for 120 s
+    t.send("\\q\n")
+    assert t.exit_code() == 0
