@@ -175,7 +175,7 @@ def _validate(args: argparse.Namespace) -> int:
     if found:
         raise ConfigError(found)
     checked = "sources answer" if args.connect else "files exist"
-    print(f"{args.pod}: ok ({len(pod.datasets)} datasets, {len(pod.views)} views; {checked})")
+    print(f"{args.pod}: ok ({len(pod.datasets)} datasets, {len(pod.views)} views); {checked}")
     return 0
 
 

@@ -48,11 +48,11 @@ def fetch(client: flight.FlightClient, options: flight.FlightCallOptions, sql: s
 
 
 def run_one(args: argparse.Namespace) -> int:
-    client, options = connect(args.flight, args.api_key, args.tls_root_certs)
+    """`satchel sql QUERY`; Ctrl-C cancels the statement (exit 130)."""
     try:
-        table = fetch(client, options, args.query)
-    except pa.ArrowException as e:  # Flight errors, and ArrowInvalid/ArrowKeyError/... for
-        raise SatchelError(_message(e)) from None  # INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED
+        table = Statement(Calls(args.flight, args.api_key, args.tls_root_certs), args.query).result()
+    except pa.ArrowException as e:  # a result the client cannot read
+        raise SatchelError(_message(e)) from None
     _print_table(table, args.format, args.max_rows, args.query.lstrip().lower().startswith("explain"))
     return 0
 

@@ -247,3 +247,35 @@ datasets:
     assert time.monotonic() - started < 30  # the source would have stalled for 120 s
     t.send("\\q\n")
     assert t.exit_code() == 0
+
+
+def test_ctrl_c_cancels_a_one_shot_query(satchel_server, silent_server, tmp_path):
+    """`satchel sql QUERY` stuck on a silent source: SIGINT ends it at once (exit 130) and the
+    server closes its source connection."""
+    import subprocess
+
+    server = satchel_server(f"""
+version: v1
+kind: Spicepod
+name: oneshot
+runtime:
+  params:
+    query_timeout: 0s
+datasets:
+  - from: {silent_server.url('/never.csv')}
+    name: never
+    params:
+      http_timeout: 600s
+""", wait_ready=False)
+    process = subprocess.Popen([sys.executable, "-m", "serving.cli", "sql", "--flight",
+                                f"127.0.0.1:{server.flight_port}", "select * from never"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: silent_server.open_connections() >= 1, timeout=20)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert out == "" and "Traceback" not in err
+    assert wait_for(lambda: silent_server.open_connections() == 0, timeout=20)

@@ -180,7 +180,7 @@ def test_validate_names_the_dataset_and_path_of_a_missing_file(tmp_path):
     (tmp_path / "logs/a.csv").write_text(GOOD)
     done = satchel("validate", "--pod", str(pod))
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"{pod}: ok (3 datasets, 0 views; files exist)\n"
+    assert done.stdout == f"{pod}: ok (3 datasets, 0 views); files exist\n"
 
 
 def test_validate_suggests_the_key_or_table_meant(tmp_path):
