@@ -1,4 +1,6 @@
-"""`satchel sql`: a small Flight SQL client (pyarrow.flight) that prints results as tables."""
+"""`satchel sql`: a small Flight SQL client that prints results as tables. Statements run over
+grpcio calls that Ctrl-C can cancel (the server then cancels the source work); the interactive
+prompt has readline editing and history, and psql-style meta-commands over pyarrow.flight."""
 
 from __future__ import annotations
 
@@ -37,14 +39,6 @@ def connect(address: str, api_key: str | None, tls_root_certs: str | None) -> tu
     client = flight.FlightClient(location, **kwargs)
     headers = [(b"authorization", f"Bearer {api_key}".encode())] if api_key else []
     return client, flight.FlightCallOptions(headers=headers)
-
-
-def fetch(client: flight.FlightClient, options: flight.FlightCallOptions, sql: str) -> pa.Table:
-    """Run one statement and collect its (streamed) endpoints."""
-    descriptor = flight.FlightDescriptor.for_command(pack(pb.CommandStatementQuery(query=sql)))
-    info = client.get_flight_info(descriptor, options)
-    tables = [client.do_get(ep.ticket, options).read_all() for ep in info.endpoints]
-    return pa.concat_tables(tables) if tables else info.schema.empty_table()
 
 
 def run_one(args: argparse.Namespace) -> int:
