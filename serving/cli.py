@@ -235,11 +235,11 @@ def _datasets(args: argparse.Namespace) -> int:
 
 def _status_text(dataset: dict) -> str | None:
     """A dataset's status: "error" while it has never loaded and its last attempt failed (it
-    retries meanwhile), load progress while it loads."""
-    status = dataset.get("status")
+    retries meanwhile, with rows to show once a retry streams some), load progress while it loads."""
+    status, loading = dataset.get("status"), dataset.get("rows_loading")
     if dataset.get("last_error") and not dataset.get("ready"):
-        return "error"
-    if dataset.get("rows_loading") is not None:
+        return f"loading ({loading:,} rows so far; the last attempt failed)" if loading else "error"
+    if loading is not None:
         return f"{status} ({dataset['rows_loading']:,} rows so far)"
     return status
 

@@ -52,7 +52,6 @@ def listen(host: str, port: int, flag: str, keep: bool = False) -> socket.socket
             raise StartupError(f"port {port} is already in use ({flag})") from None
         raise StartupError(f"cannot listen on {host}:{port} ({flag}): {e.strerror or e}") from None
     if keep:
-        sock.set_inheritable(True)
         return sock
     sock.close()
     return None
@@ -115,6 +114,8 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     h_host, h_port = split_address(http, 8090)
     m_host, m_port = split_address(metrics, 9090) if metrics else ("", 0)
     http_socket = listen(h_host, h_port, "--http", keep=True)  # before anything: a port in use is one line
+    assert http_socket is not None
+    h_port = http_socket.getsockname()[1]  # the port chosen, for `--http 127.0.0.1:0`
     if flight_port:
         listen(flight_host, flight_port, "--flight")
     if metrics and m_port:

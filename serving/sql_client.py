@@ -221,7 +221,7 @@ class Session:
         elapsed = time.monotonic() - started
         full = sql.lstrip().lower().startswith("explain")  # plans in full, never cut
         if self.expanded and self.args.format == "table":
-            _print_expanded(table, self.args.max_rows, full)
+            _print_expanded(table, self.args.max_rows)
         else:
             _print_table(table, self.args.format, self.args.max_rows, full)
         if self.timing:
@@ -320,14 +320,14 @@ def _clean(text: str) -> str:
     return text.strip()
 
 
-def _print_expanded(table: pa.Table, max_rows: int, full: bool = False) -> None:
-    """psql's `\\x` display: one block per row, one line per column."""
+def _print_expanded(table: pa.Table, max_rows: int) -> None:
+    """psql's `\\x` display: one block per row, one line per column, values in full."""
     names = table.schema.names
     width = max((len(n) for n in names), default=0)
     for i, row in enumerate(table.slice(0, max_rows).to_pylist(), 1):
         print(f"-[ RECORD {i} ]" + "-" * max(0, width - 10))
         for n in names:
-            print(f"{n.ljust(width)} | {_cell(row[n], full)}")
+            print(f"{n.ljust(width)} | {_cell(row[n], full=True)}")
     print(f"({table.num_rows} rows)")
 
 

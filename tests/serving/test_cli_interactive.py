@@ -144,9 +144,13 @@ def test_ctrl_c_at_the_prompt_clears_the_buffer_and_history_persists(satchel_fli
     t.expect("-> ")
     t.send("\x03")  # Ctrl-C: the buffer is dropped, the prompt is back (not the continuation)
     t.expect(PROMPT)
+    t.send("select 'half typed")
+    t.expect("half typed")
+    t.send("\x03")  # Ctrl-C in the middle of a line drops the line
+    t.expect(PROMPT)
     t.send("select 41 + 1 as answer;\n")
     out = t.expect(PROMPT)
-    assert "42" in out and "never run" not in out and "syntax" not in out
+    assert "42" in out and "never run" not in out and "half typed" not in out and "error" not in out
     t.send("\x04")
     assert t.exit_code() == 0
     assert "select 41 + 1 as answer;" in (tmp_path / ".satchel_history").read_text()
