@@ -67,11 +67,13 @@ class Calls:
         import grpc
 
         target = address.split("://", 1)[-1]
+        options = [("grpc.max_receive_message_length", -1)]  # a batch can be larger than gRPC's 4 MB
         if tls_root_certs:
             with open(tls_root_certs, "rb") as f:
-                self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(f.read()))
+                credentials = grpc.ssl_channel_credentials(f.read())
+            self.channel = grpc.secure_channel(target, credentials, options=options)
         else:
-            self.channel = grpc.insecure_channel(target)
+            self.channel = grpc.insecure_channel(target, options=options)
         service = "/arrow.flight.protocol.FlightService/"
         self.get_flight_info = self.channel.unary_unary(service + "GetFlightInfo")
         self.do_get = self.channel.unary_stream(service + "DoGet", response_deserializer=_flight_data().FromString)

@@ -283,3 +283,17 @@ datasets:
     assert process.returncode == 130, err
     assert out == "" and "Traceback" not in err
     assert wait_for(lambda: silent_server.open_connections() == 0, timeout=20)
+
+
+def test_one_shot_results_larger_than_a_grpc_message(satchel_flight):
+    """10 MB in one batch (gRPC's default limit is 4 MB), every type read back from the stream."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "serving.cli", "sql", "--flight", f"127.0.0.1:{satchel_flight.port}",
+                           "--max-rows", "2", "select id, city, fare, started_at, repeat('x', 1000) as pad "
+                           "from trips order by id"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "(10000 rows (showing 2))"
+    assert re.match(r"1 +\| oslo +\| 1\.5 +\| 2024-01-01 01:00:00 +\| x{57}\.\.\.$", lines[2]), lines[2]
