@@ -193,7 +193,8 @@ class Runtime:
 
     def status(self) -> dict:
         return {"pod": self.pod.name, "ready": self.ready(),
-                "datasets": [{**ds.info(), "next_refresh_at": self._next_refresh(ds)} for ds in self.datasets.values()]}
+                "datasets": [{**ds.info(), "next_refresh_at": self._next_refresh(ds)}
+                             for ds in self.datasets.values()]}
 
     def _next_refresh(self, ds: DatasetRuntime) -> str | None:
         """ISO time of the dataset's next scheduled refresh (None: not accelerated, running, or none)."""

@@ -65,6 +65,13 @@ def split_address(address: str, default_port: int) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
+def _address(value: str, default_port: int, flag: str) -> tuple[str, int]:
+    try:
+        return split_address(value, default_port)
+    except ValueError:
+        raise StartupError(f"invalid address {value!r} ({flag}); expected host:port") from None
+
+
 class _Deadline:
     """The shutdown bound, armed by the first SIGTERM/SIGINT. Its backstop is faulthandler's C
     thread (it needs no GIL): past the bound it prints every thread's stack and exits (code 1)."""
@@ -110,9 +117,9 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     deadline = _Deadline(shutdown_timeout)
     signal.signal(signal.SIGTERM, lambda signum, frame: _exit_on_signal(deadline, SystemExit(0)))
     signal.signal(signal.SIGINT, lambda signum, frame: _exit_on_signal(deadline, KeyboardInterrupt()))
-    flight_host, flight_port = split_address(flight, 50051)
-    h_host, h_port = split_address(http, 8090)
-    m_host, m_port = split_address(metrics, 9090) if metrics else ("", 0)
+    flight_host, flight_port = _address(flight, 50051, "--flight")
+    h_host, h_port = _address(http, 8090, "--http")
+    m_host, m_port = _address(metrics, 9090, "--metrics") if metrics else ("", 0)
     http_socket = listen(h_host, h_port, "--http", keep=True)  # before anything: a port in use is one line
     assert http_socket is not None
     h_port = http_socket.getsockname()[1]  # the port chosen, for `--http 127.0.0.1:0`

@@ -61,8 +61,9 @@ def _view_tables(pod: Pod) -> Iterator[tuple[tuple, str]]:
             if table.db.lower() == "runtime" or (not table.db and _names_cte_in_scope(table)):
                 continue
             if table.name.lower() not in known:
-                hint = did_you_mean(table.name.lower(), known)
-                yield ("views", i, "sql"), f"view '{view.name}': unknown table '{table.name}'" + (f";{hint}" if hint else "")
+                hint = did_you_mean(table.name.lower(), known)  # names are case-insensitive
+                message = f"view '{view.name}': unknown table '{table.name}'"
+                yield ("views", i, "sql"), message + (f";{hint}" if hint else "")
 
 
 def _connect(pod: Pod, timeout: float, skip: set[int]) -> Iterator[tuple[tuple, str]]:

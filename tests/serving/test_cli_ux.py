@@ -220,3 +220,12 @@ def test_validate_connect_checks_that_sources_answer(tmp_path, source_server):
     assert "404" in lines[0]
     assert lines[1] == f"{pod}:9: datasets[2].from: dataset 'slow': the source does not answer: no answer in 2s"
     assert source_server.count("/ok.csv") >= 1
+
+
+def test_an_invalid_address_fails_start_up_with_one_line(tmp_path):
+    (tmp_path / "good.csv").write_text(GOOD)
+    pod = _pod(tmp_path, "  - from: file:good.csv\n    name: good\n")
+    done = satchel("run", "--pod", str(pod), "--http", "127.0.0.1:0", "--flight", "127.0.0.1:0",
+                   "--metrics", "localhost:metrics")
+    assert done.returncode == 1
+    assert done.stderr == "satchel: invalid address 'localhost:metrics' (--metrics); expected host:port\n"
