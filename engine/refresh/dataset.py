@@ -146,7 +146,7 @@ class DatasetRuntime:
             attempts = acc.refresh_retry_max_attempts if acc.refresh_retry_enabled else 1
             try:
                 rows, mode = retry(lambda: self._refresh_once(source_reader), attempts, stop,
-                                   on_failure=self._on_attempt_failure)
+                                   on_failure=lambda n, e: self._on_attempt_failure(n, e, final=n == attempts))
             except Exception as e:
                 self.last_error = self._describe(self._cancelled() or e)
                 self.status = "error" if not self.loaded_once else "ready (last refresh failed)"
@@ -360,8 +360,9 @@ class DatasetRuntime:
 
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
-    def _on_attempt_failure(self, attempt: int, e: BaseException) -> None:
-        self.last_error = self._describe(e)  # seen at once, not only when the retries are spent
+    def _on_attempt_failure(self, attempt: int, e: BaseException, final: bool) -> None:
+        if not final:  # seen at once, not only when the retries are spent (the last one: refresh())
+            self.last_error = self._describe(e)
         log.warning("dataset %s: refresh attempt %d failed: %s", self.name, attempt, self._describe(e))
 
     def _describe(self, e: BaseException) -> str:
