@@ -116,6 +116,14 @@ def _line(out: str, name: str) -> list[str]:
 
 
 def test_datasets_shows_last_and_next_refresh_and_a_failing_dataset_as_error(sidecar):
+    import httpx
+
+    from tests.integration.waiting import wait_for
+
+    def broken() -> dict:
+        return {d["name"]: d for d in httpx.get(f"{sidecar.http_url}/v1/datasets", timeout=10).json()}["broken"]
+
+    assert wait_for(lambda: broken()["last_error"], timeout=20)  # its first attempt failed
     done = satchel("datasets", "--http", f"127.0.0.1:{sidecar.http_port}")
     assert done.returncode == 0, done.stderr
     header = [cell.strip() for cell in done.stdout.splitlines()[0].split("|")]
