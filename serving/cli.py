@@ -59,8 +59,10 @@ def _env(name: str, default: str | None) -> str | None:
     return os.environ.get(name, default)
 
 
-def _epilog(command: str) -> str:
-    lines = [f"  {name:<27} {what}" for name, (what, commands) in ENVIRONMENT.items() if command in commands]
+def _epilog(command: str | None) -> str:
+    """The environment variables `command` reads (None: all of them), for --help."""
+    lines = [f"  {name:<27} {what}" for name, (what, commands) in ENVIRONMENT.items()
+             if command is None or command in commands]
     return "environment variables:\n" + "\n".join(lines)
 
 
@@ -83,7 +85,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="satchel", description="A per-agent sidecar data stack.")
+    p = argparse.ArgumentParser(prog="satchel", description="A per-agent sidecar data stack.",
+                                epilog=_epilog(None), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"satchel {version()}")
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -47,6 +47,8 @@ def test_every_subcommand_help_shows_defaults_and_its_environment_variables():
         epilog = done.stdout.split("environment variables:\n", 1)[1]
         shown |= set(re.findall(r"^  (SATCHEL_[A-Z_]+) ", epilog, re.M))
     assert shown == set(ENVIRONMENT)
+    top = satchel("--help").stdout.split("environment variables:\n", 1)[1]
+    assert set(re.findall(r"^  (SATCHEL_[A-Z_]+) ", top, re.M)) == set(ENVIRONMENT)
     run_help = satchel("run", "--help").stdout
     assert "HTTP bind address (default: 127.0.0.1:8090)" in run_help
     assert "SATCHEL_SHUTDOWN_TIMEOUT" in run_help and "SATCHEL_API_KEY" not in run_help
