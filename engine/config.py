@@ -11,6 +11,7 @@ a resolved secret: a value that came from a secret is shown as its `${...}` refe
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path as _FsPath
@@ -84,6 +85,18 @@ def load_pod_text(text: str, file: str = "spicepod.yaml", env: Mapping[str, str]
     """Load a spicepod from `text`; `file` is only used in messages and for the default base_dir."""
     base = base_dir if base_dir is not None else os.path.dirname(os.path.abspath(file))
     return _Loader(file, os.environ if env is None else env).load(text, base)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """` did you mean 'x'?` for the closest of `known` to `name` (difflib), else ''."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" did you mean '{close[0]}'?" if close else ""
+
+
+def unknown_key(key: str, allowed: Iterable[str]) -> str:
+    """The message for an unknown key: the closest allowed one, then all of them."""
+    allowed = list(allowed)
+    return f"unknown key '{key}';{did_you_mean(key, allowed)} allowed: {', '.join(allowed)}"
 
 
 def describe_errors(err: ConfigError) -> str:
@@ -173,7 +186,7 @@ class _Loader:
         """Reject loader-only keys, drop nulls (= default), mask literal credentials."""
         for key in INTERNAL_FIELDS:
             if key in plain:
-                self.add((key,), f"unknown key '{key}'; allowed: {', '.join(_yaml_keys(Pod))}")
+                self.add((key,), unknown_key(key, _yaml_keys(Pod)))
                 del plain[key]
         for section in ("datasets", "models", "embeddings", "secrets"):
             for i, item in enumerate(plain.get(section) or []):
@@ -201,14 +214,14 @@ class _Loader:
             ctx = e.get("ctx") or {}
             if e["type"] == "unknown_keys":
                 for key in ctx["keys"]:
-                    self.add(loc + (key,), f"unknown key '{key}'; allowed: {', '.join(ctx['allowed'])}")
+                    self.add(loc + (key,), unknown_key(key, ctx["allowed"]))
                 continue
             self.add(loc, self.message(loc, e))
 
     def message(self, loc: Path, e: Mapping[str, Any]) -> str:
         typ, ctx = e["type"], e.get("ctx") or {}
         if typ == "extra_forbidden":
-            return f"unknown key '{loc[-1]}'; allowed: {', '.join(_allowed_keys(loc[:-1]))}"
+            return unknown_key(str(loc[-1]), _allowed_keys(loc[:-1]))
         if typ == "missing":
             return f"missing required key '{loc[-1]}'"
         got = self.shown(loc, e.get("input"))

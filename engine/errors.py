@@ -55,6 +55,12 @@ class ConfigIssue:
         return f"ConfigIssue({self!s})"
 
 
+class StartupError(SatchelError):
+    """`satchel run` cannot start (e.g. a port already in use); one line, no traceback."""
+
+    code = "startup_error"
+
+
 class NotSupportedYet(SatchelError):
     """A documented feature Satchel does not implement yet (never silently ignored)."""
 

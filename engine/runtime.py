@@ -7,6 +7,7 @@ Every entry point (Flight SQL, HTTP, CLI, MCP) authenticates with `Runtime.authe
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import secrets
@@ -139,6 +140,10 @@ class Runtime:
         """Trigger a refresh now; with `wait`, block until it finishes and raise its error."""
         return self.refreshes.refresh(self._dataset(name), wait)
 
+    def refresh_and_wait(self, name: str, timeout: float | None = None) -> dict:
+        """Trigger a refresh as a client does and wait for it to end: its outcome (see RefreshJobs)."""
+        return self.refreshes.refresh_and_wait(self._dataset(name), timeout)
+
     # -- auth and queries --------------------------------------------------------------------
 
     @property
@@ -161,9 +166,9 @@ class Runtime:
         return search_request(body, visible,
                               lambda sql: self.query(sql, principal, protocol=protocol, client_gone=client_gone))
 
-    def query_schema(self, sql: str, principal: Principal = ANONYMOUS,
-                     params: Sequence[object] | None = None) -> pa.Schema:
-        return self.queries.query_schema(sql, params, principal)
+    def query_schema(self, sql: str, principal: Principal = ANONYMOUS, params: Sequence[object] | None = None,
+                     client_gone: Callable[[], bool] | None = None) -> pa.Schema:
+        return self.queries.query_schema(sql, params, principal, client_gone)
 
     def refused(self, error: BaseException, *, protocol: str, principal: str | None, text: str,
                 started: float, task: str = "request") -> SatchelError:
@@ -224,7 +229,13 @@ class Runtime:
 
     def status(self) -> dict:
         return {"pod": self.pod.name, "ready": self.ready(),
-                "datasets": [ds.info() for ds in self.datasets.values()]}
+                "datasets": [{**ds.info(), "next_refresh_at": self._next_refresh(ds)}
+                             for ds in self.datasets.values()]}
+
+    def _next_refresh(self, ds: DatasetRuntime) -> str | None:
+        """ISO time of the dataset's next scheduled refresh (None: not accelerated, running, or none)."""
+        due = self.scheduler.next_run(ds.name) if ds.accelerated and not self.scheduler.is_running(ds.name) else None
+        return dt.datetime.fromtimestamp(due, dt.timezone.utc).isoformat() if due is not None else None
 
     def _mask_salt(self) -> str:
         """A random salt for hashed columns, made once and kept in the data directory (hashes

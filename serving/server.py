@@ -7,18 +7,22 @@ running then."""
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from typing import Callable
 
+import pyarrow as pa
 import uvicorn
 from prometheus_client import start_http_server
 
 from engine.config import load_pod
+from engine.errors import StartupError
 from engine.runtime import Runtime
 
 from .flight_sql.server import SatchelFlightSqlServer
@@ -29,12 +33,43 @@ log = logging.getLogger("satchel.server")
 DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
 
 
+def listen(host: str, port: int, flag: str, keep: bool = False) -> socket.socket | None:
+    """Bind `host:port` (the address of option `flag`); StartupError naming both when that fails.
+    With `keep`, the listening socket (for uvicorn); else a probe, closed at once (gRPC and the
+    metrics server bind their own: a probe without SO_REUSEPORT sees a port a gRPC server holds)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise StartupError(f"cannot listen on {host}:{port} ({flag}): {e.strerror or e}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise StartupError(f"port {port} is already in use ({flag})") from None
+        raise StartupError(f"cannot listen on {host}:{port} ({flag}): {e.strerror or e}") from None
+    if keep:
+        return sock
+    sock.close()
+    return None
+
+
 def split_address(address: str, default_port: int) -> tuple[str, int]:
     """`host:port` (or `[v6]:port`, or `:port`) -> (host, port)."""
     host, sep, port = address.rpartition(":")
     if not sep:
         return address, default_port
     return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def _address(value: str, default_port: int, flag: str) -> tuple[str, int]:
+    try:
+        return split_address(value, default_port)
+    except ValueError:
+        raise StartupError(f"invalid address {value!r} ({flag}); expected host:port") from None
 
 
 class _Deadline:
@@ -82,23 +117,36 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     deadline = _Deadline(shutdown_timeout)
     signal.signal(signal.SIGTERM, lambda signum, frame: _exit_on_signal(deadline, SystemExit(0)))
     signal.signal(signal.SIGINT, lambda signum, frame: _exit_on_signal(deadline, KeyboardInterrupt()))
+    flight_host, flight_port = _address(flight, 50051, "--flight")
+    h_host, h_port = _address(http, 8090, "--http")
+    m_host, m_port = _address(metrics, 9090, "--metrics") if metrics else ("", 0)
+    http_socket = listen(h_host, h_port, "--http", keep=True)  # before anything: a port in use is one line
+    assert http_socket is not None
+    h_port = http_socket.getsockname()[1]  # the port chosen, for `--http 127.0.0.1:0`
+    if flight_port:
+        listen(flight_host, flight_port, "--flight")
+    if metrics and m_port:
+        listen(m_host, m_port, "--metrics")
     pod = load_pod(pod_path)
     runtime = Runtime(pod, data_dir=data_dir)  # builds connectors: no source is contacted yet
     deadline.on_arm.append(runtime.scopes.cancel_all)
     tls = pod.runtime.tls
     cert, key = (tls.certificate_file, tls.key_file) if tls.enabled else (None, None)
-    flight_host, flight_port = split_address(flight, 50051)
     scheme = "grpc+tls" if cert else "grpc+tcp"
     ttl = float(os.environ.get("SATCHEL_FLIGHT_HANDLE_TTL", "600"))
-    flight_server = SatchelFlightSqlServer(runtime, f"{scheme}://{flight_host}:{flight_port}", cert, key,
-                                           handle_ttl_seconds=ttl)
+    try:
+        flight_server = SatchelFlightSqlServer(runtime, f"{scheme}://{flight_host}:{flight_port}", cert, key,
+                                               handle_ttl_seconds=ttl)
+    except pa.ArrowException:  # taken between the probe and now (gRPC says no more than that)
+        raise StartupError(f"cannot listen on {flight_host}:{flight_port} (--flight); is the port in use?") from None
     threading.Thread(target=flight_server.serve, name="satchel-flight", daemon=True).start()
     if metrics:
-        m_host, m_port = split_address(metrics, 9090)
-        start_http_server(m_port, addr=m_host, registry=runtime.metrics.registry)
+        try:
+            start_http_server(m_port, addr=m_host, registry=runtime.metrics.registry)
+        except OSError:  # taken between the probe and now
+            raise StartupError(f"port {m_port} is already in use (--metrics)") from None
     models = ModelRegistry(pod, runtime.task_history, runtime.metrics, cache_dir=str(runtime.data_dir / "models"))
     runtime.embedders.attach(models.embedder)  # the engine's contract: it never imports serving
-    h_host, h_port = split_address(http, 8090)
 
     def start_work() -> None:  # servers listen: now load models and datasets, in the background
         log.info("satchel %s: flight %s://%s:%d, http %s:%d, metrics %s", pod.name, scheme, flight_host,
@@ -113,7 +161,7 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
     server = _Server(config, lambda: threading.Thread(target=start_work, name="satchel-start", daemon=True).start(),
                      deadline)
     try:
-        server.run()
+        server.run(sockets=[http_socket])
     finally:
         deadline.arm()
         log.info("satchel: shutting down")

@@ -100,12 +100,13 @@ class QueryService:
                                          sanitize=policy.sanitize if policy else None,
                                          finished=policy.gate.leave if policy else None)
 
-    def query_schema(self, sql: str, params: Sequence[object] | None = None,
-                     principal: Principal = ANONYMOUS) -> pa.Schema:
+    def query_schema(self, sql: str, params: Sequence[object] | None = None, principal: Principal = ANONYMOUS,
+                     client_gone: Callable[[], bool] | None = None) -> pa.Schema:
         """The result schema, from the query's own plan (the one DoGet then reuses) without
         reading data. Parameters are planned as `params` when given (their types reach the
-        schema), else as NULLs. Cached by SQL text and parameters while its tables resolve the
-        same way."""
+        schema), else as NULLs. Cached by SQL text, parameters and policy while its tables
+        resolve the same way. A client that goes meanwhile (`client_gone()`) cancels the
+        planning's source work."""
         policy = principal.policy
         key = cache_key("schema", _owner(policy), sql, tuple((type(p), p) for p in params) if params is not None else None)
         cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
@@ -120,7 +121,7 @@ class QueryService:
         scope = self.scopes.track(CancelScope())
         caller = CALLER.set(Caller(principal.name, "query", deadline, scope))
         try:
-            _, _, plan = self._planned_guarded(sql, params, scope, deadline, None, principal, "internal",
+            _, _, plan = self._planned_guarded(sql, params, scope, deadline, client_gone, principal, "internal",
                                                schema_only=True)
             schema = self.routes.schema(plan)
         except Exception as e:

@@ -37,6 +37,16 @@ class RefreshResult:
     duration_s: float
 
 
+def connector_for(config: Dataset, base_dir: str, pod: str = ""):  # -> Connector
+    """The connector of dataset `config` (built only: no source is contacted)."""
+    return create_connector(DatasetSpec(
+        name=config.name, path=config.connector_path, prefix=config.connector_prefix,
+        params=dict(config.params), unsupported_type_action=config.unsupported_type_action,
+        base_dir=base_dir, column_descriptions=config.column_descriptions, description=config.description,
+        column_types=config.column_types, pod=pod,
+    ))
+
+
 class DatasetRuntime:
     """Status and refresh logic for one dataset. Thread-safe: one refresh at a time."""
 
@@ -48,12 +58,7 @@ class DatasetRuntime:
         self.search = SearchIndexes(config, accelerator, embedders)  # embedding and full-text columns
         self.metrics = metrics
         self._secrets = secrets
-        self.connector = create_connector(DatasetSpec(
-            name=config.name, path=config.connector_path, prefix=config.connector_prefix,
-            params=dict(config.params), unsupported_type_action=config.unsupported_type_action,
-            base_dir=base_dir, column_descriptions=config.column_descriptions, description=config.description,
-            column_types=config.column_types, pod=pod,
-        ))
+        self.connector = connector_for(config, base_dir, pod)
         self._schema: pa.Schema | None = None
         self._lock = threading.Lock()
         self.status = "initializing" if accelerator is not None else "ready (federated)"
@@ -155,7 +160,7 @@ class DatasetRuntime:
             attempts = acc.refresh_retry_max_attempts if acc.refresh_retry_enabled else 1
             try:
                 rows, mode = retry(lambda: self._refresh_and_index(source_reader), attempts, stop,
-                                   on_failure=self._on_attempt_failure)
+                                   on_failure=lambda n, e: self._on_attempt_failure(n, e, final=n == attempts))
             except Exception as e:
                 self.last_error = self._describe(self._cancelled() or e)
                 self.status = "error" if not self.loaded_once else "ready (last refresh failed)"
@@ -377,7 +382,9 @@ class DatasetRuntime:
 
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
-    def _on_attempt_failure(self, attempt: int, e: BaseException) -> None:
+    def _on_attempt_failure(self, attempt: int, e: BaseException, final: bool) -> None:
+        if not final:  # seen at once, not only when the retries are spent (the last one: refresh())
+            self.last_error = self._describe(e)
         log.warning("dataset %s: refresh attempt %d failed: %s", self.name, attempt, self._describe(e))
 
     def _describe(self, e: BaseException) -> str:

@@ -35,6 +35,9 @@ class RefreshJobs:
         self._demand_lock = threading.Lock()
         self._demanded: set[str] = set()  # datasets with an on-demand refresh queued, not started
         self._demand_ended: dict[str, float] = {}  # time.monotonic() the last on-demand refresh ended
+        self._ended = threading.Condition()  # notified when a job's run ends
+        self._runs_ended: dict[str, int] = {}  # runs of each dataset's job that ended
+        self._outcomes: dict[str, dict] = {}  # each dataset's last run: rows, duration_s or error
 
     def start(self) -> None:
         """Reopen file-mode data, then load the rest and schedule refreshes in the background."""
@@ -76,6 +79,19 @@ class RefreshJobs:
         return {"dataset": ds.name, "status": "done", "rows": result.rows, "mode": result.mode,
                 "duration_s": result.duration_s}
 
+    def refresh_and_wait(self, ds: DatasetRuntime, timeout: float | None = None) -> dict:
+        """Trigger a refresh of `ds` as a client does (joining one queued or running) and wait up to
+        `timeout` seconds for it to end; its outcome: status done (rows, duration_s) or failed (error)."""
+        with self._ended:
+            before = self._runs_ended.get(ds.name, 0)
+        if not ds.accelerated:
+            raise SqlError(f"dataset '{ds.name}' is not accelerated; there is nothing to refresh")
+        self._on_demand(ds)
+        with self._ended:
+            if not self._ended.wait_for(lambda: self._runs_ended.get(ds.name, 0) > before, timeout):
+                return {"dataset": ds.name, "status": "still running"}
+            return {"dataset": ds.name, **self._outcomes[ds.name]}
+
     def _on_demand(self, ds: DatasetRuntime) -> dict:
         """A refresh asked for by a client: it joins one pending or running, else one starts, at
         most once per `refresh_min_interval` after the last on-demand one ended (Overloaded)."""
@@ -100,12 +116,15 @@ class RefreshJobs:
         with self._demand_lock:  # this run serves the on-demand request pending, if any
             demanded = ds.name in self._demanded
             self._demanded.discard(ds.name)
+        outcome: dict = {"status": "failed", "error": "the refresh did not end"}
         try:
             result = self._run(ds)
             log.info("dataset %s: %s refresh loaded %d rows in %.2fs", ds.name, result.mode, result.rows,
                      result.duration_s)
+            outcome = {"status": "done", "rows": result.rows, "mode": result.mode, "duration_s": result.duration_s}
             self._record(ds, started, result.rows, None)
         except Exception:
+            outcome = {"status": "failed", "error": ds.last_error, "duration_s": time.monotonic() - started}
             self._record(ds, started, None, ds.last_error)
             if ds.loaded_once:
                 log.error("dataset %s: refresh failed, keeping the last good data: %s", ds.name, ds.last_error)
@@ -124,6 +143,10 @@ class RefreshJobs:
             if demanded:
                 with self._demand_lock:
                     self._demand_ended[ds.name] = time.monotonic()
+            with self._ended:
+                self._outcomes[ds.name] = outcome
+                self._runs_ended[ds.name] = self._runs_ended.get(ds.name, 0) + 1
+                self._ended.notify_all()
 
     def _run(self, ds: DatasetRuntime) -> RefreshResult:
         """Refresh `ds` now, within its refresh_timeout: at the deadline, or when the runtime

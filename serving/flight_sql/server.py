@@ -200,7 +200,7 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
         command = protocol.command_of(descriptor)
         if isinstance(command, pb.CommandStatementQuery):
             _refuse_transaction(command)
-            schema = self._runtime.query_schema(command.query, principal)
+            schema = self._runtime.query_schema(command.query, principal, client_gone=context.is_cancelled)
             ticket = self._tickets.add(_StatementTicket(command.query, principal, schema))
             return protocol.flight_info(schema, descriptor, protocol.statement_ticket(ticket))
         if isinstance(command, pb.CommandPreparedStatementQuery):

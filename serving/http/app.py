@@ -158,10 +158,12 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         return redact_value({**status, "models": models.status()}, runtime.secrets)
 
     @app.post("/v1/datasets/{name}/acceleration/refresh", status_code=201)
-    def refresh(name: str, request: Request) -> dict:
+    def refresh(name: str, request: Request, wait: bool = False) -> dict:
+        """Trigger a refresh; with `?wait=true`, answer when it ends, with its outcome."""
         if not runtime.visible(name, request.state.principal):
             raise NotFound(f"unknown dataset '{name}'")
-        result = runtime.refresh(name)
+        result = runtime.refresh_and_wait(name) if wait else runtime.refresh(name)
+        result = redact_value(result, runtime.secrets)
         return {"message": f"refresh of '{result['dataset']}' {result['status']}", **result}
 
     return app

@@ -102,7 +102,8 @@ class DuckDBRuntimeDouble:
         return error
 
     def query_schema(
-        self, sql: str, principal: Principal, params: Sequence[object] | None = None
+        self, sql: str, principal: Principal, params: Sequence[object] | None = None,
+        client_gone: Callable[[], bool] | None = None,
     ) -> pa.Schema:
         self._check(sql)
         if params is None:
