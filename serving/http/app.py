@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,6 +28,7 @@ from engine.task_history import current_request, request_scope
 
 from .disconnect import on_query_pool, query_pool, until_disconnect
 from .formats import ARROW_STREAM, csv_chunks, drain, json_chunks
+from .status_page import render as render_status_page
 
 OPEN_PATHS = {"/health", "/v1/ready"}
 log = logging.getLogger("satchel.http")
@@ -77,6 +78,11 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
 
     # /health, /v1/ready and /v1/status run on the event loop (async, nothing blocking): they
     # answer while every thread is busy and whatever the sources do
+    @app.get("/", response_class=HTMLResponse)
+    def status_page(request: Request) -> HTMLResponse:
+        """The status page: the caller's datasets, models, recent queries and refreshes."""
+        return HTMLResponse(render_status_page(runtime, models, request.state.principal))
+
     @app.get("/health", response_class=PlainTextResponse)
     async def health() -> str:
         return "ok"
