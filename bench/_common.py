@@ -93,10 +93,11 @@ def roapi(tables: dict[str, Path], log: Path) -> Iterator[str]:
         stop(proc)
 
 
-def adbc_connect(uri: str):
+def adbc_connect(uri: str, api_key: str | None = None):
     import adbc_driver_flightsql.dbapi as adbc
 
-    return adbc.connect(uri, autocommit=True)
+    kwargs = {"adbc.flight.sql.authorization_header": f"Bearer {api_key}"} if api_key else {}
+    return adbc.connect(uri, autocommit=True, db_kwargs=kwargs)
 
 
 def timed(fn: Callable[[], object], runs: int = 3, warmup: int = 1) -> tuple[float, list[float], object]:
