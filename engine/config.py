@@ -46,7 +46,6 @@ NOT_SUPPORTED_YET: tuple[tuple[str, str], ...] = (
     ("secrets[].from!=env", "secret stores other than 'env' are not supported yet"),
     ("datasets[].access=read_write", "writable datasets (access: read_write) are not supported yet"),
     ("datasets[].acceleration.indexes", "accelerator indexes are not supported yet"),
-    ("runtime.results_cache.enabled=true", "the results cache is not supported yet"),
 )
 
 _FREE_MAPS = ("params", "on_conflict", "indexes")  # user-keyed maps: a null value there is an error

@@ -27,11 +27,12 @@ from .cancel import LiveScopes
 from .config import Dataset, Pod
 from .embedders import Embedders
 from .errors import NotFound, SatchelError
-from .memory import DUCKDB_SHARE, budget_bytes
+from .memory import DUCKDB_SHARE, budget_bytes, size_bytes
 from .metrics import Metrics
 from .query.accounting import Accounting
 from .query.planner import Plan, view_visible
 from .query.policy import policies
+from .query.results_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, CacheUse, ResultsCache
 from .query.routes import Routes
 from .query.service import QueryService
 from .query.sql_limits import SqlLimits
@@ -101,7 +102,8 @@ class Runtime:
         self.scopes = LiveScopes()  # every running query's and refresh's, cancelled by stop()
         self.search_functions = SearchFunctions(self.datasets, self.embedders)
         self.queries = QueryService(self.datasets, views, self.routes, self.accounting, self.query_timeout,
-                                    pod.runtime.params.max_rows, self.scopes, _sql_limits(pod), self.search_functions)
+                                    pod.runtime.params.max_rows, self.scopes, _sql_limits(pod), self.search_functions,
+                                    _results_cache(pod))
         self.refreshes = RefreshJobs(self.datasets, self.queries.source_reader, self.task_history, self.scopes)
         self.scheduler = self.refreshes.scheduler
 
@@ -155,9 +157,15 @@ class Runtime:
 
     def query(self, sql: str, principal: Principal = ANONYMOUS, *, protocol: str = "flight",
               params: Sequence[object] | None = None,
-              client_gone: Callable[[], bool] | None = None) -> pa.RecordBatchReader:
+              client_gone: Callable[[], bool] | None = None, cache: CacheUse | None = None) -> pa.RecordBatchReader:
         """Plan and run one read-only query; the result streams (see QueryService.query)."""
-        return self.queries.query(sql, principal, protocol=protocol, params=params, client_gone=client_gone)
+        return self.queries.query(sql, principal, protocol=protocol, params=params, client_gone=client_gone,
+                                  cache=cache)
+
+    @property
+    def caches_results(self) -> bool:
+        """Whether `runtime.results_cache` is on."""
+        return self.queries.results is not None
 
     def search(self, body: object, principal: Principal = ANONYMOUS, *, protocol: str = "http",
                client_gone: Callable[[], bool] | None = None) -> dict:
@@ -275,3 +283,12 @@ class Runtime:
                 self.data_dir.mkdir(parents=True, exist_ok=True)
             self.duckdb_instances[key] = DuckDBAccelerator(path, memory_limit=limit, temp_directory=spill)
         return self.duckdb_instances[key]
+
+
+def _results_cache(pod: Pod) -> ResultsCache | None:
+    """`runtime.results_cache` (Spice's keys), when enabled."""
+    conf = pod.runtime.results_cache
+    if not conf.enabled:
+        return None
+    return ResultsCache(size_bytes(conf.cache_max_size) if conf.cache_max_size else DEFAULT_MAX_BYTES,
+                        conf.item_ttl.total_seconds() if conf.item_ttl else DEFAULT_TTL_S)

@@ -26,6 +26,7 @@ from . import pushdown, value_sizes
 from .accounting import Accounting
 from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
 from .policy import Policy, unknown
+from .results_cache import CacheUse, ResultsCache, cacheable
 from .routes import Routes
 from .sql_limits import SqlLimits
 from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
@@ -39,8 +40,10 @@ class QueryService:
 
     def __init__(self, datasets: Mapping[str, DatasetRuntime], views: Mapping[str, exp.Expression], routes: Routes,
                  accounting: Accounting, query_timeout: timedelta | None, max_rows: int | None,
-                 scopes: LiveScopes, limits: SqlLimits = SqlLimits(), search: SearchFunctions | None = None) -> None:
+                 scopes: LiveScopes, limits: SqlLimits = SqlLimits(), search: SearchFunctions | None = None,
+                 results: ResultsCache | None = None) -> None:
         self.datasets = datasets
+        self.results = results  # runtime.results_cache, when enabled
         self.views = views
         self.routes = routes
         self.accounting = accounting
@@ -53,8 +56,9 @@ class QueryService:
 
     def query(self, sql: str, principal: Principal = ANONYMOUS, *, protocol: str = "flight",
               params: Sequence[object] | None = None,
-              client_gone: Callable[[], bool] | None = None) -> pa.RecordBatchReader:
-        """Plan and run one read-only query; the result streams.
+              client_gone: Callable[[], bool] | None = None, cache: CacheUse | None = None) -> pa.RecordBatchReader:
+        """Plan and run one read-only query; the result streams. With the results cache on, a
+        repeated query may be answered from it (`cache` says how, and can bypass it).
 
         Planning (which may infer a live source's schema) and a live source's first batch run
         under `guarded`: at the query's deadline, when `client_gone()` (e.g. a Flight call's
@@ -78,7 +82,12 @@ class QueryService:
             task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
             task.served_by = plan.served_by
             replan = lambda force: self.plan(tree, force, policy)  # noqa: E731
-            if explain:
+            cache = cache or CacheUse()
+            cached, remember = self._cached(sql, params, principal, tree, explain, plan, cache)
+            if cached is not None:
+                reader = cached
+                task.served_by = "cache"
+            elif explain:
                 reader = _explain_reader(plan, pushdown.explain_lines(plan, self.datasets), policy)
             elif not plan.bindings and _constant(tree):
                 reader = self._constant_result(sql, params, lambda: self.routes.execute(plan, replan, task))
@@ -87,6 +96,8 @@ class QueryService:
                                  client_gone)
             else:
                 reader = self.routes.execute(plan, replan, task)
+            if cached is None and remember is not None:
+                reader = remember(reader)
         except Exception as e:
             if entered:
                 policy.gate.leave()
@@ -99,6 +110,31 @@ class QueryService:
         return self.accounting.accounted(reader, task, started, deadline, max_rows, str(timedelta(seconds=timeout)) if timeout else "-",
                                          sanitize=policy.sanitize if policy else None,
                                          finished=policy.gate.leave if policy else None)
+
+    def _cached(self, sql: str, params: Sequence[object] | None, principal: Principal, tree: exp.Expression,
+                explain: bool, plan: Plan, use: CacheUse):
+        """(the cached result or None, a function that records a fresh one or None)."""
+        if self.results is None or explain:
+            use.status = "UNCACHEABLE" if self.results is not None else use.status
+            return None, None
+        if any(b.kind == "memory" for b in plan.bindings) or not cacheable(tree):
+            use.status = "UNCACHEABLE"
+            return None, None
+        key = cache_key("result", principal.name, sql, tuple((type(p), p) for p in params) if params else None)
+        if key is None:
+            use.status = "UNCACHEABLE"
+            return None, None
+        generations = tuple((b.dataset, self.datasets[b.dataset.lower()].generation if b.kind != "source" else "live")
+                            for b in plan.bindings if b.dataset)
+        if use.bypass:
+            use.status = "BYPASS"
+        else:
+            hit = self.results.get(key, generations)
+            if hit is not None:
+                use.status = "HIT"
+                return hit, None
+            use.status = "MISS"
+        return None, lambda reader: self.results.recording(key, generations, reader)
 
     def query_schema(self, sql: str, params: Sequence[object] | None = None, principal: Principal = ANONYMOUS,
                      client_gone: Callable[[], bool] | None = None) -> pa.Schema:

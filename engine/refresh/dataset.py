@@ -69,6 +69,7 @@ class DatasetRuntime:
         self.rows_loaded = 0
         self.rows_in_flight = 0  # rows streamed so far by the running load (progress)
         self.refresh_count = 0
+        self.generation = 0  # changes whenever the accelerated data may have (the results cache's check)
         # The source version (e.g. an Iceberg snapshot + schema id) the accelerated copy holds,
         # for sources that report one (see _refresh_by_version); None: unknown, load in full.
         self.source_version: str | None = None
@@ -162,6 +163,7 @@ class DatasetRuntime:
                 rows, mode = retry(lambda: self._refresh_and_index(source_reader), attempts, stop,
                                    on_failure=lambda n, e: self._on_attempt_failure(n, e, final=n == attempts))
             except Exception as e:
+                self.generation += 1  # a failed append or change batch may have landed in part
                 self.last_error = self._describe(self._cancelled() or e)
                 self.status = "error" if not self.loaded_once else "ready (last refresh failed)"
                 self.metrics.refresh_errors.labels(self.name).inc()
@@ -173,6 +175,7 @@ class DatasetRuntime:
             self.last_refresh_at = dt.datetime.now(dt.timezone.utc)
             self.last_refresh_duration_s = duration
             self.refresh_count += 1
+            self.generation += 1
             self._schema = None
             self.metrics.refresh_duration.labels(self.name).observe(duration)
             self.metrics.refresh_last.labels(self.name).set(time.time())
@@ -195,6 +198,7 @@ class DatasetRuntime:
             return 0
         cutoff = time_cutoff(self.config.time_format, acc.retention_period)
         deleted = self.accelerator.delete_older_than(self.name, self.config.time_column, cutoff)
+        self.generation += 1
         self.rows_loaded = self.accelerator.row_count(self.name)
         self._publish_gauges()
         if deleted:

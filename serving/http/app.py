@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.errors import BadRequest, InternalError, NotFound, SatchelError
+from engine.query.results_cache import CacheUse
 from engine.redact import redact, redact_value
 from engine.runtime import Principal, Runtime
 from engine.task_history import current_request, request_scope
@@ -100,9 +101,10 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         text = (await request.body()).decode("utf-8", errors="replace")
         accept = request.headers.get("accept", "application/json")
         principal: Principal = request.state.principal
+        cache = CacheUse(bypass="no-cache" in request.headers.get("cache-control", "").lower())
 
         def start(cancel: threading.Event) -> tuple[pa.RecordBatchReader, pa.RecordBatch | None]:
-            reader = runtime.query(text, principal, protocol="http", client_gone=cancel.is_set)
+            reader = runtime.query(text, principal, protocol="http", client_gone=cancel.is_set, cache=cache)
             return reader, _first_batch(reader)  # planning/first-batch errors still get a proper status
 
         # planning and the first batch can wait on a slow source: on the query pool, never on the
@@ -114,7 +116,8 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
             chunks, media = csv_chunks(reader.schema, _chain(first, reader)), "text/csv"
         else:
             chunks, media = json_chunks(reader.schema, _chain(first, reader)), "application/json"
-        return StreamingResponse(on_query_pool(chunks), media_type=media)
+        headers = {"Results-Cache-Status": cache.status} if runtime.caches_results else {}
+        return StreamingResponse(on_query_pool(chunks), media_type=media, headers=headers)
 
     @app.post("/v1/search")
     async def search(request: Request) -> JSONResponse:

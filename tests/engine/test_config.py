@@ -567,7 +567,6 @@ NSY_CASES = [
     ("datasets:\n  - from: file:x.csv\n    name: x\n    access: read_write  # <-\n", "datasets[0].access", 7),
     ("datasets:\n  - from: file:x.csv\n    name: x\n    acceleration:\n      indexes:  # <-\n        id: unique\n",
      "datasets[0].acceleration.indexes", 8),
-    ("runtime:\n  results_cache:\n    enabled: true  # <-\n", "runtime.results_cache.enabled", 6),
 ]
 
 
