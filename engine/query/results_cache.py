@@ -46,6 +46,24 @@ class _Entry:
     nbytes: int
 
 
+def kept(reader: pa.RecordBatchReader, max_bytes: int, store: Callable[[pa.Table], None]) -> pa.RecordBatchReader:
+    """`reader`, passed through; when it has been read to its end without error and held at most
+    `max_bytes`, `store(table)` gets all of it."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        held: list[pa.RecordBatch] | None = []
+        size = 0
+        for batch in reader:
+            if held is not None:
+                size += batch.nbytes
+                held = held + [batch] if size <= max_bytes else None
+            yield batch
+        if held is not None:
+            store(pa.Table.from_batches(held, reader.schema))
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
 def cacheable(tree: exp.Expression) -> bool:
     """Whether a query's result depends only on its data (no clock, no randomness)."""
     for node in tree.walk():
@@ -78,23 +96,10 @@ class ResultsCache:
             table = entry.table
         return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
 
-    def recording(self, key: Hashable, generations: tuple, reader: pa.RecordBatchReader,
-                  keep: Callable[[], bool] = lambda: True) -> pa.RecordBatchReader:
-        """`reader`, passed through; when it ends (and `keep()` still holds: no error, nothing
-        refused) its batches are stored, unless they outgrow an item's share of the cache."""
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            held: list[pa.RecordBatch] | None = []
-            size = 0
-            for batch in reader:
-                if held is not None:
-                    size += batch.nbytes
-                    held = held + [batch] if size <= self.item_max_bytes else None
-                yield batch
-            if held is not None and keep():
-                self.put(key, generations, pa.Table.from_batches(held, reader.schema))
-
-        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+    def recording(self, key: Hashable, generations: tuple, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        """`reader`, passed through; a result read to its end is stored unless it outgrows an
+        item's share of the cache."""
+        return kept(reader, self.item_max_bytes, lambda table: self.put(key, generations, table))
 
     def put(self, key: Hashable, generations: tuple, table: pa.Table) -> None:
         nbytes = table.nbytes

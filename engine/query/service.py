@@ -26,7 +26,7 @@ from . import pushdown, value_sizes
 from .accounting import Accounting
 from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
 from .policy import Policy, unknown
-from .results_cache import CacheUse, ResultsCache, cacheable
+from .results_cache import CacheUse, ResultsCache, cacheable, kept
 from .routes import Routes
 from .sql_limits import SqlLimits
 from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
@@ -201,19 +201,7 @@ class QueryService:
         reader = run()
         if key is None:
             return reader
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            held: list[pa.RecordBatch] | None = []
-            size = 0
-            for batch in reader:
-                if held is not None:
-                    size += batch.nbytes
-                    held = held + [batch] if size <= CONSTANT_RESULT_BYTES else None
-                yield batch
-            if held is not None:
-                self.plans.put(key, pa.Table.from_batches(held, reader.schema), ())
-
-        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+        return kept(reader, CONSTANT_RESULT_BYTES, lambda table: self.plans.put(key, table, ()))
 
     def _resolver(self, force_source: frozenset[str]):
         return lambda db, name: self._resolve(db, name, force_source)
