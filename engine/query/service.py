@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import time
 from datetime import timedelta
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pyarrow as pa
 from sqlglot import exp
