@@ -47,6 +47,7 @@ def check_pod(pod: dict, known_prefixes: Callable[[], Iterable[str]]) -> Iterato
         yield from _search_columns(("datasets", i), ds, embedders)
     yield from _runtime(_d(pod.get("runtime")))
     yield from _principals(pod)
+    yield from _snapshots(pod)
 
 
 def _principals(pod: dict) -> Iterator[Finding]:
@@ -210,6 +211,20 @@ def _conflicts(at: Path, acc: dict) -> Iterator[Finding]:
             yield at + ("on_conflict", key), (
                 f"on_conflict column '{missing[0]}' is not in primary_key ({', '.join(sorted(pk))})"
             )
+
+
+def _snapshots(pod: dict) -> Iterator[Finding]:
+    """A dataset that uses snapshots needs runtime.snapshots enabled with an s3:// location."""
+    snap = _d(_d(pod.get("runtime")).get("snapshots"))
+    on = snap.get("enabled") is True
+    location = snap.get("location")
+    if on and not (isinstance(location, str) and location.startswith("s3://")):
+        yield ("runtime", "snapshots", "location"), "snapshots need location: s3://bucket/prefix"
+    for i, ds in _items(pod.get("datasets")):
+        mode = _d(ds.get("acceleration")).get("snapshots")
+        if isinstance(mode, str) and mode not in ("disabled",) and not on:
+            yield ("datasets", i, "acceleration", "snapshots"), \
+                f"snapshots: {mode} needs runtime.snapshots.enabled: true and a location"
 
 
 def _runtime(runtime: dict) -> Iterator[Finding]:

@@ -94,6 +94,8 @@ class Acceleration(_Frozen):
     retention_period: PositiveDuration | None = None
     retention_check_interval: PositiveDuration | None = None
     on_zero_results: Literal["return_empty", "use_source"] = "return_empty"
+    # Spice's snapshot modes, and the Satchel extension `follow` (load only from snapshots)
+    snapshots: Literal["disabled", "enabled", "bootstrap_only", "create_only", "follow"] = "disabled"
     primary_key: Columns | None = None
     on_conflict: frozen_map(Literal["drop", "upsert"]) = Field(default_factory=FrozenMap)
     indexes: frozen_map(Literal["enabled", "unique"]) = Field(default_factory=FrozenMap)
@@ -355,7 +357,18 @@ class RuntimeParams(_Frozen):
     max_sql_terms: int = Field(1000, ge=1, le=1000)
 
 
+class SnapshotsConfig(_Frozen):
+    """Where acceleration snapshots live (S3-compatible object storage)."""
+
+    enabled: bool = False
+    location: NonEmptyStr | None = None  # s3://bucket/prefix
+    keep: int = Field(5, ge=1)  # Satchel extension: snapshots kept per dataset
+    max_staleness: PositiveDuration | None = None  # Satchel extension: a follower older than this is stale
+    params: frozen_map(ParamStr) = Field(default_factory=FrozenMap)  # s3_endpoint, s3_region, s3_key, s3_secret
+
+
 class RuntimeConfig(_Frozen):
+    snapshots: SnapshotsConfig = SnapshotsConfig()
     auth: AuthConfig = AuthConfig()
     tls: TlsConfig = TlsConfig()
     task_history: TaskHistoryConfig = TaskHistoryConfig()

@@ -40,6 +40,7 @@ from .query.sql_policy import parse_query
 from .redact import install_log_redaction
 from .refresh.dataset import DatasetRuntime
 from .refresh.jobs import RefreshJobs
+from .refresh.snapshots import SnapshotStore
 from .search.functions import SearchFunctions
 from .search.service import search as search_request
 from .task_history import DESCRIPTION as TASK_HISTORY_DESCRIPTION
@@ -92,9 +93,13 @@ class Runtime:
         self.arrow = ArrowAccelerator(search_memory_limit=f"{int(self.memory_budget * DUCKDB_SHARE)}B")
         self.duckdb_instances: dict[str, DuckDBAccelerator] = {}
         self.datasets: dict[str, DatasetRuntime] = {}
+        snap = pod.runtime.snapshots
+        snapshots = SnapshotStore(snap.location, snap.params, snap.keep) if snap.enabled and snap.location else None
+        staleness = snap.max_staleness.total_seconds() if snap.max_staleness else None
         for ds in pod.datasets:
             self.datasets[ds.name.lower()] = DatasetRuntime(ds, pod.base_dir, self._accelerator_for(ds), self.metrics,
-                                                            self.secrets, pod.name, self.embedders)
+                                                            self.secrets, pod.name, self.embedders, snapshots,
+                                                            staleness)
         views = {view.name.lower(): parse_query(view.sql)[0] for view in pod.views}
         self.accounting = Accounting(self.metrics, self.task_history, self.secrets, self.memory_budget)
         self.routes = Routes(self.datasets, self.duckdb_instances, self.arrow, self.task_history, self.memory_budget,

@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from accel.base import AltersColumns, RemembersLoads
 from connectors.base import CALLER, ChangeFeed, DatasetSpec, VersionedSnapshots, description_of, with_descriptions
@@ -23,6 +26,7 @@ from ..errors import ConnectorError, QueryTimeout, RequestCancelled, SatchelErro
 from ..metrics import Metrics
 from ..redact import redact
 from .backoff import retry
+from .snapshots import Manifest, SnapshotStore
 
 log = logging.getLogger("satchel.datasets")
 
@@ -51,8 +55,14 @@ class DatasetRuntime:
     """Status and refresh logic for one dataset. Thread-safe: one refresh at a time."""
 
     def __init__(self, config: Dataset, base_dir: str, accelerator, metrics: Metrics, secrets: frozenset[str],
-                 pod: str = "", embedders: Embedders | None = None) -> None:
+                 pod: str = "", embedders: Embedders | None = None, snapshots: SnapshotStore | None = None,
+                 max_staleness: float | None = None) -> None:
         self.config = config
+        self.snapshots = snapshots if accelerator is not None and config.acceleration \
+            and config.acceleration.snapshots != "disabled" else None
+        self.snapshot: Manifest | None = None  # the newest snapshot this dataset published or loaded
+        self.snapshot_error: str | None = None
+        self._max_staleness = max_staleness
         self.name = config.name
         self.accelerator = accelerator  # None when not accelerated
         self.search = SearchIndexes(config, accelerator, embedders)  # embedding and full-text columns
@@ -123,6 +133,7 @@ class DatasetRuntime:
             "refresh_count": self.refresh_count,
             "rows_loading": self.rows_in_flight if self.status in ("loading", "refreshing") else None,
             **(self._search_info() if self.search else {}),
+            **self._snapshot_info(),
         }
 
     def _search_info(self) -> dict:
@@ -176,6 +187,9 @@ class DatasetRuntime:
             self.last_refresh_duration_s = duration
             self.refresh_count += 1
             self.generation += 1
+            if self.snapshots is not None and acc.snapshots in ("enabled", "create_only") \
+                    and mode not in ("snapshot", "unchanged"):
+                self._publish_snapshot()
             self._schema = None
             self.metrics.refresh_duration.labels(self.name).observe(duration)
             self.metrics.refresh_last.labels(self.name).set(time.time())
@@ -205,6 +219,52 @@ class DatasetRuntime:
             log.info("dataset %s: retention removed %d rows", self.name, deleted)
         return deleted
 
+    # -- snapshots (engine/refresh/snapshots.py) ---------------------------------------------------
+
+    def _load_snapshot(self) -> tuple[int, str] | None:
+        """Swap in the newest published snapshot (checked file by file) unless it is the one held;
+        None when none is published."""
+        manifest = self.snapshots.latest(self.name)
+        if manifest is None:
+            return None
+        if manifest.snapshot_id == self.source_version and self.accelerator.has_table(self.name):
+            self.snapshot = manifest
+            return self.rows_loaded, "unchanged"
+        with tempfile.TemporaryDirectory(prefix="satchel-snapshot-") as tmp:
+            files = self.snapshots.download(manifest, Path(tmp))
+            data = pads.dataset([str(f) for f in files], format="parquet", schema=manifest.schema)
+            reader = self._with_progress(data.scanner().to_reader())
+            self.accelerator.replace(self.name, reader, self.acceleration.primary_key or (), source=self.load_id,
+                                     version=manifest.snapshot_id)
+        self.source_version = manifest.snapshot_id
+        self.snapshot = manifest
+        self.rows_loaded = self.accelerator.row_count(self.name)
+        log.info("dataset %s: loaded snapshot %s (%d rows, refreshed %s)", self.name, manifest.snapshot_id,
+                 self.rows_loaded, manifest.refreshed_at)
+        return self.rows_loaded, "snapshot"
+
+    def _publish_snapshot(self) -> None:
+        """Publish the accelerated rows; a failure is reported, never fails the refresh."""
+        try:
+            reader = self.accelerator.scan(self.name, None, [], None)
+            self.snapshot = self.snapshots.publish(self.name, reader, self.last_refresh_at)
+            self.snapshot_error = None
+            log.info("dataset %s: published snapshot %s (%d rows)", self.name, self.snapshot.snapshot_id,
+                     self.snapshot.rows)
+        except Exception as e:  # noqa: BLE001 - the refresh itself succeeded
+            self.snapshot_error = self._describe(e)
+            log.warning("dataset %s: publishing a snapshot failed: %s", self.name, self.snapshot_error)
+
+    def _snapshot_info(self) -> dict:
+        if self.snapshot is None and self.snapshot_error is None:
+            return {}
+        age = self.snapshot.age_s if self.snapshot else None
+        stale = bool(self._max_staleness and age is not None and age > self._max_staleness)
+        return {"snapshot": {"id": self.snapshot.snapshot_id if self.snapshot else None,
+                             "refreshed_at": self.snapshot.refreshed_at if self.snapshot else None,
+                             "age_s": round(age, 1) if age is not None else None, "stale": stale,
+                             "error": self.snapshot_error}}
+
     def _refresh_and_index(self, source_reader: SourceReader) -> tuple[int, str]:
         """One refresh attempt, then the search indexes brought up to date with what it loaded."""
         result = self._refresh_once(source_reader)
@@ -215,6 +275,14 @@ class DatasetRuntime:
 
     def _refresh_once(self, source_reader: SourceReader) -> tuple[int, str]:
         acc = self.acceleration
+        if self.snapshots is not None and (acc.snapshots == "follow" or acc.snapshots in ("enabled", "bootstrap_only")
+                                           and not self.accelerator.has_table(self.name)):
+            loaded = self._load_snapshot()
+            if loaded is not None:
+                return loaded
+            if acc.snapshots == "follow":
+                raise ConnectorError(f"dataset '{self.name}': no snapshot has been published yet; a follower never "
+                                     f"reads the source")
         mode = acc.refresh_mode
         if mode == "changes":
             return self._refresh_changes(source_reader)

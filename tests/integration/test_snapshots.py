@@ -1,0 +1,139 @@
+"""Acceleration snapshots through a real S3 API: `moto_server` (moto[server], a named test double
+that speaks the S3 protocol to pyarrow's real S3 client). One publisher sidecar, two followers
+whose source file does not even exist: they start from the snapshot, follow newer ones, refuse a
+corrupt one and keep their data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from pyarrow import fs
+
+from tests.conftest import free_port
+from tests.processes import start_group, stop_group
+
+pytestmark = pytest.mark.integration
+
+KEY, SECRET = "satchel-test-key", "satchel-test-secret-value"
+ENV = {"S3_KEY": KEY, "S3_SECRET": SECRET}
+ROWS = "id,name\n" + "".join(f"{i},item {i}\n" for i in range(1, 501))
+
+
+@pytest.fixture(scope="module")
+def s3():
+    port = free_port()
+    proc = start_group([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                       stdout=open("/dev/null", "w"), stderr=open("/dev/null", "w"))
+    store = fs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key=KEY,
+                            secret_key=SECRET, region="us-east-1", allow_bucket_creation=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            store.create_dir("fleet")
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    yield port, store
+    stop_group(proc)
+
+
+def pod(port: int, mode: str, source: str = "items.csv") -> str:
+    interval = "      refresh_check_interval: 1s\n" if mode == "follow" else ""
+    return f"""
+version: v1
+kind: Spicepod
+name: fleet_{mode}
+runtime:
+  snapshots:
+    enabled: true
+    location: s3://fleet/snapshots
+    keep: 2
+    params:
+      s3_endpoint: http://127.0.0.1:{port}
+      s3_key: ${{env:S3_KEY}}
+      s3_secret: ${{env:S3_SECRET}}
+datasets:
+  - from: file:{source}
+    name: items
+    acceleration:
+      engine: duckdb
+      snapshots: {mode}
+      params:
+        refresh_min_interval: 0s
+{interval}"""
+
+
+def count(server) -> int:
+    return server.sql("SELECT count(*) AS n FROM items").json()[0]["n"]
+
+
+def status(server) -> dict:
+    return next(d for d in httpx.get(server.http_url + "/v1/status", timeout=10).json()["datasets"]
+                if d["name"] == "items")
+
+
+def eventually(check, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def test_publisher_and_followers(s3, satchel_server, tmp_path):
+    port, store = s3
+    publisher = satchel_server(pod(port, "create_only"), files={"items.csv": ROWS}, env=ENV)
+    assert eventually(lambda: store.get_file_info("fleet/snapshots/items/latest.json").type == fs.FileType.File)
+    latest = json.loads(store.open_input_stream("fleet/snapshots/items/latest.json").read())
+    assert latest["rows"] == 500 and len(latest["files"][0]["sha256"]) == 64
+    assert KEY not in json.dumps(latest) and SECRET not in json.dumps(latest)
+
+    followers = [satchel_server(pod(port, "follow", source="missing.csv"), env=ENV) for _ in range(2)]
+    for f in followers:  # ready from the snapshot: their own source does not exist
+        assert count(f) == 500
+        assert status(f)["snapshot"]["id"] == latest["snapshot_id"]
+
+    (publisher.pod_dir / "items.csv").write_text(ROWS + "501,item 501\n")
+    r = httpx.post(publisher.http_url + "/v1/datasets/items/acceleration/refresh?wait=true", timeout=60)
+    assert r.status_code in (200, 201), r.text
+    for f in followers:
+        assert eventually(lambda: count(f) == 501), "a follower did not swap to the newer snapshot"
+
+    # a corrupt snapshot (its data differs from its manifest) is refused; the last good data stays
+    newest = json.loads(store.open_input_stream("fleet/snapshots/items/latest.json").read())
+    bad = dict(newest, snapshot_id="00000000T000000000000Z-corrupt")
+    with store.open_output_stream(f"fleet/snapshots/items/{bad['snapshot_id']}/part-0.parquet") as out:
+        out.write(b"not parquet at all")
+    with store.open_output_stream("fleet/snapshots/items/latest.json") as out:
+        out.write(json.dumps(bad).encode())
+    for f in followers:
+        err = eventually(lambda: status(f).get("last_error"))
+        assert err and "corrupt" in err and SECRET not in err
+        assert count(f) == 501
+
+    # retention: the newest two snapshots kept (ids sort by time: the fake above is the oldest)
+    r = httpx.post(publisher.http_url + "/v1/datasets/items/acceleration/refresh?wait=true", timeout=60)
+    assert r.status_code in (200, 201), r.text
+    infos = store.get_file_info(fs.FileSelector("fleet/snapshots/items"))
+    kept = sorted(i.base_name for i in infos if i.type == fs.FileType.Directory)
+    assert len(kept) == 2, kept
+    for log in [publisher.log()] + [f.log() for f in followers]:
+        assert SECRET not in log
+
+
+def test_a_follower_without_any_snapshot_says_so(s3, satchel_server):
+    port, store = s3
+    body = pod(port, "follow", source="missing.csv").replace("s3://fleet/snapshots", "s3://fleet/empty")
+    server = satchel_server(body, env=ENV, wait_ready=False)
+    err = eventually(lambda: status(server).get("last_error"))
+    assert err and "no snapshot has been published" in err
+    assert httpx.get(server.http_url + "/v1/ready", timeout=10).status_code == 503
