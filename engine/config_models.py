@@ -301,6 +301,7 @@ class PrincipalLimits(_Frozen):
     query_timeout: PositiveDuration | None = None  # the pod's query_timeout also applies
     queries_per_minute: int | None = Field(default=None, ge=1)  # a token bucket: bursts up to this many
     max_concurrent_queries: int | None = Field(default=None, ge=1)
+    model_tokens_per_hour: int | None = Field(default=None, ge=1)  # chat, tools, nsql, embeddings: input + output
 
 
 class PrincipalConfig(_Frozen):

@@ -4,6 +4,7 @@ push-down, inside views, CTEs, subqueries, joins and set operations."""
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import re
 import threading
@@ -47,6 +48,7 @@ class Limits:
     query_timeout_s: float | None = None
     queries_per_minute: int | None = None
     max_concurrent_queries: int | None = None
+    model_tokens_per_hour: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,7 +74,7 @@ class Policy:
             rules.append(DatasetRule(item.name, condition, tuple((c, parse_rule(r)) for c, r in item.columns.items())))
         lim = config.limits
         limits = Limits(lim.max_rows, lim.query_timeout.total_seconds() if lim.query_timeout else None,
-                        lim.queries_per_minute, lim.max_concurrent_queries)
+                        lim.queries_per_minute, lim.max_concurrent_queries, lim.model_tokens_per_hour)
         return cls(config.name, tuple(rules), salt, config.task_history == "all", limits)
 
     def rule(self, name: str) -> DatasetRule | None:
@@ -169,6 +171,7 @@ class Gate:
         self._tokens = float(limits.queries_per_minute or 0)
         self._refilled = time.monotonic()
         self.running = 0
+        self._spent: collections.deque[tuple[float, int]] = collections.deque()  # (when, model tokens)
 
     def enter(self) -> None:
         """Take a token and a concurrency slot, or raise Overloaded naming the limit."""
@@ -193,6 +196,29 @@ class Gate:
     def leave(self) -> None:
         with self._lock:
             self.running -= 1
+
+    def check_tokens(self) -> None:
+        """Refuse a model call once the tokens of the last hour reach the budget."""
+        budget = self.limits.model_tokens_per_hour
+        if not budget:
+            return
+        with self._lock:
+            used = self._tokens_in_window()
+            if used >= budget:
+                wait = self._spent[0][0] + 3600 - time.monotonic()
+                raise Overloaded(f"principal '{self.principal}' used {used} of its {budget} model tokens per hour; "
+                                 f"retry after {max(wait, 1):.0f} s", retry_after=max(wait, 1.0))
+
+    def spend(self, tokens: int) -> None:
+        if self.limits.model_tokens_per_hour and tokens:
+            with self._lock:
+                self._spent.append((time.monotonic(), tokens))
+
+    def _tokens_in_window(self) -> int:
+        cutoff = time.monotonic() - 3600
+        while self._spent and self._spent[0][0] < cutoff:
+            self._spent.popleft()
+        return sum(t for _, t in self._spent)
 
 
 def policies(principals: tuple[PrincipalConfig, ...], salt: str) -> Mapping[str, Policy]:

@@ -56,8 +56,12 @@ class ModelCalls:
         if usage:
             task.input_tokens = usage.get("prompt_tokens")
             task.output_tokens = usage.get("completion_tokens")
+            if principal.policy is not None:  # the principal's model token budget
+                principal.policy.gate.spend((task.input_tokens or 0) + (task.output_tokens or 0))
         if error is not None:
             task.error = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
+            task.error_code = getattr(error, "code", None) or "internal_error"
+            self.runtime.metrics.query_failures.labels(protocol, task.error_code).inc()
         self.runtime.task_history.record(task)
 
     # -- chat ------------------------------------------------------------------------------
@@ -81,6 +85,7 @@ class ModelCalls:
             limit = int(model.config.params.get("tool_recursion_limit") or DEFAULT_TOOL_RECURSION_LIMIT)
             messages = list(request["messages"])
             for step in range(limit + 1):
+                _check_budget(principal)
                 if step == limit:  # out of tool budget: ask for a plain answer
                     request = {**request, "tool_choice": "none"}
                 if step and time.monotonic() >= deadline:
@@ -115,6 +120,7 @@ class ModelCalls:
 
     def chat_stream(self, body: dict, principal: Principal, cancel: threading.Event | None = None) -> Iterator[str]:
         """SSE lines `data: {chunk}` ... `data: [DONE]` in OpenAI's chunk format."""
+        _check_budget(principal)
         model = self.registry.get(body.get("model"))
         model.check_ready()
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -160,6 +166,7 @@ class ModelCalls:
 
     # -- embeddings --------------------------------------------------------------------------
     def embeddings(self, body: dict, principal: Principal, cancel: threading.Event | None = None) -> dict:
+        _check_budget(principal)
         name = body.get("model") or next(iter(sorted(self.registry.embedding_names)), None)
         model = self.registry.get(name)
         raw = body.get("input")
@@ -178,6 +185,7 @@ class ModelCalls:
     # -- nsql ------------------------------------------------------------------------------
     def nsql(self, body: dict, principal: Principal, protocol: str = "http",
              cancel: threading.Event | None = None) -> dict:
+        _check_budget(principal)
         question = body.get("query") or body.get("question")
         if not isinstance(question, str) or not question.strip():
             raise BadRequest('body must be {"query": "<question>"} (optionally "model", "datasets")')
@@ -226,6 +234,10 @@ class ModelCalls:
 
 
 class _ToolError(Exception):
+    """A data tool's error, handed back to the model (its message carries the tool's own code)."""
+
+    code = "tool_error"
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -323,3 +335,9 @@ def create_router(runtime: Runtime, registry: ModelRegistry) -> APIRouter:
         return await until_disconnect(request, calls.nsql, body, request.state.principal, "http")
 
     return router
+
+
+def _check_budget(principal: Principal) -> None:
+    """A principal past its model token budget gets 429 before any model call."""
+    if principal.policy is not None:
+        principal.policy.gate.check_tokens()

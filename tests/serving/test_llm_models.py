@@ -244,3 +244,30 @@ def test_streaming_with_builtin_tools_streams_the_final_answer(client) -> None:
     assert finishes == ["stop"] or finishes == ["length"]
     assert not any(c.choices and c.choices[0].delta.tool_calls for c in chunks)  # the runtime ran them
     assert chunks[-1].usage.prompt_tokens > 0
+
+
+def test_a_principals_model_token_budget(satchel_server, gguf) -> None:
+    """A principal past `model_tokens_per_hour` gets 429 before any model call; others go on."""
+    body = _pod(gguf).split("  - from: file:" + str(gguf), 2)
+    body = body[0] + "  - from: file:" + str(gguf) + body[1].rstrip() + "\n"  # the small `gemma` model only
+    body = body.replace("runtime:\n", "runtime:\n  auth:\n    api_key:\n      enabled: true\n"
+                        "      keys: [\"${env:ADMIN_KEY}\"]\n    principals:\n      - name: thrifty\n"
+                        "        keys: [\"${env:THRIFTY_KEY}\"]\n        datasets: [items]\n"
+                        "        limits: {model_tokens_per_hour: 10}\n", 1)
+    server = satchel_server(body, files={"items.csv": ITEMS}, timeout=120,
+                            env={"ADMIN_KEY": "k-admin", "THRIFTY_KEY": "k-thrifty"})
+    ask = {"model": "gemma", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+
+    def chat(key: str) -> httpx.Response:
+        return httpx.post(f"{server.http_url}/v1/chat/completions", json=ask, headers={"X-API-Key": key}, timeout=120)
+
+    first = chat("k-thrifty")
+    assert first.status_code == 200, first.text
+    assert first.json()["usage"]["total_tokens"] >= 10  # the prompt alone spends it
+    refused = chat("k-thrifty")
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "overloaded"
+    assert "model tokens per hour" in refused.json()["error"]["message"] and "retry-after" in refused.headers
+    assert chat("k-admin").status_code == 200  # a key without a principal has no budget
+    rows = httpx.post(f"{server.http_url}/v1/sql", headers={"X-API-Key": "k-admin"}, timeout=30,
+                      content="SELECT principal, error_code FROM runtime.task_history WHERE task = 'chat'").json()
+    assert {"principal": "thrifty", "error_code": "overloaded"} in rows
