@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.integration.mongo_server import MongoServer, mongo_server, order_documents  # noqa: F401
 from tests.integration.postgres_server import PgServer, postgres_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -72,3 +73,33 @@ def test_the_row_filter_is_in_the_statement_postgres_runs(pg: PgServer, satchel_
     logged = [line for line in pg.log_text()[offset:].splitlines() if 'FROM "public"."policy_people"' in line]
     missing = [line for line in logged if "\"team\" = 'red'" not in line]
     assert logged and not missing, "\n".join(missing)
+
+
+MONGO_POD = """
+version: v1
+kind: Spicepod
+name: policy_mongo
+datasets:
+  - from: mongodb:orders
+    name: orders
+    params:
+      mongodb_connection_string: ${secrets:MONGO_URI}
+      mongodb_db: shop
+runtime:
+  auth:
+    principals:
+      - name: paid_agent
+        keys: ["${env:AGENT_KEY}"]
+        datasets:
+          - name: orders
+            filter: "status = 'paid'"
+"""
+
+
+def test_mongodb_gets_the_row_filter_in_its_pushed_filters(mongo_server: MongoServer, satchel_server) -> None:
+    server = satchel_server(MONGO_POD, env={"AGENT_KEY": AGENT_KEY, "MONGO_URI": mongo_server.uri()})
+    plan = " ".join(r["plan"] for r in _sql(server, "EXPLAIN SELECT order_no FROM orders").json())
+    assert "filters=status = 'paid'" in plan.replace('"', ""), plan  # pushed into MongoDB's find()
+    expected = sum(1 for d in order_documents() if d.get("status") == "paid")
+    assert _sql(server, "SELECT count(*) AS n FROM orders").json() == [{"n": expected}]
+    assert _sql(server, "SELECT count(*) AS n FROM orders WHERE status <> 'paid'").json() == [{"n": 0}]
