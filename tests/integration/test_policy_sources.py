@@ -4,9 +4,12 @@ never leave as they are."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
+from tests.integration.elasticsearch_server import EsProxy, EsServer, es_server  # noqa: F401
 from tests.integration.mongo_server import MongoServer, mongo_server, order_documents  # noqa: F401
 from tests.integration.postgres_server import PgServer, postgres_server  # noqa: F401
 
@@ -103,3 +106,42 @@ def test_mongodb_gets_the_row_filter_in_its_pushed_filters(mongo_server: MongoSe
     expected = sum(1 for d in order_documents() if d.get("status") == "paid")
     assert _sql(server, "SELECT count(*) AS n FROM orders").json() == [{"n": expected}]
     assert _sql(server, "SELECT count(*) AS n FROM orders WHERE status <> 'paid'").json() == [{"n": 0}]
+
+
+ES_MAPPING = {"properties": {"sku": {"type": "keyword"}, "region": {"type": "keyword"}, "qty": {"type": "integer"}}}
+
+
+def test_elasticsearch_gets_the_row_filter_in_its_query(es_server: EsServer, satchel_server) -> None:
+    """Every search request Elasticsearch receives carries the principal's filter; no other region's hit comes back."""
+    docs = [{"sku": f"S{i}", "region": ["eu", "us"][i % 2], "qty": i} for i in range(30)]
+    es_server.load("policy-items", ES_MAPPING, docs, ids=[f"p{i}" for i in range(30)])
+    proxy = EsProxy(es_server.url).start()
+    try:
+        pod = f"""
+version: v1
+kind: Spicepod
+name: policy_es
+datasets:
+  - from: elasticsearch:policy-items
+    name: items
+    params:
+      elasticsearch_endpoint: {proxy.url}
+runtime:
+  auth:
+    principals:
+      - name: eu_agent
+        keys: ["${{env:AGENT_KEY}}"]
+        datasets:
+          - name: items
+            filter: "region = 'eu'"
+"""
+        server = satchel_server(pod, env={"AGENT_KEY": AGENT_KEY})
+        proxy.clear()
+        rows = _sql(server, "SELECT sku, region FROM items ORDER BY qty").json()
+        assert len(rows) == 15 and {r["region"] for r in rows} == {"eu"}
+        searches = [x for x in proxy.exchanges if x.body and "query" in json.dumps(x.body)]
+        assert searches and all('"eu"' in json.dumps(x.body) for x in searches), [x.body for x in searches]
+        assert proxy.hits_returned() == 15  # the server never sent another region's row
+        assert _sql(server, "SELECT count(*) AS n FROM items").json() == [{"n": 15}]
+    finally:
+        proxy.stop()
