@@ -1,6 +1,6 @@
 """Policies reach real sources: a principal's row filter is in the statement PostgreSQL runs (its
-own log shows it), on the whole-query push-down and on the federated route, and masked values
-never leave as they are."""
+own log shows it), among the filters pushed into MongoDB, and in every Elasticsearch search; masked
+values never leave as they are."""
 
 from __future__ import annotations
 
