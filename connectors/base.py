@@ -188,6 +188,14 @@ class Connector(Protocol):
 
 
 @runtime_checkable
+class KnowsRowCount(Protocol):
+    """A source that can tell, cheaply and before reading, how many rows a full load brings
+    (Parquet footers): loading progress shows a percentage."""
+
+    def expected_rows(self) -> int | None: ...
+
+
+@runtime_checkable
 class Counts(Protocol):
     """Answers `SELECT count(*) FROM t [WHERE ...]` itself."""
 

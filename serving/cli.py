@@ -247,7 +247,9 @@ def _status_text(dataset: dict) -> str | None:
     if dataset.get("last_error") and not dataset.get("ready"):
         return f"loading ({loading:,} rows so far; the last attempt failed)" if loading else "error"
     if loading is not None:
-        return f"{status} ({dataset['rows_loading']:,} rows so far)"
+        size = f", {dataset['bytes_loading'] / 2**20:.1f} MiB" if dataset.get("bytes_loading") else ""
+        share = f", {dataset['percent_loaded']}%" if dataset.get("percent_loaded") is not None else ""
+        return f"{status} ({loading:,} rows{size}{share} so far)"
     return status
 
 

@@ -20,6 +20,7 @@ import threading
 from typing import Sequence
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from engine.errors import ConnectorError
 
@@ -88,6 +89,13 @@ class FileConnector:
 
     def close(self) -> None:
         """Nothing to release: every scan opens and closes its own files."""
+
+    def expected_rows(self) -> int | None:
+        """Rows of a full load, from the Parquet footers (None for other formats)."""
+        files = self.files()
+        if self._format_of(files) != "parquet":
+            return None
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
     # -- files -------------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from accel.base import AltersColumns, RemembersLoads
-from connectors.base import CALLER, ChangeFeed, DatasetSpec, VersionedSnapshots, description_of, with_descriptions
+from connectors.base import (CALLER, ChangeFeed, DatasetSpec, KnowsRowCount, VersionedSnapshots, description_of,
+                             with_descriptions)
 from connectors.registry import create_connector
 
 from ..config import Dataset
@@ -78,6 +79,8 @@ class DatasetRuntime:
         self.last_error: str | None = None
         self.rows_loaded = 0
         self.rows_in_flight = 0  # rows streamed so far by the running load (progress)
+        self.bytes_in_flight = 0  # their Arrow bytes
+        self.rows_expected: int | None = None  # rows the running load brings, when the source can tell
         self.refresh_count = 0
         self.generation = 0  # changes whenever the accelerated data may have (the results cache's check)
         # The source version (e.g. an Iceberg snapshot + schema id) the accelerated copy holds,
@@ -131,7 +134,7 @@ class DatasetRuntime:
             "last_refresh_duration_s": self.last_refresh_duration_s,
             "last_error": self.last_error,
             "refresh_count": self.refresh_count,
-            "rows_loading": self.rows_in_flight if self.status in ("loading", "refreshing") else None,
+            **self._progress(),
             **(self._search_info() if self.search else {}),
             **self._snapshot_info(),
         }
@@ -295,7 +298,10 @@ class DatasetRuntime:
                                     source=self.load_id)
         else:
             mode = "full"
-            reader = self._with_progress(source_reader(self, self._window_condition()))
+            condition = self._window_condition()
+            expected = self.connector.expected_rows() if isinstance(self.connector, KnowsRowCount) \
+                and condition is None and acc.refresh_sql is None else None
+            reader = self._with_progress(source_reader(self, condition), expected)
             self.accelerator.replace(self.name, reader, acc.primary_key or (), source=self.load_id)
         self.rows_loaded = self.accelerator.row_count(self.name)
         if acc.retention_check_enabled:
@@ -434,10 +440,22 @@ class DatasetRuntime:
                                 f"(acceleration.params.refresh_timeout) and was cancelled")
         return RequestCancelled(f"refresh of '{self.name}' was cancelled: the runtime is stopping")
 
-    def _with_progress(self, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
-        """`reader` counting rows as they load, and stopping between batches once the refresh is
-        cancelled (a source that still trickles rows past the deadline)."""
-        self.rows_in_flight = 0
+    def _progress(self) -> dict:
+        """The running load's progress: rows and Arrow bytes so far, and a percentage when the
+        source said how many rows to expect."""
+        if self.status not in ("loading", "refreshing"):
+            return {"rows_loading": None}
+        percent = None
+        if self.rows_expected:
+            percent = round(min(99.9, 100 * self.rows_in_flight / self.rows_expected), 1)
+        return {"rows_loading": self.rows_in_flight, "bytes_loading": self.bytes_in_flight,
+                "rows_expected": self.rows_expected, "percent_loaded": percent}
+
+    def _with_progress(self, reader: pa.RecordBatchReader, expected: int | None = None) -> pa.RecordBatchReader:
+        """`reader` counting rows and bytes as they load (logged every 5 s), and stopping between
+        batches once the refresh is cancelled (a source that still trickles rows past the deadline)."""
+        self.rows_in_flight = self.bytes_in_flight = 0
+        self.rows_expected = expected
         name = self.name
         scope = CALLER.get().scope  # the accelerator may pull batches on its own threads
 
@@ -447,9 +465,12 @@ class DatasetRuntime:
                 if scope is not None and scope.cancelled:
                     raise RequestCancelled(f"refresh of '{name}' was cancelled")
                 self.rows_in_flight += batch.num_rows
+                self.bytes_in_flight += batch.nbytes
                 if time.monotonic() - last_log > 5:
                     last_log = time.monotonic()
-                    log.info("dataset %s: loading... %d rows so far", name, self.rows_in_flight)
+                    share = f", {self._progress()['percent_loaded']}%" if expected else ""
+                    log.info("dataset %s: loading... %d rows, %.1f MiB so far%s", name, self.rows_in_flight,
+                             self.bytes_in_flight / 2**20, share)
                 yield batch
 
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
