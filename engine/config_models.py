@@ -369,12 +369,12 @@ class SnapshotsConfig(_Frozen):
 
 
 class RuntimeConfig(_Frozen):
-    snapshots: SnapshotsConfig = SnapshotsConfig()
     auth: AuthConfig = AuthConfig()
     tls: TlsConfig = TlsConfig()
     task_history: TaskHistoryConfig = TaskHistoryConfig()
     results_cache: ResultsCacheConfig = ResultsCacheConfig()
     params: RuntimeParams = RuntimeParams()
+    snapshots: SnapshotsConfig = SnapshotsConfig()
 
 
 DEFAULT_SECRET_STORES = (SecretStore(**{"from": "env", "name": "env"}),)

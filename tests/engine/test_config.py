@@ -384,7 +384,7 @@ BAD_PODS: list[tuple[str, str, str, list[str]]] = [
      "datasets[0].acceleration.refresh_retry_enabled", ["expected true or false", "'maybe'"]),
     ("datasets-not-list", "datasets:  # <-\n  x: 1\n", "datasets", ["expected a list"]),
     ("runtime-unknown-key", "runtime:\n  telemetry: {}  # <-\n", "runtime.telemetry",
-     ["unknown key 'telemetry'", "allowed: auth, tls, task_history, results_cache, params"]),
+     ["unknown key 'telemetry'", "allowed: auth, tls, task_history, results_cache, params, snapshots"]),
     ("runtime-params-key", "runtime:\n  params:\n    threads: 4  # <-\n", "runtime.params.threads",
      ["unknown key 'threads'", "allowed: memory_limit, query_timeout, max_rows, max_sql_length, max_sql_depth, max_sql_terms"]),
     ("runtime-max-rows", "runtime:\n  params:\n    max_rows: lots  # <-\n", "runtime.params.max_rows",
