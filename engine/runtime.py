@@ -30,6 +30,7 @@ from .errors import NotFound, SatchelError
 from .memory import DUCKDB_SHARE, budget_bytes, size_bytes
 from .metrics import Metrics
 from .query.accounting import Accounting
+from .query.ai_functions import AiFunctions
 from .query.planner import Plan, view_visible
 from .query.policy import policies
 from .query.results_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, CacheUse, ResultsCache
@@ -106,9 +107,10 @@ class Runtime:
                              self.query_timeout, spill_dir=str(self.data_dir / "duckdb_spill"))
         self.scopes = LiveScopes()  # every running query's and refresh's, cancelled by stop()
         self.search_functions = SearchFunctions(self.datasets, self.embedders)
+        self.ai = AiFunctions(self.task_history)  # serving attaches the models (engine.query.ai_functions)
         self.queries = QueryService(self.datasets, views, self.routes, self.accounting, self.query_timeout,
                                     pod.runtime.params.max_rows, self.scopes, _sql_limits(pod), self.search_functions,
-                                    _results_cache(pod))
+                                    _results_cache(pod), self.ai)
         self.refreshes = RefreshJobs(self.datasets, self.queries.source_reader, self.task_history, self.scopes)
         self.scheduler = self.refreshes.scheduler
 

@@ -146,7 +146,8 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
         except OSError:  # taken between the probe and now
             raise StartupError(f"port {m_port} is already in use (--metrics)") from None
     models = ModelRegistry(pod, runtime.task_history, runtime.metrics, cache_dir=str(runtime.data_dir / "models"))
-    runtime.embedders.attach(models.embedder)  # the engine's contract: it never imports serving
+    runtime.embedders.attach(models.embedder)  # the engine's contracts: it never imports serving
+    runtime.ai.attach(models.get)
 
     def start_work() -> None:  # servers listen: now load models and datasets, in the background
         log.info("satchel %s: flight %s://%s:%d, http %s:%d, metrics %s", pod.name, scheme, flight_host,

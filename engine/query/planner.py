@@ -28,6 +28,7 @@ from connectors.sql_render import filter_expression
 
 from ..arrow_sql_types import sql_type
 from ..errors import SqlError, UnknownDataset
+from .ai_functions import AiCall
 from .policy import Policy, unknown
 from .sql_policy import PUBLIC_DIALECT
 
@@ -67,6 +68,7 @@ class Plan:
     full_text: bool = False  # a scan carries match(): it must run in that scan's source
     count_as: str | None = None  # `SELECT count(*) AS <name> FROM t [WHERE ...]`: the source may count
     output_names: list[str] | None = None  # the result's column names, when the engine runs them renamed
+    ai: list[AiCall] = field(default_factory=list)  # output columns a model answers (ai_functions.py)
 
     @property
     def served_by(self) -> str:

@@ -16,7 +16,7 @@ from connectors.base import CALLER, Caller, CancelScope
 
 from ..auth import ANONYMOUS, Principal
 from ..cancel import LiveScopes, guarded
-from ..errors import DatasetNotReady, Forbidden
+from ..errors import DatasetNotReady, Forbidden, ModelUnavailable
 from ..refresh.dataset import DatasetRuntime
 from ..search.functions import SearchFunctions, has_search
 from ..task_history import SCHEMA as TASK_HISTORY_SCHEMA
@@ -25,6 +25,8 @@ from ..memory import datafusion_pool
 from . import pushdown, value_sizes
 from .accounting import Accounting
 from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
+from .ai_functions import AiFunctions, has_ai
+from .ai_functions import extract as extract_ai
 from .policy import Policy, unknown
 from .results_cache import CacheUse, ResultsCache, cacheable, kept
 from .routes import Routes
@@ -41,8 +43,9 @@ class QueryService:
     def __init__(self, datasets: Mapping[str, DatasetRuntime], views: Mapping[str, exp.Expression], routes: Routes,
                  accounting: Accounting, query_timeout: timedelta | None, max_rows: int | None,
                  scopes: LiveScopes, limits: SqlLimits = SqlLimits(), search: SearchFunctions | None = None,
-                 results: ResultsCache | None = None) -> None:
+                 results: ResultsCache | None = None, ai: AiFunctions | None = None) -> None:
         self.datasets = datasets
+        self.ai = ai  # ai(), ai_classify(), ai_extract() columns
         self.results = results  # runtime.results_cache, when enabled
         self.views = views
         self.routes = routes
@@ -98,6 +101,12 @@ class QueryService:
                 reader = self.routes.execute(plan, replan, task)
             if cached is None and remember is not None:
                 reader = remember(reader)
+            if plan.ai and not explain:
+                if self.ai is None:
+                    raise ModelUnavailable("ai(): this runtime has no models")
+                reader = self.ai.apply(reader, plan.ai, sql=sql, principal=principal.name, protocol=protocol,
+                                       deadline=deadline, cancelled=lambda: scope.cancelled,
+                                       gate=policy.gate if policy else None)
         except Exception as e:
             if entered:
                 policy.gate.leave()
@@ -117,7 +126,7 @@ class QueryService:
         if self.results is None or explain:
             use.status = "UNCACHEABLE" if self.results is not None else use.status
             return None, None
-        if any(b.kind == "memory" for b in plan.bindings) or not cacheable(tree):
+        if plan.ai or any(b.kind == "memory" for b in plan.bindings) or not cacheable(tree):
             use.status = "UNCACHEABLE"
             return None, None
         key = cache_key("result", principal.name, sql, tuple((type(p), p) for p in params) if params else None)
@@ -160,6 +169,8 @@ class QueryService:
             _, _, plan = self._planned_guarded(sql, params, scope, deadline, client_gone, principal, "internal",
                                                schema_only=True)
             schema = self.routes.schema(plan)
+            for call in plan.ai:  # a model's answer is text
+                schema = schema.set(call.column, pa.field(schema.field(call.column).name, pa.string()))
         except Exception as e:
             raise self.accounting.public_error(e, policy.sanitize if policy else None) from None
         finally:
@@ -242,8 +253,13 @@ class QueryService:
             key = None
             resolve = _with_search_rows(resolve, rows)
         recorder = RecordingResolver(resolve)
+        calls: list = []
+        if has_ai(tree):
+            tree, calls = extract_ai(tree)
         value_sizes.check(tree, datafusion_pool(self.accounting.memory_budget))
-        planned = tree, explain, plan_query(tree, recorder, self.views, policy)
+        plan = plan_query(tree, recorder, self.views, policy)
+        plan.ai = calls
+        planned = tree, explain, plan
         if key is not None:
             self.plans.put(key, planned, recorder)
         return planned

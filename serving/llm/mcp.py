@@ -133,6 +133,7 @@ def run_stdio(pod_path: str, data_dir: str | None = None) -> int:
     models = ModelRegistry(pod.model_copy(update={"models": []}), runtime.task_history, runtime.metrics,
                            cache_dir=str(runtime.data_dir / "models"))  # embedding models: search needs them
     runtime.embedders.attach(models.embedder)
+    runtime.ai.attach(models.get)
     models.start()
     runtime.start()
     try:

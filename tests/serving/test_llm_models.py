@@ -25,6 +25,8 @@ name: llm_pod
 runtime:
   task_history:
     captured_output: none
+  params:
+    query_timeout: 10m  # ai() over 50 rows on a loaded 2-core machine
 datasets:
   - from: file:items.csv
     name: items
@@ -271,3 +273,37 @@ def test_a_principals_model_token_budget(satchel_server, gguf) -> None:
     rows = httpx.post(f"{server.http_url}/v1/sql", headers={"X-API-Key": "k-admin"}, timeout=30,
                       content="SELECT principal, error_code FROM runtime.task_history WHERE task = 'chat'").json()
     assert {"principal": "thrifty", "error_code": "overloaded"} in rows
+
+
+def test_ai_in_sql_over_fifty_rows_is_logged_call_by_call(llm_server) -> None:
+    """ai() asks the real model once per distinct prompt; each call is a task-history row with tokens."""
+    sql = ("SELECT a.id AS a, b.id AS b, ai('One word for ' || a.name || ' and ' || b.name, 'gemma') AS word "
+           "FROM items a, items b WHERE a.id <= 5 ORDER BY a.id, b.id LIMIT 50")
+    r = httpx.post(f"{llm_server.http_url}/v1/sql", content=sql, timeout=600)
+    assert r.status_code == 200, r.text
+    rows = r.json()
+    assert len(rows) == 50 and all(isinstance(row["word"], str) for row in rows)
+    calls = httpx.post(f"{llm_server.http_url}/v1/sql", timeout=30, content=(
+        "SELECT model, input_tokens, output_tokens, error FROM runtime.task_history WHERE task = 'ai' "
+        "AND query_text LIKE '%One word for%'")).json()
+    assert len(calls) == 50 and all(c["model"] == "gemma" and c["input_tokens"] > 0 and c["error"] is None
+                                    for c in calls)
+    schema = httpx.post(f"{llm_server.http_url}/v1/sql", timeout=60, headers={"Accept": "application/vnd.apache.arrow.stream"},
+                        content="SELECT ai_classify(name, 'cheap, expensive', 'gemma') AS c FROM items LIMIT 2")
+    assert schema.status_code == 200
+    import pyarrow as pa
+
+    table = pa.ipc.open_stream(schema.content).read_all()
+    assert table.schema.field("c").type == pa.string()
+    assert set(table["c"].to_pylist()) <= {"cheap", "expensive", None}  # a label, or NULL when the answer has none
+
+
+def test_ai_is_bounded_and_placed(llm_server) -> None:
+    too_many = httpx.post(f"{llm_server.http_url}/v1/sql", timeout=120,
+                          content="SELECT ai(a.name, 'gemma') AS x FROM items a, items b LIMIT 150")
+    assert too_many.status_code == 400 and "at most 100 rows" in too_many.json()["error"]["message"]
+    misplaced = httpx.post(f"{llm_server.http_url}/v1/sql", timeout=30,
+                           content="SELECT name FROM items WHERE ai(name) = 'yes'")
+    assert misplaced.status_code == 400 and "outermost SELECT" in misplaced.json()["error"]["message"]
+    unknown = httpx.post(f"{llm_server.http_url}/v1/sql", timeout=30, content="SELECT ai(name, 'nope') AS x FROM items")
+    assert unknown.status_code == 404 and "unknown model 'nope'" in unknown.json()["error"]["message"]
