@@ -1,9 +1,8 @@
 """`from: http://...` / `https://...` — a Parquet, CSV, JSON or NDJSON file over HTTP(S).
 
 Each scan streams the body to a temporary file (bounded memory) and reads it with the same
-code as `file:`; the schema comes from the first download and is then frozen, and that download
-is also the first load's (one GET, not two). Every later scan downloads afresh, so a refresh
-sees new data.
+code as `file:`; the schema comes from the first download and is then frozen. Every scan
+downloads afresh, so a refresh sees new data.
 
 Params:
 - `file_format`, `csv_has_header`, `csv_delimiter` as for `file:`; without `file_format` the
@@ -29,7 +28,6 @@ import os
 import socket
 import tempfile
 import threading
-import time
 import urllib.parse
 from typing import Sequence
 
@@ -48,7 +46,6 @@ log = logging.getLogger("satchel.connectors")
 HTTP_PARAMS = FILE_PARAMS + ("http_headers", "http_auth", "http_timeout")
 DEFAULT_TIMEOUT = 30.0
 CHUNK = 1 << 20
-KEEP_DOWNLOAD_S = 60.0  # how long the schema's download waits for the first scan
 _CONTENT_TYPES = {
     "application/vnd.apache.parquet": "parquet",
     "application/x-parquet": "parquet",
@@ -166,7 +163,6 @@ class HttpFileConnector:
         self._lock = threading.Lock()
         self._client_lock = threading.Lock()  # schema() holds _lock while it downloads
         self._http: httpx.Client | None = None
-        self._kept: tuple[str, float] | None = None  # (path, when) of the download schema() made
 
     # -- Connector ---------------------------------------------------------------------------
 
@@ -176,10 +172,8 @@ class HttpFileConnector:
                 path, content_type = self.download()
                 try:
                     self._source.infer([path], self._format_for(content_type))
-                except BaseException:
+                finally:
                     _remove(path)
-                    raise
-                self._kept = (path, time.monotonic())  # the first load reads this download: one GET, not two
             return self._source.schema()
 
     def classify_filters(self, filters: Sequence[Filter]) -> list[FilterSupport]:
@@ -189,31 +183,15 @@ class HttpFileConnector:
     def scan(self, columns: Sequence[str] | None = None, filters: Sequence[Filter] = (),
              limit: int | None = None) -> pa.RecordBatchReader:
         self.schema()
-        path = self._take_kept() or self.download()[0]
+        path, _ = self.download()
         return self._source.scan([path], columns, filters, limit, cleanup=lambda: _remove(path))
 
     def close(self) -> None:
-        """Close the HTTP connection pool and remove a download no scan took."""
+        """Close the HTTP connection pool (every scan's temporary file is already removed)."""
         with self._client_lock:
             client, self._http = self._http, None
         if client is not None:
             client.close()
-        path = self._take_kept()
-        if path:
-            _remove(path)
-
-    def _take_kept(self) -> str | None:
-        """The schema's download, if it is fresh (a refresh later in the dataset's life downloads
-        anew: it must see new data)."""
-        with self._lock:
-            kept, self._kept = self._kept, None
-        if kept is None:
-            return None
-        path, when = kept
-        if time.monotonic() - when > KEEP_DOWNLOAD_S:
-            _remove(path)
-            return None
-        return path
 
     # -- download ----------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ def downloads(temp_dir: Path) -> list[Path]:
     return list(temp_dir.glob("satchel-http-*"))
 
 
-def test_the_first_load_reuses_the_schemas_download_and_later_scans_fetch_fresh_data(http_server: HttpServer) -> None:
+def test_schema_fetched_once_and_every_scan_fetches_fresh_data(http_server: HttpServer) -> None:
     dyn = http_server.root / "dyn"
     dyn.mkdir(exist_ok=True)
     (dyn / "prices.csv").write_text("sku,price\na,1.5\n")
@@ -42,22 +42,13 @@ def test_the_first_load_reuses_the_schemas_download_and_later_scans_fetch_fresh_
     before = len(http_server.hits)
     schema = conn.schema()
     conn.schema()
-    assert read(conn.scan()).to_pylist() == [{"sku": "a", "price": 1.5}]
-    assert len(http_server.hits) == before + 1  # schema and first load: one download
+    assert len(http_server.hits) == before + 1
     (dyn / "prices.csv").write_text("sku,price\na,1.5\nb,2\nc,\n")
     assert read(conn.scan()).to_pylist() == [{"sku": "a", "price": 1.5}, {"sku": "b", "price": 2.0},
                                              {"sku": "c", "price": None}]
     assert conn.schema().equals(schema)
     assert len(http_server.hits) == before + 2
     conn.close()
-
-
-def test_a_download_no_scan_takes_is_removed_at_close(http_server: HttpServer, temp_dir: Path) -> None:
-    conn = http(f"{http_server.base_url}/public/reference.parquet")
-    conn.schema()
-    assert len(downloads(temp_dir)) == 1
-    conn.close()
-    assert downloads(temp_dir) == []
 
 
 def test_temporary_files_are_removed(http_server: HttpServer, temp_dir: Path) -> None:
