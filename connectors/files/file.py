@@ -91,11 +91,15 @@ class FileConnector:
         """Nothing to release: every scan opens and closes its own files."""
 
     def expected_rows(self) -> int | None:
-        """Rows of a full load, from the Parquet footers (None for other formats)."""
-        files = self.files()
-        if self._format_of(files) != "parquet":
+        """Rows of a full load, from the Parquet footers; None for other formats and for files it
+        cannot read (progress is best effort: the load itself reports what is wrong)."""
+        try:
+            files = self.files()
+            if self._format_of(files) != "parquet":
+                return None
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        except (OSError, pa.ArrowException, ConnectorError):
             return None
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
     # -- files -------------------------------------------------------------------------------
 
