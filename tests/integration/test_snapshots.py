@@ -16,6 +16,7 @@ import pytest
 from pyarrow import fs
 
 from tests.conftest import free_port
+from tests.integration.postgres_server import postgres_server  # noqa: F401
 from tests.processes import start_group, stop_group
 
 pytestmark = pytest.mark.integration
@@ -137,3 +138,71 @@ def test_a_follower_without_any_snapshot_says_so(s3, satchel_server):
     err = eventually(lambda: status(server).get("last_error"))
     assert err and "no snapshot has been published" in err
     assert httpx.get(server.http_url + "/v1/ready", timeout=10).status_code == 503
+
+
+def fleet_runtime(pg, port: int, where: Path, mode: str):
+    from engine.config import load_pod
+    from engine.runtime import Runtime
+
+    where.mkdir(parents=True, exist_ok=True)
+    interval = "      refresh_check_interval: 1s\n" if mode == "follow" else ""
+    (where / "spicepod.yaml").write_text(f"""version: v1
+kind: Spicepod
+name: fleet
+runtime:
+  snapshots:
+    enabled: true
+    location: s3://fleet/pg
+    params:
+      s3_endpoint: http://127.0.0.1:{port}
+      s3_key: ${{env:S3_KEY}}
+      s3_secret: ${{env:S3_SECRET}}
+datasets:
+  - from: postgres:public.snap_orders
+    name: snap_orders
+    params:
+{pg.params_yaml(6)}
+    acceleration:
+      engine: duckdb
+      snapshots: {mode}
+{interval}""")
+    return Runtime(load_pod(where / "spicepod.yaml", env=ENV), data_dir=str(where / ".satchel"))
+
+
+def test_a_postgres_source_sees_one_load_per_refresh_for_a_fleet(postgres_server, s3, tmp_path):
+    """One publisher, three followers (real PostgreSQL, its own statement log): after the first
+    refresh, followers starting, polling and swapping send the source nothing."""
+    port, _ = s3
+    pg = postgres_server
+    pg.execute("DROP TABLE IF EXISTS public.snap_orders", "CREATE TABLE public.snap_orders (id int PRIMARY KEY, v text)",
+               "INSERT INTO public.snap_orders SELECT g, 'a' || g FROM generate_series(1, 500) g",
+               "GRANT SELECT ON public.snap_orders TO satchel")
+
+    def loads(offset: int) -> list[str]:
+        return [s for s in pg.statements_since(offset) if "satchel pod=fleet" in s and "snap_orders" in s
+                and "TO STDOUT" in s and "to_regclass" not in s]
+
+    publisher = fleet_runtime(pg, port, tmp_path / "pub", "create_only")
+    followers = []
+    try:
+        start = pg.log_offset()
+        publisher.refresh("snap_orders", wait=True)
+        assert len(loads(start)) == 1
+        after_first = pg.log_offset()
+        followers = [fleet_runtime(pg, port, tmp_path / f"f{i}", "follow") for i in range(3)]
+        for f in followers:
+            f.start()
+        count = "SELECT count(*) AS n FROM snap_orders"
+        for f in followers:
+            assert eventually(lambda f=f: f.ready() and f.query(count).read_all().to_pylist() == [{"n": 500}])
+        pg.execute("INSERT INTO public.snap_orders SELECT g, 'b' || g FROM generate_series(501, 600) g")
+        publisher.refresh("snap_orders", wait=True)
+        for f in followers:
+            assert eventually(lambda f=f: f.query(count).read_all().to_pylist() == [{"n": 600}])
+        time.sleep(1.5)  # more follower polls: none reaches the source
+        since = [s for s in pg.statements_since(after_first) if "satchel pod=fleet" in s]
+        assert len(loads(after_first)) == 1 and all("snap_orders" in s for s in since), since
+    finally:
+        for f in followers:
+            f.stop()
+        publisher.stop()
