@@ -134,8 +134,10 @@ class Runtime:
         self.routes.close()
 
     def ready(self) -> bool:
-        """True when every accelerated dataset with `ready_state: on_load` has loaded once."""
-        return all(ds.loaded_once or ds.config.ready_state == "on_registration" for ds in self.datasets.values())
+        """True when every accelerated dataset with `ready_state: on_load` has loaded once, and no
+        snapshot follower's data is older than `runtime.snapshots.max_staleness`."""
+        return all((ds.loaded_once or ds.config.ready_state == "on_registration") and not ds.snapshot_stale
+                   for ds in self.datasets.values())
 
     def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

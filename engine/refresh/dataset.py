@@ -258,11 +258,20 @@ class DatasetRuntime:
             self.snapshot_error = self._describe(e)
             log.warning("dataset %s: publishing a snapshot failed: %s", self.name, self.snapshot_error)
 
+    @property
+    def snapshot_stale(self) -> bool:
+        """A follower whose newest snapshot is older than `max_staleness` (not ready: it serves old data)."""
+        if self.snapshot is None or not self._max_staleness or self.acceleration.snapshots != "follow":
+            return False
+        stale = self.snapshot.age_s > self._max_staleness
+        self.metrics.snapshot_age.labels(self.name).set(self.snapshot.age_s)
+        return stale
+
     def _snapshot_info(self) -> dict:
         if self.snapshot is None and self.snapshot_error is None:
             return {}
         age = self.snapshot.age_s if self.snapshot else None
-        stale = bool(self._max_staleness and age is not None and age > self._max_staleness)
+        stale = self.snapshot_stale
         return {"snapshot": {"id": self.snapshot.snapshot_id if self.snapshot else None,
                              "refreshed_at": self.snapshot.refreshed_at if self.snapshot else None,
                              "age_s": round(age, 1) if age is not None else None, "stale": stale,

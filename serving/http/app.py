@@ -93,7 +93,9 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         loading = [f"model {m}" for m in models.loading()]
         if runtime.ready() and not loading:
             return PlainTextResponse("ready")
-        waiting = [d["name"] for d in runtime.status()["datasets"] if not d["ready"]] + loading
+        waiting = [d["name"] if not d["ready"] else f"{d['name']} (its snapshot is stale)"
+                   for d in runtime.status()["datasets"]
+                   if not d["ready"] or (d.get("snapshot") or {}).get("stale")] + loading
         return PlainTextResponse(f"not ready: waiting for {', '.join(waiting)}", status_code=503)
 
     @app.post("/v1/sql")

@@ -46,8 +46,9 @@ def s3():
     stop_group(proc)
 
 
-def pod(port: int, mode: str, source: str = "items.csv") -> str:
+def pod(port: int, mode: str, source: str = "items.csv", staleness: str = "") -> str:
     interval = "      refresh_check_interval: 1s\n" if mode == "follow" else ""
+    staleness = f"    max_staleness: {staleness}\n" if staleness else ""
     return f"""
 version: v1
 kind: Spicepod
@@ -57,7 +58,7 @@ runtime:
     enabled: true
     location: s3://fleet/snapshots
     keep: 2
-    params:
+{staleness}    params:
       s3_endpoint: http://127.0.0.1:{port}
       s3_key: ${{env:S3_KEY}}
       s3_secret: ${{env:S3_SECRET}}
@@ -129,6 +130,23 @@ def test_publisher_and_followers(s3, satchel_server, tmp_path):
     assert len(kept) == 2, kept
     for log in [publisher.log()] + [f.log() for f in followers]:
         assert SECRET not in log
+
+
+def test_a_follower_past_max_staleness_is_not_ready_until_a_newer_snapshot(s3, satchel_server):
+    port, store = s3
+    body = lambda mode, **kw: pod(port, mode, **kw).replace("s3://fleet/snapshots", "s3://fleet/stale")  # noqa: E731
+    publisher = satchel_server(body("create_only"), files={"items.csv": ROWS}, env=ENV)
+    assert eventually(lambda: store.get_file_info("fleet/stale/items/latest.json").type == fs.FileType.File)
+    follower = satchel_server(body("follow", source="missing.csv", staleness="3s"), env=ENV, wait_ready=False)
+    assert eventually(lambda: httpx.get(follower.http_url + "/v1/ready", timeout=10).status_code == 200)
+    stale = eventually(lambda: httpx.get(follower.http_url + "/v1/ready", timeout=10).status_code == 503, timeout=15)
+    assert stale and "stale" in httpx.get(follower.http_url + "/v1/ready", timeout=10).text
+    assert status(follower)["snapshot"]["stale"] is True
+    assert "satchel_snapshot_age_seconds" in httpx.get(follower.metrics_url, timeout=10).text
+    assert count(follower) == 500  # still serving its last data
+    r = httpx.post(publisher.http_url + "/v1/datasets/items/acceleration/refresh?wait=true", timeout=60)
+    assert r.status_code in (200, 201), r.text
+    assert eventually(lambda: httpx.get(follower.http_url + "/v1/ready", timeout=10).status_code == 200)
 
 
 def test_a_follower_without_any_snapshot_says_so(s3, satchel_server):
