@@ -9,6 +9,7 @@ for a model that is still loading, keeps the deadline and records every call in 
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import threading
 import time
@@ -19,6 +20,10 @@ import numpy as np
 
 from .errors import ModelUnavailable, QueryTimeout, RequestCancelled
 from .task_history import Task, TaskHistory
+
+TOKEN_SINK: contextvars.ContextVar[Callable[[int], None] | None] = contextvars.ContextVar("satchel_token_sink",
+                                                                                         default=None)
+"""Where the tokens of the embedding calls a query makes are counted (set around a query's searches)."""
 
 BATCH = 32  # texts per model call: one call holds the model's queue for a short while only
 LOAD_WAIT = 600.0  # a refresh waits this long at most for a model that is still loading
@@ -94,10 +99,14 @@ class Embedders:
             except Exception as e:
                 task.duration_ms = (time.monotonic() - began) * 1000
                 task.error = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+                task.error_code = getattr(e, "code", None) or "internal_error"
                 self.history.record(task)
                 raise
             task.duration_ms = (time.monotonic() - began) * 1000
             task.input_tokens, task.output_tokens, task.rows = vectors.tokens, 0, len(batch)
+            sink = TOKEN_SINK.get()
+            if sink is not None:  # the caller's model token budget (a principal's policy)
+                sink(vectors.tokens)
             self.history.record(task)
             out.append(unit_rows(vectors.values))
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

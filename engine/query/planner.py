@@ -28,6 +28,7 @@ from connectors.sql_render import filter_expression
 
 from ..arrow_sql_types import sql_type
 from ..errors import SqlError, UnknownDataset
+from ..search.functions import SEARCH_PREFIX
 from .ai_functions import AiCall
 from .policy import Policy, unknown
 from .sql_policy import PUBLIC_DIALECT
@@ -207,7 +208,8 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
         if table.catalog and table.catalog.lower() != "spice":
             raise UnknownDataset(f"unknown catalog '{table.catalog}'; the only catalog is 'spice'")
         in_runtime = (table.db or "").lower() == "runtime"
-        if policy is not None and not in_runtime and not policy.allows(table.name):
+        searched = table.name.startswith(SEARCH_PREFIX)  # a search call's rows: authorised before the search ran
+        if policy is not None and not in_runtime and not searched and not policy.allows(table.name):
             raise unknown(f"{table.db}.{table.name}" if table.db else table.name)  # before any lookup
         binding = resolve(table.db or None, table.name)
         if binding is None:
@@ -220,7 +222,7 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
         table.set("this", exp.to_identifier(key, quoted=True))
         if not table.alias:
             table.set("alias", exp.TableAlias(this=exp.to_identifier(_short(key), quoted=True)))
-        if policy is not None:
+        if policy is not None and binding.kind != "search":
             if binding.kind == "memory":
                 policy.task_history(table)
             else:

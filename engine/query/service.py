@@ -16,6 +16,7 @@ from connectors.base import CALLER, Caller, CancelScope
 
 from ..auth import ANONYMOUS, Principal
 from ..cancel import LiveScopes, guarded
+from ..embedders import TOKEN_SINK
 from ..errors import DatasetNotReady, Forbidden, ModelUnavailable
 from ..refresh.dataset import DatasetRuntime
 from ..search.functions import SearchFunctions, has_search
@@ -246,10 +247,18 @@ class QueryService:
         tree, explain = parse_query(sql, self.limits)
         tree = bind_parameters(tree, params)
         if self.search is not None and has_search(tree):
+            sink = None
             if policy is not None:
                 for name in self.search.datasets_of(tree):
                     _searchable(policy, name)
-            tree, rows = self.search.expand(tree, principal.name, protocol, schema_only)
+                if not schema_only:
+                    policy.gate.check_tokens()  # the query's embedding calls count toward the budget
+                sink = TOKEN_SINK.set(policy.gate.spend)
+            try:
+                tree, rows = self.search.expand(tree, principal.name, protocol, schema_only)
+            finally:
+                if sink is not None:
+                    TOKEN_SINK.reset(sink)
             key = None
             resolve = _with_search_rows(resolve, rows)
         recorder = RecordingResolver(resolve)

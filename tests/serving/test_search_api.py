@@ -175,3 +175,29 @@ def test_data_tool_search_is_bounded(tmp_path) -> None:
     finally:
         models.stop()
         runtime.stop()
+
+
+def test_search_embeddings_count_toward_a_principals_token_budget(satchel_server) -> None:
+    """A principal granted a dataset whole may search it; the query's embedding call spends its
+    model tokens, and past the budget the next search is 429 before any model call."""
+    pod = POD.replace('      keys: ["${env:SATCHEL_TEST_API_KEY}"]\n',
+                      '      keys: ["${env:SATCHEL_TEST_API_KEY}"]\n    principals:\n      - name: searcher\n'
+                      '        keys: ["${env:SEARCHER_KEY}"]\n        datasets: [reviews]\n'
+                      '        limits: {model_tokens_per_hour: 5}\n      - name: masked\n'
+                      '        keys: ["${env:MASKED_KEY}"]\n        datasets:\n          - name: reviews\n'
+                      '            columns: {body: hidden}\n', 1)
+    server = satchel_server(pod, api_key=KEY, env={"SEARCHER_KEY": "k-searcher", "MASKED_KEY": "k-masked"}, timeout=120,
+                            files={"reviews.csv": search_corpus.csv_text(), "topics.csv": search_corpus.TOPICS_CSV})
+    sql = "SELECT review_id FROM vector_search(reviews, 'my package never arrived, what now', limit => 2)"
+
+    def ask() -> httpx.Response:
+        return httpx.post(f"{server.http_url}/v1/sql", content=sql, headers={"X-API-Key": "k-searcher"}, timeout=60)
+
+    first = ask()
+    assert first.status_code == 200 and len(first.json()) == 2, first.text
+    refused = ask()  # the question alone is more than 5 tokens
+    assert refused.status_code == 429 and "model tokens per hour" in refused.json()["error"]["message"]
+    assert httpx.post(f"{server.http_url}/v1/sql", content=sql, headers={"X-API-Key": KEY}, timeout=60).status_code == 200
+    # a principal with column rules on the dataset may not search it: the index holds every value
+    masked = httpx.post(f"{server.http_url}/v1/sql", content=sql, headers={"X-API-Key": "k-masked"}, timeout=60)
+    assert masked.status_code == 403 and "search over 'reviews'" in masked.json()["error"]["message"]
