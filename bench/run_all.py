@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "vector_search": ([], ["--rows", "20000", "--queries", "50"]),
     "iceberg_scan": ([], ["--rows", "500000", "--runs", "2"]),
     "model_tokens": ([], ["--rounds", "2", "--tokens", "32"]),
+    "duckdb_file_growth": ([], ["--rows", "200000", "--refreshes", "10"]),
 }
 
 
