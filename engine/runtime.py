@@ -223,9 +223,11 @@ class Runtime:
             if not self.visible(ds.name, principal):
                 continue
             try:
-                schema = ds.schema()
+                schema = ds.known_schema()
             except SatchelError as e:
                 log.warning("dataset %s: schema unavailable: %s", ds.name, e)
+                continue
+            if schema is None:
                 continue
             if policy is not None:
                 schema = policy.visible_schema(ds.name, schema)

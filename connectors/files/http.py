@@ -1,8 +1,10 @@
 """`from: http://...` / `https://...` — a Parquet, CSV, JSON or NDJSON file over HTTP(S).
 
 Each scan streams the body to a temporary file (bounded memory) and reads it with the same
-code as `file:`; the schema comes from the first download and is then frozen. Every scan
-downloads afresh, so a refresh sees new data.
+code as `file:`; the schema comes from the first download and is then frozen. Every task
+(a query, a refresh, a retry) downloads afresh, so a refresh sees new data; within one task
+the download that inferred the schema is the one its scan reads, so a first load fetches
+the file once.
 
 Params:
 - `file_format`, `csv_has_header`, `csv_delimiter` as for `file:`; without `file_format` the
@@ -29,6 +31,7 @@ import socket
 import tempfile
 import threading
 import urllib.parse
+import weakref
 from typing import Sequence
 
 import httpx
@@ -36,7 +39,7 @@ import pyarrow as pa
 
 from engine.errors import ConnectorError, QueryTimeout, RequestCancelled, SatchelError
 
-from ..base import CALLER, DatasetSpec, Filter, FilterSupport
+from ..base import CALLER, CancelScope, DatasetSpec, Filter, FilterSupport
 from ..params import EXTENSIONS, check_params, check_type_action, format_of_path, parse_duration
 from .file import FILE_PARAMS, explicit_format, read_options
 from .filesource import FileSource
@@ -163,6 +166,7 @@ class HttpFileConnector:
         self._lock = threading.Lock()
         self._client_lock = threading.Lock()  # schema() holds _lock while it downloads
         self._http: httpx.Client | None = None
+        self._kept: _KeptDownload | None = None  # the schema's download, for its own task's scan
 
     # -- Connector ---------------------------------------------------------------------------
 
@@ -172,8 +176,14 @@ class HttpFileConnector:
                 path, content_type = self.download()
                 try:
                     self._source.infer([path], self._format_for(content_type))
-                finally:
+                except BaseException:
                     _remove(path)
+                    raise
+                scope = CALLER.get().scope
+                if scope is None:
+                    _remove(path)
+                else:
+                    self._kept = _KeptDownload(scope, path)
             return self._source.schema()
 
     def classify_filters(self, filters: Sequence[Filter]) -> list[FilterSupport]:
@@ -183,15 +193,33 @@ class HttpFileConnector:
     def scan(self, columns: Sequence[str] | None = None, filters: Sequence[Filter] = (),
              limit: int | None = None) -> pa.RecordBatchReader:
         self.schema()
-        path, _ = self.download()
+        path = self._take_kept()
+        if path is None:
+            path, _ = self.download()
         return self._source.scan([path], columns, filters, limit, cleanup=lambda: _remove(path))
 
     def close(self) -> None:
-        """Close the HTTP connection pool (every scan's temporary file is already removed)."""
+        """Close the HTTP connection pool and remove a download no scan took."""
         with self._client_lock:
             client, self._http = self._http, None
         if client is not None:
             client.close()
+        with self._lock:
+            kept, self._kept = self._kept, None
+        if kept is not None:
+            kept.discard()
+
+    def _take_kept(self) -> str | None:
+        """The schema's download when this scan runs in the same task (a first load or a first
+        query), else None: any other task must see the source as it is now."""
+        with self._lock:
+            kept, self._kept = self._kept, None
+        if kept is None:
+            return None
+        if kept.scope is not CALLER.get().scope:
+            kept.discard()
+            return None
+        return kept.take()
 
     # -- download ----------------------------------------------------------------------------
 
@@ -257,6 +285,27 @@ class HttpFileConnector:
             f"dataset '{self.spec.name}': cannot tell the format of {self.safe_url} (extension not one of "
             f"{', '.join(sorted(EXTENSIONS))}; Content-Type '{mime}'); set params.file_format to one of "
             f"parquet, csv, json, ndjson")
+
+
+class _KeptDownload:
+    """A download held for the scan of the task (`scope`) that made it; removed when that task
+    ends without scanning (its scope is collected) or when another task comes first."""
+
+    def __init__(self, scope: CancelScope, path: str):
+        self._scope = weakref.ref(scope)
+        self.path = path
+        self._finalizer = weakref.finalize(scope, _remove, path)
+
+    @property
+    def scope(self) -> CancelScope | None:
+        return self._scope()
+
+    def take(self) -> str:
+        self._finalizer.detach()
+        return self.path
+
+    def discard(self) -> None:
+        self._finalizer()
 
 
 def cancellable() -> dict:

@@ -117,6 +117,13 @@ class DatasetRuntime:
             self._schema = with_descriptions(base, {**source_desc, **self.config.column_descriptions})
         return self._schema
 
+    def known_schema(self) -> pa.Schema | None:
+        """The schema, or None while the first load is still inferring it from the source (a
+        catalog listing must not wait for a slow download; the load infers from its own)."""
+        if self._schema is None and self.status == "loading":
+            return None
+        return self.schema()
+
     def info(self) -> dict:
         acc = self.acceleration if self.accelerated else None
         return {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import DatasetSpec, Filter
+from connectors.base import CALLER, Caller, CancelScope, DatasetSpec, Filter
 from connectors.files.http import HttpFileConnector, parse_headers, redact_url
 from engine.errors import ConnectorError
 from tests.connectors.conformance import JSON_COLUMNS, read, reference_table
@@ -49,6 +49,55 @@ def test_schema_fetched_once_and_every_scan_fetches_fresh_data(http_server: Http
     assert conn.schema().equals(schema)
     assert len(http_server.hits) == before + 2
     conn.close()
+
+
+def test_a_task_reads_the_download_that_gave_the_schema(http_server: HttpServer, temp_dir: Path) -> None:
+    """A first load (schema, then scan, in one task) fetches the file once; the next task fetches afresh."""
+    dyn = http_server.root / "dyn"
+    dyn.mkdir(exist_ok=True)
+    (dyn / "once.csv").write_text("sku,price\na,1.5\n")
+    conn = http(f"{http_server.base_url}/public/dyn/once.csv")
+    before = len(http_server.hits)
+    first = CALLER.set(Caller("runtime", "refresh", None, CancelScope()))
+    try:
+        conn.schema()
+        assert read(conn.scan()).to_pylist() == [{"sku": "a", "price": 1.5}]
+    finally:
+        CALLER.reset(first)
+    assert len(http_server.hits) == before + 1
+    assert downloads(temp_dir) == []
+    (dyn / "once.csv").write_text("sku,price\nb,2\n")
+    second = CALLER.set(Caller("runtime", "refresh", None, CancelScope()))
+    try:
+        assert read(conn.scan()).to_pylist() == [{"sku": "b", "price": 2.0}]
+    finally:
+        CALLER.reset(second)
+    assert len(http_server.hits) == before + 2
+    conn.close()
+
+
+def test_a_schema_download_no_scan_took_is_removed(http_server: HttpServer, temp_dir: Path) -> None:
+    """A task that asked only for the schema leaves no file behind; a later task downloads afresh."""
+    conn = http(f"{http_server.base_url}/public/reference.parquet")
+    scope = CancelScope()
+    token = CALLER.set(Caller("runtime", "query", None, scope))
+    try:
+        conn.schema()
+    finally:
+        CALLER.reset(token)
+    assert len(downloads(temp_dir)) == 1
+    del scope, token
+    gc.collect()
+    assert downloads(temp_dir) == []
+    other = CALLER.set(Caller("runtime", "query", None, CancelScope()))
+    before = len(http_server.hits)
+    try:
+        assert read(conn.scan(["id"])).num_rows > 0
+    finally:
+        CALLER.reset(other)
+    assert len(http_server.hits) == before + 1
+    conn.close()
+    assert downloads(temp_dir) == []
 
 
 def test_temporary_files_are_removed(http_server: HttpServer, temp_dir: Path) -> None:

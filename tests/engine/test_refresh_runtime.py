@@ -217,6 +217,25 @@ datasets:
     assert query_rows(runtime, "SELECT count(*) AS n FROM t") == [{"n": rows_of(1)}]
 
 
+def test_first_load_of_a_remote_file_downloads_it_once(make_runtime, source_server):
+    """The first load infers the schema from the download it loads; each refresh downloads once."""
+    source_server.files["/once.parquet"] = _parquet_bytes(version_table(1))
+    runtime = make_runtime(HEAD + f"""
+datasets:
+  - from: {source_server.url('/once.parquet')}
+    name: t
+    acceleration:
+      enabled: true
+""")
+    runtime.refresh("t", wait=True)
+    assert source_server.count("/once.parquet") == 1
+    assert query_rows(runtime, "SELECT count(*) AS n FROM t") == [{"n": rows_of(1)}]
+    source_server.files["/once.parquet"] = _parquet_bytes(version_table(2))
+    runtime.refresh("t", wait=True)
+    assert source_server.count("/once.parquet") == 2
+    assert query_rows(runtime, "SELECT count(*) AS n FROM t") == [{"n": rows_of(2)}]
+
+
 def _parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
@@ -489,7 +508,7 @@ datasets:
 def test_ready_state_on_registration_answers_from_the_source_while_loading(make_runtime, source_server, engine):
     for path in ("/a.parquet", "/b.parquet"):
         source_server.files[path] = _parquet_bytes(version_table(3))
-        # download 1 = schema inference, download 2 = the first load (held for up to 20s), then normal
+        # download 1 = a catalog lookup's schema inference, download 2 = the first load (held for up to 20s)
         source_server.plan(path, [(200, 0), (200, 20)])
     runtime = make_runtime(HEAD + f"""
 datasets:
@@ -502,7 +521,10 @@ datasets:
     name: orders_strict
     acceleration:
       engine: {engine}
-""", start=True)
+""")
+    for name in ("orders", "orders_strict"):
+        runtime.datasets[name].schema()
+    runtime.start()
     deadline = time.monotonic() + 10
     while min(source_server.count("/a.parquet"), source_server.count("/b.parquet")) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -597,7 +619,7 @@ datasets:
 def test_refresh_rows_in_task_history_start_when_the_refresh_starts(make_runtime, source_server):
     """started_at is the refresh's start (scheduled and on-demand), duration_ms its length."""
     source_server.files["/t.parquet"] = _parquet_bytes(version_table(1))
-    source_server.plan("/t.parquet", [(200, 0), (200, 1.0), (200, 1.0)])  # schema, then two slow loads
+    source_server.plan("/t.parquet", [(200, 1.0), (200, 1.0)])  # two slow loads (the first infers the schema)
     utc = dt.timezone.utc
     before_first = dt.datetime.now(utc)
     runtime = make_runtime(HEAD + f"""

@@ -38,8 +38,8 @@ def wait_for(predicate, timeout: float = 15, what: str = "condition"):
 
 def test_ready_is_503_until_every_dataset_loaded_once(satchel_server, source_server, tmp_path):
     source_server.files["/slow.parquet"] = parquet_bytes(versioned(1))
-    # download 1 = schema inference; download 2 = the first load, held until released
-    source_server.plan("/slow.parquet", [(200, 0), (200, 30)])
+    # download 1 = the first load (which infers the schema from it), held until released
+    source_server.plan("/slow.parquet", [(200, 30)])
     server = satchel_server(f"""
 version: v1
 kind: Spicepod
@@ -54,7 +54,7 @@ datasets:
     acceleration:
       engine: arrow
 """, files={"fast.csv": "a,b\n1,2\n"}, wait_ready=False)
-    wait_for(lambda: source_server.count("/slow.parquet") >= 2, what="the slow load to start")
+    wait_for(lambda: source_server.count("/slow.parquet") >= 1, what="the slow load to start")
     assert httpx.get(f"{server.http_url}/health", timeout=10).status_code == 200
     ready = httpx.get(f"{server.http_url}/v1/ready", timeout=10)
     assert ready.status_code == 503 and "slow" in ready.text and "fast" not in ready.text.split("waiting for")[-1]
@@ -65,6 +65,7 @@ datasets:
     source_server.release.set()
     wait_for(lambda: httpx.get(f"{server.http_url}/v1/ready", timeout=10).status_code == 200, what="ready")
     assert server.sql("SELECT count(*) AS n FROM slow").json() == [{"n": 500}]
+    assert source_server.count("/slow.parquet") == 1  # the first load read the download that gave the schema
 
 
 def test_failing_source_keeps_ready_503_and_reports_the_error(satchel_server):
