@@ -1,0 +1,97 @@
+"""A real Sail (LakeSail's Rust, Spark-compatible engine, `pip install pysail`) serving Flight
+SQL on 127.0.0.1, in local-cluster mode (a driver and workers, as in a cluster, in one process).
+
+`start_sail(workdir)` starts `sail flight server` on a free port in its own process group and
+waits until it answers; `server.create_parquet_table(name, path)` registers a Parquet file
+with Spark SQL's `CREATE TABLE ... USING parquet LOCATION ...` sent over Flight SQL (Sail's
+Flight SQL server has no flag for tables); `server.statements()` lists the SQL it received
+(its `sail_flight` debug log), so tests can prove what a connector pushed down.
+No pysail installed is a skip that says how to install it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.processes import start_group, stop_group
+
+_MARKER = "get_flight_info_statement: "
+
+
+def sail_binary() -> str:
+    """The `sail` CLI of pysail (next to this Python, or on PATH); a skip when it is missing."""
+    found = shutil.which("sail", path=os.path.dirname(sys.executable)) or shutil.which("sail")
+    if not found:
+        pytest.skip("Sail is not installed: pip install pysail (pinned in the test extra)")
+    return found
+
+
+@dataclass
+class SailServer:
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"grpc://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def statements(self) -> list[str]:
+        """SQL statements Sail was asked to run, in order."""
+        return [line.split(_MARKER, 1)[1].strip() for line in self.log().splitlines() if _MARKER in line]
+
+    def execute(self, sql: str):
+        """Run one statement over Flight SQL (ADBC); its result as an Arrow table."""
+        import adbc_driver_flightsql.dbapi as fs
+
+        with fs.connect(self.endpoint, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetch_arrow_table()
+
+    def create_parquet_table(self, name: str, path: Path) -> None:
+        """`CREATE TABLE name USING parquet LOCATION path` (a missing path would be an empty table)."""
+        if not path.exists():
+            raise FileNotFoundError(path)
+        location = str(path.resolve()).replace("\\", "\\\\").replace("'", "\\'")
+        self.execute(f"CREATE TABLE `{name}` USING parquet LOCATION '{location}'")
+
+    def stop(self) -> None:
+        stop_group(self.process)
+
+
+def start_sail(workdir: Path, timeout: float = 60) -> SailServer:
+    """`sail flight server` on a free 127.0.0.1 port, answering when this returns."""
+    binary = sail_binary()
+    port = free_port()
+    log_path = workdir / f"sail-{port}.log"
+    env = {**os.environ, "SAIL_MODE": "local-cluster", "RUST_LOG": "info,sail_flight=debug"}
+    with open(log_path, "ab") as log:
+        proc = start_group([binary, "flight", "server", "--ip", "127.0.0.1", "--port", str(port)],
+                           stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+    server = SailServer(proc, port, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sail exited with {proc.returncode}:\n{server.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                pass
+            server.execute("SELECT 1")
+            return server
+        except Exception:  # noqa: BLE001 - not answering yet
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"sail did not start in {timeout}s:\n{server.log()}")
