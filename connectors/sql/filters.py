@@ -14,9 +14,10 @@ column's type (connectors.arrow_filters._convert) and the dialect compares that 
   case-sensitive per connection (PRAGMA case_sensitive_like) and has no escape character,
   exactly the Filter contract; dates/timestamps/decimals are text or REAL there: not pushed.
 - `postgres` (the ADBC PostgreSQL driver): strings `COLLATE "C"`, LIKE `ESCAPE ''`, float8 only.
-- `spark` (Sail and other Spark SQL servers): identifiers in backticks, backslash escapes in
-  string literals (`\'`, `\\`), LIKE escaping with `\`, naive timestamps as TIMESTAMP_NTZ
-  literals; floats stay local (NaN = NaN is false in Sail, -0.0 = 0.0 is true).
+- `spark` (Sail and other Spark SQL servers): identifiers in backticks, string literals with
+  a quote and a backslash escaped by a backslash, LIKE escaping with a backslash, naive
+  timestamps as TIMESTAMP_NTZ literals; floats stay local (NaN = NaN is false in Sail,
+  -0.0 = 0.0 is true).
 - `generic` (an unknown server): only integer/boolean comparisons, string (in)equality and
   NULL tests, which every SQL engine evaluates alike.
 
