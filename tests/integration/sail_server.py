@@ -61,12 +61,14 @@ class SailServer:
             cur.execute(sql)
             return cur.fetch_arrow_table()
 
-    def create_parquet_table(self, name: str, path: Path) -> None:
-        """`CREATE TABLE name USING parquet LOCATION path` (a missing path would be an empty table)."""
+    def create_parquet_table(self, name: str, path: Path, database: str | None = None) -> None:
+        """`CREATE TABLE [database.]name USING parquet LOCATION path` (Sail would make a missing
+        path an empty table, so it is refused here)."""
         if not path.exists():
             raise FileNotFoundError(path)
         location = str(path.resolve()).replace("\\", "\\\\").replace("'", "\\'")
-        self.execute(f"CREATE TABLE `{name}` USING parquet LOCATION '{location}'")
+        target = f"`{database}`.`{name}`" if database else f"`{name}`"
+        self.execute(f"CREATE TABLE {target} USING parquet LOCATION '{location}'")
 
     def stop(self) -> None:
         stop_group(self.process)

@@ -221,3 +221,65 @@ def test_string_filters_are_pushed_in_spark_syntax(satchel: SatchelServer, sail:
     assert rows(query(satchel, sql)) == expected(sql)
     sent = sail.statements()[before:]
     assert any("`o_comment` = 'back\\\\slash'" in s for s in sent), sent
+
+
+# -- TPC-H (SF 0.01) in a Sail database ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tpch_over_sail(sail: SailServer, module_satchel_server, tmp_path_factory):
+    """dbgen's tables as Parquet registered in Sail's `tpch` database; a Satchel with each table
+    live (`<table>_fed`, flightsql:tpch.<table>) and DuckDB-accelerated (`<table>`)."""
+    from tests.engine import test_tpch as tpch
+
+    tmp: Path = tmp_path_factory.mktemp("sail_tpch")
+    con = tpch.tpch_connection()
+    try:
+        con.execute(f"CALL dbgen(sf={tpch.SCALE_FACTOR})")
+        for table in tpch.TABLES:
+            con.execute(f"COPY {table} TO '{tmp / table}.parquet' (FORMAT parquet)")
+        queries = dict(con.execute("SELECT query_nr, query FROM tpch_queries()").fetchall())
+        answers = dict(con.execute("SELECT query_nr, answer FROM tpch_answers() WHERE scale_factor = ?",
+                                   [tpch.SCALE_FACTOR]).fetchall())
+    finally:
+        con.close()
+    sail.execute("CREATE DATABASE IF NOT EXISTS tpch")
+    for table in tpch.TABLES:
+        sail.create_parquet_table(table, tmp / f"{table}.parquet", database="tpch")
+    lines = ["version: v1", "kind: Spicepod", "name: tpch_sail", "datasets:"]
+    params = ["    params:", f"      flightsql_endpoint: {sail.endpoint}", "      flightsql_dialect: spark"]
+    for table in tpch.TABLES:
+        lines += [f"  - from: flightsql:tpch.{table}", f"    name: {table}_fed", *params]
+        lines += [f"  - from: flightsql:tpch.{table}", f"    name: {table}", *params,
+                  "    acceleration:", "      enabled: true", "      engine: duckdb"]
+    server = module_satchel_server("\n".join(lines) + "\n", timeout=180)
+    return server, queries, answers
+
+
+TPCH_ROUTES = {"federated": "_fed", "duckdb": ""}
+
+
+@pytest.mark.parametrize("route", list(TPCH_ROUTES))
+@pytest.mark.parametrize("query_nr", range(1, 23))
+def test_tpch_over_sail_matches_the_reference(tpch_over_sail, route: str, query_nr: int) -> None:
+    from tests.engine import test_tpch as tpch
+
+    server, queries, answers = tpch_over_sail
+    sql = tpch.with_suffix(queries[query_nr], TPCH_ROUTES[route])
+    tpch.assert_same_result(query(server, sql), answers[query_nr], queries[query_nr])
+
+
+def test_tpch_queries_within_the_spark_set_go_to_sail_whole(tpch_over_sail, sail: SailServer) -> None:
+    """Which TPC-H queries Sail runs whole (EXPLAIN), and Sail's log shows each as one statement."""
+    from tests.engine import test_tpch as tpch
+
+    server, queries, _ = tpch_over_sail
+    whole = [n for n in range(1, 23)
+             if "pushed down whole to flightsql:" in explain(server, tpch.with_suffix(queries[n], "_fed"))]
+    assert whole, "no TPC-H query went to Sail whole"
+    print(f"TPC-H queries Sail ran whole: {whole}")
+    for n in whole:
+        before = len(sail.statements())
+        query(server, tpch.with_suffix(queries[n], "_fed"))
+        sent = sail.statements()[before:]
+        assert len(sent) == 1 and sent[0].startswith("/* satchel */") and "`tpch`.`" in sent[0], (n, sent)
