@@ -57,7 +57,9 @@ def pod(endpoint: str) -> str:
     live = "".join(f"  - from: flightsql:{t}\n    name: {t}\n{params}" for t in SAIL_TABLES)
     accelerated = "".join(f"  - from: flightsql:{t}\n    name: {t}_acc\n{params}"
                           f"    acceleration:\n      enabled: true\n      engine: duckdb\n" for t in SAIL_TABLES)
-    return ("version: v1\nkind: Spicepod\nname: over_sail\ndatasets:\n" + live + accelerated
+    query = (f"  - from: \"flightsql:SELECT o_orderkey, o_custkey, o_totalprice FROM orders "
+             f"WHERE o_orderstatus = 'O'\"\n    name: open_orders\n{params}")
+    return ("version: v1\nkind: Spicepod\nname: over_sail\ndatasets:\n" + live + accelerated + query
             + "  - from: file:nation.csv\n    name: nation\n")
 
 
@@ -211,6 +213,22 @@ def test_other_queries_stay_federated_with_scans_pushed(satchel: SatchelServer, 
     query(satchel, sql)
     sent = sail.statements()[before:]
     assert sent and all(s.startswith("SELECT `") and " FROM `" in s for s in sent), sent
+
+
+def test_a_query_dataset_reads_and_goes_down_as_a_subquery(satchel: SatchelServer, sail: SailServer) -> None:
+    """`from: flightsql:SELECT ...`: its schema from `SELECT * FROM (query) AS q LIMIT 0` (Sail has
+    no GetExecuteSchema), joined whole with a Sail table as a parenthesised subquery."""
+    sql = ("SELECT c.c_mktsegment, count(*) AS n, sum(o.o_totalprice) AS revenue FROM open_orders o "
+           "JOIN customer c ON o.o_custkey = c.c_custkey GROUP BY c.c_mktsegment ORDER BY c.c_mktsegment")
+    want = expected(sql.replace("FROM open_orders o", "FROM (SELECT * FROM orders WHERE o_orderstatus = 'O') o"))
+    before = len(sail.statements())
+    assert rows(query(satchel, sql)) == want and want
+    sent = sail.statements()[before:]
+    inner = "(SELECT o_orderkey, o_custkey, o_totalprice FROM orders WHERE o_orderstatus = 'O')"
+    assert f"SELECT * FROM {inner} AS `q` LIMIT 0" in sail.statements(), sent  # the schema, no rows
+    whole = [x for x in sent if x.startswith("/* satchel */")]
+    assert len(whole) == 1 and f"{inner} AS `o`" in whole[0], sent
+    assert all(x.endswith("LIMIT 0") for x in sent if x not in whole), sent  # no scans
 
 
 def test_string_filters_are_pushed_in_spark_syntax(satchel: SatchelServer, sail: SailServer) -> None:
