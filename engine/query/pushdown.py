@@ -177,13 +177,16 @@ def _spark_same_meaning(tree: exp.Expression, plan: Plan) -> bool:
         if isinstance(node, exp.Cast) and not (node.to.is_type(*exp.DataType.INTEGER_TYPES)
                                                or node.to.is_type(exp.DataType.Type.DECIMAL, exp.DataType.Type.DATE)):
             return False
-    if not any(isinstance(n, (exp.Add, exp.Sub, exp.Mul, exp.Neg)) for n in tree.walk()):
+    def arithmetic(node: exp.Expression) -> bool:  # a negative literal (-1) is not
+        return isinstance(node, (exp.Add, exp.Sub, exp.Mul)) or isinstance(node, exp.Neg) \
+            and not isinstance(node.this, exp.Literal)
+
+    if not any(arithmetic(n) for n in tree.walk()):
         return True
     typed = _typed(tree, plan)
     if typed is None:
         return False
-    return all(n.type is not None and n.type.this in _SPARK_WIDE
-               for n in typed.walk() if isinstance(n, (exp.Add, exp.Sub, exp.Mul, exp.Neg)))
+    return all(n.type is not None and n.type.this in _SPARK_WIDE for n in typed.walk() if arithmetic(n))
 
 
 def _typed(tree: exp.Expression, plan: Plan) -> exp.Expression | None:

@@ -125,6 +125,8 @@ def test_spark_literals_and_quoting() -> None:
     ("SELECT x / 2 AS h FROM t", False),  # fractional division in Spark
     ("SELECT big + 1 AS h, dec * 2 AS d FROM t", True),
     ("SELECT small + 1 AS h FROM t", False),  # 32-bit integers wrap around on overflow in Spark
+    ("SELECT -small AS h FROM t", False),
+    ("SELECT x FROM t WHERE small > -1", True),  # a negative literal is no arithmetic
     ("SELECT CAST(big AS DOUBLE) AS f FROM t", False),
     ("SELECT CAST('2024-01-01' AS DATE) AS d FROM t", True),
     ("SELECT upper(s) AS u FROM t", False),
