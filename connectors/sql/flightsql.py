@@ -195,7 +195,15 @@ class FlightSqlConnector(AdbcSqlSource):
             except Exception as e:  # noqa: BLE001
                 if "NOT_IMPLEMENTED" not in str(e) and "Unimplemented" not in str(e):
                     raise
-                schema = self._schema_by_empty_query(conn)
+                try:
+                    schema = self._schema_by_empty_query(conn)
+                except Exception as e2:  # noqa: BLE001
+                    if self._dialect_param == "spark" or "parse error" not in str(e2).lower():
+                        raise
+                    raise self._error("cannot read the schema from the Flight SQL server "
+                                      f"{self.endpoint} (it has no catalog calls and did not parse "
+                                      f"`SELECT * FROM {self.relation_sql} LIMIT 0`; a Spark SQL server "
+                                      f"such as Sail needs flightsql_dialect: spark)", e2) from None
             healthy = True
             return schema
         except Exception as e:  # noqa: BLE001

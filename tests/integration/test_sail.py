@@ -231,6 +231,22 @@ def test_a_query_dataset_reads_and_goes_down_as_a_subquery(satchel: SatchelServe
     assert all(x.endswith("LIMIT 0") for x in sent if x not in whole), sent  # no scans
 
 
+def test_sail_without_the_spark_dialect_is_a_clear_error(sail: SailServer) -> None:
+    """Sail calls itself "Flight SQL": `auto` cannot tell, and double-quoted names would be
+    strings there. The schema read fails and says which param to set."""
+    from connectors.base import DatasetSpec
+    from connectors.sql.flightsql import FlightSqlConnector
+    from engine.errors import ConnectorError
+
+    conn = FlightSqlConnector(DatasetSpec("orders", "orders", "flightsql", {"flightsql_endpoint": sail.endpoint}))
+    try:
+        with pytest.raises(ConnectorError, match="flightsql_dialect: spark") as e:
+            conn.schema()
+        assert "dataset 'orders'" in str(e.value) and e.value.code
+    finally:
+        conn.close()
+
+
 def test_string_filters_are_pushed_in_spark_syntax(satchel: SatchelServer, sail: SailServer) -> None:
     sql = ("SELECT n.n_name, o.o_orderkey FROM orders o JOIN customer c ON o.o_custkey = c.c_custkey "
            "JOIN nation n ON c.c_nationkey = n.n_nationkey WHERE o.o_comment = 'back\\slash' "
