@@ -224,6 +224,16 @@ class AdbcSqlSource:
         decide per dialect; columns the pod retyped are converted locally, so never)."""
         return False
 
+    def _spark_pushdown_safe(self, columns: Sequence[str] | None) -> bool:
+        """Spark SQL (Sail): served as is, no float (NaN = NaN is false there) and no timestamp
+        column (session time zone rules); the query's shape is checked in engine/query/pushdown.py."""
+        schema = self.schema()
+        names = list(columns) if columns is not None else schema.names
+        if any(n in self._converted or n not in schema.names for n in names):
+            return False
+        return not any(pa.types.is_floating(t) or pa.types.is_timestamp(t)
+                       for t in (schema.field(n).type for n in names))
+
     def close(self) -> None:
         self._pool.close()
         leave_gate(self._gate, self)

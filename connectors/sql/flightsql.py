@@ -157,9 +157,8 @@ class FlightSqlConnector(AdbcSqlSource):
             return False
         if dialect == "datafusion":  # -0.0 / NaN compare and group in total order there
             return not any(pa.types.is_floating(schema.field(n).type) for n in names)
-        if dialect == "spark":  # floats: NaN = NaN is false in Sail; timestamps: session time zone rules
-            return not any(pa.types.is_floating(t) or pa.types.is_timestamp(t)
-                           for t in (schema.field(n).type for n in names))
+        if dialect == "spark":
+            return self._spark_pushdown_safe(columns)
         return True
 
     # -- ADBC --

@@ -317,3 +317,61 @@ def test_tpch_queries_within_the_spark_set_go_to_sail_whole(tpch_over_sail, sail
         query(server, tpch.with_suffix(queries[n], "_fed"))
         sent = sail.statements()[before:]
         assert len(sent) == 1 and sent[0].startswith("/* satchel */") and "`tpch`.`" in sent[0], (n, sent)
+
+
+# -- Spark Connect (adbc: with adbc-driver-spark) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spark_connect(module_satchel_server, tmp_path_factory):
+    """Sail's Spark Connect server and a Satchel reading the same Parquet files through it with
+    `adbc:` datasets (adbc_driver_spark; Spark's `parquet.`path`` tables, since each Spark Connect
+    session has its own catalog in Sail): `<table>_sc` live, `<table>_sc_acc` in DuckDB."""
+    tmp: Path = tmp_path_factory.mktemp("sail_spark")
+    server = start_sail(tmp, "spark")
+    try:
+        lines = ["version: v1", "kind: Spicepod", "name: over_spark_connect", "datasets:"]
+        for name, table in SAIL_TABLES.items():
+            path = tmp / f"{name}.parquet"
+            pq.write_table(table, path)
+            source = [f"  - from: 'adbc:\"parquet\".\"{path}\"'", "    params:", "      adbc_driver: adbc_driver_spark",
+                      f"      adbc_uri: {server.endpoint}"]
+            lines += [source[0], f"    name: {name}_sc", *source[1:]]
+            lines += [source[0], f"    name: {name}_sc_acc", *source[1:],
+                      "    acceleration:", "      enabled: true", "      engine: duckdb"]
+        lines += ["  - from: file:nation.csv", "    name: nation"]
+        satchel = module_satchel_server("\n".join(lines) + "\n", files={"nation.csv": NATION_CSV})
+        yield server, satchel
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("name", list(WHOLE) + list(FEDERATED))
+def test_spark_connect_answers_are_exact_on_both_routes(spark_connect, name: str) -> None:
+    _, satchel = spark_connect
+    sql = {**WHOLE, **FEDERATED}[name]
+    want = expected(sql)
+    assert rows(query(satchel, with_suffix(sql, "_sc"))) == want
+    assert rows(query(satchel, with_suffix(sql, "_sc_acc"))) == want
+
+
+@pytest.mark.parametrize("name", list(WHOLE))
+def test_spark_connect_whole_queries_go_to_sail(spark_connect, name: str) -> None:
+    sail, satchel = spark_connect
+    sql = with_suffix(WHOLE[name], "_sc")
+    assert "pushed down whole to adbc:" in explain(satchel, sql)
+    before = len(sail.statements())
+    query(satchel, sql)
+    sent = sail.statements()[before:]
+    assert len(sent) == 1 and sent[0].startswith("/* satchel */ SELECT") and "`parquet`.`/" in sent[0], sent
+
+
+def test_spark_connect_join_with_a_local_file(spark_connect) -> None:
+    sail, satchel = spark_connect
+    sql = ("SELECT n.n_name, count(*) AS n, sum(o.o_totalprice) AS revenue FROM orders o "
+           "JOIN customer c ON o.o_custkey = c.c_custkey JOIN nation n ON c.c_nationkey = n.n_nationkey "
+           "WHERE o.o_comment = 'back\\slash' GROUP BY n.n_name ORDER BY n.n_name")
+    before = len(sail.statements())
+    assert rows(query(satchel, with_suffix(sql, "_sc"))) == expected(sql)
+    sent = sail.statements()[before:]
+    assert any(s.startswith("SELECT `") and "`o_comment` = 'back\\\\slash'" in s for s in sent), sent
