@@ -139,3 +139,15 @@ def test_spark_whole_queries_are_a_conservative_set(sql: str, same: bool) -> Non
     tree = qualify(sqlglot.parse_one(sql, read="postgres"), schema={t: {f.name: sql_type(f.type) for f in schema}
                                                                      for t in ("t", "u")}, dialect="postgres")
     assert _spark_same_meaning(tree, SimpleNamespace(scans=scans)) is same
+
+
+def test_adbc_spark_driver_picks_the_spark_dialect() -> None:
+    from connectors.sql.adbc import AdbcConnector
+
+    conn = AdbcConnector(DatasetSpec("d", '"parquet"."/data/o.parquet"', "adbc",
+                                     {"adbc_driver": "adbc_driver_spark", "adbc_uri": "sc://h:1"}))
+    try:
+        assert conn.dialect == "spark" and conn.relation_sql == "`parquet`.`/data/o.parquet`"
+        assert conn.filter_dialect.name == "spark"
+    finally:
+        conn.close()

@@ -1,8 +1,10 @@
 """A Satchel over Sail (Spark-compatible, distributed: `sail flight server` in local-cluster
 mode): `from: flightsql:<table>` datasets with `flightsql_dialect: spark`, read live
 (federated), accelerated in DuckDB, joined with a local file, and whole queries pushed down
-to Sail in Spark SQL. Answers are compared with DuckDB over the same Arrow tables; push-down
-is proven by the statements Sail logged and by Satchel's EXPLAIN."""
+to Sail in Spark SQL; TPC-H SF 0.01 in a Sail database against DuckDB's answers; and the same
+over Spark Connect (`adbc:` with adbc_driver_spark, `sail spark server`). Answers are compared
+with DuckDB over the same Arrow tables; push-down is proven by the statements Sail logged and
+by Satchel's EXPLAIN."""
 
 from __future__ import annotations
 
