@@ -205,6 +205,8 @@ class FlightSqlConnector(AdbcSqlSource):
                                       f"such as Sail needs flightsql_dialect: spark)", e2) from None
             healthy = True
             return schema
+        except ConnectorError:
+            raise
         except Exception as e:  # noqa: BLE001
             text = str(e)
             if ("NOT_FOUND" in text or "TABLE_OR_VIEW_NOT_FOUND" in text) and self.query_text is None:

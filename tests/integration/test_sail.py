@@ -244,7 +244,7 @@ def test_sail_without_the_spark_dialect_is_a_clear_error(sail: SailServer) -> No
     try:
         with pytest.raises(ConnectorError, match="flightsql_dialect: spark") as e:
             conn.schema()
-        assert "dataset 'orders'" in str(e.value) and e.value.code
+        assert str(e.value).count("dataset 'orders'") == 1 and e.value.code == "source_error", str(e.value)
     finally:
         conn.close()
 
