@@ -9,13 +9,15 @@ Params:
 - `adbc_uri`: the database URI the driver takes (may hold credentials: treated as a secret);
 - `adbc_options`: more database options as `key=value;key=value`, and `adbc_option_<key>`:
   one option each (values are treated as secrets: never echoed);
-- `adbc_dialect`: how to render pushed filters (sqlite | postgres | generic); by default
-  from the driver (sqlite, postgresql), else generic;
+- `adbc_dialect`: how to render pushed filters (sqlite | postgres | spark | generic); by
+  default from the driver (sqlite, postgresql, spark), else generic;
 - `connection_pool_size` (default 4).
 
 Projection, the filters the dialect evaluates exactly (see connectors/sql/filters.py) and
 the limit go to the database; whole-query push-down is left to the dedicated connectors
-(postgres:, flightsql:), whose semantics are checked server by server.
+(postgres:, flightsql:), whose semantics are checked server by server, except `spark`
+(Spark Connect through adbc-driver-spark, e.g. to Sail): whole queries in Spark SQL, as for
+flightsql_dialect spark (engine/query/pushdown.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import importlib
 import os
 import re
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import adbc_driver_manager
 import adbc_driver_manager.dbapi as dm
@@ -41,13 +43,14 @@ from .pool import GATE_PARAMS, close_quietly
 
 PARAMS = ("adbc_driver", "adbc_entrypoint", "adbc_uri", "adbc_options", "adbc_dialect", "connection_pool_size") + GATE_PARAMS
 OPTION_PREFIX = "adbc_option_"
-ADBC_DIALECTS = ("sqlite", "postgres", "generic")
+ADBC_DIALECTS = ("sqlite", "postgres", "spark", "generic")
 
 
 def resolve_driver(dataset: str, driver: str) -> tuple[str, str]:
     """(what to load, dialect guess) for an `adbc_driver` value."""
     name = driver.strip()
-    guess = "sqlite" if "sqlite" in name.lower() else "postgres" if "postgres" in name.lower() else "generic"
+    lower = name.lower()
+    guess = next((d for d in ("sqlite", "postgres", "spark") if d in lower), "generic")
     if re.fullmatch(r"[A-Za-z_][\w.]*", name) and not name.endswith((".so", ".dylib", ".dll")):
         try:
             module = importlib.import_module(name)
@@ -116,6 +119,12 @@ class AdbcConnector(AdbcSqlSource):
     @property
     def source_id(self) -> str:
         return self._source_id
+
+    def quote(self, name: str) -> str:
+        return DIALECTS["spark"].ident(name) if self.dialect == "spark" else super().quote(name)
+
+    def pushdown_safe(self, columns: Sequence[str] | None) -> bool:
+        return self.dialect == "spark" and self._spark_pushdown_safe(columns)
 
     def _connect(self) -> Any:
         kwargs = dict(self._options)

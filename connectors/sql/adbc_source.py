@@ -53,10 +53,10 @@ class AdbcSqlSource:
         self.table_parts: list[str] = []
         if is_query(spec.path):
             self.query_text = spec.path.strip().rstrip(";")
-            self.relation_sql = f"({self.query_text}) AS {quote_ident('q')}"
+            self.relation_sql = f"({self.query_text}) AS {self.quote('q')}"
         else:
             self.table_parts = split_name(spec.name, spec.prefix, spec.path)
-            self.relation_sql = ".".join(quote_ident(x) for x in self.table_parts)
+            self.relation_sql = ".".join(self.quote(x) for x in self.table_parts)
         self._pool = ConnectionPool(self._connect, pool_size)
         self._gate = join_gate(self.source_id, self, GateSettings.from_params(spec.name, spec.params))
         self._schema: pa.Schema | None = None
@@ -64,6 +64,10 @@ class AdbcSqlSource:
         self._lock = threading.Lock()
 
     # -- to implement --
+
+    def quote(self, name: str) -> str:
+        """An identifier as the source writes it (double quotes; a Spark source: backticks)."""
+        return quote_ident(name)
 
     def _connect(self) -> Any:
         raise NotImplementedError
@@ -146,7 +150,7 @@ class AdbcSqlSource:
         """The statement a scan sends (filters the remote cannot take exactly are left out)."""
         names = checked_projection(self.spec.name, self.schema(), columns)
         types = self._types()
-        select = ", ".join(quote_ident(n) for n in names) or "1 AS \"?\""
+        select = ", ".join(self.quote(n) for n in names) or f"1 AS {self.quote('?')}"
         where = [w for f in filters if (w := render_filter(f, types, self.filter_dialect)) is not None]
         sql = f"SELECT {select} FROM {self.relation_sql}"
         if where:
@@ -182,7 +186,7 @@ class AdbcSqlSource:
         return self._orderable(keys)
 
     def _order_key(self, k: Any, types: dict[str, pa.DataType]) -> str:
-        col = quote_ident(k.column)
+        col = self.quote(k.column)
         typ = types.get(k.column)
         if typ is not None and (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
             col += self.filter_dialect.string_collate
@@ -219,6 +223,16 @@ class AdbcSqlSource:
         """Whether a whole query over these columns means the same in the source (subclasses
         decide per dialect; columns the pod retyped are converted locally, so never)."""
         return False
+
+    def _spark_pushdown_safe(self, columns: Sequence[str] | None) -> bool:
+        """Spark SQL (Sail): served as is, no float (NaN = NaN is false there) and no timestamp
+        column (session time zone rules); the query's shape is checked in engine/query/pushdown.py."""
+        schema = self.schema()
+        names = list(columns) if columns is not None else schema.names
+        if any(n in self._converted or n not in schema.names for n in names):
+            return False
+        return not any(pa.types.is_floating(t) or pa.types.is_timestamp(t)
+                       for t in (schema.field(n).type for n in names))
 
     def close(self) -> None:
         self._pool.close()

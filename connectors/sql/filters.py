@@ -14,6 +14,10 @@ column's type (connectors.arrow_filters._convert) and the dialect compares that 
   case-sensitive per connection (PRAGMA case_sensitive_like) and has no escape character,
   exactly the Filter contract; dates/timestamps/decimals are text or REAL there: not pushed.
 - `postgres` (the ADBC PostgreSQL driver): strings `COLLATE "C"`, LIKE `ESCAPE ''`, float8 only.
+- `spark` (Sail and other Spark SQL servers): identifiers in backticks, string literals with
+  a quote and a backslash escaped by a backslash, LIKE escaping with a backslash, naive
+  timestamps as TIMESTAMP_NTZ literals; floats stay local (NaN = NaN is false in Sail,
+  -0.0 = 0.0 is true).
 - `generic` (an unknown server): only integer/boolean comparisons, string (in)equality and
   NULL tests, which every SQL engine evaluates alike.
 
@@ -49,6 +53,13 @@ class FilterDialect:
     string_collate: str = ""  # appended to string columns, e.g. ` COLLATE "C"`
     like_escape: str = ""  # appended to LIKE, e.g. ` ESCAPE ''`
     like_backslash: str = "double"  # "double": the dialect escapes with `\`; "plain": no escape char
+    ident_quote: str = '"'  # identifiers: "name" (standard) or `name` (Spark)
+    backslash_strings: bool = False  # string literals take backslash escapes (Spark): `\'` and `\\`
+
+    def ident(self, name: str) -> str:
+        """`name` as a quoted identifier of this dialect."""
+        q = self.ident_quote
+        return q + name.replace(q, q + q) + q
 
 
 DIALECTS: dict[str, FilterDialect] = {
@@ -57,6 +68,8 @@ DIALECTS: dict[str, FilterDialect] = {
     "sqlite": FilterDialect("sqlite", True, True, False, False, False, True, True, like_backslash="plain"),
     "postgres": FilterDialect("postgres", True, True, False, True, True, True, True, string_collate=' COLLATE "C"',
                               like_escape=" ESCAPE ''", like_backslash="plain"),
+    "spark": FilterDialect("spark", True, False, False, True, True, True, True, ident_quote="`",
+                           backslash_strings=True),
     "generic": FilterDialect("generic", False, False, False, False, False, False, False),
 }
 
@@ -65,15 +78,20 @@ _ORDERING = {"<", "<=", ">", ">="}
 
 
 
-def quote_string(text: str) -> str | None:
+def quote_string(text: str, d: FilterDialect | None = None) -> str | None:
+    """`text` as a string literal (of dialect `d`: Spark's takes backslash escapes), None with NUL."""
     if "\x00" in text:
         return None
+    if d is not None and d.backslash_strings:
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return "'" + text.replace("'", "''") + "'"
 
 
 def render_filter(f: Filter, types: Mapping[str, pa.DataType], d: FilterDialect,
-                  column_sql: Callable[[str], str] = quote_ident) -> str | None:
+                  column_sql: Callable[[str], str] | None = None) -> str | None:
     """`f` as a condition in dialect `d` with the engine's meaning, or None."""
+    if column_sql is None:
+        column_sql = d.ident
     if f.op in ("and", "or"):
         parts = [render_filter(x, types, d, column_sql) for x in (f.value or ())]
         if not parts or any(p is None for p in parts):
@@ -102,7 +120,7 @@ def render_filter(f: Filter, types: Mapping[str, pa.DataType], d: FilterDialect,
         if not (is_text and d.like and isinstance(f.value, str)):
             return None
         pattern = f.value.replace("\\", "\\\\") if d.like_backslash == "double" else f.value
-        lit = quote_string(pattern)
+        lit = quote_string(pattern, d)
         if lit is None:
             return None
         return f"{col} {'NOT ' if f.op == 'not_like' else ''}LIKE {lit}{d.like_escape}"
@@ -176,7 +194,7 @@ def literal(s: pa.Scalar, d: FilterDialect) -> str | None:
             return f"'{decimal.Decimal(v)}'::numeric"
         return f"CAST('{decimal.Decimal(v)}' AS DECIMAL({t.precision}, {t.scale}))"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return quote_string(v)
+        return quote_string(v, d)
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         if d.name == "postgres":
             return f"'\\x{bytes(v).hex()}'::bytea"
@@ -187,9 +205,11 @@ def literal(s: pa.Scalar, d: FilterDialect) -> str | None:
         if not isinstance(v, dt.datetime):
             return None
         if t.tz is None:
-            return f"TIMESTAMP '{v.isoformat(sep=' ')}'"
+            return f"{'TIMESTAMP_NTZ' if d.name == 'spark' else 'TIMESTAMP'} '{v.isoformat(sep=' ')}'"
         text = v.astimezone(dt.timezone.utc).isoformat(sep=" ")
         if d.name == "postgres":
             return f"'{text}'::timestamptz"
+        if d.name == "spark":  # TIMESTAMP is Spark's instant type; the string carries its offset
+            return f"CAST('{text}' AS TIMESTAMP)"
         return f"CAST('{text}' AS TIMESTAMPTZ)"
     return None

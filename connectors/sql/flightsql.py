@@ -4,15 +4,22 @@ read through the ADBC Flight SQL driver (Go, streaming Arrow batches, no Python 
 Params: `flightsql_endpoint` (grpc://host:port, grpc+tcp://, grpc+tls://), credentials
 `flightsql_token` (sent as `Authorization: Bearer`) or `flightsql_username` / `flightsql_password`
 (basic auth handshake), TLS `flightsql_tls_ca_cert` (a PEM file, relative to the pod) and
-`flightsql_tls_skip_verify`, `flightsql_dialect` (auto | satchel | datafusion | generic) and
-`connection_pool_size`. Secrets never appear in errors, logs or `source_id`.
+`flightsql_tls_skip_verify`, `flightsql_dialect` (auto | satchel | datafusion | spark | generic)
+and `connection_pool_size`. Secrets never appear in errors, logs or `source_id`.
 
 The dialect says what may be pushed to the server (see connectors/sql/filters.py):
 `satchel` (another Satchel: same public dialect and semantics, whole queries go down),
 `datafusion` (roapi and other DataFusion servers: whole queries without float columns and
 within a conservative set of operations, filters except on floats), `generic` (an unknown
-server: projection, limit and only the simplest filters). `auto` (default) asks the server's
-SqlInfo vendor name: Satchel -> satchel, RoAPI / DataFusion -> datafusion, else generic.
+server: projection, limit and only the simplest filters), `spark` (Sail and other Spark SQL
+servers: Spark's quoting and literals; filters except on floats; whole queries within the
+DataFusion set minus division, without float or timestamp columns, rendered by sqlglot's
+"spark" dialect with explicit NULLS FIRST/LAST). `auto` (default) asks the server's SqlInfo
+vendor name: Satchel -> satchel, RoAPI / DataFusion -> datafusion, else generic (Sail calls
+itself "Flight SQL": say `spark`).
+
+Servers without the catalog calls (Sail answers GetTables and GetExecuteSchema with
+UNIMPLEMENTED) are asked for the schema by `SELECT * FROM <table> LIMIT 0`.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from .pool import GATE_PARAMS, close_quietly
 
 PARAMS = ("flightsql_endpoint", "flightsql_username", "flightsql_password", "flightsql_token",
           "flightsql_tls_ca_cert", "flightsql_tls_skip_verify", "flightsql_dialect", "connection_pool_size") + GATE_PARAMS
-FLIGHTSQL_DIALECTS = ("auto", "satchel", "datafusion", "generic")
+FLIGHTSQL_DIALECTS = ("auto", "satchel", "datafusion", "spark", "generic")
 _SCHEMES = ("grpc://", "grpc+tcp://", "grpc+tls://")
 
 
@@ -113,6 +120,9 @@ class FlightSqlConnector(AdbcSqlSource):
 
     # -- identity and dialect --
 
+    def quote(self, name: str) -> str:
+        return DIALECTS["spark"].ident(name) if self._dialect_param == "spark" else super().quote(name)
+
     @property
     def source_id(self) -> str:
         return self._source_id
@@ -139,7 +149,7 @@ class FlightSqlConnector(AdbcSqlSource):
 
     def pushdown_safe(self, columns: Sequence[str] | None) -> bool:
         dialect = self.dialect()
-        if dialect not in ("satchel", "datafusion"):
+        if dialect not in ("satchel", "datafusion", "spark"):
             return False
         schema = self.schema()
         names = list(columns) if columns is not None else schema.names
@@ -147,6 +157,8 @@ class FlightSqlConnector(AdbcSqlSource):
             return False
         if dialect == "datafusion":  # -0.0 / NaN compare and group in total order there
             return not any(pa.types.is_floating(schema.field(n).type) for n in names)
+        if dialect == "spark":
+            return self._spark_pushdown_safe(columns)
         return True
 
     # -- ADBC --
@@ -170,19 +182,34 @@ class FlightSqlConnector(AdbcSqlSource):
         conn, _ = self._acquire()
         healthy = False
         try:
-            if self.query_text is not None:
-                cur = conn.cursor()
+            try:
+                if self.query_text is not None:
+                    cur = conn.cursor()
+                    try:
+                        schema = cur.adbc_execute_schema(self.query_text)
+                    finally:
+                        close_quietly(cur)
+                else:
+                    schema = self._table_schema(conn)
+            except Exception as e:  # noqa: BLE001
+                if "NOT_IMPLEMENTED" not in str(e) and "Unimplemented" not in str(e):
+                    raise
                 try:
-                    schema = cur.adbc_execute_schema(self.query_text)
-                finally:
-                    close_quietly(cur)
-            else:
-                schema = self._table_schema(conn)
+                    schema = self._schema_by_empty_query(conn)
+                except Exception as e2:  # noqa: BLE001
+                    if self._dialect_param == "spark" or "parse error" not in str(e2).lower():
+                        raise
+                    raise self._error("cannot read the schema from the Flight SQL server "
+                                      f"{self.endpoint} (it has no catalog calls and did not parse "
+                                      f"`SELECT * FROM {self.relation_sql} LIMIT 0`; a Spark SQL server "
+                                      f"such as Sail needs flightsql_dialect: spark)", e2) from None
             healthy = True
             return schema
+        except ConnectorError:
+            raise
         except Exception as e:  # noqa: BLE001
             text = str(e)
-            if "NOT_FOUND" in text and self.query_text is None:
+            if ("NOT_FOUND" in text or "TABLE_OR_VIEW_NOT_FOUND" in text) and self.query_text is None:
                 raise ConnectorError(f"dataset '{self.spec.name}': table {'.'.join(self.table_parts)} not found on "
                                      f"the Flight SQL server {self.endpoint}") from None
             if "UNAUTHENTICATED" in text or "Unauthenticated" in text or "too many wrong API keys" in text:
@@ -191,6 +218,15 @@ class FlightSqlConnector(AdbcSqlSource):
             raise self._error(f"cannot read the schema from the Flight SQL server {self.endpoint}", e) from None
         finally:
             self._pool.release(conn, healthy)
+
+    def _schema_by_empty_query(self, conn: Any) -> pa.Schema:
+        """The schema of `SELECT * FROM <relation> LIMIT 0` (for servers without GetTables / GetExecuteSchema)."""
+        cur = conn.cursor()
+        try:
+            cur.execute(f"SELECT * FROM {self.relation_sql} LIMIT 0")
+            return cur.fetch_record_batch().schema
+        finally:
+            close_quietly(cur)
 
     def _error(self, what: str, e: BaseException) -> ConnectorError:
         err = super()._error(what, e)

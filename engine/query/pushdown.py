@@ -7,10 +7,14 @@ in the source, in its dialect, instead of in DataFusion over pushed-down scans.
 
 A connector states it by being a `WholeQuerySql` (connectors/base.py):
 - `sql_dialect`: "postgres", "satchel" (another Satchel: our public dialect with the
-  same semantics: everything goes down) or "datafusion" (roapi and other DataFusion servers:
+  same semantics: everything goes down), "datafusion" (roapi and other DataFusion servers:
   the planner's DataFusion-ready SQL, only when every node is in a conservative set whose
-  meaning DataFusion shares, and no float column is used, see `_DATAFUSION_NODES`); other
-  dialects never get whole queries;
+  meaning DataFusion shares, and no float column is used, see `_DATAFUSION_NODES`) or
+  "spark" (Sail and other Spark SQL servers: the same set without division, which is
+  fractional for integers there, arithmetic only on BIGINT/DECIMAL (narrower integers wrap
+  on overflow in Spark), no casts to float or text; written by sqlglot's "spark" dialect:
+  backticks, backslash-escaped strings, NULLS FIRST/LAST spelled out); other dialects never
+  get whole queries;
 - `relation_sql`: the FROM item replacing the table (a quoted name or `(query) AS q`);
   PostgreSQL connectors say None and give `schema_name` / `table_name` instead;
 - `source_id` and `pushdown_safe(columns)`.
@@ -73,7 +77,7 @@ def _connectors(plan: Plan, datasets: Mapping[str, object]) -> list | None:
     return conns
 
 
-_WHOLE_QUERY_DIALECTS = ("postgres", "satchel", "datafusion")
+_WHOLE_QUERY_DIALECTS = ("postgres", "satchel", "datafusion", "spark")
 
 
 def dialect_of(conn: WholeQuerySql) -> str:
@@ -103,6 +107,8 @@ def source_sql(plan: Plan, datasets: Mapping[str, object]) -> str | None:
         return None
     if dialect == "datafusion" and not _datafusion_same_meaning(tree):
         return None
+    if dialect == "spark" and not _spark_same_meaning(tree, plan):
+        return None
     placeholders: dict[str, str] = {}
     for table in list(tree.find_all(exp.Table)):
         conn = relations.get(table.name)
@@ -122,11 +128,13 @@ def source_sql(plan: Plan, datasets: Mapping[str, object]) -> str | None:
         table.set("this", exp.to_identifier(mark, quoted=True))
         table.set("db", None)
         table.set("catalog", None)
-    text = tree.sql("postgres" if dialect == "postgres" else PUBLIC_DIALECT)
+    text = tree.sql({"postgres": "postgres", "spark": "spark"}.get(dialect, PUBLIC_DIALECT))
+    quote = "`" if dialect == "spark" else '"'
     for mark, relation in placeholders.items():
-        if relation.startswith("(") and relation.endswith(") AS \"q\""):
-            relation = relation[: -len(' AS "q"')]
-        text = text.replace(f'"{mark}"', relation)
+        alias = f" AS {quote}q{quote}"
+        if relation.startswith("(") and relation.endswith(")" + alias):
+            relation = relation[: -len(alias)]
+        text = text.replace(f"{quote}{mark}{quote}", relation)
     return "/* satchel */ " + text
 
 
@@ -154,6 +162,45 @@ def _datafusion_same_meaning(tree: exp.Expression) -> bool:
     return True
 
 
+# Spark SQL (Sail): the DataFusion set but division (`/` is fractional for integers in Spark).
+_SPARK_NODES = tuple(n for n in _DATAFUSION_NODES if n is not exp.Div)
+_SPARK_WIDE = {exp.DataType.Type.BIGINT, exp.DataType.Type.DECIMAL}
+
+
+def _spark_same_meaning(tree: exp.Expression, plan: Plan) -> bool:
+    """Whether a Spark SQL server (Sail) gives this query the engine's answer: nodes of the
+    conservative set, arithmetic only on BIGINT/DECIMAL (narrower integers wrap around in
+    Spark instead of failing), casts only to integers, decimals and dates."""
+    for node in tree.walk():
+        if not isinstance(node, _SPARK_NODES):
+            return False
+        if isinstance(node, exp.Cast) and not (node.to.is_type(*exp.DataType.INTEGER_TYPES)
+                                               or node.to.is_type(exp.DataType.Type.DECIMAL, exp.DataType.Type.DATE)):
+            return False
+    def arithmetic(node: exp.Expression) -> bool:  # a negative literal (-1) is not
+        return isinstance(node, (exp.Add, exp.Sub, exp.Mul)) or isinstance(node, exp.Neg) \
+            and not isinstance(node.this, exp.Literal)
+
+    if not any(arithmetic(n) for n in tree.walk()):
+        return True
+    typed = _typed(tree, plan)
+    if typed is None:
+        return False
+    return all(n.type is not None and n.type.this in _SPARK_WIDE for n in typed.walk() if arithmetic(n))
+
+
+def _typed(tree: exp.Expression, plan: Plan) -> exp.Expression | None:
+    """A copy of `tree` with sqlglot's types for the plan's scans (None: cannot tell)."""
+    schema = {}
+    for scan in plan.scans:
+        names = scan.columns if scan.columns is not None else scan.binding.schema.names
+        schema[scan.register_as] = {n: sql_type(scan.binding.schema.field(n).type) for n in names}
+    try:
+        return annotate_types(tree.copy(), schema=schema, dialect=PUBLIC_DIALECT)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 _FLOATS = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
 _TEXTS = {exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR, exp.DataType.Type.CHAR}
 
@@ -162,13 +209,8 @@ def _different_meaning(tree: exp.Expression, plan: Plan) -> bool:
     """Whether PostgreSQL could give this query another answer than the engines:
     round() of a float (PostgreSQL rounds half to even, the engines half away from zero) and
     floats turned into text (each engine formats them its own way)."""
-    schema = {}
-    for scan in plan.scans:
-        names = scan.columns if scan.columns is not None else scan.binding.schema.names
-        schema[scan.register_as] = {n: sql_type(scan.binding.schema.field(n).type) for n in names}
-    try:
-        typed = annotate_types(tree.copy(), schema=schema, dialect=PUBLIC_DIALECT)
-    except Exception:  # noqa: BLE001 - cannot tell: do not push down
+    typed = _typed(tree, plan)
+    if typed is None:  # cannot tell: do not push down
         return True
 
     def is_float(node: exp.Expression) -> bool:

@@ -1,11 +1,14 @@
 """The conformance suite over ADBC drivers loaded by name: SQLite (a database file written
-here through the same driver) and PostgreSQL (tests/integration/postgres_server.py)."""
+here through the same driver), PostgreSQL (tests/integration/postgres_server.py) and Spark
+Connect (adbc-driver-spark) to a real Sail (tests/integration/sail_server.py)."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
+
+import pyarrow.parquet as pq
 
 import adbc_driver_manager.dbapi as dm
 import adbc_driver_sqlite
@@ -19,6 +22,7 @@ from engine.errors import MissingDependency
 from tests.connectors.conformance import ConformanceCase, ConformanceSuite, ErrorCase, Source, reference_table
 from tests.connectors.test_postgres_conformance import PG_COLUMNS, PG_TYPES
 from tests.integration.postgres_server import SATCHEL_PASSWORD, postgres_server  # noqa: F401
+from tests.integration.sail_server import SailServer, start_sail
 
 DATASET = "reference"
 # SQLite stores INTEGER, REAL, TEXT and BLOB; booleans, dates and timestamps are stored as
@@ -112,6 +116,40 @@ def build_postgres(request: pytest.FixtureRequest) -> Source:
     return Source(make=make, errors=errors, secrets=(SATCHEL_PASSWORD, wrong), dataset=DATASET)
 
 
+# Every reference type Sail carries (Spark has no unsigned integers).
+SPARK_COLUMNS = ("id", "i8", "i16", "i32", "i64", "f32", "f64", "dec", "s", "b", "d", "ts", "tstz", "bin")
+
+
+@pytest.fixture(scope="module")
+def sail_spark_connect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SailServer, Path]]:
+    """Sail's Spark Connect server and the reference as a Parquet file it reads by path."""
+    tmp = tmp_path_factory.mktemp("adbc_spark")
+    pq.write_table(reference_table(SPARK_COLUMNS), tmp / "reference.parquet")
+    server = start_sail(tmp, "spark")
+    yield server, tmp / "reference.parquet"
+    server.stop()
+
+
+def build_spark(request: pytest.FixtureRequest) -> Source:
+    server, path = request.getfixturevalue("sail_spark_connect")
+    params = {"adbc_driver": "adbc_driver_spark", "adbc_uri": server.endpoint}
+    table = f'"parquet"."{path}"'  # Spark's parquet.`path`: no catalog needed (sessions are short-lived)
+
+    def conn(p: Mapping[str, str], path: str = table) -> Callable[[], AdbcConnector]:
+        return lambda: AdbcConnector(adbc_spec(p, path))
+
+    errors = [
+        ErrorCase("unknown-table", conn(params, "no_such_table"), r"table no_such_table not found"),
+        ErrorCase("unreachable", conn({**params, "adbc_uri": "sc://127.0.0.1:1"}), r"cannot|refused|unavailable"),
+        ErrorCase("bad-dialect", conn({**params, "adbc_dialect": "oracle"}), r"unknown adbc_dialect 'oracle'"),
+    ]
+
+    def make(descriptions: Mapping[str, str]) -> AdbcConnector:
+        return AdbcConnector(adbc_spec(params, table, descriptions=descriptions))
+
+    return Source(make=make, errors=errors, secrets=(), dataset=DATASET)
+
+
 class TestAdbcSqliteConformance(ConformanceSuite):
     cases = [ConformanceCase("adbc-sqlite", SQLITE_COLUMNS, build=build_sqlite, nan=False)]
 
@@ -119,3 +157,8 @@ class TestAdbcSqliteConformance(ConformanceSuite):
 class TestAdbcPostgresConformance(ConformanceSuite):
     pytestmark = pytest.mark.integration
     cases = [ConformanceCase("adbc-postgres", PG_COLUMNS, build=build_postgres)]
+
+
+class TestAdbcSparkConnectConformance(ConformanceSuite):
+    pytestmark = pytest.mark.integration
+    cases = [ConformanceCase("adbc-spark-sail", SPARK_COLUMNS, build=build_spark)]

@@ -1,5 +1,6 @@
 """The conformance suite over Flight SQL: a real Satchel (DuckDB-accelerated reference table,
-API key auth) and a real roapi (DataFusion), each read by FlightSqlConnector."""
+API key auth), a real roapi (DataFusion) and a real Sail (Spark SQL, `flightsql_dialect: spark`),
+each read by FlightSqlConnector."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from connectors.base import DatasetSpec
 from connectors.sql.flightsql import FlightSqlConnector
 from tests.connectors.conformance import ConformanceCase, ConformanceSuite, ErrorCase, Source, reference_table
 from tests.integration.roapi_server import RoapiServer, start_roapi
+from tests.integration.sail_server import SailServer, start_sail
 
 DATASET = "reference"
 TOKEN = "fl1ght-T0ken-Sh0uld-N3ver-Leak"
@@ -21,6 +23,7 @@ WRONG = "wr0ng-T0ken-Sh0uld-N3ver-Leak"
 # above 2^63 has no bigint), so they are not part of what one Satchel promises another.
 SATCHEL_COLUMNS = ("id", "i8", "i16", "i32", "i64", "f32", "f64", "dec", "s", "b", "d", "ts", "tstz", "bin")
 ROAPI_COLUMNS = ("id", "i8", "i16", "i32", "i64", "f32", "f64", "dec", "s", "b", "d", "ts", "bin")
+SAIL_COLUMNS = ("id", "i8", "i16", "i32", "i64", "f32", "f64", "dec", "s", "b", "d", "ts", "tstz", "bin")
 
 UPSTREAM_POD = """\
 version: v1
@@ -57,7 +60,7 @@ def _errors(endpoint: str, good: Mapping[str, str]) -> list[ErrorCase]:
         ErrorCase("missing-endpoint", lambda: FlightSqlConnector(DatasetSpec(DATASET, "reference", "flightsql", {})),
                   r"flightsql_endpoint is required"),
         ErrorCase("unknown-param", conn(pg_host="x", **good), r"unknown param\(s\) pg_host .*allowed: .*flightsql_endpoint"),
-        ErrorCase("bad-dialect", conn(flightsql_dialect="oracle", **good), r"unknown flightsql_dialect 'oracle'"),
+        ErrorCase("bad-dialect", conn(**{**good, "flightsql_dialect": "oracle"}), r"unknown flightsql_dialect 'oracle'"),
         ErrorCase("token-and-password", conn(flightsql_token=WRONG, flightsql_username="u", flightsql_password=WRONG),
                   r"either flightsql_token or"),
         ErrorCase("tls-option-without-tls", conn(flightsql_tls_skip_verify="true"), r"need a grpc\+tls://"),
@@ -101,9 +104,35 @@ def build_roapi(request: pytest.FixtureRequest) -> Source:
     return Source(make=make, errors=_errors(server.endpoint, {}), secrets=(WRONG,), dataset=DATASET)
 
 
+@pytest.fixture(scope="module")
+def sail_reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SailServer]:
+    """Sail (local-cluster mode) serving the reference table for the whole module."""
+    tmp = tmp_path_factory.mktemp("flightsql_sail")
+    pq.write_table(reference_table(SAIL_COLUMNS), tmp / "reference.parquet")
+    server = start_sail(tmp)
+    try:
+        server.create_parquet_table("reference", tmp / "reference.parquet")
+    except BaseException:
+        server.stop()
+        raise
+    yield server
+    server.stop()
+
+
+def build_sail(request: pytest.FixtureRequest) -> Source:
+    server = request.getfixturevalue("sail_reference")
+    good = {"flightsql_dialect": "spark"}
+
+    def make(descriptions: Mapping[str, str]) -> FlightSqlConnector:
+        return FlightSqlConnector(spec(server.endpoint, descriptions=descriptions, **good))
+
+    return Source(make=make, errors=_errors(server.endpoint, good), secrets=(WRONG,), dataset=DATASET)
+
+
 class TestFlightSqlConformance(ConformanceSuite):
     pytestmark = pytest.mark.integration
     cases = [
         ConformanceCase("flightsql-satchel", SATCHEL_COLUMNS, build=build_satchel),
         ConformanceCase("flightsql-roapi", ROAPI_COLUMNS, build=build_roapi),
+        ConformanceCase("flightsql-sail", SAIL_COLUMNS, build=build_sail),
     ]

@@ -6,16 +6,19 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
 import sqlglot
+from sqlglot.optimizer.qualify import qualify
 
 from connectors.sql.filters import DIALECTS, render_filter
 from connectors.base import DatasetSpec, Filter
 from connectors.sql.flightsql import FlightSqlConnector, dialect_of_vendor
 from engine.errors import ConnectorError
-from engine.query.pushdown import _datafusion_same_meaning
+from engine.arrow_sql_types import sql_type
+from engine.query.pushdown import _datafusion_same_meaning, _spark_same_meaning
 
 TYPES = {"i": pa.int64(), "f": pa.float64(), "s": pa.string(), "d": pa.date32(), "ts": pa.timestamp("us"),
          "tz": pa.timestamp("us", "UTC"), "dec": pa.decimal128(12, 3), "bin": pa.binary(), "b": pa.bool_()}
@@ -96,3 +99,55 @@ def test_full_text_match_goes_only_to_another_satchel() -> None:
     f = Filter("s", "match", "it's words")
     assert render(f, "satchel") == """match("s", 'it''s words')"""
     assert all(render(f, d) is None for d in DIALECTS if d != "satchel")
+
+
+def test_spark_literals_and_quoting() -> None:
+    """Sail (Spark SQL): backslash escapes in strings, LIKE escaping with a backslash,
+    TIMESTAMP_NTZ for naive timestamps, instants as TIMESTAMP with their offset, no floats."""
+    d = DIALECTS["spark"]
+    assert render(Filter("s", "=", "it's a\\b"), "spark") == "`s` = 'it\\'s a\\\\b'"
+    assert render(Filter("s", "like", "a\\c%"), "spark") == "`s` LIKE 'a\\\\\\\\c%'"
+    assert render(Filter("ts", "=", dt.datetime(2024, 1, 15, 12, 0)), "spark") == "`ts` = TIMESTAMP_NTZ '2024-01-15 12:00:00'"
+    assert render(Filter("tz", "=", dt.datetime(2024, 1, 15, 12, 0, tzinfo=dt.timezone.utc)), "spark") == \
+        "`tz` = CAST('2024-01-15 12:00:00+00:00' AS TIMESTAMP)"
+    assert render(Filter("f", ">", 0.5), "spark") is None
+    assert d.ident("we`ird") == "`we``ird`"
+    conn = FlightSqlConnector(DatasetSpec("d", "db.t", "flightsql", {"flightsql_endpoint": "grpc://h:1",
+                                                                    "flightsql_dialect": "spark"}))
+    assert conn.relation_sql == "`db`.`t`" and conn.dialect() == "spark"
+    query = FlightSqlConnector(DatasetSpec("d", "SELECT a FROM t", "flightsql", {"flightsql_endpoint": "grpc://h:1",
+                                                                                "flightsql_dialect": "spark"}))
+    assert query.relation_sql == "(SELECT a FROM t) AS `q`"
+
+
+@pytest.mark.parametrize("sql, same", [
+    ('SELECT a.x, count(*) AS n FROM "t" AS a JOIN "u" AS b ON a.x = b.x WHERE a.y > 3 GROUP BY a.x ORDER BY n DESC LIMIT 5', True),
+    ("SELECT x / 2 AS h FROM t", False),  # fractional division in Spark
+    ("SELECT big + 1 AS h, dec * 2 AS d FROM t", True),
+    ("SELECT small + 1 AS h FROM t", False),  # 32-bit integers wrap around on overflow in Spark
+    ("SELECT -small AS h FROM t", False),
+    ("SELECT x FROM t WHERE small > -1", True),  # a negative literal is no arithmetic
+    ("SELECT CAST(big AS DOUBLE) AS f FROM t", False),
+    ("SELECT CAST('2024-01-01' AS DATE) AS d FROM t", True),
+    ("SELECT upper(s) AS u FROM t", False),
+])
+def test_spark_whole_queries_are_a_conservative_set(sql: str, same: bool) -> None:
+    schema = pa.schema([("x", pa.int64()), ("y", pa.int64()), ("big", pa.int64()), ("small", pa.int32()),
+                        ("dec", pa.decimal128(12, 2)), ("s", pa.string())])
+    # the planner's scans as _spark_same_meaning reads them (table name, columns, schema)
+    scans = [SimpleNamespace(register_as=t, columns=None, binding=SimpleNamespace(schema=schema)) for t in ("t", "u")]
+    tree = qualify(sqlglot.parse_one(sql, read="postgres"), schema={t: {f.name: sql_type(f.type) for f in schema}
+                                                                     for t in ("t", "u")}, dialect="postgres")
+    assert _spark_same_meaning(tree, SimpleNamespace(scans=scans)) is same
+
+
+def test_adbc_spark_driver_picks_the_spark_dialect() -> None:
+    from connectors.sql.adbc import AdbcConnector
+
+    conn = AdbcConnector(DatasetSpec("d", '"parquet"."/data/o.parquet"', "adbc",
+                                     {"adbc_driver": "adbc_driver_spark", "adbc_uri": "sc://h:1"}))
+    try:
+        assert conn.dialect == "spark" and conn.relation_sql == "`parquet`.`/data/o.parquet`"
+        assert conn.filter_dialect.name == "spark"
+    finally:
+        conn.close()
