@@ -223,6 +223,24 @@ class Model(_Frozen):
             raise ValueError("expected file:<path>.gguf or openai:<model>, e.g. file:models/gemma-3-270m-q4_k_m.gguf")
         return value
 
+    @field_validator("params")
+    @classmethod
+    def _prices(cls, params: FrozenMap) -> FrozenMap:
+        for key in PRICE_PARAMS:
+            if key in params:
+                try:
+                    ok = float(params[key]) >= 0  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    ok = False
+                if not ok:
+                    raise ValueError(f"params.{key} must be a number >= 0 (a price per 1,000 tokens)")
+        return params
+
+    @property
+    def prices(self) -> tuple[float, float]:
+        """(input, output) price per 1,000 tokens (Satchel extension params; default 0)."""
+        return tuple(float(self.params.get(k) or 0) for k in PRICE_PARAMS)  # type: ignore[return-value]
+
     @property
     def provider(self) -> str:
         return self.from_.partition(":")[0]
@@ -233,6 +251,7 @@ class Model(_Frozen):
 
 
 MODEL_PROVIDERS = ("file", "openai")
+PRICE_PARAMS = ("price_per_1k_input_tokens", "price_per_1k_output_tokens")
 EMBEDDING_PROVIDERS = ("file", "openai", "huggingface")
 
 
@@ -332,6 +351,21 @@ class TlsConfig(_Frozen):
     key_file: NonEmptyStr | None = None
 
 
+class TracingConfig(_Frozen):
+    """Satchel extension: export every task-history row as an OpenTelemetry span (OTLP/HTTP)."""
+
+    otlp_endpoint: NonEmptyStr | None = None  # e.g. http://otel-collector:4318 (spans go to /v1/traces)
+    otlp_headers: frozen_map(Str) = Field(default_factory=FrozenMap)  # e.g. an API key from ${secrets:...}
+    service_name: NonEmptyStr = "satchel"
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http(s) URL of an OTLP/HTTP receiver, e.g. http://otel-collector:4318")
+        return value
+
+
 class TaskHistoryConfig(_Frozen):
     enabled: bool = True
     retention_period: PositiveDuration = timedelta(hours=8)
@@ -375,6 +409,7 @@ class RuntimeConfig(_Frozen):
     results_cache: ResultsCacheConfig = ResultsCacheConfig()
     params: RuntimeParams = RuntimeParams()
     snapshots: SnapshotsConfig = SnapshotsConfig()
+    tracing: TracingConfig = TracingConfig()
 
 
 DEFAULT_SECRET_STORES = (SecretStore(**{"from": "env", "name": "env"}),)

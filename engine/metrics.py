@@ -34,3 +34,9 @@ class Metrics:
                                              "unexpectedly (then restarted)", ["model", "reason"], registry=r)
         self.model_worker_up = Gauge("satchel_model_worker_up", "1 while the model's worker process is ready",
                                      ["model"], registry=r)
+        self.model_calls = Counter("satchel_model_calls", "Model calls (chat, tool, nsql, ai, embeddings)",
+                                   ["model", "principal", "task", "status"], registry=r)
+        self.model_tokens = Counter("satchel_model_tokens", "Model tokens", ["model", "principal", "direction"],
+                                    registry=r)
+        self.model_cost = Counter("satchel_model_cost", "Model cost (tokens times the model's price per 1k tokens)",
+                                  ["model", "principal"], registry=r)

@@ -29,6 +29,7 @@ from .embedders import Embedders
 from .errors import NotFound, SatchelError
 from .memory import DUCKDB_SHARE, budget_bytes, size_bytes
 from .metrics import Metrics
+from .model_calls import ModelCallLog
 from .query.accounting import Accounting
 from .query.ai_functions import AiFunctions
 from .query.planner import Plan, view_visible
@@ -47,6 +48,7 @@ from .search.service import search as search_request
 from .task_history import DESCRIPTION as TASK_HISTORY_DESCRIPTION
 from .task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from .task_history import TaskHistory
+from .telemetry import OtlpSpans
 
 __all__ = ["ANONYMOUS", "CATALOG", "Principal", "Runtime", "TableInfo"]
 
@@ -80,6 +82,13 @@ class Runtime:
         install_log_redaction(self.secrets)
         th = pod.runtime.task_history
         self.task_history = TaskHistory(th.enabled, th.retention_period, secrets=self.secrets)
+        self.task_history.observe(ModelCallLog({m.name: m.prices for m in (*pod.models, *pod.embeddings)},
+                                               self.metrics))
+        tracing = pod.runtime.tracing
+        self.spans = OtlpSpans(tracing.otlp_endpoint, tracing.service_name, tracing.otlp_headers) \
+            if tracing.otlp_endpoint else None
+        if self.spans is not None:
+            self.task_history.observe(self.spans)
         # embedding models, attached by the serving layer (serving.server) before start()
         self.embedders = Embedders(self.task_history, capture_text=th.captured_output == "truncated")
         self.data_dir = Path(data_dir or os.environ.get("SATCHEL_DATA_DIR") or Path(pod.base_dir) / ".satchel")
@@ -124,14 +133,18 @@ class Runtime:
         """Cancel every query's and refresh's source work, wait up to `timeout` seconds for the
         refreshes to end, close the sources and accelerators."""
         self.scopes.cancel_all()
-        if not self.refreshes.stop(timeout):
-            log.warning("refreshes still running after %ss; stopping without them", timeout)
-            return  # their accelerators are in use: the process exit closes them
-        for ds in self.datasets.values():
-            ds.close()
-        for inst in self.duckdb_instances.values():
-            inst.close()
-        self.routes.close()
+        try:
+            if not self.refreshes.stop(timeout):
+                log.warning("refreshes still running after %ss; stopping without them", timeout)
+                return  # their accelerators are in use: the process exit closes them
+            for ds in self.datasets.values():
+                ds.close()
+            for inst in self.duckdb_instances.values():
+                inst.close()
+            self.routes.close()
+        finally:
+            if self.spans is not None:
+                self.spans.close()
 
     def ready(self) -> bool:
         """True when every accelerated dataset with `ready_state: on_load` has loaded once, and no

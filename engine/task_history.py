@@ -11,19 +11,22 @@ import contextlib
 import contextvars
 import datetime as dt
 import itertools
+import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from .redact import redact
+from .tracing import Span, new_span
 
+log = logging.getLogger("satchel.task_history")
 DESCRIPTION = "One row per query and refresh run by this sidecar."
 SCHEMA = pa.schema([
     pa.field("task_id", pa.int64(), nullable=False),
-    pa.field("task", pa.string(), metadata={b"description": b"query | refresh | chat | embeddings | tool | nsql | mcp | request (refused before it ran)"}),
+    pa.field("task", pa.string(), metadata={b"description": b"query | refresh | chat | embeddings | tool | nsql | mcp | ai | model_worker | request (refused before it ran)"}),
     pa.field("protocol", pa.string(), metadata={b"description": b"flight | http | mcp | tool | internal"}),
     pa.field("principal", pa.string()),
     pa.field("query_text", pa.string(), metadata={b"description": b"SQL text (secrets redacted)"}),
@@ -35,12 +38,17 @@ SCHEMA = pa.schema([
     pa.field("truncated", pa.bool_()),
     pa.field("error", pa.string()),
     # model calls (chat, tool, nsql, mcp); null for queries and refreshes
-    pa.field("model", pa.string(), metadata={b"description": b"Model name for chat/nsql/tool tasks"}),
+    pa.field("model", pa.string(), metadata={b"description": b"Model name for model calls (chat, tool, nsql, ai, embeddings)"}),
     pa.field("input_tokens", pa.int64()),
     pa.field("output_tokens", pa.int64()),
     pa.field("tool_calls", pa.list_(pa.string()), metadata={b"description": b"Tools the task called"}),
     pa.field("prompt_hash", pa.string(), metadata={b"description": b"sha256 of the prompt text"}),
     pa.field("error_code", pa.string(), metadata={b"description": b"The stable error code the client got"}),
+    pa.field("trace_id", pa.string(), metadata={b"description": b"One per request: the rows of a chat, its tools and their queries share it"}),
+    pa.field("span_id", pa.string(), metadata={b"description": b"This task's span (OpenTelemetry shape)"}),
+    pa.field("parent_id", pa.string(), metadata={b"description": b"span_id of the task that started this one (null: the request itself)"}),
+    pa.field("cost", pa.float64(), metadata={b"description": b"Model calls: tokens times the model's price_per_1k_input_tokens / price_per_1k_output_tokens"}),
+    pa.field("ttft_ms", pa.float64(), metadata={b"description": b"Streamed chat: milliseconds to the first token"}),
 ])
 MAX_TEXT = 16 * 1024
 
@@ -64,6 +72,16 @@ class Task:
     output_tokens: int | None = None
     tool_calls: list[str] | None = None
     prompt_hash: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_id: str | None = None
+    cost: float | None = None
+    ttft_ms: float | None = None
+
+    def in_span(self, span: Span) -> "Task":
+        """This task is `span` (the tasks it starts name it as their parent)."""
+        self.trace_id, self.span_id, self.parent_id = span.trace_id, span.span_id, span.parent_id
+        return self
 
 
 def started_at(monotonic_start: float) -> dt.datetime:
@@ -116,17 +134,30 @@ class TaskHistory:
         self._lock = threading.Lock()
         self._pending: list[dict] = []
         self._table = SCHEMA.empty_table()
+        self._observers: list[Callable[[Task], None]] = []
+
+    def observe(self, observer: Callable[[Task], None]) -> None:
+        """Call `observer(task)` for every task recorded, in registration order, before its row
+        is stored (model pricing fills `cost`; the OpenTelemetry export sends the span)."""
+        self._observers.append(observer)
 
     def record(self, task: Task) -> None:
         scope = _SCOPE.get()
         if scope is not None:
             scope.rows += 1
+        if task.span_id is None:  # a task recorded where it ran: a span under the current one
+            task.in_span(new_span())
+        task.query_text = redact((task.query_text or "")[:2 * MAX_TEXT], self.secrets)[:MAX_TEXT]
+        task.error = redact(task.error, self.secrets) if task.error else task.error
+        for observer in self._observers:
+            try:
+                observer(task)
+            except Exception:  # noqa: BLE001 - accounting never fails the task it accounts
+                log.exception("task history observer failed")
         if not self.enabled:
             return
         row = dict(task.__dict__)
         row["task_id"] = next(self._ids)
-        row["query_text"] = redact((task.query_text or "")[:2 * MAX_TEXT], self.secrets)[:MAX_TEXT]
-        row["error"] = redact(task.error, self.secrets) if task.error else task.error
         with self._lock:
             self._pending.append(row)
 

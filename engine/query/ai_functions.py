@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlglot import exp
 
 from ..errors import ModelUnavailable, QueryTimeout, RequestCancelled, SqlError
 from ..task_history import Task, TaskHistory
+from ..tracing import Span, new_span
+from .policy import Gate
 
 FUNCTIONS = ("ai", "ai_classify", "ai_extract")
 MAX_ROWS = 100  # rows one statement may send to a model
@@ -146,7 +149,8 @@ class AiFunctions:
         return self._lookup(name)
 
     def apply(self, reader: pa.RecordBatchReader, calls: list[AiCall], *, sql: str, principal: str, protocol: str,
-              deadline: float | None, cancelled: Callable[[], bool], gate=None) -> pa.RecordBatchReader:
+              deadline: float | None, cancelled: Callable[[], bool], gate: Gate | None = None,
+              span: Span | None = None) -> pa.RecordBatchReader:
         """`reader` with each ai column's prompts replaced by the model's answers."""
         models = {c.column: self.model(c.model) for c in calls}  # unknown models fail before any row
         schema = reader.schema
@@ -165,33 +169,31 @@ class AiFunctions:
             for batch in held:
                 columns = list(batch.columns)
                 for c in calls:
-                    answers: dict[str, str | None] = {}
-                    out = []
-                    for prompt in columns[c.column].to_pylist():
-                        if prompt is None:
-                            out.append(None)
-                            continue
-                        if prompt not in answers:
-                            if cancelled():
-                                cancel.set()
-                                raise RequestCancelled("the query was cancelled; its model calls stopped")
-                            answers[prompt] = self._ask(models[c.column], c, prompt, sql, principal, protocol,
-                                                        deadline, cancel, gate)
-                        out.append(answers[prompt])
-                    columns[c.column] = pa.array(out, pa.string())
+                    prompts = columns[c.column]
+                    distinct = pc.unique(prompts).drop_null()
+                    answers = []
+                    for prompt in distinct.to_pylist():  # one model call per distinct prompt
+                        if cancelled():
+                            cancel.set()
+                            raise RequestCancelled("the query was cancelled; its model calls stopped")
+                        answers.append(self._ask(models[c.column], c, prompt, sql, principal, protocol,
+                                                 deadline, cancel, gate, span))
+                    columns[c.column] = pc.take(pa.array(answers, pa.string()),
+                                                pc.index_in(prompts, value_set=distinct))
                 yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
     def _ask(self, model: ChatModel, call: AiCall, prompt: str, sql: str, principal: str, protocol: str,
-             deadline: float | None, cancel: threading.Event, gate) -> str | None:
+             deadline: float | None, cancel: threading.Event, gate: Gate | None,
+             span: Span | None) -> str | None:
         if deadline is not None and time.monotonic() >= deadline:
             raise QueryTimeout("the query's deadline passed during its ai() calls")
         if gate is not None:
             gate.check_tokens()
         started = time.monotonic()
         task = Task("ai", protocol, principal, sql, model=model.name, tool_calls=[call.kind],
-                    prompt_hash=hashlib.sha256(prompt.encode()).hexdigest())
+                    prompt_hash=hashlib.sha256(prompt.encode()).hexdigest()).in_span(new_span(span))
         try:
             # the model's own params (max_tokens, temperature, ...) apply, as for chat
             out = model.chat({"messages": [{"role": "user", "content": prompt}]}, deadline, cancel)

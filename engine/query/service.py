@@ -14,6 +14,7 @@ from sqlglot import exp
 
 from connectors.base import CALLER, Caller, CancelScope
 
+from .. import tracing
 from ..auth import ANONYMOUS, Principal
 from ..cancel import LiveScopes, guarded
 from ..embedders import TOKEN_SINK
@@ -68,7 +69,8 @@ class QueryService:
         under `guarded`: at the query's deadline, when `client_gone()` (e.g. a Flight call's
         `is_cancelled`) turns true or when the runtime stops, the source work is cancelled and
         the call raises. A plan from the cache and accelerated work need no guard."""
-        task = Task("query", protocol, principal.name, sql)  # TaskHistory redacts text and errors
+        span = tracing.new_span()  # its ai() calls and search embeddings are its children
+        task = Task("query", protocol, principal.name, sql).in_span(span)  # TaskHistory redacts text and errors
         started = time.monotonic()
         policy = principal.policy
         timeout = _tighter(self.query_timeout.total_seconds() if self.query_timeout else None,
@@ -76,6 +78,7 @@ class QueryService:
         deadline = started + timeout if timeout else None
         scope = self.scopes.track(CancelScope())
         caller = CALLER.set(Caller(principal.name, "query", deadline, scope))  # source statements: who, until when
+        traced = tracing.enter(span)
         entered = False
         try:
             if policy is not None:
@@ -107,7 +110,7 @@ class QueryService:
                     raise ModelUnavailable("ai(): this runtime has no models")
                 reader = self.ai.apply(reader, plan.ai, sql=sql, principal=principal.name, protocol=protocol,
                                        deadline=deadline, cancelled=lambda: scope.cancelled,
-                                       gate=policy.gate if policy else None)
+                                       gate=policy.gate if policy else None, span=span)
         except Exception as e:
             if entered:
                 policy.gate.leave()
@@ -115,6 +118,7 @@ class QueryService:
             self.accounting.finish(task, started, 0, public)
             raise public from None
         finally:
+            tracing.leave(traced)
             CALLER.reset(caller)
         max_rows = _tighter(self.max_rows, policy.limits.max_rows if policy else None)
         return self.accounting.accounted(reader, task, started, deadline, max_rows, str(timedelta(seconds=timeout)) if timeout else "-",

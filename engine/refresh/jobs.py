@@ -11,6 +11,7 @@ from typing import Mapping
 
 from connectors.base import CALLER, Caller, CancelScope
 
+from .. import tracing
 from ..cancel import LiveScopes
 from ..errors import ConnectorError, Overloaded, SatchelError, SqlError
 from ..task_history import Task, TaskHistory, started_at
@@ -66,16 +67,16 @@ class RefreshJobs:
             raise SqlError(f"dataset '{ds.name}' is not accelerated; there is nothing to refresh")
         if not wait:
             return self._on_demand(ds)
-        started = time.monotonic()
+        started, span = time.monotonic(), tracing.new_span()
         try:
-            result = self._run(ds)
+            result = self._run(ds, span)
         except Exception as e:
             # visible in task history like a scheduled refresh's failure, and a clean public error
-            self._record(ds, started, None, ds.last_error or str(e))
+            self._record(ds, span, started, None, ds.last_error or str(e))
             if isinstance(e, SatchelError):
                 raise
             raise ConnectorError(f"refresh of '{ds.name}' failed: {ds.last_error}") from None
-        self._record(ds, started, result.rows, None)
+        self._record(ds, span, started, result.rows, None)
         return {"dataset": ds.name, "status": "done", "rows": result.rows, "mode": result.mode,
                 "duration_s": result.duration_s}
 
@@ -112,20 +113,20 @@ class RefreshJobs:
         return {"dataset": ds.name, "status": "queued", "joined": False}
 
     def _job(self, ds: DatasetRuntime) -> None:
-        started = time.monotonic()
+        started, span = time.monotonic(), tracing.new_span()
         with self._demand_lock:  # this run serves the on-demand request pending, if any
             demanded = ds.name in self._demanded
             self._demanded.discard(ds.name)
         outcome: dict = {"status": "failed", "error": "the refresh did not end"}
         try:
-            result = self._run(ds)
+            result = self._run(ds, span)
             log.info("dataset %s: %s refresh loaded %d rows in %.2fs", ds.name, result.mode, result.rows,
                      result.duration_s)
             outcome = {"status": "done", "rows": result.rows, "mode": result.mode, "duration_s": result.duration_s}
-            self._record(ds, started, result.rows, None)
+            self._record(ds, span, started, result.rows, None)
         except Exception:
             outcome = {"status": "failed", "error": ds.last_error, "duration_s": time.monotonic() - started}
-            self._record(ds, started, None, ds.last_error)
+            self._record(ds, span, started, None, ds.last_error)
             if ds.loaded_once:
                 log.error("dataset %s: refresh failed, keeping the last good data: %s", ds.name, ds.last_error)
                 return
@@ -148,7 +149,7 @@ class RefreshJobs:
                 self._runs_ended[ds.name] = self._runs_ended.get(ds.name, 0) + 1
                 self._ended.notify_all()
 
-    def _run(self, ds: DatasetRuntime) -> RefreshResult:
+    def _run(self, ds: DatasetRuntime, span: tracing.Span) -> RefreshResult:
         """Refresh `ds` now, within its refresh_timeout: at the deadline, or when the runtime
         stops, its source work is cancelled. Its source statements are the runtime's, of kind
         refresh, and get the time left as their own limit."""
@@ -162,15 +163,19 @@ class RefreshJobs:
             timer.daemon = True
             timer.start()
         caller = CALLER.set(Caller("runtime", "refresh", deadline, scope))
+        traced = tracing.enter(span)  # the refresh's embedding calls are its children
         try:
             return ds.refresh(self._source_reader, stop)
         finally:
             if timer is not None:
                 timer.cancel()
+            tracing.leave(traced)
             CALLER.reset(caller)
 
-    def _record(self, ds: DatasetRuntime, started: float, rows: int | None, error: str | None) -> None:
+    def _record(self, ds: DatasetRuntime, span: tracing.Span, started: float, rows: int | None,
+                error: str | None) -> None:
         """One task-history row for a refresh that began at `started` (time.monotonic()) and just ended."""
         self._task_history.record(Task("refresh", "internal", "runtime", f"refresh {ds.name}", [ds.name], "source",
                                        started_at=started_at(started),
-                                       duration_ms=(time.monotonic() - started) * 1000, rows=rows, error=error))
+                                       duration_ms=(time.monotonic() - started) * 1000, rows=rows,
+                                       error=error).in_span(span))

@@ -11,6 +11,7 @@ from typing import Any
 
 from mcp.server.mcpserver import Context
 
+from engine import tracing
 from engine.errors import InternalError, SatchelError
 from engine.redact import redact
 from engine.runtime import Principal, Runtime
@@ -57,9 +58,10 @@ def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, pr
     def recorded(name: str, args: dict, fn, who: Principal = principal):  # type: ignore[no-untyped-def]
         """Run one tool call as one request: a task-history row, a failure metric (unless the
         query it ran already counted one) and, on failure, the stable code and message."""
+        span = tracing.new_span()
         task = Task("mcp", protocol, who.name, f"{name} {json.dumps(args, default=str)}"[:4096],
-                    tool_calls=[name])
-        with request_scope() as scope:
+                    tool_calls=[name]).in_span(span)
+        with request_scope() as scope, tracing.within(span):
             try:
                 result = fn()
                 if isinstance(result, dict):

@@ -21,9 +21,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from engine import tracing
 from engine.errors import BadRequest, QueryTimeout, RequestCancelled, SatchelError
 from engine.runtime import Principal, Runtime
 from engine.task_history import Task
+from engine.tracing import Span
 
 from .data_tools import DataTools, openai_tools, selected_tools
 from ..http.disconnect import until_disconnect
@@ -45,13 +47,16 @@ class ModelCalls:
     # -- task history ------------------------------------------------------------------------
     def record(self, kind: str, protocol: str, principal: Principal, model: str | None, prompt: str,
                started: float, usage: dict | None = None, tool_calls: list[str] | None = None,
-               error: BaseException | None = None, rows: int | None = None, truncated: bool = False) -> None:
+               error: BaseException | None = None, rows: int | None = None, truncated: bool = False,
+               span: Span | None = None, ttft_ms: float | None = None) -> None:
         digest = hashlib.sha256(prompt.encode("utf-8", "replace")).hexdigest()
         text = prompt[:PROMPT_TEXT_MAX] if self.capture_prompts else f"sha256:{digest}"
         elapsed = time.monotonic() - started
         task = Task(kind, protocol, principal.name, text, model=model, prompt_hash=digest,
                     tool_calls=list(tool_calls or []), rows=rows, truncated=truncated,
-                    started_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=elapsed))
+                    started_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=elapsed), ttft_ms=ttft_ms)
+        if span is not None:
+            task.in_span(span)
         task.duration_ms = elapsed * 1000
         if usage:
             task.input_tokens = usage.get("prompt_tokens")
@@ -76,6 +81,8 @@ class ModelCalls:
         deadline = started + model.timeout
         called: list[str] = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        span = tracing.new_span()
+        traced = tracing.enter(span)  # its tools' queries are its children
         try:
             builtin = self.builtin_tools(model)
             if builtin and request.get("tool_choice") != "none":
@@ -101,22 +108,27 @@ class ModelCalls:
                 for c in calls:
                     name = c["function"]["name"]
                     args = _args(c["function"].get("arguments"))
-                    t0 = time.monotonic()
-                    result = self.tools.call(name, args, principal, protocol="tool")
+                    t0, tool_span = time.monotonic(), tracing.new_span(span)
+                    with tracing.within(tool_span):
+                        result = self.tools.call(name, args, principal, protocol="tool")
                     called.append(name)
                     self.record("tool", "http", principal, model.name, f"{name} {json.dumps(args)}", t0,
                                 error=_ToolError(result["error"]) if isinstance(result, dict) and "error" in result
-                                else None, truncated=bool(isinstance(result, dict) and result.get("truncated")))
+                                else None, truncated=bool(isinstance(result, dict) and result.get("truncated")),
+                                span=tool_span)
                     messages.append({"role": "tool", "tool_call_id": c.get("id"), "name": name,
                                      "content": json.dumps(result, default=str)})
             out["usage"] = usage
             if called:
                 out["satchel_tool_calls"] = called
-            self.record("chat", "http", principal, model.name, _prompt_text(body), started, usage, called)
+            self.record("chat", "http", principal, model.name, _prompt_text(body), started, usage, called, span=span)
             return out
         except BaseException as e:
-            self.record("chat", "http", principal, model.name, _prompt_text(body), started, usage, called, e)
+            self.record("chat", "http", principal, model.name, _prompt_text(body), started, usage, called, e,
+                        span=span)
             raise
+        finally:
+            tracing.leave(traced)
 
     def chat_stream(self, body: dict, principal: Principal, cancel: threading.Event | None = None) -> Iterator[str]:
         """SSE lines `data: {chunk}` ... `data: [DONE]` in OpenAI's chunk format."""
@@ -139,9 +151,12 @@ class ModelCalls:
         usage: dict | None = None
         error: BaseException | None = None
         sent = False
+        ttft_ms: float | None = None
         try:
             for chunk in chunks:
                 sent = True
+                if ttft_ms is None and chunk.get("choices"):
+                    ttft_ms = (time.monotonic() - started) * 1000
                 if chunk.get("usage") and not chunk.get("choices"):
                     usage = chunk["usage"]
                     if include_usage:
@@ -161,7 +176,8 @@ class ModelCalls:
             raise
         finally:
             if not already_recorded:
-                self.record("chat", "http", principal, model, _prompt_text(body), started, usage, error=error)
+                self.record("chat", "http", principal, model, _prompt_text(body), started, usage, error=error,
+                            ttft_ms=ttft_ms)
         yield "data: [DONE]\n\n"
 
     # -- embeddings --------------------------------------------------------------------------
@@ -192,6 +208,8 @@ class ModelCalls:
         model = self.registry.get(body.get("model"))
         started = time.monotonic()
         usage: dict | None = None
+        span = tracing.new_span()
+        traced = tracing.enter(span)  # its query is its child
         try:
             context = self.schema_context(body.get("datasets"), principal)
             request = {"messages": [
@@ -210,10 +228,12 @@ class ModelCalls:
                 raise BadRequest(f"the model did not produce SQL: {text[:200]!r}") from None
             result = self.tools.sql(sql, principal, protocol="nsql")
         except BaseException as e:
-            self.record("nsql", protocol, principal, model.name, question, started, usage, error=e)
+            self.record("nsql", protocol, principal, model.name, question, started, usage, error=e, span=span)
             raise
+        finally:
+            tracing.leave(traced)
         self.record("nsql", protocol, principal, model.name, question, started, usage,
-                    rows=result["row_count"], truncated=result["truncated"])
+                    rows=result["row_count"], truncated=result["truncated"], span=span)
         return {"sql": sql, **result}
 
     def schema_context(self, only: Any, principal: Principal) -> str:
