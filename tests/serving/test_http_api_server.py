@@ -92,6 +92,18 @@ def reference(pod_dir: Path) -> pa.Table:
     ).to_arrow_table()
 
 
+def test_default_pod_full_text_search_needs_no_model(demo):
+    """The README's search example: BM25 over products.name on the default pod, joinable."""
+    r = demo.sql("SELECT s.product_id, s.name, s._score FROM text_search(products, 'cookbook', limit => 3) s "
+                 "JOIN products p USING (product_id) ORDER BY s._score DESC")
+    assert r.status_code == 200, r.text
+    rows = r.json()
+    assert len(rows) == 3 and all("Cookbook" in row["name"] for row in rows)
+    assert rows[0]["_score"] >= rows[-1]["_score"] > 0
+    none = demo.sql("SELECT count(*) AS n FROM text_search(products, 'zzqx')")
+    assert none.json() == [{"n": 0}]
+
+
 def test_sql_json_is_the_default(demo):
     resp = post(demo, "/v1/sql", content=QUERY)
     assert resp.status_code == 200, resp.text

@@ -188,3 +188,33 @@ def test_prices_are_checked_when_the_pod_loads(tmp_path) -> None:
     pod.write_text("version: v1\nkind: Spicepod\nname: p\nruntime:\n  tracing:\n    otlp_endpoint: collector:4318\n")
     with pytest.raises(ConfigError, match="otlp_endpoint"):
         load_pod(pod)
+
+
+def test_chat_is_not_starved_by_a_running_ai_query(server) -> None:
+    """ai() sends one call at a time to the model's FIFO queue, so a chat that arrives meanwhile
+    waits for at most the call in progress, not for the whole statement."""
+    import threading
+    import time
+
+    rows = "".join(f"SELECT {i} AS i UNION ALL " for i in range(1, 20)) + "SELECT 20 AS i"
+    sql = f"SELECT i, ai('Name a colour number ' || CAST(i AS VARCHAR), 'gemma') AS c FROM ({rows}) t ORDER BY i"
+    done: dict[str, float] = {}
+
+    def run_query() -> None:
+        r = alice(f"{server.http_url}/v1/sql", content=sql)
+        assert r.status_code == 200, r.text
+        done["query"] = time.monotonic()
+
+    worker = threading.Thread(target=run_query)
+    worker.start()
+    deadline = time.monotonic() + 120
+    while not history(server, "task = 'ai' AND query_text LIKE '%Name a colour number%'") \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    r = alice(f"{server.http_url}/v1/chat/completions",
+              json={"model": "gemma", "messages": [{"role": "user", "content": "Hello"}]})
+    done["chat"] = time.monotonic()
+    worker.join(300)
+    assert r.status_code == 200, r.text
+    calls = history(server, "task = 'ai' AND query_text LIKE '%Name a colour number%'")
+    assert len(calls) == 20 and done["chat"] < done["query"]
