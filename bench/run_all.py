@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "iceberg_scan": ([], ["--rows", "500000", "--runs", "2"]),
     "model_tokens": ([], ["--rounds", "2", "--tokens", "32"]),
     "duckdb_file_growth": ([], ["--rows", "200000", "--refreshes", "10"]),
+    "refresh_postgres": (["--sf", "1"], ["--sf", "0.05", "--runs", "2"]),
 }
 
 

@@ -51,6 +51,7 @@ from connectors.base import ScanSql, WholeQuerySql
 
 from ..arrow_sql_types import sql_type
 from ..errors import Overloaded
+from .federated import plain_scan
 from .planner import Plan
 from .sql_policy import PUBLIC_DIALECT
 
@@ -89,7 +90,10 @@ def dialect_of(conn: WholeQuerySql) -> str:
 
 
 def source_sql(plan: Plan, datasets: Mapping[str, object]) -> str | None:
-    """The statement the whole plan would run in its source, or None when it may not go down."""
+    """The statement the whole plan would run in its source, or None when it may not go down
+    (or need not: a plain scan is the connector's own scan statement, streamed as it comes)."""
+    if plain_scan(plan) is not None:
+        return None
     try:
         conns = _connectors(plan, datasets)
     except Exception as e:  # noqa: BLE001 - a source that cannot say (unreachable): scans decide

@@ -248,6 +248,8 @@ class DatasetRuntime:
                                      version=manifest.snapshot_id)
         self.source_version = manifest.snapshot_id
         self.snapshot = manifest
+        # evaluated at each scrape: the age grows between polls without anyone asking
+        self.metrics.snapshot_age.labels(self.name).set_function(lambda: self.snapshot.age_s)
         self.rows_loaded = self.accelerator.row_count(self.name)
         log.info("dataset %s: loaded snapshot %s (%d rows, refreshed %s)", self.name, manifest.snapshot_id,
                  self.rows_loaded, manifest.refreshed_at)
@@ -270,9 +272,7 @@ class DatasetRuntime:
         """A follower whose newest snapshot is older than `max_staleness` (not ready: it serves old data)."""
         if self.snapshot is None or not self._max_staleness or self.acceleration.snapshots != "follow":
             return False
-        stale = self.snapshot.age_s > self._max_staleness
-        self.metrics.snapshot_age.labels(self.name).set(self.snapshot.age_s)
-        return stale
+        return self.snapshot.age_s > self._max_staleness
 
     def _snapshot_info(self) -> dict:
         if self.snapshot is None and self.snapshot_error is None:
