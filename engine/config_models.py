@@ -399,6 +399,9 @@ class SnapshotsConfig(_Frozen):
     location: NonEmptyStr | None = None  # s3://bucket/prefix
     keep: int = Field(5, ge=1)  # Satchel extension: snapshots kept per dataset
     max_staleness: PositiveDuration | None = None  # Satchel extension: a follower older than this is stale
+    # Satchel extension: what a follower does without a fresh snapshot (none published, or the
+    # newest past max_staleness): `none` keeps waiting for one, `source` loads from its own source
+    fallback: Literal["none", "source"] = "none"
     params: frozen_map(ParamStr) = Field(default_factory=FrozenMap)  # s3_endpoint, s3_region, s3_key, s3_secret
 
 

@@ -109,7 +109,7 @@ class Runtime:
         for ds in pod.datasets:
             self.datasets[ds.name.lower()] = DatasetRuntime(ds, pod.base_dir, self._accelerator_for(ds), self.metrics,
                                                             self.secrets, pod.name, self.embedders, snapshots,
-                                                            staleness)
+                                                            staleness, snap.fallback == "source")
         views = {view.name.lower(): parse_query(view.sql)[0] for view in pod.views}
         self.accounting = Accounting(self.metrics, self.task_history, self.secrets, self.memory_budget)
         self.routes = Routes(self.datasets, self.duckdb_instances, self.arrow, self.task_history, self.memory_budget,

@@ -57,13 +57,15 @@ class DatasetRuntime:
 
     def __init__(self, config: Dataset, base_dir: str, accelerator, metrics: Metrics, secrets: frozenset[str],
                  pod: str = "", embedders: Embedders | None = None, snapshots: SnapshotStore | None = None,
-                 max_staleness: float | None = None) -> None:
+                 max_staleness: float | None = None, fallback_to_source: bool = False) -> None:
         self.config = config
         self.snapshots = snapshots if accelerator is not None and config.acceleration \
             and config.acceleration.snapshots != "disabled" else None
         self.snapshot: Manifest | None = None  # the newest snapshot this dataset published or loaded
         self.snapshot_error: str | None = None
         self._max_staleness = max_staleness
+        self._fallback_to_source = fallback_to_source
+        self.serving_source = False  # a follower that fell back: its data came from its own source
         self.name = config.name
         self.accelerator = accelerator  # None when not accelerated
         self.search = SearchIndexes(config, accelerator, embedders)  # embedding and full-text columns
@@ -231,12 +233,8 @@ class DatasetRuntime:
 
     # -- snapshots (engine/refresh/snapshots.py) ---------------------------------------------------
 
-    def _load_snapshot(self) -> tuple[int, str] | None:
-        """Swap in the newest published snapshot (checked file by file) unless it is the one held;
-        None when none is published."""
-        manifest = self.snapshots.latest(self.name)
-        if manifest is None:
-            return None
+    def _load_snapshot(self, manifest: Manifest) -> tuple[int, str]:
+        """Swap in the published snapshot `manifest` (checked file by file) unless it is the one held."""
         if manifest.snapshot_id == self.source_version and self.accelerator.has_table(self.name):
             self.snapshot = manifest
             return self.rows_loaded, "unchanged"
@@ -270,19 +268,21 @@ class DatasetRuntime:
     @property
     def snapshot_stale(self) -> bool:
         """A follower whose newest snapshot is older than `max_staleness` (not ready: it serves old data)."""
-        if self.snapshot is None or not self._max_staleness or self.acceleration.snapshots != "follow":
+        if self.snapshot is None or not self._max_staleness or self.acceleration.snapshots != "follow" \
+                or self.serving_source:
             return False
         return self.snapshot.age_s > self._max_staleness
 
     def _snapshot_info(self) -> dict:
-        if self.snapshot is None and self.snapshot_error is None:
+        if self.snapshot is None and self.snapshot_error is None and not self.serving_source:
             return {}
         age = self.snapshot.age_s if self.snapshot else None
         stale = self.snapshot_stale
         return {"snapshot": {"id": self.snapshot.snapshot_id if self.snapshot else None,
                              "refreshed_at": self.snapshot.refreshed_at if self.snapshot else None,
                              "age_s": round(age, 1) if age is not None else None, "stale": stale,
-                             "error": self.snapshot_error}}
+                             "error": self.snapshot_error,
+                             "serving": "source (fallback)" if self.serving_source else "snapshot"}}
 
     def _refresh_and_index(self, source_reader: SourceReader) -> tuple[int, str]:
         """One refresh attempt, then the search indexes brought up to date with what it loaded."""
@@ -296,12 +296,19 @@ class DatasetRuntime:
         acc = self.acceleration
         if self.snapshots is not None and (acc.snapshots == "follow" or acc.snapshots in ("enabled", "bootstrap_only")
                                            and not self.accelerator.has_table(self.name)):
-            loaded = self._load_snapshot()
-            if loaded is not None:
-                return loaded
+            manifest = self.snapshots.latest(self.name)
+            stale = manifest is not None and self._max_staleness is not None \
+                and manifest.age_s > self._max_staleness
+            if manifest is not None and not (stale and self._fallback_to_source and acc.snapshots == "follow"):
+                self.serving_source = False
+                return self._load_snapshot(manifest)
             if acc.snapshots == "follow":
-                raise ConnectorError(f"dataset '{self.name}': no snapshot has been published yet; a follower never "
-                                     f"reads the source")
+                if not self._fallback_to_source:
+                    raise ConnectorError(f"dataset '{self.name}': no snapshot has been published yet; a follower "
+                                         f"never reads the source (unless runtime.snapshots.fallback: source)")
+                log.warning("dataset %s: %s; loading from the source (runtime.snapshots.fallback: source)",
+                            self.name, "the newest snapshot is stale" if stale else "no snapshot is published")
+                self.serving_source = True
         mode = acc.refresh_mode
         if mode == "changes":
             return self._refresh_changes(source_reader)

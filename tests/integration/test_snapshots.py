@@ -224,3 +224,92 @@ def test_a_postgres_source_sees_one_load_per_refresh_for_a_fleet(postgres_server
         for f in followers:
             f.stop()
         publisher.stop()
+
+
+def test_a_publisher_killed_mid_upload_leaves_followers_on_the_last_good_snapshot(s3, satchel_server, tmp_path):
+    """SIGKILL of the publisher while its snapshot's multipart upload is in progress (seen through
+    the S3 API): followers keep serving the last good snapshot; the restarted publisher
+    publishes cleanly over the orphaned upload, and followers move to it."""
+    import os
+    import signal
+
+    import boto3
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    port, store = s3
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id=KEY,
+                          aws_secret_access_key=SECRET, region_name="us-east-1")
+    rng = np.random.default_rng(7)
+
+    def write(path: Path, rows: int) -> None:  # random doubles: about 16 MB per million rows in the snapshot
+        pq.write_table(pa.table({"id": np.arange(rows), "x": rng.random(rows), "y": rng.random(rows)}), path)
+
+    def big_pod(mode: str) -> str:
+        return pod(port, mode, source="big.parquet").replace("name: items", "name: big").replace(
+            "s3://fleet/snapshots", "s3://fleet/killed")
+
+    pod_dir = tmp_path / "publisher"
+    pod_dir.mkdir()
+    write(pod_dir / "big.parquet", 1000)
+    publisher = satchel_server(big_pod("create_only"), pod_dir=pod_dir, env=ENV)
+    assert eventually(lambda: store.get_file_info("fleet/killed/big/latest.json").type == fs.FileType.File)
+    first = json.loads(store.open_input_stream("fleet/killed/big/latest.json").read())
+    follower = satchel_server(big_pod("follow").replace("big.parquet", "missing.parquet"), env=ENV)
+
+    def rows(server) -> int:
+        return server.sql("SELECT count(*) AS n FROM big").json()[0]["n"]
+
+    assert rows(follower) == 1000
+
+    write(pod_dir / "big.parquet", 3_000_000)
+    r = httpx.post(publisher.http_url + "/v1/datasets/big/acceleration/refresh", timeout=30)
+    assert r.status_code in (200, 201, 202), r.text
+
+    def uploading() -> bool:
+        uploads = client.list_multipart_uploads(Bucket="fleet", Prefix="killed/big/").get("Uploads", [])
+        return bool(uploads)
+
+    assert eventually(uploading, timeout=120), "the snapshot upload was never seen in progress"
+    os.killpg(publisher.process.pid, signal.SIGKILL)
+    publisher.process.wait(10)
+    latest = json.loads(store.open_input_stream("fleet/killed/big/latest.json").read())
+    assert latest["snapshot_id"] == first["snapshot_id"]  # the switch never happened
+    time.sleep(3)  # several follower polls (refresh_check_interval 1s)
+    assert rows(follower) == 1000
+    assert status_of(follower, "big").get("last_error") is None
+
+    restarted = satchel_server(big_pod("create_only"), pod_dir=pod_dir, env=ENV)  # loads, then publishes
+    assert eventually(lambda: json.loads(store.open_input_stream("fleet/killed/big/latest.json").read())
+                      ["snapshot_id"] != first["snapshot_id"], timeout=120)
+    assert eventually(lambda: rows(follower) == 3_000_000, timeout=120)
+    assert follower.sql("SELECT sum(id) AS s FROM big").json() == [{"s": 3_000_000 * 2_999_999 // 2}]
+    assert rows(restarted) == 3_000_000
+
+
+def status_of(server, name: str) -> dict:
+    return next(d for d in httpx.get(server.http_url + "/v1/status", timeout=10).json()["datasets"]
+                if d["name"] == name)
+
+
+def test_a_follower_falls_back_to_its_source_when_the_pod_says_so(s3, satchel_server):
+    """runtime.snapshots.fallback: source: with no snapshot, or only a stale one, a follower loads
+    from its own source and is ready; a fresh snapshot brings it back to following."""
+    port, store = s3
+    body = lambda mode, **kw: pod(port, mode, **kw).replace("s3://fleet/snapshots", "s3://fleet/fallback").replace(  # noqa: E731
+        "    keep: 2\n", "    keep: 2\n    fallback: source\n")
+    own = ROWS + "".join(f"{i},own {i}\n" for i in range(501, 511))  # 510 rows: tells its source's data apart
+    follower = satchel_server(body("follow", staleness="4s"), files={"items.csv": own}, env=ENV)
+    assert count(follower) == 510  # nothing published yet: from its own source, and ready
+    assert status(follower)["snapshot"]["serving"] == "source (fallback)"
+
+    publisher = satchel_server(body("create_only"), files={"items.csv": ROWS}, env=ENV)
+    assert eventually(lambda: store.get_file_info("fleet/fallback/items/latest.json").type == fs.FileType.File)
+    assert eventually(lambda: count(follower) == 500), "the follower did not switch to the fresh snapshot"
+    assert status(follower)["snapshot"]["serving"] == "snapshot"
+
+    publisher.stop()  # no newer snapshot comes: past max_staleness the follower reads its source again
+    assert eventually(lambda: count(follower) == 510, timeout=30)
+    assert httpx.get(follower.http_url + "/v1/ready", timeout=10).status_code == 200
+    assert "snapshot is stale" in follower.log()
