@@ -664,3 +664,29 @@ def test_packaged_chart_leaves_out_the_test_matrix(helm, tmp_path):
         names = tar.getnames()
     assert "satchel/values.schema.json" in names and "satchel/templates/_pod.tpl" in names
     assert not [n for n in names if n.startswith("satchel/ci/")]
+
+
+# ----------------------------------------------------------------------------- fleet snapshots
+
+
+@pytest.mark.parametrize("role, mode", [("follower", "follow"), ("publisher", "create_only")])
+def test_a_snapshot_role_writes_the_store_and_each_accelerated_datasets_mode(helm, role, mode):
+    docs = helm.template(values=[CHART / "ci" / f"fleet-{role}-values.yaml"])
+    pod = yaml.safe_load(only(docs, "ConfigMap")["data"]["spicepod.yaml"])
+    store = pod["runtime"]["snapshots"]
+    assert store["enabled"] is True and store["location"] == "s3://satchel-fleet/orders-agent"
+    assert store["params"] == {"s3_region": "us-east-1", "s3_endpoint": "http://minio.storage.svc:9000",
+                               "s3_key": "${secrets:SATCHEL_SNAPSHOT_S3_KEY}",
+                               "s3_secret": "${secrets:SATCHEL_SNAPSHOT_S3_SECRET}"}
+    assert [d["acceleration"]["snapshots"] for d in pod["datasets"]] == [mode]
+    env = {e["name"]: e for e in only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SATCHEL_SNAPSHOT_S3_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "satchel-snapshots-s3",
+                                                                          "key": "access-key"}
+    assert env["SATCHEL_SNAPSHOT_S3_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "secret-key"
+
+
+def test_a_snapshot_role_needs_a_location_and_a_spicepod_map(helm):
+    assert "snapshots.location" in helm.template_error(
+        sets=["snapshots.role=follower"], set_json=['spicepod.content={"version": "v1", "kind": "Spicepod", "name": "p"}'])
+    assert "YAML map" in helm.template_error(sets=["snapshots.role=follower", "snapshots.location=s3://b/p"],
+                                             set_string=["spicepod.content=version: v1"])

@@ -188,7 +188,7 @@ datasets:
 
 
 def test_a_postgres_source_sees_one_load_per_refresh_for_a_fleet(postgres_server, s3, tmp_path):
-    """One publisher, three followers (real PostgreSQL, its own statement log): after the first
+    """One publisher, ten followers (real PostgreSQL, its own statement log): after the first
     refresh, followers starting, polling and swapping send the source nothing."""
     port, _ = s3
     pg = postgres_server
@@ -207,7 +207,7 @@ def test_a_postgres_source_sees_one_load_per_refresh_for_a_fleet(postgres_server
         publisher.refresh("snap_orders", wait=True)
         assert len(loads(start)) == 1
         after_first = pg.log_offset()
-        followers = [fleet_runtime(pg, port, tmp_path / f"f{i}", "follow") for i in range(3)]
+        followers = [fleet_runtime(pg, port, tmp_path / f"f{i}", "follow") for i in range(10)]
         for f in followers:
             f.start()
         count = "SELECT count(*) AS n FROM snap_orders"

@@ -94,6 +94,9 @@ newline. The checksum annotation is the sha256 of this string.
 */}}
 {{- define "satchel.spicepodContent" -}}
 {{- $content := .Values.spicepod.content -}}
+{{- if ne .Values.snapshots.role "none" -}}
+{{- $content = include "satchel.withSnapshots" . | fromYaml -}}
+{{- end -}}
 {{- $text := "" -}}
 {{- if empty $content -}}
 {{- $text = toYaml (dict "version" "v1" "kind" "Spicepod" "name" (include "satchel.fullname" .)) -}}
@@ -133,4 +136,47 @@ under `helm template`), and the ConfigMap's name is hashed in as well.
 {{- end -}}
 {{- end -}}
 {{- toYaml $probe -}}
+{{- end -}}
+
+{{/*
+The spicepod with the snapshot store (runtime.snapshots) and this release's role written into
+it: every accelerated dataset publishes (publisher: create_only) or follows (follower: follow).
+Credentials are references to the env the credentials Secret provides, never values.
+*/}}
+{{- define "satchel.withSnapshots" -}}
+{{- $snap := .Values.snapshots -}}
+{{- if not (kindIs "map" .Values.spicepod.content) -}}
+{{- fail "snapshots.role needs spicepod.content as a YAML map (the chart writes runtime.snapshots and each accelerated dataset's acceleration.snapshots into it)" -}}
+{{- end -}}
+{{- if not $snap.location -}}
+{{- fail "snapshots.location (s3://bucket/prefix) is required when snapshots.role is set" -}}
+{{- end -}}
+{{- $pod := deepCopy .Values.spicepod.content -}}
+{{- $params := dict "s3_region" $snap.region -}}
+{{- if $snap.endpoint -}}
+{{- $_ := set $params "s3_endpoint" $snap.endpoint -}}
+{{- end -}}
+{{- if $snap.credentialsSecret -}}
+{{- $_ := set $params "s3_key" "${secrets:SATCHEL_SNAPSHOT_S3_KEY}" -}}
+{{- $_ := set $params "s3_secret" "${secrets:SATCHEL_SNAPSHOT_S3_SECRET}" -}}
+{{- end -}}
+{{- $store := dict "enabled" true "location" $snap.location "keep" (int $snap.keep) "params" $params -}}
+{{- if $snap.maxStaleness -}}
+{{- $_ := set $store "max_staleness" $snap.maxStaleness -}}
+{{- end -}}
+{{- if ne $snap.fallback "none" -}}
+{{- $_ := set $store "fallback" $snap.fallback -}}
+{{- end -}}
+{{- $runtime := default dict $pod.runtime -}}
+{{- $_ := set $runtime "snapshots" $store -}}
+{{- $_ := set $pod "runtime" $runtime -}}
+{{- $mode := ternary "create_only" "follow" (eq $snap.role "publisher") -}}
+{{- range $ds := (default list $pod.datasets) -}}
+{{- if kindIs "map" $ds.acceleration -}}
+{{- if not (and (hasKey $ds.acceleration "enabled") (eq (toString $ds.acceleration.enabled) "false")) -}}
+{{- $_ := set $ds.acceleration "snapshots" $mode -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $pod -}}
 {{- end -}}

@@ -62,6 +62,18 @@ chart: `.Subcharts.satchel`), e.g.
         resourceFieldRef:
           resource: limits.memory
           divisor: "1"
+    {{- with $v.snapshots.credentialsSecret }}
+    - name: SATCHEL_SNAPSHOT_S3_KEY
+      valueFrom:
+        secretKeyRef:
+          name: {{ . | quote }}
+          key: access-key
+    - name: SATCHEL_SNAPSHOT_S3_SECRET
+      valueFrom:
+        secretKeyRef:
+          name: {{ . | quote }}
+          key: secret-key
+    {{- end }}
     {{- range $name, $ref := $v.secretEnv }}
     - name: {{ $name }}
       valueFrom:
