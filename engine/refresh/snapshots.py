@@ -116,10 +116,16 @@ class SnapshotStore:
             out.write(text.encode())
 
     def _prune(self, dataset: str, newest: str) -> None:
+        """Keep the newest `keep` complete snapshots; delete older ones and what a publisher that
+        died mid-publish left (an older directory without a manifest). A directory newer than
+        `newest` (another publish under way) is never touched."""
         infos = self.fs.get_file_info(fs.FileSelector(self._path(dataset), allow_not_found=True))
-        ids = sorted(i.base_name for i in infos if i.type == fs.FileType.Directory)
-        for old in ids[:-self.keep] if len(ids) > self.keep else []:
-            if old != newest:
+        ids = sorted((i.base_name for i in infos if i.type == fs.FileType.Directory), reverse=True)
+        manifests = self.fs.get_file_info([self._path(dataset, i, "manifest.json") for i in ids])
+        complete = [i for i, m in zip(ids, manifests) if m.type == fs.FileType.File]
+        kept = set(complete[:self.keep]) | {newest}
+        for old in ids:
+            if old < newest and old not in kept:
                 self.fs.delete_dir(self._path(dataset, old))
 
     # -- following ---------------------------------------------------------------------------

@@ -280,12 +280,17 @@ def test_a_publisher_killed_mid_upload_leaves_followers_on_the_last_good_snapsho
     assert rows(follower) == 1000
     assert status_of(follower, "big").get("last_error") is None
 
+    # what a publisher killed between its data file and its manifest leaves: pruned by the next publish
+    with store.open_output_stream("fleet/killed/big/00000000T000000000000Z-killed/part-0.parquet") as out:
+        out.write(b"half a snapshot")
     restarted = satchel_server(big_pod("create_only"), pod_dir=pod_dir, env=ENV)  # loads, then publishes
     assert eventually(lambda: json.loads(store.open_input_stream("fleet/killed/big/latest.json").read())
                       ["snapshot_id"] != first["snapshot_id"], timeout=120)
     assert eventually(lambda: rows(follower) == 3_000_000, timeout=120)
     assert follower.sql("SELECT sum(id) AS s FROM big").json() == [{"s": 3_000_000 * 2_999_999 // 2}]
     assert rows(restarted) == 3_000_000
+    left = [i.base_name for i in store.get_file_info(fs.FileSelector("fleet/killed/big"))]
+    assert "00000000T000000000000Z-killed" not in left, left
 
 
 def status_of(server, name: str) -> dict:
