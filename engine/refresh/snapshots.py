@@ -20,8 +20,10 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import os
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -34,6 +36,8 @@ from ..errors import ConfigError, ConnectorError
 
 FORMAT = 1
 CHUNK = 1 << 20
+PART = 8 << 20  # ranged reads of a download
+PARALLEL = 4  # of them at once
 
 
 @dataclass(frozen=True)
@@ -149,9 +153,7 @@ class SnapshotStore:
             local = into / entry["path"]
             remote = self._path(manifest.dataset, manifest.snapshot_id, entry["path"])
             try:
-                with self.fs.open_input_stream(remote) as src, open(local, "wb") as dst:
-                    while chunk := src.read(CHUNK):
-                        dst.write(chunk)
+                self._fetch(remote, local)
             except FileNotFoundError:
                 raise ConnectorError(f"dataset '{manifest.dataset}': snapshot {manifest.snapshot_id} is incomplete "
                                      f"({entry['path']} is missing); keeping the last good data") from None
@@ -162,6 +164,24 @@ class SnapshotStore:
                                      f"last good data")
             out.append(local)
         return out
+
+
+    def _fetch(self, remote: str, local: Path) -> None:
+        """Copy one object with PARALLEL ranged reads of PART bytes (several streams at once are
+        much faster than one, from S3 as from MinIO)."""
+        with self.fs.open_input_file(remote) as src:
+            size = src.size()
+            with open(local, "wb") as dst:
+                dst.truncate(size)
+            fd = os.open(local, os.O_WRONLY)
+            try:
+                def piece(offset: int) -> None:
+                    data = src.read_at(min(PART, size - offset), offset)
+                    os.pwrite(fd, data, offset)
+                with ThreadPoolExecutor(PARALLEL, thread_name_prefix="satchel-snapshot") as pool:
+                    list(pool.map(piece, range(0, size, PART)))
+            finally:
+                os.close(fd)
 
 
 def _sha256(path: Path) -> tuple[str, int]:

@@ -318,3 +318,34 @@ def test_a_follower_falls_back_to_its_source_when_the_pod_says_so(s3, satchel_se
     assert eventually(lambda: count(follower) == 510, timeout=30)
     assert httpx.get(follower.http_url + "/v1/ready", timeout=10).status_code == 200
     assert "snapshot is stale" in follower.log()
+
+
+def test_a_manifest_naming_a_missing_file_is_refused_as_incomplete(s3, tmp_path):
+    """The store itself (real S3 API): a snapshot whose data file is absent is 'incomplete', one
+    whose file differs is 'corrupt'; both name no credential."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from engine.errors import ConnectorError
+    from engine.refresh.snapshots import SnapshotStore
+
+    port, store = s3
+    snaps = SnapshotStore("s3://fleet/store", {"s3_endpoint": f"http://127.0.0.1:{port}", "s3_key": KEY,
+                                               "s3_secret": SECRET})
+    table = pa.table({"id": list(range(100_000))})
+    manifest = snaps.publish("t", table.to_reader(), dt.datetime.now(dt.timezone.utc))
+    assert snaps.latest("t") == manifest
+    (tmp_path / "ok").mkdir()
+    files = snaps.download(manifest, tmp_path / "ok")
+    import pyarrow.parquet as pq
+    assert pq.read_table(files[0]).equals(table)
+    store.delete_file(f"fleet/store/t/{manifest.snapshot_id}/part-0.parquet")
+    (tmp_path / "gone").mkdir()
+    with pytest.raises(ConnectorError, match="incomplete") as err:
+        snaps.download(manifest, tmp_path / "gone")
+    assert SECRET not in str(err.value) and KEY not in str(err.value)
+    with store.open_output_stream(f"fleet/store/t/{manifest.snapshot_id}/part-0.parquet") as out:
+        out.write(b"PAR1 half")
+    with pytest.raises(ConnectorError, match="corrupt"):
+        snaps.download(manifest, tmp_path / "gone")
