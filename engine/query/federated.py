@@ -9,13 +9,10 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import sqlglot
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
-from sqlglot import exp
 
 from ..errors import SqlError
 from .planner import Plan, TableScan
-from .sql_policy import PUBLIC_DIALECT
 
 ScanOpener = Callable[[TableScan], "pa.RecordBatchReader | pa.Table"]
 """Opens one pushed-down scan: an Arrow table (zero-copy) or a stream."""
@@ -34,7 +31,7 @@ def run_federated(plan: Plan, open_scan: ScanOpener, target_partitions: int = 2,
     and filtered at its source) is held in Arrow memory up to its share of `pool_bytes`; a
     larger one is spilled to a Parquet file, which DataFusion then reads as it goes, so memory
     never grows with the data. Spill files are removed when the result ends or is dropped."""
-    scan = plain_scan(plan)
+    scan = plan.plain_scan
     if scan is not None:  # nothing for DataFusion to do: stream the scan as it comes
         reader = _streamed(open_scan(scan), federated_schema(plan, target_partitions))
         return _widened(reader, plan.widen_decimals) if plan.widen_decimals else reader
@@ -65,35 +62,6 @@ def run_federated(plan: Plan, open_scan: ScanOpener, target_partitions: int = 2,
     if plan.widen_decimals:
         reader = _widened(reader, plan.widen_decimals)
     return spill.until_done(reader) if spill.used else reader
-
-
-_NOT_PLAIN = ("where", "group", "having", "order", "limit", "offset", "distinct", "joins", "laterals", "windows",
-              "qualify", "with", "into", "prewhere", "connect", "match", "sample", "settings")
-
-
-def plain_scan(plan: Plan) -> TableScan | None:
-    """The plan's one scan when the query only selects that scan's columns, unrenamed and in its
-    order (`SELECT * FROM t`, a refresh's full read): its rows are the result as they are."""
-    if len(plan.scans) != 1 or plan.ai:
-        return None
-    scan = plan.scans[0]
-    try:
-        tree = sqlglot.parse_one(plan.sql, read=PUBLIC_DIALECT)
-    except sqlglot.errors.ParseError:
-        return None
-    if not isinstance(tree, exp.Select) or any(tree.args.get(k) for k in _NOT_PLAIN):
-        return None
-    source = tree.args.get("from_") or tree.args.get("from")
-    if source is None or not isinstance(source.this, exp.Table) or source.this.name != scan.register_as:
-        return None
-    names = []
-    for projection in tree.expressions:
-        column = projection.this if isinstance(projection, exp.Alias) else projection
-        if not isinstance(column, exp.Column) or projection.alias_or_name != column.name:
-            return None
-        names.append(column.name)
-    wanted = scan.columns if scan.columns is not None else scan.binding.schema.names
-    return scan if names == list(wanted) else None
 
 
 def _streamed(source: "pa.RecordBatchReader | pa.Table", schema: pa.Schema) -> pa.RecordBatchReader:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 from sqlglot.errors import OptimizeError
 from sqlglot.optimizer.annotate_types import annotate_types
@@ -80,6 +82,32 @@ class Plan:
             return "source" if kinds <= {"source", "memory"} else "mixed"
         return "accelerator"
 
+    @functools.cached_property
+    def plain_scan(self) -> TableScan | None:
+        """The one scan when the query only selects that scan's columns, unrenamed and in its
+        order (`SELECT * FROM t`, a refresh's full read): its rows are the result as they are.
+        Worked out once per plan (plans are cached)."""
+        if self.route != "federated" or len(self.scans) != 1 or self.ai:
+            return None
+        scan = self.scans[0]
+        try:
+            tree = sqlglot.parse_one(self.sql, read=PUBLIC_DIALECT)
+        except sqlglot.errors.ParseError:
+            return None
+        if not isinstance(tree, exp.Select) or any(tree.args.get(k) for k in _NOT_PLAIN):
+            return None
+        source = tree.args.get("from_") or tree.args.get("from")
+        if source is None or not isinstance(source.this, exp.Table) or source.this.name != scan.register_as:
+            return None
+        names = []
+        for projection in tree.expressions:
+            column = projection.this if isinstance(projection, exp.Alias) else projection
+            if not isinstance(column, exp.Column) or projection.alias_or_name != column.name:
+                return None
+            names.append(column.name)
+        wanted = scan.columns if scan.columns is not None else scan.binding.schema.names
+        return scan if names == list(wanted) else None
+
     def explain(self) -> str:
         lines = [f"route: {self.route} (served by {self.served_by})", f"sql: {self.sql}"]
         for s in self.scans:
@@ -96,6 +124,10 @@ class Plan:
             )
         return "\n".join(lines)
 
+
+# clauses that make a query more than a plain scan of its one table
+_NOT_PLAIN = ("where", "group", "having", "order", "limit", "offset", "distinct", "joins", "laterals", "windows",
+              "qualify", "with", "into", "prewhere", "connect", "match", "sample", "settings")
 
 CONSTANTS_INSTANCE = "duckdb:constants"  # the private DuckDB that evaluates queries naming no table
 # DuckDB binds nested operators in time cubic in their depth (`SELECT 1+1+...` of 900 terms: 24 s,

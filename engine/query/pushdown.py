@@ -51,7 +51,6 @@ from connectors.base import ScanSql, WholeQuerySql
 
 from ..arrow_sql_types import sql_type
 from ..errors import Overloaded
-from .federated import plain_scan
 from .planner import Plan
 from .sql_policy import PUBLIC_DIALECT
 
@@ -92,7 +91,7 @@ def dialect_of(conn: WholeQuerySql) -> str:
 def source_sql(plan: Plan, datasets: Mapping[str, object]) -> str | None:
     """The statement the whole plan would run in its source, or None when it may not go down
     (or need not: a plain scan is the connector's own scan statement, streamed as it comes)."""
-    if plain_scan(plan) is not None:
+    if plan.plain_scan is not None:
         return None
     try:
         conns = _connectors(plan, datasets)
