@@ -173,15 +173,15 @@ def test_spark_reads_the_parquet_files_itself(spark: SparkConnect, satchel: Satc
     """The server is real Spark: it answers with its version and counts the files' rows."""
     version = spark.execute("SELECT version() AS v").column("v")[0].as_py()
     assert version.startswith("4."), version
-    response = satchel.sql("SELECT count(*) AS n FROM orders_sc")  # HTTP: see the xfail below
-    assert response.status_code == 200 and response.json() == [{"n": len(SAIL_TABLES["orders"])}], response.text
-
-
-@pytest.mark.xfail(strict=True, reason="known bug found by this lane: an ungrouped count(*) pushed down whole "
-                   "streams `n` as nullable over Flight SQL while GetFlightInfo announced it non-null, so the "
-                   "ADBC client rejects the stream (grouped counts are fine; HTTP answers correctly)")
-def test_ungrouped_count_over_flight_sql(satchel: SatchelServer) -> None:
     assert rows(query(satchel, "SELECT count(*) AS n FROM orders_sc")) == [(len(SAIL_TABLES["orders"]),)]
+
+
+def test_ungrouped_counts_stream_the_announced_schema(satchel: SatchelServer) -> None:
+    """An ungrouped count(*) is the source's own count (Counts): over Flight SQL its `n` is
+    non-null, as GetFlightInfo announced, or the ADBC client rejects the stream."""
+    sql = "SELECT count(*) AS n FROM orders_sc WHERE o_custkey > 20"
+    got = query(satchel, sql)
+    assert rows(got) == expected(sql.replace("orders_sc", "orders")) and not got.schema.field("n").nullable
 
 
 @pytest.mark.parametrize("name", list(WHOLE) + list(FEDERATED))
