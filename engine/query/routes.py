@@ -130,7 +130,10 @@ class Routes:
         pushed, exact = _pushed_filters(ds, scan.filters)
         if not exact:
             return None
-        table = pa.table({plan.count_as: pa.array([int(ds.connector.count(pushed))], pa.int64())})
+        # non-null, as count(*) is in the planned schema GetFlightInfo announces (ADBC clients
+        # reject a stream whose schema differs from it)
+        schema = pa.schema([pa.field(plan.count_as, pa.int64(), nullable=False)])
+        table = pa.table([pa.array([int(ds.connector.count(pushed))], pa.int64())], schema=schema)
         return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
 
 

@@ -90,3 +90,27 @@ def test_dropping_a_reader_cancels_the_remote_statement(pg_items) -> None:
         assert time.monotonic() - started < 20
     finally:
         conn.close()
+
+
+def test_a_source_count_streams_the_announced_schema_over_flight_sql(satchel_server, tmp_path) -> None:
+    """`SELECT count(*)` answered by the source's own count: `n` is non-null over Flight SQL, as
+    GetFlightInfo announced (the ADBC client rejects a stream whose schema differs)."""
+    import adbc_driver_flightsql.dbapi as fs
+
+    db = tmp_path / "lite.db"
+    write_sqlite(db, ITEMS.rename_columns(["id", "s", "b", "d", "ts"]))
+    server = satchel_server(f"""\
+version: v1
+kind: Spicepod
+name: adbc_count
+datasets:
+  - from: adbc:reference
+    name: lite
+    params:
+      adbc_driver: adbc_driver_sqlite
+      adbc_uri: file:{db}
+""")
+    with fs.connect(f"grpc://127.0.0.1:{server.flight_port}", autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) AS n FROM lite WHERE id > 90")
+        got = cur.fetch_arrow_table()
+    assert got.to_pylist() == [{"n": 10}] and not got.schema.field("n").nullable
