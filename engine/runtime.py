@@ -14,7 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import pyarrow as pa
 from sqlglot import exp
@@ -48,9 +48,11 @@ from .search.service import search as search_request
 from .task_history import DESCRIPTION as TASK_HISTORY_DESCRIPTION
 from .task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from .task_history import TaskHistory
-from .telemetry import OtlpSpans
 
 __all__ = ["ANONYMOUS", "CATALOG", "Principal", "Runtime", "TableInfo"]
+
+if TYPE_CHECKING:
+    from .telemetry import OtlpSpans
 
 log = logging.getLogger("satchel.runtime")
 CATALOG = "spice"
@@ -85,9 +87,11 @@ class Runtime:
         self.task_history.observe(ModelCallLog({m.name: m.prices for m in (*pod.models, *pod.embeddings)},
                                                self.metrics))
         tracing = pod.runtime.tracing
-        self.spans = OtlpSpans(tracing.otlp_endpoint, tracing.service_name, tracing.otlp_headers) \
-            if tracing.otlp_endpoint else None
-        if self.spans is not None:
+        self.spans: "OtlpSpans | None" = None
+        if tracing.otlp_endpoint:
+            from .telemetry import OtlpSpans  # the OpenTelemetry SDK costs ~70 ms to import: only when used
+
+            self.spans = OtlpSpans(tracing.otlp_endpoint, tracing.service_name, tracing.otlp_headers)
             self.task_history.observe(self.spans)
         # embedding models, attached by the serving layer (serving.server) before start()
         self.embedders = Embedders(self.task_history, capture_text=th.captured_output == "truncated")

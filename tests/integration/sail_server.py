@@ -99,17 +99,22 @@ def start_sail(workdir: Path, protocol: str = "flight", timeout: float = 60) -> 
     with open(log_path, "ab") as log:
         proc = start_group([binary, protocol, "server", "--ip", "127.0.0.1", "--port", str(port)],
                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
-    server = SailServer(proc, port, log_path, protocol)
+    return answering(SailServer(proc, port, log_path, protocol), "sail", timeout, 0.1)
+
+
+def answering(server, what: str, timeout: float, interval: float):  # noqa: ANN001 - SailServer or alike
+    """`server` (with process, port, log(), execute(), stop()) once it answers `SELECT 1`; stopped
+    and an error with its log's tail when it exits or does not answer within `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sail exited with {proc.returncode}:\n{server.log()}")
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {server.process.returncode}:\n{server.log()[-5000:]}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=1):
                 pass
             server.execute("SELECT 1")
             return server
         except Exception:  # noqa: BLE001 - not answering yet
-            time.sleep(0.1)
+            time.sleep(interval)
     server.stop()
-    raise RuntimeError(f"sail did not start in {timeout}s:\n{server.log()}")
+    raise RuntimeError(f"{what} did not answer in {timeout}s:\n{server.log()[-5000:]}")

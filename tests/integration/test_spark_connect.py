@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from tests.integration.test_sail import (
     rows,
     with_suffix,
 )
+from tests.integration.sail_server import answering
 from tests.processes import start_group, stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -116,20 +116,7 @@ def start_spark_connect(workdir: Path, timeout: float = 180) -> SparkConnect:
     env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1"}
     with open(log_path, "ab") as log:
         proc = start_group(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
-    server = SparkConnect(proc, port, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Spark Connect exited with {proc.returncode}:\n{server.log()[-5000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                pass
-            server.execute("SELECT 1")
-            return server
-        except Exception:  # noqa: BLE001 - not answering yet
-            time.sleep(0.5)
-    server.stop()
-    raise RuntimeError(f"Spark Connect did not answer in {timeout}s:\n{server.log()[-5000:]}")
+    return answering(SparkConnect(proc, port, log_path), "Spark Connect", timeout, 0.5)
 
 
 def pod(endpoint: str, tmp: Path) -> str:
