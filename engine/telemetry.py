@@ -20,6 +20,7 @@ from .task_history import Task
 log = logging.getLogger("satchel.telemetry")
 _SCOPE = InstrumentationScope("satchel")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+EXPORT_TIMEOUT_S = 2.0
 
 
 class OtlpSpans:
@@ -27,9 +28,11 @@ class OtlpSpans:
 
     def __init__(self, endpoint: str, service_name: str, headers: Mapping[str, str] | None = None) -> None:
         self.resource = Resource.create({"service.name": service_name})
+        # a short export timeout: a collector that hangs must not hold the shutdown past its bound
         exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces", headers=dict(headers or {}),
-                                    timeout=10)
-        self.processor = BatchSpanProcessor(exporter, schedule_delay_millis=1000)
+                                    timeout=EXPORT_TIMEOUT_S)
+        self.processor = BatchSpanProcessor(exporter, schedule_delay_millis=1000,
+                                            export_timeout_millis=int(EXPORT_TIMEOUT_S * 1000))
 
     def __call__(self, task: Task) -> None:
         trace_id = int(task.trace_id, 16)
@@ -53,7 +56,7 @@ class OtlpSpans:
             end_time=end, instrumentation_scope=_SCOPE))
 
     def close(self) -> None:
-        """Send what is queued (bounded by the exporter's timeout) and stop."""
+        """Send what is queued (bounded by EXPORT_TIMEOUT_S) and stop."""
         try:
             self.processor.shutdown()
         except Exception:  # noqa: BLE001 - a collector that is gone must not hold the shutdown

@@ -218,3 +218,4 @@ def test_chat_is_not_starved_by_a_running_ai_query(server) -> None:
     assert r.status_code == 200, r.text
     calls = history(server, "task = 'ai' AND query_text LIKE '%Name a colour number%'")
     assert len(calls) == 20 and done["chat"] < done["query"]
+
