@@ -9,10 +9,15 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
+
+from connectors.base import CALLER
 
 from ..errors import SqlError
+from .interrupt import InterruptibleRead, reserve_threads
 from .planner import Plan, TableScan
+
+reserve_threads()  # before DataFusion's runtime exists
+from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions  # noqa: E402
 
 ScanOpener = Callable[[TableScan], "pa.RecordBatchReader | pa.Table"]
 """Opens one pushed-down scan: an Arrow table (zero-copy) or a stream."""
@@ -59,6 +64,8 @@ def run_federated(plan: Plan, open_scan: ScanOpener, target_partitions: int = 2,
     except BaseException:
         spill.remove()
         raise
+    limit = "runtime.params.query_timeout" if CALLER.get().kind == "query" else "refresh_timeout"
+    reader = InterruptibleRead(reader, limit).reader()  # the deadline holds inside an operator
     if plan.widen_decimals:
         reader = _widened(reader, plan.widen_decimals)
     return spill.until_done(reader) if spill.used else reader
@@ -168,10 +175,7 @@ def duckdb_schema(accelerator, sql: str) -> pa.Schema:
 
 
 def _session(target_partitions: int, pool_bytes: int | None = None) -> SessionContext:
-    # Recursive CTEs are off: DataFusion cannot be interrupted inside an operator, so one that
-    # never ends would hold a core past every deadline (DuckDB's route runs them, interruptibly).
-    config = (SessionConfig().with_target_partitions(target_partitions).with_information_schema(False)
-              .set("datafusion.execution.enable_recursive_ctes", "false"))
+    config = SessionConfig().with_target_partitions(target_partitions).with_information_schema(False)
     if pool_bytes is None:
         return SessionContext(config)
     return SessionContext(config, RuntimeEnvBuilder().with_disk_manager_os().with_fair_spill_pool(pool_bytes))
