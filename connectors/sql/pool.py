@@ -88,6 +88,14 @@ class StatementGate:
                     waiting.remove(ticket)
                     self._cond.notify_all()
 
+    def try_acquire(self) -> bool:
+        """A slot if one is free and nobody waits for it, else False at once (never queued)."""
+        with self._cond:
+            if self._running < self.settings.limit and not any(self._waiting.values()):
+                self._running += 1
+                return True
+            return False
+
     def release(self) -> None:
         with self._cond:
             self._running -= 1
@@ -203,15 +211,16 @@ class ConnectFailed(Exception):
 
 def execute_pooled(pool: ConnectionPool, sql: str, prepare: Callable[[Any], None],
                    is_statement_error: Callable[[BaseException], bool],
-                   gate: StatementGate | None = None) -> tuple[RunningStatement, Any]:
+                   gate: StatementGate | None = None, held: bool = False) -> tuple[RunningStatement, Any]:
     """Run `sql` on a pooled connection, within `gate`'s cap: (its RunningStatement, the driver's
-    batch reader); the gate's slot is held until the statement finishes.
+    batch reader); the gate's slot (taken here, or already by the caller: `held`) is held until
+    the statement finishes.
 
     A reused connection that fails for another reason than the statement itself (the server
     closed it while idle) is dropped and the statement runs once more on a fresh one. Raises
     Overloaded when the gate is saturated, ConnectFailed when no connection opens, else the
     driver's error."""
-    if gate is not None:
+    if gate is not None and not held:
         gate.acquire()
     try:
         return _execute_pooled(pool, sql, prepare, is_statement_error, gate)

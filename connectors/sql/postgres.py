@@ -51,6 +51,7 @@ from ..base import CALLER, DatasetSpec, Filter, FilterSupport, checked_projectio
 from ..params import check_params, check_type_action
 from ..source_types import resolve_unsupported
 from ..sql_render import quote_ident
+from .pg_parallel import MAX_PARTS, PAGES_PER_PART, ParallelRead, extra_slots, page_ranges
 from .pool import (
     GATE_PARAMS,
     ConnectFailed,
@@ -485,13 +486,17 @@ class PostgresConnector:
         return [FilterSupport.EXACT if _render_filter(f, columns.get(f.column)) is not None else FilterSupport.UNSUPPORTED
                 for f in filters]
 
-    def scan_sql(self, columns: Sequence[str] | None, filters: Sequence[Filter] = (), limit: int | None = None) -> str:
-        """The PostgreSQL statement a scan sends (filters it cannot take exactly are left out)."""
+    def scan_sql(self, columns: Sequence[str] | None, filters: Sequence[Filter] = (), limit: int | None = None,
+                 part: str | None = None) -> str:
+        """The PostgreSQL statement a scan sends (filters it cannot take exactly are left out);
+        `part`: a condition on `ctid` that keeps one part of the table (pg_parallel)."""
         by_name = self.pg_columns()
         names = self._projection(columns)
         select = ", ".join(f"{by_name[n].select} AS {quote_ident(n)}" if by_name[n].select != quote_ident(n)
                            else quote_ident(n) for n in names) or "1 AS \"?\""
         where = [w for f in filters if (w := _render_filter(f, by_name.get(f.column))) is not None]
+        if part is not None:
+            where.append(part)
         sql = f"SELECT {select} FROM {self.relation}"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -507,7 +512,39 @@ class PostgresConnector:
         schema = self.schema()
         names = self._projection(columns)
         out = pa.schema([schema.field(n) for n in names])
+        if limit is None and names and CALLER.get().kind == "refresh":
+            return self._refresh_reader(names, filters, out)
         return self.query_reader(self.scan_sql(names, filters, limit), out, count_only=not names)
+
+    def _refresh_reader(self, names: list[str], filters: Sequence[Filter], out: pa.Schema) -> pa.RecordBatchReader:
+        """A refresh's full read: a large table on several connections in one snapshot
+        (pg_parallel), else one statement. The size lookup runs in the slot the read takes."""
+        self._gate.acquire()  # the first statement waits its turn like any other
+        slots = 1
+        try:
+            rel = f"to_regclass({quote_literal(self.relation)})"
+            rows = self._fetch_pooled(f"SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, "
+                                      f"c.relkind::text FROM pg_class c WHERE c.oid = {rel}",
+                                      "cannot read the table's size", False)
+            pages = rows[0][0] if rows and rows[0][1] in ("r", "m") else 0  # views and the like: one statement
+            if pages >= 2 * PAGES_PER_PART:
+                slots += extra_slots(self._gate, min(MAX_PARTS, pages // PAGES_PER_PART) - 1)
+            if slots < 2:
+                slots = 0  # the statement holds the slot now, and gives it back
+                return self.query_reader(self.scan_sql(names, filters), out, slot_held=True)
+            statements = [tagged(self.scan_sql(names, filters, part=part), self.spec.pod)
+                          for part in page_ranges(pages, slots)]
+            read = ParallelRead(self._pool, self._gate, statements, _batch_size_hint, lambda b: _conform(b, out),
+                                out, lambda e: self._error("error while reading from PostgreSQL", e))
+        except BaseException:
+            for _ in range(slots):
+                self._gate.release()
+            raise
+        try:
+            read.start()  # gives the slots back if it fails, else when the read ends
+        except Exception as e:  # noqa: BLE001 - driver errors become ConnectorError
+            raise self._error("query failed in PostgreSQL", e) from None
+        return read.reader()
 
     def query(self, sql: str) -> pa.RecordBatchReader:
         """Run one PostgreSQL statement (whole-query push-down); types as the driver gives them."""
@@ -599,12 +636,14 @@ class PostgresConnector:
 
     # -- reading --
 
-    def query_reader(self, sql: str, out: pa.Schema | None, count_only: bool = False) -> pa.RecordBatchReader:
+    def query_reader(self, sql: str, out: pa.Schema | None, count_only: bool = False,
+                     slot_held: bool = False) -> pa.RecordBatchReader:
         """Stream `sql`'s rows as `out` (None: as the driver types them). Dropping or closing the
-        reader early cancels the statement on the server."""
+        reader early cancels the statement on the server. `slot_held`: the caller already took
+        the gate slot the statement runs in (it is released when the statement ends)."""
         try:
             state, reader = execute_pooled(self._pool, tagged(sql, self.spec.pod), _batch_size_hint, _is_sql_error,
-                                           self._gate)
+                                           self._gate, held=slot_held)
         except ConnectFailed as e:
             raise self._error("cannot connect to PostgreSQL", e.__cause__) from None
         except Overloaded:
