@@ -100,6 +100,17 @@ def source_sql(plan: Plan, datasets: Mapping[str, object]) -> str | None:
         return None
     if conns is None:
         return None
+    memo = plan.memo.get("source_sql")  # (connectors, statement): rendering costs milliseconds
+    if memo is not None and len(memo[0]) == len(conns) and all(a is b for a, b in zip(memo[0], conns)):
+        return memo[1]
+    sql = _render(plan, conns)
+    plan.memo["source_sql"] = (tuple(conns), sql)
+    return sql
+
+
+def _render(plan: Plan, conns: list) -> str | None:
+    """The whole plan as one statement of its source's dialect, or None when it could mean
+    something else there."""
     relations = {s.register_as: c for s, c in zip(plan.scans, conns)}
     try:
         tree = sqlglot.parse_one(plan.sql, read=PUBLIC_DIALECT)
@@ -279,7 +290,14 @@ def explain_lines(plan: Plan, datasets: Mapping[str, object]) -> list[str]:
 
 
 def _expected_schema(plan: Plan) -> pa.Schema | None:
-    """The schema the federated route returns for `plan` (DataFusion over empty tables)."""
+    """The schema the federated route returns for `plan` (DataFusion over empty tables), worked
+    out once per plan."""
+    if "expected_schema" not in plan.memo:
+        plan.memo["expected_schema"] = _planned_schema(plan)
+    return plan.memo["expected_schema"]
+
+
+def _planned_schema(plan: Plan) -> pa.Schema | None:
     from .federated import run_federated
 
     def empty(scan):
