@@ -228,11 +228,24 @@ def _batch_size_hint(cur: Any) -> None:
     _statement_timeout(cur)
 
 
+TIMEOUT_STEP_MS = 250  # statement_timeout is the time left rounded up to this (see _statement_timeout)
+_session_timeouts: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+
+
 def _statement_timeout(cur: Any) -> None:
     """The task's time left as the session's statement_timeout (0: none), so PostgreSQL itself
-    stops working when the agent's deadline passes. Pooled sessions keep settings: always set."""
+    stops working when the agent's deadline passes. Pooled sessions keep settings, so it is set
+    whenever it differs from the session's: rounded up to TIMEOUT_STEP_MS (PostgreSQL then stops
+    at most that long after the deadline, within the grace `engine.cancel.guarded` gives a
+    source to stop itself), consecutive queries under the same query_timeout need no SET (a
+    round trip each)."""
     left = CALLER.get().seconds_left()
-    cur.execute(f"SET statement_timeout = {0 if left is None else max(1, int(left * 1000))}")
+    ms = 0 if left is None else max(1, math.ceil(left * 1000 / TIMEOUT_STEP_MS)) * TIMEOUT_STEP_MS
+    conn = cur.connection
+    if _session_timeouts.get(conn) == ms:
+        return
+    cur.execute(f"SET statement_timeout = {ms}")
+    _session_timeouts[conn] = ms
 
 
 def _is_sql_error(e: BaseException) -> bool:

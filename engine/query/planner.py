@@ -72,6 +72,9 @@ class Plan:
     count_as: str | None = None  # `SELECT count(*) AS <name> FROM t [WHERE ...]`: the source may count
     output_names: list[str] | None = None  # the result's column names, when the engine runs them renamed
     ai: list[AiCall] = field(default_factory=list)  # output columns a model answers (ai_functions.py)
+    # what routes work out once per plan (plans are cached), e.g. pushdown.py's source statement;
+    # not an init field, so a dataclasses.replace() copy never shares it
+    memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def served_by(self) -> str:

@@ -100,14 +100,28 @@ def source_sql(plan: Plan, datasets: Mapping[str, object]) -> str | None:
         return None
     if conns is None:
         return None
+    memo = plan.memo.get("source_sql")  # (connectors, statement): rendering costs milliseconds
+    if memo is not None and len(memo[0]) == len(conns) and all(a is b for a, b in zip(memo[0], conns)):
+        return memo[1]
+    sql = _render(plan, conns)
+    plan.memo["source_sql"] = (tuple(conns), sql)
+    return sql
+
+
+def _render(plan: Plan, conns: list) -> str | None:
+    """The whole plan as one statement of its source's dialect, or None when it could mean
+    something else there."""
     relations = {s.register_as: c for s, c in zip(plan.scans, conns)}
     try:
         tree = sqlglot.parse_one(plan.sql, read=PUBLIC_DIALECT)
     except sqlglot.errors.ParseError:
         return None
     dialect = dialect_of(conns[0])
-    if dialect == "postgres" and _different_meaning(tree, plan):
-        return None
+    if dialect == "postgres":
+        typed = _typed(tree, plan)
+        if typed is None or _different_meaning(typed):  # cannot tell, or it could: do not push down
+            return None
+        tree = _exact_averages(typed)
     if dialect == "datafusion" and not _datafusion_same_meaning(tree):
         return None
     if dialect == "spark" and not _spark_same_meaning(tree, plan):
@@ -208,14 +222,10 @@ _FLOATS = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
 _TEXTS = {exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR, exp.DataType.Type.CHAR}
 
 
-def _different_meaning(tree: exp.Expression, plan: Plan) -> bool:
-    """Whether PostgreSQL could give this query another answer than the engines:
-    round() of a float (PostgreSQL rounds half to even, the engines half away from zero) and
-    floats turned into text (each engine formats them its own way)."""
-    typed = _typed(tree, plan)
-    if typed is None:  # cannot tell: do not push down
-        return True
-
+def _different_meaning(typed: exp.Expression) -> bool:
+    """Whether PostgreSQL could give this query (typed by `_typed`) another answer than the
+    engines: round() of a float (PostgreSQL rounds half to even, the engines half away from
+    zero) and floats turned into text (each engine formats them its own way)."""
     def is_float(node: exp.Expression) -> bool:
         return node.type is not None and node.type.this in _FLOATS
 
@@ -227,6 +237,24 @@ def _different_meaning(tree: exp.Expression, plan: Plan) -> bool:
         if isinstance(node, exp.DPipe) and any(is_float(x) for x in (node.this, node.expression)):
             return True
     return False
+
+
+def _exact_averages(typed: exp.Expression) -> exp.Expression:
+    """`AVG(CAST(d AS DOUBLE))` of a decimal `d` (how the planner makes DataFusion's AVG(decimal)
+    a DOUBLE, as DuckDB's is) as `CAST(AVG(d) AS DOUBLE)`: the same type, the exact average
+    rounded once, and PostgreSQL sums numerics much faster than it converts each one to float."""
+    for node in list(typed.find_all(exp.Avg)):
+        arg = node.this
+        if isinstance(arg, exp.Cast) and arg.to.this == exp.DataType.Type.DOUBLE and arg.this.type is not None \
+                and arg.this.type.this == exp.DataType.Type.DECIMAL:
+            node.set("this", arg.this)
+            outer = node
+            while isinstance(outer.parent, (exp.Filter, exp.Window)):  # AVG(...) FILTER (...) OVER (...)
+                outer = outer.parent
+            placeholder = exp.Null()
+            outer.replace(placeholder)
+            placeholder.replace(exp.Cast(this=outer, to=arg.to))
+    return typed
 
 
 def run(plan: Plan, datasets: Mapping[str, object]) -> pa.RecordBatchReader | None:
@@ -279,7 +307,14 @@ def explain_lines(plan: Plan, datasets: Mapping[str, object]) -> list[str]:
 
 
 def _expected_schema(plan: Plan) -> pa.Schema | None:
-    """The schema the federated route returns for `plan` (DataFusion over empty tables)."""
+    """The schema the federated route returns for `plan` (DataFusion over empty tables), worked
+    out once per plan."""
+    if "expected_schema" not in plan.memo:
+        plan.memo["expected_schema"] = _planned_schema(plan)
+    return plan.memo["expected_schema"]
+
+
+def _planned_schema(plan: Plan) -> pa.Schema | None:
     from .federated import run_federated
 
     def empty(scan):

@@ -5,6 +5,7 @@ types), and EXPLAIN shows what went to the source."""
 
 from __future__ import annotations
 
+import decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -99,14 +100,19 @@ def test_queries_postgres_means_differently_are_not_pushed_down_whole(runtime: R
 
 
 # Where the accelerated routes already disagree among themselves (DuckDB vs DataFusion), a
-# planner matter outside the PostgreSQL connector: PostgreSQL agrees with the Arrow route.
-ACCELERATOR_GAPS = {
-    "numeric-aggregates": "AVG(decimal) in DOUBLE rounds differently in DuckDB than in DataFusion/PostgreSQL",
+# planner matter outside the PostgreSQL connector: PostgreSQL agrees with one of them.
+ACCELERATOR_GAPS = {  # PostgreSQL agrees with the Arrow route
     "numeric-arith": "decimal * int: DuckDB decimal(18,2), DataFusion decimal(31,2)",
+}
+ARROW_GAPS = {  # PostgreSQL agrees with the DuckDB route
+    "numeric-aggregates": "AVG(decimal) in DOUBLE: DataFusion sums DOUBLEs (the last digits depend on the order); "
+                          "DuckDB and PostgreSQL average exactly and round once",
 }
 
 
-@pytest.mark.parametrize("name", list(QUERIES))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=ARROW_GAPS[n], raises=AssertionError))
+    if n in ARROW_GAPS else n for n in QUERIES])
 def test_pushed_down_query_matches_the_arrow_route(runtime: Runtime, name: str) -> None:
     sql = QUERIES[name]
     explain = "\n".join(run(runtime, "EXPLAIN " + sql.format(t="sem_fed")).column("plan").to_pylist())
@@ -127,6 +133,38 @@ def test_pushed_down_query_matches_the_duckdb_route(runtime: Runtime, name: str)
     got = run(runtime, sql.format(t="sem_fed"))
     assert [(f.name, f.type) for f in got.schema] == [(f.name, f.type) for f in want.schema]
     assert got.to_pylist() == want.to_pylist()
+
+
+def test_avg_of_numeric_goes_down_as_postgres_own_avg(runtime: Runtime) -> None:
+    """AVG(numeric) is PostgreSQL's exact average, cast to DOUBLE once per group (the announced
+    type), never a DOUBLE average of every row cast (1.5x slower there, and its last digits
+    vary with the order parallel workers add them in)."""
+    sql = "SELECT avg(price) AS a, avg(price) FILTER (WHERE id > 2) AS f FROM sem_fed"
+    explain = "\n".join(run(runtime, "EXPLAIN " + sql).column("plan").to_pylist())
+    source = [line for line in explain.splitlines() if line.startswith("source sql: ")]
+    assert len(source) == 1, explain
+    assert 'CAST(AVG("sem_fed"."price") AS DOUBLE PRECISION) AS "a"' in source[0], explain
+    assert 'CAST(AVG("sem_fed"."price") FILTER(WHERE "sem_fed"."id" > 2) AS DOUBLE PRECISION)' in source[0], explain
+    assert "AVG(CAST(" not in source[0], explain
+    got = run(runtime, sql)
+    assert got.schema.field("a").type == pa.float64()
+    prices = [decimal.Decimal(r[6]) for r in ROWS if r[6] is not None]
+    later = [decimal.Decimal(r[6]) for r in ROWS if r[6] is not None and r[0] > 2]
+    assert got.to_pylist() == [{"a": float(sum(prices) / len(prices)), "f": float(sum(later) / len(later))}]
+
+
+def test_the_source_statement_is_worked_out_once_per_cached_plan(runtime: Runtime) -> None:
+    """DoGet reuses the cached plan's statement and expected schema (re-deriving them cost
+    5-20 ms a query: parse, typing, rendering, a DataFusion planning over empty tables)."""
+    from engine.query import pushdown
+
+    sql = "SELECT s, avg(price) AS a FROM sem_fed GROUP BY s ORDER BY s"
+    first = run(runtime, sql)
+    _, _, plan = runtime.queries._planned(sql, None)  # the plan DoGet used, from the plan cache
+    assert {"source_sql", "expected_schema"} <= set(plan.memo)
+    statement = pushdown.source_sql(plan, runtime.datasets)
+    assert statement is not None and pushdown.source_sql(plan, runtime.datasets) is statement
+    assert run(runtime, sql).to_pylist() == first.to_pylist()
 
 
 def test_a_column_with_its_own_collation_is_not_pushed_down_whole(postgres_server: PgServer, tmp_path) -> None:

@@ -67,6 +67,25 @@ def test_postgres_stops_the_statement_itself_at_the_deadline(pg: PgServer, satch
     assert server.sql("SELECT count(*) AS n FROM deadline_t").json() == [{"n": 3000}]
 
 
+def test_the_deadline_is_set_once_per_session_while_it_stays_the_same(pg: PgServer, satchel_server) -> None:
+    """statement_timeout is the time left rounded up to 250 ms: queries in a row under the same
+    query_timeout reuse the pooled session's setting (no SET round trip before each)."""
+    server = satchel_server(_pod(pg, "60s"))
+    query = "SELECT count(*) AS n FROM deadline_t WHERE id > 10"
+    assert server.sql(query).json() == [{"n": 2990}]
+    offset = pg.log_offset()
+    for _ in range(3):
+        assert server.sql(query).json() == [{"n": 2990}]
+    sent = pg.statements_since(offset)
+    assert sum("deadline_t" in s for s in sent) == 3, sent
+    assert not any("SET statement_timeout" in s for s in sent), sent
+    offset = pg.log_offset()
+    short = satchel_server(_pod(pg, "10s"))  # another deadline: its own SET, a multiple of 250 ms
+    assert short.sql(query).json() == [{"n": 2990}]
+    sets = [s for s in pg.statements_since(offset) if "SET statement_timeout" in s]
+    assert sets and all(int(s.split("=")[1]) % 250 == 0 and 0 < int(s.split("=")[1]) <= 10000 for s in sets), sets
+
+
 def test_a_flight_client_that_goes_away_cancels_the_source_statement(pg: PgServer, satchel_server) -> None:
     import adbc_driver_flightsql.dbapi as flightsql
 
