@@ -35,42 +35,19 @@ from _common import REPO, adbc_connect, satchel, table, write_results  # noqa: E
 from tpch import TABLES, tpch_connection  # noqa: E402
 
 GOAL = 1.1
-KEYS = {"region": "r_regionkey", "nation": "n_nationkey", "supplier": "s_suppkey", "customer": "c_custkey",
-        "part": "p_partkey", "partsupp": "ps_partkey, ps_suppkey", "orders": "o_orderkey",
-        "lineitem": "l_orderkey, l_linenumber"}
-
-
-def pg_type(t: pa.DataType) -> str:
-    """The PostgreSQL column type of a TPC-H Arrow column."""
-    if pa.types.is_int32(t):
-        return "integer"
-    if pa.types.is_int64(t):
-        return "bigint"
-    if pa.types.is_decimal(t):
-        return f"numeric({t.precision},{t.scale})"
-    if pa.types.is_date(t):
-        return "date"
-    if pa.types.is_string(t):
-        return "text"
-    raise ValueError(f"unexpected TPC-H type {t}")
 
 
 def load_postgres(pg, sf: float) -> dict[int, str]:
     """TPC-H at `sf` into `public` of the server; returns the query texts."""
+    from tests.integration.postgres_server import load_tpch
+
     con = tpch_connection()
     try:
         con.execute(f"CALL dbgen(sf={sf})")
-        for name in TABLES:
-            data = con.execute(f"SELECT * FROM {name}").to_arrow_table()
-            columns = ", ".join(f'"{f.name}" {pg_type(f.type)}' for f in data.schema)
-            pg.ingest(f"public.{name}", data, f"CREATE TABLE public.{name} ({columns})")
-        queries = dict(con.execute("SELECT query_nr, query FROM tpch_queries()").fetchall())
+        load_tpch(pg, con, TABLES, "public")
+        return dict(con.execute("SELECT query_nr, query FROM tpch_queries()").fetchall())
     finally:
         con.close()
-    pg.execute(*[f"ALTER TABLE public.{t} ADD PRIMARY KEY ({k})" for t, k in KEYS.items()],
-               "CREATE INDEX ON public.lineitem (l_partkey)", "CREATE INDEX ON public.partsupp (ps_suppkey)",
-               *[f"VACUUM ANALYZE public.{t}" for t in TABLES])
-    return queries
 
 
 def pod_yaml(pg) -> str:

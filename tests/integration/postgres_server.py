@@ -228,3 +228,35 @@ def stop_pg_server() -> None:
 def postgres_server() -> Iterator[PgServer]:
     yield pg_server()
     stop_pg_server()
+
+
+# -- TPC-H ---------------------------------------------------------------------------------------
+
+TPCH_KEYS = {"region": "r_regionkey", "nation": "n_nationkey", "supplier": "s_suppkey", "customer": "c_custkey",
+             "part": "p_partkey", "partsupp": "ps_partkey, ps_suppkey", "orders": "o_orderkey",
+             "lineitem": "l_orderkey, l_linenumber"}
+
+
+def _tpch_pg_type(t) -> str:
+    """The PostgreSQL column type of a TPC-H Arrow column."""
+    import pyarrow as pa
+
+    for check, name in ((pa.types.is_int32, "integer"), (pa.types.is_int64, "bigint"), (pa.types.is_date, "date"),
+                        (pa.types.is_string, "text")):
+        if check(t):
+            return name
+    if pa.types.is_decimal(t):
+        return f"numeric({t.precision},{t.scale})"
+    raise ValueError(f"unexpected TPC-H type {t}")
+
+
+def load_tpch(server: "PgServer", con, tables, schema: str) -> None:
+    """The TPC-H tables of DuckDB connection `con` (after dbgen) into `schema`, with the keys and
+    indexes a real TPC-H schema has (PostgreSQL plans the correlated subqueries with them)."""
+    for table in tables:
+        data = con.execute(f"SELECT * FROM {table}").to_arrow_table()
+        columns = ", ".join(f'"{f.name}" {_tpch_pg_type(f.type)}' for f in data.schema)
+        server.ingest(f"{schema}.{table}", data, f"CREATE TABLE {schema}.{table} ({columns})")
+    server.execute(*[f"ALTER TABLE {schema}.{t} ADD PRIMARY KEY ({k})" for t, k in TPCH_KEYS.items()],
+                   f"CREATE INDEX ON {schema}.lineitem (l_partkey)", f"CREATE INDEX ON {schema}.partsupp (ps_suppkey)",
+                   *[f"VACUUM ANALYZE {schema}.{t}" for t in tables])

@@ -16,28 +16,11 @@ import pyarrow as pa
 import pytest
 
 from tests.engine import test_tpch as tpch
-from tests.integration.postgres_server import PgServer, postgres_server  # noqa: F401
+from tests.integration.postgres_server import PgServer, load_tpch, postgres_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
-KEYS = {"region": "r_regionkey", "nation": "n_nationkey", "supplier": "s_suppkey", "customer": "c_custkey",
-        "part": "p_partkey", "partsupp": "ps_partkey, ps_suppkey", "orders": "o_orderkey",
-        "lineitem": "l_orderkey, l_linenumber"}
 ROUTES = {"duckdb": "", "arrow": "_arrow", "federated": "_fed"}
-
-
-def pg_type(t: pa.DataType) -> str:
-    if pa.types.is_int32(t):
-        return "integer"
-    if pa.types.is_int64(t):
-        return "bigint"
-    if pa.types.is_decimal(t):
-        return f"numeric({t.precision},{t.scale})"
-    if pa.types.is_date(t):
-        return "date"
-    if pa.types.is_string(t):
-        return "text"
-    raise AssertionError(f"unexpected TPC-H type {t}")
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +29,7 @@ def pg_tpch(postgres_server: PgServer) -> tpch.TpchData:
     con = tpch.tpch_connection()
     try:
         con.execute(f"CALL dbgen(sf={tpch.SCALE_FACTOR})")
-        for table in tpch.TABLES:
-            data = con.execute(f"SELECT * FROM {table}").to_arrow_table()
-            columns = ", ".join(f'"{f.name}" {pg_type(f.type)}' for f in data.schema)
-            postgres_server.ingest(f"tpch.{table}", data, f"CREATE TABLE tpch.{table} ({columns})")
-        # the keys a real TPC-H schema has (PostgreSQL plans the correlated subqueries with them)
-        postgres_server.execute(*[f"ALTER TABLE tpch.{t} ADD PRIMARY KEY ({k})" for t, k in KEYS.items()],
-                                "CREATE INDEX ON tpch.lineitem (l_partkey)", "CREATE INDEX ON tpch.partsupp (ps_suppkey)",
-                                *[f"ANALYZE tpch.{t}" for t in tpch.TABLES])
+        load_tpch(postgres_server, con, tpch.TABLES, "tpch")
         queries = dict(con.execute("SELECT query_nr, query FROM tpch_queries()").fetchall())
         answers = dict(con.execute("SELECT query_nr, answer FROM tpch_answers() WHERE scale_factor = ?",
                                    [tpch.SCALE_FACTOR]).fetchall())
