@@ -1,0 +1,209 @@
+"""Concurrency: 1 client, then 32 concurrent ADBC clients, on a mixed load for `--seconds` each.
+
+The pod has one 1M-row DuckDB-accelerated table. Each client opens its own ADBC Flight SQL
+connection and runs, round-robin, three kinds of query back to back:
+
+* `point`: a parameterised point lookup, `SELECT * FROM events WHERE id = ?` (an ADBC bind
+  parameter, a fresh random id each time: prepared statement, DoPut of the parameters,
+  GetFlightInfo, DoGet);
+* `aggregate`: `SELECT category, count(*), sum(amount), avg(qty) FROM events GROUP BY category`
+  over all 1M rows;
+* `scan`: `SELECT * FROM events WHERE id >= ? ORDER BY id LIMIT 1000`, a 1000-row read.
+
+Clients are spread over client *processes* (`--processes`, threads within each), so the
+client's own GIL does not cap the load; client and server share the machine's cores. Reported:
+queries/s, errors, p50/p99 per kind and overall, and the ratio of the 32-client throughput to
+the 1-client throughput (the goal: >= 1.7x on 2 cores, p99 <= 3x p50 under load, no errors).
+
+    /tmp/venv/bin/python bench/concurrency.py [--seconds 60] [--clients 32] [--processes 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATA, REPO, adbc_connect, percentile, satchel, table, write_results  # noqa: E402
+
+ROWS = 1_000_000
+KINDS = ("point", "aggregate", "scan")
+SQL = {
+    "point": "SELECT * FROM events WHERE id = ?",
+    "aggregate": "SELECT category, count(*) AS n, sum(amount) AS total, avg(qty) AS mean_qty FROM events GROUP BY category",
+    "scan": "SELECT * FROM events WHERE id >= ? ORDER BY id LIMIT 1000",
+}
+EXPECTED_ROWS = {"point": 1, "aggregate": 100, "scan": 1000}
+
+
+def make_data(rows: int = ROWS) -> Path:
+    """`events_<rows>.parquet`: id, customer_id, category (100 distinct), amount, qty."""
+    path = DATA / f"events_{rows}.parquet"
+    if path.exists():
+        return path
+    DATA.mkdir(parents=True, exist_ok=True)
+    print(f"  generating {rows:,} rows -> {path.relative_to(REPO)}", flush=True)
+    rng = np.random.default_rng(16)
+    ids = np.arange(rows, dtype=np.int64)
+    categories = pa.array([f"category-{i:02d}" for i in range(100)], pa.string())
+    data = pa.table({
+        "id": ids,
+        "customer_id": rng.integers(0, 50_000, rows, dtype=np.int64),
+        "category": pc.take(categories, pa.array(ids % 100)),
+        "amount": np.round(rng.random(rows) * 1000, 2),
+        "qty": rng.integers(1, 20, rows, dtype=np.int32),
+    })
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(data, tmp, row_group_size=1 << 17)
+    tmp.rename(path)
+    return path
+
+
+def _client(uri: str, first_kind: int, start_at: float, stop_at: float, out: list) -> None:
+    """One client: its own connection; runs the kinds round-robin until `stop_at`; appends
+    (kind, started, seconds, error) to `out`."""
+    rnd = random.Random(first_kind * 7919 + threading.get_ident())
+    k = first_kind
+    with adbc_connect(uri) as conn:
+        cursors = {kind: conn.cursor() for kind in KINDS}  # one prepared statement per kind
+        try:
+            for kind in KINDS:  # warm-up, untimed: connections and prepared statements exist
+                _run(cursors[kind], kind, rnd)
+            while time.time() < start_at:
+                time.sleep(0.001)
+            while True:
+                kind = KINDS[k % len(KINDS)]
+                k += 1
+                began = time.time()
+                if began >= stop_at:
+                    break
+                error = None
+                try:
+                    _run(cursors[kind], kind, rnd)
+                except Exception as e:  # noqa: BLE001 - counted and reported
+                    error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+                out.append((kind, began, time.time() - began, error))
+        finally:
+            for cur in cursors.values():
+                cur.close()
+
+
+def _run(cur, kind: str, rnd: random.Random) -> None:
+    if kind == "aggregate":
+        cur.execute(SQL[kind])
+    else:
+        cur.execute(SQL[kind], (rnd.randrange(ROWS - 1000),))
+    result = cur.fetch_arrow_table()
+    if result.num_rows != EXPECTED_ROWS[kind]:
+        raise AssertionError(f"{kind}: {result.num_rows} rows, expected {EXPECTED_ROWS[kind]}")
+
+
+def _process(uri: str, firsts: list[int], start_at: float, stop_at: float, queue) -> None:
+    """A client process running one thread per client in `firsts`."""
+    out: list = []
+    threads = [threading.Thread(target=_client, args=(uri, f, start_at, stop_at, out)) for f in firsts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    queue.put(out)
+
+
+def run_load(uri: str, clients: int, processes: int, seconds: float) -> list:
+    """Every sample of `clients` clients over `min(clients, processes)` processes for `seconds`."""
+    nproc = max(1, min(clients, processes))
+    groups = [list(range(i, clients, nproc)) for i in range(nproc)]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    start_at = time.time() + 5 + 0.3 * nproc  # every process up and warmed before timing starts
+    stop_at = start_at + seconds
+    procs = [ctx.Process(target=_process, args=(uri, g, start_at, stop_at, queue)) for g in groups]
+    for p in procs:
+        p.start()
+    samples = []
+    for _ in procs:
+        samples += queue.get(timeout=seconds + 600)
+    for p in procs:
+        p.join()
+    return [s for s in samples if s[1] < stop_at]
+
+
+def summarise(samples: list, seconds: float) -> dict:
+    """q/s, errors and p50/p99 (ms) per kind and overall."""
+    summary = {}
+    for kind in (*KINDS, "all"):
+        chosen = [s for s in samples if kind == "all" or s[0] == kind]
+        ok = [s[2] * 1000 for s in chosen if s[3] is None]
+        summary[kind] = {
+            "queries": len(chosen), "qps": len(chosen) / seconds, "errors": sum(s[3] is not None for s in chosen),
+            "p50": percentile(ok, 50) if ok else float("nan"), "p99": percentile(ok, 99) if ok else float("nan"),
+        }
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--processes", type=int, default=8, help="client processes (clients are threads in them)")
+    args = parser.parse_args()
+    parquet = make_data()
+    pod = f"""
+version: v1
+kind: Spicepod
+name: concurrency
+datasets:
+  - from: file:{parquet}
+    name: events
+    acceleration:
+      engine: duckdb
+"""
+    results = {}
+    with satchel(DATA / "pods" / "concurrency", pod) as server:
+        uri = f"grpc://127.0.0.1:{server.flight_port}"
+        for clients in (1, args.clients):
+            print(f"  {clients} client(s) for {args.seconds:g}s ...", flush=True)
+            samples = run_load(uri, clients, args.processes, args.seconds)
+            results[clients] = summarise(samples, args.seconds)
+            s = results[clients]["all"]
+            print(f"    {s['qps']:.1f} q/s, {s['errors']} errors, p50 {s['p50']:.1f} ms, p99 {s['p99']:.1f} ms",
+                  flush=True)
+            errors = sorted({x[3] for x in samples if x[3]})
+            for e in errors[:5]:
+                print(f"    error: {e}", flush=True)
+
+    one, many = results[1]["all"], results[args.clients]["all"]
+    rows = []
+    for clients, summary in results.items():
+        for kind, s in summary.items():
+            rows.append([clients, kind, s["queries"], f"{s['qps']:.1f}", s["errors"], f"{s['p50']:.1f}",
+                         f"{s['p99']:.1f}", f"{s['p99'] / s['p50']:.1f}x"])
+    body = table(["clients", "query", "queries", "q/s", "errors", "p50 ms", "p99 ms", "p99 / p50"], rows)
+    ratio = many["qps"] / one["qps"]
+    verdict = (f"Throughput {args.clients} clients / 1 client: **{ratio:.2f}x** (goal >= 1.7x); "
+               f"p99 / p50 under load (all queries): **{many['p99'] / many['p50']:.1f}x** (goal <= 3x); "
+               f"errors: **{many['errors'] + one['errors']}** (goal 0).")
+    print()
+    print(body)
+    print(verdict)
+    text = (f"Mixed load on a 1M-row DuckDB-accelerated table through the ADBC Flight SQL driver, each client "
+            f"on its own connection running round-robin a parameterised point lookup (`{SQL['point']}`), an "
+            f"aggregate over all rows (`{SQL['aggregate']}`) and a 1000-row scan (`{SQL['scan']}`), "
+            f"{args.seconds:g} s per run; 1 client, then {args.clients} clients over "
+            f"{min(args.clients, args.processes)} client processes. Client and server share one "
+            f"{mp.cpu_count()}-core machine.\n\n{body}\n\n{verdict}\n")
+    write_results("concurrency", "Concurrent clients, mixed load", text)
+
+
+if __name__ == "__main__":
+    main()
