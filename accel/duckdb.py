@@ -20,6 +20,7 @@ from engine.errors import NotFound, QueryTimeout, ReadOnlyViolation
 
 from .keys import dedupe_last
 from .search import SearchStore, load_extensions
+from .timers import TIMERS
 
 META_TABLE = "__satchel_meta"
 BATCH_ROWS = 64 * 1024
@@ -348,12 +349,12 @@ class _Deadline:
 
     def __init__(self, cur: duckdb.DuckDBPyConnection, seconds: float) -> None:
         self.seconds = seconds
-        self._timer = threading.Timer(seconds, cur.interrupt)
-        self._timer.daemon = True
-        self._timer.start()
+        self._handle: int | None = TIMERS.schedule(seconds, cur.interrupt)
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            TIMERS.cancel(handle)
 
     def error(self) -> QueryTimeout:
         self.cancel()
