@@ -15,13 +15,14 @@ client's own GIL does not cap the load; client and server share the machine's co
 queries/s, errors, p50/p99 per kind and overall, and the ratio of the 32-client throughput to
 the 1-client throughput (the goal: >= 1.7x on 2 cores, p99 <= 3x p50 under load, no errors).
 
-    /tmp/venv/bin/python bench/concurrency.py [--seconds 60] [--clients 32] [--processes 8]
+    /tmp/venv/bin/python bench/concurrency.py [--seconds 60] [--clients 32] [--processes 8] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import random
 import sys
 import threading
@@ -114,13 +115,25 @@ def _process(uri: str, firsts: list[int], start_at: float, stop_at: float, queue
     threads = [threading.Thread(target=_client, args=(uri, f, start_at, stop_at, out)) for f in firsts]
     for t in threads:
         t.start()
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu = time.process_time()
+    time.sleep(max(0.0, stop_at - time.time()))
+    cpu = time.process_time() - cpu  # this process's CPU over the timed window
     for t in threads:
         t.join()
-    queue.put(out)
+    queue.put((out, cpu))
 
 
-def run_load(uri: str, clients: int, processes: int, seconds: float) -> list:
-    """Every sample of `clients` clients over `min(clients, processes)` processes for `seconds`."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(uri: str, clients: int, processes: int, seconds: float,
+             server_pid: int) -> tuple[list, float, float]:
+    """(every sample, server CPU seconds, client CPU seconds) of `clients` clients over
+    `min(clients, processes)` processes for `seconds`."""
     nproc = max(1, min(clients, processes))
     groups = [list(range(i, clients, nproc)) for i in range(nproc)]
     ctx = mp.get_context("spawn")
@@ -130,12 +143,24 @@ def run_load(uri: str, clients: int, processes: int, seconds: float) -> list:
     procs = [ctx.Process(target=_process, args=(uri, g, start_at, stop_at, queue)) for g in groups]
     for p in procs:
         p.start()
-    samples = []
+    cpu: list[float] = []
+
+    def sample_cpu() -> None:
+        for at in (start_at, stop_at):
+            time.sleep(max(0.0, at - time.time()))
+            cpu.append(cpu_seconds(server_pid))
+
+    sampler = threading.Thread(target=sample_cpu)
+    sampler.start()
+    samples, client_cpu = [], 0.0
     for _ in procs:
-        samples += queue.get(timeout=seconds + 600)
+        got, used = queue.get(timeout=seconds + 600)
+        samples += got
+        client_cpu += used
     for p in procs:
         p.join()
-    return [s for s in samples if s[1] < stop_at]
+    sampler.join()
+    return [s for s in samples if s[1] < stop_at], cpu[1] - cpu[0], client_cpu
 
 
 def summarise(samples: list, seconds: float) -> dict:
@@ -156,6 +181,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--processes", type=int, default=8, help="client processes (clients are threads in them)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the 1-client and N-client runs")
     args = parser.parse_args()
     parquet = make_data()
     pod = f"""
@@ -168,19 +194,25 @@ datasets:
     acceleration:
       engine: duckdb
 """
-    results = {}
+    samples: dict[int, list] = {1: [], args.clients: []}
+    cpu = {1: 0.0, args.clients: 0.0}
+    client_cpu = {1: 0.0, args.clients: 0.0}
+    slice_s = args.seconds / args.rounds
     with satchel(DATA / "pods" / "concurrency", pod) as server:
         uri = f"grpc://127.0.0.1:{server.flight_port}"
-        for clients in (1, args.clients):
-            print(f"  {clients} client(s) for {args.seconds:g}s ...", flush=True)
-            samples = run_load(uri, clients, args.processes, args.seconds)
-            results[clients] = summarise(samples, args.seconds)
-            s = results[clients]["all"]
-            print(f"    {s['qps']:.1f} q/s, {s['errors']} errors, p50 {s['p50']:.1f} ms, p99 {s['p99']:.1f} ms",
-                  flush=True)
-            errors = sorted({x[3] for x in samples if x[3]})
-            for e in errors[:5]:
-                print(f"    error: {e}", flush=True)
+        for round_ in range(args.rounds):  # alternating: a noisy neighbour slows both alike
+            for clients in (1, args.clients):
+                got, used, client_used = run_load(uri, clients, args.processes, slice_s, server.process.pid)
+                samples[clients] += got
+                cpu[clients] += used
+                client_cpu[clients] += client_used
+                s = summarise(got, slice_s)["all"]
+                print(f"  round {round_ + 1}, {clients} client(s), {slice_s:g}s: {s['qps']:.1f} q/s, "
+                      f"{s['errors']} errors, p50 {s['p50']:.1f} ms, p99 {s['p99']:.1f} ms, "
+                      f"server CPU {used / slice_s:.2f} cores, clients {client_used / slice_s:.2f}", flush=True)
+                for e in sorted({x[3] for x in got if x[3]})[:5]:
+                    print(f"    error: {e}", flush=True)
+    results = {clients: summarise(got, args.seconds) for clients, got in samples.items()}
 
     one, many = results[1]["all"], results[args.clients]["all"]
     rows = []
@@ -190,17 +222,23 @@ datasets:
                          f"{s['p99']:.1f}", f"{s['p99'] / s['p50']:.1f}x"])
     body = table(["clients", "query", "queries", "q/s", "errors", "p50 ms", "p99 ms", "p99 / p50"], rows)
     ratio = many["qps"] / one["qps"]
+    n = {c: max(1, results[c]["all"]["queries"]) for c in cpu}
+    body += "\n\n" + table(
+        ["clients", "server CPU ms / query", "client CPU ms / query", "server cores busy", "client cores busy"],
+        [[c, f"{1000 * cpu[c] / n[c]:.1f}", f"{1000 * client_cpu[c] / n[c]:.1f}", f"{cpu[c] / args.seconds:.2f}",
+          f"{client_cpu[c] / args.seconds:.2f}"] for c in cpu])
     verdict = (f"Throughput {args.clients} clients / 1 client: **{ratio:.2f}x** (goal >= 1.7x); "
                f"p99 / p50 under load (all queries): **{many['p99'] / many['p50']:.1f}x** (goal <= 3x); "
-               f"errors: **{many['errors'] + one['errors']}** (goal 0).")
+               f"errors: **{many['errors'] + one['errors']}** (goal 0). Load average at the end "
+               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.")
     print()
     print(body)
     print(verdict)
     text = (f"Mixed load on a 1M-row DuckDB-accelerated table through the ADBC Flight SQL driver, each client "
             f"on its own connection running round-robin a parameterised point lookup (`{SQL['point']}`), an "
             f"aggregate over all rows (`{SQL['aggregate']}`) and a 1000-row scan (`{SQL['scan']}`), "
-            f"{args.seconds:g} s per run; 1 client, then {args.clients} clients over "
-            f"{min(args.clients, args.processes)} client processes. Client and server share one "
+            f"{args.seconds:g} s for each client count, in {args.rounds} alternating slices (1 client, then "
+            f"{args.clients} clients over {min(args.clients, args.processes)} client processes). Client and server share one "
             f"{mp.cpu_count()}-core machine.\n\n{body}\n\n{verdict}\n")
     write_results("concurrency", "Concurrent clients, mixed load", text)
 

@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "model_tokens": ([], ["--rounds", "2", "--tokens", "32"]),
     "duckdb_file_growth": ([], ["--rows", "200000", "--refreshes", "10"]),
     "refresh_postgres": (["--sf", "1"], ["--sf", "0.05", "--runs", "2"]),
+    "concurrency": ([], ["--seconds", "15"]),
 }
 
 
