@@ -52,11 +52,11 @@ def sentinels(kinds: Sequence[str]) -> list[object]:
     return values
 
 
-def literal(value: object) -> str:
-    """`value` as DuckDB SQL, as planning renders a bound parameter (negative numbers in
-    parentheses: a leading `-` after another would start a comment)."""
+def literal(value: object, after: str = "") -> str:
+    """`value` as DuckDB SQL, as planning renders a bound parameter; a negative number right
+    after a `-` (`-?`) goes in parentheses (`--1` would start a comment)."""
     text = exp.convert(value).sql("duckdb")
-    return f"({text})" if text.startswith("-") else text
+    return f"({text})" if text.startswith("-") and after.endswith("-") else text
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Template:
     def instantiate(self, params: Sequence[object]) -> Plan:
         parts = [self.pieces[0]]
         for index, piece in zip(self.order, self.pieces[1:]):
-            parts.append(literal(params[index]))
+            parts.append(literal(params[index], parts[-1]))
             parts.append(piece)
         return dataclasses.replace(self.plan, sql="".join(parts))
 
