@@ -70,20 +70,21 @@ def make_data(rows: int = ROWS) -> Path:
     return path
 
 
-def _client(uri: str, first_kind: int, start_at: float, stop_at: float, out: list) -> None:
-    """One client: its own connection; runs the kinds round-robin until `stop_at`; appends
+def _client(uri: str, kinds: tuple[str, ...], first_kind: int, start_at: float, stop_at: float,
+            out: list) -> None:
+    """One client: its own connection; runs `kinds` round-robin until `stop_at`; appends
     (kind, started, seconds, error) to `out`."""
     rnd = random.Random(first_kind * 7919 + threading.get_ident())
     k = first_kind
     with adbc_connect(uri) as conn:
-        cursors = {kind: conn.cursor() for kind in KINDS}  # one prepared statement per kind
+        cursors = {kind: conn.cursor() for kind in kinds}  # one prepared statement per kind
         try:
-            for kind in KINDS:  # warm-up, untimed: connections and prepared statements exist
+            for kind in kinds:  # warm-up, untimed: connections and prepared statements exist
                 _run(cursors[kind], kind, rnd)
             while time.time() < start_at:
                 time.sleep(0.001)
             while True:
-                kind = KINDS[k % len(KINDS)]
+                kind = kinds[k % len(kinds)]
                 k += 1
                 began = time.time()
                 if began >= stop_at:
@@ -109,10 +110,10 @@ def _run(cur, kind: str, rnd: random.Random) -> None:
         raise AssertionError(f"{kind}: {result.num_rows} rows, expected {EXPECTED_ROWS[kind]}")
 
 
-def _process(uri: str, firsts: list[int], start_at: float, stop_at: float, queue) -> None:
+def _process(uri: str, kinds: tuple[str, ...], firsts: list[int], start_at: float, stop_at: float, queue) -> None:
     """A client process running one thread per client in `firsts`."""
     out: list = []
-    threads = [threading.Thread(target=_client, args=(uri, f, start_at, stop_at, out)) for f in firsts]
+    threads = [threading.Thread(target=_client, args=(uri, kinds, f, start_at, stop_at, out)) for f in firsts]
     for t in threads:
         t.start()
     time.sleep(max(0.0, start_at - time.time()))
@@ -130,8 +131,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_load(uri: str, clients: int, processes: int, seconds: float,
-             server_pid: int) -> tuple[list, float, float]:
+def run_load(uri: str, clients: int, processes: int, seconds: float, server_pid: int,
+             kinds: tuple[str, ...] = KINDS) -> tuple[list, float, float]:
     """(every sample, server CPU seconds, client CPU seconds) of `clients` clients over
     `min(clients, processes)` processes for `seconds`."""
     nproc = max(1, min(clients, processes))
@@ -140,7 +141,7 @@ def run_load(uri: str, clients: int, processes: int, seconds: float,
     queue = ctx.Queue()
     start_at = time.time() + 5 + 0.3 * nproc  # every process up and warmed before timing starts
     stop_at = start_at + seconds
-    procs = [ctx.Process(target=_process, args=(uri, g, start_at, stop_at, queue)) for g in groups]
+    procs = [ctx.Process(target=_process, args=(uri, kinds, g, start_at, stop_at, queue)) for g in groups]
     for p in procs:
         p.start()
     cpu: list[float] = []
@@ -166,7 +167,7 @@ def run_load(uri: str, clients: int, processes: int, seconds: float,
 def summarise(samples: list, seconds: float) -> dict:
     """q/s, errors and p50/p99 (ms) per kind and overall."""
     summary = {}
-    for kind in (*KINDS, "all"):
+    for kind in (*[k for k in KINDS if any(s[0] == k for s in samples)], "all"):
         chosen = [s for s in samples if kind == "all" or s[0] == kind]
         ok = [s[2] * 1000 for s in chosen if s[3] is None]
         summary[kind] = {
@@ -182,7 +183,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--processes", type=int, default=8, help="client processes (clients are threads in them)")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the 1-client and N-client runs")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="the query kinds of the mix (default: all three)")
+    parser.add_argument("--name", default="concurrency", help="results file name (bench/results/<name>.md)")
     args = parser.parse_args()
+    kinds = tuple(k for k in KINDS if k in args.kinds.split(","))
     parquet = make_data()
     pod = f"""
 version: v1
@@ -202,7 +206,7 @@ datasets:
         uri = f"grpc://127.0.0.1:{server.flight_port}"
         for round_ in range(args.rounds):  # alternating: a noisy neighbour slows both alike
             for clients in (1, args.clients):
-                got, used, client_used = run_load(uri, clients, args.processes, slice_s, server.process.pid)
+                got, used, client_used = run_load(uri, clients, args.processes, slice_s, server.process.pid, kinds)
                 samples[clients] += got
                 cpu[clients] += used
                 client_cpu[clients] += client_used
@@ -235,12 +239,12 @@ datasets:
     print(body)
     print(verdict)
     text = (f"Mixed load on a 1M-row DuckDB-accelerated table through the ADBC Flight SQL driver, each client "
-            f"on its own connection running round-robin a parameterised point lookup (`{SQL['point']}`), an "
-            f"aggregate over all rows (`{SQL['aggregate']}`) and a 1000-row scan (`{SQL['scan']}`), "
+            f"on its own connection running round-robin {', '.join(f'{k} (`{SQL[k]}`)' for k in kinds)}: "
+            f"point is a parameterised point lookup, aggregate reads all rows, scan reads 1000 rows; "
             f"{args.seconds:g} s for each client count, in {args.rounds} alternating slices (1 client, then "
             f"{args.clients} clients over {min(args.clients, args.processes)} client processes). Client and server share one "
             f"{mp.cpu_count()}-core machine.\n\n{body}\n\n{verdict}\n")
-    write_results("concurrency", "Concurrent clients, mixed load", text)
+    write_results(args.name, "Concurrent clients, mixed load", text)
 
 
 if __name__ == "__main__":
