@@ -7,6 +7,8 @@ no file access, no extension loading, no settings changes, whatever SQL reaches 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import uuid
 from typing import Iterator, Mapping, Sequence
@@ -20,10 +22,18 @@ from engine.errors import NotFound, QueryTimeout, ReadOnlyViolation
 
 from .keys import dedupe_last
 from .search import SearchStore, load_extensions
+from .timers import TIMERS
 
 META_TABLE = "__satchel_meta"
 BATCH_ROWS = 64 * 1024
 
+
+
+def execution_slots() -> int:
+    """How many queries a DuckDB database executes at once: `SATCHEL_DUCKDB_SLOTS`, else the
+    cores this process may use (at least 2)."""
+    configured = int(os.environ.get("SATCHEL_DUCKDB_SLOTS", "0") or 0)
+    return configured if configured > 0 else max(2, len(os.sched_getaffinity(0)))
 
 
 class DuckDBAccelerator:
@@ -41,6 +51,7 @@ class DuckDBAccelerator:
         self._con = duckdb.connect(path or ":memory:")
         self._closed = False
         self._write_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(execution_slots())
         setup = [
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",
@@ -147,8 +158,9 @@ class DuckDBAccelerator:
             if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
                 kinds = ", ".join(st.type.name for st in statements) or "nothing"
                 raise ReadOnlyViolation(f"the DuckDB accelerator runs exactly one SELECT statement; got {kinds}")
-            result = cur.execute(statements[0], params) if params else cur.execute(statements[0])
-            reader = result.to_arrow_reader(BATCH_ROWS)
+            with self._slot(timeout):
+                result = cur.execute(statements[0], params) if params else cur.execute(statements[0])
+                reader = result.to_arrow_reader(BATCH_ROWS)
         except duckdb.InterruptException:
             cur.close()
             raise timer.error() if timer else QueryTimeout("query interrupted") from None
@@ -158,6 +170,21 @@ class DuckDBAccelerator:
             cur.close()
             raise
         return pa.RecordBatchReader.from_batches(reader.schema, _owning(reader, cur, timer))
+
+    @contextlib.contextmanager
+    def _slot(self, timeout: float | None) -> Iterator[None]:
+        """One of the database's execution slots while a query executes up to its first batch.
+
+        Many clients at once would otherwise all execute together, each slowed by all the
+        others (and the slowest kinds the most): with as many slots as cores, queries execute
+        in arrival order at full speed, so a query's latency under load is mostly its wait,
+        alike for every kind. Streaming the rest of a result to a slow client holds no slot."""
+        if not self._slots.acquire(timeout=timeout if timeout else -1):
+            raise QueryTimeout(f"query exceeded the runtime query_timeout of {timeout:g}s waiting to run")
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def interrupt_all(self) -> None:
         self._con.interrupt()
@@ -348,12 +375,12 @@ class _Deadline:
 
     def __init__(self, cur: duckdb.DuckDBPyConnection, seconds: float) -> None:
         self.seconds = seconds
-        self._timer = threading.Timer(seconds, cur.interrupt)
-        self._timer.daemon = True
-        self._timer.start()
+        self._handle: int | None = TIMERS.schedule(seconds, cur.interrupt)
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            TIMERS.cancel(handle)
 
     def error(self) -> QueryTimeout:
         self.cancel()

@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "duckdb_file_growth": ([], ["--rows", "200000", "--refreshes", "10"]),
     "refresh_postgres": (["--sf", "1"], ["--sf", "0.05", "--runs", "2"]),
     "tpch_federated": ([], ["--sf", "0.01", "--runs", "2"]),
+    "concurrency": ([], ["--seconds", "15"]),
 }
 
 

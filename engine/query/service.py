@@ -24,7 +24,7 @@ from ..search.functions import SearchFunctions, has_search
 from ..task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from ..task_history import Task
 from ..memory import datafusion_pool
-from . import pushdown, value_sizes
+from . import pushdown, templates, value_sizes
 from .accounting import Accounting
 from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
 from .ai_functions import AiFunctions, has_ai
@@ -159,6 +159,9 @@ class QueryService:
         planning's source work."""
         policy = principal.policy
         key = cache_key("schema", _owner(policy), sql, tuple((type(p), p) for p in params) if params is not None else None)
+        template_key = _template_key(sql, params, policy, self.plans.size)
+        if template_key is not None:  # the same schema for any values of these kinds
+            key = ("schema", *template_key)
         cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
         if cached is not None:
             return cached
@@ -181,6 +184,8 @@ class QueryService:
         finally:
             CALLER.reset(caller)
         lookups = self.plans.lookups_of(_plan_key(sql, params, policy))
+        if template_key is not None:  # a schema by kinds only when a template was made (else None)
+            lookups = self.plans.lookups_of(template_key) if self.plans.get(template_key, self._resolver(frozenset())) else None
         if lookups is not None and key is not None:
             self.plans.put(key, schema, lookups)
         return schema
@@ -231,6 +236,9 @@ class QueryService:
         cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
         if cached is not None:
             return cached
+        templated = self._templated(sql, params, principal.policy)
+        if templated is not None:
+            return templated
         return guarded(lambda: self._planned(sql, params, principal, protocol, schema_only), scope, deadline,
                        client_gone)
 
@@ -249,6 +257,9 @@ class QueryService:
             if cached is not None:
                 return cached
         tree, explain = parse_query(sql, self.limits)
+        templated = self._template(tree, explain, sql, params, policy, resolve)
+        if templated is not None:
+            return templated
         tree = bind_parameters(tree, params)
         if self.search is not None and has_search(tree):
             sink = None
@@ -266,16 +277,54 @@ class QueryService:
             key = None
             resolve = _with_search_rows(resolve, rows)
         recorder = RecordingResolver(resolve)
-        calls: list = []
-        if has_ai(tree):
-            tree, calls = extract_ai(tree)
-        value_sizes.check(tree, datafusion_pool(self.accounting.memory_budget))
-        plan = plan_query(tree, recorder, self.views, policy)
-        plan.ai = calls
+        tree, plan = self._plan_bound(tree, recorder, policy)
         planned = tree, explain, plan
         if key is not None:
             self.plans.put(key, planned, recorder)
         return planned
+
+    def _plan_bound(self, tree: exp.Expression, resolve, policy: Policy | None) -> tuple[exp.Expression, Plan]:  # type: ignore[no-untyped-def]
+        """Plan a parsed tree whose parameters are bound (model calls taken out first)."""
+        calls: list = []
+        if has_ai(tree):
+            tree, calls = extract_ai(tree)
+        value_sizes.check(tree, datafusion_pool(self.accounting.memory_budget))
+        plan = plan_query(tree, resolve, self.views, policy)
+        plan.ai = calls
+        return tree, plan
+
+    def _templated(self, sql: str, params: Sequence[object] | None,
+                   policy: Policy | None) -> tuple[exp.Expression, bool, Plan] | None:
+        """The query planned from its parameterised template, when there is one (see
+        `templates`): no planning, only the values spliced into the template's SQL."""
+        key = _template_key(sql, params, policy, self.plans.size)
+        entry = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
+        if not entry:
+            return None
+        tree, explain, template = entry
+        return bind_parameters(tree.copy(), params), explain, template.instantiate(params)
+
+    def _template(self, tree: exp.Expression, explain: bool, sql: str, params: Sequence[object] | None,
+                  policy: Policy | None, resolve) -> tuple[exp.Expression, bool, Plan] | None:  # type: ignore[no-untyped-def]
+        """Plan `tree` once with sentinel parameters and keep the template it gives (or that it
+        gives none: planned with its values from then on); the query from it, or None."""
+        key = _template_key(sql, params, policy, self.plans.size)
+        if key is None or (self.search is not None and has_search(tree)):
+            return None
+        known = self.plans.get(key, resolve)
+        if known is not None:
+            return self._templated(sql, params, policy) if known else None
+        values = templates.sentinels(key[-1])
+        recorder = RecordingResolver(resolve)
+        try:
+            _, plan = self._plan_bound(bind_parameters(tree.copy(), values), recorder, policy)
+            template = templates.template_of(plan, sql, values)
+        except Exception:  # noqa: BLE001 - planned with its values below, where the error surfaces
+            template = None
+        self.plans.put(key, (tree, explain, template) if template is not None else False, recorder)
+        if template is None:
+            return None
+        return bind_parameters(tree.copy(), params), explain, template.instantiate(params)
 
     def _resolve(self, db: str | None, name: str, force_source: frozenset[str]) -> Binding | None:
         schema = (db or "public").lower()
@@ -325,6 +374,15 @@ def _plan_key(sql: str, params: Sequence[object] | None, policy: Policy | None =
     """The plan cache key of a query, its bound parameters and whose policy planned it (None:
     not cacheable)."""
     return cache_key("query", _owner(policy), sql, tuple((type(p), p) for p in params) if params else None)
+
+
+def _template_key(sql: str, params: Sequence[object] | None, policy: Policy | None, cache_size: int):
+    """The plan cache key of the query's parameterised template (None: no template: the
+    parameters are not all integers and strings, or the plan cache is off)."""
+    kinds = templates.shape(params)
+    if kinds is None or cache_size <= 0:
+        return None
+    return cache_key("template", _owner(policy), sql, kinds)
 
 
 def _searchable(policy: Policy, dataset: str) -> None:

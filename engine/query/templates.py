@@ -1,0 +1,96 @@
+"""Plans of parameterised queries, planned once per SQL text and parameter types.
+
+An agent's parameterised lookup (`... WHERE id = ?`) comes with a fresh value each time, and
+planning (qualify, type, rewrite: milliseconds of Python, holding the GIL) would repeat for each.
+Instead the query is planned once with *sentinel* values of the same kinds (unique integers of
+the same width, unique strings) in place of its parameters; when the plan runs whole in one
+DuckDB accelerator and each sentinel's literal appears exactly once in its SQL, the plan is a
+template: each execution splices its own values' literals (rendered as planning would render
+them) into that SQL. Anything else (floats, booleans, NULLs, dates, federated or source routes)
+is planned with its values as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from dataclasses import dataclass
+from typing import Sequence
+
+from sqlglot import exp
+
+from .planner import CONSTANTS_INSTANCE, Plan
+
+INT32 = 2 ** 31
+
+
+def shape(params: Sequence[object] | None) -> tuple[str, ...] | None:
+    """The kinds of `params` ("int", "bigint", "str") when all can be templated, else None."""
+    if not params:
+        return None
+    kinds = []
+    for value in params:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return None
+        if isinstance(value, str):
+            kinds.append("str")
+        else:
+            kinds.append("int" if -INT32 < value < INT32 else "bigint")
+    return tuple(kinds)
+
+
+def sentinels(kinds: Sequence[str]) -> list[object]:
+    """Fresh values of `kinds`, unlikely to appear anywhere in a query."""
+    values: list[object] = []
+    for kind in kinds:
+        if kind == "str":
+            values.append(f"satchel_param_{secrets.token_hex(12)}")
+        elif kind == "int":
+            values.append(1_000_000_000 + secrets.randbelow(INT32 - 1_000_000_001))
+        else:
+            values.append(10 ** 17 + secrets.randbelow(9 * 10 ** 17))
+    return values
+
+
+def literal(value: object, after: str = "") -> str:
+    """`value` as DuckDB SQL, as planning renders a bound parameter; a negative number right
+    after a `-` (`-?`) goes in parentheses (`--1` would start a comment)."""
+    text = exp.convert(value).sql("duckdb")
+    return f"({text})" if text.startswith("-") and after.endswith("-") else text
+
+
+@dataclass(frozen=True)
+class Template:
+    """A plan whose SQL is `pieces[0] + literal(p[order[0]]) + pieces[1] + ...`."""
+
+    plan: Plan
+    pieces: tuple[str, ...]
+    order: tuple[int, ...]
+
+    def instantiate(self, params: Sequence[object]) -> Plan:
+        parts = [self.pieces[0]]
+        for index, piece in zip(self.order, self.pieces[1:]):
+            parts.append(literal(params[index], parts[-1]))
+            parts.append(piece)
+        return dataclasses.replace(self.plan, sql="".join(parts))
+
+
+def template_of(plan: Plan, sql: str, values: Sequence[object]) -> Template | None:
+    """The template of `plan` (planned with sentinel `values`), or None when it is not one:
+    not a whole-query DuckDB plan over tables, or a sentinel not found exactly once."""
+    if plan.route != "accelerator" or not plan.bindings or plan.instance_id == CONSTANTS_INSTANCE or plan.ai:
+        return None
+    text = plan.sql
+    found: list[tuple[int, int, int]] = []  # (position, length, parameter index)
+    for index, value in enumerate(values):
+        mark = literal(value)
+        if text.count(mark) != 1 or str(value) in sql:
+            return None
+        found.append((text.index(mark), len(mark), index))
+    found.sort()
+    pieces, at = [], 0
+    for position, length, _ in found:
+        pieces.append(text[at:position])
+        at = position + length
+    pieces.append(text[at:])
+    return Template(plan, tuple(pieces), tuple(index for _, _, index in found))

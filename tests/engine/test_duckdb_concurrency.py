@@ -1,0 +1,77 @@
+"""Concurrent queries on one DuckDB accelerator: execution slots and the shared deadline timer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from accel.duckdb import DuckDBAccelerator, execution_slots
+from accel.timers import Timers
+from engine.errors import QueryTimeout
+
+
+@pytest.fixture
+def accelerator() -> DuckDBAccelerator:
+    acc = DuckDBAccelerator()
+    table = pa.table({"x": pa.array(range(1000), pa.int64())})
+    acc.replace("t", pa.RecordBatchReader.from_batches(table.schema, table.to_batches()))
+    yield acc
+    acc.close()
+
+
+def test_slots_follow_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("SATCHEL_DUCKDB_SLOTS", "3")
+    assert execution_slots() == 3
+    monkeypatch.delenv("SATCHEL_DUCKDB_SLOTS")
+    assert execution_slots() >= 2
+
+
+def test_many_threads_query_at_once_and_a_query_waits_for_a_slot_within_its_timeout(accelerator) -> None:
+    results, errors = [], []
+
+    def run() -> None:
+        try:
+            results.append(accelerator.query("SELECT sum(x) AS s FROM t", timeout=30).read_all().column(0)[0].as_py())
+        except Exception as e:  # noqa: BLE001 - asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and results == [499500] * 16
+    held = [accelerator._slots.acquire(timeout=5) for _ in range(execution_slots())]  # every slot busy
+    try:
+        started = time.monotonic()
+        with pytest.raises(QueryTimeout, match="waiting to run"):
+            accelerator.query("SELECT 1 FROM t", timeout=0.3)
+        assert 0.25 < time.monotonic() - started < 5
+    finally:
+        for ok in held:
+            assert ok
+            accelerator._slots.release()
+    assert accelerator.query("SELECT count(*) FROM t", timeout=5).read_all().column(0)[0].as_py() == 1000
+
+
+def test_a_long_query_is_still_interrupted_at_its_timeout(accelerator) -> None:
+    started = time.monotonic()
+    with pytest.raises(QueryTimeout):
+        accelerator.query("SELECT count(*) FROM range(100000000000) a", timeout=0.5).read_all()
+    assert time.monotonic() - started < 10
+
+
+def test_timers_run_due_callbacks_in_order_and_never_cancelled_ones() -> None:
+    timers, fired = Timers(), []
+    late = timers.schedule(0.2, lambda: fired.append("late"))
+    cancelled = timers.schedule(0.05, lambda: fired.append("cancelled"))
+    timers.schedule(0.1, lambda: fired.append("early"))
+    timers.cancel(cancelled)
+    for _ in range(500):  # cancelled entries are dropped, not kept until due
+        timers.cancel(timers.schedule(60, lambda: fired.append("never")))
+    time.sleep(0.4)
+    timers.cancel(late)  # already ran: a no-op
+    assert fired == ["early", "late"] and len(timers._heap) < 100
