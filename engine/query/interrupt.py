@@ -3,8 +3,8 @@
 
 DataFusion has no cancel call. Its blocking read wakes every second to let Python raise pending
 exceptions (that is how Ctrl-C stops it in a REPL), and dropping its stream aborts the query's
-tasks. So the watchdog raises an exception in the reading thread (`PyThreadState_SetAsyncExc`),
-only while that thread is inside the read; the read fails, the stream is closed, and the query
+tasks. So a timer (accel.timers) raises an exception in the reading thread
+(`PyThreadState_SetAsyncExc`), only while that thread is inside the read; the read fails, the stream is closed, and the query
 stops wherever DataFusion yields (scans, recursive CTEs, generated series). A join that emits
 many batches per input batch does not yield: the client still gets its error at the deadline,
 but the operator keeps one of DataFusion's threads until it finishes. `DATAFUSION_THREADS` gives
@@ -13,7 +13,6 @@ the runtime headroom, so such a query cannot starve the ones after it."""
 from __future__ import annotations
 
 import ctypes
-import heapq
 import os
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from accel.timers import TIMERS
 from connectors.base import CALLER
 
 from ..errors import QueryTimeout, RequestCancelled, SatchelError
@@ -55,7 +55,7 @@ class InterruptibleRead:
         self._reading: int | None = None  # the thread inside a read, while it is inside
         self._error: SatchelError | None = None  # why it was stopped, once it was
         self._armed = False
-        self._entry: list | None = None  # its place in the watchdog's heap
+        self._timer: int | None = None  # its deadline's handle in TIMERS
 
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self._source.schema, self._batches())
@@ -78,8 +78,8 @@ class InterruptibleRead:
             raise self._stopped() from None
         finally:
             self._source.close()  # drops DataFusion's stream: its tasks are aborted
-            if self._entry is not None:
-                _WATCHDOG.forget(self._entry)
+            if self._timer is not None:
+                TIMERS.cancel(self._timer)
 
     def _read(self) -> pa.RecordBatch | None:
         with self._lock:
@@ -108,7 +108,8 @@ class InterruptibleRead:
         self._armed = True
         ref = weakref.ref(self)
         if self._deadline is not None:
-            self._entry = _WATCHDOG.at(self._deadline, ref, self._limit)
+            limit = self._limit
+            self._timer = TIMERS.schedule(self._deadline - time.monotonic(), lambda: _expired(ref, limit))
         if self._scope is not None:
             self._scope.add(lambda: _cancelled(ref))
 
@@ -119,50 +120,7 @@ def _cancelled(ref: "weakref.ref[InterruptibleRead]") -> None:
         read.stop(RequestCancelled("the query was cancelled (its client went away or the server is stopping)"))
 
 
-class _Watchdog:
-    """One thread for every query's deadline: a heap of [deadline, number, read, limit, live],
-    earliest first; entries of reads that ended are dropped when they outnumber the live ones."""
-
-    def __init__(self) -> None:
-        self._heap: list[list] = []
-        self._wake = threading.Condition()
-        self._count = self._live = 0
-        self._thread: threading.Thread | None = None
-
-    def at(self, deadline: float, ref: "weakref.ref[InterruptibleRead]", limit: str) -> list:
-        entry = [deadline, 0, ref, limit, True]
-        with self._wake:
-            self._count += 1
-            self._live += 1
-            entry[1] = self._count
-            heapq.heappush(self._heap, entry)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="satchel-deadlines", daemon=True)
-                self._thread.start()
-            self._wake.notify()
-        return entry
-
-    def forget(self, entry: list) -> None:
-        with self._wake:
-            if not entry[4]:
-                return
-            entry[4] = False
-            self._live -= 1
-            if len(self._heap) > 64 and len(self._heap) > 2 * self._live:
-                self._heap = [e for e in self._heap if e[4]]
-                heapq.heapify(self._heap)
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._heap or self._heap[0][0] > time.monotonic():
-                    self._wake.wait(None if not self._heap else self._heap[0][0] - time.monotonic())
-                entry = heapq.heappop(self._heap)
-                live, entry[4] = entry[4], False
-                self._live -= live
-            read = entry[2]() if live else None
-            if read is not None:
-                read.stop(QueryTimeout(f"the query exceeded its deadline ({entry[3]}) and was stopped"))
-
-
-_WATCHDOG = _Watchdog()
+def _expired(ref: "weakref.ref[InterruptibleRead]", limit: str) -> None:
+    read = ref()
+    if read is not None:
+        read.stop(QueryTimeout(f"the query exceeded its deadline ({limit}) and was stopped"))
