@@ -164,7 +164,7 @@ def _looks_like_path(name: str) -> bool:
 
 def bind_parameters(tree: exp.Expression, params: Sequence[Any] | None) -> exp.Expression:
     """Replace `?` and `$n` placeholders with literal values (as typed SQL literals)."""
-    holders = list(tree.find_all(exp.Placeholder, exp.Parameter, bfs=False))  # in text order
+    holders = _in_text_order(tree, list(tree.find_all(exp.Placeholder, exp.Parameter, bfs=False)))
     if not holders:
         if params:
             raise SqlError(f"the query has no parameters but {len(params)} were given")
@@ -185,6 +185,19 @@ def bind_parameters(tree: exp.Expression, params: Sequence[Any] | None) -> exp.E
             raise SqlError(f"the query needs parameter {index + 1} but {len(params)} were given")
         node.replace(exp.convert(params[index]))
     return tree
+
+
+def _in_text_order(tree: exp.Expression, holders: list[exp.Expression]) -> list[exp.Expression]:
+    """`holders` in the order they appear in the statement's text. A tree walk follows the
+    order the parser stored clauses in (a LIMIT before the WHERE), not the text; the rendered
+    SQL follows the text, so each holder's place is found there, by a marker in a copy."""
+    if len(holders) < 2:
+        return holders
+    copy = tree.copy()
+    for i, node in enumerate(copy.find_all(exp.Placeholder, exp.Parameter, bfs=False)):
+        node.replace(exp.Literal.string(f"__satchel_param_{i}__"))
+    text = copy.sql()
+    return [holders[i] for i in sorted(range(len(holders)), key=lambda i: text.find(f"__satchel_param_{i}__"))]
 
 
 def parameter_count(tree: exp.Expression) -> int:

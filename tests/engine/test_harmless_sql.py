@@ -61,3 +61,12 @@ def test_positional_parameters_bind_in_text_order() -> None:
     tree, _ = parse_query("SELECT ? + 1 AS a, ? AS b FROM (SELECT ? AS x) s WHERE s.x > ?")
     assert bind_parameters(tree, [41, "answer", 5, 4]).sql() == \
         "SELECT 41 + 1 AS a, 'answer' AS b FROM (SELECT 5 AS x) AS s WHERE s.x > 4"
+
+
+def test_positional_parameters_bind_in_text_order_across_clauses() -> None:
+    # the parser stores LIMIT before WHERE: a tree walk would give WHERE the LIMIT's value
+    from engine.query.sql_policy import bind_parameters
+
+    tree, _ = parse_query("SELECT n / ? AS r, ? || c AS s FROM t WHERE d > ? ORDER BY d LIMIT ? OFFSET ?")
+    assert bind_parameters(tree, [2, "x", 3, 4, 5]).sql() == \
+        "SELECT n / 2 AS r, 'x' || c AS s FROM t WHERE d > 3 ORDER BY d NULLS LAST LIMIT 4 OFFSET 5"
