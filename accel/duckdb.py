@@ -179,7 +179,7 @@ class DuckDBAccelerator:
         others (and the slowest kinds the most): with as many slots as cores, queries execute
         in arrival order at full speed, so a query's latency under load is mostly its wait,
         alike for every kind. Streaming the rest of a result to a slow client holds no slot."""
-        if not self._slots.acquire(timeout=timeout if timeout else -1):
+        if not self._slots.acquire(timeout=timeout or None):  # (a Semaphore's -1 is not "forever")
             raise QueryTimeout(f"query exceeded the runtime query_timeout of {timeout:g}s waiting to run")
         try:
             yield

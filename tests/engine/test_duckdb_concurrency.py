@@ -75,3 +75,22 @@ def test_timers_run_due_callbacks_in_order_and_never_cancelled_ones() -> None:
     time.sleep(0.4)
     timers.cancel(late)  # already ran: a no-op
     assert fired == ["early", "late"] and len(timers._heap) < 100
+
+
+def test_a_query_without_a_timeout_waits_for_a_slot(accelerator) -> None:
+    # (Semaphore.acquire(timeout=-1) does not wait at all: such a query used to fail at once,
+    # with a formatting error instead of an answer, whenever every slot was busy)
+    held = [accelerator._slots.acquire(timeout=5) for _ in range(execution_slots())]
+    answer: list[int] = []
+    waiter = threading.Thread(target=lambda: answer.append(
+        accelerator.query("SELECT count(*) FROM t").read_all().column(0)[0].as_py()))
+    try:
+        waiter.start()
+        time.sleep(0.5)
+        assert waiter.is_alive() and answer == []  # waiting for a slot, not failed
+    finally:
+        for ok in held:
+            assert ok
+            accelerator._slots.release()
+    waiter.join(10)
+    assert answer == [1000]
