@@ -22,6 +22,13 @@ ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 PROMPT = "satchel> "
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """A suite run as a background job (`.ci/run &` from a script) has SIGINT ignored, and its
+    children inherit that: Python then never raises KeyboardInterrupt. These tests are about a
+    person at a terminal, so the CLI starts with Ctrl-C's default disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Terminal:
     """`satchel sql ARGS` on a pty: `send` keys, `expect` text (returns what came before it)."""
 
@@ -32,6 +39,7 @@ class Terminal:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: the CLI, with the pty as its controlling terminal
             os.chdir(REPO)
+            _sigint_as_at_a_terminal()
             os.execve(sys.executable, [sys.executable, "-m", "serving.cli", "sql", *args], env)
         self.seen = ""
 
@@ -277,7 +285,8 @@ datasets:
 """, wait_ready=False)
     process = subprocess.Popen([sys.executable, "-m", "serving.cli", "sql", "--flight",
                                 f"127.0.0.1:{server.flight_port}", "select * from never"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_sigint_as_at_a_terminal)
     try:
         assert wait_for(lambda: silent_server.open_connections() >= 1, timeout=20)
         process.send_signal(signal.SIGINT)
