@@ -54,7 +54,6 @@ class InterruptibleRead:
         self._lock = threading.Lock()
         self._reading: int | None = None  # the thread inside a read, while it is inside
         self._error: SatchelError | None = None  # why it was stopped, once it was
-        self._armed = False
         self._timer: int | None = None  # its deadline's handle in TIMERS
 
     def reader(self) -> pa.RecordBatchReader:
@@ -75,7 +74,7 @@ class InterruptibleRead:
             while (batch := self._read()) is not None:
                 yield batch
         except _Interrupt:
-            raise self._stopped() from None
+            raise self._error from None
         finally:
             self._source.close()  # drops DataFusion's stream: its tasks are aborted
             if self._timer is not None:
@@ -92,20 +91,15 @@ class InterruptibleRead:
             return None
         except Exception:
             if self._error is not None:  # the interrupt, wrapped by DataFusion as an Arrow error
-                raise self._stopped() from None
+                raise self._error from None
             raise
         finally:
             with self._lock:
                 self._reading = None
 
-    def _stopped(self) -> SatchelError:
-        assert self._error is not None
-        return self._error
-
     def _arm(self) -> None:
-        if self._armed:
-            return
-        self._armed = True
+        """Watch the deadline and the cancel scope (from the first read: a result never read,
+        such as a schema lookup, needs neither)."""
         ref = weakref.ref(self)
         if self._deadline is not None:
             limit = self._limit
