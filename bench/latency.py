@@ -1,4 +1,6 @@
-"""Small-query latency over Flight SQL: `SELECT 1` N times through the ADBC driver.
+"""Small-query latency over Flight SQL: `SELECT 1` N times through the ADBC driver, and a
+parameterised point lookup on a DuckDB-accelerated 1M-row table against the same lookup in
+in-process DuckDB (issue 16 item 1: p50 within 1.5x).
 
 Each query is a full round trip as ADBC makes it (GetFlightInfo, then DoGet of the result),
 on one connection opened beforehand. Satchel vs roapi; p50, p90, p99 and mean over N queries
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import random
 import statistics
 import sys
 import time
@@ -22,6 +25,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, adbc_connect, percentile, roapi, satchel, table, write_results  # noqa: E402
+from concurrency import SQL as LOAD_SQL, make_data as make_events  # noqa: E402
 
 SQL = "SELECT 1"
 WARMUP = 20
@@ -43,6 +47,7 @@ def main() -> None:
     DATA.mkdir(parents=True, exist_ok=True)
     small = DATA / "small.parquet"  # both servers get one small table (roapi wants at least one)
     pq.write_table(pa.table({"id": pa.array(range(10), pa.int64())}), small)
+    events = make_events()
     pod = f"""
 version: v1
 kind: Spicepod
@@ -52,8 +57,13 @@ datasets:
     name: small
     acceleration:
       engine: duckdb
+  - from: file:{events}
+    name: events
+    acceleration:
+      engine: duckdb
 """
     results: dict[str, list[float]] = {"Satchel": [], "roapi 0.12": []}
+    lookups: dict[str, list[float]] = {"Satchel over Flight SQL (ADBC)": [], "in-process DuckDB": []}
     with contextlib.ExitStack() as stack:
         print("satchel:", flush=True)
         server = stack.enter_context(satchel(DATA / "pods" / "latency", pod))
@@ -68,6 +78,7 @@ datasets:
                 elapsed = query_once(cur)
                 if i >= WARMUP:
                     results[name].append(elapsed)
+        point_lookups(cursors["Satchel"], events, args.queries, lookups)
 
     base = results["roapi 0.12"]
     rows = []
@@ -83,7 +94,37 @@ datasets:
     text = (f"`{SQL}` x {args.queries} through the ADBC Flight SQL driver on one open connection (each query: "
             f"GetFlightInfo + DoGet), after {WARMUP} warm-up queries, alternating between the servers; client and servers on one 2-core machine. "
             f"Ratios are latency over roapi's (< 1 is faster).\n\n{body}\n")
+    local = percentile(lookups["in-process DuckDB"], 50)
+    body = table(["route", "p50 ms", "p99 ms", "p50 vs in-process"],
+                 [[name, f"{percentile(v, 50) * 1000:.3f}", f"{percentile(v, 99) * 1000:.3f}",
+                   f"{percentile(v, 50) / local:.1f}x"] for name, v in lookups.items()])
+    print(body)
+    text += (f"\n`{LOAD_SQL['point']}` (a bind parameter, random ids) x {args.queries} on a 1M-row table, "
+             f"DuckDB-accelerated in Satchel and loaded into an in-process DuckDB from the same file, "
+             f"alternating (goal: p50 within 1.5x of in-process).\n\n{body}\n")
     write_results("latency", "SELECT 1 latency over Flight SQL", text)
+
+
+def point_lookups(cur, events: Path, queries: int, out: dict[str, list[float]]) -> None:
+    """The point lookup with a bind parameter through Satchel and in-process DuckDB, alternating."""
+    import duckdb
+
+    local = duckdb.connect()
+    local.execute(f"CREATE TABLE events AS SELECT * FROM read_parquet('{events}')")
+    sql = LOAD_SQL["point"]
+    rnd = random.Random(16)
+    routes = {"Satchel over Flight SQL (ADBC)": lambda i: (cur.execute(sql, parameters=(i,)), cur.fetch_arrow_table())[1],
+              "in-process DuckDB": lambda i: local.execute(sql, [i]).to_arrow_table()}
+    for n in range(WARMUP + queries):
+        key = rnd.randrange(1_000_000)
+        for name, run in routes.items():
+            started = time.perf_counter()
+            got = run(key)
+            elapsed = time.perf_counter() - started
+            assert got.num_rows == 1 and got.column("id")[0].as_py() == key, (name, got)
+            if n >= WARMUP:
+                out[name].append(elapsed)
+    local.close()
 
 
 if __name__ == "__main__":
