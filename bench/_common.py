@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.util
+import json
 import os
 import platform
 import socket
@@ -136,10 +137,17 @@ def machine() -> str:
             f"pyarrow {pyarrow.__version__} · duckdb {duckdb.__version__}")
 
 
-def write_results(name: str, title: str, body: str) -> Path:
+# One line of bench/results/all.md's table: (what, the measured ratio or figure, the goal)
+Headline = tuple[str, str, str]
+
+
+def write_results(name: str, title: str, body: str, headlines: Sequence[Headline] = ()) -> Path:
+    """`results/<name>.md`, and `results/<name>.json` with the headline ratios run_all.py tabulates."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.md"
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     path.write_text(f"# {title}\n\nRun {stamp} on {machine()}.\n\n{body}\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(
+        {"title": title, "run": stamp, "headlines": [list(h) for h in headlines]}, indent=1) + "\n")
     print(f"\nwrote {path.relative_to(REPO)}")
     return path

@@ -147,7 +147,9 @@ datasets:
     text = (f"`SELECT *` of {args.rows:,} rows (int64, float64, short string; {mb:.0f} MB as Arrow) through the ADBC "
             f"Flight SQL driver (`fetch_arrow_table`), client and server on one 2-core machine. Median of "
             f"{args.runs} runs after one warm-up, the servers alternating run by run. Speed ratios > 1 mean faster than the baseline.\n\n{body}\n")
-    write_results("bulk_fetch", "Bulk fetch over Flight SQL", text)
+    write_results("bulk_fetch", "Bulk fetch over Flight SQL", text, [
+        (f"bulk fetch speed vs bare DoGet, {accel}", f"{bare_s / results[f'Satchel ({accel})'][0]:.2f}x", ">= 0.85x")
+        for accel in ("DuckDB-accelerated", "Arrow-accelerated")])
 
 
 if __name__ == "__main__":

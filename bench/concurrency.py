@@ -244,7 +244,10 @@ datasets:
             f"{args.seconds:g} s for each client count, in {args.rounds} alternating slices (1 client, then "
             f"{args.clients} clients over {min(args.clients, args.processes)} client processes). Client and server share one "
             f"{mp.cpu_count()}-core machine.\n\n{body}\n\n{verdict}\n")
-    write_results(args.name, "Concurrent clients, mixed load", text)
+    write_results(args.name, "Concurrent clients, mixed load", text, [
+        (f"throughput {args.clients} clients / 1 client", f"{ratio:.2f}x", ">= 1.7x"),
+        ("p99 / p50 under load", f"{many['p99'] / many['p50']:.1f}x", "<= 3x"),
+        ("errors", str(many["errors"] + one["errors"]), "0")])
 
 
 if __name__ == "__main__":

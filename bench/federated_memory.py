@@ -103,7 +103,9 @@ datasets:
             table(["query", "rows per source", "source MiB", "idle RSS MiB", "peak RSS MiB", "growth / source",
                    "seconds", "outcome", "sidecar alive"], results))
     print(body)
-    write_results("federated_memory", "Federated route: peak memory vs data size", body)
+    write_results("federated_memory", "Federated route: peak memory vs data size", body, [
+        (f"peak RSS growth / source size, {r[0]}, {r[1]} rows", r[5], "bounded by memory_limit, sidecar alive: " + r[8])
+        for r in results])
 
 
 if __name__ == "__main__":

@@ -102,7 +102,12 @@ datasets:
     text += (f"\n`{LOAD_SQL['point']}` (a bind parameter, random ids) x {args.queries} on a 1M-row table, "
              f"DuckDB-accelerated in Satchel and loaded into an in-process DuckDB from the same file, "
              f"alternating (goal: p50 within 1.5x of in-process).\n\n{body}\n")
-    write_results("latency", "SELECT 1 latency over Flight SQL", text)
+    sat, ro = results["Satchel"], results["roapi 0.12"]
+    ours = percentile(lookups["Satchel over Flight SQL (ADBC)"], 50)
+    write_results("latency", "SELECT 1 latency over Flight SQL", text, [
+        ("`SELECT 1` p50 vs roapi", f"{percentile(sat, 50) / percentile(ro, 50):.2f}x", "<= 1.0x"),
+        ("`SELECT 1` p99 vs roapi", f"{percentile(sat, 99) / percentile(ro, 99):.2f}x", "<= 1.0x"),
+        ("point lookup p50 vs in-process DuckDB", f"{ours / local:.1f}x", "<= 1.5x")])
 
 
 def point_lookups(cur, events: Path, queries: int, out: dict[str, list[float]]) -> None:

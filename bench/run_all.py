@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "refresh_postgres": (["--sf", "1"], ["--sf", "0.05", "--runs", "2"]),
     "tpch_federated": ([], ["--sf", "0.01", "--runs", "2"]),
     "concurrency": ([], ["--seconds", "15"]),
+    "snapshot_fleet": ([], ["--rows", "200000", "--runs", "1", "--fleets", "1,10"]),
 }
 
 
@@ -59,14 +61,27 @@ def main() -> None:
     parts = [f"# All benchmarks\n\nRun {stamp} on {machine()}; load average {load}; "
              f"{'quick sizes' if args.quick else 'full sizes'}.\n",
              table(["benchmark", "result", "minutes"],
-                   [[n, "ok" if rc == 0 else f"failed (exit {rc})", f"{s / 60:.1f}"] for n, rc, s in outcome])]
+                   [[n, "ok" if rc == 0 else f"failed (exit {rc})", f"{s / 60:.1f}"] for n, rc, s in outcome]),
+             "\n## Ratios\n\nEach benchmark's headline figures, measured side by side with its baseline "
+             "(details below).\n",
+             table(["benchmark", "figure", "measured", "goal"], headline_rows(outcome))]
     for name, rc, _ in outcome:
         page = RESULTS / f"{name}.md"
         if rc == 0 and page.exists():
-            parts.append("\n## " + page.read_text().split("\n", 1)[1].lstrip("\n# ").lstrip())
+            parts.append("\n#" + page.read_text())  # its title one level down
     (RESULTS / "all.md").write_text("\n".join(parts) + "\n")
     print(f"wrote {(RESULTS / 'all.md').relative_to(REPO)}")
     sys.exit(0 if all(rc == 0 for _, rc, _ in outcome) else 1)
+
+
+def headline_rows(outcome: list[tuple[str, int, float]]) -> list[list[str]]:
+    """The headlines the benchmarks that passed in this run wrote to `results/<name>.json`."""
+    rows = []
+    for name, rc, _ in outcome:
+        page = RESULTS / f"{name}.json"
+        if rc == 0 and page.exists():
+            rows += [[name, *h] for h in json.loads(page.read_text())["headlines"]]
+    return rows
 
 
 if __name__ == "__main__":

@@ -166,7 +166,9 @@ def main() -> None:
                 + table(["followers", "refreshes", "loads seen by PostgreSQL", "loads per refresh"], fleet_rows)
                 + f"\n\nLoad average at the end: {os.getloadavg()[0]:.2f}.")
         print(text)
-        write_results("snapshot_fleet", "Fleet snapshots: time to ready and source load", text)
+        write_results("snapshot_fleet", "Fleet snapshots: time to ready and source load", text, [
+            ("new sidecar ready from a snapshot / from the source", ready_rows[1][3], "< 1x"),
+            *((f"source loads per refresh, fleet of {r[0]}", r[3], "1") for r in fleet_rows)])
     finally:
         pg.stop()
         os.killpg(moto.pid, 15)
