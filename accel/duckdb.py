@@ -406,7 +406,10 @@ def _in_row_groups(reader: pa.RecordBatchReader | pa.Table) -> pa.RecordBatchRea
                 continue
             held = pa.Table.from_batches(pending, schema)
             whole = rows - rows % ROW_GROUP_ROWS
-            yield from held.slice(0, whole).combine_chunks().to_batches(max_chunksize=ROW_GROUP_ROWS)
+            ready = held.slice(0, whole)
+            if len(pending) > 1:  # one batch is sliced without a copy
+                ready = ready.combine_chunks()
+            yield from ready.to_batches(max_chunksize=ROW_GROUP_ROWS)
             pending, rows = held.slice(whole).to_batches(), rows - whole
         if rows:
             yield from pa.Table.from_batches(pending, schema).combine_chunks().to_batches()
