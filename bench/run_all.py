@@ -28,7 +28,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "latency": ([], ["--queries", "100"]),
     "bulk_fetch": ([], ["--rows", "1000000", "--runs", "2"]),
     "tpch": ([], ["--sf", "0.1", "--runs", "2", "--no-no-cache-column"]),
-    "federated_memory": ([], ["--rows", "2000000"]),
+    "federated_memory": (["--rows", "5000000,20000000"], ["--rows", "2000000"]),
     "results_cache": ([], ["--queries", "50"]),
     "policy_overhead": (["--sf", "1"], ["--sf", "0.1", "--runs", "2", "--select1", "100", "--rate-seconds", "10"]),
     "vector_search": ([], ["--rows", "20000", "--queries", "50"]),
