@@ -114,6 +114,18 @@ def timed(fn: Callable[[], object], runs: int = 3, warmup: int = 1) -> tuple[flo
     return statistics.median(times), times, result
 
 
+def alternate(systems: dict[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
+    """Seconds of `runs` calls of each system, the systems alternating call by call (a slow
+    moment of a shared machine hits all of them, not one)."""
+    times: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(runs):
+        for name, fn in systems.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     k = (len(ordered) - 1) * p / 100

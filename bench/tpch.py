@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import datetime as dt
 import decimal
+import functools
 import math
 import statistics
 import sys
@@ -28,7 +29,7 @@ from pathlib import Path
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, REPO, adbc_connect, satchel, table, write_results  # noqa: E402
+from _common import DATA, REPO, adbc_connect, alternate, satchel, table, write_results  # noqa: E402
 
 TABLES = ("customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier")
 GOAL = 1.3
@@ -136,12 +137,7 @@ def main() -> None:
             sql = queries[n]
             expected = run_base(sql)  # warm-up, and the reference for the correctness check
             correct[n] = all(same(expected, fn(sql)) for name, fn in systems.items() if name != "base")
-            times: dict[str, list[float]] = {name: [] for name in systems}
-            for _ in range(args.runs):
-                for name, fn in systems.items():
-                    started = time.perf_counter()
-                    fn(sql)
-                    times[name].append(time.perf_counter() - started)
+            times = alternate({name: functools.partial(fn, sql) for name, fn in systems.items()}, args.runs)
             for name in systems:
                 medians[name][n] = statistics.median(times[name])
             line = "  ".join(f"{name} {medians[name][n] * 1000:8.1f} ms" for name in systems)

@@ -18,12 +18,12 @@ PostgreSQL's (numbers within 1e-9 relative; PostgreSQL's numeric arrives as text
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, adbc_connect, satchel, table, write_results  # noqa: E402
+from _common import REPO, adbc_connect, alternate, satchel, table, write_results  # noqa: E402
 from tpch import TABLES, tpch_connection  # noqa: E402
 
 GOAL = 1.1
@@ -128,12 +128,7 @@ def main() -> None:
                 sql = queries[n].strip().rstrip(";")  # PostgreSQL reads through COPY (...)
                 expected = run_pg(sql)  # warm-up, and the reference
                 correct[n] = same(run_satchel(sql), expected)  # warm-up
-                times: dict[str, list[float]] = {name: [] for name in systems}
-                for _ in range(args.runs):
-                    for name, fn in systems.items():
-                        started = time.perf_counter()
-                        fn(sql)
-                        times[name].append(time.perf_counter() - started)
+                times = alternate({name: functools.partial(fn, sql) for name, fn in systems.items()}, args.runs)
                 for name in systems:
                     medians[name][n] = statistics.median(times[name])
                 print(f"  Q{n:<2} postgres {medians['postgres'][n] * 1000:8.1f} ms  satchel "
