@@ -94,6 +94,14 @@ def same(a, b) -> bool:
             for x, y in zip(p, q)) for p, q in zip(ra, rb))
 
 
+def query_numbers(spec: str) -> list[int]:
+    """`--queries`: a range `1-22` or a list `1,3,5`."""
+    if "-" in spec:
+        lo, hi = spec.split("-")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(q) for q in spec.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sf", type=float, default=1)
@@ -103,11 +111,7 @@ def main() -> None:
                         help="also run a second server with the plan cache off (SATCHEL_PLAN_CACHE_SIZE=0)")
     parser.add_argument("--name", default="tpch", help="results file name (bench/results/<name>.md)")
     args = parser.parse_args()
-    if "-" in args.queries:
-        lo, hi = args.queries.split("-")
-        numbers = list(range(int(lo), int(hi) + 1))
-    else:
-        numbers = [int(q) for q in args.queries.split(",")]
+    numbers = query_numbers(args.queries)
     directory, queries = make_data(args.sf)
     print("loading the in-process baseline", flush=True)
     base = baseline_connection(directory)

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, adbc_connect, alternate, satchel, table, write_results  # noqa: E402
-from tpch import TABLES, tpch_connection  # noqa: E402
+from tpch import TABLES, query_numbers, tpch_connection  # noqa: E402
 
 GOAL = 1.1
 
@@ -91,11 +91,7 @@ def main() -> None:
     parser.add_argument("--queries", default="1-22")
     parser.add_argument("--name", default="tpch_federated", help="results file name (bench/results/<name>.md)")
     args = parser.parse_args()
-    if "-" in args.queries:
-        lo, hi = args.queries.split("-")
-        numbers = list(range(int(lo), int(hi) + 1))
-    else:
-        numbers = [int(q) for q in args.queries.split(",")]
+    numbers = query_numbers(args.queries)
 
     import adbc_driver_postgresql.dbapi as pgdb
 
