@@ -16,17 +16,19 @@ from engine.errors import NotFound
 
 from .keys import merge_by_key
 from .search import SearchStore, load_extensions
+from .shared_memory import SharedTable, share, share_table
 
 
 class ArrowAccelerator:
-    """Tables live in a dict; readers hold the table object they started with, so a swap never
-    shows them a partial table. Queries over these tables run in DataFusion (zero-copy)."""
+    """Tables live in shared memory (accel.shared_memory), one file per table version, so the
+    federated engine's worker process maps them without a copy; readers hold the table object
+    they started with, so a swap never shows them a partial table."""
 
     engine = "arrow"
 
     def __init__(self, instance_id: str = "arrow", search_memory_limit: str | None = None) -> None:
         self.instance_id = instance_id
-        self._tables: dict[str, pa.Table] = {}
+        self._tables: dict[str, SharedTable] = {}
         self._versions: dict[str, str | None] = {}  # source version each table was loaded to
         self._write_lock = threading.Lock()
         self._search_memory_limit = search_memory_limit
@@ -56,6 +58,10 @@ class ArrowAccelerator:
         return name in self._tables
 
     def table(self, name: str) -> pa.Table:
+        return self.shared(name).table
+
+    def shared(self, name: str) -> SharedTable:
+        """`name`'s table with the shared-memory file it is mapped from."""
         try:
             return self._tables[name]
         except KeyError:
@@ -75,11 +81,11 @@ class ArrowAccelerator:
         self, name: str, reader: pa.RecordBatchReader, primary_key: Sequence[str] = (), source: str | None = None,
         version: str | None = None,
     ) -> int:
-        table = reader.read_all()  # building the in-memory copy is this accelerator's job
+        shared = share(reader.schema, reader)  # building the in-memory copy is this accelerator's job
         with self._write_lock:
-            self._tables[name] = table
+            self._tables[name] = shared
             self._versions[name] = version
-        return table.num_rows
+        return shared.table.num_rows
 
     def append(
         self,
@@ -95,12 +101,13 @@ class ArrowAccelerator:
             old = self._tables.get(name)
             self._versions[name] = version
             if old is None:
-                self._tables[name] = new
+                self._tables[name] = share_table(new)
                 return new.num_rows
+            old = old.table
             if new.schema != old.schema:  # by name: a source may order its columns differently
                 new = new.select(old.schema.names).cast(old.schema)
             merged, changed = merge_by_key(old, new, primary_key, on_conflict)
-            self._tables[name] = merged
+            self._tables[name] = share_table(merged)
         return changed
 
     def alter_columns(self, name: str, changes: Sequence[tuple]) -> None:
@@ -118,7 +125,7 @@ class ArrowAccelerator:
                     table = table.drop_columns([column])
                 else:
                     raise ValueError(f"unknown column change {kind!r}")
-            self._tables[name] = table
+            self._tables[name] = share_table(table)
 
     def delete_keys(self, name: str, keys: pa.Table) -> int:
         """Delete the rows whose key (the columns of `keys`) is one of `keys`' rows."""
@@ -133,7 +140,7 @@ class ArrowAccelerator:
             joined = old.join(marked, keys=names, join_type="left outer", use_threads=False)
             keep = pc.invert(pc.fill_null(joined[marker], False))
             new = joined.filter(keep).drop_columns([marker]).select(old.schema.names)
-            self._tables[name] = new.cast(old.schema)
+            self._tables[name] = share_table(new.cast(old.schema))
         return old.num_rows - new.num_rows
 
     def delete_older_than(self, name: str, column: str, cutoff: object) -> int:
@@ -141,13 +148,13 @@ class ArrowAccelerator:
             old = self.table(name)
             keep = pc.fill_null(pc.greater_equal(old[column], pa.scalar(cutoff, old.schema.field(column).type)), True)
             new = old.filter(keep)
-            self._tables[name] = new
+            self._tables[name] = share_table(new)
         return old.num_rows - new.num_rows
 
     def max_value(self, name: str, column: str) -> object:
         if name not in self._tables:
             return None
-        return pc.max(self._tables[name][column]).as_py()
+        return pc.max(self._tables[name].table[column]).as_py()
 
     def scan(
         self, name: str, columns: Sequence[str] | None, filters: Sequence[Filter], limit: int | None
