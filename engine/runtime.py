@@ -132,11 +132,14 @@ class Runtime:
     def start(self) -> None:
         """Reopen file-mode data, then load the rest and schedule refreshes in the background."""
         self.refreshes.start()
+        if any(getattr(ds.accelerator, "engine", "live") != "duckdb" for ds in self.datasets.values()):
+            self.routes.workers.warm()  # the federated engine will run this pod's queries: start a worker now
 
     def stop(self, timeout: float | None = None) -> None:
         """Cancel every query's and refresh's source work, wait up to `timeout` seconds for the
         refreshes to end, close the sources and accelerators."""
         self.scopes.cancel_all()
+        self.routes.workers.close()  # a federated query stops at once
         try:
             if not self.refreshes.stop(timeout):
                 log.warning("refreshes still running after %ss; stopping without them", timeout)

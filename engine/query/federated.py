@@ -10,32 +10,32 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from accel.shared_memory import SharedTable, share, share_table
 from connectors.base import CALLER
 
 from ..errors import SqlError
-from .interrupt import InterruptibleRead, reserve_threads
+from ..memory import resource_exhausted_text
+from .datafusion_worker import SQL_OPTIONS, empty_batch, session
 from .planner import Plan, TableScan
+from .workers import PlanningError, WorkerPool
 
-reserve_threads()  # before DataFusion's runtime exists
-from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions  # noqa: E402
-
-ScanOpener = Callable[[TableScan], "pa.RecordBatchReader | pa.Table"]
-"""Opens one pushed-down scan: an Arrow table (zero-copy) or a stream."""
+ScanOpener = Callable[[TableScan], "pa.RecordBatchReader | pa.Table | SharedTable"]
+"""Opens one pushed-down scan: an Arrow table (zero-copy; in shared memory when it is an
+accelerator's) or a stream."""
 
 SPILL_ROW_GROUP = 64 * 1024  # rows per row group of a spill file: DataFusion reads one at a time
 
-_SQL_OPTIONS = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 
-
-def run_federated(plan: Plan, open_scan: ScanOpener, target_partitions: int = 2,
+def run_federated(plan: Plan, open_scan: ScanOpener, workers: WorkerPool, target_partitions: int = 2,
                   pool_bytes: int | None = None) -> pa.RecordBatchReader:
-    """Register every scan in a fresh DataFusion session and stream the query's result; its
+    """Run the query in a DataFusion worker process over its scans, and stream the result; its
     sorts, joins and aggregates spill to disk past `pool_bytes` (then fail: resources exhausted).
 
-    DataFusion cannot pull from a Python stream lazily, so a streamed scan (already projected
-    and filtered at its source) is held in Arrow memory up to its share of `pool_bytes`; a
-    larger one is spilled to a Parquet file, which DataFusion then reads as it goes, so memory
-    never grows with the data. Spill files are removed when the result ends or is dropped."""
+    Every scan reaches the worker as a shared-memory Arrow file it maps without a copy: an Arrow
+    accelerator's table as it is, a streamed scan (already projected and filtered at its source)
+    written there as it comes, up to its share of `pool_bytes`; a larger one is spilled to a
+    Parquet file, which DataFusion then reads as it goes, so memory never grows with the data.
+    Spill files are removed when the result ends or is dropped."""
     scan = plan.plain_scan
     if scan is not None:  # nothing for DataFusion to do: stream the scan as it comes
         reader = _streamed(open_scan(scan), federated_schema(plan, target_partitions))
@@ -43,38 +43,40 @@ def run_federated(plan: Plan, open_scan: ScanOpener, target_partitions: int = 2,
     spill = _Spill()
     hold = pool_bytes // max(1, len(plan.scans)) if pool_bytes is not None else None
     try:
-        rows = [(scan, _held_or_spilled(scan, open_scan(scan), hold, spill)) for scan in plan.scans]
+        tables, shared = [], []
+        for scan in plan.scans:
+            held = _shared_or_spilled(scan, open_scan(scan), hold, spill)
+            if isinstance(held, Path):
+                tables.append({"name": scan.register_as, "parquet": str(held)})
+            else:
+                tables.append({"name": scan.register_as, "fd": len(shared)})
+                shared.append(held)
         # DataFusion 55 can hang reading Parquet on several partitions while its memory pool is
         # under pressure (seen with fair and greedy pools); a spilled query runs on one.
-        ctx = _session(1 if spill.used else target_partitions, pool_bytes)
-        for scan, held in rows:
-            if isinstance(held, Path):
-                ctx.register_parquet(scan.register_as, str(held))
-            else:
-                # A zero-copy import of the batches. Not `register_dataset`: a pyarrow dataset is
-                # scanned through Python under the GIL, several times slower. One partition keeps
-                # the table's row order for plain scans; DataFusion still repartitions joins and
-                # aggregates over `target_partitions` cores.
-                ctx.register_record_batches(scan.register_as, [held])
-        del rows
+        request = {"sql": plan.sql, "partitions": 1 if spill.used else target_partitions,
+                   "pool_bytes": pool_bytes, "tables": tables}
+        limit = "runtime.params.query_timeout" if CALLER.get().kind == "query" else "refresh_timeout"
         try:
-            reader = pa.RecordBatchReader.from_stream(ctx.sql_with_options(plan.sql, _SQL_OPTIONS))
-        except Exception as e:  # DataFusion raises plain Exceptions for planning errors
+            reader = workers.query(request, [s.fd for s in shared], limit)
+        except PlanningError as e:
+            if resource_exhausted_text(e):
+                raise
             raise SqlError(f"query failed in the federated engine: {_clean(e)}") from None
+        del shared  # the worker has mapped them
     except BaseException:
         spill.remove()
         raise
-    limit = "runtime.params.query_timeout" if CALLER.get().kind == "query" else "refresh_timeout"
-    reader = InterruptibleRead(reader, limit).reader()  # the deadline holds inside an operator
     if plan.widen_decimals:
         reader = _widened(reader, plan.widen_decimals)
     return spill.until_done(reader) if spill.used else reader
 
 
-def _streamed(source: "pa.RecordBatchReader | pa.Table", schema: pa.Schema) -> pa.RecordBatchReader:
+def _streamed(source: "pa.RecordBatchReader | pa.Table | SharedTable", schema: pa.Schema) -> pa.RecordBatchReader:
     """`source` as the federated engine would give it: the scan's columns, in the announced
     schema (types conformed; names, nullability and metadata as announced), batch by batch."""
     types, names = [f.type for f in schema], schema.names
+    if isinstance(source, SharedTable):
+        source = source.table
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
@@ -91,23 +93,34 @@ def _streamed(source: "pa.RecordBatchReader | pa.Table", schema: pa.Schema) -> p
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _held_or_spilled(scan: TableScan, source: "pa.RecordBatchReader | pa.Table", hold: int | None,
-                     spill: "_Spill") -> list[pa.RecordBatch] | Path:
-    """One scan's rows in its dataset's declared types: batches in memory when they fit in
+def _shared_or_spilled(scan: TableScan, source: "pa.RecordBatchReader | pa.Table | SharedTable",
+                       hold: int | None, spill: "_Spill") -> SharedTable | Path:
+    """One scan's rows in its dataset's declared types: a shared-memory table when they fit in
     `hold` bytes, else the Parquet file they were spilled to."""
+    if isinstance(source, SharedTable):
+        if _conformed(source.table, scan.binding.schema) is source.table:
+            return source  # an Arrow accelerator's table, mapped by the worker as it is
+        source = source.table
     if isinstance(source, pa.Table):
-        source = _conformed(source, scan.binding.schema)
-        return source.to_batches() or [_empty_batch(source.schema)]
+        return share_table(_conformed(source, scan.binding.schema))
     schema = _conformed_schema(source.schema, scan.binding.schema)
     batches = (batch if batch.schema.equals(schema) else batch.cast(schema) for batch in source)
-    held: list[pa.RecordBatch] = []
-    size = 0
-    for batch in batches:
-        held.append(batch)
-        size += batch.nbytes
-        if hold is not None and size > hold:
-            return spill.write(scan.register_as, schema, held, batches)
-    return held or [_empty_batch(schema)]
+    over = False
+
+    def within_hold() -> Iterator[pa.RecordBatch]:
+        nonlocal over
+        size = 0
+        for batch in batches:
+            yield batch
+            size += batch.nbytes
+            if hold is not None and size > hold:
+                over = True
+                return
+
+    shared = share(schema, within_hold())
+    if over:
+        return spill.write(scan.register_as, schema, shared.table.to_batches(), batches)
+    return shared
 
 
 class _Spill:
@@ -122,14 +135,13 @@ class _Spill:
 
     def write(self, name: str, schema: pa.Schema, held: list[pa.RecordBatch],
               rest: Iterator[pa.RecordBatch]) -> Path:
-        """`held` then the rest of the stream, written to one Parquet file (`held` freed as it is written)."""
+        """`held` then the rest of the stream, written to one Parquet file."""
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="satchel-spill-"))
         path = self._dir / f"{name}.parquet"
         with pq.ParquetWriter(path, schema, compression="lz4") as writer:
-            held.reverse()  # popped from the end: each batch is released once written
-            while held:
-                writer.write_batch(held.pop(), row_group_size=SPILL_ROW_GROUP)
+            for batch in held:
+                writer.write_batch(batch, row_group_size=SPILL_ROW_GROUP)
             for batch in rest:
                 writer.write_batch(batch, row_group_size=SPILL_ROW_GROUP)
         return path
@@ -153,11 +165,11 @@ class _Spill:
 def federated_schema(plan: Plan, target_partitions: int = 2) -> pa.Schema:
     """The result schema `run_federated(plan)` streams, found without reading any data: every
     scan is registered as an empty table of its dataset's schema (scans are conformed to it)."""
-    ctx = _session(target_partitions)
+    ctx = session(target_partitions)
     for scan in plan.scans:
-        ctx.register_record_batches(scan.register_as, [[_empty_batch(scan.binding.schema)]])
+        ctx.register_record_batches(scan.register_as, [[empty_batch(scan.binding.schema)]])
     try:
-        df = ctx.sql_with_options(plan.sql, _SQL_OPTIONS)
+        df = ctx.sql_with_options(plan.sql, SQL_OPTIONS)
         schema = df.schema()
     except Exception as e:
         raise SqlError(f"query failed in the federated engine: {_clean(e)}") from None
@@ -172,17 +184,6 @@ def duckdb_schema(accelerator, sql: str) -> pa.Schema:
         return cur.sql(sql).limit(0).to_arrow_table().schema
     finally:
         cur.close()
-
-
-def _session(target_partitions: int, pool_bytes: int | None = None) -> SessionContext:
-    config = SessionConfig().with_target_partitions(target_partitions).with_information_schema(False)
-    if pool_bytes is None:
-        return SessionContext(config)
-    return SessionContext(config, RuntimeEnvBuilder().with_disk_manager_os().with_fair_spill_pool(pool_bytes))
-
-
-def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.record_batch([pa.array([], f.type) for f in schema], schema=schema)
 
 
 def _conformed_schema(schema: pa.Schema, declared: pa.Schema) -> pa.Schema:

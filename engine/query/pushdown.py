@@ -315,15 +315,10 @@ def _expected_schema(plan: Plan) -> pa.Schema | None:
 
 
 def _planned_schema(plan: Plan) -> pa.Schema | None:
-    from .federated import run_federated
-
-    def empty(scan):
-        schema = scan.binding.schema
-        names = scan.columns if scan.columns is not None else schema.names
-        return pa.schema([schema.field(n) for n in names]).empty_table()
+    from .federated import federated_schema
 
     try:
-        return run_federated(plan, empty).schema
+        return federated_schema(plan)
     except Exception:  # noqa: BLE001
         return None
 

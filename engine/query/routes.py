@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from accel.arrow import ArrowAccelerator
 from accel.duckdb import DuckDBAccelerator
+from accel.shared_memory import SharedTable
 from connectors.base import FULL_TEXT_OP, Counts, Filter, FilterSupport, OrdersTopN
 
 from ..errors import SqlError
@@ -21,6 +22,7 @@ from ..task_history import Task, TaskHistory
 from . import pushdown
 from .federated import duckdb_schema, federated_schema, run_federated
 from .planner import CONSTANTS_INSTANCE, Plan, TableScan
+from .workers import WorkerPool
 
 Replan = Callable[[frozenset[str]], Plan]  # the same query planned with these datasets read from their sources
 
@@ -37,6 +39,7 @@ class Routes:
         self.query_timeout = query_timeout
         self.spill_dir = spill_dir
         self._constants: DuckDBAccelerator | None = None  # evaluates queries that name no table
+        self.workers = WorkerPool()  # the federated engine's processes, started on demand
         self._lock = threading.Lock()
 
     def execute(self, plan: Plan, replan: Replan, task: Task | None = None) -> pa.RecordBatchReader:
@@ -83,7 +86,7 @@ class Routes:
 
     def federated(self, plan: Plan) -> pa.RecordBatchReader:
         """DataFusion over pushed-down scans, within the federated share of the memory budget."""
-        return run_federated(plan, self._open_scan, pool_bytes=datafusion_pool(self.memory_budget))
+        return run_federated(plan, self._open_scan, self.workers, pool_bytes=datafusion_pool(self.memory_budget))
 
     def _accelerator(self, plan: Plan) -> DuckDBAccelerator:
         if plan.instance_id == CONSTANTS_INSTANCE:
@@ -95,11 +98,12 @@ class Routes:
         return self.duckdb_instances[plan.instance_id.split(":", 1)[1]]
 
     def close(self) -> None:
+        self.workers.close()
         with self._lock:
             if self._constants is not None:
                 self._constants.close()
 
-    def _open_scan(self, scan: TableScan) -> pa.RecordBatchReader | pa.Table:
+    def _open_scan(self, scan: TableScan) -> pa.RecordBatchReader | pa.Table | SharedTable:
         b = scan.binding
         if b.kind == "memory":
             return self.task_history.table()
@@ -108,7 +112,7 @@ class Routes:
             return b.rows
         ds = self.datasets[b.dataset.lower()]
         if b.kind == "arrow":
-            return self.arrow.table(ds.name)
+            return self.arrow.shared(ds.name)
         if b.kind == "duckdb":
             return ds.accelerator.scan(ds.name, scan.columns, scan.filters, None if scan.order else scan.limit)
         pushed, exact = _pushed_filters(ds, scan.filters)

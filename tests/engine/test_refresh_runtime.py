@@ -75,8 +75,11 @@ datasets:
     problems: list[str] = []
     seen: set[int] = set()
     reads = [0]
+    warm = threading.Barrier(4)  # every reader has read once (engines started) before the refreshes
 
     def reader() -> None:
+        query_rows(runtime, sql)
+        warm.wait(60)
         while not stop.is_set():
             try:
                 row = query_rows(runtime, sql)[0]
@@ -97,6 +100,7 @@ datasets:
     threads = [threading.Thread(target=reader) for _ in range(3)]
     for t in threads:
         t.start()
+    warm.wait(60)
     try:
         for version in range(1, 51):
             write_atomically(pod_dir / "t.parquet", version_table(version), row_group_size=500)

@@ -1,0 +1,132 @@
+"""The federated engine's worker process: runs DataFusion queries one at a time, so the sidecar can
+kill one at its deadline wherever it is (DataFusion has no cancel call, and a join that emits
+many batches per input batch never yields to its scheduler), and a DataFusion crash or the
+kernel's out-of-memory killer takes only the query it was running.
+
+Protocol on one Unix stream socket (engine.query.workers is the other end), per query:
+  request   a length-prefixed JSON object, sent with the descriptors of the shared-memory Arrow
+            files it names (SCM_RIGHTS): {"sql", "partitions", "pool_bytes", "tables":
+            [{"name", "fd": index} | {"name", "parquet": path}]}
+  header    {"ok": true} or {"error": text} (planning failed: no stream follows)
+  stream    the result as an Arrow IPC stream, flushed batch by batch
+  trailer   {"ok": true} or {"error": text} (execution failed after the batches sent)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+from typing import BinaryIO
+
+import pyarrow as pa
+from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
+
+from accel.shared_memory import mapped
+
+SQL_OPTIONS = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
+MAX_FDS = 253  # SCM_RIGHTS' limit per message
+_LENGTH = struct.Struct("!I")
+
+
+def session(target_partitions: int, pool_bytes: int | None = None) -> SessionContext:
+    config = SessionConfig().with_target_partitions(target_partitions).with_information_schema(False)
+    if pool_bytes is None:
+        return SessionContext(config)
+    return SessionContext(config, RuntimeEnvBuilder().with_disk_manager_os().with_fair_spill_pool(pool_bytes))
+
+
+def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.record_batch([pa.array([], f.type) for f in schema], schema=schema)
+
+
+def frame(message: dict) -> bytes:
+    body = json.dumps(message).encode()
+    return _LENGTH.pack(len(body)) + body
+
+
+def read_frame(file: BinaryIO) -> dict:
+    """One length-prefixed JSON message; EOFError when the other end is gone."""
+    head = file.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        raise EOFError("the federated engine's worker closed its socket")
+    (size,) = _LENGTH.unpack(head)
+    body = file.read(size)
+    if len(body) < size:
+        raise EOFError("the federated engine's worker closed its socket")
+    return json.loads(body)
+
+
+def _request(sock: socket.socket) -> tuple[dict, list[int]] | None:
+    """The next request and its descriptors; None when the sidecar closed the socket."""
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 16, MAX_FDS)
+    while len(data) < _LENGTH.size or len(data) < _LENGTH.size + _LENGTH.unpack(data[:_LENGTH.size])[0]:
+        more = sock.recv(1 << 16)
+        if not more:
+            for fd in fds:
+                os.close(fd)
+            return None
+        data += more
+    return json.loads(data[_LENGTH.size:]), fds
+
+
+def _run(request: dict, fds: list[int], out: BinaryIO) -> None:
+    ctx = session(request["partitions"], request["pool_bytes"])
+    try:
+        for table in request["tables"]:
+            if "parquet" in table:
+                ctx.register_parquet(table["name"], table["parquet"])
+            else:
+                data = mapped(fds[table["fd"]])
+                ctx.register_record_batches(table["name"], [data.to_batches() or [empty_batch(data.schema)]])
+        reader = pa.RecordBatchReader.from_stream(ctx.sql_with_options(request["sql"], SQL_OPTIONS))
+    except Exception as e:  # DataFusion raises plain Exceptions for planning errors
+        out.write(frame({"error": str(e)}))
+        out.flush()
+        return
+    finally:
+        for fd in fds:
+            os.close(fd)  # the mappings outlive the descriptors
+    out.write(frame({"ok": True}))
+    error = None
+    with pa.ipc.new_stream(out, reader.schema) as writer:
+        try:
+            for batch in reader:
+                writer.write_batch(batch)
+                out.flush()
+        except Exception as e:
+            error = str(e)
+    out.write(frame({"error": error} if error else {"ok": True}))
+    out.flush()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker busy in a query notices neither a closed socket nor its parent's death."""
+    while True:
+        threading.Event().wait(1.0)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def main(argv: list[str]) -> int:
+    try:  # the kernel's out-of-memory killer takes a worker before the sidecar
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    sock = socket.socket(fileno=int(argv[1]))
+    out = sock.makefile("wb")
+    while (request := _request(sock)) is not None:
+        _run(*request, out)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv))
+    except (BrokenPipeError, ConnectionResetError):  # the sidecar went away mid-answer
+        sys.exit(0)

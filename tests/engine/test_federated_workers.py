@@ -1,0 +1,200 @@
+"""The federated engine runs in worker processes the sidecar can kill: a join that never yields
+to DataFusion's scheduler is stopped at its deadline (its process is SIGKILLed, so no thread or
+core stays busy), a worker that crashes (SIGSEGV) or is killed from outside (SIGKILL, as the
+out-of-memory killer does) fails only its query, and the next query gets a fresh worker."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from accel.shared_memory import share_table
+from connectors.base import CALLER, Caller
+from engine.errors import InternalError, QueryTimeout, ResourceExhausted
+from engine.query.workers import WorkerPool
+
+ROWS = 200_000
+# a nested-loop join: DataFusion's join emits many batches per input batch and never yields
+ENDLESS = "SELECT count(*) AS n FROM big a JOIN big b ON a.k + b.k = -1"
+
+POD = """
+version: v1
+kind: Spicepod
+name: workers
+runtime:
+  params:
+    query_timeout: {timeout}
+datasets:
+  - from: file:big.parquet
+    name: big
+    acceleration:
+      engine: arrow
+"""
+
+
+def _parquet(n: int) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"k": pa.array(range(n), pa.int64())}), sink)
+    return sink.getvalue()
+
+
+@pytest.fixture
+def runtime(make_runtime):
+    def make(timeout: str = "2s"):
+        rt = make_runtime(POD.format(timeout=timeout), files={"big.parquet": _parquet(ROWS)}, start=True)
+        assert rt.wait_ready(30)
+        return rt
+    return make
+
+
+def _workers(rt) -> list[int]:
+    return [w.proc.pid for w in list(rt.routes.workers._live) if hasattr(w, "proc")]
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        if not os.path.exists(f"/proc/{pid}"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _busy_worker(rt, within: float = 10.0) -> int:
+    """The pid of the worker running a query (not idle in the pool)."""
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        pool = rt.routes.workers
+        idle = {w.proc.pid for w in pool._idle}
+        busy = [pid for pid in _workers(rt) if pid not in idle]
+        if busy:
+            return busy[0]
+        time.sleep(0.02)
+    raise AssertionError("no worker became busy")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_join_that_never_yields_is_killed_at_its_deadline(runtime) -> None:
+    rt = runtime("2s")
+    assert rt.query("SELECT count(*) AS n FROM big").read_all().to_pylist() == [{"n": ROWS}]
+    started = time.monotonic()
+    with pytest.raises(QueryTimeout, match="query_timeout"):
+        rt.query(ENDLESS, protocol="test").read_all()
+    assert time.monotonic() - started < 5
+    assert rt.routes.workers.replaced == 1  # its worker was killed: no DataFusion thread is left spinning
+    me = os.getpid()
+    before = _cpu_seconds(me)
+    time.sleep(1.0)
+    assert _cpu_seconds(me) - before < 0.5  # nothing in the sidecar keeps a core busy
+    assert rt.query("SELECT count(*) AS n FROM big a JOIN big b ON a.k = b.k").read_all().to_pylist() == [{"n": ROWS}]
+    history = rt.query("SELECT error FROM runtime.task_history WHERE protocol = 'test'").read_all()
+    assert any("query_timeout" in (e or "") for e in history.column("error").to_pylist())
+
+
+def test_the_killed_worker_process_is_gone(runtime) -> None:
+    rt = runtime("2s")
+    seen: list[int] = []
+    t = threading.Thread(target=lambda: seen.append(_busy_worker(rt)))
+    t.start()
+    with pytest.raises(QueryTimeout):
+        rt.query(ENDLESS).read_all()
+    t.join()
+    assert _gone(seen[0]), "the worker that ran the query past its deadline still exists"
+
+
+@pytest.mark.parametrize("sig, error, text", [(signal.SIGSEGV, InternalError, "SIGSEGV"),
+                                              (signal.SIGKILL, ResourceExhausted, "SIGKILL")])
+def test_a_worker_that_dies_fails_only_its_query(runtime, sig, error, text) -> None:
+    rt = runtime("60s")
+    outcome: list[BaseException] = []
+
+    def endless() -> None:
+        try:
+            rt.query(ENDLESS).read_all()
+        except BaseException as e:  # noqa: BLE001 - the test inspects it
+            outcome.append(e)
+
+    t = threading.Thread(target=endless)
+    t.start()
+    pid = _busy_worker(rt)
+    # another query runs alongside in its own worker
+    assert rt.query("SELECT count(*) AS n FROM big a JOIN big b ON a.k = b.k").read_all().to_pylist() == [{"n": ROWS}]
+    os.kill(pid, sig)
+    t.join(10)
+    assert not t.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], error), outcome
+    assert text in str(outcome[0]) and "/" not in str(outcome[0])
+    assert _gone(pid)
+    assert rt.query("SELECT max(k) AS m FROM big a JOIN big b USING (k)").read_all().to_pylist() == [{"m": ROWS - 1}]
+
+
+def test_a_result_dropped_unread_stops_its_worker(runtime) -> None:
+    rt = runtime("60s")
+    reader = rt.query("SELECT a.k FROM big a JOIN big b ON a.k = b.k ORDER BY a.k")
+    first = reader.read_next_batch()
+    assert first.num_rows > 0
+    pid = _busy_worker(rt)
+    reader.close()
+    del reader  # as a server drops the result of a client that went away
+    assert _gone(pid)
+    assert rt.query("SELECT count(*) AS n FROM big").read_all().to_pylist() == [{"n": ROWS}]
+
+
+def test_queries_beyond_the_pool_wait_within_their_deadline() -> None:
+    table = share_table(pa.table({"k": pa.array(range(ROWS), pa.int64())}))
+    endless = {"sql": ENDLESS, "partitions": 2, "pool_bytes": 1 << 28, "tables": [{"name": "big", "fd": 0}]}
+    quick = {**endless, "sql": "SELECT count(*) AS n FROM big"}
+    pool = WorkerPool(size=1)
+    outcome: list[BaseException] = []
+
+    def run(request: dict, seconds: float) -> pa.Table:
+        token = CALLER.set(Caller(deadline=time.monotonic() + seconds))
+        try:
+            return pool.query(request, [table.fd], "runtime.params.query_timeout").read_all()
+        finally:
+            CALLER.reset(token)
+
+    def first() -> None:
+        try:
+            run(endless, 4.0)
+        except BaseException as e:  # noqa: BLE001 - the test inspects it
+            outcome.append(e)
+
+    try:
+        t = threading.Thread(target=first)
+        t.start()
+        end = time.monotonic() + 10
+        while not pool._live and time.monotonic() < end:
+            time.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(QueryTimeout, match="waiting for the federated engine"):
+            run(quick, 1.0)
+        assert time.monotonic() - started < 2.0
+        t.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], QueryTimeout)
+        assert run(quick, 10.0).to_pylist() == [{"n": ROWS}]  # a fresh worker took the killed one's place
+    finally:
+        pool.close()
+
+
+def test_stopping_the_runtime_ends_every_worker(runtime) -> None:
+    rt = runtime("60s")
+    outcome: list[BaseException] = []
+    t = threading.Thread(target=lambda: outcome.append(pytest.raises(Exception, lambda: rt.query(ENDLESS).read_all()).value))
+    t.start()
+    pid = _busy_worker(rt)
+    rt.stop()
+    t.join(10)
+    assert not t.is_alive() and outcome
+    assert _gone(pid)
