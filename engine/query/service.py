@@ -77,7 +77,7 @@ class QueryService:
                            policy.limits.query_timeout_s if policy else None)
         deadline = started + timeout if timeout else None
         scope = self.scopes.track(CancelScope())
-        caller = CALLER.set(Caller(principal.name, "query", deadline, scope))  # source statements: who, until when
+        caller = CALLER.set(Caller(principal.name, "query", deadline, scope, client_gone))  # source statements: who, until when
         traced = tracing.enter(span)
         entered = False
         try:

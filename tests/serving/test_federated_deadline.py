@@ -1,18 +1,21 @@
-"""The deadline inside DataFusion: a federated query that never ends inside one operator is
-answered with its timeout at the deadline. Where DataFusion yields (an endless recursive CTE) it
-is stopped and the sidecar's CPU is free again within seconds; a join that never yields keeps
-one DataFusion thread but does not starve the queries after it. A real `satchel run`, over
-Flight SQL."""
+"""The deadline inside DataFusion: a federated query that never ends inside one operator (an
+endless recursive CTE, a join that never yields to DataFusion's scheduler) is answered with its
+timeout at the deadline and stopped: its worker process is killed, so the sidecar's CPU is free
+again within seconds and the queries after it run. A client that goes away (HTTP disconnect,
+Flight call cancelled) stops it the same way, and a sidecar killed outright leaves no worker
+behind. A real `satchel run`, over Flight SQL and HTTP."""
 
 from __future__ import annotations
 
 import io
 import os
 import re
+import signal
 import time
 from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flightsql
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -47,10 +50,27 @@ datasets:
     return module_satchel_server(pod, files={"t.parquet": buffer.getvalue()})
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 def _cpu_s(pid: int) -> float:
-    """The process's user + system CPU time (all threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of the sidecar and its live children (the federated engine's workers)."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _outcome(server, sql: str) -> tuple[str, float]:
@@ -93,14 +113,91 @@ def test_recursive_ctes_that_end_run_on_the_federated_route(server) -> None:
 
 
 @pytest.mark.parametrize("sql", [NON_YIELDING, JOIN_GROUP], ids=["nested-loop", "hash-join"])
-def test_a_query_stuck_in_a_join_does_not_starve_the_next_ones(server, sql: str) -> None:
-    # A join that emits many batches per input batch never yields to DataFusion's scheduler:
-    # the client gets its timeout, but the operator keeps a DataFusion thread until it ends.
-    # Before the runtime had headroom (one thread per core), every federated query after it
-    # waited for it.
+def test_a_join_that_never_yields_is_stopped_at_its_deadline(server, sql: str) -> None:
+    # A join that emits many batches per input batch never yields to DataFusion's scheduler, so
+    # no in-process cancel reaches it (apache/datafusion#19358): its worker process is killed.
     code, elapsed = _outcome(server, sql.format(t="t_arrow"))
     assert code == "timeout", code
     assert elapsed < DEADLINE_S + 4, elapsed
+    assert _busy_after(server.process.pid) < 1.0
     code, elapsed = _outcome(server, "SELECT k % 3 AS g, count(*) AS n FROM t_arrow GROUP BY 1 ORDER BY 1")
     assert code == "ok", code
     assert elapsed < DEADLINE_S, elapsed
+
+
+@pytest.fixture(scope="module")
+def patient_server(module_satchel_server):
+    """No deadline to speak of: only the client going away can stop its queries."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"k": pa.array(range(ROWS), pa.int64())}), buffer)
+    pod = """
+version: v1
+kind: Spicepod
+name: patient
+runtime:
+  params:
+    query_timeout: 600s
+datasets:
+  - from: file:t.parquet
+    name: t_arrow
+    acceleration:
+      engine: arrow
+"""
+    return module_satchel_server(pod, files={"t.parquet": buffer.getvalue()})
+
+
+def test_an_http_client_that_goes_away_stops_its_join(patient_server) -> None:
+    started = time.monotonic()
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{patient_server.http_url}/v1/sql", content=JOIN_GROUP.format(t="t_arrow"), timeout=1.5)
+    assert _busy_after(patient_server.process.pid) < 1.0
+    assert time.monotonic() - started < 30
+    assert patient_server.sql("SELECT count(*) AS n FROM t_arrow").json() == [{"n": ROWS}]
+
+
+def test_a_flight_call_cancelled_by_its_client_stops_its_join(patient_server) -> None:
+    started = time.monotonic()
+    # the client gives up on the DoGet after 1.5 s: gRPC cancels the call
+    with flightsql.connect(patient_server.flight_uri,
+                           db_kwargs={"adbc.flight.sql.rpc.timeout_seconds.fetch": "1.5"}) as conn:
+        with conn.cursor() as cur, pytest.raises(Exception, match="(?i)deadline|timeout|timed out"):
+            cur.execute(NON_YIELDING.format(t="t_arrow"))
+            cur.fetch_arrow_table()
+    assert _busy_after(patient_server.process.pid) < 1.0
+    assert time.monotonic() - started < 30
+    code, _ = _outcome(patient_server, "SELECT count(*) AS n FROM t_arrow")
+    assert code == "ok"
+
+
+def test_a_sidecar_killed_outright_leaves_no_worker(satchel_server) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"k": pa.array(range(ROWS), pa.int64())}), buffer)
+    server = satchel_server("""
+version: v1
+kind: Spicepod
+name: orphan
+datasets:
+  - from: file:t.parquet
+    name: t_arrow
+    acceleration:
+      engine: arrow
+""", files={"t.parquet": buffer.getvalue()})
+    pid = server.process.pid
+    with pytest.raises(httpx.TimeoutException):  # a worker busy in a join that never yields
+        httpx.post(f"{server.http_url}/v1/sql", content=NON_YIELDING.format(t="t_arrow"), timeout=1.0)
+    workers = _children(pid)
+    assert workers, "the federated engine runs in a worker process"
+    os.kill(pid, signal.SIGKILL)
+    server.process.wait(10)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and any(os.path.exists(f"/proc/{w}") and _alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not [w for w in workers if os.path.exists(f"/proc/{w}") and _alive(w)]
+
+
+def _alive(pid: int) -> bool:
+    """Not a zombie waiting to be reaped (the test process reaps orphans as a subreaper)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
