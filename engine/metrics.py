@@ -30,6 +30,10 @@ class Metrics:
         self.dataset_ready = Gauge("satchel_dataset_ready", "1 when the dataset has loaded once", ["dataset"], registry=r)
         self.snapshot_age = Gauge("satchel_snapshot_age_seconds", "Age of the snapshot a follower serves (from the "
                                   "refresh it holds), at scrape time", ["dataset"], registry=r)
+        self.federated_workers_replaced = Counter(
+            "satchel_federated_workers_replaced", "Federated engine worker processes killed or lost mid-query, by "
+            "reason: stopped (deadline, client gone, shutdown), dropped (result not read to its end), lost (crash, "
+            "out-of-memory kill)", ["reason"], registry=r)
         self.model_worker_restarts = Counter("satchel_model_worker_restarts", "Model worker processes that ended "
                                              "unexpectedly (then restarted)", ["model", "reason"], registry=r)
         self.model_worker_up = Gauge("satchel_model_worker_up", "1 while the model's worker process is ready",

@@ -117,7 +117,8 @@ class Runtime:
         views = {view.name.lower(): parse_query(view.sql)[0] for view in pod.views}
         self.accounting = Accounting(self.metrics, self.task_history, self.secrets, self.memory_budget)
         self.routes = Routes(self.datasets, self.duckdb_instances, self.arrow, self.task_history, self.memory_budget,
-                             self.query_timeout, spill_dir=str(self.data_dir / "duckdb_spill"))
+                             self.query_timeout, spill_dir=str(self.data_dir / "duckdb_spill"),
+                             on_worker_replaced=lambda reason: self.metrics.federated_workers_replaced.labels(reason).inc())
         self.scopes = LiveScopes()  # every running query's and refresh's, cancelled by stop()
         self.search_functions = SearchFunctions(self.datasets, self.embedders)
         self.ai = AiFunctions(self.task_history)  # serving attaches the models (engine.query.ai_functions)
@@ -269,7 +270,8 @@ class Runtime:
     def status(self) -> dict:
         return {"pod": self.pod.name, "ready": self.ready(),
                 "datasets": [{**ds.info(), "next_refresh_at": self._next_refresh(ds)}
-                             for ds in self.datasets.values()]}
+                             for ds in self.datasets.values()],
+                "federated_engine": self.routes.workers.status()}
 
     def _next_refresh(self, ds: DatasetRuntime) -> str | None:
         """ISO time of the dataset's next scheduled refresh (None: not accelerated, running, or none)."""

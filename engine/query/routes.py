@@ -30,7 +30,8 @@ Replan = Callable[[frozenset[str]], Plan]  # the same query planned with these d
 class Routes:
     def __init__(self, datasets: Mapping[str, DatasetRuntime], duckdb_instances: Mapping[str, DuckDBAccelerator],
                  arrow: ArrowAccelerator, task_history: TaskHistory, memory_budget: int,
-                 query_timeout: timedelta | None, spill_dir: str | None = None) -> None:
+                 query_timeout: timedelta | None, spill_dir: str | None = None,
+                 on_worker_replaced: Callable[[str], None] = lambda reason: None) -> None:
         self.datasets = datasets
         self.duckdb_instances = duckdb_instances
         self.arrow = arrow
@@ -39,7 +40,7 @@ class Routes:
         self.query_timeout = query_timeout
         self.spill_dir = spill_dir
         self._constants: DuckDBAccelerator | None = None  # evaluates queries that name no table
-        self.workers = WorkerPool()  # the federated engine's processes, started on demand
+        self.workers = WorkerPool(on_replaced=on_worker_replaced)  # the federated engine's processes
         self._lock = threading.Lock()
 
     def execute(self, plan: Plan, replan: Replan, task: Task | None = None) -> pa.RecordBatchReader:

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import weakref
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
@@ -37,6 +38,7 @@ WORKERS = max(4, 2 * (os.cpu_count() or 1))
 
 
 CLIENT_POLL_S = 0.2
+_PROJECT = str(Path(__file__).resolve().parents[2])  # where `engine` is imported from
 
 
 class WorkerQueryError(Exception):
@@ -53,7 +55,9 @@ class _Worker:
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="satchel-datafusion-")
         parent, child = socket.socketpair()
-        env = {**os.environ, "TMPDIR": self.dir, "TOKIO_WORKER_THREADS": str(max(2, os.cpu_count() or 1))}
+        env = {**os.environ, "TMPDIR": self.dir, "TOKIO_WORKER_THREADS": str(max(2, os.cpu_count() or 1)),
+               # the worker imports the sidecar's own code, whatever PYTHONPATH says
+               "PYTHONPATH": os.pathsep.join(filter(None, [_PROJECT, os.environ.get("PYTHONPATH")]))}
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "engine.query.datafusion_worker", str(child.fileno())],
@@ -107,13 +111,21 @@ class _Worker:
 class WorkerPool:
     """Worker processes for one runtime's federated queries."""
 
-    def __init__(self, size: int = WORKERS) -> None:
+    def __init__(self, size: int = WORKERS, on_replaced: Callable[[str], None] = lambda reason: None) -> None:
         self.size = size
+        self.on_replaced = on_replaced  # told why each killed or lost worker ended (metrics)
         self._idle: list[_Worker] = []
         self._live: set[object] = set()  # workers, and places held by ones starting
         self._closed = False
+        self._warming = 0  # workers warm() is starting
         self._ready = threading.Condition()
-        self.replaced = 0  # workers killed or lost mid-query (each replaced by a fresh one on demand)
+        self.replaced = 0  # workers killed or lost mid-query (each replaced by a fresh one)
+
+    def status(self) -> dict:
+        """For /v1/status: processes running, idle, and replaced so far."""
+        with self._ready:
+            return {"workers": sum(isinstance(w, _Worker) for w in self._live), "idle": len(self._idle),
+                    "max_workers": self.size, "replaced": self.replaced}
 
     def query(self, request: dict, fds: list[int], limit: str) -> pa.RecordBatchReader:
         """Run `request` (see engine.query.datafusion_worker) in a worker and stream its answer.
@@ -139,10 +151,11 @@ class WorkerPool:
         """Start a worker in the background when none is idle, so the next query need not wait
         for one to start (about 0.3 s)."""
         with self._ready:
-            if self._closed or self._idle or len(self._live) >= self.size:
+            if self._closed or self._idle or self._warming or len(self._live) >= self.size:
                 return
             placeholder = _Starting()
             self._live.add(placeholder)
+            self._warming += 1
         threading.Thread(target=self._start_idle, args=(placeholder,), name="satchel-datafusion-warm",
                          daemon=True).start()
 
@@ -151,14 +164,17 @@ class WorkerPool:
             worker = _Worker()
         except Exception:  # noqa: BLE001 - a query starting one will report why
             log.exception("could not start a federated engine worker")
+            with self._ready:
+                self._warming -= 1
             self._gone(placeholder)
             return
         with self._ready:
+            self._warming -= 1
             self._live.discard(placeholder)
             self._live.add(worker)
             if not self._closed:
                 self._idle.append(worker)
-                self._ready.notify()
+                self._ready.notify_all()  # one takes it; the others may now start their own
                 return
         worker.end()
         self._gone(worker)
@@ -183,7 +199,7 @@ class WorkerPool:
                     raise RequestCancelled("the server is stopping")
                 if self._idle:
                     return self._idle.pop()
-                if len(self._live) < self.size:
+                if len(self._live) < self.size and not self._warming:  # else the one starting will do
                     placeholder = _Starting()
                     self._live.add(placeholder)
                     break
@@ -194,6 +210,9 @@ class WorkerPool:
                 self._ready.wait(left)
         try:
             worker = _Worker()
+        except OSError as e:
+            self._gone(placeholder)
+            raise InternalError(f"could not start the federated engine's worker process ({e.strerror or e})") from None
         except BaseException:
             self._gone(placeholder)
             raise
@@ -211,8 +230,9 @@ class WorkerPool:
         worker.end()
         self._gone(worker)
 
-    def _discard(self, worker: _Worker) -> None:
+    def _discard(self, worker: _Worker, reason: str) -> None:
         self.replaced += 1
+        self.on_replaced(reason)
         threading.Thread(target=worker.end, name="satchel-datafusion-reap", daemon=True).start()
         self._gone(worker)
         self.warm()
@@ -220,7 +240,7 @@ class WorkerPool:
     def _gone(self, worker: object) -> None:
         with self._ready:
             self._live.discard(worker)
-            self._ready.notify()
+            self._ready.notify_all()
 
 
 class _Starting:
@@ -306,9 +326,15 @@ class _Run:
             TIMERS.cancel(self._timer)
         if clean and not stopped:
             self._pool._release(self._worker)
+            return
+        if stopped:
+            reason = "stopped"  # its deadline, its client gone, the runtime stopping
+        elif self._worker.proc.poll() is not None and not self._worker.killed:
+            reason = "lost"  # it died by itself: a crash, the out-of-memory killer
         else:
-            self._worker.kill()
-            self._pool._discard(self._worker)
+            reason = "dropped"  # its result was dropped before its end
+        self._worker.kill()
+        self._pool._discard(self._worker, reason)
 
     def failure(self, error: Exception) -> Exception:
         """The error for a worker that stopped answering: the sidecar's reason, or its exit."""

@@ -93,6 +93,7 @@ def test_a_join_that_never_yields_is_killed_at_its_deadline(runtime) -> None:
         rt.query(ENDLESS, protocol="test").read_all()
     assert time.monotonic() - started < 5
     assert rt.routes.workers.replaced == 1  # its worker was killed: no DataFusion thread is left spinning
+    assert rt.metrics.federated_workers_replaced.labels("stopped")._value.get() == 1
     me = os.getpid()
     before = _cpu_seconds(me)
     time.sleep(1.0)
@@ -136,6 +137,8 @@ def test_a_worker_that_dies_fails_only_its_query(runtime, sig, error, text) -> N
     assert len(outcome) == 1 and isinstance(outcome[0], error), outcome
     assert text in str(outcome[0]) and "/" not in str(outcome[0])
     assert _gone(pid)
+    assert rt.status()["federated_engine"]["replaced"] == 1
+    assert rt.metrics.federated_workers_replaced.labels("lost")._value.get() == 1
     assert rt.query("SELECT max(k) AS m FROM big a JOIN big b USING (k)").read_all().to_pylist() == [{"m": ROWS - 1}]
 
 
