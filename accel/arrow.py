@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -33,6 +33,7 @@ class ArrowAccelerator:
         self._write_lock = threading.Lock()
         self._search_memory_limit = search_memory_limit
         self._search: SearchStore | None = None
+        self.on_swap: Callable[[], None] = lambda: None  # told after a table is replaced (its old file is stale)
 
     @property
     def search(self) -> SearchStore:
@@ -60,6 +61,10 @@ class ArrowAccelerator:
     def table(self, name: str) -> pa.Table:
         return self.shared(name).table
 
+    def shared_keys(self) -> list[str]:
+        """The keys of the shared-memory files of the tables held now."""
+        return [t.key for t in list(self._tables.values())]
+
     def shared(self, name: str) -> SharedTable:
         """`name`'s table with the shared-memory file it is mapped from."""
         try:
@@ -83,7 +88,7 @@ class ArrowAccelerator:
     ) -> int:
         shared = share(reader.schema, reader)  # building the in-memory copy is this accelerator's job
         with self._write_lock:
-            self._tables[name] = shared
+            self._set(name, shared)
             self._versions[name] = version
         return shared.table.num_rows
 
@@ -101,13 +106,13 @@ class ArrowAccelerator:
             old = self._tables.get(name)
             self._versions[name] = version
             if old is None:
-                self._tables[name] = share_table(new)
+                self._set(name, share_table(new))
                 return new.num_rows
             old = old.table
             if new.schema != old.schema:  # by name: a source may order its columns differently
                 new = new.select(old.schema.names).cast(old.schema)
             merged, changed = merge_by_key(old, new, primary_key, on_conflict)
-            self._tables[name] = share_table(merged)
+            self._set(name, share_table(merged))
         return changed
 
     def alter_columns(self, name: str, changes: Sequence[tuple]) -> None:
@@ -125,7 +130,7 @@ class ArrowAccelerator:
                     table = table.drop_columns([column])
                 else:
                     raise ValueError(f"unknown column change {kind!r}")
-            self._tables[name] = share_table(table)
+            self._set(name, share_table(table))
 
     def delete_keys(self, name: str, keys: pa.Table) -> int:
         """Delete the rows whose key (the columns of `keys`) is one of `keys`' rows."""
@@ -140,7 +145,7 @@ class ArrowAccelerator:
             joined = old.join(marked, keys=names, join_type="left outer", use_threads=False)
             keep = pc.invert(pc.fill_null(joined[marker], False))
             new = joined.filter(keep).drop_columns([marker]).select(old.schema.names)
-            self._tables[name] = share_table(new.cast(old.schema))
+            self._set(name, share_table(new.cast(old.schema)))
         return old.num_rows - new.num_rows
 
     def delete_older_than(self, name: str, column: str, cutoff: object) -> int:
@@ -148,7 +153,7 @@ class ArrowAccelerator:
             old = self.table(name)
             keep = pc.fill_null(pc.greater_equal(old[column], pa.scalar(cutoff, old.schema.field(column).type)), True)
             new = old.filter(keep)
-            self._tables[name] = share_table(new)
+            self._set(name, share_table(new))
         return old.num_rows - new.num_rows
 
     def max_value(self, name: str, column: str) -> object:
@@ -168,6 +173,12 @@ class ArrowAccelerator:
         if limit is None:
             return reader
         return pa.RecordBatchReader.from_batches(reader.schema, _limited(reader, limit))
+
+    def _set(self, name: str, shared: SharedTable) -> None:
+        replaced = name in self._tables
+        self._tables[name] = shared
+        if replaced:
+            self.on_swap()
 
     def close(self) -> None:
         self._tables.clear()

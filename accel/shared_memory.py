@@ -16,11 +16,13 @@ class SharedTable:
     """An Arrow table mapped from an Arrow IPC file in shared memory; `fd` stays open while
     this object lives, so it can be passed to another process (SCM_RIGHTS)."""
 
-    __slots__ = ("table", "fd", "__weakref__")
+    __slots__ = ("table", "fd", "key", "__weakref__")
 
     def __init__(self, table: pa.Table, fd: int) -> None:
         self.table = table
         self.fd = fd
+        info = os.fstat(fd)
+        self.key = f"{info.st_dev}:{info.st_ino}"  # names this file in another process's cache of mappings
         weakref.finalize(self, os.close, fd)
 
 

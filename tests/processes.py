@@ -66,6 +66,29 @@ def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
+def children(pid: int) -> list[int]:
+    """Live (not zombie) children of `pid`, e.g. a sidecar's federated engine workers."""
+    return [p for p in _pids() if (s := _stat(p)) and s[1] == pid and s[0] != "Z"]
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    s = _stat(pid)
+    return s is not None and s[0] != "Z"
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by `pid` and its live children."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def group_members(pgid: int) -> list[int]:
     """Processes of group `pgid` that still run (zombies left out)."""
     return [pid for pid in _pids() if (s := _stat(pid)) and s[2] == pgid and s[0] != "Z"]

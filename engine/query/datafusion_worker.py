@@ -5,8 +5,11 @@ kernel's out-of-memory killer takes only the query it was running.
 
 Protocol on one Unix stream socket (engine.query.workers is the other end), per query:
   request   a length-prefixed JSON object, sent with the descriptors of the shared-memory Arrow
-            files it names (SCM_RIGHTS): {"sql", "partitions", "pool_bytes", "tables":
-            [{"name", "fd": index} | {"name", "parquet": path}]}
+            files it names (SCM_RIGHTS): {"sql", "partitions", "pool_bytes", "keep", "tables":
+            [{"name", "fd": index, "key"?} | {"name", "parquet": path}]}. A file with a `key` (an
+            accelerator's table) stays mapped for the next queries while its key is in `keep`
+            (mapping afresh would fault every page in again); a request of `keep` alone, answered
+            with nothing, only drops the other mappings
   header    {"ok": true} or {"error": text} (planning failed: no stream follows)
   stream    the result as an Arrow IPC stream, flushed batch by batch
   trailer   {"ok": true} or {"error": text} (execution failed after the batches sent)
@@ -61,26 +64,62 @@ def read_frame(file: BinaryIO) -> dict:
 
 
 def _request(sock: socket.socket) -> tuple[dict, list[int]] | None:
-    """The next request and its descriptors; None when the sidecar closed the socket."""
-    data, fds, _, _ = socket.recv_fds(sock, 1 << 16, MAX_FDS)
-    while len(data) < _LENGTH.size or len(data) < _LENGTH.size + _LENGTH.unpack(data[:_LENGTH.size])[0]:
-        more = sock.recv(1 << 16)
+    """The next request and its descriptors; None when the sidecar closed the socket. Reads
+    exactly one message: its descriptors come with its first bytes, and the next message's
+    must not be consumed with this one's."""
+    head, fds, _, _ = socket.recv_fds(sock, _LENGTH.size, MAX_FDS)
+    body = _exactly(sock, _LENGTH.size - len(head)) if head else None
+    if not head or body is None:
+        for fd in fds:
+            os.close(fd)
+        return None
+    (size,) = _LENGTH.unpack(head + body)
+    data = _exactly(sock, size)
+    if data is None:
+        for fd in fds:
+            os.close(fd)
+        return None
+    return json.loads(data), fds
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        more = sock.recv(size - len(data))
         if not more:
-            for fd in fds:
-                os.close(fd)
             return None
         data += more
-    return json.loads(data[_LENGTH.size:]), fds
+    return data
+
+
+_MAPPED: dict[str, pa.Table] = {}  # accelerator tables by key, kept mapped between queries
+
+
+def _keep(keys: list[str]) -> None:
+    for key in set(_MAPPED) - set(keys):
+        del _MAPPED[key]  # unmapped once no query of this process uses it
+
+
+def _table(table: dict, fds: list[int]) -> pa.Table:
+    key = table.get("key")
+    if key is None:
+        return mapped(fds[table["fd"]])
+    if key not in _MAPPED:
+        _MAPPED[key] = mapped(fds[table["fd"]])
+    return _MAPPED[key]
 
 
 def _run(request: dict, fds: list[int], out: BinaryIO) -> None:
+    _keep(request.get("keep", []))
+    if "sql" not in request:
+        return
     ctx = session(request["partitions"], request["pool_bytes"])
     try:
         for table in request["tables"]:
             if "parquet" in table:
                 ctx.register_parquet(table["name"], table["parquet"])
             else:
-                data = mapped(fds[table["fd"]])
+                data = _table(table, fds)
                 ctx.register_record_batches(table["name"], [data.to_batches() or [empty_batch(data.schema)]])
         reader = pa.RecordBatchReader.from_stream(ctx.sql_with_options(request["sql"], SQL_OPTIONS))
     except Exception as e:  # DataFusion raises plain Exceptions for planning errors

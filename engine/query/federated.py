@@ -26,8 +26,8 @@ accelerator's) or a stream."""
 SPILL_ROW_GROUP = 64 * 1024  # rows per row group of a spill file: DataFusion reads one at a time
 
 
-def run_federated(plan: Plan, open_scan: ScanOpener, workers: WorkerPool, target_partitions: int = 2,
-                  pool_bytes: int | None = None) -> pa.RecordBatchReader:
+def run_federated(plan: Plan, open_scan: ScanOpener, workers: WorkerPool, keep: list[str],
+                  target_partitions: int = 2, pool_bytes: int | None = None) -> pa.RecordBatchReader:
     """Run the query in a DataFusion worker process over its scans, and stream the result; its
     sorts, joins and aggregates spill to disk past `pool_bytes` (then fail: resources exhausted).
 
@@ -35,7 +35,8 @@ def run_federated(plan: Plan, open_scan: ScanOpener, workers: WorkerPool, target
     accelerator's table as it is, a streamed scan (already projected and filtered at its source)
     written there as it comes, up to its share of `pool_bytes`; a larger one is spilled to a
     Parquet file, which DataFusion then reads as it goes, so memory never grows with the data.
-    Spill files are removed when the result ends or is dropped."""
+    Spill files are removed when the result ends or is dropped. `keep`: the keys of the
+    accelerator tables held now (a worker drops its mappings of any other)."""
     scan = plan.plain_scan
     if scan is not None:  # nothing for DataFusion to do: stream the scan as it comes
         reader = _streamed(open_scan(scan), federated_schema(plan, target_partitions))
@@ -45,16 +46,20 @@ def run_federated(plan: Plan, open_scan: ScanOpener, workers: WorkerPool, target
     try:
         tables, shared = [], []
         for scan in plan.scans:
-            held = _shared_or_spilled(scan, open_scan(scan), hold, spill)
+            scan_source = open_scan(scan)
+            held = _shared_or_spilled(scan, scan_source, hold, spill)
             if isinstance(held, Path):
                 tables.append({"name": scan.register_as, "parquet": str(held)})
             else:
-                tables.append({"name": scan.register_as, "fd": len(shared)})
+                entry = {"name": scan.register_as, "fd": len(shared)}
+                if held is scan_source:  # an accelerator's table: the worker may keep it mapped
+                    entry["key"] = held.key
+                tables.append(entry)
                 shared.append(held)
         # DataFusion 55 can hang reading Parquet on several partitions while its memory pool is
         # under pressure (seen with fair and greedy pools); a spilled query runs on one.
         request = {"sql": plan.sql, "partitions": 1 if spill.used else target_partitions,
-                   "pool_bytes": pool_bytes, "tables": tables}
+                   "pool_bytes": pool_bytes, "tables": tables, "keep": keep}
         limit = "runtime.params.query_timeout" if CALLER.get().kind == "query" else "refresh_timeout"
         try:
             reader = workers.query(request, [s.fd for s in shared], limit)

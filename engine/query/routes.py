@@ -41,6 +41,7 @@ class Routes:
         self.spill_dir = spill_dir
         self._constants: DuckDBAccelerator | None = None  # evaluates queries that name no table
         self.workers = WorkerPool(on_replaced=on_worker_replaced)  # the federated engine's processes
+        arrow.on_swap = lambda: self.workers.forget(arrow.shared_keys())  # idle workers unmap old tables
         self._lock = threading.Lock()
 
     def execute(self, plan: Plan, replan: Replan, task: Task | None = None) -> pa.RecordBatchReader:
@@ -87,7 +88,8 @@ class Routes:
 
     def federated(self, plan: Plan) -> pa.RecordBatchReader:
         """DataFusion over pushed-down scans, within the federated share of the memory budget."""
-        return run_federated(plan, self._open_scan, self.workers, pool_bytes=datafusion_pool(self.memory_budget))
+        return run_federated(plan, self._open_scan, self.workers, self.arrow.shared_keys(),
+                             pool_bytes=datafusion_pool(self.memory_budget))
 
     def _accelerator(self, plan: Plan) -> DuckDBAccelerator:
         if plan.instance_id == CONSTANTS_INSTANCE:

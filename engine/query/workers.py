@@ -179,6 +179,25 @@ class WorkerPool:
         worker.end()
         self._gone(worker)
 
+    def forget(self, keep: list[str]) -> None:
+        """Idle workers drop their mappings of accelerator tables not in `keep` (replaced ones),
+        so an old table's memory is freed now, not at their next query."""
+        with self._ready:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            try:
+                worker.send({"keep": keep}, [])
+            except OSError:  # it died while idle: the next query finds out and replaces it
+                pass
+        with self._ready:
+            if not self._closed:
+                self._idle.extend(idle)
+                self._ready.notify_all()
+                return
+        for worker in idle:
+            worker.end()
+            self._gone(worker)
+
     def close(self) -> None:
         """Kill every worker: idle ones now, busy ones' queries fail as cancelled."""
         with self._ready:
@@ -197,8 +216,13 @@ class WorkerPool:
             while True:
                 if self._closed:
                     raise RequestCancelled("the server is stopping")
-                if self._idle:
-                    return self._idle.pop()
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.proc.poll() is None:
+                        return worker
+                    self._live.discard(worker)  # it died while idle (e.g. the out-of-memory killer)
+                    self.on_replaced("lost")
+                    threading.Thread(target=worker.end, name="satchel-datafusion-reap", daemon=True).start()
                 if len(self._live) < self.size and not self._warming:  # else the one starting will do
                     placeholder = _Starting()
                     self._live.add(placeholder)

@@ -19,6 +19,7 @@ from accel.shared_memory import share_table
 from connectors.base import CALLER, Caller
 from engine.errors import InternalError, QueryTimeout, ResourceExhausted
 from engine.query.workers import WorkerPool
+from tests.processes import alive, tree_cpu_seconds
 
 ROWS = 200_000
 # a nested-loop join: DataFusion's join emits many batches per input batch and never yields
@@ -61,7 +62,7 @@ def _workers(rt) -> list[int]:
 def _gone(pid: int, within: float = 5.0) -> bool:
     end = time.monotonic() + within
     while time.monotonic() < end:
-        if not os.path.exists(f"/proc/{pid}"):
+        if not alive(pid):
             return True
         time.sleep(0.05)
     return False
@@ -80,11 +81,6 @@ def _busy_worker(rt, within: float = 10.0) -> int:
     raise AssertionError("no worker became busy")
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_a_join_that_never_yields_is_killed_at_its_deadline(runtime) -> None:
     rt = runtime("2s")
     assert rt.query("SELECT count(*) AS n FROM big").read_all().to_pylist() == [{"n": ROWS}]
@@ -95,9 +91,9 @@ def test_a_join_that_never_yields_is_killed_at_its_deadline(runtime) -> None:
     assert rt.routes.workers.replaced == 1  # its worker was killed: no DataFusion thread is left spinning
     assert rt.metrics.federated_workers_replaced.labels("stopped")._value.get() == 1
     me = os.getpid()
-    before = _cpu_seconds(me)
+    before = tree_cpu_seconds(me)
     time.sleep(1.0)
-    assert _cpu_seconds(me) - before < 0.5  # nothing in the sidecar keeps a core busy
+    assert tree_cpu_seconds(me) - before < 0.5  # nothing in the sidecar or its workers keeps a core busy
     assert rt.query("SELECT count(*) AS n FROM big a JOIN big b ON a.k = b.k").read_all().to_pylist() == [{"n": ROWS}]
     history = rt.query("SELECT error FROM runtime.task_history WHERE protocol = 'test'").read_all()
     assert any("query_timeout" in (e or "") for e in history.column("error").to_pylist())
@@ -201,3 +197,32 @@ def test_stopping_the_runtime_ends_every_worker(runtime) -> None:
     t.join(10)
     assert not t.is_alive() and outcome
     assert _gone(pid)
+
+
+def _mapped_inodes(pid: int) -> set[int]:
+    """Inodes of the shared-memory Arrow files process `pid` maps."""
+    out = set()
+    for line in open(f"/proc/{pid}/maps"):
+        parts = line.split()
+        if len(parts) >= 6 and "satchel-arrow" in parts[5]:
+            out.add(int(parts[4]))
+    return out
+
+
+def test_workers_keep_an_accelerator_table_mapped_until_it_is_replaced(runtime) -> None:
+    rt = runtime("60s")
+    old = int(rt.arrow.shared("big").key.split(":")[1])
+    assert rt.query("SELECT sum(k) AS s FROM big").read_all().to_pylist() == [{"s": ROWS * (ROWS - 1) // 2}]
+    (pid,) = [w.proc.pid for w in rt.routes.workers._idle]
+    assert old in _mapped_inodes(pid)  # kept between queries: no page is faulted in twice
+    assert rt.query("SELECT count(*) AS n FROM big").read_all().to_pylist() == [{"n": ROWS}]
+    assert [w.proc.pid for w in rt.routes.workers._idle] == [pid]
+    rt.refresh("big", wait=True)
+    new = int(rt.arrow.shared("big").key.split(":")[1])
+    assert new != old
+    end = time.monotonic() + 5
+    while old in _mapped_inodes(pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert old not in _mapped_inodes(pid)  # the idle worker let the replaced table go
+    assert rt.query("SELECT count(*) AS n FROM big").read_all().to_pylist() == [{"n": ROWS}]
+    assert new in _mapped_inodes(pid)

@@ -11,14 +11,16 @@ import io
 import os
 import re
 import signal
+import threading
 import time
-from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flightsql
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from tests.processes import alive, children, tree_cpu_seconds
 
 DEADLINE_S = 2
 ROWS = 20_000
@@ -50,29 +52,6 @@ datasets:
     return module_satchel_server(pod, files={"t.parquet": buffer.getvalue()})
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU time of the sidecar and its live children (the federated engine's workers)."""
-    total = 0.0
-    for p in [pid, *_children(pid)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def _outcome(server, sql: str) -> tuple[str, float]:
     started = time.monotonic()
     try:
@@ -89,9 +68,9 @@ def _outcome(server, sql: str) -> tuple[str, float]:
 def _busy_after(pid: int, seconds: float = 3.0, settle: float = 1.5) -> float:
     """CPU seconds the sidecar burns over `seconds`, after `settle` for the stop to land."""
     time.sleep(settle)
-    before = _cpu_s(pid)
+    before = tree_cpu_seconds(pid)
     time.sleep(seconds)
-    return _cpu_s(pid) - before
+    return tree_cpu_seconds(pid) - before
 
 
 @pytest.mark.parametrize("table", ["t_arrow", "t_live"])
@@ -183,21 +162,23 @@ datasets:
       engine: arrow
 """, files={"t.parquet": buffer.getvalue()})
     pid = server.process.pid
-    with pytest.raises(httpx.TimeoutException):  # a worker busy in a join that never yields
-        httpx.post(f"{server.http_url}/v1/sql", content=NON_YIELDING.format(t="t_arrow"), timeout=1.0)
-    workers = _children(pid)
+    client = threading.Thread(target=_post_quietly, args=(server.http_url, NON_YIELDING.format(t="t_arrow")))
+    client.start()  # the client stays: a worker busy in a join that never yields
+    time.sleep(1.5)
+    workers = children(pid)
     assert workers, "the federated engine runs in a worker process"
+    assert tree_cpu_seconds(pid) > 0.5
     os.kill(pid, signal.SIGKILL)
     server.process.wait(10)
     end = time.monotonic() + 10
-    while time.monotonic() < end and any(os.path.exists(f"/proc/{w}") and _alive(w) for w in workers):
+    while time.monotonic() < end and any(alive(w) for w in workers):
         time.sleep(0.1)
-    assert not [w for w in workers if os.path.exists(f"/proc/{w}") and _alive(w)]
+    assert not [w for w in workers if alive(w)]
+    client.join(30)
 
 
-def _alive(pid: int) -> bool:
-    """Not a zombie waiting to be reaped (the test process reaps orphans as a subreaper)."""
+def _post_quietly(url: str, sql: str) -> None:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+        httpx.post(f"{url}/v1/sql", content=sql, timeout=30)
+    except httpx.HTTPError:
+        pass  # the sidecar was killed under it

@@ -7,7 +7,6 @@ own baseline), every statement ends within its deadline, and harmless statements
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -18,6 +17,8 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from tests.processes import children, tree_cpu_seconds
 
 DEADLINE_S = 4
 SLACK_S = 6  # past the deadline: cancellation, a busy 2-core machine
@@ -129,7 +130,7 @@ def _rss_mib(pid: int) -> float:
     """Memory of the sidecar and its children (the federated engine's workers), each process's
     proportional share (PSS: the libraries they share count once, as in the container's cgroup)."""
     total = 0.0
-    for p in [pid, *_children(pid)]:
+    for p in [pid, *children(pid)]:
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
@@ -138,29 +139,6 @@ def _rss_mib(pid: int) -> float:
             if p == pid:
                 raise
     return total
-
-
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds used so far by the sidecar and its live children."""
-    total = 0.0
-    for p in [pid, *_children(pid)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +218,7 @@ def test_hostile_statements_never_take_the_sidecar_down(hostile_server, protocol
     assert not wrong, "\n".join(map(str, wrong))
     assert not slow, slow
     assert peak - baseline < BUDGET_MIB, (baseline, peak)
-    before = _tree_cpu_s(pid)  # nothing runs on past its deadline (a join that never yields included)
+    before = tree_cpu_seconds(pid)  # nothing runs on past its deadline (a join that never yields included)
     time.sleep(1.0)
-    assert _tree_cpu_s(pid) - before < 0.5
+    assert tree_cpu_seconds(pid) - before < 0.5
     assert httpx.get(f"{server.http_url}/health", timeout=5).status_code == 200
