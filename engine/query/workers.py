@@ -29,6 +29,7 @@ from accel.timers import TIMERS
 from connectors.base import CALLER
 
 from ..errors import InternalError, QueryTimeout, RequestCancelled, ResourceExhausted, SatchelError
+from ..process_exit import describe_exit
 from .datafusion_worker import frame, read_frame
 
 log = logging.getLogger("satchel.federated")
@@ -100,12 +101,7 @@ class _Worker:
             code = self.proc.wait(timeout=2.0)
         except subprocess.TimeoutExpired:
             return "stopped answering"
-        if code < 0:
-            try:
-                return f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"killed by signal {-code}"
-        return f"exit code {code}"
+        return describe_exit(code)
 
 
 class WorkerPool:

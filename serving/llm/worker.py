@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Iterator
 
 from engine.errors import BadRequest, ModelError, ModelUnavailable, Overloaded, QueryTimeout, RequestCancelled
+from engine.process_exit import describe_exit
 
 log = logging.getLogger("satchel.models")
 
@@ -303,12 +304,7 @@ class ModelWorker:
         except subprocess.TimeoutExpired:
             self._kill(0)
             return "stopped answering"
-        if code < 0:
-            try:
-                return f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"killed by signal {-code}"
-        return f"exit code {code}"
+        return describe_exit(code)
 
     def _kill(self, grace: float) -> None:
         proc = self._proc
