@@ -22,7 +22,7 @@ from ..task_history import Task, TaskHistory
 from . import pushdown
 from .federated import duckdb_schema, federated_schema, run_federated
 from .planner import CONSTANTS_INSTANCE, Plan, TableScan
-from .workers import WorkerPool
+from .workers import WorkerPool, pool_size
 
 Replan = Callable[[frozenset[str]], Plan]  # the same query planned with these datasets read from their sources
 
@@ -40,7 +40,7 @@ class Routes:
         self.query_timeout = query_timeout
         self.spill_dir = spill_dir
         self._constants: DuckDBAccelerator | None = None  # evaluates queries that name no table
-        self.workers = WorkerPool(on_replaced=on_worker_replaced)  # the federated engine's processes
+        self.workers = WorkerPool(pool_size(memory_budget), on_replaced=on_worker_replaced)  # the federated engine's processes
         arrow.on_swap = lambda: self.workers.forget(arrow.shared_keys())  # idle workers unmap old tables
         self._lock = threading.Lock()
 

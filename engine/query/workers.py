@@ -1,6 +1,6 @@
 """The federated engine's worker processes (engine.query.datafusion_worker), seen from the sidecar.
 
-A query takes an idle worker (or starts one, up to `WORKERS`; beyond that it waits within its
+A query takes an idle worker (or starts one, up to `pool_size`; beyond that it waits within its
 deadline), sends its SQL and the shared-memory files of its tables, and streams the answer back
 as Arrow IPC. At the query's deadline, when its client goes away, or when its result is dropped
 unread, the worker is killed (SIGKILL: DataFusion stops wherever it is) and the next query starts
@@ -34,8 +34,25 @@ from .datafusion_worker import frame, read_frame
 
 log = logging.getLogger("satchel.federated")
 
-WORKERS = max(4, 2 * (os.cpu_count() or 1))
-"""Queries the federated engine runs at once; more wait for a worker within their deadline."""
+WORKER_BASE_BYTES = 80 << 20  # an idle worker's own memory (about 65 MiB anonymous, measured)
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by its cgroup's CPU quota."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def pool_size(memory_budget: int) -> int:
+    """Federated queries run at once (more wait for a worker within their deadline): two per
+    usable core, as many as a quarter of the memory budget holds workers, at least two."""
+    return max(2, min(2 * usable_cores(), memory_budget // 4 // WORKER_BASE_BYTES))
 
 
 CLIENT_POLL_S = 0.2
@@ -56,7 +73,7 @@ class _Worker:
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="satchel-datafusion-")
         parent, child = socket.socketpair()
-        env = {**os.environ, "TMPDIR": self.dir, "TOKIO_WORKER_THREADS": str(max(2, os.cpu_count() or 1)),
+        env = {**os.environ, "TMPDIR": self.dir, "TOKIO_WORKER_THREADS": str(max(2, usable_cores())),
                # the worker imports the sidecar's own code, whatever PYTHONPATH says
                "PYTHONPATH": os.pathsep.join(filter(None, [_PROJECT, os.environ.get("PYTHONPATH")]))}
         try:
@@ -107,7 +124,7 @@ class _Worker:
 class WorkerPool:
     """Worker processes for one runtime's federated queries."""
 
-    def __init__(self, size: int = WORKERS, on_replaced: Callable[[str], None] = lambda reason: None) -> None:
+    def __init__(self, size: int, on_replaced: Callable[[str], None] = lambda reason: None) -> None:
         self.size = size
         self.on_replaced = on_replaced  # told why each killed or lost worker ended (metrics)
         self._idle: list[_Worker] = []

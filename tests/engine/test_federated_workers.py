@@ -18,7 +18,7 @@ import pytest
 from accel.shared_memory import share_table
 from connectors.base import CALLER, Caller
 from engine.errors import InternalError, QueryTimeout, ResourceExhausted
-from engine.query.workers import WorkerPool
+from engine.query.workers import WORKER_BASE_BYTES, WorkerPool, pool_size, usable_cores
 from tests.processes import alive, tree_cpu_seconds
 
 ROWS = 200_000
@@ -154,7 +154,7 @@ def test_queries_beyond_the_pool_wait_within_their_deadline() -> None:
     table = share_table(pa.table({"k": pa.array(range(ROWS), pa.int64())}))
     endless = {"sql": ENDLESS, "partitions": 2, "pool_bytes": 1 << 28, "tables": [{"name": "big", "fd": 0}]}
     quick = {**endless, "sql": "SELECT count(*) AS n FROM big"}
-    pool = WorkerPool(size=1)
+    pool = WorkerPool(1)
     outcome: list[BaseException] = []
 
     def run(request: dict, seconds: float) -> pa.Table:
@@ -226,3 +226,9 @@ def test_workers_keep_an_accelerator_table_mapped_until_it_is_replaced(runtime) 
     assert old not in _mapped_inodes(pid)  # the idle worker let the replaced table go
     assert rt.query("SELECT count(*) AS n FROM big").read_all().to_pylist() == [{"n": ROWS}]
     assert new in _mapped_inodes(pid)
+
+
+def test_the_pool_fits_the_cores_and_the_memory_budget() -> None:
+    assert pool_size(512 << 20) == 2  # a small pod: two workers, whatever the machine's cores
+    assert pool_size(64 << 30) == max(2, min(2 * usable_cores(), (64 << 30) // 4 // WORKER_BASE_BYTES))
+    assert pool_size(64 << 30) == max(2, 2 * usable_cores())
