@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, adbc_connect, satchel, table, write_results  # noqa: E402
+from tests.processes import children  # noqa: E402  (the repo is on the path: _common puts it there)
 
 
 def _write(path: Path, rows: int) -> int:
@@ -40,22 +41,11 @@ def _write(path: Path, rows: int) -> int:
 def _hwm_mib(pid: int) -> float:
     """VmHWM of `pid` plus its children's (each child's own peak: an upper bound of their sum's)."""
     total = 0.0
-    for p in [pid, *_children(pid)]:
+    for p in [pid, *children(pid)]:
         for line in Path(f"/proc/{p}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 total += int(line.split()[1]) / 1024
     return total
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 def _slow_read(uri: str, sql: str, pause: float) -> int:
@@ -99,7 +89,7 @@ datasets:
                            ("join of two sources", "SELECT a.k, count(*) AS n FROM a JOIN b ON a.id = b.id GROUP BY a.k")]:
             with satchel(DATA / "pods" / f"fedmem_{rows}", pod) as server:
                 settle = time.monotonic() + 10  # idle includes the worker the sidecar starts at once
-                while not _children(server.process.pid) and time.monotonic() < settle:
+                while not children(server.process.pid) and time.monotonic() < settle:
                     time.sleep(0.1)
                 time.sleep(0.5)
                 base = _hwm_mib(server.process.pid)
