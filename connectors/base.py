@@ -102,9 +102,6 @@ class Caller:
     """time.monotonic() by which the task must end; sources get the time left as their own limit."""
     scope: "CancelScope | None" = None
     """Where source statements register how to cancel them (a client that goes away)."""
-    client_gone: "Callable[[], bool] | None" = None
-    """Whether the client went away, for work that waits before its first batch (e.g. Flight's
-    `context.is_cancelled`); only valid until the task's first batch is returned."""
 
     def seconds_left(self) -> float | None:
         return None if self.deadline is None else max(0.001, self.deadline - time.monotonic())

@@ -10,14 +10,18 @@ import time
 import weakref
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
+import pyarrow as pa
+
+from accel.timers import TIMERS
 from connectors.base import CancelScope
 
 from .errors import QueryTimeout, RequestCancelled
 
 T = TypeVar("T")
 POLL_S = 0.1
+CLIENT_POLL_S = 0.2  # how often a query waiting for its first batch asks whether its client is still there
 GRACE_S = 1.0  # after a cancel, how long the waiter lets the work end with its own error
 
 
@@ -44,6 +48,64 @@ class LiveScopes:
             self.stopping, scopes = True, list(self._scopes)
         for scope in scopes:
             cancel_in_background(scope)
+
+
+class ClientWatch:
+    """Cancels a query's scope when its client goes away before the first batch (an aggregate
+    over a long join, in DuckDB or in a federated worker, sends nothing until it ends): the
+    accelerator is interrupted, the worker killed, source statements cancelled. After the first
+    batch the response's writer notices a client that left, and `client_gone` may no longer be
+    valid (Flight's call context, HTTP's event set when the first batch is handed over), so it
+    is never called after `stop()` returns."""
+
+    def __init__(self, client_gone: Callable[[], bool], scope: CancelScope) -> None:
+        self._client_gone, self._scope = client_gone, scope
+        self._lock = threading.Lock()
+        self._active = True
+        self._schedule()
+
+    def _schedule(self) -> None:
+        ref = weakref.ref(self)
+        self._timer = TIMERS.schedule(CLIENT_POLL_S, lambda: _poll(ref))
+
+    def poll(self) -> bool:
+        """Whether to ask again."""
+        with self._lock:
+            if not self._active:
+                return False
+            try:
+                gone = self._client_gone()
+            except Exception:  # noqa: BLE001 - a client that cannot be asked is treated as present
+                return False
+            if gone:
+                self._active = False
+        if gone:
+            cancel_in_background(self._scope)
+        return not gone
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._active:
+                self._active = False
+                TIMERS.cancel(self._timer)
+
+    def until_first_batch(self, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        """`reader`, stopping this watch at its first batch (or its end, or when it is dropped)."""
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for batch in reader:
+                    self.stop()
+                    yield batch
+            finally:
+                self.stop()
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def _poll(ref: "weakref.ref[ClientWatch]") -> None:
+    watch = ref()
+    if watch is not None and watch.poll():
+        watch._schedule()
 
 
 def cancel_in_background(scope: CancelScope) -> None:

@@ -16,7 +16,7 @@ from connectors.base import CALLER, Caller, CancelScope
 
 from .. import tracing
 from ..auth import ANONYMOUS, Principal
-from ..cancel import LiveScopes, guarded
+from ..cancel import ClientWatch, LiveScopes, guarded
 from ..embedders import TOKEN_SINK
 from ..errors import DatasetNotReady, Forbidden, ModelUnavailable
 from ..refresh.dataset import DatasetRuntime
@@ -77,7 +77,9 @@ class QueryService:
                            policy.limits.query_timeout_s if policy else None)
         deadline = started + timeout if timeout else None
         scope = self.scopes.track(CancelScope())
-        caller = CALLER.set(Caller(principal.name, "query", deadline, scope, client_gone))  # source statements: who, until when
+        # a client that goes away before the first batch cancels the query's work, wherever it runs
+        watch = ClientWatch(client_gone, scope) if client_gone is not None else None
+        caller = CALLER.set(Caller(principal.name, "query", deadline, scope))  # source statements: who, until when
         traced = tracing.enter(span)
         entered = False
         try:
@@ -111,7 +113,11 @@ class QueryService:
                 reader = self.ai.apply(reader, plan.ai, sql=sql, principal=principal.name, protocol=protocol,
                                        deadline=deadline, cancelled=lambda: scope.cancelled,
                                        gate=policy.gate if policy else None, span=span)
+            if watch is not None:
+                reader = watch.until_first_batch(reader)
         except Exception as e:
+            if watch is not None:
+                watch.stop()
             if entered:
                 policy.gate.leave()
             public = self.accounting.public_error(e, policy.sanitize if policy else None)

@@ -55,7 +55,6 @@ def pool_size(memory_budget: int) -> int:
     return max(2, min(2 * usable_cores(), memory_budget // 4 // WORKER_BASE_BYTES))
 
 
-CLIENT_POLL_S = 0.2
 _PROJECT = str(Path(__file__).resolve().parents[2])  # where `engine` is imported from
 
 
@@ -146,7 +145,7 @@ class WorkerPool:
         caller = CALLER.get()
         worker = self._acquire(caller.deadline, limit)
         run = _Run(self, worker, limit)
-        run.arm(caller.deadline, caller.scope, caller.client_gone)
+        run.arm(caller.deadline, caller.scope)
         try:
             worker.send(request, fds)
             header = read_frame(worker.answers)
@@ -289,14 +288,13 @@ class _Run:
 
     def __init__(self, pool: WorkerPool, worker: _Worker, limit: str) -> None:
         self._pool, self._worker, self._limit = pool, worker, limit
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._error: SatchelError | None = None  # why the sidecar stopped it, once it did
         self._done = False
-        self._first = False  # the first batch arrived: `client_gone` may no longer be asked
         self._timer: int | None = None
-        self._client_gone: Callable[[], bool] | None = None
 
-    def arm(self, deadline: float | None, scope, client_gone: Callable[[], bool] | None) -> None:
+    def arm(self, deadline: float | None, scope) -> None:
+        """The deadline and the task's cancel scope (its client gone, the runtime stopping) kill the worker."""
         ref = weakref.ref(self)
         if deadline is not None:
             limit = self._limit
@@ -305,24 +303,6 @@ class _Run:
         if scope is not None:
             scope.add(lambda: _stop(ref, RequestCancelled(
                 "the query was cancelled (its client went away or the server is stopping)")))
-        if client_gone is not None:
-            # an aggregate over a long join sends nothing until it ends: ask meanwhile whether
-            # the client is still there (after the first batch, the stream's writer notices)
-            self._client_gone = client_gone
-            TIMERS.schedule(CLIENT_POLL_S, lambda: _poll(ref))
-
-    def poll(self) -> bool:
-        """Stop the query if its client went away before its first batch; whether to ask again."""
-        with self._lock:
-            if self._done or self._first or self._error is not None or self._client_gone is None:
-                return False
-            try:
-                gone = self._client_gone()
-            except Exception:  # noqa: BLE001 - a client that cannot be asked is treated as present
-                return False
-            if gone:
-                self.stop(RequestCancelled("the query was cancelled: its client went away"))
-            return not gone
 
     def stop(self, error: SatchelError) -> None:
         with self._lock:
@@ -339,9 +319,6 @@ class _Run:
                     batch = reader.read_next_batch()
                 except StopIteration:
                     break
-                if not self._first:
-                    with self._lock:
-                        self._first = True
                 yield batch
             trailer = read_frame(self._worker.answers)
             clean = True
@@ -392,12 +369,6 @@ class _Run:
 def _log_stderr(stream, pid: int) -> None:
     for line in stream:
         log.warning("federated engine worker %s: %s", pid, line.decode("utf-8", "replace").rstrip())
-
-
-def _poll(ref: "weakref.ref[_Run]") -> None:
-    run = ref()
-    if run is not None and run.poll():
-        TIMERS.schedule(CLIENT_POLL_S, lambda: _poll(ref))
 
 
 def _stop(ref: "weakref.ref[_Run]", error: SatchelError) -> None:

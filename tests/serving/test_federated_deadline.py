@@ -2,8 +2,8 @@
 endless recursive CTE, a join that never yields to DataFusion's scheduler) is answered with its
 timeout at the deadline and stopped: its worker process is killed, so the sidecar's CPU is free
 again within seconds and the queries after it run. A client that goes away (HTTP disconnect,
-Flight call cancelled) stops it the same way, and a sidecar killed outright leaves no worker
-behind. A real `satchel run`, over Flight SQL and HTTP."""
+Flight call cancelled) stops it the same way (a DuckDB-accelerated query too: it is interrupted),
+and a sidecar killed outright leaves no worker behind. A real `satchel run`, over Flight SQL and HTTP."""
 
 from __future__ import annotations
 
@@ -121,30 +121,37 @@ datasets:
     name: t_arrow
     acceleration:
       engine: arrow
+  - from: file:t.parquet
+    name: t_duckdb
+    acceleration:
+      engine: duckdb
 """
     return module_satchel_server(pod, files={"t.parquet": buffer.getvalue()})
 
 
-def test_an_http_client_that_goes_away_stops_its_join(patient_server) -> None:
+# The DuckDB accelerator is interrupted the same way (the query's cancel scope interrupts its cursor).
+@pytest.mark.parametrize("table", ["t_arrow", "t_duckdb"])
+def test_an_http_client_that_goes_away_stops_its_join(patient_server, table: str) -> None:
     started = time.monotonic()
     with pytest.raises(httpx.TimeoutException):
-        httpx.post(f"{patient_server.http_url}/v1/sql", content=JOIN_GROUP.format(t="t_arrow"), timeout=1.5)
+        httpx.post(f"{patient_server.http_url}/v1/sql", content=NON_YIELDING.format(t=table), timeout=1.5)
     assert _busy_after(patient_server.process.pid) < 1.0
     assert time.monotonic() - started < 30
-    assert patient_server.sql("SELECT count(*) AS n FROM t_arrow").json() == [{"n": ROWS}]
+    assert patient_server.sql(f"SELECT count(*) AS n FROM {table}").json() == [{"n": ROWS}]
 
 
-def test_a_flight_call_cancelled_by_its_client_stops_its_join(patient_server) -> None:
+@pytest.mark.parametrize("table", ["t_arrow", "t_duckdb"])
+def test_a_flight_call_cancelled_by_its_client_stops_its_join(patient_server, table: str) -> None:
     started = time.monotonic()
     # the client gives up on the DoGet after 1.5 s: gRPC cancels the call
     with flightsql.connect(patient_server.flight_uri,
                            db_kwargs={"adbc.flight.sql.rpc.timeout_seconds.fetch": "1.5"}) as conn:
         with conn.cursor() as cur, pytest.raises(Exception, match="(?i)deadline|timeout|timed out"):
-            cur.execute(NON_YIELDING.format(t="t_arrow"))
+            cur.execute(NON_YIELDING.format(t=table))
             cur.fetch_arrow_table()
     assert _busy_after(patient_server.process.pid) < 1.0
     assert time.monotonic() - started < 30
-    code, _ = _outcome(patient_server, "SELECT count(*) AS n FROM t_arrow")
+    code, _ = _outcome(patient_server, f"SELECT count(*) AS n FROM {table}")
     assert code == "ok"
 
 
