@@ -62,6 +62,7 @@ class ClientWatch:
         self._client_gone, self._scope = client_gone, scope
         self._lock = threading.Lock()
         self._active = True
+        self.fired = False  # the client went away and the query was cancelled for it
         self._schedule()
 
     def _schedule(self) -> None:
@@ -79,6 +80,7 @@ class ClientWatch:
                 return False
             if gone:
                 self._active = False
+                self.fired = True
         if gone:
             cancel_in_background(self._scope)
         return not gone
@@ -89,6 +91,13 @@ class ClientWatch:
                 self._active = False
                 TIMERS.cancel(self._timer)
 
+    def reason(self, error: Exception) -> Exception:
+        """The error to report for a query that failed: cancelled, when this watch cancelled it
+        (its work then fails with whatever the interrupted engine or source says)."""
+        if self.fired:
+            return RequestCancelled("the query was cancelled: its client went away")
+        return error
+
     def until_first_batch(self, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
         """`reader`, stopping this watch at its first batch (or its end, or when it is dropped)."""
         def batches() -> Iterator[pa.RecordBatch]:
@@ -96,6 +105,8 @@ class ClientWatch:
                 for batch in reader:
                     self.stop()
                     yield batch
+            except Exception as e:
+                raise self.reason(e) from None
             finally:
                 self.stop()
 

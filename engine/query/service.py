@@ -118,6 +118,7 @@ class QueryService:
         except Exception as e:
             if watch is not None:
                 watch.stop()
+                e = watch.reason(e)
             if entered:
                 policy.gate.leave()
             public = self.accounting.public_error(e, policy.sanitize if policy else None)

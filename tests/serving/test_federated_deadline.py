@@ -138,6 +138,9 @@ def test_an_http_client_that_goes_away_stops_its_join(patient_server, table: str
     assert _busy_after(patient_server.process.pid) < 1.0
     assert time.monotonic() - started < 30
     assert patient_server.sql(f"SELECT count(*) AS n FROM {table}").json() == [{"n": ROWS}]
+    codes = patient_server.sql(f"SELECT error_code FROM runtime.task_history WHERE protocol = 'http' "
+                               f"AND query_text LIKE '%{table} c WHERE%'").json()
+    assert {"error_code": "cancelled"} in codes, codes  # audited as the client's cancel, not an engine error
 
 
 @pytest.mark.parametrize("table", ["t_arrow", "t_duckdb"])
