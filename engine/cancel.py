@@ -14,7 +14,6 @@ from typing import Callable, Iterator, TypeVar
 
 import pyarrow as pa
 
-from accel.timers import TIMERS
 from connectors.base import CancelScope
 
 from .errors import QueryTimeout, RequestCancelled
@@ -56,40 +55,35 @@ class ClientWatch:
     accelerator is interrupted, the worker killed, source statements cancelled. After the first
     batch the response's writer notices a client that left, and `client_gone` may no longer be
     valid (Flight's call context, HTTP's event set when the first batch is handed over), so it
-    is never called after `stop()` returns."""
+    is never called after `stop()` returns. One thread asks for every watched query (no timer
+    or wake-up per query: most end long before the first poll)."""
 
     def __init__(self, client_gone: Callable[[], bool], scope: CancelScope) -> None:
         self._client_gone, self._scope = client_gone, scope
         self._lock = threading.Lock()
         self._active = True
         self.fired = False  # the client went away and the query was cancelled for it
-        self._schedule()
+        _WATCHES.add(self)
 
-    def _schedule(self) -> None:
-        ref = weakref.ref(self)
-        self._timer = TIMERS.schedule(CLIENT_POLL_S, lambda: _poll(ref))
-
-    def poll(self) -> bool:
-        """Whether to ask again."""
+    def poll(self) -> None:
         with self._lock:
             if not self._active:
-                return False
+                return
             try:
                 gone = self._client_gone()
             except Exception:  # noqa: BLE001 - a client that cannot be asked is treated as present
-                return False
-            if gone:
-                self._active = False
-                self.fired = True
-        if gone:
-            cancel_in_background(self._scope)
-        return not gone
+                return
+            if not gone:
+                return
+            self._active = False
+            self.fired = True
+        _WATCHES.discard(self)
+        cancel_in_background(self._scope)
 
     def stop(self) -> None:
         with self._lock:
-            if self._active:
-                self._active = False
-                TIMERS.cancel(self._timer)
+            self._active = False
+        _WATCHES.discard(self)
 
     def reason(self, error: Exception) -> Exception:
         """The error to report for a query that failed: cancelled, when this watch cancelled it
@@ -113,10 +107,41 @@ class ClientWatch:
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
-def _poll(ref: "weakref.ref[ClientWatch]") -> None:
-    watch = ref()
-    if watch is not None and watch.poll():
-        watch._schedule()
+class _Watches:
+    """The live ClientWatches, asked every CLIENT_POLL_S by one daemon thread while there are
+    any. Held weakly: a result dropped unread ends its watch when it is collected."""
+
+    def __init__(self) -> None:
+        self._watches: "weakref.WeakSet[ClientWatch]" = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._some = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: ClientWatch) -> None:
+        with self._lock:
+            self._watches.add(watch)
+            self._some.set()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="satchel-client-watch", daemon=True)
+                self._thread.start()
+
+    def discard(self, watch: ClientWatch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def _run(self) -> None:
+        while True:
+            self._some.wait()
+            time.sleep(CLIENT_POLL_S)
+            with self._lock:
+                watches = list(self._watches)
+                if not watches:
+                    self._some.clear()
+            for watch in watches:
+                watch.poll()
+
+
+_WATCHES = _Watches()
 
 
 def cancel_in_background(scope: CancelScope) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -241,16 +242,15 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
                 # Someone else's ticket: answer exactly as for an unknown one, and leave it to its owner.
                 raise self._tickets._not_found()
             statement = self._tickets.pop(command.statement_handle)
-            return self._result_stream(statement, context.is_cancelled)
+            return self._result_stream(statement, _LiveCall(context))
         if isinstance(command, protocol.METADATA_COMMANDS):
             return flight.RecordBatchStream(self._metadata_table(command, principal))
         raise _unsupported(command, "DoGet")
 
-    def _result_stream(self, statement: _StatementTicket,
-                       client_gone: Callable[[], bool]) -> flight.FlightDataStream:
+    def _result_stream(self, statement: _StatementTicket, call: "_LiveCall") -> flight.FlightDataStream:
         """Stream the statement's result; one query per bound parameter set, in order. A client
-        that cancels the call while a source works cancels the source statement."""
-        run = functools.partial(self._runtime.query, client_gone=client_gone)
+        that cancels the call while a query waits for its first batch cancels the query's work."""
+        run = functools.partial(self._runtime.query, client_gone=call.is_cancelled)
         if statement.bindings is None:
             openers: list[Callable[[], pa.RecordBatchReader]] = [
                 lambda: run(statement.sql, statement.principal, protocol="flight")
@@ -266,9 +266,14 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
             ]
         if not openers:  # parameters bound with zero rows: nothing to execute
             return flight.RecordBatchStream(statement.schema.empty_table())
-        first = openers[0]()  # errors before the first batch surface with their own status
-        schema = _stream_schema(statement.schema, first.schema)
-        return flight.GeneratorStream(schema, _batches(first, openers[1:], schema, self._runtime.secrets))
+        try:
+            first = openers[0]()  # errors before the first batch surface with their own status
+            schema = _stream_schema(statement.schema, first.schema)
+        except BaseException:
+            call.end()
+            raise
+        return flight.GeneratorStream(schema, _batches(first, openers[1:], schema, self._runtime.secrets,
+                                                       on_end=call.end))
 
     def _metadata_table(self, command: Message, principal: Principal) -> pa.Table:
         if isinstance(command, pb.CommandGetSqlInfo):
@@ -378,13 +383,33 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
 # ---------------------------------------------------------------------- module helpers
 
 
+class _LiveCall:
+    """A DoGet's `context.is_cancelled` for the engine, which asks from another thread: a Flight
+    call context is only valid while its call runs, so after `end()` (the stream ended, failed
+    or was dropped) it is never touched again."""
+
+    def __init__(self, context) -> None:
+        self._context = context
+        self._lock = threading.Lock()
+
+    def is_cancelled(self) -> bool:
+        with self._lock:
+            return self._context is not None and self._context.is_cancelled()
+
+    def end(self) -> None:
+        with self._lock:
+            self._context = None
+
+
 def _batches(
     first: pa.RecordBatchReader,
     rest: Sequence[Callable[[], pa.RecordBatchReader]],
     schema: pa.Schema,
     secrets: Iterable[str] = (),
+    on_end: Callable[[], None] = lambda: None,
 ) -> Iterator[pa.RecordBatch]:
-    """Yield every batch of `first`, then of each later reader (opened lazily), mapping errors."""
+    """Yield every batch of `first`, then of each later reader (opened lazily), mapping errors;
+    `on_end()` when the stream ends, fails or is dropped."""
     reader = first
     pending = iter(rest)
     try:
@@ -400,6 +425,7 @@ def _batches(
         error = to_flight_error(exc, "DoGet", secrets)
     finally:
         reader.close()
+        on_end()
     raise error
 
 
