@@ -173,23 +173,15 @@ class WorkerPool:
 
     def _start_idle(self, placeholder: "_Starting") -> None:
         try:
-            worker = _Worker()
+            worker = self._spawn(placeholder)
         except Exception:  # noqa: BLE001 - a query starting one will report why
             log.exception("could not start a federated engine worker")
+            return
+        finally:
             with self._ready:
                 self._warming -= 1
-            self._gone(placeholder)
-            return
-        with self._ready:
-            self._warming -= 1
-            self._live.discard(placeholder)
-            self._live.add(worker)
-            if not self._closed:
-                self._idle.append(worker)
-                self._ready.notify_all()  # one takes it; the others may now start their own
-                return
-        worker.end()
-        self._gone(worker)
+                self._ready.notify_all()  # its waiters may now take it, or start their own
+        self._release(worker)
 
     def forget(self, keep: list[str]) -> None:
         """Idle workers drop their mappings of accelerator tables not in `keep` (replaced ones),
@@ -201,14 +193,8 @@ class WorkerPool:
                 worker.send({"keep": keep}, [])
             except OSError:  # it died while idle: the next query finds out and replaces it
                 pass
-        with self._ready:
-            if not self._closed:
-                self._idle.extend(idle)
-                self._ready.notify_all()
-                return
         for worker in idle:
-            worker.end()
-            self._gone(worker)
+            self._release(worker)
 
     def close(self) -> None:
         """Kill every worker: idle ones now, busy ones' queries fail as cancelled."""
@@ -220,8 +206,7 @@ class WorkerPool:
         for worker in busy:
             worker.kill()
         for worker in idle:
-            worker.end()
-            self._gone(worker)
+            self._end(worker)
 
     def _acquire(self, deadline: float | None, limit: str) -> _Worker:
         with self._ready:
@@ -232,9 +217,7 @@ class WorkerPool:
                     worker = self._idle.pop()
                     if worker.proc.poll() is None:
                         return worker
-                    self._live.discard(worker)  # it died while idle (e.g. the out-of-memory killer)
-                    self.on_replaced("lost")
-                    threading.Thread(target=worker.end, name="satchel-datafusion-reap", daemon=True).start()
+                    self._discard(worker, "lost")  # it died while idle (e.g. the out-of-memory killer)
                 if len(self._live) < self.size and not self._warming:  # else the one starting will do
                     placeholder = _Starting()
                     self._live.add(placeholder)
@@ -245,10 +228,14 @@ class WorkerPool:
                                        f"engine ({self.size} queries run at once)")
                 self._ready.wait(left)
         try:
-            worker = _Worker()
+            return self._spawn(placeholder)
         except OSError as e:
-            self._gone(placeholder)
             raise InternalError(f"could not start the federated engine's worker process ({e.strerror or e})") from None
+
+    def _spawn(self, placeholder: "_Starting") -> _Worker:
+        """Start a worker in the place `placeholder` holds in the pool (given back if it fails)."""
+        try:
+            worker = _Worker()
         except BaseException:
             self._gone(placeholder)
             raise
@@ -261,8 +248,11 @@ class WorkerPool:
         with self._ready:
             if not self._closed:
                 self._idle.append(worker)
-                self._ready.notify()
+                self._ready.notify_all()
                 return
+        self._end(worker)
+
+    def _end(self, worker: _Worker) -> None:
         worker.end()
         self._gone(worker)
 

@@ -30,10 +30,15 @@ ENDLESS = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r, {t} W
 NON_YIELDING = "SELECT count(*) AS n FROM {t} a, {t} b, {t} c WHERE a.k + b.k > c.k"
 
 
-@pytest.fixture(scope="module")
-def server(module_satchel_server):
+def _parquet() -> bytes:
+    """t.parquet: one int64 column k = 0..ROWS-1."""
     buffer = io.BytesIO()
     pq.write_table(pa.table({"k": pa.array(range(ROWS), pa.int64())}), buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(module_satchel_server):
     pod = f"""
 version: v1
 kind: Spicepod
@@ -49,7 +54,7 @@ datasets:
   - from: file:t.parquet
     name: t_live
 """
-    return module_satchel_server(pod, files={"t.parquet": buffer.getvalue()})
+    return module_satchel_server(pod, files={"t.parquet": _parquet()})
 
 
 def _outcome(server, sql: str) -> tuple[str, float]:
@@ -107,8 +112,6 @@ def test_a_join_that_never_yields_is_stopped_at_its_deadline(server, sql: str) -
 @pytest.fixture(scope="module")
 def patient_server(module_satchel_server):
     """No deadline to speak of: only the client going away can stop its queries."""
-    buffer = io.BytesIO()
-    pq.write_table(pa.table({"k": pa.array(range(ROWS), pa.int64())}), buffer)
     pod = """
 version: v1
 kind: Spicepod
@@ -126,7 +129,7 @@ datasets:
     acceleration:
       engine: duckdb
 """
-    return module_satchel_server(pod, files={"t.parquet": buffer.getvalue()})
+    return module_satchel_server(pod, files={"t.parquet": _parquet()})
 
 
 # The DuckDB accelerator is interrupted the same way (the query's cancel scope interrupts its cursor).
@@ -159,8 +162,6 @@ def test_a_flight_call_cancelled_by_its_client_stops_its_join(patient_server, ta
 
 
 def test_a_sidecar_killed_outright_leaves_no_worker(satchel_server) -> None:
-    buffer = io.BytesIO()
-    pq.write_table(pa.table({"k": pa.array(range(ROWS), pa.int64())}), buffer)
     server = satchel_server("""
 version: v1
 kind: Spicepod
@@ -170,7 +171,7 @@ datasets:
     name: t_arrow
     acceleration:
       engine: arrow
-""", files={"t.parquet": buffer.getvalue()})
+""", files={"t.parquet": _parquet()})
     pid = server.process.pid
     client = threading.Thread(target=_post_quietly, args=(server.http_url, NON_YIELDING.format(t="t_arrow")))
     client.start()  # the client stays: a worker busy in a join that never yields
