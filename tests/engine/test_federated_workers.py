@@ -90,6 +90,7 @@ def test_a_join_that_never_yields_is_killed_at_its_deadline(runtime) -> None:
     assert time.monotonic() - started < 5
     assert rt.routes.workers.replaced == 1  # its worker was killed: no DataFusion thread is left spinning
     assert rt.metrics.federated_workers_replaced.labels("stopped")._value.get() == 1
+    _settled(rt)  # the replacement worker has started (its start-up is not what is measured)
     me = os.getpid()
     before = tree_cpu_seconds(me)
     time.sleep(1.0)
@@ -97,6 +98,13 @@ def test_a_join_that_never_yields_is_killed_at_its_deadline(runtime) -> None:
     assert rt.query("SELECT count(*) AS n FROM big a JOIN big b ON a.k = b.k").read_all().to_pylist() == [{"n": ROWS}]
     history = rt.query("SELECT error FROM runtime.task_history WHERE protocol = 'test'").read_all()
     assert any("query_timeout" in (e or "") for e in history.column("error").to_pylist())
+
+
+def _settled(rt) -> None:
+    give_up = time.monotonic() + 10
+    while rt.routes.workers.status()["idle"] == 0 or rt.routes.workers._warming:
+        assert time.monotonic() < give_up, "no worker became idle after the killed one was replaced"
+        time.sleep(0.05)
 
 
 def test_the_killed_worker_process_is_gone(runtime) -> None:
