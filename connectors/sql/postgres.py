@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import adbc_driver_postgresql.dbapi as adbc_pg
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -51,6 +52,7 @@ from ..base import CALLER, DatasetSpec, Filter, FilterSupport, checked_projectio
 from ..params import check_params, check_type_action
 from ..source_types import resolve_unsupported
 from ..sql_render import quote_ident
+from .pg_scanner import SCANNED_TYPES, ScannerRead, extension_path
 from .pg_parallel import MAX_PARTS, PAGES_PER_PART, ParallelRead, extra_slots, page_ranges
 from .pool import (
     GATE_PARAMS,
@@ -542,6 +544,11 @@ class PostgresConnector:
             pages = rows[0][0] if rows and rows[0][1] in ("r", "m") else 0  # views and the like: one statement
             if pages >= 2 * PAGES_PER_PART:
                 slots += extra_slots(self._gate, min(MAX_PARTS, pages // PAGES_PER_PART) - 1)
+                if not filters:
+                    reader = self._scanner_reader(names, out, slots)
+                    if reader is not None:
+                        slots = 0  # the read gives them back when it ends
+                        return reader
             if slots < 2:
                 slots = 0  # the statement holds the slot now, and gives it back
                 return self.query_reader(self.scan_sql(names, filters), out, slot_held=True)
@@ -558,6 +565,27 @@ class PostgresConnector:
         except Exception as e:  # noqa: BLE001 - driver errors become ConnectorError
             raise self._error("query failed in PostgreSQL", e) from None
         return read.reader()
+
+    def _scanner_reader(self, names: list[str], out: pa.Schema, slots: int) -> pa.RecordBatchReader | None:
+        """The read through DuckDB's postgres extension (pg_scanner) on `slots` connections, or
+        None where it would not give exactly `out` (the ADBC path reads it then)."""
+        by_name = self.pg_columns()
+        extension = extension_path()
+        if extension is None or not all(_scanned(by_name[n]) for n in names):
+            return None
+        gate = self._gate
+
+        def release() -> None:
+            if gate is not None:
+                for _ in range(slots):
+                    gate.release()
+
+        read = ScannerRead(self.settings.uri, self.schema_name, self.table_name, names, out, slots, release,
+                           lambda e: self._error("error while reading from PostgreSQL", e))
+        try:
+            return read.open(extension)
+        except duckdb.Error as e:
+            raise self._error("cannot read the table through DuckDB's postgres extension", e) from None
 
     def query(self, sql: str) -> pa.RecordBatchReader:
         """Run one PostgreSQL statement (whole-query push-down); types as the driver gives them."""
@@ -755,6 +783,11 @@ def _driver_type(t: pa.DataType) -> pa.DataType:
     if pa.types.is_list(t):
         return pa.list_(_driver_type(t.value_type))
     return t
+
+
+def _scanned(c: PgColumn) -> bool:
+    """Whether DuckDB's postgres extension reads the column as the type announced for it."""
+    return c.base in SCANNED_TYPES and c.arrow is not None and not pa.types.is_decimal256(c.arrow)
 
 
 def _conform(batch: pa.RecordBatch, out: pa.Schema) -> pa.RecordBatch:

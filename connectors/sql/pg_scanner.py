@@ -1,0 +1,172 @@
+"""A refresh's full read of a large PostgreSQL table through DuckDB's postgres extension (the
+wheel `duckdb-extension-postgres`), in a private in-memory DuckDB that only ever runs the one
+statement built here.
+
+Why: the ADBC PostgreSQL driver spends about four times the CPU the extension does decoding
+binary COPY (its wheel's decoder shows un-inlined helpers in a profile), and a refresh shares its
+cores with PostgreSQL's own backends. The extension reads the table on several connections in
+one exported snapshot (the same consistency as pg_parallel), so a refresh from PostgreSQL runs at
+DuckDB's own `CREATE TABLE AS` speed within a few percent (bench/refresh_postgres.py).
+
+Only when every column comes out as exactly the Arrow type the connector announces (checked on
+the bound statement's schema, before any row is read); anything else, filtered reads and small
+tables keep the ADBC path. The private database is locked down after ATTACH (no file access, no
+further ATTACH, no configuration changes); its connections carry the connector's session options
+(read-only, UTC) plus `client_connection_check_interval`, so a backend whose reader went away (a
+cancelled or failed refresh closes the database) stops within a second even while it waits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import threading
+import urllib.parse
+import weakref
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from ..base import CALLER
+from ..sql_render import quote_ident
+
+BATCH_ROWS = 122_880  # one DuckDB row group: the accelerator's load re-cuts nothing
+MEMORY_LIMIT = "256MB"  # a streamed scan holds a few vectors per thread
+CHECK_INTERVAL_MS = 1000
+
+# PostgreSQL types the extension reads as the Arrow types the connector announces for them.
+SCANNED_TYPES = frozenset({"int2", "int4", "int8", "float4", "float8", "bool", "text", "varchar", "date",
+                           "timestamp", "timestamptz", "numeric"})
+
+_EXTENSION_LOCK = threading.Lock()
+_extension: list[str | None] = []  # [path], once looked up
+
+
+def extension_path() -> str | None:
+    """The extension's file under the name DuckDB requires (`postgres_scanner.duckdb_extension`,
+    linked once per process), or None when its wheel is not installed."""
+    with _EXTENSION_LOCK:
+        if not _extension:
+            _extension.append(_link_extension())
+        return _extension[0]
+
+
+def _link_extension() -> str | None:
+    try:
+        import duckdb_extension_postgres
+    except ImportError:
+        return None
+    built = Path(duckdb_extension_postgres.__file__).parent / "extensions" / f"v{duckdb.__version__}" \
+        / "postgres.duckdb_extension"
+    if not built.is_file():
+        return None
+    directory = tempfile.mkdtemp(prefix="satchel-pg-scanner-")
+    atexit.register(shutil.rmtree, directory, True)
+    path = os.path.join(directory, "postgres_scanner.duckdb_extension")
+    try:
+        os.symlink(built, path)
+    except OSError:
+        shutil.copyfile(built, path)
+    return path
+
+
+def scanner_uri(uri: str) -> str:
+    """The connector's libpq URI with `client_connection_check_interval` added to its options."""
+    parts = urllib.parse.urlsplit(uri)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, f"{v} -c client_connection_check_interval={CHECK_INTERVAL_MS}" if k == "options" else v)
+             for k, v in query]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote)))
+
+
+class ScannerRead:
+    """`SELECT <names> FROM <schema>.<table>` on `threads` connections; `open()` binds it and
+    returns its reader, or None when the schema the extension gives is not `out`'s (the caller
+    then reads through ADBC). Once a reader is handed out, `release` gives the caller's gate
+    slots back when the read ends, fails or is dropped; the task's cancel scope interrupts it. Errors reach the reader's
+    consumer as `error(e)`."""
+
+    def __init__(self, uri: str, schema_name: str, table_name: str, names: Sequence[str], out: pa.Schema,
+                 threads: int, release: Callable[[], None], error: Callable[[BaseException], Exception]) -> None:
+        self._uri, self._schema_name, self._table_name = uri, schema_name, table_name
+        self._names, self._out, self._threads = list(names), out, threads
+        self._release, self._error = release, error
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._closed = threading.Lock()
+        self._reading = False  # open() handed out a reader: closing it gives the slots back
+
+    def open(self, extension: str) -> pa.RecordBatchReader | None:
+        """Raises duckdb.Error (the caller words it without secrets)."""
+        try:
+            con = self._con = duckdb.connect(":memory:", config={
+                "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                "threads": self._threads, "memory_limit": MEMORY_LIMIT, "preserve_insertion_order": False})
+            con.execute("SET TimeZone = 'UTC'")  # timestamptz as timestamp[us, UTC]
+            con.execute(f"LOAD '{_sql_text(extension)}'")
+            con.execute(f"SET pg_pool_max_connections = {self._threads}")
+            con.execute(f"SET pg_connection_limit = {self._threads}")
+            left = CALLER.get().seconds_left()
+            if left is not None:
+                con.execute(f"SET pg_statement_timeout_millis = {max(1, int(left * 1000))}")
+            con.execute(f"ATTACH '{_sql_text(scanner_uri(self._uri))}' AS pg "
+                        f"(TYPE postgres, READ_ONLY, SCHEMA '{_sql_text(self._schema_name)}')")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            scope = CALLER.get().scope
+            if scope is not None:
+                scope.add(self._interrupt)
+            columns = ", ".join(quote_ident(n) for n in self._names)
+            reader = con.execute(f"SELECT {columns} FROM pg.{quote_ident(self._schema_name)}."
+                                 f"{quote_ident(self._table_name)}").to_arrow_reader(BATCH_ROWS)
+        except BaseException:
+            self.close()
+            raise
+        if [f.type for f in reader.schema] != [f.type for f in self._out]:
+            self.close()
+            return None
+        self._reading = True
+        batches = self._batches(reader)
+        weakref.finalize(batches, self.close)  # dropped unread
+        return pa.RecordBatchReader.from_batches(self._out, batches)
+
+    def _batches(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in reader:
+                yield pa.RecordBatch.from_arrays(batch.columns, schema=self._out)
+        except GeneratorExit:
+            raise
+        except Exception as e:  # noqa: BLE001 - duckdb and libpq errors, worded by the connector
+            raise self._error(e) from None
+        finally:
+            self.close()
+
+    def _interrupt(self) -> None:
+        con = self._con
+        if con is not None and not self._closed.locked():
+            try:
+                con.interrupt()
+            except duckdb.Error:  # closed meanwhile
+                pass
+
+    def close(self) -> None:
+        """Close the private database (its connections end, so their backends stop) and, once a
+        reader was handed out, give the gate slots back; once."""
+        if not self._closed.acquire(blocking=False):
+            return
+        try:
+            if self._con is not None:
+                self._con.interrupt()
+                self._con.close()
+        finally:
+            if self._reading:
+                self._release()
+
+
+def _sql_text(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("text holds a NUL character")
+    return text.replace("'", "''")
