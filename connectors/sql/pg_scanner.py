@@ -19,8 +19,11 @@ cancelled or failed refresh closes the database) stops within a second even whil
 from __future__ import annotations
 
 import atexit
+import logging
 import os
+import re
 import shutil
+import secrets
 import tempfile
 import threading
 import urllib.parse
@@ -28,11 +31,14 @@ import weakref
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import adbc_driver_postgresql.dbapi as adbc_pg
 import duckdb
 import pyarrow as pa
 
 from ..base import CALLER
 from ..sql_render import quote_ident
+
+log = logging.getLogger("satchel.connectors.sql.pg_scanner")
 
 BATCH_ROWS = 122_880  # one DuckDB row group: the accelerator's load re-cuts nothing
 MEMORY_LIMIT = "256MB"  # a streamed scan holds a few vectors per thread
@@ -42,6 +48,7 @@ CHECK_INTERVAL_MS = 1000
 SCANNED_TYPES = frozenset({"int2", "int4", "int8", "float4", "float8", "bool", "text", "varchar", "date",
                            "timestamp", "timestamptz", "numeric"})
 
+_COPY = re.compile(r'"COPY \(.*\) TO STDOUT \(FORMAT "?binary"?\);?"', re.DOTALL)
 _EXTENSION_LOCK = threading.Lock()
 _extension: list[str | None] = []  # [path], once looked up
 
@@ -74,13 +81,20 @@ def _link_extension() -> str | None:
     return path
 
 
-def scanner_uri(uri: str) -> str:
-    """The connector's libpq URI with `client_connection_check_interval` added to its options."""
+def scanner_uri(uri: str, application_name: str) -> str:
+    """The connector's libpq URI with `client_connection_check_interval` added to its options and
+    this read's own application_name (how its sessions are found to be cancelled)."""
     parts = urllib.parse.urlsplit(uri)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != "application_name"]
     query = [(k, f"{v} -c client_connection_check_interval={CHECK_INTERVAL_MS}" if k == "options" else v)
-             for k, v in query]
+             for k, v in query] + [("application_name", application_name)]
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote)))
+
+
+def _application_name(uri: str) -> str:
+    """The connector's application_name (who connects) and a token naming this read."""
+    given = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(uri).query)).get("application_name", "satchel")
+    return f"{given[:48]} scan-{secrets.token_hex(6)}"
 
 
 class ScannerRead:
@@ -98,6 +112,9 @@ class ScannerRead:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._closed = threading.Lock()
         self._reading = False  # open() handed out a reader: closing it gives the slots back
+        self._done = False  # the reader reached its end
+        self._cancelled = False  # by the task's cancel scope
+        self._application_name = _application_name(uri)
 
     def open(self, extension: str) -> pa.RecordBatchReader | None:
         """Raises duckdb.Error (the caller words it without secrets)."""
@@ -112,13 +129,13 @@ class ScannerRead:
             left = CALLER.get().seconds_left()
             if left is not None:
                 con.execute(f"SET pg_statement_timeout_millis = {max(1, int(left * 1000))}")
-            con.execute(f"ATTACH '{_sql_text(scanner_uri(self._uri))}' AS pg "
+            con.execute(f"ATTACH '{_sql_text(scanner_uri(self._uri, self._application_name))}' AS pg "
                         f"(TYPE postgres, READ_ONLY, SCHEMA '{_sql_text(self._schema_name)}')")
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
             scope = CALLER.get().scope
             if scope is not None:
-                scope.add(self._interrupt)
+                scope.add(self._cancel)
             columns = ", ".join(quote_ident(n) for n in self._names)
             reader = con.execute(f"SELECT {columns} FROM pg.{quote_ident(self._schema_name)}."
                                  f"{quote_ident(self._table_name)}").to_arrow_reader(BATCH_ROWS)
@@ -137,20 +154,44 @@ class ScannerRead:
         try:
             for batch in reader:
                 yield pa.RecordBatch.from_arrays(batch.columns, schema=self._out)
+            self._done = True
         except GeneratorExit:
             raise
         except Exception as e:  # noqa: BLE001 - duckdb and libpq errors, worded by the connector
-            raise self._error(e) from None
+            raise self._error(self.reason(e)) from None
         finally:
             self.close()
 
-    def _interrupt(self) -> None:
+    def reason(self, e: BaseException) -> BaseException:
+        """What to tell of `e`: the cancel when there was one, else the error without the COPY
+        statement DuckDB quotes in it."""
+        if self._cancelled:
+            return RuntimeError("canceling statement: the task was cancelled")
+        return RuntimeError(_COPY.sub("reading the table", str(e)))
+
+    def _cancel(self) -> None:
+        """The task was cancelled: stop DuckDB, and the statements a thread may be blocked on in
+        libpq (DuckDB's interrupt is only seen between chunks)."""
         con = self._con
-        if con is not None and not self._closed.locked():
-            try:
-                con.interrupt()
-            except duckdb.Error:  # closed meanwhile
-                pass
+        if con is None or self._closed.locked():
+            return
+        self._cancelled = True
+        try:
+            con.interrupt()
+        except duckdb.Error:  # closed meanwhile
+            pass
+        threading.Thread(target=self._cancel_backends, name="satchel-pg-scan-cancel", daemon=True).start()
+
+    def _cancel_backends(self) -> None:
+        """pg_cancel_backend on this read's sessions (a role may cancel its own), from a session of
+        its own: the read's connections are busy."""
+        try:
+            with adbc_pg.connect(self._uri, autocommit=True) as conn, conn.cursor() as cur:
+                cur.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = "
+                            f"'{_sql_text(self._application_name)}' AND pid <> pg_backend_pid()")
+                cur.fetchall()
+        except Exception as e:  # noqa: BLE001 - the sessions end with the database's close anyway
+            log.warning("could not cancel a PostgreSQL read's statements (%s)", type(e).__name__)
 
     def close(self) -> None:
         """Close the private database (its connections end, so their backends stop) and, once a
@@ -160,6 +201,8 @@ class ScannerRead:
         try:
             if self._con is not None:
                 self._con.interrupt()
+                if self._reading and not self._done:  # ended early: its threads may be blocked in libpq
+                    self._cancel_backends()
                 self._con.close()
         finally:
             if self._reading:

@@ -538,8 +538,9 @@ class PostgresConnector:
         slots = 1
         try:
             rel = f"to_regclass({quote_literal(self.relation)})"
-            rows = self._fetch_pooled(f"SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, "
-                                      f"c.relkind::text FROM pg_class c WHERE c.oid = {rel}",
+            # relpages (as of the last VACUUM or ANALYZE), not pg_relation_size: that one waits for a
+            # lock on the table, where no cancel reaches it (a table never analyzed reads in one statement)
+            rows = self._fetch_pooled(f"SELECT GREATEST(c.relpages, 0), c.relkind::text FROM pg_class c WHERE c.oid = {rel}",
                                       "cannot read the table's size", False)
             pages = rows[0][0] if rows and rows[0][1] in ("r", "m") else 0  # views and the like: one statement
             if pages >= 2 * PAGES_PER_PART:
@@ -585,7 +586,7 @@ class PostgresConnector:
         try:
             return read.open(extension)
         except duckdb.Error as e:
-            raise self._error("cannot read the table through DuckDB's postgres extension", e) from None
+            raise self._error("cannot read the table through DuckDB's postgres extension", read.reason(e)) from None
 
     def query(self, sql: str) -> pa.RecordBatchReader:
         """Run one PostgreSQL statement (whole-query push-down); types as the driver gives them."""

@@ -1,7 +1,10 @@
 """A full refresh of a large PostgreSQL table reads it on several connections at once (ranges of
 pages), all in one snapshot: the accelerated copy is the table of one moment even while rows
 move under concurrent updates, every session is committed and pooled again, and a refresh
-ended early (dropped, or cancelled at its deadline) leaves no statement running."""
+ended early (dropped, or cancelled at its deadline) leaves no statement running.
+
+Both readers are covered: DuckDB's postgres extension (pg_scanner: tables of the types it reads
+exactly) and the connector's own ADBC parts (pg_parallel: here forced by a uuid column)."""
 
 from __future__ import annotations
 
@@ -23,9 +26,16 @@ pytestmark = pytest.mark.integration
 ROWS = 300_000  # about 3,000 pages: read in 3 parts
 
 
-def _make_big(server: PgServer, name: str, rows: int = ROWS) -> None:
+READERS = ["scanner", "adbc"]
+_EXTRA = {"scanner": "", "adbc": ", tag uuid NOT NULL DEFAULT gen_random_uuid()"}  # uuid: not the scanner's
+# How each reader's part statements look in pg_stat_statements / pg_stat_activity.
+_PART = {"scanner": "%ctid BETWEEN%", "adbc": "%ctid >=%"}
+
+
+def _make_big(server: PgServer, name: str, rows: int = ROWS, reader: str = "scanner") -> None:
     server.execute(f"DROP TABLE IF EXISTS public.{name}",
-                   f"CREATE TABLE public.{name} (id int8 PRIMARY KEY, v int8 NOT NULL, pad text NOT NULL)",
+                   f"CREATE TABLE public.{name} (id int8 PRIMARY KEY, v int8 NOT NULL, pad text NOT NULL"
+                   f"{_EXTRA[reader]})",
                    f"INSERT INTO public.{name} SELECT g, 0, md5(g::text) FROM generate_series(1, {rows}) g",
                    f"GRANT SELECT ON public.{name} TO satchel", f"VACUUM ANALYZE public.{name}")
 
@@ -45,13 +55,15 @@ datasets:
     return Runtime(load_pod(tmp_path / "spicepod.yaml"), data_dir=str(tmp_path / ".satchel"))
 
 
-def _part_statements(server: PgServer, table: str) -> int:
-    return server.fetch(f"SELECT count(*) FROM pg_stat_statements WHERE query LIKE '%FROM \"public\".\"{table}\"%ctid%'")[0][0]
+def _part_statements(server: PgServer, table: str, reader: str = "scanner") -> int:
+    return server.fetch(f"SELECT count(*) FROM pg_stat_statements WHERE query LIKE '%FROM \"public\".\"{table}\"%' "
+                        f"AND query LIKE '{_PART[reader]}'")[0][0]
 
 
-def test_a_large_table_is_read_in_parts_in_one_snapshot(postgres_server: PgServer, tmp_path) -> None:
-    table = "big_moving"
-    _make_big(postgres_server, table)
+@pytest.mark.parametrize("reader", READERS)
+def test_a_large_table_is_read_in_parts_in_one_snapshot(postgres_server: PgServer, tmp_path, reader: str) -> None:
+    table = f"big_moving_{reader}"
+    _make_big(postgres_server, table, reader=reader)
     stop = threading.Event()
     updates = [0]
 
@@ -76,7 +88,7 @@ def test_a_large_table_is_read_in_parts_in_one_snapshot(postgres_server: PgServe
         stop.set()
         rt.stop()
     assert updates[0] > 0
-    assert _part_statements(postgres_server, table) >= 2
+    assert _part_statements(postgres_server, table, reader) >= 2
     # every part's session was committed: none is left idle in a transaction
     assert postgres_server.fetch("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' "
                                  "AND usename = 'satchel'")[0][0] == 0
@@ -94,7 +106,8 @@ def test_a_small_table_is_read_in_one_statement(postgres_server: PgServer, tmp_p
         assert rt.query(f"SELECT count(*) AS n FROM {table}").read_all().to_pylist() == [{"n": 1000}]
     finally:
         rt.stop()
-    assert _part_statements(postgres_server, table) == 0
+    for reader in READERS:
+        assert _part_statements(postgres_server, table, reader) == 0
 
 
 def _active_parts(server: PgServer, table: str) -> int:
@@ -103,30 +116,34 @@ def _active_parts(server: PgServer, table: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def huge(postgres_server: PgServer) -> str:
-    """A table larger than what the parts' readers buffer (a few batches each), so its
+def huge(postgres_server: PgServer) -> dict[str, str]:
+    """Tables larger than what the parts' readers buffer (a few batches each), so their
     statements are still running while the consumer waits."""
-    _make_big(postgres_server, "big_early", 3_000_000)
-    return "big_early"
+    for reader in READERS:
+        _make_big(postgres_server, f"big_early_{reader}", 3_000_000, reader)
+    return {reader: f"big_early_{reader}" for reader in READERS}
 
 
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("how", ["dropped", "cancelled"])
-def test_a_parallel_read_ended_early_leaves_nothing_running(postgres_server: PgServer, huge: str, how: str) -> None:
-    table = huge
+def test_a_parallel_read_ended_early_leaves_nothing_running(postgres_server: PgServer, huge: dict[str, str],
+                                                            how: str, reader: str) -> None:
+    table = huge[reader]
     connector = PostgresConnector(DatasetSpec(name=table, path=f"public.{table}", prefix="postgres",
                                               params=postgres_server.params()))
     scope = CancelScope()
     token = CALLER.set(Caller("runtime", "refresh", None, scope))
     try:
-        reader = connector.scan()
-        reader.read_next_batch()  # every part's statement has started; the consumer stops here
-        assert _active_parts(postgres_server, table) >= 2
+        batches = connector.scan()
+        batches.read_next_batch()  # the parts' statements have started; the consumer stops here
+        # the extension's threads wait for the consumer too: at least one of its parts is still reading
+        assert _active_parts(postgres_server, table) >= (2 if reader == "adbc" else 1)
         if how == "dropped":  # the refresh failed writing, or its consumer went away
-            del reader
+            del batches
         else:  # the refresh's deadline or the runtime stopping
             scope.cancel()
             with pytest.raises(ConnectorError, match="canceling statement"):
-                reader.read_all()
+                batches.read_all()
     finally:
         CALLER.reset(token)
         connector.close()
@@ -136,3 +153,57 @@ def test_a_parallel_read_ended_early_leaves_nothing_running(postgres_server: PgS
     assert _active_parts(postgres_server, table) == 0
     assert postgres_server.fetch("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' "
                                  "AND usename = 'satchel'")[0][0] == 0
+
+
+def _waiting_on_lock(server: PgServer) -> int:
+    return server.fetch("SELECT count(*) FROM pg_stat_activity WHERE usename = 'satchel' "
+                        "AND wait_event_type = 'Lock'")[0][0]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_read_cancelled_while_waiting_for_a_lock_leaves_nothing_waiting(postgres_server: PgServer,
+                                                                          huge: dict[str, str], reader: str) -> None:
+    """A refresh stopped while its statements wait behind another session's lock (a migration,
+    say) leaves no backend queued on the source: the next one to take the lock is not a
+    sidecar's leftover."""
+    import adbc_driver_postgresql.dbapi as pg
+
+    table = huge[reader]
+    holder = pg.connect(postgres_server.admin_uri())
+    cur = holder.cursor()
+    cur.execute(f"LOCK TABLE public.{table} IN ACCESS EXCLUSIVE MODE")
+    connector = PostgresConnector(DatasetSpec(name=table, path=f"public.{table}", prefix="postgres",
+                                              params=postgres_server.params()))
+    connector.schema()  # the catalog is read before the lock matters
+    scope = CancelScope()
+    outcome: list[BaseException | int] = []
+
+    def read() -> None:
+        token = CALLER.set(Caller("runtime", "refresh", None, scope))
+        try:
+            outcome.append(connector.scan().read_all().num_rows)
+        except BaseException as e:  # noqa: BLE001 - the test inspects it
+            outcome.append(e)
+        finally:
+            CALLER.reset(token)
+
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not _waiting_on_lock(postgres_server):
+            assert time.monotonic() < deadline, "the read never reached the lock"
+            time.sleep(0.05)
+        scope.cancel()
+        t.join(10)
+        assert not t.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], ConnectorError), outcome
+        assert "canceling statement" in str(outcome[0]) and "COPY" not in str(outcome[0])
+        deadline = time.monotonic() + 5
+        while _waiting_on_lock(postgres_server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _waiting_on_lock(postgres_server) == 0  # while the lock is still held
+    finally:
+        holder.rollback()
+        holder.close()
+        connector.close()
