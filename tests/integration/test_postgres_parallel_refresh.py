@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from connectors.base import CALLER, Caller, CancelScope, DatasetSpec
@@ -207,3 +208,51 @@ def test_a_read_cancelled_while_waiting_for_a_lock_leaves_nothing_waiting(postgr
         holder.rollback()
         holder.close()
         connector.close()
+
+
+def test_both_readers_give_the_same_table(postgres_server: PgServer, monkeypatch) -> None:
+    """Every type the extension reads comes out as the ADBC path gives it: same Arrow types and
+    values, NULLs, extremes and fractions included."""
+    import connectors.sql.postgres as pg_connector
+
+    table = "all_scanned_types"
+    postgres_server.execute(
+        f"DROP TABLE IF EXISTS public.{table}",
+        f"""CREATE TABLE public.{table} AS SELECT g AS id,
+              (CASE WHEN g % 7 = 0 THEN NULL ELSE (g % 65535) - 32767 END)::int2 AS i2,
+              (CASE WHEN g % 7 = 1 THEN NULL ELSE g * 7919 % 2147483647 - 1073741823 END)::int4 AS i4,
+              (CASE WHEN g % 7 = 2 THEN NULL ELSE g::int8 * 1000000007 * (1 - 2 * (g % 2)) END) AS i8,
+              (CASE WHEN g % 7 = 3 THEN NULL WHEN g % 11 = 0 THEN 'Infinity' ELSE g / 3.0 END)::float4 AS f4,
+              (CASE WHEN g % 7 = 4 THEN NULL WHEN g % 13 = 0 THEN '-Infinity' ELSE g / 7.0 - 1e6 END)::float8 AS f8,
+              CASE WHEN g % 7 = 5 THEN NULL ELSE g % 2 = 0 END AS b,
+              CASE WHEN g % 7 = 6 THEN NULL WHEN g % 5 = 0 THEN '' ELSE 'ünïcødé ' || md5(g::text) END AS t,
+              (CASE WHEN g % 9 = 0 THEN NULL ELSE left(md5(g::text), g % 20) END)::varchar(20) AS vc,
+              (CASE WHEN g % 9 = 1 THEN NULL ELSE date '1900-01-01' + (g * 37 % 109500) END) AS d,
+              (CASE WHEN g % 9 = 2 THEN NULL ELSE timestamp '1960-01-01' + g * interval '1234567 microseconds' END) AS ts,
+              (CASE WHEN g % 9 = 3 THEN NULL ELSE timestamptz '2001-02-03 04:05:06+07' - g * interval '1 minute 1 microsecond' END) AS tstz,
+              (CASE WHEN g % 9 = 4 THEN NULL ELSE (g * 12345.67) * (1 - 2 * (g % 2)) END)::numeric(15,2) AS n,
+              (CASE WHEN g % 9 = 5 THEN NULL ELSE g * 1234567890123.456789 END)::numeric(30,6) AS n30,
+              (g % 1000)::numeric(3,0) AS n3
+            FROM generate_series(1, 200000) g""",
+        f"GRANT SELECT ON public.{table} TO satchel", f"VACUUM ANALYZE public.{table}")
+    assert postgres_server.fetch(f"SELECT relpages FROM pg_class WHERE relname = '{table}'")[0][0] >= 2000
+
+    def read() -> pa.Table:
+        connector = PostgresConnector(DatasetSpec(name=table, path=f"public.{table}", prefix="postgres",
+                                                  params=postgres_server.params()))
+        token = CALLER.set(Caller("runtime", "refresh", None, CancelScope()))
+        try:
+            return connector.scan().read_all().sort_by("id")
+        finally:
+            CALLER.reset(token)
+            connector.close()
+
+    scanned = read()
+    assert _part_statements(postgres_server, table, "scanner") >= 2 and _part_statements(postgres_server, table, "adbc") == 0
+    monkeypatch.setattr(pg_connector, "extension_path", lambda: None)  # as without the extension's wheel
+    adbc = read()
+    assert _part_statements(postgres_server, table, "adbc") >= 2
+    assert scanned.num_rows == 200_000
+    assert scanned.schema.equals(adbc.schema), (scanned.schema, adbc.schema)
+    for name in scanned.column_names:
+        assert scanned.column(name).equals(adbc.column(name)), name
