@@ -11,9 +11,11 @@ DuckDB's own `CREATE TABLE AS` speed within a few percent (bench/refresh_postgre
 Only when every column comes out as exactly the Arrow type the connector announces (checked on
 the bound statement's schema, before any row is read); anything else, filtered reads and small
 tables keep the ADBC path. The private database is locked down after ATTACH (no file access, no
-further ATTACH, no configuration changes); its connections carry the connector's session options
-(read-only, UTC) plus `client_connection_check_interval`, so a backend whose reader went away (a
-cancelled or failed refresh closes the database) stops within a second even while it waits.
+further ATTACH, no configuration changes). Its connections carry the connector's session options
+(read-only, UTC), an application_name of the read's own (a cancelled or dropped read cancels its
+statements by that name: DuckDB's interrupt is not seen by a thread blocked in libpq) and, on
+PostgreSQL 14+, `client_connection_check_interval`, so a backend whose connection went away stops
+within a second even while it waits for a lock.
 """
 
 from __future__ import annotations
@@ -81,13 +83,16 @@ def _link_extension() -> str | None:
     return path
 
 
-def scanner_uri(uri: str, application_name: str) -> str:
-    """The connector's libpq URI with `client_connection_check_interval` added to its options and
-    this read's own application_name (how its sessions are found to be cancelled)."""
+def scanner_uri(uri: str, application_name: str, check_interval: bool) -> str:
+    """The connector's libpq URI with this read's own application_name (how its sessions are
+    found to be cancelled) and, where the server has it (PostgreSQL 14+),
+    `client_connection_check_interval` added to its options."""
     parts = urllib.parse.urlsplit(uri)
     query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != "application_name"]
-    query = [(k, f"{v} -c client_connection_check_interval={CHECK_INTERVAL_MS}" if k == "options" else v)
-             for k, v in query] + [("application_name", application_name)]
+    if check_interval:
+        query = [(k, f"{v} -c client_connection_check_interval={CHECK_INTERVAL_MS}" if k == "options" else v)
+                 for k, v in query]
+    query.append(("application_name", application_name))
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote)))
 
 
@@ -105,10 +110,11 @@ class ScannerRead:
     consumer as `error(e)`."""
 
     def __init__(self, uri: str, schema_name: str, table_name: str, names: Sequence[str], out: pa.Schema,
-                 threads: int, release: Callable[[], None], error: Callable[[BaseException], Exception]) -> None:
+                 threads: int, release: Callable[[], None], error: Callable[[BaseException], Exception],
+                 check_interval: bool) -> None:
         self._uri, self._schema_name, self._table_name = uri, schema_name, table_name
         self._names, self._out, self._threads = list(names), out, threads
-        self._release, self._error = release, error
+        self._release, self._error, self._check_interval = release, error, check_interval
         self._con: duckdb.DuckDBPyConnection | None = None
         self._closed = threading.Lock()
         self._reading = False  # open() handed out a reader: closing it gives the slots back
@@ -129,7 +135,7 @@ class ScannerRead:
             left = CALLER.get().seconds_left()
             if left is not None:
                 con.execute(f"SET pg_statement_timeout_millis = {max(1, int(left * 1000))}")
-            con.execute(f"ATTACH '{_sql_text(scanner_uri(self._uri, self._application_name))}' AS pg "
+            con.execute(f"ATTACH '{_sql_text(scanner_uri(self._uri, self._application_name, self._check_interval))}' AS pg "
                         f"(TYPE postgres, READ_ONLY, SCHEMA '{_sql_text(self._schema_name)}')")
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")

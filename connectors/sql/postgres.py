@@ -541,13 +541,14 @@ class PostgresConnector:
             rel = f"to_regclass({quote_literal(self.relation)})"
             # relpages (as of the last VACUUM or ANALYZE), not pg_relation_size: that one waits for a
             # lock on the table, where no cancel reaches it (a table never analyzed reads in one statement)
-            rows = self._fetch_pooled(f"SELECT GREATEST(c.relpages, 0), c.relkind::text FROM pg_class c WHERE c.oid = {rel}",
+            rows = self._fetch_pooled(f"SELECT GREATEST(c.relpages, 0), c.relkind::text, "
+                                      f"current_setting('server_version_num')::int FROM pg_class c WHERE c.oid = {rel}",
                                       "cannot read the table's size", False)
             pages = rows[0][0] if rows and rows[0][1] in ("r", "m") else 0  # views and the like: one statement
             if pages >= 2 * PAGES_PER_PART:
                 slots += extra_slots(self._gate, min(MAX_PARTS, pages // PAGES_PER_PART) - 1)
                 if not filters:
-                    reader = self._scanner_reader(names, out, slots)
+                    reader = self._scanner_reader(names, out, slots, rows[0][2])
                     if reader is not None:
                         slots = 0  # the read gives them back when it ends
                         return reader
@@ -568,7 +569,8 @@ class PostgresConnector:
             raise self._error("query failed in PostgreSQL", e) from None
         return read.reader()
 
-    def _scanner_reader(self, names: list[str], out: pa.Schema, slots: int) -> pa.RecordBatchReader | None:
+    def _scanner_reader(self, names: list[str], out: pa.Schema, slots: int,
+                        server_version: int) -> pa.RecordBatchReader | None:
         """The read through DuckDB's postgres extension (pg_scanner) on `slots` connections, or
         None where it would not give exactly `out` (the ADBC path reads it then)."""
         by_name = self.pg_columns()
@@ -583,7 +585,8 @@ class PostgresConnector:
                     gate.release()
 
         read = ScannerRead(self.settings.uri, self.schema_name, self.table_name, names, out, slots, release,
-                           lambda e: self._error("error while reading from PostgreSQL", e))
+                           lambda e: self._error("error while reading from PostgreSQL", e),
+                           check_interval=server_version >= 140000)
         try:
             return read.open(extension)
         except duckdb.Error as e:

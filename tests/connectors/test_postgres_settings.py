@@ -100,3 +100,20 @@ def test_filters_postgres_could_mean_differently_are_not_pushed(f, column) -> No
 def test_change_records_decode() -> None:
     assert _decoded_values("id[integer]:1 v[text]:'it''s' n[numeric]:null \"Odd Col\"[text]:'x y'") == {
         "id": ("integer", "1"), "v": ("text", "it's"), "n": ("numeric", None), "Odd Col": ("text", "x y")}
+
+
+@pytest.mark.parametrize("check_interval", [True, False])
+def test_the_extensions_sessions_keep_the_connectors_options_under_a_name_of_their_own(check_interval) -> None:
+    import urllib.parse
+
+    from connectors.sql.pg_scanner import scanner_uri
+
+    s = settings(pg_host="db.internal", pg_user="agent", pg_pass="p@ss/w#rd", pg_db="shop")
+    uri = scanner_uri(s.uri, "satchel/pod scan-1234", check_interval)
+    parts = urllib.parse.urlsplit(uri)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    assert query["application_name"] == "satchel/pod scan-1234"
+    assert "default_transaction_read_only=on" in query["options"] and "TimeZone=UTC" in query["options"]
+    assert ("client_connection_check_interval=1000" in query["options"]) is check_interval
+    assert urllib.parse.unquote(parts.password) == "p@ss/w#rd" and parts.hostname == "db.internal"
+    assert urllib.parse.urlsplit(s.uri)._replace(query="") == parts._replace(query="")
