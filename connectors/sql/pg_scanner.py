@@ -106,8 +106,8 @@ class ScannerRead:
     """`SELECT <names> FROM <schema>.<table>` on `threads` connections; `open()` binds it and
     returns its reader, or None when the schema the extension gives is not `out`'s (the caller
     then reads through ADBC). Once a reader is handed out, `release` gives the caller's gate
-    slots back when the read ends, fails or is dropped; the task's cancel scope interrupts it. Errors reach the reader's
-    consumer as `error(e)`."""
+    slots back when the read ends, fails or is dropped; the task's cancel scope stops it. Errors
+    reach the reader's consumer as `error(e)`."""
 
     def __init__(self, uri: str, schema_name: str, table_name: str, names: Sequence[str], out: pa.Schema,
                  threads: int, release: Callable[[], None], error: Callable[[BaseException], Exception],
@@ -135,8 +135,9 @@ class ScannerRead:
             left = CALLER.get().seconds_left()
             if left is not None:
                 con.execute(f"SET pg_statement_timeout_millis = {max(1, int(left * 1000))}")
-            con.execute(f"ATTACH '{_sql_text(scanner_uri(self._uri, self._application_name, self._check_interval))}' AS pg "
-                        f"(TYPE postgres, READ_ONLY, SCHEMA '{_sql_text(self._schema_name)}')")
+            uri = scanner_uri(self._uri, self._application_name, self._check_interval)
+            con.execute(f"ATTACH '{_sql_text(uri)}' AS pg (TYPE postgres, READ_ONLY, "
+                        f"SCHEMA '{_sql_text(self._schema_name)}')")
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
             scope = CALLER.get().scope
