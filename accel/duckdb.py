@@ -21,6 +21,7 @@ from connectors.sql_render import quote_ident, select_sql
 from engine.errors import NotFound, QueryTimeout, ReadOnlyViolation
 
 from .keys import dedupe_last
+from .read_ahead import read_ahead
 from .search import SearchStore, load_extensions
 from .timers import TIMERS
 
@@ -419,9 +420,10 @@ def _in_row_groups(reader: pa.RecordBatchReader | pa.Table) -> pa.RecordBatchRea
 
 def _owning(reader: pa.RecordBatchReader, cur: duckdb.DuckDBPyConnection,
             timer: _Deadline | None = None) -> Iterator[pa.RecordBatch]:
-    """Yield the reader's batches, closing the cursor (and its deadline) when done or abandoned."""
+    """Yield the reader's batches (read ahead: accel.read_ahead), closing the cursor (and its
+    deadline) when done or abandoned."""
     try:
-        yield from reader
+        yield from read_ahead(reader, cur.interrupt)
     except duckdb.InterruptException:
         raise timer.error() if timer else QueryTimeout("query interrupted") from None
     finally:
