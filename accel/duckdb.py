@@ -426,6 +426,10 @@ def _owning(reader: pa.RecordBatchReader, cur: duckdb.DuckDBPyConnection,
         yield from read_ahead(reader, cur.interrupt)
     except duckdb.InterruptException:
         raise timer.error() if timer else QueryTimeout("query interrupted") from None
+    except OSError as e:  # an interrupt after the first batch reaches us through pyarrow's stream
+        if "INTERRUPT Error" not in str(e):
+            raise
+        raise timer.error() if timer else QueryTimeout("query interrupted") from None
     finally:
         if timer:
             timer.cancel()
