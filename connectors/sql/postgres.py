@@ -542,12 +542,14 @@ class PostgresConnector:
             # relpages (as of the last VACUUM or ANALYZE), not pg_relation_size: that one waits for a
             # lock on the table, where no cancel reaches it (a table never analyzed reads in one statement)
             rows = self._fetch_pooled(f"SELECT GREATEST(c.relpages, 0), c.relkind::text, "
-                                      f"current_setting('server_version_num')::int FROM pg_class c WHERE c.oid = {rel}",
+                                      f"current_setting('server_version_num')::int, pg_is_in_recovery() "
+                                      f"FROM pg_class c WHERE c.oid = {rel}",
                                       "cannot read the table's size", False)
             pages = rows[0][0] if rows and rows[0][1] in ("r", "m") else 0  # views and the like: one statement
             if pages >= 2 * PAGES_PER_PART:
                 slots += extra_slots(self._gate, min(MAX_PARTS, pages // PAGES_PER_PART) - 1)
-                if not filters:
+                # a standby: the extension may not read its parts in one snapshot there
+                if not filters and not rows[0][3]:
                     reader = self._scanner_reader(names, out, slots, rows[0][2])
                     if reader is not None:
                         slots = 0  # the read gives them back when it ends
