@@ -256,3 +256,33 @@ def test_both_readers_give_the_same_table(postgres_server: PgServer, monkeypatch
     assert scanned.schema.equals(adbc.schema), (scanned.schema, adbc.schema)
     for name in scanned.column_names:
         assert scanned.column(name).equals(adbc.column(name)), name
+
+
+def test_an_error_in_the_extensions_read_names_no_secret(postgres_server: PgServer, huge: dict[str, str],
+                                                         monkeypatch) -> None:
+    """DuckDB quotes the whole connection string (password included) when it cannot connect:
+    the error a refresh reports carries neither, and the read's gate slots are given back."""
+    import socket
+
+    import connectors.sql.pg_scanner as scanner
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    real = scanner.scanner_uri
+    monkeypatch.setattr(scanner, "scanner_uri", lambda *a: real(*a).replace(f":{postgres_server.port}/", f":{closed}/"))
+    table = huge["scanner"]
+    params = {**postgres_server.params(), "max_concurrent_statements": "4"}
+    connector = PostgresConnector(DatasetSpec(name=table, path=f"public.{table}", prefix="postgres", params=params))
+    token = CALLER.set(Caller("runtime", "refresh", None, CancelScope()))
+    try:
+        with pytest.raises(ConnectorError, match="DuckDB's postgres extension") as failed:
+            connector.scan()
+        text = str(failed.value)
+        assert postgres_server.password not in text and "satchel:" not in text, text
+        assert "Connection refused" in text or "connect" in text
+        monkeypatch.setattr(scanner, "scanner_uri", real)
+        assert connector.scan().read_all().num_rows == 3_000_000  # every slot is free again
+    finally:
+        CALLER.reset(token)
+        connector.close()
