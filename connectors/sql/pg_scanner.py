@@ -10,7 +10,8 @@ DuckDB's own `CREATE TABLE AS` speed within a few percent (bench/refresh_postgre
 
 Only when every column comes out as exactly the Arrow type the connector announces (checked on
 the bound statement's schema, before any row is read); anything else, filtered reads and small
-tables keep the ADBC path. The private database is locked down after ATTACH (no file access, no
+tables keep the ADBC path, and so does a source the extension cannot connect to
+(ExtensionUnavailable: it brings its own libpq). The private database is locked down after ATTACH (no file access, no
 further ATTACH, no configuration changes). Its connections carry the connector's session options
 (read-only, UTC), an application_name of the read's own (a cancelled or dropped read cancels its
 statements by that name: DuckDB's interrupt is not seen by a thread blocked in libpq) and, on
@@ -102,6 +103,11 @@ def _application_name(uri: str) -> str:
     return f"{given[:48]} scan-{secrets.token_hex(6)}"
 
 
+class ExtensionUnavailable(Exception):
+    """The extension could not load or reach the source (its own libpq, its own TLS build): the
+    connector reads through ADBC instead."""
+
+
 class ScannerRead:
     """`SELECT <names> FROM <schema>.<table>` on `threads` connections; `open()` binds it and
     returns its reader, or None when the schema the extension gives is not `out`'s (the caller
@@ -123,23 +129,17 @@ class ScannerRead:
         self._application_name = _application_name(uri)
 
     def open(self, extension: str) -> pa.RecordBatchReader | None:
-        """Raises duckdb.Error (the caller words it without secrets)."""
+        """Raises ExtensionUnavailable when the extension cannot reach the source at all, else
+        duckdb.Error (the caller words both without secrets)."""
         try:
-            con = self._con = duckdb.connect(":memory:", config={
-                "autoinstall_known_extensions": False, "autoload_known_extensions": False,
-                "threads": self._threads, "memory_limit": MEMORY_LIMIT, "preserve_insertion_order": False})
-            con.execute("SET TimeZone = 'UTC'")  # timestamptz as timestamp[us, UTC]
-            con.execute(f"LOAD '{_sql_text(extension)}'")
-            con.execute(f"SET pg_pool_max_connections = {self._threads}")
-            con.execute(f"SET pg_connection_limit = {self._threads}")
-            left = CALLER.get().seconds_left()
-            if left is not None:
-                con.execute(f"SET pg_statement_timeout_millis = {max(1, int(left * 1000))}")
-            uri = scanner_uri(self._uri, self._application_name, self._check_interval)
-            con.execute(f"ATTACH '{_sql_text(uri)}' AS pg (TYPE postgres, READ_ONLY, "
-                        f"SCHEMA '{_sql_text(self._schema_name)}')")
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
+            con = self._attach(extension)
+        except duckdb.Error as e:
+            self.close()
+            raise ExtensionUnavailable(str(self.reason(e))) from None
+        except BaseException:
+            self.close()
+            raise
+        try:
             scope = CALLER.get().scope
             if scope is not None:
                 scope.add(self._cancel)
@@ -156,6 +156,25 @@ class ScannerRead:
         batches = self._batches(reader)
         weakref.finalize(batches, self.close)  # dropped unread
         return pa.RecordBatchReader.from_batches(self._out, batches)
+
+    def _attach(self, extension: str) -> duckdb.DuckDBPyConnection:
+        """The private database, connected to the source and locked down."""
+        con = self._con = duckdb.connect(":memory:", config={
+            "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+            "threads": self._threads, "memory_limit": MEMORY_LIMIT, "preserve_insertion_order": False})
+        con.execute("SET TimeZone = 'UTC'")  # timestamptz as timestamp[us, UTC]
+        con.execute(f"LOAD '{_sql_text(extension)}'")
+        con.execute(f"SET pg_pool_max_connections = {self._threads}")
+        con.execute(f"SET pg_connection_limit = {self._threads}")
+        left = CALLER.get().seconds_left()
+        if left is not None:
+            con.execute(f"SET pg_statement_timeout_millis = {max(1, int(left * 1000))}")
+        uri = scanner_uri(self._uri, self._application_name, self._check_interval)
+        con.execute(f"ATTACH '{_sql_text(uri)}' AS pg (TYPE postgres, READ_ONLY, "
+                    f"SCHEMA '{_sql_text(self._schema_name)}')")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        return con
 
     def _batches(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         try:

@@ -36,6 +36,7 @@ import logging
 import math
 import re
 import threading
+import time
 import urllib.parse
 import weakref
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ from ..base import CALLER, DatasetSpec, Filter, FilterSupport, checked_projectio
 from ..params import check_params, check_type_action
 from ..source_types import resolve_unsupported
 from ..sql_render import quote_ident
-from .pg_scanner import SCANNED_TYPES, ScannerRead, extension_path
+from .pg_scanner import SCANNED_TYPES, ExtensionUnavailable, ScannerRead, extension_path
 from .pg_parallel import MAX_PARTS, PAGES_PER_PART, ParallelRead, extra_slots, page_ranges
 from .pool import (
     GATE_PARAMS,
@@ -73,6 +74,7 @@ PG_PARAMS = ("pg_host", "pg_port", "pg_db", "pg_user", "pg_pass", "pg_sslmode", 
              "connection_pool_size") + GATE_PARAMS
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 BATCH_ROWS = 64 * 1024
+EXTENSION_RETRY_SECONDS = 3600
 
 # -- connection settings -------------------------------------------------------------------------
 
@@ -377,6 +379,7 @@ class PostgresConnector:
         self._columns: list[PgColumn] | None = None
         self._schema: pa.Schema | None = None
         self._code_point_order = False
+        self._extension_retry_at = 0.0  # after the extension could not reach the source: ADBC until then
 
     @property
     def source_id(self) -> str:
@@ -577,7 +580,8 @@ class PostgresConnector:
         None where it would not give exactly `out` (the ADBC path reads it then)."""
         by_name = self.pg_columns()
         extension = extension_path()
-        if extension is None or not all(_scanned(by_name[n]) for n in names):
+        if extension is None or time.monotonic() < self._extension_retry_at \
+                or not all(_scanned(by_name[n]) for n in names):
             return None
         gate = self._gate
 
@@ -591,6 +595,12 @@ class PostgresConnector:
                            check_interval=server_version >= 140000)
         try:
             return read.open(extension)
+        except ExtensionUnavailable as e:  # ADBC reached the source just now: the extension's own problem
+            self._extension_retry_at = time.monotonic() + EXTENSION_RETRY_SECONDS
+            log.warning("%s; refreshes read through ADBC for the next %d minutes",
+                        self._error("DuckDB's postgres extension cannot reach PostgreSQL", e),
+                        EXTENSION_RETRY_SECONDS // 60)
+            return None
         except duckdb.Error as e:
             raise self._error("cannot read the table through DuckDB's postgres extension", read.reason(e)) from None
 
