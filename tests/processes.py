@@ -77,16 +77,18 @@ def alive(pid: int) -> bool:
     return s is not None and s[0] != "Z"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by `pid` (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by `pid` and its live children."""
-    total = 0.0
-    for p in [pid, *children(pid)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(cpu_seconds(p) for p in [pid, *children(pid)])
 
 
 def group_members(pgid: int) -> list[int]:
