@@ -390,6 +390,7 @@ class RuntimeParams(_Frozen):
     max_sql_length: int = Field(1 << 20, ge=1)
     max_sql_depth: int = Field(32, ge=1, le=40)
     max_sql_terms: int = Field(1000, ge=1, le=1000)
+    coalesce_queries: bool = True  # Satchel extension: identical queries at once run once (engine.query.coalesce)
 
 
 class SnapshotsConfig(_Frozen):

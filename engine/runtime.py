@@ -32,6 +32,7 @@ from .metrics import Metrics
 from .model_calls import ModelCallLog
 from .query.accounting import Accounting
 from .query.ai_functions import AiFunctions
+from .query.coalesce import Coalescer
 from .query.planner import Plan, view_visible
 from .query.policy import policies
 from .query.results_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, CacheUse, ResultsCache
@@ -124,7 +125,8 @@ class Runtime:
         self.ai = AiFunctions(self.task_history)  # serving attaches the models (engine.query.ai_functions)
         self.queries = QueryService(self.datasets, views, self.routes, self.accounting, self.query_timeout,
                                     pod.runtime.params.max_rows, self.scopes, _sql_limits(pod), self.search_functions,
-                                    _results_cache(pod), self.ai)
+                                    _results_cache(pod), self.ai,
+                                    Coalescer() if pod.runtime.params.coalesce_queries else None)
         self.refreshes = RefreshJobs(self.datasets, self.queries.source_reader, self.task_history, self.scopes)
         self.scheduler = self.refreshes.scheduler
 

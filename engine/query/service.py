@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import time
 from datetime import timedelta
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Hashable, Mapping, Sequence
 
 import pyarrow as pa
 from sqlglot import exp
@@ -28,6 +28,7 @@ from . import pushdown, templates, value_sizes
 from .accounting import Accounting
 from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
 from .ai_functions import AiFunctions, has_ai
+from .coalesce import Coalescer, Follower
 from .ai_functions import extract as extract_ai
 from .policy import Policy, unknown
 from .results_cache import CacheUse, ResultsCache, cacheable, kept
@@ -45,8 +46,10 @@ class QueryService:
     def __init__(self, datasets: Mapping[str, DatasetRuntime], views: Mapping[str, exp.Expression], routes: Routes,
                  accounting: Accounting, query_timeout: timedelta | None, max_rows: int | None,
                  scopes: LiveScopes, limits: SqlLimits = SqlLimits(), search: SearchFunctions | None = None,
-                 results: ResultsCache | None = None, ai: AiFunctions | None = None) -> None:
+                 results: ResultsCache | None = None, ai: AiFunctions | None = None,
+                 coalescer: Coalescer | None = None) -> None:
         self.datasets = datasets
+        self.coalescer = coalescer  # runtime.params.coalesce_queries: identical queries at once run once
         self.ai = ai  # ai(), ai_classify(), ai_extract() columns
         self.results = results  # runtime.results_cache, when enabled
         self.views = views
@@ -81,7 +84,8 @@ class QueryService:
         watch = ClientWatch(client_gone, scope) if client_gone is not None else None
         caller = CALLER.set(Caller(principal.name, "query", deadline, scope))  # source statements: who, until when
         traced = tracing.enter(span)
-        entered = False
+        entered = shared = False
+        lead = None  # this query runs for identical ones that arrive meanwhile (engine.query.coalesce)
         try:
             if policy is not None:
                 policy.gate.enter()
@@ -92,10 +96,19 @@ class QueryService:
             task.served_by = plan.served_by
             replan = lambda force: self.plan(tree, force, policy)  # noqa: E731
             cache = cache or CacheUse()
-            cached, remember = self._cached(sql, params, principal, tree, explain, plan, cache)
+            reuse = self._result_key(sql, params, principal, tree, explain, plan)
+            cached, remember = self._cached(reuse, explain, cache)
+            if cached is None and reuse is not None and plan.bindings and self.coalescer is not None \
+                    and not cache.bypass:
+                turn = self.coalescer.enter(reuse)
+                if isinstance(turn, Follower):
+                    cached = turn.wait(deadline, lambda: scope.cancelled or (client_gone is not None and client_gone()))
+                    shared = cached is not None
+                else:
+                    lead = turn
             if cached is not None:
-                reader = cached
-                task.served_by = "cache"
+                reader = cached if remember is None else remember(cached)
+                task.served_by = "shared" if shared else "cache"
             elif explain:
                 reader = _explain_reader(plan, pushdown.explain_lines(plan, self.datasets), policy)
             elif not plan.bindings and _constant(tree):
@@ -107,6 +120,8 @@ class QueryService:
                 reader = self.routes.execute(plan, replan, task)
             if cached is None and remember is not None:
                 reader = remember(reader)
+            if lead is not None:
+                reader = lead.share(reader)
             if plan.ai and not explain:
                 if self.ai is None:
                     raise ModelUnavailable("ai(): this runtime has no models")
@@ -116,6 +131,8 @@ class QueryService:
             if watch is not None:
                 reader = watch.until_first_batch(reader)
         except Exception as e:
+            if lead is not None:
+                lead.abandon()
             if watch is not None:
                 watch.stop()
                 e = watch.reason(e)
@@ -132,21 +149,29 @@ class QueryService:
                                          sanitize=policy.sanitize if policy else None,
                                          finished=policy.gate.leave if policy else None)
 
-    def _cached(self, sql: str, params: Sequence[object] | None, principal: Principal, tree: exp.Expression,
-                explain: bool, plan: Plan, use: CacheUse):
+    def _result_key(self, sql: str, params: Sequence[object] | None, principal: Principal, tree: exp.Expression,
+                    explain: bool, plan: Plan) -> tuple[Hashable, tuple] | None:
+        """(key, generations) under which the result may be reused (results cache, coalescing): the
+        principal, SQL text and parameters, and the generations of the data read; None when it
+        must be computed."""
+        if (self.results is None and self.coalescer is None) or explain or plan.ai:
+            return None
+        if any(b.kind == "memory" for b in plan.bindings) or not cacheable(tree):
+            return None
+        generations = tuple((b.dataset, self.datasets[b.dataset.lower()].generation if b.kind != "source" else "live")
+                            for b in plan.bindings if b.dataset)
+        key = cache_key("result", principal.name, sql, tuple((type(p), p) for p in params) if params else None)
+        return (key, generations) if key is not None else None
+
+    def _cached(self, reuse: tuple[Hashable, tuple] | None, explain: bool, use: CacheUse):
         """(the cached result or None, a function that records a fresh one or None)."""
         if self.results is None or explain:
             use.status = "UNCACHEABLE" if self.results is not None else use.status
             return None, None
-        if plan.ai or any(b.kind == "memory" for b in plan.bindings) or not cacheable(tree):
+        if reuse is None:
             use.status = "UNCACHEABLE"
             return None, None
-        key = cache_key("result", principal.name, sql, tuple((type(p), p) for p in params) if params else None)
-        if key is None:
-            use.status = "UNCACHEABLE"
-            return None, None
-        generations = tuple((b.dataset, self.datasets[b.dataset.lower()].generation if b.kind != "source" else "live")
-                            for b in plan.bindings if b.dataset)
+        key, generations = reuse
         if use.bypass:
             use.status = "BYPASS"
         else:
