@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH, REPO, RESULTS, machine, table  # noqa: E402
 
-SCRIPTS = {"tpch_arrow": "tpch"}  # a result made by another benchmark's script (else bench/<name>.py)
+SCRIPTS = {"tpch_arrow": "tpch", "concurrency_unshared": "concurrency"}  # a result made by another benchmark's script (else bench/<name>.py)
 # results name -> (full arguments, quick arguments)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "latency": ([], ["--queries", "100"]),
@@ -41,6 +41,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "refresh_postgres": (["--sf", "1"], ["--sf", "0.05", "--runs", "2"]),
     "tpch_federated": ([], ["--sf", "0.01", "--runs", "2"]),
     "concurrency": ([], ["--seconds", "15"]),
+    "concurrency_unshared": (["--no-coalesce", "--name", "concurrency_unshared"],
+                             ["--no-coalesce", "--name", "concurrency_unshared", "--seconds", "15"]),
     "snapshot_fleet": ([], ["--rows", "200000", "--runs", "1", "--fleets", "1,10"]),
 }
 

@@ -31,7 +31,7 @@ SCHEMA = pa.schema([
     pa.field("principal", pa.string()),
     pa.field("query_text", pa.string(), metadata={b"description": b"SQL text (secrets redacted)"}),
     pa.field("datasets", pa.list_(pa.string()), metadata={b"description": b"Datasets the task touched"}),
-    pa.field("served_by", pa.string(), metadata={b"description": b"accelerator | source | mixed | runtime | cache (a results-cache hit)"}),
+    pa.field("served_by", pa.string(), metadata={b"description": b"accelerator | source | mixed | runtime | cache (a results-cache hit) | shared (an identical query running at the same time)"}),
     pa.field("started_at", pa.timestamp("us", "UTC")),
     pa.field("duration_ms", pa.float64()),
     pa.field("rows", pa.int64()),
