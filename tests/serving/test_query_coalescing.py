@@ -1,0 +1,84 @@
+"""Identical queries at the same time, on a real sidecar: concurrent Flight SQL (ADBC) and HTTP
+clients asking one question while the live source is held mid-answer cost the source one read;
+`Cache-Control: no-cache` opts out."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+SQL = "SELECT category, count(*) AS n FROM sales GROUP BY category ORDER BY category"
+
+
+def _parquet() -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"category": [f"c{i % 5}" for i in range(1000)]}), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _until(ok, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+def test_concurrent_clients_asking_one_question_cost_the_source_one_read(satchel_server, source_server):
+    source_server.files["/sales.parquet"] = _parquet()
+    pod = f"""
+version: v1
+kind: Spicepod
+name: coalescing
+datasets:
+  - from: {source_server.url('/sales.parquet')}
+    name: sales
+"""
+    server = satchel_server(pod)
+    url = f"{server.http_url}/v1/sql"
+    expected = httpx.post(url, content=SQL, timeout=60).json()  # planned: its schema is known
+    assert [r["n"] for r in expected] == [200] * 5
+
+    def ask_together(count: int, headers: dict) -> tuple[list, int]:
+        source_server.release.clear()
+        source_server.plan("/sales.parquet", [(200, 30)])  # the first read is held
+        before = source_server.count("/sales.parquet")
+        answers: list = [None] * count
+
+        def ask(i: int) -> None:
+            if i % 2:
+                answers[i] = httpx.post(url, content=SQL, headers=headers, timeout=60).json()
+            else:
+                with _flight(server) as conn, conn.cursor() as cur:
+                    cur.execute(SQL)
+                    answers[i] = cur.fetch_arrow_table().to_pylist()
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(count)]
+        threads[0].start()
+        _until(lambda: source_server.count("/sales.parquet") > before)
+        for t in threads[1:]:
+            t.start()
+        time.sleep(1.0)  # the others arrive while the first is held in the source
+        source_server.release.set()
+        for t in threads:
+            t.join(60)
+        return answers, source_server.count("/sales.parquet") - before
+
+    answers, reads = ask_together(4, {})
+    assert answers == [expected] * 4 and reads == 1
+    history = httpx.post(url, content="SELECT served_by, count(*) AS n FROM runtime.task_history "
+                                      f"WHERE query_text = '{SQL}' GROUP BY served_by ORDER BY served_by",
+                         timeout=60).json()
+    assert {r["served_by"]: r["n"] for r in history} == {"shared": 3, "source": 2}
+
+    answers, reads = ask_together(3, {"Cache-Control": "no-cache"})  # the HTTP one opts out
+    assert answers == [expected] * 3 and reads == 2
+
+
+def _flight(server):
+    import adbc_driver_flightsql.dbapi as flightsql
+    return flightsql.connect(f"grpc://127.0.0.1:{server.flight_port}")
