@@ -166,7 +166,7 @@ class DuckDBAccelerator:
                 reader = result.to_arrow_reader(BATCH_ROWS)
         except duckdb.InterruptException:
             cur.close()
-            raise timer.error() if timer else QueryTimeout("query interrupted") from None
+            raise _interrupted(timer) from None
         except Exception:
             if timer:
                 timer.cancel()
@@ -418,6 +418,11 @@ def _in_row_groups(reader: pa.RecordBatchReader | pa.Table) -> pa.RecordBatchRea
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
+def _interrupted(timer: _Deadline | None) -> QueryTimeout:
+    """The error of a query DuckDB interrupted: its deadline's, else a plain interrupt."""
+    return timer.error() if timer else QueryTimeout("query interrupted")
+
+
 def _owning(reader: pa.RecordBatchReader, cur: duckdb.DuckDBPyConnection,
             timer: _Deadline | None = None) -> Iterator[pa.RecordBatch]:
     """Yield the reader's batches (read ahead: accel.read_ahead), closing the cursor (and its
@@ -425,11 +430,11 @@ def _owning(reader: pa.RecordBatchReader, cur: duckdb.DuckDBPyConnection,
     try:
         yield from read_ahead(reader, cur.interrupt)
     except duckdb.InterruptException:
-        raise timer.error() if timer else QueryTimeout("query interrupted") from None
+        raise _interrupted(timer) from None
     except OSError as e:  # an interrupt after the first batch reaches us through pyarrow's stream
         if "INTERRUPT Error" not in str(e):
             raise
-        raise timer.error() if timer else QueryTimeout("query interrupted") from None
+        raise _interrupted(timer) from None
     finally:
         if timer:
             timer.cancel()

@@ -154,8 +154,8 @@ class Follower:
         QueryTimeout at `deadline` (time.monotonic()) and RequestCancelled when `cancelled()`."""
         while not self._run.done.wait(POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))):
             if deadline is not None and time.monotonic() >= deadline:
-                raise QueryTimeout("the query exceeded its deadline (runtime.params.query_timeout) waiting for "
-                                   "an identical query running at the same time")
+                raise QueryTimeout("the query exceeded its deadline (query_timeout) while waiting for an "
+                                   "identical query running at the same time")
             if cancelled():
                 raise RequestCancelled("the query was cancelled while waiting for an identical query")
         table = self._run.table
