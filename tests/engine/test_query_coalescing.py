@@ -13,6 +13,7 @@ import pytest
 
 from engine.errors import QueryTimeout
 from engine.query.coalesce import Coalescer, Follower, Leader
+from tests.waiting import until
 
 SQL = "SELECT category, count(*) AS n, sum(amount) AS total FROM sales GROUP BY category ORDER BY category"
 
@@ -60,24 +61,18 @@ def _run_at_once(rt, count: int, source, sql: str = SQL, principals=None, params
 
     threads = [threading.Thread(target=run, args=(0,))]
     threads[0].start()
-    _until(lambda: source.count("/sales.parquet") > before)  # the first query is in the source, held
+    until(lambda: source.count("/sales.parquet") > before)  # the first query is in the source, held
     threads += [threading.Thread(target=run, args=(i,)) for i in range(1, count)]
     for t in threads[1:]:
         t.start()
     coalescer = rt.queries.coalescer
-    _until(lambda: coalescer is None or coalescer.waiting == count - 1
+    until(lambda: coalescer is None or coalescer.waiting == count - 1
            or source.count("/sales.parquet") - before == count, timeout=20)
     source.release.set()
     for t in threads:
         t.join(60)
     return out, source.count("/sales.parquet") - before
 
-
-def _until(ok, timeout: float = 20) -> None:
-    end = time.monotonic() + timeout
-    while not ok():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.01)
 
 
 def test_identical_queries_at_once_read_the_source_once(make_runtime, source):
@@ -151,7 +146,7 @@ def test_a_waiting_query_keeps_its_own_deadline(make_runtime, source):
 
     first = threading.Thread(target=run)
     first.start()
-    _until(lambda: source.count("/sales.parquet") > before)
+    until(lambda: source.count("/sales.parquet") > before)
     started = time.monotonic()
     with pytest.raises(QueryTimeout, match="query_timeout"):
         rt.query(SQL).read_all()

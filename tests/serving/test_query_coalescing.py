@@ -11,6 +11,8 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tests.waiting import until
+
 
 SQL = "SELECT category, count(*) AS n FROM sales GROUP BY category ORDER BY category"
 
@@ -20,12 +22,6 @@ def _parquet() -> bytes:
     pq.write_table(pa.table({"category": [f"c{i % 5}" for i in range(1000)]}), sink)
     return sink.getvalue().to_pybytes()
 
-
-def _until(ok, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while not ok():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.02)
 
 
 def test_concurrent_clients_asking_one_question_cost_the_source_one_read(satchel_server, source_server):
@@ -59,7 +55,7 @@ datasets:
 
         threads = [threading.Thread(target=ask, args=(i,)) for i in range(count)]
         threads[0].start()
-        _until(lambda: source_server.count("/sales.parquet") > before)
+        until(lambda: source_server.count("/sales.parquet") > before)
         for t in threads[1:]:
             t.start()
         time.sleep(1.0)  # the others arrive while the first is held in the source
