@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pytest
 
 from connectors.base import CALLER, Caller, CancelScope, DatasetSpec
@@ -306,6 +308,69 @@ def test_a_source_the_extension_cannot_reach_is_read_through_adbc(postgres_serve
         assert _part_statements(postgres_server, table, "adbc") > before  # read in parts, every slot free again
         assert connector.scan().read_all().num_rows == 3_000_000
         assert len(tried) == 1  # the second refresh did not try the extension
+    finally:
+        CALLER.reset(token)
+        connector.close()
+
+
+@pytest.fixture
+def tls_only(postgres_server: PgServer) -> Iterator[None]:
+    """TLS on (a self-signed certificate) and the connector's role refused without it, for one
+    test; the server as it was afterwards."""
+    import os
+    import pwd
+    import subprocess
+
+    data = postgres_server.root / "data"
+    cert, key = data / "satchel-test.crt", data / "satchel-test.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        for path in (cert, key):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+    key.chmod(0o600)
+    hba = data / "pg_hba.conf"
+    original = hba.read_text()
+    hba.write_text(f"hostnossl all {postgres_server.user} 127.0.0.1/32 reject\n" + original)
+    postgres_server.execute("ALTER SYSTEM SET ssl = on", f"ALTER SYSTEM SET ssl_cert_file = '{cert}'",
+                            f"ALTER SYSTEM SET ssl_key_file = '{key}'", "SELECT pg_reload_conf()")
+    time.sleep(1)  # the postmaster reloads on its own time
+    try:
+        yield
+    finally:
+        hba.write_text(original)
+        postgres_server.execute("ALTER SYSTEM RESET ssl", "ALTER SYSTEM RESET ssl_cert_file",
+                                "ALTER SYSTEM RESET ssl_key_file", "SELECT pg_reload_conf()")
+        time.sleep(1)
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_source_that_requires_tls_is_read_in_parts_over_tls(postgres_server: PgServer, tmp_path, tls_only,
+                                                              reader: str, caplog) -> None:
+    """sslmode=require against a server that refuses the role without TLS: both readers read
+    the large table in parts (the extension with its own libpq and TLS), no fallback."""
+    import logging
+
+    table = f"big_tls_{reader}"
+    _make_big(postgres_server, table, reader=reader)
+    import adbc_driver_postgresql.dbapi as pg
+
+    plain = (f"postgresql://{postgres_server.user}:{postgres_server.password}@127.0.0.1:{postgres_server.port}/"
+             f"{postgres_server.db}?sslmode=disable")
+    with pytest.raises(Exception, match="no encryption"):  # a new session without TLS is refused
+        pg.connect(plain).close()
+    # its own application_name: its pooled sessions are not counted as other tests' (they outlive it)
+    params = {"pg_connection_string": plain.replace("sslmode=disable", "sslmode=require&application_name=satchel-tls")}
+    connector = PostgresConnector(DatasetSpec(name=table, path=f"public.{table}", prefix="postgres", params=params))
+    token = CALLER.set(Caller("runtime", "refresh", None, CancelScope()))
+    before = _part_statements(postgres_server, table, reader)
+    try:
+        with caplog.at_level(logging.WARNING, logger="satchel.connectors.sql.postgres"):
+            got = connector.scan().read_all()
+        assert got.num_rows == ROWS and pa.compute.sum(got.column("id")).as_py() == ROWS * (ROWS + 1) // 2
+        assert _part_statements(postgres_server, table, reader) > before
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     finally:
         CALLER.reset(token)
         connector.close()
