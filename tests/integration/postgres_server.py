@@ -201,6 +201,27 @@ def start_server() -> PgServer:
     return server
 
 
+def start_standby(primary: PgServer) -> PgServer:
+    """A hot standby of `primary` (pg_basebackup, streaming replication) on its own port; the
+    caller stops it."""
+    root = Path(tempfile.mkdtemp(prefix="satchel-pg-standby-"))
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+    os.chmod(root, 0o755)
+    data = root / "data"
+    _run_as_postgres([str(primary.bindir / "pg_basebackup"), "-D", str(data), "-R", "-X", "stream", "-c", "fast", "--no-sync",
+                      "-h", primary.socket_dir, "-p", str(primary.port), "-U", "postgres"])
+    port = _free_port()
+    log_path = root / "postgres.log"
+    opts = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c hot_standby=on "
+            f"-c log_statement=all -c shared_preload_libraries=pg_stat_statements -c max_connections=100 "
+            f"-c lc_messages=C")
+    _run_as_postgres([str(primary.bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log_path), "-w", "-t",
+                      "30", "start"])
+    return PgServer(primary.bindir, root, port, log_path)
+
+
 _server: PgServer | None = None
 _lock = threading.Lock()
 

@@ -374,3 +374,48 @@ def test_a_source_that_requires_tls_is_read_in_parts_over_tls(postgres_server: P
     finally:
         CALLER.reset(token)
         connector.close()
+
+
+def test_a_large_table_on_a_standby_is_read_in_parts_in_one_snapshot(postgres_server: PgServer) -> None:
+    """A hot standby (an agent's sidecar pointed at a read replica) while the primary moves rows:
+    the extension is not used there (in recovery its connections do not share one snapshot);
+    ADBC's parts do, so the copy is the table of one moment."""
+    from tests.integration.postgres_server import start_standby, wait_for
+
+    table = "big_on_standby"
+    _make_big(postgres_server, table, reader="scanner")
+    standby = start_standby(postgres_server)
+    stop = threading.Event()
+    updates = [0]
+
+    def move_rows() -> None:  # replayed on the standby while it is read
+        while not stop.is_set():
+            postgres_server.execute(f"UPDATE public.{table} SET v = v + 1 WHERE id % 50 = {updates[0] % 50}")
+            updates[0] += 1
+
+    writer = threading.Thread(target=move_rows, daemon=True)
+    try:
+        assert standby.fetch("SELECT pg_is_in_recovery()")[0][0] is True
+        wait_for(lambda: standby.fetch(f"SELECT count(*) FROM pg_class WHERE relname = '{table}' AND relpages > 0"
+                                       )[0][0] == 1, timeout=60)
+        params = {**standby.params(), "max_concurrent_statements": "4"}
+        connector = PostgresConnector(DatasetSpec(name=table, path=f"public.{table}", prefix="postgres",
+                                                  params=params))
+        writer.start()
+        token = CALLER.set(Caller("runtime", "refresh", None, CancelScope()))
+        try:
+            for _ in range(2):
+                got = connector.scan(["id"]).read_all()
+                ids = got.column("id")
+                assert got.num_rows == ROWS and pa.compute.count_distinct(ids).as_py() == ROWS
+        finally:
+            CALLER.reset(token)
+            connector.close()
+        assert updates[0] > 0
+        assert _part_statements(standby, table, "scanner") == 0
+        assert _part_statements(standby, table, "adbc") >= 2
+    finally:
+        stop.set()
+        if writer.is_alive():
+            writer.join(30)
+        standby.stop()
