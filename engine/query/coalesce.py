@@ -152,7 +152,8 @@ class Follower:
     def wait(self, deadline: float | None, cancelled: Callable[[], bool]) -> pa.RecordBatchReader | None:
         """The shared result, or None when there is none (then run the query). Raises
         QueryTimeout at `deadline` (time.monotonic()) and RequestCancelled when `cancelled()`."""
-        while not self._run.done.wait(POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))):
+        while not self._run.done.wait(POLL_S if deadline is None
+                                      else max(0.0, min(POLL_S, deadline - time.monotonic()))):
             if deadline is not None and time.monotonic() >= deadline:
                 raise QueryTimeout("the query exceeded its deadline (query_timeout) while waiting for an "
                                    "identical query running at the same time")

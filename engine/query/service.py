@@ -28,8 +28,8 @@ from . import pushdown, templates, value_sizes
 from .accounting import Accounting
 from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
 from .ai_functions import AiFunctions, has_ai
-from .coalesce import Coalescer, Follower
 from .ai_functions import extract as extract_ai
+from .coalesce import Coalescer, Follower, Leader
 from .policy import Policy, unknown
 from .results_cache import CacheUse, ResultsCache, cacheable, kept
 from .routes import Routes
@@ -84,8 +84,8 @@ class QueryService:
         watch = ClientWatch(client_gone, scope) if client_gone is not None else None
         caller = CALLER.set(Caller(principal.name, "query", deadline, scope))  # source statements: who, until when
         traced = tracing.enter(span)
-        entered = shared = False
-        lead = None  # this query runs for identical ones that arrive meanwhile (engine.query.coalesce)
+        entered = False
+        lead: Leader | None = None  # this query runs for identical ones arriving meanwhile (engine.query.coalesce)
         try:
             if policy is not None:
                 policy.gate.enter()
@@ -98,17 +98,16 @@ class QueryService:
             cache = cache or CacheUse()
             reuse = self._result_key(sql, params, principal, tree, explain, plan)
             cached, remember = self._cached(reuse, explain, cache)
-            if cached is None and reuse is not None and plan.bindings and self.coalescer is not None \
-                    and not cache.bypass:
-                turn = self.coalescer.enter(reuse)
-                if isinstance(turn, Follower):
-                    cached = turn.wait(deadline, lambda: scope.cancelled or (client_gone is not None and client_gone()))
-                    shared = cached is not None
-                else:
-                    lead = turn
             if cached is not None:
-                reader = cached if remember is None else remember(cached)
-                task.served_by = "shared" if shared else "cache"
+                task.served_by = "cache"
+            elif reuse is not None and plan.bindings and self.coalescer is not None and not cache.bypass:
+                gone = lambda: scope.cancelled or bool(client_gone and client_gone())  # noqa: E731
+                cached, lead = self._coalesced(reuse, deadline, gone)
+                if cached is not None:
+                    task.served_by = "shared"
+                    cached = remember(cached) if remember is not None else cached
+            if cached is not None:
+                reader = cached
             elif explain:
                 reader = _explain_reader(plan, pushdown.explain_lines(plan, self.datasets), policy)
             elif not plan.bindings and _constant(tree):
@@ -162,6 +161,15 @@ class QueryService:
                             for b in plan.bindings if b.dataset)
         key = cache_key("result", principal.name, sql, tuple((type(p), p) for p in params) if params else None)
         return (key, generations) if key is not None else None
+
+    def _coalesced(self, reuse: tuple[Hashable, tuple], deadline: float | None,
+                   cancelled: Callable[[], bool]) -> tuple[pa.RecordBatchReader | None, Leader | None]:
+        """(the result of the identical query running now, or None: run it; and this query's
+        Leader when it runs for others that may come)."""
+        turn = self.coalescer.enter(reuse)
+        if isinstance(turn, Follower):
+            return turn.wait(deadline, cancelled), None
+        return None, turn
 
     def _cached(self, reuse: tuple[Hashable, tuple] | None, explain: bool, use: CacheUse):
         """(the cached result or None, a function that records a fresh one or None)."""
