@@ -136,8 +136,8 @@ def test_statements_per_source_are_capped_with_a_short_queue(postgres_server: Pg
 
         def run(i: int) -> None:
             t = time.monotonic()
-            try:
-                rt.query("SELECT count(*) AS n FROM capped").read_all()
+            try:  # distinct texts: identical queries at once would share one statement (coalescing)
+                rt.query(f"SELECT count(*) AS n, {i} AS i FROM capped").read_all()
                 results[i] = ("ok", time.monotonic() - t)
             except Overloaded as e:
                 results[i] = (e, time.monotonic() - t)
@@ -182,8 +182,8 @@ def test_refreshes_and_queries_take_turns_at_a_saturated_source(postgres_server:
         ended: dict[str, float] = {}
         t0 = time.monotonic()
 
-        def query(tag: str) -> None:
-            rt.query("SELECT count(*) AS n FROM live").read_all()
+        def query(tag: str) -> None:  # distinct texts: identical queries at once would share one statement
+            rt.query(f"SELECT count(*) AS n, '{tag}' AS tag FROM live").read_all()
             ended[tag] = time.monotonic() - t0
 
         def refresh() -> None:
@@ -196,7 +196,7 @@ def test_refreshes_and_queries_take_turns_at_a_saturated_source(postgres_server:
         threads[1].start()
         time.sleep(0.2)
         with pytest.raises(Overloaded, match="query queue of 1"):
-            rt.query("SELECT count(*) AS n FROM live")
+            rt.query("SELECT count(*) AS n, 'q2' AS tag FROM live")
         threads.append(threading.Thread(target=refresh))
         threads[-1].start()
         for t in threads:
