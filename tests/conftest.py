@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -71,10 +72,26 @@ class SatchelServer:
 def start_satchel(pod_dir: Path, pod_yaml: str | None = None, api_key: str | None = None, wait_ready: bool = True,
                   env: dict | None = None, data_dir: Path | None = None, tls: bool = False,
                   timeout: float = 60) -> SatchelServer:
-    """Start `satchel run` in `pod_dir` (writing `pod_yaml` to spicepod.yaml when given)."""
+    """Start `satchel run` in `pod_dir` (writing `pod_yaml` to spicepod.yaml when given). A port
+    another process took between the probe and satchel's bind is retried on fresh ports."""
     pod_dir.mkdir(parents=True, exist_ok=True)
     if pod_yaml is not None:
         (pod_dir / "spicepod.yaml").write_text(textwrap.dedent(pod_yaml))
+    for attempt in range(3):
+        try:
+            return _start_satchel_once(pod_dir, api_key, wait_ready, env, data_dir, tls, timeout)
+        except _PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(RuntimeError):
+    """satchel could not bind a port the test had probed as free (another process took it)."""
+
+
+def _start_satchel_once(pod_dir: Path, api_key: str | None, wait_ready: bool, env: dict | None,
+                        data_dir: Path | None, tls: bool, timeout: float) -> SatchelServer:
     ports = free_port(), free_port(), free_port()
     log_path = pod_dir / f"satchel-{ports[0]}.log"
     full_env = {**os.environ, **(env or {})}
@@ -91,7 +108,10 @@ def start_satchel(pod_dir: Path, pod_yaml: str | None = None, api_key: str | Non
     path = "/v1/ready" if wait_ready else "/health"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"satchel exited with {proc.returncode}:\n{server.log()}")
+            text = server.log()
+            if re.search(r"port \d+ is already in use|cannot listen on", text):
+                raise _PortTaken(text)
+            raise RuntimeError(f"satchel exited with {proc.returncode}:\n{text}")
         try:
             if httpx.get(f"{server.http_url}{path}", timeout=2, verify=False).status_code == 200:
                 return server
