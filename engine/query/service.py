@@ -102,10 +102,9 @@ class QueryService:
                 task.served_by = "cache"
             elif reuse is not None and plan.bindings and self.coalescer is not None and not cache.bypass:
                 gone = lambda: scope.cancelled or bool(client_gone and client_gone())  # noqa: E731
-                cached, lead = self._coalesced(reuse, deadline, gone)
-                if cached is not None:
-                    task.served_by = "shared"
-                    cached = remember(cached) if remember is not None else cached
+                cached, lead = self._coalesced(reuse, deadline, gone, task)
+                if cached is not None and remember is not None:
+                    cached = remember(cached)
             if cached is not None:
                 reader = cached
             elif explain:
@@ -162,14 +161,19 @@ class QueryService:
         key = cache_key("result", principal.name, sql, tuple((type(p), p) for p in params) if params else None)
         return (key, generations) if key is not None else None
 
-    def _coalesced(self, reuse: tuple[Hashable, tuple], deadline: float | None,
-                   cancelled: Callable[[], bool]) -> tuple[pa.RecordBatchReader | None, Leader | None]:
+    def _coalesced(self, reuse: tuple[Hashable, tuple], deadline: float | None, cancelled: Callable[[], bool],
+                   task: Task) -> tuple[pa.RecordBatchReader | None, Leader | None]:
         """(the result of the identical query running now, or None: run it; and this query's
-        Leader when it runs for others that may come)."""
+        Leader when it runs for others that may come). A query that waits is served by the shared
+        run, also when it stops waiting (deadline, client gone), unless it must run on its own."""
         turn = self.coalescer.enter(reuse)
-        if isinstance(turn, Follower):
-            return turn.wait(deadline, cancelled), None
-        return None, turn
+        if not isinstance(turn, Follower):
+            return None, turn
+        own, task.served_by = task.served_by, "shared"
+        shared = turn.wait(deadline, cancelled)
+        if shared is None:
+            task.served_by = own
+        return shared, None
 
     def _cached(self, reuse: tuple[Hashable, tuple] | None, explain: bool, use: CacheUse):
         """(the cached result or None, a function that records a fresh one or None)."""

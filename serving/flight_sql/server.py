@@ -266,14 +266,24 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
             ]
         if not openers:  # parameters bound with zero rows: nothing to execute
             return flight.RecordBatchStream(statement.schema.empty_table())
+        first: pa.RecordBatchReader | None = None
         try:
             first = openers[0]()  # errors before the first batch surface with their own status
             schema = _stream_schema(statement.schema, first.schema)
+            head, whole = _head(first, schema)
+            if whole and len(openers) == 1:
+                # Small results (most agent queries) are sent from C++ without calling back
+                # into Python once per batch.
+                first.close()
+                call.end()
+                return flight.RecordBatchStream(pa.Table.from_batches(head, schema))
         except BaseException:
+            if first is not None:
+                first.close()
             call.end()
             raise
         return flight.GeneratorStream(schema, _batches(first, openers[1:], schema, self._runtime.secrets,
-                                                       on_end=call.end))
+                                                       on_end=call.end, head=head))
 
     def _metadata_table(self, command: Message, principal: Principal) -> pa.Table:
         if isinstance(command, pb.CommandGetSqlInfo):
@@ -401,18 +411,31 @@ class _LiveCall:
             self._context = None
 
 
+def _head(reader: pa.RecordBatchReader, schema: pa.Schema) -> tuple[list[pa.RecordBatch], bool]:
+    """Up to two batches of `reader` as `schema`, and whether they are the whole result."""
+    head: list[pa.RecordBatch] = []
+    for batch in reader:
+        head.append(batch if batch.schema.equals(schema) else batch.cast(schema))
+        if len(head) == 2:
+            return head, False
+    return head, True
+
+
 def _batches(
     first: pa.RecordBatchReader,
     rest: Sequence[Callable[[], pa.RecordBatchReader]],
     schema: pa.Schema,
     secrets: Iterable[str] = (),
     on_end: Callable[[], None] = lambda: None,
+    head: Sequence[pa.RecordBatch] = (),
 ) -> Iterator[pa.RecordBatch]:
-    """Yield every batch of `first`, then of each later reader (opened lazily), mapping errors;
-    `on_end()` when the stream ends, fails or is dropped."""
+    """Yield `head` (batches already read from `first`), the rest of `first`, then every batch of
+    each later reader (opened lazily), mapping errors; `on_end()` when the stream ends, fails or
+    is dropped."""
     reader = first
     pending = iter(rest)
     try:
+        yield from head
         while True:
             for batch in reader:
                 yield batch if batch.schema.equals(schema) else batch.cast(schema)

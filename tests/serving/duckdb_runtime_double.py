@@ -6,7 +6,8 @@ independently of, the real runtime. It is not a model of the engine's planner or
 
 Tables: spice.public.trips (primary key id), spice.public.cities, the view
 spice.public.trip_cities, spice.runtime.task_history, and spice.public.flaky whose result
-stream fails with a QueryTimeout after its first batch (to test mid-stream errors).
+streams one row per batch, then fails with a QueryTimeout (to test mid-stream errors: the
+server reads a result's first two batches before it starts streaming).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class DuckDBRuntimeDouble:
         except duckdb.Error as exc:
             raise _translate(exc) from None
         if re.search(r"\bflaky\b", sql, re.IGNORECASE):
-            return _fail_after_first_batch(reader)
+            return _fail_after_its_rows(reader)
         return reader
 
     def refused(self, error: Exception, *, protocol: str, principal: str | None, text: str,
@@ -179,10 +180,10 @@ def _translate(exc: duckdb.Error) -> Exception:
     return SqlError(text)
 
 
-def _fail_after_first_batch(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+def _fail_after_its_rows(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     def batches():
         for batch in reader:
-            yield batch
-            raise QueryTimeout("query exceeded its time limit")
+            yield from (batch.slice(i, 1) for i in range(batch.num_rows))
+        raise QueryTimeout("query exceeded its time limit")
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())

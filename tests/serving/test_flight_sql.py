@@ -23,10 +23,12 @@ from flightsql import FlightSQLClient, TableRef, connect
 from google.protobuf import any_pb2
 from pyarrow import flight
 
+from engine.errors import QueryTimeout
 from engine.task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from serving.flight_sql import catalog
 from serving.flight_sql import info
 from serving.flight_sql import flight_sql_pb2 as pb
+from serving.flight_sql.server import _batches, _head
 
 # ---------------------------------------------------------------------- helpers
 
@@ -533,6 +535,36 @@ def test_error_raised_mid_stream_keeps_its_status(double_endpoint):
         cur.fetchall()
     assert caught.value.status_code == AdbcStatusCode.TIMEOUT
     assert "time limit" in str(caught.value)
+
+    client, options = raw_client(double_endpoint)
+    info_ = client.get_flight_info(descriptor(pb.CommandStatementQuery(query="select n from flaky")), options)
+    reader = client.do_get(info_.endpoints[0].ticket, options)
+    received = []
+    with pytest.raises(flight.FlightTimedOutError, match="time limit"):
+        for chunk in reader:
+            received.append(chunk.data.num_rows)
+    assert received == [1, 1, 1]  # the error came after the rows, on the open stream
+
+
+def test_small_results_are_read_whole_before_they_are_sent():
+    schema = pa.schema([pa.field("n", pa.int64(), nullable=False)])
+    one = pa.record_batch([pa.array([1, 2])], names=["n"])  # nullable: cast to the announced schema
+
+    head, whole = _head(pa.RecordBatchReader.from_batches(one.schema, [one]), schema)
+    assert whole and [b.schema for b in head] == [schema] and head[0].column(0).to_pylist() == [1, 2]
+
+    many = pa.RecordBatchReader.from_batches(one.schema, [one] * 5)
+    head, whole = _head(many, schema)
+    assert not whole and len(head) == 2
+    streamed = list(_batches(many, [], schema, head=head))
+    assert [b.column(0).to_pylist() for b in streamed] == [[1, 2]] * 5
+
+    def failing():
+        yield one
+        raise QueryTimeout("query exceeded its time limit")
+
+    with pytest.raises(QueryTimeout):  # raised in the handler, which maps it to its status
+        _head(pa.RecordBatchReader.from_batches(one.schema, failing()), schema)
 
 
 def test_internal_errors_do_not_leak_their_message(double_endpoint, monkeypatch):

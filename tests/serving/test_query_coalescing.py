@@ -78,3 +78,57 @@ datasets:
 def _flight(server):
     import adbc_driver_flightsql.dbapi as flightsql
     return flightsql.connect(f"grpc://127.0.0.1:{server.flight_port}")
+
+
+def test_a_waiting_client_that_leaves_is_cancelled_and_the_others_still_get_the_answer(
+        satchel_server, source_server):
+    source_server.files["/sales.parquet"] = _parquet()
+    pod = f"""
+version: v1
+kind: Spicepod
+name: coalescing_leave
+runtime:
+  params:
+    query_timeout: 0s
+datasets:
+  - from: {source_server.url('/sales.parquet')}
+    name: sales
+"""
+    server = satchel_server(pod)
+    url = f"{server.http_url}/v1/sql"
+    expected = httpx.post(url, content=SQL, timeout=60).json()
+    source_server.release.clear()
+    source_server.plan("/sales.parquet", [(200, 30)])
+    before = source_server.count("/sales.parquet")
+    answers: dict[str, object] = {}
+
+    def first() -> None:
+        with _flight(server) as conn, conn.cursor() as cur:
+            cur.execute(SQL)
+            answers["first"] = cur.fetch_arrow_table().to_pylist()
+
+    def patient() -> None:
+        answers["patient"] = httpx.post(url, content=SQL, timeout=60).json()
+
+    def impatient() -> None:  # a real client that gives up and closes its connection
+        try:
+            answers["impatient"] = httpx.post(url, content=SQL, timeout=1.5).json()
+        except httpx.TimeoutException:
+            answers["impatient"] = "gave up"
+
+    leader = threading.Thread(target=first)
+    leader.start()
+    until(lambda: source_server.count("/sales.parquet") > before)
+    others = [threading.Thread(target=f) for f in (patient, impatient)]
+    for t in others:
+        t.start()
+    others[1].join(30)
+    assert answers["impatient"] == "gave up"
+    history = f"SELECT served_by, error_code FROM runtime.task_history WHERE query_text = '{SQL}' AND error_code IS NOT NULL"
+    until(lambda: httpx.post(url, content=history, timeout=10).json() == [{"served_by": "shared",
+                                                                         "error_code": "cancelled"}])
+    source_server.release.set()
+    leader.join(60)
+    others[0].join(60)
+    assert answers["first"] == expected and answers["patient"] == expected
+    assert source_server.count("/sales.parquet") - before == 1
