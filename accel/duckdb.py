@@ -329,10 +329,12 @@ class DuckDBAccelerator:
         )
 
     def _checkpoint(self) -> None:
-        """Best effort: reclaim blocks of replaced tables so the file does not grow without bound.
-        A checkpoint cannot run while another transaction writes; the next one will."""
-        if not self.path:
-            return
+        """Best effort, after every write: compress what was written and reclaim the blocks of
+        replaced tables, so the file does not grow without bound. DuckDB compresses a table only
+        at a checkpoint, in memory too, and a database in memory never checkpoints by itself:
+        without this, an in-memory table stays uncompressed (about 4x the memory, and about 4x
+        the CPU for an aggregate grouped by a string). A checkpoint cannot run while another
+        transaction writes; the next one will."""
         cur = self.cursor()
         try:
             cur.execute("CHECKPOINT")
