@@ -33,6 +33,9 @@ QUERIES = {
     "nulls_first_explicit": "SELECT order_id, shipped_at FROM {o} ORDER BY shipped_at ASC NULLS FIRST, order_id DESC LIMIT 15",
     "nulls_desc_last": "SELECT order_id, shipped_at FROM {o} ORDER BY shipped_at DESC NULLS LAST, order_id LIMIT 15",
     "like": "SELECT customer_id, name, email FROM {c} WHERE email LIKE '%knuth%' AND name NOT LIKE 'A%' ORDER BY customer_id",
+    # backslash escapes (PostgreSQL's default) in one pattern, none in the other
+    "like_escapes": "SELECT customer_id, email FROM {c} WHERE email LIKE '%@%\\.%' AND email NOT LIKE '%\\%%' "
+                    "AND name NOT ILIKE '%zz%' ORDER BY customer_id",
     "in_list": "SELECT order_id, status FROM {o} WHERE status IN ('returned', 'cancelled') "
                "AND customer_id IN (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144) ORDER BY order_id",
     "between": "SELECT order_id, amount FROM {o} WHERE amount BETWEEN 100 AND 101.5 ORDER BY order_id",
