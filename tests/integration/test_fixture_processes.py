@@ -4,6 +4,7 @@ test session whose children outlive it fails."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -51,15 +52,17 @@ def test_stopping_postgres_after_its_postmaster_died_leaves_no_backend() -> None
 
 
 def test_a_session_fails_when_a_child_process_survives_it(tmp_path: Path) -> None:
-    (tmp_path / "test_leak.py").write_text(textwrap.dedent("""
+    seconds = f"{300 + random.random():.6f}"  # no other process on the machine runs this very command
+    (tmp_path / "test_leak.py").write_text(textwrap.dedent(f"""
         import subprocess
 
         def test_starts_a_server_and_forgets_it():
-            subprocess.Popen(["sleep", "300"])
+            subprocess.Popen(["sleep", "{seconds}"])
     """))
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest",
                           str(tmp_path / "test_leak.py")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode != 0, run.stdout
-    assert "1 passed" in run.stdout and "still running after the session" in run.stdout and "sleep 300" in run.stdout
-    leaked = subprocess.run(["pgrep", "-f", "^sleep 300$"], capture_output=True, text=True).stdout.split()
+    assert "1 passed" in run.stdout and "still running after the session" in run.stdout
+    assert f"sleep {seconds}" in run.stdout
+    leaked = subprocess.run(["pgrep", "-f", f"^sleep {seconds}$"], capture_output=True, text=True).stdout.split()
     assert not leaked, "the session-end check must also stop what it found"

@@ -23,21 +23,26 @@ def _parquet() -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-
-def test_concurrent_clients_asking_one_question_cost_the_source_one_read(satchel_server, source_server):
+def _sidecar(satchel_server, source_server, runtime: str = ""):
+    """A sidecar over the source's sales table, and (its /v1/sql URL, the query's answer)."""
     source_server.files["/sales.parquet"] = _parquet()
-    pod = f"""
+    server = satchel_server(f"""
 version: v1
 kind: Spicepod
 name: coalescing
+{runtime}
 datasets:
   - from: {source_server.url('/sales.parquet')}
     name: sales
-"""
-    server = satchel_server(pod)
+""")
     url = f"{server.http_url}/v1/sql"
     expected = httpx.post(url, content=SQL, timeout=60).json()  # planned: its schema is known
     assert [r["n"] for r in expected] == [200] * 5
+    return server, url, expected
+
+
+def test_concurrent_clients_asking_one_question_cost_the_source_one_read(satchel_server, source_server):
+    server, url, expected = _sidecar(satchel_server, source_server)
 
     def ask_together(count: int, headers: dict) -> tuple[list, int]:
         source_server.release.clear()
@@ -82,21 +87,7 @@ def _flight(server):
 
 def test_a_waiting_client_that_leaves_is_cancelled_and_the_others_still_get_the_answer(
         satchel_server, source_server):
-    source_server.files["/sales.parquet"] = _parquet()
-    pod = f"""
-version: v1
-kind: Spicepod
-name: coalescing_leave
-runtime:
-  params:
-    query_timeout: 0s
-datasets:
-  - from: {source_server.url('/sales.parquet')}
-    name: sales
-"""
-    server = satchel_server(pod)
-    url = f"{server.http_url}/v1/sql"
-    expected = httpx.post(url, content=SQL, timeout=60).json()
+    server, url, expected = _sidecar(satchel_server, source_server, "runtime:\n  params:\n    query_timeout: 0s")
     source_server.release.clear()
     source_server.plan("/sales.parquet", [(200, 30)])
     before = source_server.count("/sales.parquet")
