@@ -411,11 +411,15 @@ class _LiveCall:
             self._context = None
 
 
+def _as(schema: pa.Schema, batch: pa.RecordBatch) -> pa.RecordBatch:
+    return batch if batch.schema.equals(schema) else batch.cast(schema)
+
+
 def _head(reader: pa.RecordBatchReader, schema: pa.Schema) -> tuple[list[pa.RecordBatch], bool]:
     """Up to two batches of `reader` as `schema`, and whether they are the whole result."""
     head: list[pa.RecordBatch] = []
     for batch in reader:
-        head.append(batch if batch.schema.equals(schema) else batch.cast(schema))
+        head.append(_as(schema, batch))
         if len(head) == 2:
             return head, False
     return head, True
@@ -438,7 +442,7 @@ def _batches(
         yield from head
         while True:
             for batch in reader:
-                yield batch if batch.schema.equals(schema) else batch.cast(schema)
+                yield _as(schema, batch)
             reader.close()
             opener = next(pending, None)
             if opener is None:

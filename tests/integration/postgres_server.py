@@ -172,9 +172,9 @@ def _run_as_postgres(cmd: list[str], check: bool = True) -> subprocess.Completed
     return result
 
 
-def start_server() -> PgServer:
-    bindir = find_bindir()
-    root = Path(tempfile.mkdtemp(prefix="satchel-pg-"))
+def _cluster_root(prefix: str) -> Path:
+    """A fresh directory the postgres OS user owns (when running as root)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     if os.geteuid() == 0:
         try:
             pw = pwd.getpwnam("postgres")
@@ -182,16 +182,26 @@ def start_server() -> PgServer:
             pytest.fail("running as root but there is no 'postgres' OS user to run the server as", pytrace=False)
         os.chown(root, pw.pw_uid, pw.pw_gid)
     os.chmod(root, 0o755)
-    data = root / "data"
-    _run_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
-                      "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+    return root
+
+
+def _start_cluster(bindir: Path, root: Path, settings: str) -> PgServer:
+    """`pg_ctl start` of the cluster in `root / "data"` on a free port, with `settings` (`-c ...`)."""
     port = _free_port()
     log_path = root / "postgres.log"
-    opts = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-            f"-c full_page_writes=off -c log_statement=all -c shared_preload_libraries=pg_stat_statements "
-            f"-c max_connections=100 -c wal_level=logical -c lc_messages=C")
-    _run_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log_path), "-w", "-t", "30", "start"])
-    server = PgServer(bindir, root, port, log_path)
+    opts = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c log_statement=all "
+            f"-c shared_preload_libraries=pg_stat_statements -c max_connections=100 -c lc_messages=C {settings}")
+    _run_as_postgres([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-o", opts, "-l", str(log_path), "-w", "-t",
+                      "30", "start"])
+    return PgServer(bindir, root, port, log_path)
+
+
+def start_server() -> PgServer:
+    bindir = find_bindir()
+    root = _cluster_root("satchel-pg-")
+    _run_as_postgres([str(bindir / "initdb"), "-D", str(root / "data"), "-U", "postgres", "--auth-local=trust",
+                      "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+    server = _start_cluster(bindir, root, "-c synchronous_commit=off -c full_page_writes=off -c wal_level=logical")
     server.execute(f"CREATE ROLE {SATCHEL_USER} LOGIN PASSWORD '{SATCHEL_PASSWORD}'",
                    f"CREATE DATABASE {DB} OWNER {SATCHEL_USER}", db="postgres")
     import adbc_driver_postgresql.dbapi as pg
@@ -204,22 +214,10 @@ def start_server() -> PgServer:
 def start_standby(primary: PgServer) -> PgServer:
     """A hot standby of `primary` (pg_basebackup, streaming replication) on its own port; the
     caller stops it."""
-    root = Path(tempfile.mkdtemp(prefix="satchel-pg-standby-"))
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-    os.chmod(root, 0o755)
-    data = root / "data"
-    _run_as_postgres([str(primary.bindir / "pg_basebackup"), "-D", str(data), "-R", "-X", "stream", "-c", "fast", "--no-sync",
-                      "-h", primary.socket_dir, "-p", str(primary.port), "-U", "postgres"])
-    port = _free_port()
-    log_path = root / "postgres.log"
-    opts = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c hot_standby=on "
-            f"-c log_statement=all -c shared_preload_libraries=pg_stat_statements -c max_connections=100 "
-            f"-c lc_messages=C")
-    _run_as_postgres([str(primary.bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log_path), "-w", "-t",
-                      "30", "start"])
-    return PgServer(primary.bindir, root, port, log_path)
+    root = _cluster_root("satchel-pg-standby-")
+    _run_as_postgres([str(primary.bindir / "pg_basebackup"), "-D", str(root / "data"), "-R", "-X", "stream", "-c",
+                      "fast", "--no-sync", "-h", primary.socket_dir, "-p", str(primary.port), "-U", "postgres"])
+    return _start_cluster(primary.bindir, root, "-c hot_standby=on")
 
 
 _server: PgServer | None = None
