@@ -94,8 +94,8 @@ class _Worker:
         threading.Thread(target=_log_stderr, args=(self.proc.stderr, self.proc.pid), name="satchel-datafusion-log",
                          daemon=True).start()
 
-    def send(self, request: dict, fds: list[int]) -> None:
-        socket.send_fds(self.sock, [frame(request)], fds)
+    def send(self, request: dict, fds: list[int], flags: int = 0) -> None:
+        socket.send_fds(self.sock, [frame(request)], fds, flags)
 
     def kill(self) -> None:
         self.killed = True
@@ -185,16 +185,14 @@ class WorkerPool:
 
     def forget(self, keep: list[str]) -> None:
         """Idle workers drop their mappings of accelerator tables not in `keep` (replaced ones),
-        so an old table's memory is freed now, not at their next query."""
+        so an old table's memory is freed now, not at their next query. They stay idle meanwhile:
+        a query arriving now must not find none and start another process."""
         with self._ready:
-            idle, self._idle = self._idle, []
-        for worker in idle:
-            try:
-                worker.send({"keep": keep}, [])
-            except OSError:  # it died while idle: the next query finds out and replaces it
-                pass
-        for worker in idle:
-            self._release(worker)
+            for worker in self._idle:
+                try:  # a few bytes to an idle reader: never blocks the pool's lock
+                    worker.send({"keep": keep}, [], socket.MSG_DONTWAIT)
+                except OSError:  # dead, or not reading: its next query finds out, or sends `keep` itself
+                    pass
 
     def close(self) -> None:
         """Kill every worker: idle ones now, busy ones' queries fail as cancelled."""

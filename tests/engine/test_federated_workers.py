@@ -93,9 +93,14 @@ def test_a_join_that_never_yields_is_killed_at_its_deadline(runtime) -> None:
     _settled(rt)  # the replacement worker has started (its start-up is not what is measured)
     # this process and the runtime's workers only: other fixtures' servers are children of pytest too
     pids = [os.getpid(), *(w.proc.pid for w in list(rt.routes.workers._live) if hasattr(w, "proc"))]
-    before = sum(cpu_seconds(p) for p in pids)
-    time.sleep(1.0)
-    assert sum(cpu_seconds(p) for p in pids) - before < 0.5  # nothing in the sidecar or its workers keeps a core busy
+    busy = []
+    for _ in range(3):  # a spinning thread is busy in every window; other tests' leftovers in this process are not
+        before = sum(cpu_seconds(p) for p in pids)
+        time.sleep(1.0)
+        busy.append(sum(cpu_seconds(p) for p in pids) - before)
+        if busy[-1] < 0.5:
+            break
+    assert min(busy) < 0.5, busy  # nothing in the sidecar or its workers keeps a core busy
     assert rt.query("SELECT count(*) AS n FROM big a JOIN big b ON a.k = b.k").read_all().to_pylist() == [{"n": ROWS}]
     history = rt.query("SELECT error FROM runtime.task_history WHERE protocol = 'test'").read_all()
     assert any("query_timeout" in (e or "") for e in history.column("error").to_pylist())
@@ -241,3 +246,27 @@ def test_the_pool_fits_the_cores_and_the_memory_budget() -> None:
     assert pool_size(512 << 20) == 2  # a small pod: two workers, whatever the machine's cores
     assert pool_size(64 << 30) == max(2, min(2 * usable_cores(), (64 << 30) // 4 // WORKER_BASE_BYTES))
     assert pool_size(64 << 30) == max(2, 2 * usable_cores())
+
+
+def test_a_query_during_a_table_swap_takes_the_idle_worker(runtime) -> None:
+    """Idle workers are told to drop replaced tables while they stay in the pool: a query that
+    arrives meanwhile takes one, not a new process (a start costs it about 0.3 s)."""
+    rt = runtime("60s")
+    pool = rt.routes.workers
+    assert rt.query("SELECT count(*) AS n FROM big").read_all().to_pylist() == [{"n": ROWS}]
+    assert len(_workers(rt)) == 1
+    stop = threading.Event()
+
+    def swaps() -> None:
+        while not stop.is_set():
+            pool.forget(rt.arrow.shared_keys())
+
+    t = threading.Thread(target=swaps)
+    t.start()
+    try:
+        for _ in range(100):
+            assert rt.query("SELECT max(k) AS m FROM big").read_all().to_pylist() == [{"m": ROWS - 1}]
+    finally:
+        stop.set()
+        t.join(10)
+    assert len(_workers(rt)) == 1 and pool.replaced == 0
