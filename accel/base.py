@@ -4,6 +4,7 @@ are named Protocols the engine asks for with isinstance()."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import pyarrow as pa
@@ -56,6 +57,30 @@ class AltersColumns(Protocol):
     """Follows a source's column changes in place (add, rename, drop) instead of reloading."""
 
     def alter_columns(self, name: str, changes: Sequence[tuple]) -> None: ...
+
+
+@dataclass(frozen=True)
+class TableIndex:
+    """An index a dataset's table carries (`acceleration.indexes`): its columns, and whether
+    their values must be unique."""
+
+    columns: tuple[str, ...]
+    unique: bool = False
+
+    def describe(self) -> str:
+        return ("unique index" if self.unique else "index") + " on (" + ", ".join(self.columns) + ")"
+
+
+@runtime_checkable
+class KeepsIndexes(Protocol):
+    """Builds the declared indexes of a table with each load, in the load's own transaction
+    (a load whose data breaks a unique index fails and leaves the last good data)."""
+
+    def declare_indexes(self, name: str, indexes: Sequence[TableIndex]) -> None: ...
+
+    def has_declared_indexes(self, name: str) -> bool:
+        """True when the stored table carries exactly the declared indexes (a file-mode
+        restart may serve it as it is)."""
 
 
 @runtime_checkable

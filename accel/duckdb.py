@@ -8,6 +8,7 @@ no file access, no extension loading, no settings changes, whatever SQL reaches 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 import uuid
@@ -18,8 +19,9 @@ import pyarrow as pa
 
 from connectors.base import CALLER, Filter
 from connectors.sql_render import quote_ident, select_sql
-from engine.errors import NotFound, QueryTimeout, ReadOnlyViolation
+from engine.errors import ConnectorError, NotFound, QueryTimeout, ReadOnlyViolation
 
+from .base import TableIndex
 from .keys import dedupe_last
 from .read_ahead import read_ahead
 from .search import SearchStore, load_extensions
@@ -54,6 +56,7 @@ class DuckDBAccelerator:
         self._con = duckdb.connect(path or ":memory:")
         self._closed = False
         self._write_lock = threading.Lock()
+        self._indexes: dict[str, tuple[TableIndex, ...]] = {}  # declared by each table's dataset
         self._slots = threading.BoundedSemaphore(execution_slots())
         setup = [
             "SET autoinstall_known_extensions = false",
@@ -204,9 +207,12 @@ class DuckDBAccelerator:
         self, name: str, reader: pa.RecordBatchReader, primary_key: Sequence[str] = (), source: str | None = None,
         version: str | None = None,
     ) -> int:
-        """Stream `reader` into a new version of the table, swapped in one statement."""
-        with self._write_lock, self._registered(_in_row_groups(reader)) as (cur, src):
+        """Stream `reader` into a new version of the table (with its declared indexes), swapped
+        in one transaction."""
+        with self._write_lock, self._registered(_in_row_groups(reader)) as (cur, src), \
+                self._unique_violation(name), _transaction(cur):
             cur.execute(f"CREATE OR REPLACE TABLE {quote_ident(name)} AS SELECT * FROM {src}")
+            self._build_indexes(cur, name)
             count = int(cur.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0])
             self._record_load(cur, name, source, version)
         self._checkpoint()
@@ -229,25 +235,21 @@ class DuckDBAccelerator:
         source_rows = dedupe_last(reader.read_all(), keys) if keys else _in_row_groups(reader)
         drop = bool(on_conflict) and all(v == "drop" for v in on_conflict.values())
         cols = ", ".join(quote_ident(c) for c in self.schema(name).names)
-        with self._write_lock, self._registered(source_rows) as (cur, src):
-            cur.execute("BEGIN TRANSACTION")
-            try:
-                if keys:
-                    key_cols = ", ".join(quote_ident(k) for k in keys)
-                    match = " AND ".join(f"t.{quote_ident(k)} IS NOT DISTINCT FROM s.{quote_ident(k)}" for k in keys)
-                    if drop:
-                        select = f"SELECT {cols} FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {quote_ident(name)} t WHERE {match})"
-                    else:
-                        cur.execute(f"DELETE FROM {quote_ident(name)} t WHERE ({key_cols}) IN (SELECT {key_cols} FROM {src})")
-                        select = f"SELECT {cols} FROM {src}"
+        with self._write_lock, self._registered(source_rows) as (cur, src), \
+                self._unique_violation(name), _transaction(cur):
+            self._build_indexes(cur, name)  # any a column change dropped
+            if keys:
+                key_cols = ", ".join(quote_ident(k) for k in keys)
+                match = " AND ".join(f"t.{quote_ident(k)} IS NOT DISTINCT FROM s.{quote_ident(k)}" for k in keys)
+                if drop:
+                    select = f"SELECT {cols} FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {quote_ident(name)} t WHERE {match})"
                 else:
+                    cur.execute(f"DELETE FROM {quote_ident(name)} t WHERE ({key_cols}) IN (SELECT {key_cols} FROM {src})")
                     select = f"SELECT {cols} FROM {src}"
-                changed = int(cur.execute(f"INSERT INTO {quote_ident(name)} {select}").fetchone()[0])
-                self._record_load(cur, name, source, version)
-                cur.execute("COMMIT")
-            except Exception:
-                cur.execute("ROLLBACK")
-                raise
+            else:
+                select = f"SELECT {cols} FROM {src}"
+            changed = int(cur.execute(f"INSERT INTO {quote_ident(name)} {select}").fetchone()[0])
+            self._record_load(cur, name, source, version)
         self._checkpoint()
         return changed
 
@@ -264,13 +266,15 @@ class DuckDBAccelerator:
 
     def alter_columns(self, name: str, changes: Sequence[tuple]) -> None:
         """Apply column changes in one transaction: ("add", column, pa.DataType),
-        ("rename", old, new), ("drop", column). Added columns are NULL in existing rows."""
+        ("rename", old, new), ("drop", column). Added columns are NULL in existing rows. The
+        table's indexes are dropped with them (DuckDB alters no indexed table) and rebuilt after,
+        in a transaction of their own (DuckDB cannot re-create a name dropped in the same one)."""
         self._require(name)
         with self._write_lock:
             cur = self.cursor()
             try:
-                cur.execute("BEGIN TRANSACTION")
-                try:
+                with _transaction(cur):
+                    self._drop_indexes(cur, name)
                     for change in changes:
                         kind, column = change[0], change[1]
                         if kind == "add":
@@ -282,10 +286,8 @@ class DuckDBAccelerator:
                             cur.execute(f"ALTER TABLE {quote_ident(name)} DROP COLUMN {quote_ident(column)}")
                         else:
                             raise ValueError(f"unknown column change {kind!r}")
-                    cur.execute("COMMIT")
-                except Exception:
-                    cur.execute("ROLLBACK")
-                    raise
+                with self._unique_violation(name), _transaction(cur):
+                    self._build_indexes(cur, name)
             finally:
                 cur.close()
         self._checkpoint()
@@ -328,6 +330,61 @@ class DuckDBAccelerator:
             [name, source or "", version],
         )
 
+    # -- indexes ---------------------------------------------------------------------------
+
+    def declare_indexes(self, name: str, indexes: Sequence[TableIndex]) -> None:
+        """The indexes `name` carries from its next load on (KeepsIndexes)."""
+        self._indexes[name] = tuple(indexes)
+
+    def has_declared_indexes(self, name: str) -> bool:
+        cur = self.cursor()
+        try:
+            return set(self._index_names(cur, name)) == {_index_name(name, i) for i in self._indexes.get(name, ())}
+        finally:
+            cur.close()
+
+    def _index_names(self, cur: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+        """The indexes Satchel built on `name` (not the search store's)."""
+        return [row[0] for row in cur.execute(
+            "SELECT index_name FROM duckdb_indexes() WHERE schema_name = 'main' AND table_name = ? "
+            "AND starts_with(index_name, ?)", [name, _INDEX_PREFIX]).fetchall()]
+
+    def _drop_indexes(self, cur: duckdb.DuckDBPyConnection, name: str) -> None:
+        for index in self._index_names(cur, name):
+            cur.execute(f"DROP INDEX {quote_ident(index)}")
+
+    def _build_indexes(self, cur: duckdb.DuckDBPyConnection, name: str) -> None:
+        """Create those of `name`'s declared indexes it lacks, in `cur`'s transaction."""
+        declared = self._indexes.get(name, ())
+        if not declared:
+            return
+        built = set(self._index_names(cur, name))
+        declared = [i for i in declared if _index_name(name, i) not in built]
+        columns = [row[0] for row in cur.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ? "
+            "ORDER BY column_index", [name]).fetchall()]
+        for index in declared:
+            missing = [c for c in index.columns if c not in columns]
+            if missing:
+                raise ConnectorError(f"dataset '{name}': acceleration.indexes names column '{missing[0]}', which "
+                                     f"its data does not have (columns: {', '.join(columns)})")
+            unique = "UNIQUE " if index.unique else ""
+            cur.execute(f"CREATE {unique}INDEX {quote_ident(_index_name(name, index))} ON {quote_ident(name)} "
+                        f"({', '.join(quote_ident(c) for c in index.columns)})")
+
+    @contextlib.contextmanager
+    def _unique_violation(self, name: str) -> Iterator[None]:
+        """DuckDB's constraint error (raised by the statement, or by the commit of a table made
+        in the same transaction), as the load's clear failure; the last good data stays."""
+        try:
+            yield
+        except (duckdb.ConstraintException, duckdb.TransactionException) as e:
+            if isinstance(e, duckdb.TransactionException) and "constraint violation" not in str(e):
+                raise
+            text = str(e).removeprefix("Constraint Error: ").removeprefix("TransactionContext Error: Failed to commit: ")
+            raise ConnectorError(f"dataset '{name}': the data breaks a unique index of acceleration.indexes "
+                                 f"({text}); the last good data is kept") from None
+
     def _checkpoint(self) -> None:
         """Best effort, after every write: compress what was written and reclaim the blocks of
         replaced tables, so the file does not grow without bound. DuckDB compresses a table only
@@ -361,6 +418,28 @@ class DuckDBAccelerator:
 
     def _registered(self, reader: pa.RecordBatchReader | pa.Table) -> "DuckDBAccelerator._Registration":
         return DuckDBAccelerator._Registration(self, reader)
+
+
+_INDEX_PREFIX = "__satchel_index_"
+
+
+@contextlib.contextmanager
+def _transaction(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One transaction: committed, or rolled back on any error (if DuckDB has not already)."""
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(duckdb.TransactionException):  # a failed constraint may have ended it
+            cur.execute("ROLLBACK")
+        raise
+    cur.execute("COMMIT")
+
+
+def _index_name(table: str, index: TableIndex) -> str:
+    """A name that says which declaration an index was built from (a changed one is rebuilt)."""
+    digest = hashlib.sha256(repr((index.columns, index.unique)).encode()).hexdigest()[:12]
+    return f"{_INDEX_PREFIX}{digest}_{table}"
 
 
 def _duckdb_type(cur: duckdb.DuckDBPyConnection, typ: pa.DataType) -> str:

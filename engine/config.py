@@ -45,7 +45,6 @@ __all__ = [
 NOT_SUPPORTED_YET: tuple[tuple[str, str], ...] = (
     ("secrets[].from!=env", "secret stores other than 'env' are not supported yet"),
     ("datasets[].access=read_write", "writable datasets (access: read_write) are not supported yet"),
-    ("datasets[].acceleration.indexes", "accelerator indexes are not supported yet"),
 )
 
 _FREE_MAPS = ("params", "on_conflict", "indexes")  # user-keyed maps: a null value there is an error

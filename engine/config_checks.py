@@ -188,6 +188,20 @@ def _acceleration(at: Path, ds: dict) -> Iterator[Finding]:
             except ValueError as e:
                 yield at + ("params", key), str(e)
     yield from _conflicts(at, acc)
+    yield from _indexes(at, acc, engine)
+
+
+def _indexes(at: Path, acc: dict, engine: object) -> Iterator[Finding]:
+    indexes = acc.get("indexes")
+    if not isinstance(indexes, dict) or not indexes:
+        return
+    if engine != "duckdb":
+        yield at + ("indexes",), "indexes need engine: duckdb (the arrow engine keeps no indexes)"
+    for key in indexes:
+        try:
+            parse_columns(key)
+        except ValueError as e:
+            yield at + ("indexes", key), f"index key {key!r}: {e}"
 
 
 def _conflicts(at: Path, acc: dict) -> Iterator[Finding]:

@@ -13,11 +13,13 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from accel.base import TableIndex
+
 from .arrow_sql_types import arrow_type
 from .durations import parse_duration
 from .config_types import (
     Columns, Duration, FrozenMap, Identifier, NonEmptyStr, OptionalDuration, ParamStr, ParamValue,
-    PositiveDuration, Size, Str, frozen_map,
+    PositiveDuration, Size, Str, frozen_map, parse_columns,
 )
 
 ACCELERATION_PARAMS = ("duckdb_file", "duckdb_memory_limit", "refresh_min_interval", "refresh_timeout")
@@ -100,6 +102,11 @@ class Acceleration(_Frozen):
     on_conflict: frozen_map(Literal["drop", "upsert"]) = Field(default_factory=FrozenMap)
     indexes: frozen_map(Literal["enabled", "unique"]) = Field(default_factory=FrozenMap)
     params: frozen_map(ParamStr) = Field(default_factory=FrozenMap)
+
+    @property
+    def table_indexes(self) -> tuple[TableIndex, ...]:
+        """`indexes` as the accelerator builds them (keys were checked by engine.config_checks)."""
+        return tuple(TableIndex(parse_columns(key), kind == "unique") for key, kind in self.indexes.items())
 
     @field_validator("refresh_cron")
     @classmethod

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from accel.base import AltersColumns, RemembersLoads
+from accel.base import AltersColumns, KeepsIndexes, RemembersLoads
 from connectors.base import (CALLER, ChangeFeed, DatasetSpec, KnowsRowCount, VersionedSnapshots, description_of,
                              with_descriptions)
 from connectors.registry import create_connector
@@ -69,6 +69,8 @@ class DatasetRuntime:
         self.name = config.name
         self.accelerator = accelerator  # None when not accelerated
         self.search = SearchIndexes(config, accelerator, embedders)  # embedding and full-text columns
+        if isinstance(accelerator, KeepsIndexes) and config.acceleration:
+            accelerator.declare_indexes(self.name, config.acceleration.table_indexes)
         self.metrics = metrics
         self._secrets = secrets
         self.connector = connector_for(config, base_dir, pod)
@@ -163,6 +165,8 @@ class DatasetRuntime:
             return False
         if acc.loaded_source(self.name) != self.load_id:
             return False  # another source or working set (or a file from an older version): reload
+        if isinstance(acc, KeepsIndexes) and not acc.has_declared_indexes(self.name):
+            return False  # acceleration.indexes changed: the reload builds them
         if self.search:
             if not self.search.in_sync():
                 return False  # a new or changed embedding/full-text column: refresh (it embeds only what lacks vectors)

@@ -72,7 +72,7 @@ class RefreshJobs:
             result = self._run(ds, span)
         except Exception as e:
             # visible in task history like a scheduled refresh's failure, and a clean public error
-            self._record(ds, span, started, None, ds.last_error or str(e))
+            self._record(ds, span, started, None, ds.last_error or str(e), _error_code(e))
             if isinstance(e, SatchelError):
                 raise
             raise ConnectorError(f"refresh of '{ds.name}' failed: {ds.last_error}") from None
@@ -124,9 +124,9 @@ class RefreshJobs:
                      result.duration_s)
             outcome = {"status": "done", "rows": result.rows, "mode": result.mode, "duration_s": result.duration_s}
             self._record(ds, span, started, result.rows, None)
-        except Exception:
+        except Exception as e:
             outcome = {"status": "failed", "error": ds.last_error, "duration_s": time.monotonic() - started}
-            self._record(ds, span, started, None, ds.last_error)
+            self._record(ds, span, started, None, ds.last_error, _error_code(e))
             if ds.loaded_once:
                 log.error("dataset %s: refresh failed, keeping the last good data: %s", ds.name, ds.last_error)
                 return
@@ -173,9 +173,14 @@ class RefreshJobs:
             CALLER.reset(caller)
 
     def _record(self, ds: DatasetRuntime, span: tracing.Span, started: float, rows: int | None,
-                error: str | None) -> None:
+                error: str | None, error_code: str | None = None) -> None:
         """One task-history row for a refresh that began at `started` (time.monotonic()) and just ended."""
         self._task_history.record(Task("refresh", "internal", "runtime", f"refresh {ds.name}", [ds.name], "source",
                                        started_at=started_at(started),
                                        duration_ms=(time.monotonic() - started) * 1000, rows=rows,
-                                       error=error).in_span(span))
+                                       error=error, error_code=error_code).in_span(span))
+
+
+def _error_code(e: BaseException) -> str:
+    """A failed refresh's stable code in task history (what a client waiting on it is told)."""
+    return e.code if isinstance(e, SatchelError) else ConnectorError.code

@@ -565,8 +565,6 @@ def test_redact() -> None:
 NSY_CASES = [
     ("secrets:\n  - from: aws_secrets_manager  # <-\n    name: aws\n", "secrets[0].from", 5),
     ("datasets:\n  - from: file:x.csv\n    name: x\n    access: read_write  # <-\n", "datasets[0].access", 7),
-    ("datasets:\n  - from: file:x.csv\n    name: x\n    acceleration:\n      indexes:  # <-\n        id: unique\n",
-     "datasets[0].acceleration.indexes", 8),
 ]
 
 
