@@ -22,6 +22,7 @@ from connectors.sql_render import quote_ident, select_sql
 from engine.errors import ConnectorError, NotFound, QueryTimeout, ReadOnlyViolation
 
 from .base import TableIndex
+from .fifo_slots import FifoSlots
 from .keys import dedupe_last
 from .read_ahead import read_ahead
 from .search import SearchStore, load_extensions
@@ -57,7 +58,7 @@ class DuckDBAccelerator:
         self._closed = False
         self._write_lock = threading.Lock()
         self._indexes: dict[str, tuple[TableIndex, ...]] = {}  # declared by each table's dataset
-        self._slots = threading.BoundedSemaphore(execution_slots())
+        self._slots = FifoSlots(execution_slots())
         setup = [
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",
@@ -185,7 +186,7 @@ class DuckDBAccelerator:
         others (and the slowest kinds the most): with as many slots as cores, queries execute
         in arrival order at full speed, so a query's latency under load is mostly its wait,
         alike for every kind. Streaming the rest of a result to a slow client holds no slot."""
-        if not self._slots.acquire(timeout=timeout or None):  # (a Semaphore's -1 is not "forever")
+        if not self._slots.acquire(timeout=timeout or None):
             raise QueryTimeout(f"query exceeded the runtime query_timeout of {timeout:g}s waiting to run")
         try:
             yield

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from accel.duckdb import DuckDBAccelerator, execution_slots
+from accel.fifo_slots import FifoSlots
 from accel.timers import Timers
 from engine.errors import QueryTimeout
 
@@ -94,3 +95,38 @@ def test_a_query_without_a_timeout_waits_for_a_slot(accelerator) -> None:
             accelerator._slots.release()
     waiter.join(10)
     assert answer == [1000]
+
+
+def test_slots_are_handed_out_in_arrival_order_and_a_timed_out_waiter_leaves_the_queue() -> None:
+    slots = FifoSlots(1)
+    assert slots.acquire(timeout=1)
+    order: list[int] = []
+    waiters = []
+    for i in range(8):  # queued one after another while the only slot is held
+        t = threading.Thread(target=lambda i=i: (slots.acquire(timeout=30), order.append(i), slots.release()))
+        t.start()
+        waiters.append(t)
+        while len(slots._waiters) < i + 1:
+            time.sleep(0.001)
+    assert not slots.acquire(timeout=0.05)  # a late caller times out behind them and leaves no trace
+    assert len(slots._waiters) == 8
+    slots.release()
+    for t in waiters:
+        t.join(10)
+    assert order == list(range(8))  # first come, first served: none barged in
+    assert slots.acquire(timeout=0) and not slots.acquire(timeout=0)  # exactly one slot again
+    slots.release()
+
+
+def test_a_released_slot_is_not_taken_by_a_newcomer_while_others_wait() -> None:
+    slots = FifoSlots(1)
+    assert slots.acquire()
+    got: list[str] = []
+    waiter = threading.Thread(target=lambda: (slots.acquire(timeout=30), got.append("waiter")))
+    waiter.start()
+    while not slots._waiters:
+        time.sleep(0.001)
+    slots.release()  # handed to the waiter, even before it runs again
+    assert not slots.acquire(timeout=0)
+    waiter.join(10)
+    assert got == ["waiter"]
