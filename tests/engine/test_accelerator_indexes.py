@@ -62,12 +62,18 @@ def _plan(runtime, sql: str) -> str:
         cur.close()
 
 
-def test_declared_indexes_are_built_and_used_by_a_point_lookup(make_runtime, tmp_path) -> None:
+def _loaded(make_runtime, tmp_path, ids: list[int], pod: str):
+    """A runtime over orders.parquet holding `ids`, refreshed once; returns it and the pod's directory."""
     pod_dir = tmp_path / "pod"
     pod_dir.mkdir()
-    write_atomically(pod_dir / "orders.parquet", _orders(list(range(5000))))
-    runtime = make_runtime(_pod(), pod_dir=pod_dir)
+    write_atomically(pod_dir / "orders.parquet", _orders(ids))
+    runtime = make_runtime(pod, pod_dir=pod_dir)
     runtime.refresh("orders", wait=True)
+    return runtime, pod_dir
+
+
+def test_declared_indexes_are_built_and_used_by_a_point_lookup(make_runtime, tmp_path) -> None:
+    runtime, pod_dir = _loaded(make_runtime, tmp_path, list(range(5000)), _pod())
     built = sorted(_indexes(runtime).values())
     assert len(built) == 2
     assert "CREATE UNIQUE INDEX" in built[1] and "(id)" in built[1]
@@ -82,11 +88,7 @@ def test_declared_indexes_are_built_and_used_by_a_point_lookup(make_runtime, tmp
 
 
 def test_data_that_breaks_a_unique_index_fails_its_refresh_and_the_last_good_data_stays(make_runtime, tmp_path) -> None:
-    pod_dir = tmp_path / "pod"
-    pod_dir.mkdir()
-    write_atomically(pod_dir / "orders.parquet", _orders(list(range(100))))
-    runtime = make_runtime(_pod(), pod_dir=pod_dir)
-    runtime.refresh("orders", wait=True)
+    runtime, pod_dir = _loaded(make_runtime, tmp_path, list(range(100)), _pod())
     write_atomically(pod_dir / "orders.parquet", _orders(list(range(50)) + [7, 8], status="dup"))
     with pytest.raises(ConnectorError, match=r"breaks a unique index of acceleration.indexes .*duplicate key") as e:
         runtime.refresh("orders", wait=True)
@@ -100,13 +102,9 @@ def test_data_that_breaks_a_unique_index_fails_its_refresh_and_the_last_good_dat
 
 
 def test_an_append_keeps_the_indexes_and_upserts_through_the_unique_one(make_runtime, tmp_path) -> None:
-    pod_dir = tmp_path / "pod"
-    pod_dir.mkdir()
-    write_atomically(pod_dir / "orders.parquet", _orders(list(range(10))))
     extra = "      refresh_mode: append\n      refresh_append_overlap: 1h\n      primary_key: id\n" \
             "      on_conflict:\n        id: upsert\n"
-    runtime = make_runtime(_pod(extra=extra), pod_dir=pod_dir)
-    runtime.refresh("orders", wait=True)
+    runtime, pod_dir = _loaded(make_runtime, tmp_path, list(range(10)), _pod(extra=extra))
     # the overlap re-reads every row: each existing key is deleted and inserted again under the unique index
     write_atomically(pod_dir / "orders.parquet", pa.concat_tables([_orders(list(range(10)), "paid"), _orders([10, 11])]))
     runtime.refresh("orders", wait=True)
@@ -116,11 +114,8 @@ def test_an_append_keeps_the_indexes_and_upserts_through_the_unique_one(make_run
 
 
 def test_an_append_without_a_key_that_repeats_one_fails_cleanly(make_runtime, tmp_path) -> None:
-    pod_dir = tmp_path / "pod"
-    pod_dir.mkdir()
-    write_atomically(pod_dir / "orders.parquet", _orders(list(range(10))))
-    runtime = make_runtime(_pod(extra="      refresh_mode: append\n      refresh_append_overlap: 1h\n"), pod_dir=pod_dir)
-    runtime.refresh("orders", wait=True)
+    extra = "      refresh_mode: append\n      refresh_append_overlap: 1h\n"
+    runtime, pod_dir = _loaded(make_runtime, tmp_path, list(range(10)), _pod(extra=extra))
     write_atomically(pod_dir / "orders.parquet", _orders(list(range(12))))  # the overlap brings 0..9 again
     with pytest.raises(ConnectorError, match="unique index"):
         runtime.refresh("orders", wait=True)
