@@ -68,6 +68,7 @@ class TableInfo:
     arrow_schema: pa.Schema
     primary_key: tuple[str, ...]
     description: str | None
+    unique_keys: tuple[tuple[str, ...], ...] = ()  # column sets a unique index holds (acceleration.indexes)
 
 
 def _sql_limits(pod: Pod) -> SqlLimits:
@@ -255,7 +256,9 @@ class Runtime:
             if policy is not None:
                 schema = policy.visible_schema(ds.name, schema)
             pk = tuple(c for c in (ds.acceleration.primary_key or ()) if c in schema.names) if ds.accelerated else ()
-            out.append(TableInfo(CATALOG, "public", ds.name, "TABLE", schema, pk, ds.config.description))
+            unique = tuple(i.columns for i in ds.acceleration.table_indexes
+                           if i.unique and all(c in schema.names for c in i.columns)) if ds.accelerated else ()
+            out.append(TableInfo(CATALOG, "public", ds.name, "TABLE", schema, pk, ds.config.description, unique))
         for view in self.pod.views:
             if not self.visible(view.name, principal):
                 continue

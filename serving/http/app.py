@@ -142,7 +142,7 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
             if t.schema != "public":
                 continue
             entry = {"name": t.name, "type": t.table_type.lower(), "description": t.description,
-                     "primary_key": list(t.primary_key),
+                     "primary_key": list(t.primary_key), "unique_keys": [list(k) for k in t.unique_keys],
                      "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable,
                                   "description": (f.metadata or {}).get(b"description", b"").decode() or None,
                                   **({"masked": f.metadata[b"masked"].decode()}
@@ -157,7 +157,7 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
             ds = runtime.datasets[name.lower()]
             pk = list(ds.acceleration.primary_key or ()) if ds.accelerated else []
             out.append({"name": name, "type": "table", "description": info.get("description"), "primary_key": pk,
-                        "columns": [], **{k: v for k, v in info.items() if k not in ("name", "description")}})
+                        "unique_keys": [], "columns": [], **{k: v for k, v in info.items() if k not in ("name", "description")}})
         return out
 
     @app.get("/v1/status")

@@ -71,11 +71,12 @@ class DataTools:
                  "description": t.description} for t in self.runtime.tables(principal)]
 
     def table_schema(self, table: str, principal: Principal) -> dict:
-        """Visible columns of one dataset; a masked column says how (`masked`)."""
+        """Visible columns of one dataset; a masked column says how (`masked`). `unique_keys`:
+        the column sets no two rows share (a model need not deduplicate on them)."""
         for t in self.runtime.tables(principal):
             if table.lower() in (t.name.lower(), f"{t.schema}.{t.name}".lower()):
                 return {"table": table, "description": t.description, "primary_key": list(t.primary_key),
-                        "columns": [_column(f) for f in t.arrow_schema]}
+                        "unique_keys": [list(k) for k in t.unique_keys], "columns": [_column(f) for f in t.arrow_schema]}
         raise BadRequest(f"unknown dataset '{table}'; call list_datasets for the names")
 
     def sql(self, query: str, principal: Principal, protocol: str = "tool", max_rows: int | None = None) -> dict:

@@ -84,7 +84,7 @@ def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, pr
     def list_datasets(ctx: Context) -> dict:
         return recorded("list_datasets", {}, lambda: {"datasets": tools.list_datasets(caller(ctx))}, caller(ctx))
 
-    @server.tool(description="Columns (name, type, description) and primary key of one dataset.",
+    @server.tool(description="Columns (name, type, description), primary key and unique keys of one dataset.",
                  annotations=read_only)
     def describe_dataset(name: str, ctx: Context) -> dict:
         return recorded("describe_dataset", {"name": name}, lambda: tools.table_schema(name, caller(ctx)), caller(ctx))

@@ -212,7 +212,8 @@ def test_datasets_list_status_descriptions_and_columns(demo):
     assert orders["type"] == "table" and orders["status"] == "ready" and orders["ready"] is True
     assert orders["engine"] == "duckdb" and orders["rows"] == 6000 and orders["last_error"] is None
     assert orders["description"].startswith("One row per order line")
-    assert orders["primary_key"] == ["order_id"]
+    assert orders["primary_key"] == ["order_id"] and orders["unique_keys"] == [["order_id"]]
+    assert by_name["customers"]["unique_keys"] == []
     columns = {c["name"]: c for c in orders["columns"]}
     assert columns["quantity"]["description"] == "Units ordered."
     assert columns["amount"]["type"] == "decimal128(12, 2)"

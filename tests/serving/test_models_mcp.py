@@ -105,6 +105,7 @@ def test_mcp_streamable_http(server) -> None:
                 data = res.structured_content or json.loads(res.content[0].text)
                 assert [c["name"] for c in data["columns"]] == ["id", "name"]
                 assert data["columns"][0]["description"] == "Item id."
+                assert data["primary_key"] == [] and data["unique_keys"] == []  # live, so no index holds a key
                 res = await session.call_tool("query", {"sql": "SELECT * FROM items ORDER BY id", "max_rows": 10})
                 data = res.structured_content or json.loads(res.content[0].text)
                 assert data["row_count"] == 10 and data["truncated"] is True
