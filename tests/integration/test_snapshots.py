@@ -137,9 +137,10 @@ def test_a_follower_past_max_staleness_is_not_ready_until_a_newer_snapshot(s3, s
     body = lambda mode, **kw: pod(port, mode, **kw).replace("s3://fleet/snapshots", "s3://fleet/stale")  # noqa: E731
     publisher = satchel_server(body("create_only"), files={"items.csv": ROWS}, env=ENV)
     assert eventually(lambda: store.get_file_info("fleet/stale/items/latest.json").type == fs.FileType.File)
-    follower = satchel_server(body("follow", source="missing.csv", staleness="3s"), env=ENV, wait_ready=False)
+    # the snapshot must still be fresh when the follower is up: a loaded machine takes seconds to start one
+    follower = satchel_server(body("follow", source="missing.csv", staleness="10s"), env=ENV, wait_ready=False)
     assert eventually(lambda: httpx.get(follower.http_url + "/v1/ready", timeout=10).status_code == 200)
-    stale = eventually(lambda: httpx.get(follower.http_url + "/v1/ready", timeout=10).status_code == 503, timeout=15)
+    stale = eventually(lambda: httpx.get(follower.http_url + "/v1/ready", timeout=10).status_code == 503)
     assert stale and "stale" in httpx.get(follower.http_url + "/v1/ready", timeout=10).text
     assert status(follower)["snapshot"]["stale"] is True
     assert "satchel_snapshot_age_seconds" in httpx.get(follower.metrics_url, timeout=10).text
