@@ -67,9 +67,6 @@ class TableIndex:
     columns: tuple[str, ...]
     unique: bool = False
 
-    def describe(self) -> str:
-        return ("unique index" if self.unique else "index") + " on (" + ", ".join(self.columns) + ")"
-
 
 @runtime_checkable
 class KeepsIndexes(Protocol):
