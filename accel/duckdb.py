@@ -210,8 +210,7 @@ class DuckDBAccelerator:
     ) -> int:
         """Stream `reader` into a new version of the table (with its declared indexes), swapped
         in one transaction."""
-        with self._write_lock, self._registered(_in_row_groups(reader)) as (cur, src), \
-                self._unique_violation(name), _transaction(cur):
+        with self._write_lock, self._registered(_in_row_groups(reader)) as (cur, src), self._transaction(cur, name):
             cur.execute(f"CREATE OR REPLACE TABLE {quote_ident(name)} AS SELECT * FROM {src}")
             self._build_indexes(cur, name)
             count = int(cur.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0])
@@ -236,8 +235,7 @@ class DuckDBAccelerator:
         source_rows = dedupe_last(reader.read_all(), keys) if keys else _in_row_groups(reader)
         drop = bool(on_conflict) and all(v == "drop" for v in on_conflict.values())
         cols = ", ".join(quote_ident(c) for c in self.schema(name).names)
-        with self._write_lock, self._registered(source_rows) as (cur, src), \
-                self._unique_violation(name), _transaction(cur):
+        with self._write_lock, self._registered(source_rows) as (cur, src), self._transaction(cur, name):
             self._build_indexes(cur, name)  # any a column change dropped
             if keys:
                 key_cols = ", ".join(quote_ident(k) for k in keys)
@@ -274,7 +272,7 @@ class DuckDBAccelerator:
         with self._write_lock:
             cur = self.cursor()
             try:
-                with _transaction(cur):
+                with self._transaction(cur, name):
                     self._drop_indexes(cur, name)
                     for change in changes:
                         kind, column = change[0], change[1]
@@ -287,7 +285,7 @@ class DuckDBAccelerator:
                             cur.execute(f"ALTER TABLE {quote_ident(name)} DROP COLUMN {quote_ident(column)}")
                         else:
                             raise ValueError(f"unknown column change {kind!r}")
-                with self._unique_violation(name), _transaction(cur):
+                with self._transaction(cur, name):
                     self._build_indexes(cur, name)
             finally:
                 cur.close()
@@ -374,17 +372,25 @@ class DuckDBAccelerator:
                         f"({', '.join(quote_ident(c) for c in index.columns)})")
 
     @contextlib.contextmanager
-    def _unique_violation(self, name: str) -> Iterator[None]:
-        """DuckDB's constraint error (raised by the statement, or by the commit of a table made
-        in the same transaction), as the load's clear failure; the last good data stays."""
+    def _transaction(self, cur: duckdb.DuckDBPyConnection, name: str) -> Iterator[None]:
+        """One transaction on table `name`: committed, or rolled back on any error. A unique
+        index the data breaks (DuckDB says so at the statement, or at the commit of a table made
+        in the same transaction) fails it clearly, naming the index but no value: the error is
+        shown to principals whose policy may hide that column or row."""
+        cur.execute("BEGIN TRANSACTION")
         try:
             yield
-        except (duckdb.ConstraintException, duckdb.TransactionException) as e:
-            if isinstance(e, duckdb.TransactionException) and "constraint violation" not in str(e):
-                raise
-            text = str(e).removeprefix("Constraint Error: ").removeprefix("TransactionContext Error: Failed to commit: ")
-            raise ConnectorError(f"dataset '{name}': the data breaks a unique index of acceleration.indexes "
-                                 f"({text}); the last good data is kept") from None
+            cur.execute("COMMIT")
+        except BaseException as e:
+            with contextlib.suppress(duckdb.TransactionException):  # a failed constraint may have ended it
+                cur.execute("ROLLBACK")
+            if isinstance(e, duckdb.ConstraintException) or (
+                    isinstance(e, duckdb.TransactionException) and "constraint violation" in str(e)):
+                unique = "; ".join("(" + ", ".join(i.columns) + ")" for i in self._indexes.get(name, ()) if i.unique)
+                raise ConnectorError(f"dataset '{name}': the data breaks a unique index of acceleration.indexes "
+                                     f"(a duplicate key in {unique or 'a unique index'}); the last good data is "
+                                     f"kept") from None
+            raise
 
     def _checkpoint(self) -> None:
         """Best effort, after every write: compress what was written and reclaim the blocks of
@@ -422,19 +428,6 @@ class DuckDBAccelerator:
 
 
 _INDEX_PREFIX = "__satchel_index_"
-
-
-@contextlib.contextmanager
-def _transaction(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """One transaction: committed, or rolled back on any error (if DuckDB has not already)."""
-    cur.execute("BEGIN TRANSACTION")
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(duckdb.TransactionException):  # a failed constraint may have ended it
-            cur.execute("ROLLBACK")
-        raise
-    cur.execute("COMMIT")
 
 
 def _index_name(table: str, index: TableIndex) -> str:
