@@ -37,7 +37,7 @@ from ..base import DatasetSpec, Filter, FilterSupport, checked_projection, filte
 from ..params import check_params, check_type_action
 from ..source_types import normalize_type, resolve_unsupported
 from .catalog import ICEBERG_PARAMS, CatalogSettings, parse_settings
-from .filters import pruning_expression
+from .filters import RowFilter, row_filter
 
 log = logging.getLogger("satchel.connectors.iceberg.connector")
 
@@ -168,18 +168,17 @@ class IcebergConnector:
 
     def pruning_filter(self, filters: Sequence[Filter]) -> BooleanExpression:
         """The pyiceberg row filter a scan with `filters` plans with (for EXPLAIN and tests)."""
-        return pruning_expression(filters, self.schema())
+        return row_filter(filters, self.schema()).expression
 
     # -- scans -------------------------------------------------------------------------------
 
     def planned_files(self, filters: Sequence[Filter] = ()) -> list[str]:
         """The data files a scan with `filters` reads, after partition and metrics pruning."""
-        scan = self._data_scan(self.table(), ("*",), filters, None)
+        scan = self._data_scan(self.table(), ("*",), row_filter(filters, self.schema()), None)
         return [task.file.file_path for task in scan.plan_files()]
 
-    def _data_scan(self, table: Table, fields: tuple[str, ...], filters: Sequence[Filter], limit: int | None):
-        return table.scan(row_filter=pruning_expression(filters, self.schema()), selected_fields=fields,
-                          snapshot_id=self._pinned, limit=limit)
+    def _data_scan(self, table: Table, fields: tuple[str, ...], rows: RowFilter, limit: int | None):
+        return table.scan(row_filter=rows.expression, selected_fields=fields, snapshot_id=self._pinned, limit=limit)
 
     def scan(self, columns: Sequence[str] | None = None, filters: Sequence[Filter] = (),
              limit: int | None = None) -> pa.RecordBatchReader:
@@ -187,16 +186,18 @@ class IcebergConnector:
         names = checked_projection(self.spec.name, schema, columns)
         if limit is not None and limit < 0:
             raise ConnectorError(f"dataset '{self.spec.name}': limit must be >= 0, got {limit}")
-        exact, _ = compile_filters(filters, schema)
+        rows = row_filter(filters, schema)
+        # pyiceberg filters each row with `rows`; only a superset needs filtering again here
+        exact = None if rows.exact else compile_filters(filters, schema)[0]
         needed = list(names)
         for f in filters:
             needed += [c for c in sorted(filter_columns(f)) if c in schema.names and c not in needed]
         if not needed:
             needed = [schema.names[0]]  # a row count still needs one column read
         table = self.table()
-        # pyiceberg's own limit counts rows after its (superset) filter; ours must come after
-        # the exact one, so it only goes down when there is nothing to filter.
-        scan = self._data_scan(table, tuple(needed), filters, limit if not filters else None)
+        # pyiceberg's own limit counts rows after its filter, so it only goes down when that
+        # filter is the exact one.
+        scan = self._data_scan(table, tuple(needed), rows, limit if rows.exact else None)
         return self._reader(scan, needed, names, exact, limit)
 
     def _reader(self, scan, needed: list[str], names: list[str], exact: pc.Expression | None,
@@ -247,7 +248,7 @@ class IcebergConnector:
     def count(self, filters: Sequence[Filter] = ()) -> int:
         """Rows passing `filters` (all EXACT): from file metadata when no row needs reading."""
         if not filters:
-            scan = self._data_scan(self.table(), ("*",), (), None)
+            scan = self._data_scan(self.table(), ("*",), row_filter((), self.schema()), None)
             tasks = list(scan.plan_files())
             if all(not t.delete_files for t in tasks):
                 return sum(t.file.record_count for t in tasks)

@@ -7,13 +7,18 @@
    timestamps and booleans compared with values converted exactly, IN lists, IS [NOT] NULL,
    and LIKE 'prefix%' (as StartsWith). Floats are never translated (pyiceberg's NaN ordering
    differs from SQL's), nor NOT (its negation would need an exact, not a superset, child).
-2. Exactness: the rows pyiceberg returns are filtered again in Arrow with the project's
-   SQL-exact pyarrow translation (connectors/_filters.py, composites included). A filter is
-   EXACT exactly when that translation exists.
+2. Exactness: when every filter translated whole (nothing dropped from an AND, no untranslated
+   branch), pyiceberg's row-level filtering keeps exactly SQL's rows: each translated predicate
+   becomes the pyarrow comparison, `isin`, `starts_with` or null test whose NULL handling is
+   SQL's (a NULL operand drops the row). The expression is then EXACT and the rows are not
+   filtered again. Otherwise they are filtered again in Arrow with the project's SQL-exact
+   translation (connectors/arrow_filters.py, composites included); a filter is EXACT for the
+   engine exactly when that translation exists.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import pyarrow as pa
@@ -47,14 +52,37 @@ def _prunable_type(typ: pa.DataType) -> bool:
             or pa.types.is_boolean(typ))
 
 
-def pruning_expression(filters: Sequence[Filter], schema: pa.Schema) -> BooleanExpression:
+@dataclass(frozen=True)
+class RowFilter:
+    """The pyiceberg row filter of a scan, and whether pyiceberg's row-level filtering with it
+    keeps exactly the rows SQL keeps (else a superset)."""
+
+    expression: BooleanExpression
+    exact: bool
+
+
+def row_filter(filters: Sequence[Filter], schema: pa.Schema) -> RowFilter:
     """AND of the filters' superset translations (AlwaysTrue when none translates)."""
     result: BooleanExpression = AlwaysTrue()
+    exact = True
     for f in filters:
         expr = _prune(f, schema)
+        exact = exact and expr is not None and _translates_whole(f, schema)
         if expr is not None:
             result = expr if isinstance(result, AlwaysTrue) else And(result, expr)
-    return result
+    return RowFilter(result, exact)
+
+
+def _translates_whole(f: Filter, schema: pa.Schema) -> bool:
+    """Whether `_prune(f)` drops no part of `f` and each of its predicates is one pyiceberg
+    evaluates per row with SQL's meaning."""
+    if f.op in ("and", "or"):
+        return all(_prune(x, schema) is not None and _translates_whole(x, schema) for x in f.value)
+    if f.op in ("is_null", "is_not_null"):
+        return True
+    typ = schema.field(f.column).type
+    # a timestamp other than microseconds would be compared through pyiceberg's microseconds
+    return not pa.types.is_timestamp(typ) or typ.unit == "us"
 
 
 def _prune(f: Filter, schema: pa.Schema) -> BooleanExpression | None:

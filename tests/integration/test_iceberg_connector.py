@@ -15,6 +15,7 @@ import pytest
 from connectors.iceberg.catalog import parse_settings
 from connectors.base import DatasetSpec, Filter, FilterSupport
 from connectors.iceberg.connector import IcebergConnector
+from connectors.iceberg.filters import row_filter
 from engine.errors import ConnectorError
 from tests.integration.iceberg_catalog import DAY0, IcebergCatalog, create_events, make_catalog
 
@@ -99,6 +100,37 @@ def test_composite_filters_follow_sql_three_valued_logic(cat, condition, where):
     everything = conn.scan().read_all()
     got = conn.scan(None, [condition]).read_all().sort_by("id").to_pylist()
     assert _norm(got) == _norm(duck(everything, where))
+
+
+@pytest.mark.parametrize("condition, where, exact", [
+    (Filter("x", "=", 1), "x = 1", True),
+    (Filter("x", "!=", 1), "x != 1", True),
+    (Filter("x", "<=", 2), "x <= 2", True),
+    (Filter("x", "in", (1, 4)), "x IN (1, 4)", True),
+    (Filter("s", ">=", "ab"), "s >= 'ab'", True),
+    (Filter("s", "like", "a%"), "s LIKE 'a%'", True),
+    (Filter("x", "is_null"), "x IS NULL", True),
+    (Filter("s", "is_not_null"), "s IS NOT NULL", True),
+    (Filter("", "or", (Filter("x", "=", 1), Filter("s", "is_null"))), "x = 1 OR s IS NULL", True),
+    (Filter("", "and", (Filter("x", ">", 1), Filter("s", "<", "b"))), "x > 1 AND s < 'b'", True),
+    # partly or not translated: pyiceberg keeps a superset, filtered again in Arrow
+    (Filter("", "and", (Filter("x", ">", 1), Filter("f", "=", 0.0))), "x > 1 AND f = 0.0", False),
+    (Filter("", "or", (Filter("x", "=", 1), Filter("f", "=", 0.0))), "x = 1 OR f = 0.0", False),
+    (Filter("s", "like", "%b"), "s LIKE '%b'", False),
+    (Filter("", "not", (Filter("x", "=", 1),)), "NOT (x = 1)", False),
+])
+def test_rows_are_filtered_once_when_pyiceberg_filter_is_exact(cat, condition, where, exact):
+    """A filter pyiceberg translates whole is applied to the rows by pyiceberg alone; its result
+    is still SQL's, NULLs included, and so is a limit pushed down with it."""
+    conn = connector(cat, "shop.nulls")
+    schema = conn.schema()
+    assert row_filter([condition], schema).exact is exact
+    everything = conn.scan().read_all()
+    want = duck(everything, where)
+    got = conn.scan(None, [condition]).read_all().sort_by("id").to_pylist()
+    assert _norm(got) == _norm(want) and want
+    limited = conn.scan(["id"], [condition], 1).read_all()
+    assert limited.num_rows == 1 and limited["id"][0].as_py() in {r["id"] for r in want}
 
 
 def _norm(rows: list[dict]) -> list[tuple]:
