@@ -71,6 +71,14 @@ class TableInfo:
     unique_keys: tuple[tuple[str, ...], ...] = ()  # column sets a unique index holds (acceleration.indexes)
 
 
+def _shown_key(columns: Sequence[str], schema: pa.Schema) -> tuple[str, ...]:
+    """`columns` as a key the caller is told of: only when it sees every one of them unmasked
+    (a hidden part makes the rest no key; a redacted or partial column is no longer unique)."""
+    if all(c in schema.names and b"masked" not in (schema.field(c).metadata or {}) for c in columns):
+        return tuple(columns)
+    return ()
+
+
 def _sql_limits(pod: Pod) -> SqlLimits:
     params = pod.runtime.params
     return SqlLimits(params.max_sql_length, params.max_sql_depth, params.max_sql_terms)
@@ -255,9 +263,9 @@ class Runtime:
                 continue
             if policy is not None:
                 schema = policy.visible_schema(ds.name, schema)
-            pk = tuple(c for c in (ds.acceleration.primary_key or ()) if c in schema.names) if ds.accelerated else ()
+            pk = _shown_key(ds.acceleration.primary_key or (), schema) if ds.accelerated else ()
             unique = tuple(i.columns for i in ds.acceleration.table_indexes
-                           if i.unique and all(c in schema.names for c in i.columns)) if ds.accelerated else ()
+                           if i.unique and _shown_key(i.columns, schema)) if ds.accelerated else ()
             out.append(TableInfo(CATALOG, "public", ds.name, "TABLE", schema, pk, ds.config.description, unique))
         for view in self.pod.views:
             if not self.visible(view.name, principal):

@@ -152,11 +152,10 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
                 entry.update({k: v for k, v in status.pop(t.name).items() if k not in entry})
             out.append(entry)
         # datasets whose schema is unavailable (source down before the first load) are listed
-        # too: their status and last_error are what an operator needs to see
+        # too: their status and last_error are what an operator needs to see. With no columns
+        # known, no key is (a policy might hide its columns).
         for name, info in status.items():
-            ds = runtime.datasets[name.lower()]
-            pk = list(ds.acceleration.primary_key or ()) if ds.accelerated else []
-            out.append({"name": name, "type": "table", "description": info.get("description"), "primary_key": pk,
+            out.append({"name": name, "type": "table", "description": info.get("description"), "primary_key": [],
                         "unique_keys": [], "columns": [], **{k: v for k, v in info.items() if k not in ("name", "description")}})
         return out
 

@@ -35,8 +35,16 @@ runtime:
         keys: ["${env:LIMITED_KEY}"]
         datasets: [regions]
         limits: {max_rows: 2, queries_per_minute: 6}
+      - name: keys_agent
+        keys: ["${env:KEYS_KEY}"]
+        datasets:
+          - name: orders
+            columns: {order_id: redact}
+          - name: customers
+            columns: {customer_id: hidden}
 """
-ENV = {"ADMIN_KEY": ADMIN, "EMEA_KEY": EMEA, "LIMITED_KEY": LIMITED}
+KEYS = "k-keys-5"
+ENV = {"ADMIN_KEY": ADMIN, "EMEA_KEY": EMEA, "LIMITED_KEY": LIMITED, "KEYS_KEY": KEYS}
 
 CUSTOMERS = pacsv.read_csv(REPO / "data" / "customers.csv").to_pylist()
 EUROPE = [c for c in CUSTOMERS if c["region"] == "Europe"]
@@ -209,6 +217,19 @@ def test_catalogs_show_the_principals_world(server, flight_cursor):
     assert {d["name"] for d in status["datasets"]} == {"customers", "orders"}
     r = httpx.post(f"{server.http_url}/v1/datasets/products/acceleration/refresh", headers={"X-API-Key": EMEA})
     assert r.status_code == 404
+
+
+def test_keys_are_shown_only_over_columns_seen_unmasked(server):
+    """A model told a column is a key relies on it being unique: a redacted key is not, and the
+    visible part of a key with a hidden column is no key at all."""
+    def keys(api_key: str) -> dict[str, tuple[list, list]]:
+        listed = httpx.get(f"{server.http_url}/v1/datasets", headers={"X-API-Key": api_key}).json()
+        return {d["name"]: (d["primary_key"], d["unique_keys"]) for d in listed}
+
+    admin, emea, masked = keys(ADMIN), keys(EMEA), keys(KEYS)
+    assert admin["orders"] == emea["orders"] == (["order_id"], [["order_id"]])
+    assert admin["customers"][0] == emea["customers"][0] == ["customer_id"]  # emea's masks are on other columns
+    assert masked["orders"] == ([], []) and masked["customers"] == ([], [])
 
 
 def test_task_history_shows_only_the_principals_rows(server):
