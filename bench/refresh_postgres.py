@@ -10,7 +10,8 @@ PostgreSQL 15 cluster; then, alternating run by run, the same full read is timed
 * Satchel: `Runtime.refresh()` of a `postgres:` dataset with a file-mode DuckDB accelerator, on
   a runtime made once (read, write, checkpoint, as a scheduled refresh does; start-up untimed).
   The table is large, so the read goes through DuckDB's postgres extension in a private
-  database (connectors/sql/pg_scanner.py), then into the accelerator as Arrow.
+  database in a process of its own (connectors/sql/pg_scanner.py), streamed back as Arrow IPC
+  into the accelerator.
 
 Prints rows/s and Satchel's ratio to the faster of the two baselines (goal: at least 0.8x).
 

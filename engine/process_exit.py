@@ -1,8 +1,12 @@
-"""How a child process ended, in words for logs and errors."""
+"""How a child process ended, in words for logs and errors; and the child's side: a worker
+process that the kernel sacrifices first and that ends with the sidecar."""
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
+import time
 
 
 def describe_exit(returncode: int) -> str:
@@ -13,3 +17,23 @@ def describe_exit(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exit code {returncode}"
+
+
+def become_expendable() -> None:
+    """In a worker process the sidecar started: the kernel's out-of-memory killer takes it before
+    the sidecar, and it exits when the sidecar dies (a process busy in native code notices
+    neither a closed pipe or socket nor its parent's death)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="satchel-exit-with-parent",
+                     daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import adbc_driver_postgresql.dbapi as adbc_pg
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -54,7 +53,7 @@ from ..base import CALLER, DatasetSpec, Filter, FilterSupport, checked_projectio
 from ..params import check_params, check_type_action
 from ..source_types import resolve_unsupported
 from ..sql_render import quote_ident
-from .pg_scanner import SCANNED_TYPES, ExtensionUnavailable, ScannerRead, extension_path
+from .pg_scanner import SCANNED_TYPES, ExtensionUnavailable, ScanFailed, ScannerRead, extension_path
 from .pg_parallel import MAX_PARTS, PAGES_PER_PART, ParallelRead, extra_slots, page_ranges
 from .pool import (
     GATE_PARAMS,
@@ -591,18 +590,26 @@ class PostgresConnector:
                     gate.release()
 
         read = ScannerRead(self.settings.uri, self.schema_name, self.table_name, names, out, slots, release,
-                           lambda e: self._error("error while reading from PostgreSQL", e),
+                           lambda e: self._scan_failed("error while reading from PostgreSQL", e),
                            check_interval=server_version >= 140000)
         try:
             return read.open(extension)
         except ExtensionUnavailable as e:  # ADBC reached the source just now: the extension's own problem
-            self._extension_retry_at = time.monotonic() + EXTENSION_RETRY_SECONDS
-            log.warning("%s; refreshes read through ADBC for the next %d minutes",
-                        self._error("DuckDB's postgres extension cannot reach PostgreSQL", e),
-                        EXTENSION_RETRY_SECONDS // 60)
+            self._avoid_extension(self._error("DuckDB's postgres extension cannot reach PostgreSQL", e))
             return None
-        except duckdb.Error as e:
-            raise self._error("cannot read the table through DuckDB's postgres extension", read.reason(e)) from None
+        except ScanFailed as e:
+            raise self._scan_failed("cannot read the table through DuckDB's postgres extension", e) from None
+
+    def _scan_failed(self, what: str, e: ScanFailed) -> ConnectorError | QueryTimeout:
+        """The read's error; a crashed extension also sends the next refreshes through ADBC."""
+        error = self._error(what, e)
+        if e.crashed:
+            self._avoid_extension(error)
+        return error
+
+    def _avoid_extension(self, why: Exception) -> None:
+        self._extension_retry_at = time.monotonic() + EXTENSION_RETRY_SECONDS
+        log.warning("%s; refreshes read through ADBC for the next %d minutes", why, EXTENSION_RETRY_SECONDS // 60)
 
     def query(self, sql: str) -> pa.RecordBatchReader:
         """Run one PostgreSQL statement (whole-query push-down); types as the driver gives them."""

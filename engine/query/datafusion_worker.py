@@ -22,14 +22,13 @@ import os
 import socket
 import struct
 import sys
-import threading
-import time
 from typing import BinaryIO
 
 import pyarrow as pa
 from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
 
 from accel.shared_memory import mapped
+from engine.process_exit import become_expendable
 
 SQL_OPTIONS = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 MAX_FDS = 253  # SCM_RIGHTS' limit per message
@@ -146,21 +145,8 @@ def _run(request: dict, fds: list[int], out: BinaryIO) -> None:
     out.flush()
 
 
-def _exit_with_parent(parent: int) -> None:
-    """A worker busy in a query notices neither a closed socket nor its parent's death."""
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(0)
-
-
 def main(argv: list[str]) -> int:
-    try:  # the kernel's out-of-memory killer takes a worker before the sidecar
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")
-    except OSError:
-        pass
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    become_expendable()
     sock = socket.socket(fileno=int(argv[1]))
     out = sock.makefile("wb")
     while (request := _request(sock)) is not None:

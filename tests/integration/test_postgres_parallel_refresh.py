@@ -8,6 +8,8 @@ exactly) and the connector's own ADBC parts (pg_parallel: here forced by a uuid 
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -311,6 +313,70 @@ def test_a_source_the_extension_cannot_reach_is_read_through_adbc(postgres_serve
     finally:
         CALLER.reset(token)
         connector.close()
+
+
+def _scanner_processes() -> list[int]:
+    """This process's children that run the extension's reads (pg_scanner_process)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != os.getpid():
+                continue
+            if b"connectors.sql.pg_scanner_process" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except (OSError, IndexError, ValueError):  # ended meanwhile
+            continue
+    return pids
+
+
+def test_a_crash_in_the_extension_mid_read_is_contained_and_the_refresh_reads_through_adbc(
+        postgres_server: PgServer, huge: dict[str, str], tmp_path, caplog) -> None:
+    """The extension's native code runs in a process of its own: SIGSEGV there in the middle of a
+    read (rows already loading) fails that attempt with how the process ended (no traceback, no
+    secret), nothing of it is committed, nothing is left running in PostgreSQL, and the refresh's
+    retry reads the table through ADBC, as later refreshes do for a while."""
+    import logging
+
+    table = huge["scanner"]
+    rt = _runtime(postgres_server, tmp_path, table)
+    try:
+        rt.start()
+        assert rt.wait_ready(120), rt.status()
+        assert not _scanner_processes()  # the first load's process is gone
+        adbc_before = _part_statements(postgres_server, table, "adbc")
+        outcome: dict[str, object] = {}
+
+        def refresh() -> None:
+            try:
+                outcome["result"] = rt.refresh(table, wait=True)
+            except BaseException as e:  # noqa: BLE001 - asserted below
+                outcome["error"] = e
+
+        def loading() -> int:
+            return {d["name"]: d for d in rt.status()["datasets"]}[table].get("rows_loading") or 0
+
+        with caplog.at_level(logging.WARNING):
+            worker = threading.Thread(target=refresh)
+            worker.start()
+            deadline = time.monotonic() + 30
+            while not (pids := _scanner_processes()) or not loading():
+                assert time.monotonic() < deadline and worker.is_alive(), "the extension's read never started"
+                time.sleep(0.01)
+            os.kill(pids[0], signal.SIGSEGV)
+            worker.join(120)
+        assert outcome.get("result", {}).get("rows") == 3_000_000, outcome
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert "postgres extension's process ended (killed by SIGSEGV)" in said and "ADBC" in said, said
+        assert "Traceback" not in said and postgres_server.password not in said
+        assert _part_statements(postgres_server, table, "adbc") > adbc_before  # the retry, in parts
+        got = rt.query(f"SELECT count(*) AS n, count(DISTINCT id) AS d FROM {table}").read_all().to_pylist()
+        assert got == [{"n": 3_000_000, "d": 3_000_000}]  # whole, nothing of the crashed attempt
+        deadline = time.monotonic() + 10
+        while _scan_sessions(postgres_server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _scan_sessions(postgres_server) == 0 and not _scanner_processes()
+    finally:
+        rt.stop()
 
 
 @pytest.fixture
