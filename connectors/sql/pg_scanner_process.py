@@ -19,6 +19,7 @@ import sys
 from engine.process_exit import become_expendable
 
 FAILED, UNAVAILABLE = 2, 3
+PIPE_WRITE_BYTES = 1 << 20
 
 
 def sql_text(text: str) -> str:
@@ -67,10 +68,14 @@ def main() -> int:
         _fail(UNAVAILABLE, str(e))
     try:
         reader = con.execute(request["sql"]).to_arrow_reader(int(request["batch_rows"]))
-        with os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False) as out, \
-                pa.ipc.new_stream(out, reader.schema) as stream:
-            for batch in reader:
-                stream.write_batch(batch)
+        # buffered: a raw pipe write may be short. No `with`: a failed read must not end its
+        # stream as if whole.
+        out = os.fdopen(sys.stdout.fileno(), "wb", buffering=PIPE_WRITE_BYTES, closefd=False)
+        stream = pa.ipc.new_stream(out, reader.schema)
+        for batch in reader:
+            stream.write_batch(batch)
+        stream.close()
+        out.flush()
     except BrokenPipeError:
         os._exit(1)  # the sidecar stopped reading: nobody is left to tell
     except Exception as e:  # noqa: BLE001 - duckdb and libpq errors, worded by the sidecar
