@@ -188,7 +188,7 @@ class ScannerRead:
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "connectors.sql.pg_scanner_process"],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
-                                          start_new_session=True, env=env)
+                                          bufsize=PIPE_BYTES, start_new_session=True, env=env)
         except OSError as e:
             errors.close()
             raise ScanFailed(f"could not start the postgres extension's process ({e.strerror or e})") from None
