@@ -5,7 +5,11 @@ growing data sizes, under `runtime.params.memory_limit`.
 The sources are Parquet files read through the `file:` connector (a stream the federated engine
 must consume); the client reads over Flight SQL (ADBC) one batch at a time with a pause, as a
 slow agent would. Peak RSS is the kernel's high-water mark (VmHWM) of the `satchel run` process
-plus those of its children (the federated engine's worker processes, which run the join).
+plus those of its children (the federated engine's worker processes, which run the join): an
+upper bound, since pages of shared memory (a scan the sidecar hands a worker in a memfd) count
+in both. Peak PSS is the proportional set size of the same processes summed, sampled every
+20 ms: shared pages counted once, so closer to the memory in use (a lower bound: a peak between
+two samples, or memfd pages no process maps, are missed).
 
     /tmp/venv/bin/python bench/federated_memory.py [--rows 2000000,5000000,10000000] [--limit 512MiB]
 """
@@ -13,7 +17,9 @@ plus those of its children (the federated engine's worker processes, which run t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,6 +52,38 @@ def _hwm_mib(pid: int) -> float:
             if line.startswith("VmHWM:"):
                 total += int(line.split()[1]) / 1024
     return total
+
+
+def _pss_mib(pid: int) -> float:
+    """Pss of `pid` plus its children's, now."""
+    total = 0
+    for p in [pid, *children(pid)]:
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        total += next((int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:")), 0)
+    return total / 1024
+
+
+@contextlib.contextmanager
+def _peak_pss(pid: int, every: float = 0.02):
+    """Yields a list whose last item is the highest summed Pss seen so far (sampled)."""
+    peak = [_pss_mib(pid)]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every):
+            peak.append(max(peak[-1], _pss_mib(pid)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        sampler.join()
+        peak.append(max(peak[-1], _pss_mib(pid)))
 
 
 def _slow_read(uri: str, sql: str, pause: float) -> int:
@@ -94,27 +132,33 @@ datasets:
                 time.sleep(0.5)
                 base = _hwm_mib(server.process.pid)
                 started = time.perf_counter()
-                try:
-                    got = _slow_read(f"grpc://127.0.0.1:{server.flight_port}", sql,
-                                     args.pause if label.startswith("SELECT") else 0)
-                    outcome = f"{got:,} rows"
-                except Exception as e:  # a refusal is a result too: it must be clear, not a crash
-                    outcome = f"refused: {str(e).splitlines()[0][:80]}"
+                with _peak_pss(server.process.pid) as pss:
+                    try:
+                        got = _slow_read(f"grpc://127.0.0.1:{server.flight_port}", sql,
+                                         args.pause if label.startswith("SELECT") else 0)
+                        outcome = f"{got:,} rows"
+                    except Exception as e:  # a refusal is a result too: it must be clear, not a crash
+                        outcome = f"refused: {str(e).splitlines()[0][:80]}"
                 elapsed = time.perf_counter() - started
                 peak = _hwm_mib(server.process.pid)
                 alive = server.process.poll() is None
             results.append([label, f"{rows:,}", f"{size / 2**20:,.0f}", f"{base:,.0f}", f"{peak:,.0f}",
-                            f"{(peak - base) / (size / 2**20):.2f}x", f"{elapsed:.1f}", outcome,
-                            "yes" if alive else "NO"])
+                            f"{(peak - base) / (size / 2**20):.2f}x", f"{pss[0]:,.0f}", f"{pss[-1]:,.0f}",
+                            f"{elapsed:.1f}", outcome, "yes" if alive else "NO"])
             print(results[-1], flush=True)
-    body = (f"memory_limit {args.limit}; peak RSS is VmHWM of the sidecar process plus its worker processes'; growth = (peak - idle) / "
-            f"source size in Arrow memory.\n\n" +
+    body = (f"memory_limit {args.limit}; peak RSS is VmHWM of the sidecar process plus its worker processes' (an upper "
+            f"bound: shared memory counts in each process that maps it); growth = (peak - idle) / source size in Arrow "
+            f"memory; PSS is the same processes' proportional set size summed, sampled every 20 ms (shared pages once).\n\n" +
             table(["query", "rows per source", "source MiB", "idle RSS MiB", "peak RSS MiB", "growth / source",
-                   "seconds", "outcome", "sidecar alive"], results))
+                   "idle PSS MiB", "peak PSS MiB", "seconds", "outcome", "sidecar alive"], results))
     print(body)
+
+    def over_idle(r: list[str], idle: int, peak: int) -> float:
+        return float(r[peak].replace(",", "")) - float(r[idle].replace(",", ""))
+
     write_results("federated_memory", "Federated route: peak memory vs data size", body, [
-        (f"federated {r[0]}, {r[1]} rows per source: peak RSS over idle (x the source's size)",
-         f"{float(r[4].replace(',', '')) - float(r[3].replace(',', '')):,.0f} MiB ({r[5]}); sidecar alive: {r[8]}",
+        (f"federated {r[0]}, {r[1]} rows per source: peak RSS over idle (x the source's size); peak PSS over idle",
+         f"{over_idle(r, 3, 4):,.0f} MiB ({r[5]}); PSS {over_idle(r, 6, 7):,.0f} MiB; sidecar alive: {r[10]}",
          f"does not grow with the rows (memory_limit {args.limit})") for r in results])
 
 

@@ -34,8 +34,9 @@ class SqlLimits:
     terms: int = 1000
 
 
-def check(text: str, tokenize, limits: SqlLimits) -> None:
-    """Raise SqlTooComplex when `text` is past `limits`; `tokenize` is the dialect's tokenizer."""
+def check(text: str, tokenize, limits: SqlLimits) -> list:
+    """Raise SqlTooComplex when `text` is past `limits`, else return its tokens (`tokenize` is
+    the dialect's tokenizer)."""
     if len(text) > limits.length:
         raise SqlTooComplex(f"the SQL text is {len(text):,} characters; at most {limits.length:,} are accepted "
                             f"(runtime.params.max_sql_length)")
@@ -71,3 +72,4 @@ def check(text: str, tokenize, limits: SqlLimits) -> None:
             if run[0] + run[2] >= limits.terms:
                 raise SqlTooComplex(f"the SQL joins more than {limits.terms} terms with operators in one expression "
                                     f"(runtime.params.max_sql_terms); for long lists of values use IN (...)")
+    return tokens

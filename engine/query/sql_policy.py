@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from typing import Any, Sequence
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError
@@ -28,7 +28,15 @@ class Satchel(Postgres):
 
 
 PUBLIC_DIALECT = "satchel"
-_TOKENIZER = Satchel().tokenizer_class()
+_DIALECT = Satchel()
+_TOKENIZERS = threading.local()  # a sqlglot tokenizer keeps the text it works on: one per thread
+
+
+def _tokenize(text: str) -> list:
+    tokenizer = getattr(_TOKENIZERS, "tokenizer", None)
+    if tokenizer is None:
+        tokenizer = _TOKENIZERS.tokenizer = _DIALECT.tokenizer()
+    return tokenizer.tokenize(text)
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -57,9 +65,9 @@ def parse_query(sql: str, limits: SqlLimits = SqlLimits()) -> tuple[exp.Expressi
     text = sql.lstrip("\ufeff").strip().rstrip(";").strip()  # a byte-order mark is not part of the SQL
     if not text:
         raise SqlError("empty SQL statement")
-    sql_limits.check(text, _TOKENIZER.tokenize, limits)
+    tokens = sql_limits.check(text, _tokenize, limits)  # one tokenizing serves the parser too
     explain = False
-    words = _leading_words(text, 2)
+    words = _leading_words(tokens, 2)
     if words and words[0] == "EXPLAIN":
         if len(words) == 1:
             raise SqlError("EXPLAIN needs a query to explain")
@@ -67,14 +75,15 @@ def parse_query(sql: str, limits: SqlLimits = SqlLimits()) -> tuple[exp.Expressi
         if words[1].split()[0] == "ANALYZE":
             raise SqlError("EXPLAIN ANALYZE is not supported (it would run the query to time it): use EXPLAIN "
                            "for the plan, or run the query (runtime.task_history records its duration)")
-    words = _leading_words(text, 1)
+        tokens = _tokenize(text)
+    words = _leading_words(tokens, 1)
     first = words[0] if words else ""
     if first not in _READ_KEYWORDS and first.isidentifier() and first not in _OTHER_STATEMENT_KEYWORDS:
         raise SqlError(f"SQL syntax error: {first} does not start a SQL statement; queries start with SELECT, WITH or VALUES")
     if first not in _READ_KEYWORDS:
         raise ReadOnlyViolation(f"only read queries (SELECT) are allowed; {first} statements are refused")
     try:
-        statements = [s for s in sqlglot.parse(text, read=PUBLIC_DIALECT) if s is not None]
+        statements = [s for s in _DIALECT.parser().parse(tokens, text) if s is not None]
     except ParseError as e:
         raise SqlError(f"SQL syntax error: {_first_error(e)}") from None
     if len(statements) != 1:
@@ -108,12 +117,8 @@ def _plain_unicode_strings(tree: exp.Expression) -> exp.Expression:
     return tree.transform(plain) if tree.find(exp.UnicodeString) else tree
 
 
-def _leading_words(text: str, n: int) -> list[str]:
+def _leading_words(tokens: list, n: int) -> list[str]:
     """The first `n` tokens (upper-cased), skipping comments and opening parentheses."""
-    try:
-        tokens = sqlglot.Dialect.get_or_raise(PUBLIC_DIALECT).tokenize(text)
-    except Exception:  # untokenizable input: let the parser report it
-        return text.split()[:n]
     return [t.text.upper() for t in tokens if t.text != "("][:n]
 
 

@@ -8,6 +8,10 @@ DuckDB accelerator and each sentinel's literal appears exactly once in its SQL, 
 template: each execution splices its own values' literals (rendered as planning would render
 them) into that SQL. Anything else (floats, booleans, NULLs, dates, federated or source routes)
 is planned with its values as before.
+
+Agents mostly write their values into the SQL text (`... WHERE id = 42`), each text new. Such a
+query is lifted (`lifted`): the literals it compares columns with become parameters, and the
+query takes the same road, keyed by its lifted text.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from sqlglot import exp
 from .planner import CONSTANTS_INSTANCE, Plan
 
 INT32 = 2 ** 31
+INT64 = 2 ** 63
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 
 
 def shape(params: Sequence[object] | None) -> tuple[str, ...] | None:
@@ -94,3 +100,40 @@ def template_of(plan: Plan, sql: str, values: Sequence[object]) -> Template | No
         at = position + length
     pieces.append(text[at:])
     return Template(plan, tuple(pieces), tuple(index for _, _, index in found))
+
+
+def lifted(tree: exp.Expression) -> tuple[exp.Expression, list[object]] | None:
+    """A copy of `tree` whose literals compared with a column (`c = 42`, `c <> 'x'`, `c IN (1, 2)`,
+    `c BETWEEN 1 AND 9`; integers and strings) are parameters `$1, $2 ...`, and their values in
+    that order; None when there is no such literal, or the query has parameters of its own.
+    Other literals (LIMIT, ORDER BY 1, function arguments, typed literals) stay in the text."""
+    if tree.find(exp.Placeholder, exp.Parameter):
+        return None
+    copy = tree.copy()
+    values: list[object] = []
+    for node in list(copy.find_all(exp.Literal)):
+        value = _value(node) if _compared_with_column(node) else None
+        if value is not None:
+            values.append(value)
+            node.replace(exp.Parameter(this=exp.Literal.number(len(values))))
+    return (copy, values) if values else None
+
+
+def _compared_with_column(node: exp.Literal) -> bool:
+    parent = node.parent
+    if isinstance(parent, _COMPARISONS):
+        other = parent.expression if node is parent.this else parent.this
+        return isinstance(other, exp.Column)
+    if isinstance(parent, exp.In):
+        return node.arg_key == "expressions" and isinstance(parent.this, exp.Column)
+    if isinstance(parent, exp.Between):
+        return node.arg_key in ("low", "high") and isinstance(parent.this, exp.Column)
+    return False
+
+
+def _value(node: exp.Literal) -> int | str | None:
+    if node.is_string:
+        return node.this
+    if node.this.isdigit() and int(node.this) < INT64:  # not 1.5, 1e3 (a `-` is a node of its own)
+        return int(node.this)
+    return None

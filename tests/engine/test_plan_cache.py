@@ -153,6 +153,44 @@ def test_a_parameterised_query_is_planned_once_for_all_its_values(runtime, monke
     assert rows.column(0)[0].as_py() == len(values) + 1
 
 
+def test_values_written_in_the_sql_are_planned_once_per_query_shape(runtime, monkeypatch, tmp_path) -> None:
+    """Agents write their values into the text: the literals a query compares columns with are
+    lifted into parameters, so `... WHERE id = 3`, `... WHERE id = 7` ... are planned once (a
+    template) and each runs with its own values: the same rows as planning each text gives.
+    Literals elsewhere (LIMIT, ORDER BY 1, arithmetic) stay part of the text."""
+    import engine.query.service as service
+
+    shapes = [
+        ("SELECT id, tag FROM t_duckdb WHERE id >= {0} AND tag <> {1} ORDER BY 1 LIMIT 3",
+         [(0, "'t1'"), (4, "'it''s -- not a comment'"), (2, "''"), (9, "'t0'")]),
+        ("SELECT count(*) AS n FROM t_duckdb WHERE {0} < id AND tag IN ({1}, 't2') AND amount BETWEEN 2 AND {2}",
+         [(1, "'t0'", 8), (3, "'t1'", 9), (0, "'x'", 3)]),
+    ]
+    import duckdb
+
+    oracle = duckdb.connect()  # the same texts on the same file, planned by DuckDB alone
+    oracle.execute(f"CREATE VIEW t_duckdb AS SELECT * FROM read_parquet('{tmp_path / 'pod' / 't.parquet'}')")
+    plans = []
+    original = service.plan_query
+    monkeypatch.setattr(service, "plan_query", lambda *a, **k: plans.append(a) or original(*a, **k))
+    for sql, cases in shapes:
+        for values in cases:
+            text = sql.format(*values)
+            assert runtime.query(text).read_all().to_pylist() == oracle.execute(text).to_arrow_table().to_pylist(), text
+            assert runtime.query_schema(text) == runtime.query(text).read_all().schema
+    assert len(plans) == len(shapes)  # one template per shape, planned once
+    assert "3" in runtime.explain("SELECT id FROM t_duckdb WHERE id = 3")  # EXPLAIN shows its own values
+
+
+def test_lifted_values_that_change_the_plan_are_planned_with_their_values(runtime) -> None:
+    """A query off the accelerator (federated, source) cannot be a template: each text is
+    planned with its own values, and different values give their own answers."""
+    for table in ("t_arrow", "t_source", "t_duckdb"):
+        got = [runtime.query(f"SELECT count(*) AS n FROM {table} WHERE id > {v}").read_all().column(0)[0].as_py()
+               for v in (3, 5, 3, 8, 100)]
+        assert got == [6, 4, 6, 1, 0], table
+
+
 def test_parameters_that_cannot_be_templated_are_planned_with_their_values(runtime) -> None:
     """Floats, booleans, NULLs, big integers beside small ones, and queries off the accelerator
     (federated, source) are planned with their values, as before."""
