@@ -60,6 +60,7 @@ class QueryService:
         self.scopes = scopes  # every running query's, cancelled when the runtime stops
         self.limits = limits  # SQL size and nesting, checked before parsing
         self.plans = PlanCache()  # plans and result schemas by SQL text (see PlanCache)
+        self.lifts = templates.Lifts(lambda tree: tree.sql(PUBLIC_DIALECT), self.plans.size)  # values in the text
         self.search = search  # vector_search / text_search / rrf (never cached: their rows change)
 
     def query(self, sql: str, principal: Principal = ANONYMOUS, *, protocol: str = "flight",
@@ -209,17 +210,17 @@ class QueryService:
         cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
         if cached is not None:
             return cached
-        tree, explain = parse_query(sql, self.limits)
-        if explain:
-            return _explain_reader(Plan("federated", "", [])).schema
-        lifted = _lifted(tree, explain) if not params else None
-        if lifted is not None:  # values in the text: the schema of the lifted query, for any values
-            template_key = _template_key(lifted[0], lifted[1], policy, self.plans.size)
+        lift = self.lifts.get(sql, self._parse) if not params else None
+        if lift is not None:  # values in the text: the schema of the lifted query, for any values
+            template_key = _template_key(lift.sql, lift.values, policy, self.plans.size)
             if template_key is not None:
                 key = ("schema", *template_key)
                 cached = self.plans.get(key, self._resolver(frozenset()))
                 if cached is not None:
                     return cached
+        tree, explain = parse_query(sql, self.limits)
+        if explain:
+            return _explain_reader(Plan("federated", "", [])).schema
         if params is None:
             params = [None] * parameter_count(tree)
         deadline = time.monotonic() + self.query_timeout.total_seconds() if self.query_timeout else None
@@ -247,8 +248,13 @@ class QueryService:
         return self.plan(tree, policy=principal.policy).explain()
 
     def parameter_count(self, sql: str) -> int:
+        if self.lifts.peek(sql) is not None:  # it was lifted, so it has no parameters of its own
+            return 0
         tree, _ = parse_query(sql, self.limits)
         return parameter_count(tree)
+
+    def _parse(self, sql: str) -> tuple[exp.Expression, bool]:
+        return parse_query(sql, self.limits)
 
     def plan(self, tree: exp.Expression, force_source: frozenset[str] = frozenset(), policy: Policy | None = None) -> Plan:
         return plan_query(tree, self._resolver(force_source), self.views, policy)
@@ -291,19 +297,16 @@ class QueryService:
         templated = self._templated(sql, params, principal.policy)
         if templated is not None:
             return templated
-        parsed = None
         if not params:  # values in the text: planned from the lifted query's template when it has one
-            parsed = parse_query(sql, self.limits)
-            lifted = _lifted(*parsed)
-            templated = self._templated(lifted[0], lifted[1], principal.policy, lifted[2]) if lifted else None
+            lift = self.lifts.get(sql, self._parse)
+            templated = self._templated(lift.sql, lift.values, principal.policy) if lift else None
             if templated is not None:
                 return templated
-        return guarded(lambda: self._planned(sql, params, principal, protocol, schema_only, parsed), scope, deadline,
+        return guarded(lambda: self._planned(sql, params, principal, protocol, schema_only), scope, deadline,
                        client_gone)
 
     def _planned(self, sql: str, params: Sequence[object] | None, principal: Principal = ANONYMOUS,
-                 protocol: str = "internal", schema_only: bool = False,
-                 parsed: tuple[exp.Expression, bool] | None = None) -> tuple[exp.Expression, bool, Plan]:
+                 protocol: str = "internal", schema_only: bool = False) -> tuple[exp.Expression, bool, Plan]:
         """Parse, bind and plan `sql`, or reuse what planning the same text and parameters gave
         while its tables resolve the same way (planning costs milliseconds; DoGet repeats it).
         A principal with a policy has plans of its own: never another principal's. Search table
@@ -316,12 +319,11 @@ class QueryService:
             cached = self.plans.get(key, resolve)
             if cached is not None:
                 return cached
-        tree, explain = parsed or parse_query(sql, self.limits)
+        tree, explain = parse_query(sql, self.limits)
         templated = self._template(tree, explain, sql, params, policy, resolve)
-        if templated is None and not params:
-            lifted = _lifted(tree, explain)
-            if lifted is not None:
-                templated = self._template(lifted[2], explain, lifted[0], lifted[1], policy, resolve)
+        lift = self.lifts.get(sql, self._parse) if templated is None and not params else None
+        if lift is not None:
+            templated = self._template(lift.tree, explain, lift.sql, lift.values, policy, resolve)
         if templated is not None:
             return templated
         tree = bind_parameters(tree, params)
@@ -357,17 +359,16 @@ class QueryService:
         plan.ai = calls
         return tree, plan
 
-    def _templated(self, sql: str, params: Sequence[object] | None, policy: Policy | None,
-                   tree: exp.Expression | None = None) -> tuple[exp.Expression, bool, Plan] | None:
+    def _templated(self, sql: str, params: Sequence[object] | None,
+                   policy: Policy | None) -> tuple[exp.Expression, bool, Plan] | None:
         """The query planned from its parameterised template, when there is one (see
-        `templates`): no planning, only the values spliced into the template's SQL. `tree`:
-        the query's own (lifted) tree, else the template's is copied."""
+        `templates`): no planning, only the values spliced into the template's SQL."""
         key = _template_key(sql, params, policy, self.plans.size)
         entry = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
         if not entry:
             return None
-        known, explain, template = entry
-        return bind_parameters(tree if tree is not None else known.copy(), params), explain, template.instantiate(params)
+        tree, explain, template = entry
+        return bind_parameters(tree.copy(), params), explain, template.instantiate(params)
 
     def _template(self, tree: exp.Expression, explain: bool, sql: str, params: Sequence[object] | None,
                   policy: Policy | None, resolve) -> tuple[exp.Expression, bool, Plan] | None:  # type: ignore[no-untyped-def]
@@ -439,13 +440,6 @@ def _plan_key(sql: str, params: Sequence[object] | None, policy: Policy | None =
     """The plan cache key of a query, its bound parameters and whose policy planned it (None:
     not cacheable)."""
     return cache_key("query", _owner(policy), sql, tuple((type(p), p) for p in params) if params else None)
-
-
-def _lifted(tree: exp.Expression, explain: bool) -> tuple[str, list[object], exp.Expression] | None:
-    """The lifted query's text, its values and its tree (see templates.lifted); not for EXPLAIN,
-    which shows the query's own values."""
-    lifted = None if explain else templates.lifted(tree)
-    return None if lifted is None else (lifted[0].sql(PUBLIC_DIALECT), lifted[1], lifted[0])
 
 
 def _template_key(sql: str, params: Sequence[object] | None, policy: Policy | None, cache_size: int):

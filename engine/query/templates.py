@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from sqlglot import exp
 
@@ -137,3 +139,44 @@ def _value(node: exp.Literal) -> int | str | None:
     if node.this.isdigit() and int(node.this) < INT64:  # not 1.5, 1e3 (a `-` is a node of its own)
         return int(node.this)
     return None
+
+
+@dataclass(frozen=True)
+class Lift:
+    """A query text's lifted form: its text with `$n` for the values, the values, its tree."""
+
+    sql: str
+    values: tuple[object, ...]
+    tree: exp.Expression  # never changed: users copy it
+
+
+class Lifts:
+    """The lifted forms of recent query texts (None: nothing to lift), so the calls one query
+    makes (its schema, its parameters, its execution) parse it once. Thread-safe, LRU-bounded."""
+
+    def __init__(self, render: Callable[[exp.Expression], str], size: int = 512) -> None:
+        self._render, self._size = render, size
+        self._entries: OrderedDict[str, Lift | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def peek(self, sql: str) -> Lift | None:
+        with self._lock:
+            return self._entries.get(sql)
+
+    def get(self, sql: str, parse: Callable[[str], tuple[exp.Expression, bool]]) -> Lift | None:
+        """`sql`'s lift; `parse(sql)` (tree, is_explain) when it is not known (its errors are raised).
+        EXPLAIN is never lifted: it shows the query's own values. Size 0: never lifted."""
+        if self._size <= 0:
+            return None
+        with self._lock:
+            if sql in self._entries:
+                self._entries.move_to_end(sql)
+                return self._entries[sql]
+        tree, explain = parse(sql)
+        found = None if explain else lifted(tree)
+        lift = None if found is None else Lift(self._render(found[0]), tuple(found[1]), found[0])
+        with self._lock:
+            self._entries[sql] = lift
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return lift
