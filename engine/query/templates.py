@@ -29,6 +29,7 @@ from .planner import CONSTANTS_INSTANCE, Plan
 
 INT32 = 2 ** 31
 INT64 = 2 ** 63
+MAX_LIFTED = 64  # a lookup's few values; a long IN list is planned as written (splicing is per value)
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 
 
@@ -107,9 +108,13 @@ def template_of(plan: Plan, sql: str, values: Sequence[object]) -> Template | No
 def lifted(tree: exp.Expression) -> tuple[exp.Expression, list[object]] | None:
     """A copy of `tree` whose literals compared with a column (`c = 42`, `c <> 'x'`, `c IN (1, 2)`,
     `c BETWEEN 1 AND 9`; integers and strings) are parameters `$1, $2 ...`, and their values in
-    that order; None when there is no such literal, or the query has parameters of its own.
-    Other literals (LIMIT, ORDER BY 1, function arguments, typed literals) stay in the text."""
+    that order; None when there is no such literal, more than MAX_LIFTED, or the query has
+    parameters of its own. Other literals (LIMIT, ORDER BY 1, function arguments, typed
+    literals) stay in the text."""
     if tree.find(exp.Placeholder, exp.Parameter):
+        return None
+    found = [node for node in tree.find_all(exp.Literal) if _compared_with_column(node) and _value(node) is not None]
+    if not found or len(found) > MAX_LIFTED:
         return None
     copy = tree.copy()
     values: list[object] = []
@@ -118,7 +123,7 @@ def lifted(tree: exp.Expression) -> tuple[exp.Expression, list[object]] | None:
         if value is not None:
             values.append(value)
             node.replace(exp.Parameter(this=exp.Literal.number(len(values))))
-    return (copy, values) if values else None
+    return copy, values
 
 
 def _compared_with_column(node: exp.Literal) -> bool:

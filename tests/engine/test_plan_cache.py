@@ -182,6 +182,24 @@ def test_values_written_in_the_sql_are_planned_once_per_query_shape(runtime, mon
     assert "3" in runtime.explain("SELECT id FROM t_duckdb WHERE id = 3")  # EXPLAIN shows its own values
 
 
+def test_what_is_lifted_and_what_stays_in_the_text() -> None:
+    from engine.query.sql_policy import PUBLIC_DIALECT, parse_query
+    from engine.query.templates import MAX_LIFTED, lifted
+
+    def lift(sql: str):
+        found = lifted(parse_query(sql)[0])
+        return found and (found[0].sql(PUBLIC_DIALECT), found[1])
+
+    sql, values = lift("SELECT a FROM t WHERE 5 = id AND name = 'it''s' AND x IN (1, 2) AND y BETWEEN 3 AND 4 "
+                       "AND z > 1.5 AND w = -3 AND v = f(7) ORDER BY 1 LIMIT 10")
+    assert sorted(map(str, values)) == ["1", "2", "3", "4", "5", "it's"]
+    assert "1.5" in sql and "-3" in sql and "F(7)" in sql and "ORDER BY 1 LIMIT 10" in sql
+    assert lift("SELECT * FROM t WHERE id = ? AND b = 3") is None  # parameters of its own
+    assert lift("SELECT * FROM t WHERE d = DATE '2024-01-01' AND s LIKE 'a%'") is None  # typed literal, LIKE
+    many = ", ".join(map(str, range(MAX_LIFTED + 1)))
+    assert lift(f"SELECT * FROM t WHERE id IN ({many})") is None  # a long list is planned as written
+
+
 def test_lifted_values_that_change_the_plan_are_planned_with_their_values(runtime) -> None:
     """A query off the accelerator (federated, source) cannot be a template: each text is
     planned with its own values, and different values give their own answers."""
