@@ -29,13 +29,13 @@ from .planner import CONSTANTS_INSTANCE, Plan
 
 INT32 = 2 ** 31
 INT64 = 2 ** 63
-MAX_LIFTED = 64  # a lookup's few values; a long IN list is planned as written (splicing is per value)
+MAX_VALUES = 64  # a lookup's few values; more (a long IN list) are planned as given: splicing is per value
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 
 
 def shape(params: Sequence[object] | None) -> tuple[str, ...] | None:
     """The kinds of `params` ("int", "bigint", "str") when all can be templated, else None."""
-    if not params:
+    if not params or len(params) > MAX_VALUES:
         return None
     kinds = []
     for value in params:
@@ -108,13 +108,13 @@ def template_of(plan: Plan, sql: str, values: Sequence[object]) -> Template | No
 def lifted(tree: exp.Expression) -> tuple[exp.Expression, list[object]] | None:
     """A copy of `tree` whose literals compared with a column (`c = 42`, `c <> 'x'`, `c IN (1, 2)`,
     `c BETWEEN 1 AND 9`; integers and strings) are parameters `$1, $2 ...`, and their values in
-    that order; None when there is no such literal, more than MAX_LIFTED, or the query has
+    that order; None when there is no such literal, more than MAX_VALUES, or the query has
     parameters of its own. Other literals (LIMIT, ORDER BY 1, function arguments, typed
     literals) stay in the text."""
     if tree.find(exp.Placeholder, exp.Parameter):
         return None
     found = [node for node in tree.find_all(exp.Literal) if _compared_with_column(node) and _value(node) is not None]
-    if not found or len(found) > MAX_LIFTED:
+    if not found or len(found) > MAX_VALUES:
         return None
     copy = tree.copy()
     values: list[object] = []

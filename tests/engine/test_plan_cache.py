@@ -184,7 +184,7 @@ def test_values_written_in_the_sql_are_planned_once_per_query_shape(runtime, mon
 
 def test_what_is_lifted_and_what_stays_in_the_text() -> None:
     from engine.query.sql_policy import PUBLIC_DIALECT, parse_query
-    from engine.query.templates import MAX_LIFTED, lifted
+    from engine.query.templates import MAX_VALUES, lifted
 
     def lift(sql: str):
         found = lifted(parse_query(sql)[0])
@@ -196,7 +196,7 @@ def test_what_is_lifted_and_what_stays_in_the_text() -> None:
     assert "1.5" in sql and "-3" in sql and "F(7)" in sql and "ORDER BY 1 LIMIT 10" in sql
     assert lift("SELECT * FROM t WHERE id = ? AND b = 3") is None  # parameters of its own
     assert lift("SELECT * FROM t WHERE d = DATE '2024-01-01' AND s LIKE 'a%'") is None  # typed literal, LIKE
-    many = ", ".join(map(str, range(MAX_LIFTED + 1)))
+    many = ", ".join(map(str, range(MAX_VALUES + 1)))
     assert lift(f"SELECT * FROM t WHERE id IN ({many})") is None  # a long list is planned as written
 
 
