@@ -151,6 +151,9 @@ def _connector(at: Path, ds: dict, known_prefixes: Callable[[], Iterable[str]]) 
 
 def _acceleration(at: Path, ds: dict) -> Iterator[Finding]:
     acc = ds.get("acceleration")
+    if isinstance(acc, dict) and acc.get("enabled") is False and isinstance(acc.get("indexes"), dict) \
+            and acc["indexes"]:
+        yield at + ("acceleration", "indexes"), "indexes need the dataset accelerated (acceleration.enabled: true)"
     if not isinstance(acc, dict) or acc.get("enabled") is False:
         return
     at = at + ("acceleration",)

@@ -211,13 +211,11 @@ class QueryService:
         if cached is not None:
             return cached
         lift = self.lifts.get(sql, self._parse) if not params else None
-        if lift is not None:  # values in the text: the schema of the lifted query, for any values
-            template_key = _template_key(lift.sql, lift.values, policy, self.plans.size)
-            if template_key is not None:
-                key = ("schema", *template_key)
-                cached = self.plans.get(key, self._resolver(frozenset()))
-                if cached is not None:
-                    return cached
+        lifted_key = _template_key(lift.sql, lift.values, policy, self.plans.size) if lift is not None else None
+        if lifted_key is not None:  # values in the text: the lifted query's schema serves any values
+            cached = self.plans.get(("schema", *lifted_key), self._resolver(frozenset()))
+            if cached is not None:
+                return cached
         tree, explain = parse_query(sql, self.limits)
         if explain:
             return _explain_reader(Plan("federated", "", [])).schema
@@ -239,6 +237,8 @@ class QueryService:
         lookups = self.plans.lookups_of(_plan_key(sql, params, policy))
         if template_key is not None:  # a schema by kinds only when a template was made (else None)
             lookups = self.plans.lookups_of(template_key) if self.plans.get(template_key, self._resolver(frozenset())) else None
+        if lifted_key is not None and self.plans.get(lifted_key, self._resolver(frozenset())):
+            key, lookups = ("schema", *lifted_key), self.plans.lookups_of(lifted_key)
         if lookups is not None and key is not None:
             self.plans.put(key, schema, lookups)
         return schema

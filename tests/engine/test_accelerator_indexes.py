@@ -165,6 +165,8 @@ def test_column_changes_drop_and_rebuild_the_indexes() -> None:
      "expected a column name"),
     ("      engine: duckdb\n      indexes:\n        id: primary\n", "datasets[0].acceleration.indexes.id",
      "allowed: enabled, unique"),
+    ("      enabled: false\n      engine: duckdb\n      indexes:\n        id: unique\n",
+     "datasets[0].acceleration.indexes", "indexes need the dataset accelerated"),
 ])
 def test_bad_indexes_are_config_errors_that_name_the_key(yaml: str, key: str, text: str) -> None:
     pod = HEAD + "datasets:\n  - from: file:x.parquet\n    name: x\n    acceleration:\n" + yaml
