@@ -151,12 +151,13 @@ def _connector(at: Path, ds: dict, known_prefixes: Callable[[], Iterable[str]]) 
 
 def _acceleration(at: Path, ds: dict) -> Iterator[Finding]:
     acc = ds.get("acceleration")
-    if isinstance(acc, dict) and acc.get("enabled") is False and isinstance(acc.get("indexes"), dict) \
-            and acc["indexes"]:
-        yield at + ("acceleration", "indexes"), "indexes need the dataset accelerated (acceleration.enabled: true)"
-    if not isinstance(acc, dict) or acc.get("enabled") is False:
+    if not isinstance(acc, dict):
         return
     at = at + ("acceleration",)
+    if acc.get("enabled") is False:
+        if isinstance(acc.get("indexes"), dict) and acc["indexes"]:
+            yield at + ("indexes",), "indexes need the dataset accelerated (acceleration.enabled: true)"
+        return
     has_time = _set(ds.get("time_column"))
     if _set(acc.get("refresh_check_interval")) and _set(acc.get("refresh_cron")):
         yield at + ("refresh_cron",), "set either refresh_check_interval or refresh_cron, not both"

@@ -1,5 +1,5 @@
-"""How a child process ended, in words for logs and errors; and the child's side: a worker
-process that the kernel sacrifices first and that ends with the sidecar."""
+"""Worker processes: the environment they start in, how one ended (in words for logs and
+errors), and the worker's side: the kernel sacrifices it first and it ends with the sidecar."""
 
 from __future__ import annotations
 
@@ -7,6 +7,16 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
+
+_PROJECT = str(Path(__file__).resolve().parents[1])  # where `engine`, `connectors` ... are imported from
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """The sidecar's environment with `extra`, and the project first on PYTHONPATH: a worker
+    imports the sidecar's own code, whatever PYTHONPATH says."""
+    return {**os.environ, **extra,
+            "PYTHONPATH": os.pathsep.join(filter(None, [_PROJECT, os.environ.get("PYTHONPATH")]))}
 
 
 def describe_exit(returncode: int) -> str:

@@ -37,7 +37,7 @@ from ..base import DatasetSpec, Filter, FilterSupport, checked_projection, filte
 from ..params import check_params, check_type_action
 from ..source_types import normalize_type, resolve_unsupported
 from .catalog import ICEBERG_PARAMS, CatalogSettings, parse_settings
-from .filters import RowFilter, row_filter
+from .filters import NO_FILTER, RowFilter, row_filter
 
 log = logging.getLogger("satchel.connectors.iceberg.connector")
 
@@ -248,7 +248,7 @@ class IcebergConnector:
     def count(self, filters: Sequence[Filter] = ()) -> int:
         """Rows passing `filters` (all EXACT): from file metadata when no row needs reading."""
         if not filters:
-            scan = self._data_scan(self.table(), ("*",), row_filter((), self.schema()), None)
+            scan = self._data_scan(self.table(), ("*",), NO_FILTER, None)
             tasks = list(scan.plan_files())
             if all(not t.delete_files for t in tasks):
                 return sum(t.file.record_count for t in tasks)

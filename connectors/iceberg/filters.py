@@ -66,37 +66,37 @@ def row_filter(filters: Sequence[Filter], schema: pa.Schema) -> RowFilter:
     result: BooleanExpression = AlwaysTrue()
     exact = True
     for f in filters:
-        expr = _prune(f, schema)
-        exact = exact and expr is not None and _translates_whole(f, schema)
+        expr, whole = _prune(f, schema)
+        exact = exact and whole
         if expr is not None:
             result = expr if isinstance(result, AlwaysTrue) else And(result, expr)
     return RowFilter(result, exact)
 
 
-def _translates_whole(f: Filter, schema: pa.Schema) -> bool:
-    """Whether `_prune(f)` drops no part of `f` and each of its predicates is one pyiceberg
+NO_FILTER = RowFilter(AlwaysTrue(), True)
+
+
+def _prune(f: Filter, schema: pa.Schema) -> tuple[BooleanExpression | None, bool]:
+    """A pyiceberg expression keeping every row where `f` is TRUE (None: keep all), and whether
+    it keeps exactly those rows: no part of `f` dropped, and each predicate one pyiceberg
     evaluates per row with SQL's meaning."""
     if f.op in ("and", "or"):
-        return all(_prune(x, schema) is not None and _translates_whole(x, schema) for x in f.value)
-    if f.op in ("is_null", "is_not_null"):
-        return True
+        pruned = [_prune(x, schema) for x in f.value]
+        parts = [p for p, _ in pruned if p is not None]
+        if not parts or (f.op == "or" and len(parts) < len(pruned)):
+            return None, False  # an unconstrained branch of an OR: every row may match
+        combine = And if f.op == "and" else Or
+        return (parts[0] if len(parts) == 1 else combine(*parts)), all(whole for _, whole in pruned)
+    expr = _predicate(f, schema)
+    if expr is None:
+        return None, False
     typ = schema.field(f.column).type
     # a timestamp other than microseconds would be compared through pyiceberg's microseconds
-    return not pa.types.is_timestamp(typ) or typ.unit == "us"
+    return expr, f.op in ("is_null", "is_not_null") or not pa.types.is_timestamp(typ) or typ.unit == "us"
 
 
-def _prune(f: Filter, schema: pa.Schema) -> BooleanExpression | None:
-    """A pyiceberg expression keeping every row where `f` is TRUE, or None (keep all)."""
-    if f.op == "and":
-        parts = [p for p in (_prune(x, schema) for x in f.value) if p is not None]
-        if not parts:
-            return None
-        return parts[0] if len(parts) == 1 else And(*parts)
-    if f.op == "or":
-        parts = [_prune(x, schema) for x in f.value]
-        if any(p is None for p in parts):
-            return None  # one unconstrained branch: every row may match
-        return parts[0] if len(parts) == 1 else Or(*parts)
+def _predicate(f: Filter, schema: pa.Schema) -> BooleanExpression | None:
+    """One predicate's translation, or None."""
     if f.op in ("not", "match") or f.column not in schema.names:
         return None
     typ = schema.field(f.column).type

@@ -44,7 +44,7 @@ import adbc_driver_postgresql.dbapi as adbc_pg
 import duckdb
 import pyarrow as pa
 
-from engine.process_exit import describe_exit
+from engine.process_exit import describe_exit, worker_env
 
 from ..base import CALLER
 from ..sql_render import quote_ident
@@ -59,7 +59,6 @@ PIPE_BYTES = 1 << 20  # the process's stream: a few batches' columns per read, n
 EXIT_WAIT_SECONDS = 5.0  # after its stream ends, a process that has not exited is killed
 ERROR_BYTES = 4000
 _F_SETPIPE_SZ = 1031
-_PROJECT = str(Path(__file__).resolve().parents[2])  # where `connectors` is imported from
 
 # PostgreSQL types the extension reads as the Arrow types the connector announces for them.
 SCANNED_TYPES = frozenset({"int2", "int4", "int8", "float4", "float8", "bool", "text", "varchar", "date",
@@ -183,12 +182,11 @@ class ScannerRead:
                    "schema": self._schema_name, "batch_rows": BATCH_ROWS,
                    "timeout_ms": None if left is None else max(1, int(left * 1000)),
                    "sql": f"SELECT {columns} FROM pg.{quote_ident(self._schema_name)}.{quote_ident(self._table_name)}"}
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PROJECT, os.environ.get("PYTHONPATH")]))}
         errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty process never blocks on it
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "connectors.sql.pg_scanner_process"],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
-                                          bufsize=PIPE_BYTES, start_new_session=True, env=env)
+                                          bufsize=PIPE_BYTES, start_new_session=True, env=worker_env())
         except OSError as e:
             errors.close()
             raise ScanFailed(f"could not start the postgres extension's process ({e.strerror or e})") from None

@@ -60,7 +60,7 @@ class QueryService:
         self.scopes = scopes  # every running query's, cancelled when the runtime stops
         self.limits = limits  # SQL size and nesting, checked before parsing
         self.plans = PlanCache()  # plans and result schemas by SQL text (see PlanCache)
-        self.lifts = templates.Lifts(lambda tree: tree.sql(PUBLIC_DIALECT), self.plans.size)  # values in the text
+        self.lifts = templates.Lifts(limits, self.plans.size)  # values written into the text (templates.lifted)
         self.search = search  # vector_search / text_search / rrf (never cached: their rows change)
 
     def query(self, sql: str, principal: Principal = ANONYMOUS, *, protocol: str = "flight",
@@ -210,7 +210,7 @@ class QueryService:
         cached = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
         if cached is not None:
             return cached
-        lift = self.lifts.get(sql, self._parse) if not params else None
+        lift = self.lifts.get(sql) if not params else None
         lifted_key = _template_key(lift.sql, lift.values, policy, self.plans.size) if lift is not None else None
         if lifted_key is not None:  # values in the text: the lifted query's schema serves any values
             cached = self.plans.get(("schema", *lifted_key), self._resolver(frozenset()))
@@ -252,9 +252,6 @@ class QueryService:
             return 0
         tree, _ = parse_query(sql, self.limits)
         return parameter_count(tree)
-
-    def _parse(self, sql: str) -> tuple[exp.Expression, bool]:
-        return parse_query(sql, self.limits)
 
     def plan(self, tree: exp.Expression, force_source: frozenset[str] = frozenset(), policy: Policy | None = None) -> Plan:
         return plan_query(tree, self._resolver(force_source), self.views, policy)
@@ -298,7 +295,7 @@ class QueryService:
         if templated is not None:
             return templated
         if not params:  # values in the text: planned from the lifted query's template when it has one
-            lift = self.lifts.get(sql, self._parse)
+            lift = self.lifts.get(sql)
             templated = self._templated(lift.sql, lift.values, principal.policy) if lift else None
             if templated is not None:
                 return templated
@@ -321,7 +318,7 @@ class QueryService:
                 return cached
         tree, explain = parse_query(sql, self.limits)
         templated = self._template(tree, explain, sql, params, policy, resolve)
-        lift = self.lifts.get(sql, self._parse) if templated is None and not params else None
+        lift = self.lifts.get(sql) if templated is None and not params else None
         if lift is not None:
             templated = self._template(lift.tree, explain, lift.sql, lift.values, policy, resolve)
         if templated is not None:

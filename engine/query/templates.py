@@ -21,11 +21,13 @@ import secrets
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 from sqlglot import exp
 
 from .planner import CONSTANTS_INSTANCE, Plan
+from .sql_limits import SqlLimits
+from .sql_policy import PUBLIC_DIALECT, parse_query
 
 INT32 = 2 ** 31
 INT64 = 2 ** 63
@@ -159,8 +161,8 @@ class Lifts:
     """The lifted forms of recent query texts (None: nothing to lift), so the calls one query
     makes (its schema, its parameters, its execution) parse it once. Thread-safe, LRU-bounded."""
 
-    def __init__(self, render: Callable[[exp.Expression], str], size: int = 512) -> None:
-        self._render, self._size = render, size
+    def __init__(self, limits: SqlLimits, size: int = 512) -> None:
+        self._limits, self._size = limits, size
         self._entries: OrderedDict[str, Lift | None] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -168,8 +170,8 @@ class Lifts:
         with self._lock:
             return self._entries.get(sql)
 
-    def get(self, sql: str, parse: Callable[[str], tuple[exp.Expression, bool]]) -> Lift | None:
-        """`sql`'s lift; `parse(sql)` (tree, is_explain) when it is not known (its errors are raised).
+    def get(self, sql: str) -> Lift | None:
+        """`sql`'s lift, parsed (within the limits) when it is not known; parse errors are raised.
         EXPLAIN is never lifted: it shows the query's own values. Size 0: never lifted."""
         if self._size <= 0:
             return None
@@ -177,9 +179,9 @@ class Lifts:
             if sql in self._entries:
                 self._entries.move_to_end(sql)
                 return self._entries[sql]
-        tree, explain = parse(sql)
+        tree, explain = parse_query(sql, self._limits)
         found = None if explain else lifted(tree)
-        lift = None if found is None else Lift(self._render(found[0]), tuple(found[1]), found[0])
+        lift = None if found is None else Lift(found[0].sql(PUBLIC_DIALECT), tuple(found[1]), found[0])
         with self._lock:
             self._entries[sql] = lift
             if len(self._entries) > self._size:

@@ -29,7 +29,7 @@ from accel.timers import TIMERS
 from connectors.base import CALLER
 
 from ..errors import InternalError, QueryTimeout, RequestCancelled, ResourceExhausted, SatchelError
-from ..process_exit import describe_exit
+from ..process_exit import describe_exit, worker_env
 from .datafusion_worker import frame, read_frame
 
 log = logging.getLogger("satchel.federated")
@@ -55,7 +55,6 @@ def pool_size(memory_budget: int) -> int:
     return max(2, min(2 * usable_cores(), memory_budget // 4 // WORKER_BASE_BYTES))
 
 
-_PROJECT = str(Path(__file__).resolve().parents[2])  # where `engine` is imported from
 
 
 class WorkerQueryError(Exception):
@@ -72,9 +71,7 @@ class _Worker:
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="satchel-datafusion-")
         parent, child = socket.socketpair()
-        env = {**os.environ, "TMPDIR": self.dir, "TOKIO_WORKER_THREADS": str(max(2, usable_cores())),
-               # the worker imports the sidecar's own code, whatever PYTHONPATH says
-               "PYTHONPATH": os.pathsep.join(filter(None, [_PROJECT, os.environ.get("PYTHONPATH")]))}
+        env = worker_env(TMPDIR=self.dir, TOKIO_WORKER_THREADS=str(max(2, usable_cores())))
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "engine.query.datafusion_worker", str(child.fileno())],
