@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Hashable, Mapping, Sequence
 
@@ -91,13 +92,13 @@ class QueryService:
             if policy is not None:
                 policy.gate.enter()
                 entered = True
-            tree, explain, plan = self._planned_guarded(sql, params, scope, deadline, client_gone,
-                                                        principal, protocol)
+            planned = self._planned_guarded(sql, params, scope, deadline, client_gone, principal, protocol)
+            explain, plan = planned.explain, planned.plan
             task.datasets = sorted({b.dataset for b in plan.bindings if b.dataset})
             task.served_by = plan.served_by
-            replan = lambda force: self.plan(tree, force, policy)  # noqa: E731
+            replan = lambda force: self.plan(planned.bound(), force, policy)  # noqa: E731
             cache = cache or CacheUse()
-            reuse = self._result_key(sql, params, principal, tree, explain, plan)
+            reuse = self._result_key(sql, params, principal, planned)
             cached, remember = self._cached(reuse, explain, cache)
             if cached is not None:
                 task.served_by = "cache"
@@ -110,7 +111,7 @@ class QueryService:
                 reader = cached
             elif explain:
                 reader = _explain_reader(plan, pushdown.explain_lines(plan, self.datasets), policy)
-            elif not plan.bindings and _constant(tree):
+            elif not plan.bindings and _constant(planned.tree):
                 reader = self._constant_result(sql, params, lambda: self.routes.execute(plan, replan, task))
             elif plan.served_by in ("source", "mixed"):  # a live source may keep the first batch waiting
                 reader = guarded(lambda: _prefetched(self.routes.execute(plan, replan, task)), scope, deadline,
@@ -148,14 +149,15 @@ class QueryService:
                                          sanitize=policy.sanitize if policy else None,
                                          finished=policy.gate.leave if policy else None)
 
-    def _result_key(self, sql: str, params: Sequence[object] | None, principal: Principal, tree: exp.Expression,
-                    explain: bool, plan: Plan) -> tuple[Hashable, tuple] | None:
+    def _result_key(self, sql: str, params: Sequence[object] | None, principal: Principal,
+                    planned: Planned) -> tuple[Hashable, tuple] | None:
         """(key, generations) under which the result may be reused (results cache, coalescing): the
         principal, SQL text and parameters, and the generations of the data read; None when it
         must be computed."""
-        if (self.results is None and self.coalescer is None) or explain or plan.ai:
+        plan = planned.plan
+        if (self.results is None and self.coalescer is None) or planned.explain or plan.ai:
             return None
-        if any(b.kind == "memory" for b in plan.bindings) or not cacheable(tree):
+        if any(b.kind == "memory" for b in plan.bindings) or not planned.cacheable:
             return None
         generations = tuple((b.dataset, self.datasets[b.dataset.lower()].generation if b.kind != "source" else "live")
                             for b in plan.bindings if b.dataset)
@@ -225,8 +227,8 @@ class QueryService:
         scope = self.scopes.track(CancelScope())
         caller = CALLER.set(Caller(principal.name, "query", deadline, scope))
         try:
-            _, _, plan = self._planned_guarded(sql, params, scope, deadline, client_gone, principal, "internal",
-                                               schema_only=True)
+            plan = self._planned_guarded(sql, params, scope, deadline, client_gone, principal, "internal",
+                                         schema_only=True).plan
             schema = self.routes.schema(plan)
             for call in plan.ai:  # a model's answer is text
                 schema = schema.set(call.column, pa.field(schema.field(call.column).name, pa.string()))
@@ -284,7 +286,7 @@ class QueryService:
 
     def _planned_guarded(self, sql: str, params: Sequence[object] | None, scope: CancelScope, deadline: float | None,
                          client_gone: Callable[[], bool] | None, principal: Principal = ANONYMOUS,
-                         protocol: str = "internal", schema_only: bool = False) -> tuple[exp.Expression, bool, Plan]:
+                         protocol: str = "internal", schema_only: bool = False) -> Planned:
         """`_planned`, from the cache at once, else under `guarded` (resolving a live dataset may
         infer its schema from the source)."""
         key = _plan_key(sql, params, principal.policy)
@@ -303,7 +305,7 @@ class QueryService:
                        client_gone)
 
     def _planned(self, sql: str, params: Sequence[object] | None, principal: Principal = ANONYMOUS,
-                 protocol: str = "internal", schema_only: bool = False) -> tuple[exp.Expression, bool, Plan]:
+                 protocol: str = "internal", schema_only: bool = False) -> Planned:
         """Parse, bind and plan `sql`, or reuse what planning the same text and parameters gave
         while its tables resolve the same way (planning costs milliseconds; DoGet repeats it).
         A principal with a policy has plans of its own: never another principal's. Search table
@@ -317,10 +319,11 @@ class QueryService:
             if cached is not None:
                 return cached
         tree, explain = parse_query(sql, self.limits)
-        templated = self._template(tree, explain, sql, params, policy, resolve)
+        templated = self._template(lambda: tree, explain, sql, params, policy, resolve)
         lift = self.lifts.get(sql) if templated is None and not params else None
         if lift is not None:
-            templated = self._template(lift.tree, explain, lift.sql, lift.values, policy, resolve)
+            templated = self._template(lambda: parse_query(lift.sql, self.limits)[0], False, lift.sql, lift.values,
+                                       policy, resolve)
         if templated is not None:
             return templated
         tree = bind_parameters(tree, params)
@@ -341,7 +344,7 @@ class QueryService:
             resolve = _with_search_rows(resolve, rows)
         recorder = RecordingResolver(resolve)
         tree, plan = self._plan_bound(tree, recorder, policy)
-        planned = tree, explain, plan
+        planned = Planned(tree, explain, plan, cacheable(tree))
         if key is not None:
             self.plans.put(key, planned, recorder)
         return planned
@@ -356,27 +359,31 @@ class QueryService:
         plan.ai = calls
         return tree, plan
 
-    def _templated(self, sql: str, params: Sequence[object] | None,
-                   policy: Policy | None) -> tuple[exp.Expression, bool, Plan] | None:
+    def _templated(self, sql: str, params: Sequence[object] | None, policy: Policy | None) -> Planned | None:
         """The query planned from its parameterised template, when there is one (see
         `templates`): no planning, only the values spliced into the template's SQL."""
         key = _template_key(sql, params, policy, self.plans.size)
         entry = self.plans.get(key, self._resolver(frozenset())) if key is not None else None
         if not entry:
             return None
-        tree, explain, template = entry
-        return bind_parameters(tree.copy(), params), explain, template.instantiate(params)
+        tree, explain, template, volatile_free = entry
+        return Planned(tree, explain, template.instantiate(params), volatile_free, params)
 
-    def _template(self, tree: exp.Expression, explain: bool, sql: str, params: Sequence[object] | None,
-                  policy: Policy | None, resolve) -> tuple[exp.Expression, bool, Plan] | None:  # type: ignore[no-untyped-def]
-        """Plan `tree` once with sentinel parameters and keep the template it gives (or that it
-        gives none: planned with its values from then on); the query from it, or None."""
+    def _template(self, tree_of: Callable[[], exp.Expression], explain: bool, sql: str,
+                  params: Sequence[object] | None, policy: Policy | None, resolve) -> Planned | None:  # type: ignore[no-untyped-def]
+        """Plan the query (`tree_of()`, parsed only when needed) once with sentinel parameters
+        and keep the template it gives (or that it gives none: planned with its values from
+        then on); the query from it, or None."""
         key = _template_key(sql, params, policy, self.plans.size)
-        if key is None or (self.search is not None and has_search(tree)):
+        if key is None:
             return None
         known = self.plans.get(key, resolve)
         if known is not None:
             return self._templated(sql, params, policy) if known else None
+        tree = tree_of()
+        if self.search is not None and has_search(tree):
+            self.plans.put(key, False, ())  # search rows change: never a template
+            return None
         values = templates.sentinels(key[-1])
         recorder = RecordingResolver(resolve)
         try:
@@ -384,10 +391,11 @@ class QueryService:
             template = templates.template_of(plan, sql, values)
         except Exception:  # noqa: BLE001 - planned with its values below, where the error surfaces
             template = None
-        self.plans.put(key, (tree, explain, template) if template is not None else False, recorder)
+        volatile_free = cacheable(tree)
+        self.plans.put(key, (tree, explain, template, volatile_free) if template is not None else False, recorder)
         if template is None:
             return None
-        return bind_parameters(tree.copy(), params), explain, template.instantiate(params)
+        return Planned(tree, explain, template.instantiate(params), volatile_free, params)
 
     def _resolve(self, db: str | None, name: str, force_source: frozenset[str]) -> Binding | None:
         schema = (db or "public").lower()
@@ -420,6 +428,22 @@ def _with_search_rows(resolve, rows: Mapping[str, pa.Table]):  # type: ignore[no
         return resolve(db, name)
 
     return resolved
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A planned query: its tree, whether it is EXPLAIN, its plan, and whether its result depends
+    only on its data (`results_cache.cacheable`). A plan from a template keeps the template's
+    shared tree, its parameters unbound (`params`): `bound()` binds a copy when one is needed."""
+
+    tree: exp.Expression
+    explain: bool
+    plan: Plan
+    cacheable: bool
+    params: Sequence[object] | None = None
+
+    def bound(self) -> exp.Expression:
+        return bind_parameters(self.tree.copy(), self.params) if self.params is not None else self.tree
 
 
 def _constant(tree: exp.Expression) -> bool:

@@ -60,12 +60,18 @@ _WRITE_NODES = (exp.Into, exp.Lock, exp.Insert, exp.Update, exp.Delete, exp.Merg
                 exp.Alter, exp.Copy, exp.Command, exp.Set, exp.Pragma, exp.Use, exp.TruncateTable)
 
 
-def parse_query(sql: str, limits: SqlLimits = SqlLimits()) -> tuple[exp.Expression, bool]:
-    """Parse one read-only statement within `limits` (checked before parsing). Returns (tree, is_explain)."""
+def statement_tokens(sql: str, limits: SqlLimits = SqlLimits()) -> tuple[str, list]:
+    """The statement's text as parsed (no byte-order mark, outer blanks or final `;`) and its
+    tokens, within `limits`."""
     text = sql.lstrip("\ufeff").strip().rstrip(";").strip()  # a byte-order mark is not part of the SQL
     if not text:
         raise SqlError("empty SQL statement")
-    tokens = sql_limits.check(text, _tokenize, limits)  # one tokenizing serves the parser too
+    return text, sql_limits.check(text, _tokenize, limits)
+
+
+def parse_query(sql: str, limits: SqlLimits = SqlLimits()) -> tuple[exp.Expression, bool]:
+    """Parse one read-only statement within `limits` (checked before parsing). Returns (tree, is_explain)."""
+    text, tokens = statement_tokens(sql, limits)  # one tokenizing serves the parser too
     explain = False
     words = _leading_words(tokens, 2)
     if words and words[0] == "EXPLAIN":

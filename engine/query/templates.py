@@ -24,14 +24,16 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from sqlglot import exp
+from sqlglot.tokens import TokenType
 
 from .planner import CONSTANTS_INSTANCE, Plan
 from .sql_limits import SqlLimits
-from .sql_policy import PUBLIC_DIALECT, parse_query
+from .sql_policy import parse_query, statement_tokens
 
 INT32 = 2 ** 31
 INT64 = 2 ** 63
 MAX_VALUES = 64  # a lookup's few values; more (a long IN list) are planned as given: splicing is per value
+_VALUE_TOKENS = (TokenType.NUMBER, TokenType.STRING)
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 
 
@@ -66,7 +68,12 @@ def sentinels(kinds: Sequence[str]) -> list[object]:
 def literal(value: object, after: str = "") -> str:
     """`value` as DuckDB SQL, as planning renders a bound parameter; a negative number right
     after a `-` (`-?`) goes in parentheses (`--1` would start a comment)."""
-    text = exp.convert(value).sql("duckdb")
+    if type(value) is int:  # the common kinds, rendered exactly as sqlglot does, without its generator
+        text = str(value)
+    elif type(value) is str:
+        text = "'" + value.replace("'", "''") + "'"
+    else:
+        text = exp.convert(value).sql("duckdb")
     return f"({text})" if text.startswith("-") and after.endswith("-") else text
 
 
@@ -107,25 +114,60 @@ def template_of(plan: Plan, sql: str, values: Sequence[object]) -> Template | No
     return Template(plan, tuple(pieces), tuple(index for _, _, index in found))
 
 
-def lifted(tree: exp.Expression) -> tuple[exp.Expression, list[object]] | None:
-    """A copy of `tree` whose literals compared with a column (`c = 42`, `c <> 'x'`, `c IN (1, 2)`,
-    `c BETWEEN 1 AND 9`; integers and strings) are parameters `$1, $2 ...`, and their values in
-    that order; None when there is no such literal, more than MAX_VALUES, or the query has
-    parameters of its own. Other literals (LIMIT, ORDER BY 1, function arguments, typed
-    literals) stay in the text."""
-    if tree.find(exp.Placeholder, exp.Parameter):
-        return None
-    found = [node for node in tree.find_all(exp.Literal) if _compared_with_column(node) and _value(node) is not None]
-    if not found or len(found) > MAX_VALUES:
-        return None
-    copy = tree.copy()
+def lifted(sql: str, limits: SqlLimits = SqlLimits()) -> Lift | None:
+    """`sql` with its literals compared with a column (`c = 42`, `c <> 'x'`, `c IN (1, 2)`,
+    `c BETWEEN 1 AND 9`; integers and strings) replaced in its text by parameters `$1, $2 ...`,
+    and their values in that order; None when there is no such literal, more than MAX_VALUES,
+    or the query has parameters of its own, or is EXPLAIN. Other literals (LIMIT, ORDER BY 1,
+    function arguments, typed literals) stay in the text. Parse errors are raised."""
+    text, tokens = statement_tokens(sql, limits)
+    return _spliced(text, tokens, _lifted_slots(sql, tokens, limits))
+
+
+def _lifted_slots(sql: str, tokens: list, limits: SqlLimits) -> tuple[int, ...]:
+    """The indexes of the tokens of `sql` that are literals compared with a column (see `lifted`)."""
+    tree, explain = parse_query(sql, limits)
+    if explain or tree.find(exp.Placeholder, exp.Parameter):
+        return ()
+    at = {token.start: index for index, token in enumerate(tokens) if token.token_type in _VALUE_TOKENS}
+    slots = set()
+    for node in tree.find_all(exp.Literal):
+        index = at.get(node.meta.get("start", -1)) if _compared_with_column(node) else None
+        if index is not None and _token_value(tokens[index]) == _value(node):  # the node is that token, whole
+            slots.add(index)
+    return tuple(sorted(slots))
+
+
+def _spliced(text: str, tokens: list, slots: tuple[int, ...]) -> Lift | None:
+    """`text` with the liftable values of the tokens at `slots` made `$1, $2 ...` (text order)."""
+    parts: list[str] = []
     values: list[object] = []
-    for node in list(copy.find_all(exp.Literal)):
-        value = _value(node) if _compared_with_column(node) else None
-        if value is not None:
-            values.append(value)
-            node.replace(exp.Parameter(this=exp.Literal.number(len(values))))
-    return copy, values
+    at = 0
+    for index in slots:
+        token = tokens[index]
+        value = _token_value(token)
+        if value is None:
+            continue  # e.g. 1.5 where the shape had an integer: it stays in the text
+        values.append(value)
+        parts += [text[at:token.start], f"${len(values)}"]
+        at = token.end + 1
+    if not values or len(values) > MAX_VALUES:
+        return None
+    parts.append(text[at:])
+    return Lift("".join(parts), tuple(values))
+
+
+def _token_value(token) -> int | str | None:  # type: ignore[no-untyped-def]
+    """A literal token's value as a lifted parameter (as `_value` gives it), or None."""
+    if token.token_type == TokenType.STRING:
+        return token.text
+    text = token.text
+    return int(text) if text.isdigit() and int(text) < INT64 else None
+
+
+def _shape(tokens: list) -> tuple:
+    """What two texts whose literals may differ share: their tokens, literals masked."""
+    return tuple((t.token_type, None if t.token_type in _VALUE_TOKENS else t.text) for t in tokens)
 
 
 def _compared_with_column(node: exp.Literal) -> bool:
@@ -150,20 +192,23 @@ def _value(node: exp.Literal) -> int | str | None:
 
 @dataclass(frozen=True)
 class Lift:
-    """A query text's lifted form: its text with `$n` for the values, the values, its tree."""
+    """A query text's lifted form: its text with `$n` for the values, and the values."""
 
     sql: str
     values: tuple[object, ...]
-    tree: exp.Expression  # never changed: users copy it
 
 
 class Lifts:
     """The lifted forms of recent query texts (None: nothing to lift), so the calls one query
-    makes (its schema, its parameters, its execution) parse it once. Thread-safe, LRU-bounded."""
+    makes (its schema, its parameters, its execution) lift it once. A new text whose tokens,
+    literals aside, are those of one seen before is lifted from its tokens alone: where its
+    literals are compared with columns is known from that one's parse (the literals' values
+    do not change how a text parses). Thread-safe, LRU-bounded."""
 
     def __init__(self, limits: SqlLimits, size: int = 512) -> None:
         self._limits, self._size = limits, size
         self._entries: OrderedDict[str, Lift | None] = OrderedDict()
+        self._slots: OrderedDict[tuple, tuple[int, ...]] = OrderedDict()  # by `_shape`
         self._lock = threading.Lock()
 
     def peek(self, sql: str) -> Lift | None:
@@ -171,19 +216,29 @@ class Lifts:
             return self._entries.get(sql)
 
     def get(self, sql: str) -> Lift | None:
-        """`sql`'s lift, parsed (within the limits) when it is not known; parse errors are raised.
-        EXPLAIN is never lifted: it shows the query's own values. Size 0: never lifted."""
+        """`sql`'s lift (see `lifted`); parse errors are raised. Size 0: never lifted."""
         if self._size <= 0:
             return None
         with self._lock:
             if sql in self._entries:
                 self._entries.move_to_end(sql)
                 return self._entries[sql]
-        tree, explain = parse_query(sql, self._limits)
-        found = None if explain else lifted(tree)
-        lift = None if found is None else Lift(found[0].sql(PUBLIC_DIALECT), tuple(found[1]), found[0])
+        text, tokens = statement_tokens(sql, self._limits)
+        shape = _shape(tokens)
         with self._lock:
-            self._entries[sql] = lift
-            if len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+            slots = self._slots.get(shape)
+        if slots is None:
+            slots = _lifted_slots(sql, tokens, self._limits)
+            with self._lock:
+                _bounded_put(self._slots, shape, slots, self._size)
+        lift = _spliced(text, tokens, slots)
+        with self._lock:
+            _bounded_put(self._entries, sql, lift, self._size)
         return lift
+
+
+def _bounded_put(entries: OrderedDict, key: object, value: object, size: int) -> None:
+    entries[key] = value
+    entries.move_to_end(key)
+    if len(entries) > size:
+        entries.popitem(last=False)
