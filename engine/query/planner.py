@@ -141,6 +141,9 @@ Resolver = Callable[[str | None, str], Binding | None]
 """(schema or None, table) -> Binding, or None when unknown."""
 
 
+PLAN_CACHE_TEXT = 512 << 10  # the plan cache's entries' SQL text, in characters, at most
+
+
 class PlanCache:
     """Results of planning (plans, result schemas) by key (the SQL text and how it is used).
 
@@ -150,10 +153,16 @@ class PlanCache:
     finishes loading, or falls back to its source gets a fresh plan. Thread-safe, LRU-bounded.
     """
 
-    def __init__(self, size: int | None = None) -> None:
+    def __init__(self, size: int | None = None, text_budget: int | None = None) -> None:
         # SATCHEL_PLAN_CACHE_SIZE=0 turns caching off (benchmarks compare with and without).
         self.size = int(os.environ.get("SATCHEL_PLAN_CACHE_SIZE", "512")) if size is None else size
-        self._entries: OrderedDict[Hashable, tuple[Any, tuple[tuple[tuple[str | None, str], Binding], ...]]] = OrderedDict()
+        # A plan's trees take about 150 bytes per character of its SQL: the texts of the entries
+        # are bounded in sum, so an agent sending large distinct queries cannot grow memory.
+        self.text_budget = int(os.environ.get("SATCHEL_PLAN_CACHE_TEXT", str(PLAN_CACHE_TEXT))) \
+            if text_budget is None else text_budget
+        self._entries: OrderedDict[Hashable, tuple[Any, tuple[tuple[tuple[str | None, str], Binding], ...], int]] = \
+            OrderedDict()
+        self._text = 0  # the entries' text, in characters
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
@@ -165,7 +174,7 @@ class PlanCache:
             if entry is not None:
                 self._entries.move_to_end(key)
         if entry is not None:
-            value, lookups = entry
+            value, lookups, _ = entry
             if all(_same_binding(resolve(db, name), binding) for (db, name), binding in lookups):
                 self.hits += 1
                 return value
@@ -179,11 +188,15 @@ class PlanCache:
             return
         if isinstance(lookups, RecordingResolver):
             lookups = tuple(lookups.lookups)
+        text = _text_in(key)
+        if text > self.text_budget:
+            return
         with self._lock:
-            self._entries[key] = (value, lookups)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(key, None)
+            self._text += text - (old[2] if old is not None else 0)
+            self._entries[key] = (value, lookups, text)
+            while len(self._entries) > self.size or self._text > self.text_budget:
+                self._text -= self._entries.popitem(last=False)[1][2]
 
     def lookups_of(self, key: Hashable) -> tuple | None:
         """The validity condition of an entry (to store a value derived from it), or None."""
@@ -194,6 +207,16 @@ class PlanCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._text = 0
+
+
+def _text_in(key: object) -> int:
+    """The characters (and bytes) of the strings in a cache key: its SQL text and parameters."""
+    if isinstance(key, (str, bytes)):
+        return len(key)
+    if isinstance(key, tuple):
+        return sum(_text_in(part) for part in key)
+    return 0
 
 
 class RecordingResolver:

@@ -17,6 +17,7 @@ query takes the same road, keyed by its lifted text.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import secrets
 import threading
 from collections import OrderedDict
@@ -33,6 +34,7 @@ from .sql_policy import parse_query, statement_tokens
 INT32 = 2 ** 31
 INT64 = 2 ** 63
 MAX_VALUES = 64  # a lookup's few values; more (a long IN list) are planned as given: splicing is per value
+MAX_LIFTED_TEXT = 16 << 10  # longer texts are not lifted (nor remembered): an agent's lookups are far shorter
 _VALUE_TOKENS = (TokenType.NUMBER, TokenType.STRING)
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 
@@ -165,9 +167,11 @@ def _token_value(token) -> int | str | None:  # type: ignore[no-untyped-def]
     return int(text) if text.isdigit() and int(text) < INT64 else None
 
 
-def _shape(tokens: list) -> tuple:
-    """What two texts whose literals may differ share: their tokens, literals masked."""
-    return tuple((t.token_type, None if t.token_type in _VALUE_TOKENS else t.text) for t in tokens)
+def _shape(tokens: list) -> bytes:
+    """What two texts whose literals may differ share (their tokens, literals masked), digested."""
+    parts = (f"{t.token_type.name}:{len(t.text)}:{t.text}" if t.token_type not in _VALUE_TOKENS else t.token_type.name
+             for t in tokens)
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).digest()
 
 
 def _compared_with_column(node: exp.Literal) -> bool:
@@ -208,7 +212,7 @@ class Lifts:
     def __init__(self, limits: SqlLimits, size: int = 512) -> None:
         self._limits, self._size = limits, size
         self._entries: OrderedDict[str, Lift | None] = OrderedDict()
-        self._slots: OrderedDict[tuple, tuple[int, ...]] = OrderedDict()  # by `_shape`
+        self._slots: OrderedDict[bytes, tuple[int, ...]] = OrderedDict()  # by `_shape`
         self._lock = threading.Lock()
 
     def peek(self, sql: str) -> Lift | None:
@@ -216,8 +220,9 @@ class Lifts:
             return self._entries.get(sql)
 
     def get(self, sql: str) -> Lift | None:
-        """`sql`'s lift (see `lifted`); parse errors are raised. Size 0: never lifted."""
-        if self._size <= 0:
+        """`sql`'s lift (see `lifted`); parse errors are raised. Size 0, or a text longer than
+        MAX_LIFTED_TEXT: never lifted."""
+        if self._size <= 0 or len(sql) > MAX_LIFTED_TEXT:
             return None
         with self._lock:
             if sql in self._entries:

@@ -244,3 +244,31 @@ def test_parameters_that_cannot_be_templated_are_planned_with_their_values(runti
         assert runtime.query(sql, params=[None]).read_all().column(0)[0].as_py() == 0
         assert runtime.query(sql, params=[3_000_000_000]).read_all().column(0)[0].as_py() == 0
     assert runtime.query("SELECT ? AS b FROM t_duckdb LIMIT 1", params=[True]).read_all().column(0)[0].as_py() is True
+
+
+def test_the_cache_bounds_the_sum_of_its_entries_texts() -> None:
+    """A plan's trees take about 150 bytes per character of its SQL: an agent sending large
+    distinct queries must not grow the cache's memory, so the entries' texts are bounded in sum
+    (least recently used first out) and a text past the whole budget is never kept."""
+    cache = PlanCache(size=100, text_budget=10_100)
+    resolve = lambda db, name: None  # noqa: E731
+    for i in range(5):
+        cache.put(("query", None, f"{i}" * 3_000, None), i, ())
+    assert [cache.get(("query", None, f"{i}" * 3_000, None), resolve) for i in range(5)] == [None, None, 2, 3, 4]
+    cache.put(("query", None, "x" * 3_000, (("y" * 1_000),)), "p", ())  # parameters count too
+    assert cache.get(("query", None, "2" * 3_000, None), resolve) is None
+    assert cache.get(("query", None, "x" * 3_000, ("y" * 1_000,)), resolve) == "p"
+    cache.put(("query", None, "z" * 10_100, None), "too big", ())
+    assert cache.get(("query", None, "z" * 10_100, None), resolve) is None
+    assert cache.get(("query", None, "4" * 3_000, None), resolve) == 4  # nothing evicted for it
+    cache.put(("query", None, "4" * 3_000, None), 44, ())  # replacing an entry does not count it twice
+    assert cache.get(("query", None, "3" * 3_000, None), resolve) == 3
+
+
+def test_long_texts_are_not_lifted_nor_remembered(runtime) -> None:
+    from engine.query.templates import MAX_LIFTED_TEXT
+
+    padding = " " * MAX_LIFTED_TEXT
+    sql = f"SELECT count(*) AS n FROM t_duckdb WHERE id > 3{padding}"
+    assert runtime.query(sql).read_all().column(0)[0].as_py() == 6
+    assert runtime.queries.lifts.get(sql) is None and runtime.queries.lifts.peek(sql) is None
