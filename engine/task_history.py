@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .redact import redact
 from .tracing import Span, new_span
@@ -51,6 +52,8 @@ SCHEMA = pa.schema([
     pa.field("ttft_ms", pa.float64(), metadata={b"description": b"Streamed chat: milliseconds to the first token"}),
 ])
 MAX_TEXT = 16 * 1024
+MAX_BYTES = 64 << 20  # the table's size at most (100,000 rows of long query texts would be 1.6 GiB)
+FOLD_ROWS = 512  # recorded rows wait as Python objects until this many, then join the Arrow table
 
 
 @dataclass
@@ -121,15 +124,17 @@ def request_scope() -> Iterator[RequestScope]:
 
 
 class TaskHistory:
-    """An in-memory Arrow table trimmed to the retention period (and a hard row cap). Text and
-    errors are redacted (pod secrets and credential-shaped values) on the way in."""
+    """An in-memory Arrow table trimmed to the retention period (and hard row and byte caps),
+    whether or not anyone reads it. Text and errors are redacted (pod secrets and
+    credential-shaped values) on the way in."""
 
     def __init__(self, enabled: bool = True, retention: dt.timedelta = dt.timedelta(hours=8),
-                 max_rows: int = 100_000, secrets: Iterable[str] = ()) -> None:
+                 max_rows: int = 100_000, secrets: Iterable[str] = (), max_bytes: int = MAX_BYTES) -> None:
         self.enabled = enabled
         self.secrets = tuple(secrets)
         self.retention = retention
         self.max_rows = max_rows
+        self.max_bytes = max_bytes
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._pending: list[dict] = []
@@ -160,18 +165,28 @@ class TaskHistory:
         row["task_id"] = next(self._ids)
         with self._lock:
             self._pending.append(row)
+            if len(self._pending) >= FOLD_ROWS:  # rows wait as dicts (about 1 KiB each) only briefly
+                self._fold_locked()
 
     def table(self) -> pa.Table:
         """The current history (also applies retention)."""
         with self._lock:
-            if self._pending:
-                fresh = pa.Table.from_pylist(self._pending, schema=SCHEMA)
-                self._pending = []
-                self._table = pa.concat_tables([self._table, fresh]).combine_chunks()
-            cutoff = dt.datetime.now(dt.timezone.utc) - self.retention
-            if self._table.num_rows and self._table["started_at"][0].as_py() < cutoff:
-                import pyarrow.compute as pc
-                self._table = self._table.filter(pc.greater_equal(self._table["started_at"], pa.scalar(cutoff, SCHEMA.field("started_at").type)))
-            if self._table.num_rows > self.max_rows:
-                self._table = self._table.slice(self._table.num_rows - self.max_rows)
+            self._fold_locked()
             return self._table
+
+    def _fold_locked(self) -> None:
+        """The pending rows into the table, then the table cut to the retention period, the row
+        cap and the byte cap (oldest rows first)."""
+        if self._pending:
+            fresh = pa.Table.from_pylist(self._pending, schema=SCHEMA)
+            self._pending = []
+            self._table = pa.concat_tables([self._table, fresh])  # chunks of FOLD_ROWS: cut without copying
+        cutoff = dt.datetime.now(dt.timezone.utc) - self.retention
+        if self._table.num_rows and self._table["started_at"][0].as_py() < cutoff:
+            self._table = self._table.filter(pc.greater_equal(self._table["started_at"],
+                                                              pa.scalar(cutoff, SCHEMA.field("started_at").type)))
+        keep = self.max_rows
+        if self._table.nbytes > self.max_bytes:
+            keep = min(keep, int(self._table.num_rows * self.max_bytes / self._table.nbytes))
+        if self._table.num_rows > keep:
+            self._table = self._table.slice(self._table.num_rows - keep)
