@@ -27,6 +27,7 @@ ENVIRONMENT: dict[str, tuple[str, tuple[str, ...]]] = {
                           ("run", "sql", "refresh", "validate", "mcp", "datasets")),
     "SATCHEL_MEMORY_LIMIT": ("memory budget, overrides runtime.params.memory_limit", ("run", "mcp")),
     "SATCHEL_PLAN_CACHE_SIZE": ("query plans cached (0: off; default 512)", ("run", "mcp")),
+    "SATCHEL_PLAN_CACHE_TEXT": ("the cached plans' SQL text, in characters, at most (default 524288)", ("run", "mcp")),
     "SATCHEL_DUCKDB_SLOTS": ("DuckDB queries executing at once (default: the cores)", ("run", "mcp")),
     "SATCHEL_FLIGHT_HANDLE_TTL": ("seconds a Flight SQL result handle lives (default 600)", ("run",)),
 }

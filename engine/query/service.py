@@ -61,7 +61,7 @@ class QueryService:
         self.scopes = scopes  # every running query's, cancelled when the runtime stops
         self.limits = limits  # SQL size and nesting, checked before parsing
         self.plans = PlanCache()  # plans and result schemas by SQL text (see PlanCache)
-        self.lifts = templates.Lifts(limits, self.plans.size)  # values written into the text (templates.lifted)
+        self.lifts = templates.Lifts(limits, self.plans.size)  # values written into the text (templates.Lifts)
         self.search = search  # vector_search / text_search / rrf (never cached: their rows change)
 
     def query(self, sql: str, principal: Principal = ANONYMOUS, *, protocol: str = "flight",

@@ -10,7 +10,7 @@ them) into that SQL. Anything else (floats, booleans, NULLs, dates, federated or
 is planned with its values as before.
 
 Agents mostly write their values into the SQL text (`... WHERE id = 42`), each text new. Such a
-query is lifted (`lifted`): the literals it compares columns with become parameters, and the
+query is lifted (`Lifts`): the literals it compares columns with become parameters, and the
 query takes the same road, keyed by its lifted text.
 """
 
@@ -116,18 +116,9 @@ def template_of(plan: Plan, sql: str, values: Sequence[object]) -> Template | No
     return Template(plan, tuple(pieces), tuple(index for _, _, index in found))
 
 
-def lifted(sql: str, limits: SqlLimits = SqlLimits()) -> Lift | None:
-    """`sql` with its literals compared with a column (`c = 42`, `c <> 'x'`, `c IN (1, 2)`,
-    `c BETWEEN 1 AND 9`; integers and strings) replaced in its text by parameters `$1, $2 ...`,
-    and their values in that order; None when there is no such literal, more than MAX_VALUES,
-    or the query has parameters of its own, or is EXPLAIN. Other literals (LIMIT, ORDER BY 1,
-    function arguments, typed literals) stay in the text. Parse errors are raised."""
-    text, tokens = statement_tokens(sql, limits)
-    return _spliced(text, tokens, _lifted_slots(sql, tokens, limits))
-
-
 def _lifted_slots(sql: str, tokens: list, limits: SqlLimits) -> tuple[int, ...]:
-    """The indexes of the tokens of `sql` that are literals compared with a column (see `lifted`)."""
+    """The indexes of the tokens of `sql` that are literals compared with a column (see
+    `Lifts.get`); none for EXPLAIN, a query with parameters of its own, or more than MAX_VALUES."""
     tree, explain = parse_query(sql, limits)
     if explain or tree.find(exp.Placeholder, exp.Parameter):
         return ()
@@ -137,7 +128,7 @@ def _lifted_slots(sql: str, tokens: list, limits: SqlLimits) -> tuple[int, ...]:
         index = at.get(node.meta.get("start", -1)) if _compared_with_column(node) else None
         if index is not None and _token_value(tokens[index]) == _value(node):  # the node is that token, whole
             slots.add(index)
-    return tuple(sorted(slots))
+    return tuple(sorted(slots)) if len(slots) <= MAX_VALUES else ()
 
 
 def _spliced(text: str, tokens: list, slots: tuple[int, ...]) -> Lift | None:
@@ -220,8 +211,12 @@ class Lifts:
             return self._entries.get(sql)
 
     def get(self, sql: str) -> Lift | None:
-        """`sql`'s lift (see `lifted`); parse errors are raised. Size 0, or a text longer than
-        MAX_LIFTED_TEXT: never lifted."""
+        """`sql` with its literals compared with a column (`c = 42`, `c <> 'x'`, `c IN (1, 2)`,
+        `c BETWEEN 1 AND 9`; integers and strings) replaced in its text by parameters `$1, $2 ...`,
+        and their values in that order; None when there is no such literal, more than
+        MAX_VALUES, parameters of its own, EXPLAIN (it shows the query's own values), a text
+        longer than MAX_LIFTED_TEXT, or size 0. Other literals (LIMIT, ORDER BY 1, function
+        arguments, typed literals) stay in the text. Parse errors are raised."""
         if self._size <= 0 or len(sql) > MAX_LIFTED_TEXT:
             return None
         with self._lock:

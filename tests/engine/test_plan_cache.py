@@ -183,7 +183,10 @@ def test_values_written_in_the_sql_are_planned_once_per_query_shape(runtime, mon
 
 
 def test_what_is_lifted_and_what_stays_in_the_text() -> None:
-    from engine.query.templates import MAX_VALUES, lifted
+    from engine.query.sql_limits import SqlLimits
+    from engine.query.templates import MAX_VALUES, Lifts
+
+    lifted = Lifts(SqlLimits()).get
 
     found = lifted("SELECT a FROM t WHERE 5 = id AND name = 'it''s' AND x IN (1, 2) AND y BETWEEN 3 AND 4 "
                    "AND z > 1.5 AND w = -3 AND v = f(7) ORDER BY 1 LIMIT 10;")
