@@ -206,3 +206,10 @@ class BadRequest(SatchelError):
     http_status = 400
     flight_kind = "invalid_argument"
     code = "bad_request"
+
+
+class PayloadTooLarge(BadRequest):
+    """A request body (or a Flight SQL parameter upload) past the sidecar's limit for it."""
+
+    http_status = 413
+    code = "payload_too_large"

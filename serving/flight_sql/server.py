@@ -39,6 +39,7 @@ from engine.errors import (
     ConfigError,
     NotFound,
     NotSupportedYet,
+    PayloadTooLarge,
     ReadOnlyViolation,
     SqlError,
     Unauthenticated,
@@ -59,6 +60,8 @@ log = logging.getLogger("satchel.flight_sql")
 T = TypeVar("T")
 
 # DoPut commands that would write; refused by name (Satchel needs no message class for them).
+MAX_PARAMETER_SETS = 10_000  # rows of parameters bound to one prepared statement's execution
+MAX_PARAMETER_BYTES = 16 << 20
 _WRITE_COMMANDS = frozenset(
     {
         "CommandStatementUpdate",
@@ -326,7 +329,7 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
             raise _unsupported(command, "DoPut")
         handle = command.prepared_statement_handle
         prepared = self._prepared_for(handle, principal)
-        prepared.bindings = _parameter_sets(reader.read_all(), prepared.parameter_count)
+        prepared.bindings = _parameter_sets(_uploaded_parameters(reader), prepared.parameter_count)
         if prepared.bindings:  # the schema the client is told on execute follows the bound types
             prepared.dataset_schema = self._runtime.query_schema(prepared.sql, principal, prepared.bindings[0])
         result = pb.DoPutPreparedStatementResult(prepared_statement_handle=handle)
@@ -472,6 +475,25 @@ def _stream_schema(announced: pa.Schema, actual: pa.Schema) -> pa.Schema:
         if not want.type.equals(got.type) or (got.nullable and not want.nullable):
             return actual
     return announced
+
+
+def _uploaded_parameters(reader: flight.MetadataRecordBatchReader) -> pa.Table:
+    """The parameter rows a client binds, read batch by batch and refused past MAX_PARAMETER_SETS
+    rows or MAX_PARAMETER_BYTES (each row is one query: an upload must not fill the sidecar's
+    memory, nor queue queries without end)."""
+    batches: list[pa.RecordBatch] = []
+    rows = size = 0
+    for chunk in reader:
+        if chunk.data is None:
+            continue
+        rows += chunk.data.num_rows
+        size += chunk.data.nbytes
+        if rows > MAX_PARAMETER_SETS or size > MAX_PARAMETER_BYTES:
+            raise PayloadTooLarge(f"too many bound parameters: at most {MAX_PARAMETER_SETS:,} parameter sets (rows) and "
+                             f"{MAX_PARAMETER_BYTES >> 20} MiB per execution, each set one query; bind fewer, or "
+                             f"put the values in one query (WHERE id IN (...))")
+        batches.append(chunk.data)
+    return pa.Table.from_batches(batches, reader.schema)
 
 
 def _parameter_sets(table: pa.Table, expected: int) -> list[tuple[object, ...]] | None:

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import threading
+from http import HTTPStatus
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
@@ -21,7 +22,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from engine.errors import BadRequest, InternalError, NotFound, SatchelError
+from engine.errors import (BadRequest, Forbidden, InternalError, NotFound, Overloaded, PayloadTooLarge, SatchelError,
+                           Unauthenticated)
 from engine.query.results_cache import CacheUse
 from engine.redact import redact, redact_value
 from engine.runtime import Principal, Runtime
@@ -32,6 +34,7 @@ from .formats import ARROW_STREAM, csv_chunks, drain, json_chunks
 from .status_page import render as render_status_page
 
 OPEN_PATHS = {"/health", "/v1/ready"}
+MAX_BODY_BYTES = 16 << 20  # a request body is read whole before it is parsed (SQL: at most 1 Mi characters)
 log = logging.getLogger("satchel.http")
 
 
@@ -204,14 +207,21 @@ class _Authenticate:
                     _account(self.runtime, scope, e)
                     return await _error(e, self.runtime.secrets)(scope, receive, send)
             started = False
+            status = 0
 
             async def sending(message: dict) -> None:
-                nonlocal started
-                started = started or message["type"] == "http.response.start"
+                nonlocal started, status
+                if message["type"] == "http.response.start":
+                    started, status = True, message["status"]
                 await send(message)
 
+            declared = Headers(scope=scope).get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                error = _too_large()
+                _account(self.runtime, scope, error)
+                return await _error(error, self.runtime.secrets)(scope, receive, send)
             try:
-                await self.app(scope, receive, sending)
+                await self.app(scope, _bounded(receive), sending)
             except Exception as e:  # noqa: BLE001 - never internals to the client
                 if started:
                     # The status is sent: end the connection without the body's end, so the client
@@ -228,6 +238,41 @@ class _Authenticate:
                 error = InternalError(f"internal error serving {scope['path']}; see the server log")
                 _account(self.runtime, scope, error)
                 await _error(error, self.runtime.secrets)(scope, receive, send)
+                return
+            if status >= 400 and scope["path"] not in OPEN_PATHS:  # e.g. refused by MCP's transport, which records none
+                _account(self.runtime, scope, _status_error(status))
+
+
+def _bounded(receive: Receive) -> Receive:
+    """`receive`, raising PayloadTooLarge once the body passes MAX_BODY_BYTES (a chunked body
+    declares no length): a body is read whole into memory before it is parsed."""
+    size = 0
+
+    async def receiving() -> dict:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > MAX_BODY_BYTES:
+                raise _too_large()
+        return message
+
+    return receiving
+
+
+def _status_error(status: int) -> SatchelError:
+    """The error a response status stands for (for its task-history row and metric)."""
+    kind = {401: Unauthenticated, 403: Forbidden, 404: NotFound, 413: PayloadTooLarge, 429: Overloaded}.get(
+        status, InternalError if status >= 500 else BadRequest)
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "error"
+    return kind(f"{status} {phrase}")
+
+
+def _too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES >> 20} MiB, the most the sidecar reads")
 
 
 def _account(runtime: Runtime, scope: Scope, e: SatchelError) -> None:

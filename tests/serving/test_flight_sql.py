@@ -136,6 +136,28 @@ def test_adbc_binds_a_batch_of_parameter_sets(satchel_flight):
         assert cur.fetchall() == [(2, 3.0), (4, 6.0), (6, 9.0)]
 
 
+def test_an_upload_of_parameters_past_the_limit_is_refused_as_it_arrives(satchel_flight):
+    """Each bound row is one query: a client binding a million rows (or gigabytes) must not fill
+    the sidecar's memory nor queue a million queries. The refusal names the limit; the
+    statement stays usable."""
+    from serving.flight_sql.server import MAX_PARAMETER_BYTES, MAX_PARAMETER_SETS
+
+    client, options = raw_client(satchel_flight)
+    prepared = prepare_raw(client, options, "select city from trips where id = ?")
+    cmd = descriptor(pb.CommandPreparedStatementQuery(prepared_statement_handle=prepared.prepared_statement_handle))
+    for batch in (pa.record_batch({"p": pa.array(range(MAX_PARAMETER_SETS + 1), pa.int64())}),
+                  pa.record_batch({"p": pa.array(["x" * (1 << 20)] * (MAX_PARAMETER_BYTES >> 20), pa.string())})):
+        writer, _ = client.do_put(cmd, batch.schema, options)
+        with pytest.raises(pa.ArrowInvalid, match="payload_too_large: too many bound parameters: at most 10,000") as error:
+            writer.write_batch(batch)
+            writer.done_writing()
+            writer.close()
+        assert "Traceback" not in str(error.value) and ".py" not in str(error.value)
+    with adbc_connect(satchel_flight) as conn, conn.cursor() as cur:
+        cur.execute("select id from trips where id = ?", pa.record_batch({"id": pa.array(range(1, 101), pa.int64())}))
+        assert len(cur.fetchall()) == 100  # every set ran
+
+
 def test_flightsql_dbapi_queries(satchel_flight):
     endpoint = satchel_flight
     conn = connect(sql_client(endpoint))
