@@ -59,9 +59,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("satchel.flight_sql")
 T = TypeVar("T")
 
-# DoPut commands that would write; refused by name (Satchel needs no message class for them).
 MAX_PARAMETER_SETS = 10_000  # rows of parameters bound to one prepared statement's execution
 MAX_PARAMETER_BYTES = 16 << 20
+# DoPut commands that would write; refused by name (Satchel needs no message class for them).
 _WRITE_COMMANDS = frozenset(
     {
         "CommandStatementUpdate",
@@ -489,9 +489,9 @@ def _uploaded_parameters(reader: flight.MetadataRecordBatchReader) -> pa.Table:
         rows += chunk.data.num_rows
         size += chunk.data.nbytes
         if rows > MAX_PARAMETER_SETS or size > MAX_PARAMETER_BYTES:
-            raise PayloadTooLarge(f"too many bound parameters: at most {MAX_PARAMETER_SETS:,} parameter sets (rows) and "
-                             f"{MAX_PARAMETER_BYTES >> 20} MiB per execution, each set one query; bind fewer, or "
-                             f"put the values in one query (WHERE id IN (...))")
+            raise PayloadTooLarge(f"too many bound parameters: at most {MAX_PARAMETER_SETS:,} parameter sets (rows) "
+                                  f"and {MAX_PARAMETER_BYTES >> 20} MiB per execution, each set one query; bind "
+                                  f"fewer, or put the values in one query (WHERE id IN (...))")
         batches.append(chunk.data)
     return pa.Table.from_batches(batches, reader.schema)
 

@@ -8,8 +8,8 @@ import json
 import logging
 import math
 import threading
-from http import HTTPStatus
 from collections.abc import Iterable, Iterator
+from http import HTTPStatus
 
 import pyarrow as pa
 from fastapi import FastAPI, Request
