@@ -160,7 +160,7 @@ def test_the_source_statement_is_worked_out_once_per_cached_plan(runtime: Runtim
 
     sql = "SELECT s, avg(price) AS a FROM sem_fed GROUP BY s ORDER BY s"
     first = run(runtime, sql)
-    _, _, plan = runtime.queries._planned(sql, None)  # the plan DoGet used, from the plan cache
+    plan = runtime.queries._planned(sql, None).plan  # the plan DoGet used, from the plan cache
     assert {"source_sql", "expected_schema"} <= set(plan.memo)
     statement = pushdown.source_sql(plan, runtime.datasets)
     assert statement is not None and pushdown.source_sql(plan, runtime.datasets) is statement
