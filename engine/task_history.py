@@ -54,6 +54,7 @@ SCHEMA = pa.schema([
 MAX_TEXT = 16 * 1024
 MAX_BYTES = 64 << 20  # the table's size at most (100,000 rows of long query texts would be 1.6 GiB)
 FOLD_ROWS = 512  # recorded rows wait as Python objects until this many, then join the Arrow table
+EXACT_BYTES_EVERY = 64  # folds
 
 
 @dataclass
@@ -139,6 +140,8 @@ class TaskHistory:
         self._lock = threading.Lock()
         self._pending: list[dict] = []
         self._table = SCHEMA.empty_table()
+        self._bytes = 0  # the table's size: exact every EXACT_BYTES_EVERY folds, kept up in between
+        self._folds = 0
         self._observers: list[Callable[[Task], None]] = []
 
     def observe(self, observer: Callable[[Task], None]) -> None:
@@ -181,12 +184,18 @@ class TaskHistory:
             fresh = pa.Table.from_pylist(self._pending, schema=SCHEMA)
             self._pending = []
             self._table = pa.concat_tables([self._table, fresh])  # chunks of FOLD_ROWS: cut without copying
+            self._folds += 1
+            # a table's nbytes walks every chunk (10 ms at the row cap): counted exactly now and then
+            self._bytes = self._table.nbytes if self._folds % EXACT_BYTES_EVERY == 0 else self._bytes + fresh.nbytes
         cutoff = dt.datetime.now(dt.timezone.utc) - self.retention
         if self._table.num_rows and self._table["started_at"][0].as_py() < cutoff:
             self._table = self._table.filter(pc.greater_equal(self._table["started_at"],
                                                               pa.scalar(cutoff, SCHEMA.field("started_at").type)))
+            self._bytes = self._table.nbytes
+        rows = self._table.num_rows
         keep = self.max_rows
-        if self._table.nbytes > self.max_bytes:
-            keep = min(keep, int(self._table.num_rows * self.max_bytes / self._table.nbytes))
-        if self._table.num_rows > keep:
-            self._table = self._table.slice(self._table.num_rows - keep)
+        if self._bytes > self.max_bytes:
+            keep = min(keep, int(rows * self.max_bytes / self._bytes))
+        if rows > keep:
+            self._table = self._table.slice(rows - keep)
+            self._bytes = self._bytes * keep // rows
