@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from .formats import ARROW_STREAM, csv_chunks, drain, json_chunks
 from .status_page import render as render_status_page
 
 OPEN_PATHS = {"/health", "/v1/ready"}
+SMALL_RESULT_BYTES = 1 << 20  # a whole result up to this size is sent as one response, not streamed
 MAX_BODY_BYTES = 16 << 20  # a request body is read whole before it is parsed (SQL: at most 1 Mi characters)
 log = logging.getLogger("satchel.http")
 
@@ -108,20 +110,27 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         principal: Principal = request.state.principal
         cache = CacheUse(bypass="no-cache" in request.headers.get("cache-control", "").lower())
 
-        def start(cancel: threading.Event) -> tuple[pa.RecordBatchReader, pa.RecordBatch | None]:
+        if ARROW_STREAM in accept:
+            render, media = _arrow_stream, ARROW_STREAM
+        elif "text/csv" in accept:
+            render, media = csv_chunks, "text/csv"
+        else:
+            render, media = json_chunks, "application/json"
+
+        def start(cancel: threading.Event) -> tuple[pa.RecordBatchReader, list[pa.RecordBatch], bytes | None]:
             reader = runtime.query(text, principal, protocol="http", client_gone=cancel.is_set, cache=cache)
-            return reader, _first_batch(reader)  # planning/first-batch errors still get a proper status
+            head, whole = _head(reader)  # planning/first-batch errors still get a proper status
+            if whole and sum(batch.nbytes for batch in head) <= SMALL_RESULT_BYTES:
+                return reader, head, b"".join(render(reader.schema, iter(head)))
+            return reader, head, None
 
         # planning and the first batch can wait on a slow source: on the query pool, never on the
         # event loop; a client that disconnects meanwhile cancels the query's source work
-        reader, first = await until_disconnect(request, start, pool=query_pool())
-        if ARROW_STREAM in accept:
-            chunks, media = _arrow_stream(reader, first), ARROW_STREAM
-        elif "text/csv" in accept:
-            chunks, media = csv_chunks(reader.schema, _chain(first, reader)), "text/csv"
-        else:
-            chunks, media = json_chunks(reader.schema, _chain(first, reader)), "application/json"
+        reader, head, body = await until_disconnect(request, start, pool=query_pool())
         headers = {"Results-Cache-Status": cache.status} if runtime.caches_results else {}
+        if body is not None:  # a small result (most of an agent's): one response, no trips to the pool per chunk
+            return Response(body, media_type=media, headers=headers)
+        chunks = render(reader.schema, itertools.chain(head, reader))
         return StreamingResponse(on_query_pool(chunks), media_type=media, headers=headers)
 
     @app.post("/v1/search")
@@ -294,23 +303,20 @@ def _error(e: SatchelError, secrets: Iterable[str] = ()) -> JSONResponse:
                         status_code=e.http_status, headers=headers)
 
 
-def _first_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
-    try:
-        return reader.read_next_batch()
-    except StopIteration:
-        return None
+def _head(reader: pa.RecordBatchReader) -> tuple[list[pa.RecordBatch], bool]:
+    """Up to two batches of `reader`, and whether they are the whole result."""
+    head: list[pa.RecordBatch] = []
+    for batch in reader:
+        head.append(batch)
+        if len(head) == 2:
+            return head, False
+    return head, True
 
 
-def _chain(first: pa.RecordBatch | None, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-    if first is not None:
-        yield first
-        yield from reader
-
-
-def _arrow_stream(reader: pa.RecordBatchReader, first: pa.RecordBatch | None) -> Iterator[bytes]:
+def _arrow_stream(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
     sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, reader.schema) as writer:
-        for batch in _chain(first, reader):
+    with pa.ipc.new_stream(sink, schema) as writer:
+        for batch in batches:
             writer.write_batch(batch)
             yield drain(sink)
     yield drain(sink)
