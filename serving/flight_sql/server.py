@@ -52,6 +52,7 @@ from .auth import MIDDLEWARE_KEY, AuthMiddlewareFactory, HandshakeAuthHandler
 from engine.task_history import request_scope
 from .errors import as_satchel_error, to_flight_error
 from .handles import HandleRegistry
+from ..result_head import head
 
 if TYPE_CHECKING:  # pragma: no cover
     from engine.runtime import Principal, Runtime
@@ -419,13 +420,9 @@ def _as(schema: pa.Schema, batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _head(reader: pa.RecordBatchReader, schema: pa.Schema) -> tuple[list[pa.RecordBatch], bool]:
-    """Up to two batches of `reader` as `schema`, and whether they are the whole result."""
-    head: list[pa.RecordBatch] = []
-    for batch in reader:
-        head.append(_as(schema, batch))
-        if len(head) == 2:
-            return head, False
-    return head, True
+    """`result_head.head` of `reader`, as `schema`."""
+    batches, whole = head(reader)
+    return [_as(schema, batch) for batch in batches], whole
 
 
 def _batches(

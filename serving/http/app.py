@@ -31,6 +31,7 @@ from engine.runtime import Principal, Runtime
 from engine.task_history import current_request, request_scope
 
 from .disconnect import on_query_pool, query_pool, until_disconnect
+from ..result_head import head
 from .formats import ARROW_STREAM, csv_chunks, drain, json_chunks
 from .status_page import render as render_status_page
 
@@ -119,18 +120,18 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
 
         def start(cancel: threading.Event) -> tuple[pa.RecordBatchReader, list[pa.RecordBatch], bytes | None]:
             reader = runtime.query(text, principal, protocol="http", client_gone=cancel.is_set, cache=cache)
-            head, whole = _head(reader)  # planning/first-batch errors still get a proper status
-            if whole and sum(batch.nbytes for batch in head) <= SMALL_RESULT_BYTES:
-                return reader, head, b"".join(render(reader.schema, iter(head)))
-            return reader, head, None
+            batches, whole = head(reader)  # planning/first-batch errors still get a proper status
+            if whole and sum(batch.nbytes for batch in batches) <= SMALL_RESULT_BYTES:
+                return reader, batches, b"".join(render(reader.schema, iter(batches)))
+            return reader, batches, None
 
         # planning and the first batch can wait on a slow source: on the query pool, never on the
         # event loop; a client that disconnects meanwhile cancels the query's source work
-        reader, head, body = await until_disconnect(request, start, pool=query_pool())
+        reader, batches, body = await until_disconnect(request, start, pool=query_pool())
         headers = {"Results-Cache-Status": cache.status} if runtime.caches_results else {}
         if body is not None:  # a small result (most of an agent's): one response, no trips to the pool per chunk
             return Response(body, media_type=media, headers=headers)
-        chunks = render(reader.schema, itertools.chain(head, reader))
+        chunks = render(reader.schema, itertools.chain(batches, reader))
         return StreamingResponse(on_query_pool(chunks), media_type=media, headers=headers)
 
     @app.post("/v1/search")
@@ -271,8 +272,8 @@ def _bounded(receive: Receive) -> Receive:
 
 def _status_error(status: int) -> SatchelError:
     """The error a response status stands for (for its task-history row and metric)."""
-    kind = {401: Unauthenticated, 403: Forbidden, 404: NotFound, 413: PayloadTooLarge, 429: Overloaded}.get(
-        status, InternalError if status >= 500 else BadRequest)
+    kinds = {kind.http_status: kind for kind in (Unauthenticated, Forbidden, NotFound, PayloadTooLarge, Overloaded)}
+    kind = kinds.get(status, InternalError if status >= 500 else BadRequest)
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
@@ -301,16 +302,6 @@ def _error(e: SatchelError, secrets: Iterable[str] = ()) -> JSONResponse:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse({"error": {"code": e.code, "message": redact(e.message, secrets)}},
                         status_code=e.http_status, headers=headers)
-
-
-def _head(reader: pa.RecordBatchReader) -> tuple[list[pa.RecordBatch], bool]:
-    """Up to two batches of `reader`, and whether they are the whole result."""
-    head: list[pa.RecordBatch] = []
-    for batch in reader:
-        head.append(batch)
-        if len(head) == 2:
-            return head, False
-    return head, True
 
 
 def _arrow_stream(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
