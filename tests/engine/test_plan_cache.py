@@ -275,3 +275,19 @@ def test_long_texts_are_not_lifted_nor_remembered(runtime) -> None:
     sql = f"SELECT count(*) AS n FROM t_duckdb WHERE id > 3{padding}"
     assert runtime.query(sql).read_all().column(0)[0].as_py() == 6
     assert runtime.queries.lifts.get(sql) is None and runtime.queries.lifts.peek(sql) is None
+
+
+def test_large_distinct_queries_keep_the_cache_within_its_text_budget(make_runtime, tmp_path, monkeypatch) -> None:
+    """The hostile input itself, through a runtime: an agent sending large distinct queries (long
+    IN lists) gets answers, and the plan cache holds no more SQL text than its budget."""
+    monkeypatch.setenv("SATCHEL_PLAN_CACHE_TEXT", "60000")
+    pod_dir = tmp_path / "budget"
+    pod_dir.mkdir()
+    rt = make_runtime(_pod(pod_dir, 10), pod_dir=pod_dir, start=True)
+    assert rt.wait_ready(30)
+    for i in range(5):
+        values = ", ".join(str(j + i) for j in range(5_000))  # about 29,000 characters per text
+        sql = f"SELECT count(*) AS n FROM t_duckdb WHERE id IN ({values})"
+        assert rt.query(sql).read_all().column(0)[0].as_py() == 10 - i
+        assert rt.queries.plans._text <= 60_000
+    assert rt.queries.plans._text > 0  # the latest plans are still cached
