@@ -181,8 +181,11 @@ class TaskHistory:
         """The pending rows into the table, then the table cut to the retention period, the row
         cap and the byte cap (oldest rows first)."""
         if self._pending:
-            fresh = pa.Table.from_pylist(self._pending, schema=SCHEMA)
-            self._pending = []
+            rows, self._pending = self._pending, []
+            try:
+                fresh = pa.Table.from_pylist(rows, schema=SCHEMA)
+            except (pa.ArrowException, TypeError, ValueError):  # accounting never fails the queries it records
+                fresh = pa.Table.from_pylist(_storable(rows), schema=SCHEMA)
             self._table = pa.concat_tables([self._table, fresh])  # chunks of FOLD_ROWS: cut without copying
             self._folds += 1
             # a table's nbytes walks every chunk (10 ms at the row cap): counted exactly now and then
@@ -199,3 +202,17 @@ class TaskHistory:
         if rows > keep:
             self._table = self._table.slice(rows - keep)
             self._bytes = self._bytes * keep // rows
+
+
+def _storable(rows: list[dict]) -> list[dict]:
+    """The rows that fit SCHEMA, each tried alone (only after a fold failed); the others are
+    logged by task and field and dropped."""
+    kept = []
+    for row in rows:
+        try:
+            pa.Table.from_pylist([row], schema=SCHEMA)
+        except (pa.ArrowException, TypeError, ValueError) as e:
+            log.error("task history: a %s row could not be stored (%s); dropped", row.get("task"), type(e).__name__)
+            continue
+        kept.append(row)
+    return kept

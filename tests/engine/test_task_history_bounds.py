@@ -44,3 +44,16 @@ def test_rows_past_the_retention_period_go_without_a_read() -> None:
     _record(history, FOLD_ROWS)
     assert history._table["task_id"].to_pylist() == list(range(2, FOLD_ROWS + 1))  # the old row left at the fold
     assert history.table()["task_id"].to_pylist() == list(range(2, FOLD_ROWS + 2))
+
+
+def test_a_row_that_cannot_be_stored_is_dropped_and_recording_goes_on(caplog) -> None:
+    """Rows now fold while queries run: one row of a wrong type must not fail the fold for every
+    query after it (accounting never fails the queries it records)."""
+    history = TaskHistory()
+    bad = Task("query", "flight", "agent", "SELECT 1")
+    bad.rows = "many"  # not an integer
+    history.record(bad)
+    _record(history, 2 * FOLD_ROWS)  # two folds, the first with the bad row in it
+    table = history.table()
+    assert table.num_rows == 2 * FOLD_ROWS and 1 not in table["task_id"].to_pylist()
+    assert "a query row could not be stored" in caplog.text
