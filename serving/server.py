@@ -164,6 +164,7 @@ def serve(pod_path: str, http: str, flight: str, metrics: str | None, data_dir: 
             runtime.start()
 
     config = uvicorn.Config(create_app(runtime, models), host=h_host, port=h_port, log_level="warning",
+                            loop="uvloop", http="httptools",
                             ssl_certfile=cert, ssl_keyfile=key,
                             timeout_graceful_shutdown=max(1, int(deadline.seconds / 2)))
     server = _Server(config, lambda: threading.Thread(target=start_work, name="satchel-start", daemon=True).start(),

@@ -1,15 +1,18 @@
-"""Result encodings for HTTP: JSON rows rendered by DuckDB in C, one chunk per Arrow batch."""
+"""Result encodings for HTTP: JSON rows rendered by DuckDB in C, one chunk per Arrow batch; a
+small result of plain types rendered whole in Python, byte for byte as DuckDB renders it."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import queue
 from typing import Iterator
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from connectors.sql_render import quote_ident
@@ -117,6 +120,71 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
             yield (b"" if first else b",") + text.encode()
             first = False
     yield b"]"
+
+
+# Column types whose JSON `small_json` writes exactly as DuckDB's `to_json` does
+_PLAIN = (pa.types.is_integer, pa.types.is_boolean, pa.types.is_float64, pa.types.is_string,
+          pa.types.is_large_string, pa.types.is_null)
+SMALL_JSON_CELLS = 2048  # past about this many values DuckDB's renderer is the faster (and has no per-value Python)
+# DuckDB's string escapes: quote, backslash, the short forms, other controls as \u00XX (upper case)
+_ESCAPES = {i: f"\\u{i:04X}" for i in range(0x20)} | {0x22: '\\"', 0x5C: "\\\\", 0x08: "\\b", 0x0C: "\\f",
+                                                      0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
+def small_json(schema: pa.Schema, batches: list[pa.RecordBatch]) -> bytes | None:
+    """The whole JSON body of a small result (at most SMALL_JSON_CELLS values) whose columns are
+    all of plain types, byte for byte as `json_chunks` renders it; None otherwise.
+
+    DuckDB's renderer costs about 1.6 ms per call however small the result (registering Arrow
+    data and planning): most of an agent's small query over HTTP. This costs microseconds."""
+    rows = sum(batch.num_rows for batch in batches)
+    if (not len(schema) or rows * len(schema) > SMALL_JSON_CELLS
+            or not all(any(plain(f.type) for plain in _PLAIN) for f in schema)):
+        return None
+    keys = [_json_string(name) + ":" for name in _unique_names(schema)]
+    columns = [_column_json(pa.chunked_array([b.column(i) for b in batches], f.type)) for i, f in enumerate(schema)]
+    return ("[" + ",".join("{" + ",".join(map(str.__add__, keys, values)) + "}" for values in zip(*columns))
+            + "]").encode()
+
+
+def _column_json(column: pa.ChunkedArray) -> list[str]:
+    """A plain column's values as DuckDB's `to_json` writes them (NaN and infinities as
+    `json_chunks` does)."""
+    t = column.type
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):  # Arrow's text of these is JSON's
+        return pc.cast(column, pa.string()).fill_null("null").to_pylist()
+    if pa.types.is_null(t):
+        return ["null"] * len(column)
+    text = _json_double if pa.types.is_float64(t) else _json_string
+    return ["null" if value is None else text(value) for value in column.to_pylist()]
+
+
+def _json_string(text: str) -> str:
+    return '"' + text.translate(_ESCAPES) + '"'
+
+
+def _json_double(value: float) -> str:
+    """A double in DuckDB's (yyjson's) form: the shortest digits that read back exactly, in
+    decimal notation when the point falls within 21 digits before or 6 after the first digit
+    (`100.0`, `0.00001`), else `1.5e21` / `1e-7`; NaN and infinities as strings."""
+    if math.isnan(value):
+        return '"NaN"'
+    if math.isinf(value):
+        return '"Infinity"' if value > 0 else '"-Infinity"'
+    sign, text = ("-", repr(-value)) if math.copysign(1.0, value) < 0 else ("", repr(value))
+    mantissa, _, exponent = text.partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    significant = (whole + fraction).lstrip("0")
+    digits = significant.rstrip("0")
+    if not digits:
+        return sign + "0.0"
+    point = len(whole) + int(exponent or 0) - (len(whole) + len(fraction) - len(significant))  # 0.<digits> x 10^point
+    if 0 < point <= 21:
+        return sign + (digits + "0" * (point - len(digits)) + ".0" if len(digits) <= point
+                       else digits[:point] + "." + digits[point:])
+    if -6 < point <= 0:
+        return sign + "0." + "0" * -point + digits
+    return sign + digits[0] + ("." + digits[1:] if len(digits) > 1 else "") + f"e{point - 1}"
 
 
 def _csv_value(col: str, t: pa.DataType) -> str | None:

@@ -1,0 +1,83 @@
+"""A small JSON result is rendered in Python (`small_json`), a large one by DuckDB
+(`json_chunks`): the two must write the same bytes for every value of every type the fast path
+takes, or an agent would see a value's text change with the size of its result."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pyarrow as pa
+
+from serving.http import formats
+from serving.http.formats import json_chunks, small_json
+
+EDGE_DOUBLES = [0.0, -0.0, 1.0, -1.0, 0.5, 0.1, 1 / 3, 100.0, 5e-324, 2.2250738585072014e-308,
+                1.7976931348623157e308, 12345678901234567890.0, float("nan"), float("inf"), float("-inf")]
+EDGE_DOUBLES += [m * 10.0 ** k for k in range(-25, 26) for m in (1.0, 1.5, -7.25, 9.999999)]
+CHARS = [chr(i) for i in range(0x250)] + ["\u2028", "\u2029", "\ufeff", "\U0001F600", "中", "\x7f", "\U0010ffff"]
+
+
+def _double(rng: random.Random) -> float | None:
+    pick = rng.random()
+    if pick < 0.05:
+        return None
+    if pick < 0.2:
+        return rng.choice(EDGE_DOUBLES)
+    if pick < 0.6:  # any bit pattern: subnormals, huge and tiny exponents
+        return struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0]
+    return round(rng.uniform(-1e4, 1e4), rng.randint(0, 8)) * 10.0 ** rng.randint(-25, 25)
+
+
+def _corpus(rows: int, seed: int = 7) -> pa.Table:
+    rng = random.Random(seed)
+    return pa.table({
+        "i8": pa.array([rng.choice([None, -128, 127, 0]) for _ in range(rows)], pa.int8()),
+        "u64": pa.array([rng.choice([None, 0, 2**64 - 1, 2**53 + 1]) for _ in range(rows)], pa.uint64()),
+        "i64": pa.array([rng.choice([None, -2**63, 2**63 - 1, rng.randint(-10**12, 10**12)])
+                         for _ in range(rows)], pa.int64()),
+        "flag": pa.array([rng.choice([None, True, False]) for _ in range(rows)], pa.bool_()),
+        "x": pa.array([_double(rng) for _ in range(rows)], pa.float64()),
+        "text": pa.array([None if rng.random() < 0.05 else "".join(rng.choice(CHARS) for _ in range(rng.randint(0, 8)))
+                          for _ in range(rows)], pa.string()),
+        "large": pa.array([rng.choice([None, "", "ü\n\"\\", "/</script>"]) for _ in range(rows)], pa.large_string()),
+        "nothing": pa.nulls(rows),
+        'we"ird\nname\x01': pa.array(range(rows), pa.int32()),
+        "A": pa.array(range(rows), pa.int16()),
+        "a": pa.array(range(rows), pa.uint16()),  # names alike but for case: renamed alike by both
+    })
+
+
+def _duckdb(table: pa.Table, batches: list[pa.RecordBatch]) -> bytes:
+    return b"".join(json_chunks(table.schema, iter(batches)))
+
+
+def test_python_and_duckdb_write_the_same_json(monkeypatch):
+    monkeypatch.setattr(formats, "SMALL_JSON_CELLS", 10**9)  # compare on many values at once
+    table = _corpus(20_000)
+    batches = table.to_batches(max_chunksize=777)
+    expected = _duckdb(table, batches)
+    assert small_json(table.schema, batches) == expected
+    assert b'"NaN"' in expected and b"1e-7" in expected and b"\\u0001" in expected  # the corpus covers them
+    for rows in (0, 1, 2):
+        part = table.slice(0, rows)
+        assert small_json(part.schema, part.to_batches()) == _duckdb(part, part.to_batches())
+    assert small_json(table.schema, []) == b"[]"
+
+
+def test_only_small_results_of_plain_types_take_the_python_path():
+    plain = _corpus(formats.SMALL_JSON_CELLS // 11)
+    assert small_json(plain.schema, plain.to_batches()) == _duckdb(plain, plain.to_batches())
+    past = _corpus(formats.SMALL_JSON_CELLS // 11 + 1)
+    assert small_json(past.schema, past.to_batches()) is None  # DuckDB renders it
+    for column in (pa.array([1.5], pa.float32()), pa.array([1], pa.decimal128(5, 2)),
+                   pa.array([0], pa.timestamp("us", tz="UTC")), pa.array([[1]]), pa.array([b"x"]),
+                   pa.array(["x"]).dictionary_encode()):
+        one = pa.table({"id": [1], "other": column})
+        assert small_json(one.schema, one.to_batches()) is None, column.type
+
+
+def test_each_edge_double_alone():
+    for value in EDGE_DOUBLES:
+        table = pa.table({"x": pa.array([value], pa.float64())})
+        assert small_json(table.schema, table.to_batches()) == _duckdb(table, table.to_batches()), value
