@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -74,9 +74,14 @@ def satchel(pod_dir: Path, pod_yaml: str, timeout: float = 900, env: dict | None
         server.stop()
 
 
+class Roapi(NamedTuple):
+    flight: str  # grpc://host:port of its Flight SQL server
+    http: str  # http://host:port of its HTTP API (POST /api/sql)
+
+
 @contextlib.contextmanager
-def roapi(tables: dict[str, Path], log: Path) -> Iterator[str]:
-    """`roapi` serving `tables` over Flight SQL; yields the grpc URI."""
+def roapi(tables: dict[str, Path], log: Path) -> Iterator[Roapi]:
+    """`roapi` serving `tables` over Flight SQL and HTTP."""
     exe = Path(sys.executable).parent / "roapi"
     flight, http, pg = free_port(), free_port(), free_port()
     cmd = [str(exe if exe.exists() else "roapi"), "--addr-flight-sql", f"127.0.0.1:{flight}",
@@ -88,8 +93,9 @@ def roapi(tables: dict[str, Path], log: Path) -> Iterator[str]:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_port(flight, proc)
-        print(f"  roapi ready (flight 127.0.0.1:{flight})", flush=True)
-        yield f"grpc://127.0.0.1:{flight}"
+        wait_port(http, proc)
+        print(f"  roapi ready (flight 127.0.0.1:{flight}, http 127.0.0.1:{http})", flush=True)
+        yield Roapi(f"grpc://127.0.0.1:{flight}", f"http://127.0.0.1:{http}")
     finally:
         stop(proc)
 

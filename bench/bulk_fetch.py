@@ -120,7 +120,7 @@ datasets:
         runners["Satchel (DuckDB-accelerated)"] = adbc_fetcher(stack, uri, "SELECT * FROM t_duckdb", args.rows)
         runners["Satchel (Arrow-accelerated)"] = adbc_fetcher(stack, uri, "SELECT * FROM t_arrow", args.rows)
         print("roapi:", flush=True)
-        roapi_uri = stack.enter_context(roapi({"t": parquet}, DATA / "roapi-bulk.log"))
+        roapi_uri = stack.enter_context(roapi({"t": parquet}, DATA / "roapi-bulk.log")).flight
         runners[ROAPI] = adbc_fetcher(stack, roapi_uri, "SELECT * FROM t", args.rows)
         print("bare pyarrow.flight:", flush=True)
         runners[BARE] = bare_fetcher(stack, parquet, args.rows)

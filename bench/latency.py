@@ -1,8 +1,9 @@
-"""Small-query latency over Flight SQL: `SELECT 1` N times through the ADBC driver, and a
-parameterised point lookup on a DuckDB-accelerated 1M-row table against the same lookup in
+"""Small-query latency over Flight SQL and HTTP: `SELECT 1` N times through the ADBC driver and
+through each server's HTTP API (JSON), and a parameterised point lookup on a DuckDB-accelerated 1M-row table against the same lookup in
 in-process DuckDB (issue 16 item 1: p50 within 1.5x), without an index and with a unique index
 on the key (`acceleration.indexes`; the in-process table gets the same index), and the indexed
-lookup with the value written into the SQL text, as agents write it (a new text each time).
+lookup with the value written into the SQL text, as agents write it (a new text each time),
+over Flight SQL and over HTTP (`POST /v1/sql`, JSON rows).
 
 Each query is a full round trip as ADBC makes it (GetFlightInfo, then DoGet of the result),
 on one connection opened beforehand. Satchel vs roapi; p50, p90, p99 and mean over N queries
@@ -22,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -39,6 +41,15 @@ def query_once(cur) -> float:
     result = cur.fetch_arrow_table()
     elapsed = time.perf_counter() - started
     assert result.num_rows == 1 and result.column(0)[0].as_py() == 1
+    return elapsed
+
+
+def http_once(client: httpx.Client, url: str) -> float:
+    started = time.perf_counter()
+    response = client.post(url, content=SQL)
+    rows = response.json()
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200 and list(rows[0].values()) == [1], response.text
     return elapsed
 
 
@@ -71,14 +82,16 @@ datasets:
         id: unique
 """
     results: dict[str, list[float]] = {"Satchel": [], "roapi 0.12": []}
-    lookups = {name: {"Satchel over Flight SQL (ADBC)": [], "in-process DuckDB": []} for name in LOOKUPS}
+    over_http: dict[str, list[float]] = {"Satchel `POST /v1/sql`": [], "roapi 0.12 `POST /api/sql`": []}
+    lookups = {name: {route: [] for route in (*LOOKUP_ROUTES, *(["Satchel over HTTP (JSON)"] if LOOKUPS[name][1] else []))}
+               for name in LOOKUPS}
     with contextlib.ExitStack() as stack:
         print("satchel:", flush=True)
         server = stack.enter_context(satchel(DATA / "pods" / "latency", pod))
         print("roapi:", flush=True)
-        roapi_uri = stack.enter_context(roapi({"small": small}, DATA / "roapi-latency.log"))
+        peer = stack.enter_context(roapi({"small": small}, DATA / "roapi-latency.log"))
         cursors = {}
-        for name, uri in (("Satchel", f"grpc://127.0.0.1:{server.flight_port}"), ("roapi 0.12", roapi_uri)):
+        for name, uri in (("Satchel", f"grpc://127.0.0.1:{server.flight_port}"), ("roapi 0.12", peer.flight)):
             conn = stack.enter_context(adbc_connect(uri))
             cursors[name] = stack.enter_context(conn.cursor())
         for i in range(WARMUP + args.queries):  # the servers alternate query by query
@@ -86,18 +99,19 @@ datasets:
                 elapsed = query_once(cur)
                 if i >= WARMUP:
                     results[name].append(elapsed)
+        http = stack.enter_context(httpx.Client())
+        urls = dict(zip(over_http, (f"http://127.0.0.1:{server.http_port}/v1/sql", f"{peer.http}/api/sql")))
+        for i in range(WARMUP + args.queries):
+            for name, url in urls.items():
+                elapsed = http_once(http, url)
+                if i >= WARMUP:
+                    over_http[name].append(elapsed)
         for name, out in lookups.items():
-            point_lookups(cursors["Satchel"], events, args.queries, LOOKUPS[name][0], LOOKUPS[name][1], out)
+            point_lookups(cursors["Satchel"], (http, urls["Satchel `POST /v1/sql`"]), events, args.queries,
+                          LOOKUPS[name][0], LOOKUPS[name][1], out)
 
     base = results["roapi 0.12"]
-    rows = []
-    for name, values in results.items():
-        ms = [v * 1000 for v in values]
-        base_ms = [v * 1000 for v in base]
-        rows.append([name, f"{percentile(ms, 50):.2f}", f"{percentile(ms, 90):.2f}", f"{percentile(ms, 99):.2f}",
-                     f"{statistics.mean(ms):.2f}", f"{percentile(ms, 50) / percentile(base_ms, 50):.2f}x",
-                     f"{percentile(ms, 99) / percentile(base_ms, 99):.2f}x"])
-    body = table(["server", "p50 ms", "p90 ms", "p99 ms", "mean ms", "p50 vs roapi", "p99 vs roapi"], rows)
+    body = latency_table(results, "roapi 0.12", "roapi")
     print()
     print(body)
     text = (f"`{SQL}` x {args.queries} through the ADBC Flight SQL driver on one open connection (each query: "
@@ -105,6 +119,15 @@ datasets:
             f"Ratios are latency over roapi's (< 1 is faster).\n\n{body}\n")
     figures = [("`SELECT 1` p50 vs roapi", f"{percentile(results['Satchel'], 50) / percentile(base, 50):.2f}x", "<= 1.0x"),
                ("`SELECT 1` p99 vs roapi", f"{percentile(results['Satchel'], 99) / percentile(base, 99):.2f}x", "<= 1.0x")]
+    body = latency_table(over_http, "roapi 0.12 `POST /api/sql`", "roapi")
+    print(body)
+    text += (f"\n`{SQL}` x {args.queries} over each server's HTTP API (JSON rows; one keep-alive httpx client, "
+             f"the response parsed), after {WARMUP} warm-up queries, alternating.\n\n{body}\n")
+    ours_http, base_http = over_http["Satchel `POST /v1/sql`"], over_http["roapi 0.12 `POST /api/sql`"]
+    figures += [("`SELECT 1` over HTTP p50 vs roapi's HTTP API",
+                 f"{percentile(ours_http, 50) / percentile(base_http, 50):.2f}x", "<= 1.0x"),
+                ("`SELECT 1` over HTTP p99 vs roapi's HTTP API",
+                 f"{percentile(ours_http, 99) / percentile(base_http, 99):.2f}x", "<= 1.0x")]
     ours = {}
     for name, variant in lookups.items():
         local = percentile(variant["in-process DuckDB"], 50)
@@ -119,20 +142,38 @@ datasets:
                  f"x {args.queries} on a 1M-row table, DuckDB-accelerated in Satchel and loaded into an in-process "
                  f"DuckDB from the same file, alternating (goal: p50 within 1.5x of in-process).\n\n{body}\n")
         figures.append((f"point lookup p50 vs in-process DuckDB, {label}", f"{ours[name] / local:.1f}x", "<= 1.5x"))
+        if "Satchel over HTTP (JSON)" in variant:
+            figures.append((f"point lookup over HTTP p50 vs in-process DuckDB, {label}",
+                            f"{percentile(variant['Satchel over HTTP (JSON)'], 50) / local:.1f}x", "<= 1.5x"))
     figures.append(("point lookup p50 through Satchel, unique index vs none", f"{ours['indexed'] / ours['plain']:.2f}x",
                     "< 1x"))
-    write_results("latency", "SELECT 1 latency over Flight SQL", text, figures)
+    write_results("latency", "Small-query latency over Flight SQL and HTTP", text, figures)
 
 
+def latency_table(results: dict[str, list[float]], baseline: str, short: str) -> str:
+    """p50 / p90 / p99 / mean of each system's latencies (seconds), and p50 and p99 over `baseline`'s."""
+    base = [v * 1000 for v in results[baseline]]
+    rows = []
+    for name, values in results.items():
+        ms = [v * 1000 for v in values]
+        rows.append([name, f"{percentile(ms, 50):.2f}", f"{percentile(ms, 90):.2f}", f"{percentile(ms, 99):.2f}",
+                     f"{statistics.mean(ms):.2f}", f"{percentile(ms, 50) / percentile(base, 50):.2f}x",
+                     f"{percentile(ms, 99) / percentile(base, 99):.2f}x"])
+    return table(["server", "p50 ms", "p90 ms", "p99 ms", "mean ms", f"p50 vs {short}", f"p99 vs {short}"], rows)
+
+
+LOOKUP_ROUTES = ("Satchel over Flight SQL (ADBC)", "in-process DuckDB")
 # lookup -> (table, value in the SQL text rather than bound, what it is)
 LOOKUPS = {"plain": ("events", False, "no index"),
            "indexed": ("events_indexed", False, "unique index on id"),
            "literal": ("events_indexed", True, "unique index on id, the value in the SQL text")}
 
 
-def point_lookups(cur, events: Path, queries: int, name: str, literal: bool, out: dict[str, list[float]]) -> None:
+def point_lookups(cur, http: tuple[httpx.Client, str], events: Path, queries: int, name: str, literal: bool,
+                  out: dict[str, list[float]]) -> None:
     """The point lookup on table `name` through Satchel and in-process DuckDB, alternating: with
-    a bind parameter, or (`literal`) with the value written into the SQL text, as agents do."""
+    a bind parameter, or (`literal`) with the value written into the SQL text, as agents do
+    (then over HTTP too: its API takes SQL text only)."""
     import duckdb
 
     local = duckdb.connect()
@@ -144,8 +185,10 @@ def point_lookups(cur, events: Path, queries: int, name: str, literal: bool, out
     rnd = random.Random(16)
     if literal:
         text = lambda i: sql.replace("?", str(i))  # noqa: E731
+        client, url = http
         routes = {"Satchel over Flight SQL (ADBC)": lambda i: (cur.execute(text(i)), cur.fetch_arrow_table())[1],
-                  "in-process DuckDB": lambda i: local.execute(text(i)).to_arrow_table()}
+                  "in-process DuckDB": lambda i: local.execute(text(i)).to_arrow_table(),
+                  "Satchel over HTTP (JSON)": lambda i: pa.Table.from_pylist(client.post(url, content=text(i)).json())}
     else:
         routes = {"Satchel over Flight SQL (ADBC)": lambda i: (cur.execute(sql, parameters=(i,)), cur.fetch_arrow_table())[1],
                   "in-process DuckDB": lambda i: local.execute(sql, [i]).to_arrow_table()}
