@@ -12,7 +12,6 @@ from typing import Iterator
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from connectors.sql_render import quote_ident
@@ -151,12 +150,13 @@ def _column_json(column: pa.ChunkedArray) -> list[str]:
     """A plain column's values as DuckDB's `to_json` writes them (NaN and infinities as
     `json_chunks` does)."""
     t = column.type
-    if pa.types.is_integer(t) or pa.types.is_boolean(t):  # Arrow's text of these is JSON's
-        return pc.cast(column, pa.string()).fill_null("null").to_pylist()
-    if pa.types.is_null(t):
-        return ["null"] * len(column)
-    text = _json_double if pa.types.is_float64(t) else _json_string
+    text = (str if pa.types.is_integer(t) else _json_bool if pa.types.is_boolean(t)
+            else _json_double if pa.types.is_float64(t) else _json_string)
     return ["null" if value is None else text(value) for value in column.to_pylist()]
+
+
+def _json_bool(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def _json_string(text: str) -> str:
