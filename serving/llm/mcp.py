@@ -55,9 +55,11 @@ def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, pr
         except Exception:
             return principal
 
-    def recorded(name: str, args: dict, fn, who: Principal = principal):  # type: ignore[no-untyped-def]
+    def recorded(name: str, args: dict, fn, who: Principal = principal) -> str:  # type: ignore[no-untyped-def]
         """Run one tool call as one request: a task-history row, a failure metric (unless the
-        query it ran already counted one) and, on failure, the stable code and message."""
+        query it ran already counted one) and, on failure, the stable code and message. The
+        result is compact JSON text: the SDK would indent a dict, which more than doubled a
+        query result's characters (and so the model's tokens) past the caps the tools keep."""
         span = tracing.new_span()
         task = Task("mcp", protocol, who.name, f"{name} {json.dumps(args, default=str)}"[:4096],
                     tool_calls=[name]).in_span(span)
@@ -66,7 +68,7 @@ def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, pr
                 result = fn()
                 if isinstance(result, dict):
                     task.rows, task.truncated = result.get("row_count"), bool(result.get("truncated"))
-                return result
+                return json.dumps(result, separators=(",", ":"), ensure_ascii=False, default=str)
             except Exception as e:  # the model reads the stable code and the message, as on every protocol
                 error = e if isinstance(e, SatchelError) else InternalError(f"internal error in tool {name}; "
                                                                             "see the server log")
@@ -80,28 +82,30 @@ def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, pr
                 runtime.task_history.record(task)
         raise ToolError(redact(f"{error.code}: {error.message}", runtime.secrets))
 
-    @server.tool(description="List the datasets you can query, with their descriptions.", annotations=read_only)
-    def list_datasets(ctx: Context) -> dict:
+    @server.tool(description="List the datasets you can query, with their descriptions.", annotations=read_only,
+                 structured_output=False)
+    def list_datasets(ctx: Context) -> str:
         return recorded("list_datasets", {}, lambda: {"datasets": tools.list_datasets(caller(ctx))}, caller(ctx))
 
     @server.tool(description="Columns (name, type, description), primary key and unique keys of one dataset.",
-                 annotations=read_only)
-    def describe_dataset(name: str, ctx: Context) -> dict:
+                 annotations=read_only, structured_output=False)
+    def describe_dataset(name: str, ctx: Context) -> str:
         return recorded("describe_dataset", {"name": name}, lambda: tools.table_schema(name, caller(ctx)), caller(ctx))
 
     @server.tool(description="Find rows by meaning (vector search over the datasets' embedding columns). "
                              "`datasets` limits the search, `where` is a SQL condition on the rows, `limit` at "
-                             "most 10; `truncated` says when results were cut.", annotations=read_only)
+                             "most 10; `truncated` says when results were cut.",
+                 annotations=read_only, structured_output=False)
     def search(text: str, ctx: Context, datasets: list[str] | None = None, limit: int = 5,
-               where: str | None = None) -> dict:
+               where: str | None = None) -> str:
         who = caller(ctx)
         args = {"text": text, "datasets": datasets, "limit": limit, "where": where}
         return recorded("search", args, lambda: tools.search(args, who, protocol=protocol), who)
 
     @server.tool(description=f"Run one read-only SQL query (PostgreSQL dialect). At most {MAX_ROWS} rows and "
                              f"{MAX_CHARS} characters come back; `truncated` says when rows were cut.",
-                 annotations=read_only)
-    def query(sql: str, ctx: Context, max_rows: int = MAX_ROWS) -> dict:
+                 annotations=read_only, structured_output=False)
+    def query(sql: str, ctx: Context, max_rows: int = MAX_ROWS) -> str:
         who = caller(ctx)
         return recorded("query", {"sql": sql}, lambda: tools.sql(sql, who, protocol=protocol, max_rows=max_rows), who)
 

@@ -92,6 +92,8 @@ def test_mcp_streamable_http(server) -> None:
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
+    from serving.llm.mcp import MAX_CHARS
+
     async def main() -> None:
         async with streamable_http_client(f"{server.http_url}/v1/mcp") as streams:
             read, write = streams[0], streams[1]
@@ -109,6 +111,12 @@ def test_mcp_streamable_http(server) -> None:
                 res = await session.call_tool("query", {"sql": "SELECT * FROM items ORDER BY id", "max_rows": 10})
                 data = res.structured_content or json.loads(res.content[0].text)
                 assert data["row_count"] == 10 and data["truncated"] is True
+                # compact JSON text, within the character cap (the SDK's indented form was 2.3x the size)
+                res = await session.call_tool("query", {"sql": "SELECT repeat('x', 500) AS pad, id FROM items"})
+                text = res.content[0].text
+                data = json.loads(text)
+                assert data["truncated"] is True and 0 < data["row_count"] < 100
+                assert text == json.dumps(data, separators=(",", ":"), ensure_ascii=False) and len(text) <= MAX_CHARS
                 res = await session.call_tool("query", {"sql": "DELETE FROM items"})
                 # the SDK prefixes "Error executing tool query: "; the stable code and the reason follow
                 assert res.is_error and "read_only: only read queries" in res.content[0].text
