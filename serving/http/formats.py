@@ -4,11 +4,13 @@ small result of plain types rendered whole in Python, byte for byte as DuckDB re
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import decimal
 import io
 import math
 import os
 import queue
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -74,7 +76,10 @@ def _string_literal(text: str) -> str:
 
 def _timestamp_text(col: str, t: pa.TimestampType) -> str:
     """ISO 8601 (RFC 3339) text of a timestamp column: `2024-01-06T10:52:00Z`, with microseconds
-    only when there are some; naive timestamps without the zone."""
+    only when there are some; naive timestamps without the zone. Seconds and milliseconds are
+    made microseconds first: DuckDB formats those through nanoseconds, which fail past 1677-2262
+    (a `9999-12-31` "valid until" failed the whole response)."""
+    col = f"CAST({col} AS {'TIMESTAMPTZ' if t.tz else 'TIMESTAMP'})"
     fraction = f"CASE WHEN epoch_us({col}) % 1000000 = 0 THEN '' ELSE strftime({col}, '.%f') END"
     return f"strftime({col}, '%Y-%m-%dT%H:%M:%S') || {fraction}" + (" || 'Z'" if t.tz else "")
 
@@ -121,9 +126,6 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
     yield b"]"
 
 
-# Column types whose JSON `small_json` writes exactly as DuckDB's `to_json` does
-_PLAIN = (pa.types.is_integer, pa.types.is_boolean, pa.types.is_float64, pa.types.is_string,
-          pa.types.is_large_string, pa.types.is_null)
 SMALL_JSON_CELLS = 2048  # past about this many values DuckDB's renderer is the faster (and has no per-value Python)
 # DuckDB's string escapes: quote, backslash, the short forms, other controls as \u00XX (upper case)
 _ESCAPES = {i: f"\\u{i:04X}" for i in range(0x20)} | {0x22: '\\"', 0x5C: "\\\\", 0x08: "\\b", 0x0C: "\\f",
@@ -131,32 +133,69 @@ _ESCAPES = {i: f"\\u{i:04X}" for i in range(0x20)} | {0x22: '\\"', 0x5C: "\\\\",
 
 
 def small_json(schema: pa.Schema, batches: list[pa.RecordBatch]) -> bytes | None:
-    """The whole JSON body of a small result (at most SMALL_JSON_CELLS values) whose columns are
-    all of plain types, byte for byte as `json_chunks` renders it; None otherwise.
+    """The whole JSON body of a small result (at most SMALL_JSON_CELLS values) whose column
+    types `_writer` knows, byte for byte as `json_chunks` renders it; None otherwise.
 
     DuckDB's renderer costs about 1.6 ms per call however small the result (registering Arrow
     data and planning): most of an agent's small query over HTTP. This costs microseconds."""
     rows = sum(batch.num_rows for batch in batches)
-    if (not len(schema) or rows * len(schema) > SMALL_JSON_CELLS
-            or not all(any(plain(f.type) for plain in _PLAIN) for f in schema)):
+    writers = [_writer(f.type) for f in schema]
+    if not writers or rows * len(writers) > SMALL_JSON_CELLS or None in writers:
         return None
     keys = [_json_string(name) + ":" for name in _unique_names(schema)]
-    columns = [_column_json(pa.chunked_array([b.column(i) for b in batches], f.type)) for i, f in enumerate(schema)]
+    try:
+        columns = [["null" if value is None else write(value)
+                    for value in pa.chunked_array([b.column(i) for b in batches], f.type).to_pylist()]
+                   for i, (f, write) in enumerate(zip(schema, writers))]
+    except (ValueError, OverflowError):  # a date or time past Python's years 1-9999: DuckDB writes it
+        return None
     return ("[" + ",".join("{" + ",".join(map(str.__add__, keys, values)) + "}" for values in zip(*columns))
             + "]").encode()
 
 
-def _column_json(column: pa.ChunkedArray) -> list[str]:
-    """A plain column's values as DuckDB's `to_json` writes them (NaN and infinities as
-    `json_chunks` does)."""
-    t = column.type
-    text = (str if pa.types.is_integer(t) else _json_bool if pa.types.is_boolean(t)
-            else _json_double if pa.types.is_float64(t) else _json_string)
-    return ["null" if value is None else text(value) for value in column.to_pylist()]
+def _writer(t: pa.DataType) -> Callable[[Any], str] | None:
+    """How `small_json` writes a non-null value of type `t` as DuckDB's `to_json` does (with
+    json_chunks' forms for NaN, infinities and timestamps), or None where only DuckDB can."""
+    if pa.types.is_integer(t) or pa.types.is_null(t):
+        return str
+    if pa.types.is_boolean(t):
+        return _json_bool
+    if pa.types.is_float32(t) or pa.types.is_float64(t):  # DuckDB writes a float as the double it is
+        return _json_double
+    if pa.types.is_decimal(t) and t.precision <= 15:
+        # DuckDB writes the double of unscaled / 10^scale, both exact below 2^53: the correctly
+        # rounded quotient, which float() gives too
+        return _json_decimal
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _json_string
+    if pa.types.is_date32(t):
+        return _json_date
+    if pa.types.is_timestamp(t) and t.unit != "ns" and t.tz in (None, "UTC"):
+        return _json_utc_timestamp if t.tz else _json_timestamp
+    return None
 
 
 def _json_bool(value: bool) -> str:
     return "true" if value else "false"
+
+
+def _json_decimal(value: decimal.Decimal) -> str:
+    return _json_double(float(value))
+
+
+def _json_date(value: dt.date) -> str:
+    return f'"{value.year:04d}-{value.month:02d}-{value.day:02d}"'
+
+
+def _json_timestamp(value: dt.datetime, zone: str = "") -> str:
+    """ISO 8601 as `_timestamp_text` writes it: microseconds only when there are some."""
+    fraction = f".{value.microsecond:06d}" if value.microsecond else ""
+    return (f'"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:'
+            f'{value.second:02d}{fraction}{zone}"')
+
+
+def _json_utc_timestamp(value: dt.datetime) -> str:
+    return _json_timestamp(value, "Z")
 
 
 def _json_string(text: str) -> str:
@@ -214,7 +253,7 @@ def csv_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator
                     continue
                 con.register("__batch", batch.rename_columns(names))
                 try:
-                    texts = con.execute(f"SELECT {select} FROM __batch").fetch_arrow_table().combine_chunks()
+                    texts = con.execute(f"SELECT {select} FROM __batch").to_arrow_table().combine_chunks()
                 finally:
                     con.unregister("__batch")
                 converted = dict(zip(special, texts.columns))

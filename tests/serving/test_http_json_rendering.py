@@ -4,6 +4,8 @@ takes, or an agent would see a value's text change with the size of its result."
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import random
 import struct
 
@@ -29,6 +31,19 @@ def _double(rng: random.Random) -> float | None:
     return round(rng.uniform(-1e4, 1e4), rng.randint(0, 8)) * 10.0 ** rng.randint(-25, 25)
 
 
+def _day(rng: random.Random) -> dt.date:
+    if rng.random() < 0.1:
+        return rng.choice([dt.date(1, 1, 1), dt.date(9999, 12, 31), dt.date(1970, 1, 1)])
+    return dt.date(1, 1, 1) + dt.timedelta(days=rng.randrange(3_652_059))
+
+
+def _moment(rng: random.Random) -> dt.datetime | None:
+    if rng.random() < 0.05:
+        return None
+    at = dt.datetime.combine(_day(rng), dt.time()) + dt.timedelta(seconds=rng.randrange(86_400))
+    return at.replace(microsecond=rng.choice([0, 0, 1, 999_999, rng.randrange(1_000_000)]))
+
+
 def _corpus(rows: int, seed: int = 7) -> pa.Table:
     rng = random.Random(seed)
     return pa.table({
@@ -42,6 +57,15 @@ def _corpus(rows: int, seed: int = 7) -> pa.Table:
                           for _ in range(rows)], pa.string()),
         "large": pa.array([rng.choice([None, "", "ü\n\"\\", "/</script>"]) for _ in range(rows)], pa.large_string()),
         "nothing": pa.nulls(rows),
+        "f32": pa.array([_double(rng) for _ in range(rows)], pa.float32()),
+        "money": pa.array([None if rng.random() < 0.05 else decimal.Decimal(rng.randint(-10**12, 10**12)).scaleb(-2)
+                           for _ in range(rows)], pa.decimal128(12, 2)),
+        "ratio": pa.array([decimal.Decimal(rng.randint(-10**15 + 1, 10**15 - 1)).scaleb(-7) for _ in range(rows)],
+                          pa.decimal128(15, 7)),
+        "day": pa.array([None if rng.random() < 0.05 else _day(rng) for _ in range(rows)], pa.date32()),
+        "at": pa.array([_moment(rng) for _ in range(rows)], pa.timestamp("us", tz="UTC")),
+        "local": pa.array([_moment(rng) for _ in range(rows)], pa.timestamp("ms")),
+        "second": pa.array([_moment(rng) for _ in range(rows)], pa.timestamp("s", tz="UTC")),
         'we"ird\nname\x01': pa.array(range(rows), pa.int32()),
         "A": pa.array(range(rows), pa.int16()),
         "a": pa.array(range(rows), pa.uint16()),  # names alike but for case: renamed alike by both
@@ -66,18 +90,40 @@ def test_python_and_duckdb_write_the_same_json(monkeypatch):
 
 
 def test_only_small_results_of_plain_types_take_the_python_path():
-    plain = _corpus(formats.SMALL_JSON_CELLS // 11)
+    most = formats.SMALL_JSON_CELLS // _corpus(1).num_columns
+    plain = _corpus(most)
     assert small_json(plain.schema, plain.to_batches()) == _duckdb(plain, plain.to_batches())
-    past = _corpus(formats.SMALL_JSON_CELLS // 11 + 1)
+    past = _corpus(most + 1)
     assert small_json(past.schema, past.to_batches()) is None  # DuckDB renders it
-    for column in (pa.array([1.5], pa.float32()), pa.array([1], pa.decimal128(5, 2)),
-                   pa.array([0], pa.timestamp("us", tz="UTC")), pa.array([[1]]), pa.array([b"x"]),
+    for column in (pa.array([1], pa.decimal128(16, 2)), pa.array([0], pa.timestamp("ns")),
+                   pa.array([0], pa.timestamp("us", tz="Europe/Paris")), pa.array([0], pa.date64()),
+                   pa.array([0], pa.time64("us")), pa.array([[1]]), pa.array([b"x"]),
                    pa.array(["x"]).dictionary_encode()):
         one = pa.table({"id": [1], "other": column})
         assert small_json(one.schema, one.to_batches()) is None, column.type
+
+
+def test_dates_past_pythons_years_are_left_to_duckdb():
+    late = pa.table({"day": pa.array([2_932_897], pa.int32()).cast(pa.date32())})  # 10000-01-01
+    assert small_json(late.schema, late.to_batches()) is None
+    assert _duckdb(late, late.to_batches()) == b'[{"day":"10000-01-01"}]'
 
 
 def test_each_edge_double_alone():
     for value in EDGE_DOUBLES:
         table = pa.table({"x": pa.array([value], pa.float64())})
         assert small_json(table.schema, table.to_batches()) == _duckdb(table, table.to_batches()), value
+
+
+def test_timestamps_far_from_1970_render_in_every_unit():
+    """DuckDB formats second and millisecond timestamps through nanoseconds, which end in 2262: a
+    `9999-12-31` "valid until" in a Parquet file's milliseconds failed the whole response."""
+    from serving.http.formats import csv_chunks
+
+    for unit in ("s", "ms", "us"):
+        moments = pa.table({"valid_to": pa.array([dt.datetime(9999, 12, 31, 23, 59, 59), dt.datetime(1, 1, 1)],
+                                                 pa.timestamp(unit))})
+        big = moments.to_batches()
+        assert _duckdb(moments, big) == b'[{"valid_to":"9999-12-31T23:59:59"},{"valid_to":"0001-01-01T00:00:00"}]'
+        csv = b"".join(csv_chunks(moments.schema, iter(big))).decode().splitlines()
+        assert csv == ['"valid_to"', '"9999-12-31T23:59:59"', '"0001-01-01T00:00:00"'], unit
