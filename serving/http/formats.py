@@ -228,11 +228,16 @@ def _json_double(value: float) -> str:
 
 def _csv_value(col: str, t: pa.DataType) -> str | None:
     """DuckDB SQL for a column's CSV text where Arrow's writer has none or another form:
-    nested values as JSON text, timestamps in ISO 8601 as in JSON."""
+    nested values as JSON text, timestamps in ISO 8601 as in JSON, bytes as DuckDB's text of a
+    blob (`\\xFF`, as in JSON; Arrow's writer refuses bytes that are not UTF-8), and the types
+    Arrow's writer lacks (string and binary views, UUIDs) as DuckDB's text of them."""
     if pa.types.is_nested(t):
         return f"CAST(to_json({col}) AS VARCHAR)"
     if pa.types.is_timestamp(t):
         return _timestamp_text(col, t)
+    if (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+            or pa.types.is_binary_view(t) or pa.types.is_string_view(t) or isinstance(t, pa.BaseExtensionType)):
+        return f"CAST({col} AS VARCHAR)"
     return None
 
 

@@ -1,11 +1,13 @@
-"""A small JSON result is rendered in Python (`small_json`), a large one by DuckDB
-(`json_chunks`): the two must write the same bytes for every value of every type the fast path
-takes, or an agent would see a value's text change with the size of its result."""
+"""HTTP result rendering. A small JSON result is rendered in Python (`small_json`), a large one
+by DuckDB (`json_chunks`): the two must write the same bytes for every value of every type the
+fast path takes, or an agent would see a value's text change with the size of its result. And
+every type a query returns renders as JSON and CSV alike."""
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import random
 import struct
 
@@ -127,3 +129,24 @@ def test_timestamps_far_from_1970_render_in_every_unit():
         assert _duckdb(moments, big) == b'[{"valid_to":"9999-12-31T23:59:59"},{"valid_to":"0001-01-01T00:00:00"}]'
         csv = b"".join(csv_chunks(moments.schema, iter(big))).decode().splitlines()
         assert csv == ['"valid_to"', '"9999-12-31T23:59:59"', '"0001-01-01T00:00:00"'], unit
+
+
+def test_bytes_views_and_uuids_render_as_csv_as_in_json():
+    """Arrow's CSV writer refuses bytes that are not UTF-8 (a BLOB column failed the response),
+    string and binary views (DataFusion's strings) and UUIDs: DuckDB writes their text, as in JSON."""
+    import uuid
+
+    from serving.http.formats import csv_chunks
+
+    key = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    table = pa.table({"blob": pa.array([b"\xff\x00a", None]), "big": pa.array([b"x", b""], pa.large_binary()),
+                      "fixed": pa.array([b"\x01\x02", b"ab"], pa.binary(2)),
+                      "view": pa.array(["v", "w"], pa.string_view()), "bytes_view": pa.array([b"b", b"c"], pa.binary_view()),
+                      "id": pa.array([key.bytes, key.bytes], pa.uuid())})
+    batches = table.to_batches()
+    rows = json.loads(_duckdb(table, batches))
+    assert rows[0] == {"blob": "\\xFF\\x00a", "big": "x", "fixed": "\\x01\\x02", "view": "v", "bytes_view": "b",
+                       "id": str(key)}
+    csv = b"".join(csv_chunks(table.schema, iter(batches))).decode().splitlines()
+    assert csv[1:] == ['"\\xFF\\x00a","x","\\x01\\x02","v","b","12345678-1234-5678-1234-567812345678"',
+                       ',"","ab","w","c","12345678-1234-5678-1234-567812345678"']
