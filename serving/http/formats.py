@@ -116,7 +116,7 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
                 continue
             if names != schema.names:
                 batch = batch.rename_columns(names)
-            con.register("__batch", batch)
+            con.register("__batch", _readable(batch))
             try:
                 text = con.execute(f"SELECT string_agg({row_sql}, ',') FROM __batch AS {alias}").fetchone()[0]
             finally:
@@ -124,6 +124,22 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
             yield (b"" if first else b",") + text.encode()
             first = False
     yield b"]"
+
+
+def _readable(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with 256-bit decimals (DataFusion's past 38 digits), which DuckDB cannot read, as
+    128-bit ones when their values fit (38 digits, exact), else as doubles."""
+    if not any(pa.types.is_decimal256(t) for t in batch.schema.types):
+        return batch
+    columns = []
+    for column in batch.columns:
+        if pa.types.is_decimal256(column.type):
+            try:
+                column = column.cast(pa.decimal128(38, column.type.scale))
+            except (pa.ArrowInvalid, ValueError):
+                column = column.cast(pa.float64())
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 SMALL_JSON_CELLS = 2048  # past about this many values DuckDB's renderer is the faster (and has no per-value Python)

@@ -150,3 +150,13 @@ def test_bytes_views_and_uuids_render_as_csv_as_in_json():
     csv = b"".join(csv_chunks(table.schema, iter(batches))).decode().splitlines()
     assert csv[1:] == ['"\\xFF\\x00a","x","\\x01\\x02","v","b","12345678-1234-5678-1234-567812345678"',
                        ',"","ab","w","c","12345678-1234-5678-1234-567812345678"']
+
+
+def test_decimals_past_38_digits_render_as_json():
+    """DataFusion makes 256-bit decimals (`CAST(x AS DECIMAL(40, 2))`), which DuckDB cannot read:
+    exact when the values fit 38 digits, as doubles past that; never a failed response."""
+    fits = pa.table({"d": pa.array([decimal.Decimal("1.00"), None, decimal.Decimal("-1234567890123456789012345678901234.56")],
+                                   pa.decimal256(40, 2))})
+    assert _duckdb(fits, fits.to_batches()) == b'[{"d":1.00},{"d":null},{"d":-1234567890123456789012345678901234.56}]'
+    wide = pa.table({"d": pa.array([decimal.Decimal("1" * 40)], pa.decimal256(40, 0))})
+    assert json.loads(_duckdb(wide, wide.to_batches())) == [{"d": float("1" * 40)}]
