@@ -32,7 +32,7 @@ from engine.task_history import current_request, request_scope
 
 from .disconnect import on_query_pool, query_pool, until_disconnect
 from ..result_head import head
-from .formats import ARROW_STREAM, csv_chunks, drain, json_chunks, small_json
+from .formats import ARROW_STREAM, csv_chunks, drain, json_body, json_chunks
 from .status_page import render as render_status_page
 
 OPEN_PATHS = {"/health", "/v1/ready"}
@@ -122,8 +122,9 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
             reader = runtime.query(text, principal, protocol="http", client_gone=cancel.is_set, cache=cache)
             batches, whole = head(reader)  # planning/first-batch errors still get a proper status
             if whole and sum(batch.nbytes for batch in batches) <= SMALL_RESULT_BYTES:
-                body = small_json(reader.schema, batches) if render is json_chunks else None
-                return reader, batches, body if body is not None else b"".join(render(reader.schema, iter(batches)))
+                body = (json_body(reader.schema, batches) if render is json_chunks
+                        else b"".join(render(reader.schema, iter(batches))))
+                return reader, batches, body
             return reader, batches, None
 
         # planning and the first batch can wait on a slow source: on the query pool, never on the

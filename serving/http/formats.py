@@ -148,6 +148,13 @@ _ESCAPES = {i: f"\\u{i:04X}" for i in range(0x20)} | {0x22: '\\"', 0x5C: "\\\\",
                                                       0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
 
 
+def json_body(schema: pa.Schema, batches: list[pa.RecordBatch]) -> bytes:
+    """The whole JSON array of a result's rows: in Python when small and plain (`small_json`),
+    else by DuckDB."""
+    body = small_json(schema, batches)
+    return body if body is not None else b"".join(json_chunks(schema, iter(batches)))
+
+
 def small_json(schema: pa.Schema, batches: list[pa.RecordBatch]) -> bytes | None:
     """The whole JSON body of a small result (at most SMALL_JSON_CELLS values) whose column
     types `_writer` knows, byte for byte as `json_chunks` renders it; None otherwise.

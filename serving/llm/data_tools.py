@@ -12,6 +12,8 @@ import pyarrow as pa
 from engine.errors import BadRequest, SatchelError
 from engine.runtime import Principal, Runtime
 
+from ..http.formats import json_body
+
 MAX_ROWS = 50
 MAX_BYTES = 16 * 1024
 
@@ -128,14 +130,17 @@ class DataTools:
 
 
 def bounded_rows(reader: pa.RecordBatchReader, max_rows: int, max_bytes: int) -> dict:
-    """At most `max_rows` rows and ~`max_bytes` of JSON; `truncated` says whether rows were cut."""
+    """At most `max_rows` rows and ~`max_bytes` of JSON; `truncated` says whether rows were cut.
+    Values are written as the HTTP API writes them (ISO timestamps, decimals as numbers, bytes
+    as `\\xFF` text, NaN and infinities as strings: the JSON stays strict)."""
     columns = [f.name for f in reader.schema]
     rows: list[list] = []
     size, truncated = 2, False
     for batch in reader:
-        for row in batch.to_pylist():
-            values = [row[c] for c in columns]
-            cost = len(json.dumps(values, default=str)) + 2  # the ", " separator
+        batch = batch.slice(0, max_rows - len(rows) + 1)  # one past the cap tells that rows were cut
+        for row in json.loads(json_body(reader.schema, [batch])):
+            values = list(row.values())
+            cost = len(json.dumps(values, ensure_ascii=False)) + 2  # the ", " separator
             if len(rows) >= max_rows or size + cost > max_bytes:
                 truncated = True
                 break
@@ -143,8 +148,7 @@ def bounded_rows(reader: pa.RecordBatchReader, max_rows: int, max_bytes: int) ->
             size += cost
         if truncated:
             break
-    return {"columns": columns, "rows": json.loads(json.dumps(rows, default=str)), "row_count": len(rows),
-            "truncated": truncated}
+    return {"columns": columns, "rows": rows, "row_count": len(rows), "truncated": truncated}
 
 
 def _column(f: pa.Field) -> dict:

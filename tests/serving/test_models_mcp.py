@@ -171,6 +171,11 @@ def test_data_tools_bound_rows_and_bytes(tmp_path: Path) -> None:
         out = tools.call("sql", {"query": "SELECT * FROM items ORDER BY id"}, p)
         assert out["truncated"] is True and 0 < out["row_count"] < 20
         assert len(json.dumps(out["rows"])) <= 200
+        # values as the HTTP API writes them, in strict JSON: no Python reprs, no bare NaN
+        out = tools.call("sql", {"query": "SELECT CAST('NaN' AS DOUBLE PRECISION) AS x, '\\xff'::bytea AS b, "
+                                          "TIMESTAMP '2024-01-06 10:52:00' AS t, CAST(12.50 AS NUMERIC(12, 2)) AS d"}, p)
+        assert out["rows"] == [["NaN", "\\xFF", "2024-01-06T10:52:00", 12.5]], out
+        json.dumps(out, allow_nan=False)
         out = tools.call("sample_data", {"table": "items", "limit": 2}, p)
         assert out["row_count"] == 2 and out["truncated"] is False
         assert "error" in tools.call("sql", {"query": "DROP TABLE items"}, p)
