@@ -185,7 +185,7 @@ def _writer(t: pa.DataType) -> Callable[[Any], str] | None:
         return _json_bool
     if pa.types.is_float32(t) or pa.types.is_float64(t):  # DuckDB writes a float as the double it is
         return _json_double
-    if pa.types.is_decimal(t) and t.precision <= 15:
+    if pa.types.is_decimal128(t) and t.precision <= 15:
         # DuckDB writes the double of unscaled / 10^scale, both exact below 2^53: the correctly
         # rounded quotient, which float() gives too
         return _json_decimal
