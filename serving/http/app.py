@@ -15,7 +15,6 @@ from http import HTTPStatus
 import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -32,7 +31,7 @@ from engine.task_history import current_request, request_scope
 
 from .disconnect import on_query_pool, query_pool, until_disconnect
 from ..result_head import head
-from .formats import ARROW_STREAM, csv_chunks, drain, json_body, json_chunks
+from .formats import ARROW_STREAM, csv_chunks, drain, json_body, json_chunks, json_ready
 from .status_page import render as render_status_page
 
 OPEN_PATHS = {"/health", "/v1/ready"}
@@ -146,7 +145,7 @@ def create_app(runtime: Runtime, models: "ModelRegistry | None" = None) -> FastA
         out = await until_disconnect(request, lambda cancel: runtime.search(body, principal, protocol="http",
                                                                             client_gone=cancel.is_set),
                                      pool=query_pool())
-        return JSONResponse(jsonable_encoder(out))
+        return JSONResponse(json_ready(out))  # a NaN or non-UTF-8 bytes in a row failed FastAPI's encoder
 
     @app.get("/v1/datasets")
     def datasets(request: Request) -> list[dict]:

@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import decimal
 import io
+import json
 import math
 import os
 import queue
@@ -247,6 +248,40 @@ def _json_double(value: float) -> str:
     if -6 < point <= 0:
         return sign + "0." + "0" * -point + digits
     return sign + digits[0] + ("." + digits[1:] if len(digits) > 1 else "") + f"e{point - 1}"
+
+
+def json_ready(value: Any) -> Any:
+    """A Python value (as Arrow's `to_pylist` gives it) in the form the JSON results above give
+    it, ready for `json.dumps` with `allow_nan=False`: NaN and infinities as strings, decimals as
+    numbers, bytes as DuckDB's text of a blob, dates, times and timestamps as ISO text (aware ones
+    in UTC with `Z`), UUIDs as text; dicts and lists value by value. For results built in
+    Python (search), which would otherwise fail on a NaN or on bytes that are not UTF-8."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else json.loads(_json_double(value))
+    if isinstance(value, decimal.Decimal):
+        return json_ready(float(value))
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("latin-1").translate(_BLOB_ESCAPES)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            return json.loads(_json_timestamp(value))
+        return json.loads(_json_utc_timestamp(value.astimezone(dt.timezone.utc)))
+    if isinstance(value, dt.date):
+        return json.loads(_json_date(value))
+    if isinstance(value, dt.time):
+        fraction = f".{value.microsecond:06d}".rstrip("0") if value.microsecond else ""  # DuckDB's TIME text
+        return f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}{fraction}"
+    return str(value)
+
+
+# DuckDB's text of a blob: printable ASCII as it is, but for quotes and backslash; \xHH otherwise
+_BLOB_ESCAPES = {i: f"\\x{i:02X}" for i in (*range(0x20), 0x22, 0x27, 0x5C, *range(0x7F, 0x100))}
 
 
 def _csv_value(col: str, t: pa.DataType) -> str | None:

@@ -12,7 +12,7 @@ import pyarrow as pa
 from engine.errors import BadRequest, SatchelError
 from engine.runtime import Principal, Runtime
 
-from ..http.formats import json_body
+from ..http.formats import json_body, json_ready
 
 MAX_ROWS = 50
 MAX_BYTES = 16 * 1024
@@ -99,7 +99,7 @@ class DataTools:
         body["limit"] = max(1, min(int(body.get("limit") or 5), SEARCH_LIMIT))
         out = self.runtime.search(body, principal, protocol=protocol)
         results, size, truncated = [], 2, bool(out.get("truncated"))
-        for item in json.loads(json.dumps(out["results"], default=str)):
+        for item in json_ready(out["results"]):
             cost = len(json.dumps(item)) + 2
             if size + cost > self.max_bytes:
                 truncated = True

@@ -160,3 +160,37 @@ def test_decimals_past_38_digits_render_as_json():
     assert _duckdb(fits, fits.to_batches()) == b'[{"d":1.00},{"d":null},{"d":-1234567890123456789012345678901234.56}]'
     wide = pa.table({"d": pa.array([decimal.Decimal("1" * 40)], pa.decimal256(40, 0))})
     assert json.loads(_duckdb(wide, wide.to_batches())) == [{"d": float("1" * 40)}]
+
+
+def test_values_built_in_python_take_the_forms_of_the_json_results():
+    """Search results are built in Python from `to_pylist`: `json_ready` gives each value the form
+    JSON results give it (FastAPI's encoder failed on a NaN and on bytes that are not UTF-8)."""
+    import uuid
+
+    from serving.http.formats import json_body, json_ready
+
+    rng = random.Random(5)
+    rows = 300
+    table = pa.table({
+        "n": pa.array([rng.choice([None, 0, -2**63, 2**63 - 1]) for _ in range(rows)], pa.int64()),
+        "x": pa.array([_double(rng) for _ in range(rows)], pa.float64()),
+        "flag": pa.array([rng.choice([True, False, None]) for _ in range(rows)]),
+        "money": pa.array([decimal.Decimal(rng.randint(-10**9, 10**9)).scaleb(-2) for _ in range(rows)],
+                          pa.decimal128(12, 2)),
+        "wide": pa.array([decimal.Decimal(rng.randint(-10**19, 10**19)).scaleb(-4) for _ in range(rows)],
+                         pa.decimal128(24, 4)),
+        "text": pa.array(["".join(rng.choice(CHARS) for _ in range(rng.randint(0, 6))) for _ in range(rows)]),
+        "blob": pa.array([bytes(rng.randrange(256) for _ in range(rng.randint(0, 8))) for _ in range(rows)]),
+        "day": pa.array([_day(rng) for _ in range(rows)], pa.date32()),
+        "at": pa.array([_moment(rng) for _ in range(rows)], pa.timestamp("us", tz="UTC")),
+        "paris": pa.array([_moment(rng) for _ in range(rows)], pa.timestamp("us", tz="Europe/Paris")),
+        "local": pa.array([_moment(rng) for _ in range(rows)], pa.timestamp("ms")),
+        "clock": pa.array([dt.time(rng.randrange(24), rng.randrange(60), rng.randrange(60),
+                                   rng.choice([0, rng.randrange(1_000_000)])) for _ in range(rows)], pa.time64("us")),
+        "id": pa.array([uuid.UUID(int=rng.getrandbits(128)).bytes for _ in range(rows)], pa.uuid()),
+    })
+    expected = json.loads(json_body(table.schema, table.to_batches()))
+    ours = json.loads(json.dumps([json_ready(row) for row in table.to_pylist()], allow_nan=False))
+    assert ours == expected
+    assert json_ready({"bytes": bytes(range(256))})["bytes"] == json.loads(
+        json_body(pa.schema([("b", pa.binary())]), [pa.record_batch({"b": [bytes(range(256))]})]))[0]["b"]
