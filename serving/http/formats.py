@@ -11,6 +11,7 @@ import json
 import math
 import os
 import queue
+import re
 from typing import Any, Callable, Iterator
 
 import duckdb
@@ -109,6 +110,7 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
         parts = [f"{_string_literal(name)}, {value or f'to_json({col})'}"
                  for name, col, value in zip(names, columns, special)]
         row_sql = f"json_object({', '.join(parts)})"
+    nested_floats = any(_holds_float(f.type) for f in schema if pa.types.is_nested(f.type))
     yield b"["
     first = True
     with _formatter() as con:
@@ -122,9 +124,27 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
                 text = con.execute(f"SELECT string_agg({row_sql}, ',') FROM __batch AS {alias}").fetchone()[0]
             finally:
                 con.unregister("__batch")
+            if nested_floats:  # DuckDB writes a NaN inside a list or struct bare, which is not JSON
+                text = _BARE_NON_FINITE.sub(lambda m: f'"{m.group(1)}"' if m.group(1) else m.group(0), text)
             yield (b"" if first else b",") + text.encode()
             first = False
     yield b"]"
+
+
+# a JSON string (kept as it is), or a bare NaN / Infinity / -Infinity outside strings
+_BARE_NON_FINITE = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')
+
+
+def _holds_float(t: pa.DataType) -> bool:
+    """Whether a value of type `t` can hold a float anywhere inside it."""
+    if pa.types.is_floating(t):
+        return True
+    if pa.types.is_map(t):
+        return _holds_float(t.key_type) or _holds_float(t.item_type)
+    if pa.types.is_struct(t) or pa.types.is_union(t):
+        return any(_holds_float(t.field(i).type) for i in range(t.num_fields))
+    value_type = getattr(t, "value_type", None)  # lists of every kind
+    return value_type is not None and _holds_float(value_type)
 
 
 def _readable(batch: pa.RecordBatch) -> pa.RecordBatch:

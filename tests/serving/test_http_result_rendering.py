@@ -194,3 +194,22 @@ def test_values_built_in_python_take_the_forms_of_the_json_results():
     assert ours == expected
     assert json_ready({"bytes": bytes(range(256))})["bytes"] == json.loads(
         json_body(pa.schema([("b", pa.binary())]), [pa.record_batch({"b": [bytes(range(256))]})]))[0]["b"]
+
+
+def test_non_finite_floats_inside_lists_structs_and_maps_are_strict_json():
+    """DuckDB writes a NaN inside a nested value bare (`[1.5,NaN]`), which strict parsers (a
+    browser's JSON.parse) refuse: written as the strings top-level columns get; text that merely
+    says NaN stays as it is."""
+    nan, inf = float("nan"), float("inf")
+    table = pa.table({"values": pa.array([[1.5, nan, None, inf, -inf]]),
+                      "pair": pa.array([{"x": nan, "note": 'NaN "Infinity" \\"NaN'}]),
+                      "by_name": pa.array([[("NaN", -inf)]], pa.map_(pa.string(), pa.float64())),
+                      "singles": pa.array([[nan]], pa.list_(pa.float32())), "text": ["NaN and Infinity"]})
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"bare {constant} in the JSON")
+
+    rows = json.loads(_duckdb(table, table.to_batches()), parse_constant=refuse)
+    assert rows == [{"values": [1.5, "NaN", None, "Infinity", "-Infinity"],
+                     "pair": {"x": "NaN", "note": 'NaN "Infinity" \\"NaN'}, "by_name": {"NaN": "-Infinity"},
+                     "singles": ["NaN"], "text": "NaN and Infinity"}]
