@@ -69,16 +69,20 @@ def test_postgres_stops_the_statement_itself_at_the_deadline(pg: PgServer, satch
 
 def test_the_deadline_is_set_once_per_session_while_it_stays_the_same(pg: PgServer, satchel_server) -> None:
     """statement_timeout is the time left rounded up to 250 ms: queries in a row under the same
-    query_timeout reuse the pooled session's setting (no SET round trip before each)."""
+    query_timeout reuse the pooled session's setting (no SET round trip before each). A query
+    that takes over 250 ms to reach the source (a loaded machine) has a lower value, and the
+    next one sets it back: a few SETs at most, never one per query."""
     server = satchel_server(_pod(pg, "60s"))
     query = "SELECT count(*) AS n FROM deadline_t WHERE id > 10"
-    assert server.sql(query).json() == [{"n": 2990}]
+    for _ in range(2):
+        assert server.sql(query).json() == [{"n": 2990}]
     offset = pg.log_offset()
-    for _ in range(3):
+    for _ in range(6):
         assert server.sql(query).json() == [{"n": 2990}]
     sent = pg.statements_since(offset)
-    assert sum("deadline_t" in s for s in sent) == 3, sent
-    assert not any("SET statement_timeout" in s for s in sent), sent
+    assert sum("deadline_t" in s for s in sent) == 6, sent
+    sets = [int(s.split("=")[1]) for s in sent if "SET statement_timeout" in s]
+    assert len(sets) <= 3 and all(value % 250 == 0 and 0 < value <= 60_000 for value in sets), sent
     offset = pg.log_offset()
     short = satchel_server(_pod(pg, "10s"))  # another deadline: its own SET, a multiple of 250 ms
     assert short.sql(query).json() == [{"n": 2990}]
