@@ -124,7 +124,7 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
                 text = con.execute(f"SELECT string_agg({row_sql}, ',') FROM __batch AS {alias}").fetchone()[0]
             finally:
                 con.unregister("__batch")
-            if nested_floats:  # DuckDB writes a NaN inside a list or struct bare, which is not JSON
+            if nested_floats and ("NaN" in text or "Infinity" in text):  # DuckDB writes a nested NaN bare, not JSON
                 text = _BARE_NON_FINITE.sub(lambda m: f'"{m.group(1)}"' if m.group(1) else m.group(0), text)
             yield (b"" if first else b",") + text.encode()
             first = False
