@@ -103,7 +103,7 @@ def _search_one(ds: DatasetRuntime, text: str, limit: int, where: exp.Expression
     query = query.order_by(exp.Ordered(this=exp.column("__score"), desc=True)).limit(limit)
     table = run_query(query.sql(PUBLIC_DIALECT)).read_all()
     out, truncated = [], False
-    for row in table.to_pylist():
+    for row in table.to_pylist(maps_as_pydicts="lossy"):  # a map as an object, as JSON results give it
         matched = row["__chunk"] if chunked and row.get("__chunk") is not None else row["__match"]
         if isinstance(matched, str) and len(matched) > MAX_TEXT:
             matched, truncated = matched[:MAX_TEXT], True

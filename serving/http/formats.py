@@ -11,7 +11,6 @@ import json
 import math
 import os
 import queue
-import re
 from typing import Any, Callable, Iterator
 
 import duckdb
@@ -88,15 +87,42 @@ def _timestamp_text(col: str, t: pa.TimestampType) -> str:
 
 def _json_value(col: str, t: pa.DataType) -> str | None:
     """DuckDB SQL for a column's JSON value where to_json's own is not what Satchel publishes."""
+    value = _published(col, t)
+    return None if value is None else f"to_json({value})"
+
+
+def _published(expr: str, t: pa.DataType, depth: int = 0) -> str | None:
+    """DuckDB SQL for `expr` with its values, inside lists, structs and maps too, in the forms
+    Satchel publishes where to_json's differ; None when no value of type `t` needs it.
+
+    NaN and infinities become the strings PostgreSQL's to_json writes ("NaN", "Infinity",
+    "-Infinity"): to_json writes them bare, which strict JSON parsers refuse. Timestamps become
+    ISO 8601 text: to_json writes `2024-01-06 10:52:00+00` for one inside a nested value."""
     if pa.types.is_floating(t):
-        # NaN and infinities are not JSON numbers: render them as PostgreSQL's to_json does
-        # ("NaN", "Infinity", "-Infinity" strings), so strict JSON parsers can read every row
-        return (f"CASE WHEN isnan({col}) THEN '\"NaN\"'::JSON WHEN {col} = 'inf'::DOUBLE THEN "
-                f"'\"Infinity\"'::JSON WHEN {col} = '-inf'::DOUBLE THEN '\"-Infinity\"'::JSON "
-                f"ELSE to_json({col}) END")
+        return (f"CASE WHEN isnan({expr}) THEN '\"NaN\"'::JSON WHEN {expr} = 'inf'::DOUBLE THEN "
+                f"'\"Infinity\"'::JSON WHEN {expr} = '-inf'::DOUBLE THEN '\"-Infinity\"'::JSON "
+                f"ELSE to_json({expr}) END")
     if pa.types.is_timestamp(t):
-        return f"to_json({_timestamp_text(col, t)})"
-    return None
+        return _timestamp_text(expr, t)
+    if not _holds(t, lambda inner: pa.types.is_floating(inner) or pa.types.is_timestamp(inner)):
+        return None
+    if pa.types.is_dictionary(t):
+        return _published(expr, t.value_type, depth)
+    x = f"x{depth}"
+    if pa.types.is_map(t):
+        key = _published(f"{x}.key", t.key_type, depth + 1) or f"{x}.key"
+        value = _published(f"{x}.value", t.item_type, depth + 1) or f"{x}.value"
+        return (f"map_from_entries(list_transform(map_entries({expr}), "
+                f"lambda {x}: struct_pack(key := {key}, value := {value})))")
+    if pa.types.is_struct(t):
+        fields = []
+        for field in t:
+            member = f"({expr}).{quote_ident(field.name)}"
+            fields.append(f"{quote_ident(field.name)} := {_published(member, field.type, depth + 1) or member}")
+        return f"CASE WHEN {expr} IS NULL THEN NULL ELSE struct_pack({', '.join(fields)}) END"
+    if pa.types.is_union(t):
+        return None  # rare enough to keep to_json's forms
+    return f"list_transform({expr}, lambda {x}: {_published(x, t.value_type, depth + 1) or x})"  # lists
 
 
 def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
@@ -110,7 +136,6 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
         parts = [f"{_string_literal(name)}, {value or f'to_json({col})'}"
                  for name, col, value in zip(names, columns, special)]
         row_sql = f"json_object({', '.join(parts)})"
-    nested_floats = any(_holds_float(f.type) for f in schema if pa.types.is_nested(f.type))
     yield b"["
     first = True
     with _formatter() as con:
@@ -124,27 +149,21 @@ def json_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterato
                 text = con.execute(f"SELECT string_agg({row_sql}, ',') FROM __batch AS {alias}").fetchone()[0]
             finally:
                 con.unregister("__batch")
-            if nested_floats and ("NaN" in text or "Infinity" in text):  # DuckDB writes a nested NaN bare, not JSON
-                text = _BARE_NON_FINITE.sub(lambda m: f'"{m.group(1)}"' if m.group(1) else m.group(0), text)
             yield (b"" if first else b",") + text.encode()
             first = False
     yield b"]"
 
 
-# a JSON string (kept as it is), or a bare NaN / Infinity / -Infinity outside strings
-_BARE_NON_FINITE = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')
-
-
-def _holds_float(t: pa.DataType) -> bool:
-    """Whether a value of type `t` can hold a float anywhere inside it."""
-    if pa.types.is_floating(t):
+def _holds(t: pa.DataType, kind: Callable[[pa.DataType], bool]) -> bool:
+    """Whether a value of type `t` can hold a value of a type `kind` accepts anywhere inside it."""
+    if kind(t):
         return True
     if pa.types.is_map(t):
-        return _holds_float(t.key_type) or _holds_float(t.item_type)
+        return _holds(t.key_type, kind) or _holds(t.item_type, kind)
     if pa.types.is_struct(t) or pa.types.is_union(t):
-        return any(_holds_float(t.field(i).type) for i in range(t.num_fields))
-    value_type = getattr(t, "value_type", None)  # lists of every kind
-    return value_type is not None and _holds_float(value_type)
+        return any(_holds(t.field(i).type, kind) for i in range(t.num_fields))
+    value_type = getattr(t, "value_type", None)  # lists of every kind, dictionaries
+    return value_type is not None and _holds(value_type, kind)
 
 
 def _readable(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -282,8 +301,8 @@ def json_ready(value: Any) -> Any:
         return value if math.isfinite(value) else json.loads(_json_double(value))
     if isinstance(value, decimal.Decimal):
         return json_ready(float(value))
-    if isinstance(value, dict):
-        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, dict):  # a struct, or a map (`to_pylist(maps_as_pydicts=...)`)
+        return {_json_key(json_ready(key)): json_ready(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_ready(item) for item in value]
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -300,6 +319,11 @@ def json_ready(value: Any) -> Any:
     return str(value)
 
 
+def _json_key(key: Any) -> str:
+    """A map's key as the JSON object key DuckDB writes for it: text as it is, else its JSON."""
+    return key if isinstance(key, str) else json.dumps(key)
+
+
 # DuckDB's text of a blob: printable ASCII as it is, but for quotes and backslash; \xHH otherwise
 _BLOB_ESCAPES = {i: f"\\x{i:02X}" for i in (*range(0x20), 0x22, 0x27, 0x5C, *range(0x7F, 0x100))}
 
@@ -309,10 +333,12 @@ def _csv_value(col: str, t: pa.DataType) -> str | None:
     nested values as JSON text, timestamps in ISO 8601 as in JSON, bytes as DuckDB's text of a
     blob (`\\xFF`, as in JSON; Arrow's writer refuses bytes that are not UTF-8), and the types
     Arrow's writer lacks (string and binary views, UUIDs) as DuckDB's text of them."""
-    if pa.types.is_nested(t):
-        return f"CAST(to_json({col}) AS VARCHAR)"
+    if pa.types.is_dictionary(t):
+        t = t.value_type  # DuckDB reads a dictionary as its values
     if pa.types.is_timestamp(t):
         return _timestamp_text(col, t)
+    if pa.types.is_nested(t):
+        return f"CAST(to_json({_published(col, t) or col}) AS VARCHAR)"
     if (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
             or pa.types.is_binary_view(t) or pa.types.is_string_view(t) or isinstance(t, pa.BaseExtensionType)):
         return f"CAST({col} AS VARCHAR)"

@@ -213,3 +213,53 @@ def test_non_finite_floats_inside_lists_structs_and_maps_are_strict_json():
     assert rows == [{"values": [1.5, "NaN", None, "Infinity", "-Infinity"],
                      "pair": {"x": "NaN", "note": 'NaN "Infinity" \\"NaN'}, "by_name": {"NaN": "-Infinity"},
                      "singles": ["NaN"], "text": "NaN and Infinity"}]
+
+
+def test_timestamps_and_non_finite_floats_inside_nested_values_take_the_top_level_forms():
+    """Inside lists, structs and maps (and their keys), in JSON and in CSV's JSON text alike:
+    timestamps as ISO 8601 as at the top level (to_json wrote `2024-01-06 10:52:00+00` there),
+    NaN and infinities as strings (CSV wrote them bare); `json_ready` (search) agrees."""
+    from serving.http.formats import csv_chunks, json_ready
+
+    at = dt.datetime(2024, 1, 6, 10, 52, 0, 123000)
+    utc = at.replace(microsecond=0, tzinfo=dt.timezone.utc)
+    member = pa.struct([("seen at", pa.timestamp("us", "UTC")), ("score", pa.float32()),
+                        ("inner", pa.struct([("until", pa.timestamp("s"))]))])
+    table = pa.table({
+        "event": pa.array([{"seen at": utc, "score": float("inf"), "inner": {"until": dt.datetime(9999, 12, 31)}},
+                           None, {"seen at": None, "score": None, "inner": None}], member),
+        "times": pa.array([[at, None], None, []], pa.list_(pa.timestamp("ms"))),
+        "pairs": pa.array([[at, at], None, [None, at]], pa.list_(pa.timestamp("us"), 2)),
+        "nested": pa.array([[[utc]], [None], None], pa.large_list(pa.list_(pa.timestamp("us", "UTC")))),
+        "by_time": pa.array([[(at, 1.5)], None, [(at, float("nan"))]], pa.map_(pa.timestamp("ms"), pa.float64())),
+        "events": pa.array([[{"seen at": utc, "score": 0.5, "inner": None}], None, [None]], pa.list_(member)),
+        "coded": pa.array([at, None, at], pa.timestamp("ms")).dictionary_encode(),
+    })
+    iso, iso_z = "2024-01-06T10:52:00.123000", "2024-01-06T10:52:00Z"
+    expected = [
+        {"event": {"seen at": iso_z, "score": "Infinity", "inner": {"until": "9999-12-31T00:00:00"}},
+         "times": [iso, None], "pairs": [iso, iso], "nested": [[iso_z]], "by_time": {iso: 1.5},
+         "events": [{"seen at": iso_z, "score": 0.5, "inner": None}], "coded": iso},
+        {"event": None, "times": None, "pairs": None, "nested": [None], "by_time": None, "events": None, "coded": None},
+        {"event": {"seen at": None, "score": None, "inner": None}, "times": [], "pairs": [None, iso],
+         "nested": None, "by_time": {iso: "NaN"}, "events": [None], "coded": iso},
+    ]
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"bare {constant}")
+
+    assert json.loads(_duckdb(table, table.to_batches()), parse_constant=refuse) == expected
+    csv = b"".join(csv_chunks(table.schema, iter(table.to_batches()))).decode()
+    import csv as csv_module
+    import io
+
+    header, *lines = list(csv_module.reader(io.StringIO(csv)))
+    assert header == table.column_names
+    for line, row in zip(lines, expected):
+        assert [json.loads(cell, parse_constant=refuse) if cell else None for cell in line[:-1]] == \
+            [row[name] for name in header[:-1]]
+        assert line[-1] == (row["coded"] or "")
+    assert [json_ready(row) for row in table.to_pylist(maps_as_pydicts="lossy")] == expected
+    keyed = pa.table({"m": pa.array([[(1, "a"), (2, "b")]], pa.map_(pa.int64(), pa.string())),
+                      "flags": pa.array([[(True, 1.0)]], pa.map_(pa.bool_(), pa.float64()))})
+    assert json_ready(keyed.to_pylist(maps_as_pydicts="lossy")) == json.loads(_duckdb(keyed, keyed.to_batches()))
