@@ -201,3 +201,63 @@ def test_search_embeddings_count_toward_a_principals_token_budget(satchel_server
     # a principal with column rules on the dataset may not search it: the index holds every value
     masked = httpx.post(f"{server.http_url}/v1/sql", content=sql, headers={"X-API-Key": "k-masked"}, timeout=60)
     assert masked.status_code == 403 and "search over 'reviews'" in masked.json()["error"]["message"]
+
+
+AWKWARD_POD = """
+version: v1
+kind: Spicepod
+name: search_values
+embeddings:
+  - from: huggingface:huggingface.co/sentence-transformers/all-MiniLM-L6-v2
+    name: minilm
+datasets:
+  - from: file:parts.parquet
+    name: parts
+    columns:
+      - name: body
+        embeddings:
+          - from: minilm
+    acceleration:
+      enabled: true
+      engine: duckdb
+      primary_key: part_id
+"""
+
+
+def test_search_results_hold_any_value_as_the_sql_route_renders_it(satchel_server) -> None:
+    """NaN, infinities, bytes that are not UTF-8, maps, timestamps inside structs: `/v1/search`
+    (and the MCP tool, which shares its forms) answers strict JSON with each value as `/v1/sql`
+    gives it (a NaN or a non-UTF-8 byte failed the response; a map came as a list of pairs)."""
+    import datetime as dt
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    at = dt.datetime(2024, 1, 6, 10, 52, tzinfo=dt.timezone.utc)
+    parts = pa.table({
+        "part_id": [1, 2, 3],
+        "body": ["a brass hinge for a garden gate", "a steel bolt", "a rubber washer"],
+        "ratio": [float("nan"), float("inf"), 0.25],
+        "raw": pa.array([b"\xff\x00\"x", None, b"ok"]),
+        "stock": pa.array([[("depot", 3)], [], None], pa.map_(pa.string(), pa.int64())),
+        "audit": pa.array([{"by": "ops", "at": at}, None, {"by": None, "at": None}],
+                          pa.struct([("by", pa.string()), ("at", pa.timestamp("us", "UTC"))])),
+    })
+    sink = io.BytesIO()
+    pq.write_table(parts, sink)
+    server = satchel_server(AWKWARD_POD, files={"parts.parquet": sink.getvalue()}, timeout=120)
+    columns = ["ratio", "raw", "stock", "audit"]
+    r = httpx.post(f"{server.http_url}/v1/search", timeout=60,
+                   json={"text": "gate hinge", "datasets": ["parts"], "limit": 3, "additional_columns": columns})
+    assert r.status_code == 200, r.text
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"bare {constant}")
+
+    found = {row["primary_key"]["part_id"]: row["data"] for row in json.loads(r.text, parse_constant=refuse)["results"]}
+    assert set(found) == {1, 2, 3}
+    sql = server.sql(f"SELECT part_id, {', '.join(columns)} FROM parts ORDER BY part_id").json()
+    assert {row.pop("part_id"): row for row in sql} == found
+    assert found[1] == {"ratio": "NaN", "raw": '\\xFF\\x00\\x22x', "stock": {"depot": 3},
+                        "audit": {"by": "ops", "at": "2024-01-06T10:52:00Z"}}
