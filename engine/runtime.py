@@ -33,6 +33,7 @@ from .model_calls import ModelCallLog
 from .query.accounting import Accounting
 from .query.ai_functions import AiFunctions
 from .query.coalesce import Coalescer
+from .query.information_schema import CATALOG
 from .query.planner import Plan, view_visible
 from .query.policy import policies
 from .query.results_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, CacheUse, ResultsCache
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
     from .telemetry import OtlpSpans
 
 log = logging.getLogger("satchel.runtime")
-CATALOG = "spice"
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class Runtime:
         self.queries = QueryService(self.datasets, views, self.routes, self.accounting, self.query_timeout,
                                     pod.runtime.params.max_rows, self.scopes, _sql_limits(pod), self.search_functions,
                                     _results_cache(pod), self.ai,
-                                    Coalescer() if pod.runtime.params.coalesce_queries else None)
+                                    Coalescer() if pod.runtime.params.coalesce_queries else None, self.tables)
         self.refreshes = RefreshJobs(self.datasets, self.queries.source_reader, self.task_history, self.scopes)
         self.scheduler = self.refreshes.scheduler
 

@@ -11,8 +11,10 @@ import datetime as dt
 import decimal
 import functools
 import os
+import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
@@ -24,14 +26,16 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope, traverse_scope
+from sqlglot.schema import MappingSchema
 
 from connectors.base import FULL_TEXT_OP, Filter, SortKey
-from connectors.sql_render import filter_expression
+from connectors.sql_render import filter_expression, quote_ident
 
 from ..arrow_sql_types import sql_type
 from ..errors import SqlError, UnknownDataset
 from ..search.functions import SEARCH_PREFIX
 from .ai_functions import AiCall
+from .information_schema import CATALOG
 from .policy import Policy, unknown
 from .sql_policy import PUBLIC_DIALECT
 
@@ -42,10 +46,12 @@ class Binding:
 
     name: str  # the name clients use (dataset, or runtime.task_history)
     schema: pa.Schema
-    kind: str  # "duckdb" | "arrow" | "source" | "memory" | "search"
+    kind: str  # "duckdb" | "arrow" | "source" | "memory" | "search" | "catalog"
     instance_id: str | None = None  # the accelerator instance (duckdb:<path>) for kind duckdb
     dataset: str | None = None  # dataset name for task history / status
-    rows: pa.Table | None = None  # kind "search": a search table function's result (engine.search.functions)
+    # kind "search": a search table function's result (engine.search.functions); kind "catalog": an
+    # information_schema table as the caller sees it (engine.query.information_schema)
+    rows: pa.Table | None = None
 
 
 @dataclass
@@ -79,10 +85,10 @@ class Plan:
     @property
     def served_by(self) -> str:
         kinds = {b.kind for b in self.bindings}
-        if not kinds or kinds <= {"memory"}:
+        if not kinds or kinds <= {"memory", "catalog"}:
             return "runtime"
         if "source" in kinds:
-            return "source" if kinds <= {"source", "memory"} else "mixed"
+            return "source" if kinds <= {"source", "memory", "catalog"} else "mixed"
         return "accelerator"
 
     @functools.cached_property
@@ -247,6 +253,26 @@ def cache_key(*parts: Any) -> Hashable | None:
     return parts
 
 
+def typing_schema(tables: dict[str, pa.Schema]) -> MappingSchema:
+    """Tables' columns for sqlglot to qualify and type a query by, names exactly as they are:
+    sqlglot would otherwise fold them as unquoted names (`Amount` to `amount`), and no query
+    could name a column or dataset with a capital letter, not even quoted."""
+    return MappingSchema({name: {f.name: sql_type(f.type) for f in schema} for name, schema in tables.items()},
+                         dialect=PUBLIC_DIALECT, normalize=False)
+
+
+def _quoting_hint(message: str, bindings: Iterable[Binding]) -> str:
+    """For a column that is not found only because its name has capitals and was written
+    unquoted (folded to lower case, as PostgreSQL does): the name to write."""
+    match = re.match(r"Column '([^']*)' could not be resolved", message)
+    if match is None:
+        return ""
+    same = sorted({f.name for b in bindings for f in b.schema
+                   if f.name.lower() == match.group(1).lower() and f.name != match.group(1)})
+    return f"; did you mean {' or '.join(quote_ident(n) for n in same)}? (a name with capitals is written in double quotes)" \
+        if same else ""
+
+
 def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Expression],
                policy: Policy | None = None) -> Plan:
     """Resolve names, qualify and type the query under the caller's policy, and choose its route."""
@@ -263,9 +289,9 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
             raise SqlError(f"table functions are not allowed ({table.this.sql(PUBLIC_DIALECT)}); query datasets by name")
         if not table.db and _names_cte_in_scope(table):
             continue
-        if table.catalog and table.catalog.lower() != "spice":
-            raise UnknownDataset(f"unknown catalog '{table.catalog}'; the only catalog is 'spice'")
-        in_runtime = (table.db or "").lower() == "runtime"
+        if table.catalog and table.catalog.lower() != CATALOG:
+            raise UnknownDataset(f"unknown catalog '{table.catalog}'; the only catalog is '{CATALOG}'")
+        in_runtime = (table.db or "").lower() in ("runtime", "information_schema")  # the caller's rows only
         searched = table.name.startswith(SEARCH_PREFIX)  # a search call's rows: authorised before the search ran
         if policy is not None and not in_runtime and not searched and not policy.allows(table.name):
             raise unknown(f"{table.db}.{table.name}" if table.db else table.name)  # before any lookup
@@ -280,19 +306,19 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
         table.set("this", exp.to_identifier(key, quoted=True))
         if not table.alias:
             table.set("alias", exp.TableAlias(this=exp.to_identifier(_short(key), quoted=True)))
-        if policy is not None and binding.kind != "search":
+        if policy is not None and binding.kind not in ("search", "catalog"):
             if binding.kind == "memory":
                 policy.task_history(table)
             else:
                 policy.restrict(table, binding.dataset or key, binding.schema)
     name_projections(tree)
-    schema = {b.name: {f.name: sql_type(f.type) for f in b.schema} for b in bindings.values()}
+    schema = typing_schema({b.name: b.schema for b in bindings.values()})
     try:
         tree = qualify(tree, schema=schema, dialect=PUBLIC_DIALECT, quote_identifiers=True,
                        validate_qualify_columns=True, identify=True)
         tree = annotate_types(tree, schema=schema, dialect=PUBLIC_DIALECT)
     except OptimizeError as e:
-        raise SqlError(str(e)) from None
+        raise SqlError(str(e) + _quoting_hint(str(e), bindings.values())) from None
     used = list(bindings.values())
     if not used and _operator_depth(tree) <= DUCKDB_OPERATOR_DEPTH:
         # No table: DuckDB evaluates it, as it does most queries (the same types and functions).

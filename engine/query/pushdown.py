@@ -49,9 +49,8 @@ from sqlglot.optimizer.annotate_types import annotate_types
 
 from connectors.base import ScanSql, WholeQuerySql
 
-from ..arrow_sql_types import sql_type
 from ..errors import Overloaded
-from .planner import Plan
+from .planner import Plan, typing_schema
 from .sql_policy import PUBLIC_DIALECT
 
 log = logging.getLogger("satchel.pushdown")
@@ -208,12 +207,12 @@ def _spark_same_meaning(tree: exp.Expression, plan: Plan) -> bool:
 
 def _typed(tree: exp.Expression, plan: Plan) -> exp.Expression | None:
     """A copy of `tree` with sqlglot's types for the plan's scans (None: cannot tell)."""
-    schema = {}
+    tables = {}
     for scan in plan.scans:
         names = scan.columns if scan.columns is not None else scan.binding.schema.names
-        schema[scan.register_as] = {n: sql_type(scan.binding.schema.field(n).type) for n in names}
+        tables[scan.register_as] = pa.schema([scan.binding.schema.field(n) for n in names])
     try:
-        return annotate_types(tree.copy(), schema=schema, dialect=PUBLIC_DIALECT)
+        return annotate_types(tree.copy(), schema=typing_schema(tables), dialect=PUBLIC_DIALECT)
     except Exception:  # noqa: BLE001
         return None
 

@@ -60,7 +60,7 @@ class Routes:
         if plan.output_names:
             reader = _renamed(reader, plan.output_names)
         fallback = [b.dataset for b in plan.bindings
-                    if b.kind in ("duckdb", "arrow") and self.datasets[b.dataset].acceleration.on_zero_results == "use_source"]
+                    if b.kind in ("duckdb", "arrow") and self.datasets[b.dataset.lower()].acceleration.on_zero_results == "use_source"]
         if fallback:
             def from_source() -> pa.RecordBatchReader:
                 source_plan = replan(frozenset(fallback))
@@ -110,7 +110,7 @@ class Routes:
         b = scan.binding
         if b.kind == "memory":
             return self.task_history.table()
-        if b.kind == "search":
+        if b.kind in ("search", "catalog"):
             assert b.rows is not None
             return b.rows
         ds = self.datasets[b.dataset.lower()]

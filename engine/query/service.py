@@ -8,7 +8,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Hashable, Mapping, Sequence
 
 import pyarrow as pa
 from sqlglot import exp
@@ -25,18 +25,21 @@ from ..search.functions import SearchFunctions, has_search
 from ..task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from ..task_history import Task
 from ..memory import datafusion_pool
-from . import pushdown, templates, value_sizes
+from . import information_schema, pushdown, templates, value_sizes
 from .accounting import Accounting
 from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
 from .ai_functions import AiFunctions, has_ai
 from .ai_functions import extract as extract_ai
 from .coalesce import Coalescer, Follower, Leader
+from .information_schema import catalog_rows, check_described, reads_catalog
 from .policy import Policy, unknown
 from .results_cache import CacheUse, ResultsCache, cacheable, kept
 from .routes import Routes
 from .sql_limits import SqlLimits
 from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..runtime import TableInfo
 
 CONSTANT_RESULT_BYTES = 64 << 10  # constant results up to this size are kept in the plan cache
 
@@ -48,8 +51,10 @@ class QueryService:
                  accounting: Accounting, query_timeout: timedelta | None, max_rows: int | None,
                  scopes: LiveScopes, limits: SqlLimits = SqlLimits(), search: SearchFunctions | None = None,
                  results: ResultsCache | None = None, ai: AiFunctions | None = None,
-                 coalescer: Coalescer | None = None) -> None:
+                 coalescer: Coalescer | None = None,
+                 catalog: Callable[[Principal], Sequence[TableInfo]] | None = None) -> None:
         self.datasets = datasets
+        self.catalog = catalog  # the tables a principal sees, for information_schema (Runtime.tables)
         self.coalescer = coalescer  # runtime.params.coalesce_queries: identical queries at once run once
         self.ai = ai  # ai(), ai_classify(), ai_extract() columns
         self.results = results  # runtime.results_cache, when enabled
@@ -157,7 +162,7 @@ class QueryService:
         plan = planned.plan
         if (self.results is None and self.coalescer is None) or planned.explain or plan.ai:
             return None
-        if any(b.kind == "memory" for b in plan.bindings) or not planned.cacheable:
+        if any(b.kind in ("memory", "catalog") for b in plan.bindings) or not planned.cacheable:
             return None
         generations = tuple((b.dataset, self.datasets[b.dataset.lower()].generation if b.kind != "source" else "live")
                             for b in plan.bindings if b.dataset)
@@ -326,6 +331,11 @@ class QueryService:
                                        policy, resolve)
         if templated is not None:
             return templated
+        catalog = reads_catalog(tree)
+        if catalog:  # the caller's own catalog, made now: never cached
+            rows = catalog_rows(self.catalog(principal) if self.catalog is not None else ())
+            check_described(tree, rows)
+            key, resolve = None, _with_catalog_rows(resolve, rows)
         tree = bind_parameters(tree, params)
         if self.search is not None and has_search(tree):
             sink = None
@@ -381,8 +391,8 @@ class QueryService:
         if known is not None:
             return self._templated(sql, params, policy) if known else None
         tree = tree_of()
-        if self.search is not None and has_search(tree):
-            self.plans.put(key, False, ())  # search rows change: never a template
+        if (self.search is not None and has_search(tree)) or reads_catalog(tree):
+            self.plans.put(key, False, ())  # search rows and the catalog change: never a template
             return None
         values = templates.sentinels(key[-1])
         recorder = RecordingResolver(resolve)
@@ -403,6 +413,8 @@ class QueryService:
             if name.lower() == "task_history":
                 return Binding("runtime.task_history", TASK_HISTORY_SCHEMA, "memory")
             return None
+        if schema == information_schema.SCHEMA_NAME:  # a query's are resolved by _with_catalog_rows
+            raise information_schema.not_a_view(name)
         if schema != "public":
             return None
         ds = self.datasets.get(name.lower())
@@ -417,6 +429,18 @@ class QueryService:
                                       f"try again shortly, or set ready_state: on_registration to query the source meanwhile"
                                       + (f"; last error: {ds.last_error}" if ds.last_error else ""))
         return Binding(ds.name, ds.schema(), "source", None, ds.name)
+
+
+def _with_catalog_rows(resolve, rows: Mapping[str, pa.Table]):  # type: ignore[no-untyped-def]
+    """`resolve`, knowing the information_schema tables as the caller sees them."""
+    def resolved(db: str | None, name: str) -> Binding | None:
+        if (db or "").lower() != information_schema.SCHEMA_NAME:
+            return resolve(db, name)
+        found = rows.get(name.lower())
+        return Binding(f"{information_schema.SCHEMA_NAME}.{name.lower()}", found.schema, "catalog", rows=found) \
+            if found is not None else None
+
+    return resolved
 
 
 def _with_search_rows(resolve, rows: Mapping[str, pa.Table]):  # type: ignore[no-untyped-def]

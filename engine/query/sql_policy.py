@@ -12,7 +12,7 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError
 
 from ..errors import ReadOnlyViolation, SqlError
-from . import sql_limits
+from . import information_schema, sql_limits
 from .sql_limits import SqlLimits
 
 
@@ -84,6 +84,8 @@ def parse_query(sql: str, limits: SqlLimits = SqlLimits()) -> tuple[exp.Expressi
         tokens = _tokenize(text)
     words = _leading_words(tokens, 1)
     first = words[0] if words else ""
+    if first in ("SHOW", "DESCRIBE", "DESC"):
+        return _shown(text, first), explain
     if first not in _READ_KEYWORDS and first.isidentifier() and first not in _OTHER_STATEMENT_KEYWORDS:
         raise SqlError(f"SQL syntax error: {first} does not start a SQL statement; queries start with SELECT, WITH or VALUES")
     if first not in _READ_KEYWORDS:
@@ -99,6 +101,19 @@ def parse_query(sql: str, limits: SqlLimits = SqlLimits()) -> tuple[exp.Expressi
     tree = statements[0]
     check_read_only(tree)
     return _plain_unicode_strings(tree), explain
+
+
+def _shown(text: str, first: str) -> exp.Expression:
+    """The information_schema query a SHOW or DESCRIBE statement stands for; other SHOW
+    statements are refused (they read settings, not data)."""
+    rest = text[_word_end(text, first):].strip()
+    words = [(t.text.upper(), t.start) for t in (_tokenize(rest) if rest else [])]
+    tree = information_schema.shown(first, [w for w, _ in words], rest, [at for _, at in words], PUBLIC_DIALECT)
+    if tree is None:
+        shown = " ".join(text.split())
+        raise ReadOnlyViolation(f"'{shown if len(shown) <= 60 else shown[:57] + '...'}' is not supported; "
+                                f"{information_schema.SUPPORTED}")
+    return tree
 
 
 _UNICODE_ESCAPE = r"(?:{e}{e})|(?:{e}\+([0-9A-Fa-f]{{6}}))|(?:{e}([0-9A-Fa-f]{{4}}))"

@@ -46,7 +46,8 @@ def _statements() -> list[tuple[str, set[str]]]:
         "DETACH x", "RESET ALL", "SET enable_external_access = true", "USE memory"]]
     out += [(s, NOT_A_TABLE) for s in [
         "SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM read_parquet('/etc/passwd')", "SELECT * FROM duckdb_settings()",
-        "SELECT * FROM duckdb_databases()", "SELECT * FROM pg_settings", "SELECT * FROM information_schema.tables",
+        "SELECT * FROM duckdb_databases()", "SELECT * FROM pg_settings", "SELECT * FROM information_schema.key_column_usage",
+        "SELECT * FROM information_schema.duckdb_tables", "SHOW ALL", "SHOW search_path", "DESCRIBE SELECT 1",
         "SELECT * FROM __satchel_meta", "SELECT * FROM sqlite_master", "SELECT * FROM glob('/*')", "SELECT * FROM no_such_table",
         "SELECT * FROM t_arrow, (WITH pg_settings AS (SELECT 1 AS a) SELECT a FROM pg_settings) s, pg_settings x",
         "SELECT * FROM 'data.csv'", "SELECT * FROM main.t_arrow_internal", "SELECT * FROM system.main.t_arrow"]]
@@ -79,7 +80,8 @@ def _statements() -> list[tuple[str, set[str]]]:
                 "/* c */ SELECT 1", "SELECT U&'d\\0061t\\+000061' AS s", "VALUES (1), (2)", "EXPLAIN SELECT 1",
                 "SELECT " + "(" * 30 + "1" + ")" * 30 + " AS deep", "SELECT " + "+".join(["1"] * 900) + " AS chain",
                 "SELECT 'it''s' AS q", "SELECT CAST('2024-01-01' AS DATE) AS d", "SELECT NULL AS n",
-                "SELECT length(repeat('x', 1000)) AS n", "SELECT count(*) AS n FROM (SELECT unnest(range(1000)) AS u) q"]
+                "SELECT length(repeat('x', 1000)) AS n", "SELECT count(*) AS n FROM (SELECT unnest(range(1000)) AS u) q",
+                "SELECT * FROM information_schema.tables", "SHOW TABLES", "DESCRIBE t_arrow"]
     out += [(s, OK) for s in harmless]
     for t in TABLES:
         out += [(s.format(t=t), OK) for s in [
