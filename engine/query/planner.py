@@ -675,7 +675,11 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Div) and node.args.get("typed") and _is_integer(node.this) \
                 and _is_integer(node.expression):
             # int / int truncates to the operands' type, as in PostgreSQL (DuckDB's `//` is BIGINT).
-            return exp.Cast(this=node, to=_wider_integer(node.this, node.expression))
+            to = _wider_integer(node.this, node.expression)
+            node.set("expression", _nonzero(node.expression))
+            return exp.Cast(this=node, to=to)
+        if isinstance(node, exp.Mod) and all(_is_integer(x) or _is_decimal(x) for x in (node.this, node.expression)):
+            node.set("expression", _nonzero(node.expression))  # DuckDB gives NULL
         if isinstance(node, exp.Window) and isinstance(node.this, exp.Sum) and _is_integer(node.this.this):
             return exp.Cast(this=node, to=_BIGINT.copy())
         if isinstance(node, exp.Sum) and _is_integer(node.this) and not isinstance(node.parent, exp.Window):
@@ -683,6 +687,17 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
         return node
 
     return tree.transform(fix, copy=False)
+
+
+def _nonzero(divisor: exp.Expression) -> exp.Expression:
+    """An exact divisor that fails as PostgreSQL and DataFusion do when it is zero ("division by
+    zero"), where DuckDB gives NULL (`%`) or a cast error about infinity (`/`); a literal other
+    than zero is left as it is."""
+    if isinstance(divisor, exp.Literal) and not divisor.is_string and decimal.Decimal(divisor.this) != 0:
+        return divisor
+    zero = exp.EQ(this=divisor.copy(), expression=exp.Literal.number(0))
+    failure = exp.Anonymous(this="error", expressions=[exp.Literal.string("division by zero")])
+    return exp.Paren(this=exp.Case(ifs=[exp.If(this=zero, true=failure)], default=divisor))
 
 
 def _may_escape(pattern: exp.Expression) -> bool:

@@ -194,3 +194,20 @@ def test_no_unsigned_or_view_types_leak(runtime):
     for route in ROUTES:
         table = run(runtime, sql, route)
         assert table.schema.types == [pa.int64(), pa.string()], (route, table.schema)
+
+
+@pytest.mark.parametrize("expression", ["quantity / 0", "quantity / (quantity - quantity)", "quantity % 0",
+                                        "amount % (quantity - quantity)", "7 / 0"])
+def test_exact_division_by_zero_fails_on_every_route(runtime, expression):
+    """As in PostgreSQL and DataFusion: DuckDB gave NULL for `%` and, for `/`, a cast error about
+    infinity. (Float and decimal `/` give Infinity on every route, as DuckDB and DataFusion do.)"""
+    from engine.errors import SqlError
+
+    for route in ROUTES:
+        with pytest.raises(SqlError) as failure:
+            run(runtime, f"SELECT {expression} AS v FROM {{o}}", route).to_pylist()
+        assert "division by zero" in str(failure.value).lower().replace("divide by zero", "division by zero"), route
+    for route in ROUTES:  # a divisor that is zero on no row costs nothing in meaning
+        assert run(runtime, "SELECT quantity / (quantity + 100) AS v, quantity % (quantity + 100) AS m FROM {o} "
+                            "ORDER BY order_id LIMIT 2", route).to_pylist() == \
+            run(runtime, "SELECT 0 AS v, quantity AS m FROM {o} ORDER BY order_id LIMIT 2", "duckdb").to_pylist(), route
