@@ -468,11 +468,21 @@ def _pg_name(node: exp.Expression) -> str:
     if isinstance(node, exp.Cast):
         inner = node.this
         return inner.name if isinstance(inner, exp.Column) else node.to.sql(PUBLIC_DIALECT).lower()
+    while isinstance(node, (exp.Window, exp.WithinGroup, exp.Filter)):  # named for their function
+        node = node.this
     if isinstance(node, exp.Anonymous):
         return node.name.lower()
     if isinstance(node, exp.Func):
-        return node.sql_name().lower()
+        # the function as PostgreSQL spells it (to_char, generate_series, string_agg), not the
+        # name of sqlglot's class for it (time_to_str, exploding_generate_series, group_concat)
+        name = node.sql_name().lower()
+        spelled = _CALLED.match(node.sql(PUBLIC_DIALECT))
+        return spelled.group(1).lower() if spelled and name not in _OWN_NAMES else name
     return "?column?"
+
+
+_CALLED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(")
+_OWN_NAMES = {"median", "variance"}  # spelled as another function (percentile_cont, var_samp) but named so
 
 
 def _short(name: str) -> str:
