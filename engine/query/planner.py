@@ -608,6 +608,9 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Div) and node.args.get("typed") and _is_integer(node.this) \
                 and _is_integer(node.expression):
             return exp.Cast(this=node, to=_wider_integer(node.this, node.expression))  # as on DuckDB
+        if isinstance(node, exp.Median) and isinstance(node.parent, exp.Window):
+            # PostgreSQL's spelling (percentile_cont ... WITHIN GROUP) is no window function there
+            return exp.Anonymous(this="median", expressions=[node.this])
         if isinstance(node, exp.Avg) and _is_decimal(node.this):
             node.set("this", exp.Cast(this=node.this, to=_DOUBLE.copy()))
         elif isinstance(node, exp.Div) and any(_is_decimal(x) or x.type is not None and x.type.this in _FLOAT_TYPES

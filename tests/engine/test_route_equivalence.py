@@ -98,6 +98,8 @@ QUERIES = {
              "amount::float AS af, CAST(unit_price * 1.5 AS BIGINT) AS rounded FROM {o} WHERE order_id < 100030 "
              "ORDER BY order_id",
     "string_order": "SELECT name FROM {c} ORDER BY name DESC, customer_id LIMIT 10",
+    "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
+                     "FROM {o} ORDER BY order_id LIMIT 5",
 }
 
 # (orders, customers, products) per route; the mixed route joins all three kinds of table
