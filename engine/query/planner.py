@@ -693,6 +693,12 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             return exp.Cast(this=node, to=to)
         if isinstance(node, exp.Mod) and all(_is_integer(x) or _is_decimal(x) for x in (node.this, node.expression)):
             node.set("expression", _nonzero(node.expression))  # DuckDB gives NULL
+        if isinstance(node, exp.JSONArrayAgg) or isinstance(node, exp.Anonymous) and node.name.lower() == "jsonb_agg":
+            # PostgreSQL's json_agg / jsonb_agg (ORDER BY kept): DuckDB has neither name
+            return exp.Anonymous(this="to_json", expressions=[exp.ArrayAgg(this=node.this if isinstance(
+                node, exp.JSONArrayAgg) else node.expressions[0])])
+        if isinstance(node, exp.Anonymous) and node.name.lower() in _DUCKDB_NAMES:
+            return exp.Anonymous(this=_DUCKDB_NAMES[node.name.lower()], expressions=node.expressions)
         if isinstance(node, exp.Window) and isinstance(node.this, exp.Sum) and _is_integer(node.this.this):
             return exp.Cast(this=node, to=_BIGINT.copy())
         if isinstance(node, exp.Sum) and _is_integer(node.this) and not isinstance(node.parent, exp.Window):
@@ -711,6 +717,11 @@ def _nonzero(divisor: exp.Expression) -> exp.Expression:
     zero = exp.EQ(this=divisor.copy(), expression=exp.Literal.number(0))
     failure = exp.Anonymous(this="error", expressions=[exp.Literal.string("division by zero")])
     return exp.Paren(this=exp.Case(ifs=[exp.If(this=zero, true=failure)], default=divisor))
+
+
+# PostgreSQL's JSON functions under DuckDB's names (to_json, row_to_json, array_to_json and
+# json_object_agg are the same in both)
+_DUCKDB_NAMES = {"json_build_object": "json_object", "jsonb_build_object": "json_object", "to_jsonb": "to_json"}
 
 
 def _may_escape(pattern: exp.Expression) -> bool:

@@ -227,3 +227,24 @@ def test_unnamed_columns_take_the_function_names_postgresql_gives_them(runtime):
         assert run(runtime, "SELECT median(amount), variance(amount) FROM {o}", route).column_names == [
             "median", "variance"], route
     assert runtime.query("SELECT generate_series(1, 2)").read_all().column_names == ["generate_series"]
+
+
+def test_postgresql_json_constructors_on_the_duckdb_route(runtime):
+    """json_agg, jsonb_agg, json_build_object, jsonb_build_object and to_jsonb under DuckDB's names
+    (it has none of them; agents write them). DataFusion has no JSON functions: there they fail."""
+    import json
+
+    sql = ("SELECT json_agg(status ORDER BY order_id DESC) AS a, jsonb_agg(quantity ORDER BY order_id) AS b, "
+           "json_build_object('first', min(order_id), 'status', min(status)) AS c, jsonb_build_object('k', 1) AS d, "
+           "to_jsonb(max(order_id)) AS e FROM (SELECT * FROM {o} ORDER BY order_id LIMIT 3) o")
+    row = run(runtime, sql, "duckdb").to_pylist()[0]
+    first = run(runtime, "SELECT order_id, status, quantity FROM {o} ORDER BY order_id LIMIT 3", "duckdb").to_pylist()
+    assert {k: json.loads(v) for k, v in row.items()} == {
+        "a": [r["status"] for r in reversed(first)], "b": [r["quantity"] for r in first],
+        "c": {"first": first[0]["order_id"], "status": min(r["status"] for r in first)}, "d": {"k": 1},
+        "e": first[-1]["order_id"]}
+    assert run(runtime, "SELECT json_agg(order_id) AS a FROM {o} WHERE false", "duckdb").to_pylist() == [{"a": None}]
+    from engine.errors import SqlError
+
+    with pytest.raises(SqlError, match="json_agg"):
+        run(runtime, "SELECT json_agg(order_id) AS a FROM {o}", "federated")
