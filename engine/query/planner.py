@@ -608,6 +608,8 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Div) and node.args.get("typed") and _is_integer(node.this) \
                 and _is_integer(node.expression):
             return exp.Cast(this=node, to=_wider_integer(node.this, node.expression))  # as on DuckDB
+        if isinstance(node, exp.Anonymous) and node.name.lower() in _SAME_AS:
+            return exp.Anonymous(this=_SAME_AS[node.name.lower()], expressions=node.expressions)
         if isinstance(node, exp.Median) and isinstance(node.parent, exp.Window):
             # PostgreSQL's spelling (percentile_cont ... WITHIN GROUP) is no window function there
             return exp.Anonymous(this="median", expressions=[node.this])
@@ -622,12 +624,36 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             return exp.Cast(this=node, to=_BIGINT.copy())
         elif isinstance(node, exp.Cast) and node.to.this in exp.DataType.INTEGER_TYPES:
             node.set("this", _rounded_for_int_cast(node.this))
+        elif isinstance(node, exp.Cast) and node.to.this in _TEXT_TYPES and node.this.type is not None \
+                and node.this.type.this in _CLOCK_TEXT:
+            return _clock_text(node.this, node.this.type.this)
         return node
 
-    return tree.transform(fix, copy=False)
+    tree = tree.transform(fix, copy=False)
+    for node in list(tree.find_all(exp.Round)):
+        if node.args.get("decimals") is not None and node.this.type is not None and node.this.type.this in _FLOAT_TYPES:
+            # a double stays a double, as on DuckDB (PostgreSQL's spelling casts it to numeric first)
+            node.replace(exp.Anonymous(this="round", expressions=[node.this, node.args["decimals"]]))
+    return tree
 
 
 _FLOAT_TYPES = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
+_TEXT_TYPES = {exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR}
+# DuckDB's (and PostgreSQL's) text of a time value, as DataFusion's to_char writes it: the
+# fraction's trailing zeros are dropped, and the zone (always UTC here) is written +00
+_CLOCK_TEXT = {exp.DataType.Type.TIMESTAMP: ("%Y-%m-%d %H:%M:%S%.6f", ""),
+               exp.DataType.Type.TIMESTAMPTZ: ("%Y-%m-%d %H:%M:%S%.6f", "+00"),
+               exp.DataType.Type.TIME: ("%H:%M:%S%.6f", "")}
+
+
+def _clock_text(value: exp.Expression, kind: exp.DataType.Type) -> exp.Expression:
+    """`CAST(value AS TEXT)` for a timestamp or time as DuckDB writes it (`2024-01-06 10:52:00+00`),
+    where DataFusion writes ISO 8601 (`2024-01-06T10:52:00Z`)."""
+    form, zone = _CLOCK_TEXT[kind]
+    text = exp.Anonymous(this="regexp_replace", expressions=[
+        exp.Anonymous(this="to_char", expressions=[value, exp.Literal.string(form)]),
+        exp.Literal.string(r"\.?0+$"), exp.Literal.string("")])
+    return exp.DPipe(this=text, expression=exp.Literal.string(zone)) if zone else text
 
 
 def _rounded_for_int_cast(value: exp.Expression) -> exp.Expression:
@@ -705,6 +731,13 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             return exp.Cast(this=node, to=_BIGINT.copy())
         return node
 
+    for node in list(tree.find_all(exp.Anonymous)):  # first: the sums of their BIGINTs are BIGINT (below)
+        sized = node.expressions[0].type.this if len(node.expressions) == 1 and node.expressions[0].type else None
+        name = node.name.lower()  # DuckDB's octet_length and cardinality take only BLOBs and MAPs
+        if name == "octet_length" and sized in _TEXT_TYPES or name == "cardinality" and sized == exp.DataType.Type.ARRAY:
+            size = exp.Anonymous(this="strlen" if name == "octet_length" else "len", expressions=node.expressions)
+            size.type = _BIGINT.copy()
+            node.replace(size)
     return tree.transform(fix, copy=False)
 
 
@@ -721,7 +754,10 @@ def _nonzero(divisor: exp.Expression) -> exp.Expression:
 
 # PostgreSQL's JSON functions under DuckDB's names (to_json, row_to_json, array_to_json and
 # json_object_agg are the same in both)
-_DUCKDB_NAMES = {"json_build_object": "json_object", "jsonb_build_object": "json_object", "to_jsonb": "to_json"}
+# (and every, PostgreSQL's other name for bool_and, on both engines: _SAME_AS)
+_SAME_AS = {"every": "bool_and"}
+_DUCKDB_NAMES = {"json_build_object": "json_object", "jsonb_build_object": "json_object", "to_jsonb": "to_json",
+                 **_SAME_AS}
 
 
 def _may_escape(pattern: exp.Expression) -> bool:

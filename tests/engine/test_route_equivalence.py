@@ -98,6 +98,14 @@ QUERIES = {
              "amount::float AS af, CAST(unit_price * 1.5 AS BIGINT) AS rounded FROM {o} WHERE order_id < 100030 "
              "ORDER BY order_id",
     "string_order": "SELECT name FROM {c} ORDER BY name DESC, customer_id LIMIT 10",
+    # DataFusion wrote ISO 8601 (`2024-01-06T10:52:00Z`) where DuckDB and PostgreSQL write `2024-01-06 10:52:00+00`
+    "timestamps_as_text": "SELECT order_id, CAST(ordered_at AS TEXT) AS t, shipped_at::varchar AS s, "
+                          "CAST(ordered_at + interval '0.12 seconds' AS TEXT) AS f FROM {o} ORDER BY order_id LIMIT 20",
+    # PostgreSQL's spelling of round(double, n) casts to numeric first: a DECIMAL on DataFusion only
+    "round_doubles": "SELECT status, round(avg(amount), 2) AS a, round(stddev(amount), 1) AS s FROM {o} "
+                     "GROUP BY status ORDER BY status",
+    "postgres_aggregates_and_sizes": "SELECT every(unit_price > 0) AS e, bool_or(in_stock) AS o, "
+                                     "sum(cardinality(tags)) AS tags, sum(octet_length(name)) AS bytes FROM {p}",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }
