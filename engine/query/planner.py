@@ -564,8 +564,9 @@ def _wrap(node: exp.Expression, outer: exp.Expression) -> None:
 def _function_results(tree: exp.Expression) -> None:
     """Functions whose DataFusion result differs from DuckDB's, rewritten to DuckDB's."""
     for node in list(tree.find_all(exp.Length, exp.StrPosition, exp.Sign, exp.Log, exp.Ceil, exp.Floor,
-                                   exp.Trunc, exp.TimeToStr, exp.Add, exp.Sub)):
-        if isinstance(node, (exp.Length, exp.StrPosition)):  # DataFusion: Int32
+                                   exp.Trunc, exp.TimeToStr, exp.Add, exp.Sub, exp.Anonymous)):
+        if isinstance(node, (exp.Length, exp.StrPosition)) or isinstance(node, exp.Anonymous) \
+                and node.name.lower() in ("octet_length", "cardinality"):  # DataFusion: Int32, UInt64
             _wrap(node, exp.Cast(to=_BIGINT.copy()))
         elif isinstance(node, exp.Sign):  # DataFusion has signum(), a DOUBLE
             node.replace(exp.Anonymous(this="arrow_cast", expressions=[
@@ -631,7 +632,9 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
 
     tree = tree.transform(fix, copy=False)
     for node in list(tree.find_all(exp.Round)):
-        if node.args.get("decimals") is not None and node.this.type is not None and node.this.type.this in _FLOAT_TYPES:
+        if node.args.get("decimals") is not None and node.this.type is not None and node.this.type.this in _FLOAT_TYPES \
+                and not any(isinstance(x, exp.Literal) and _is_decimal_value(x)  # 2.5 is DECIMAL, unless cast
+                            for x in node.this.walk(prune=lambda n: isinstance(n, exp.Cast))):
             # a double stays a double, as on DuckDB (PostgreSQL's spelling casts it to numeric first)
             node.replace(exp.Anonymous(this="round", expressions=[node.this, node.args["decimals"]]))
     return tree
