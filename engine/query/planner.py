@@ -611,6 +611,13 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             return exp.Cast(this=node, to=_wider_integer(node.this, node.expression))  # as on DuckDB
         if isinstance(node, exp.Anonymous) and node.name.lower() in _SAME_AS:
             return exp.Anonymous(this=_SAME_AS[node.name.lower()], expressions=node.expressions)
+        if isinstance(node, exp.Format) and _plain_format(node) is not None:
+            return _plain_format(node)
+        if isinstance(node, exp.UnixToTime) and not node.args.get("scale") and not node.args.get("zone"):
+            # PostgreSQL's (and DuckDB's) to_timestamp(seconds) is a UTC timestamp; DataFusion's has no zone
+            return exp.Anonymous(this="arrow_cast", expressions=[
+                exp.Anonymous(this="to_timestamp", expressions=[node.this]),
+                exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')])
         if isinstance(node, exp.Median) and isinstance(node.parent, exp.Window):
             # PostgreSQL's spelling (percentile_cont ... WITHIN GROUP) is no window function there
             return exp.Anonymous(this="median", expressions=[node.this])
@@ -641,6 +648,24 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
 
 
 _FLOAT_TYPES = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
+
+
+def _plain_format(node: exp.Format) -> exp.Expression | None:
+    """PostgreSQL's format() with a literal format of only `%s` and `%%`, as the concat() it
+    means (which, like format, writes NULL as nothing), for DataFusion, which has no format();
+    None for other formats."""
+    if not (isinstance(node.this, exp.Literal) and node.this.is_string):
+        return None
+    pieces = re.split(r"(%%|%s)", node.this.this)
+    if "%" in "".join(pieces[0::2]) or pieces[1::2].count("%s") != len(node.expressions):
+        return None
+    args, parts = iter(node.expressions), []
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0 or piece == "%%":
+            parts.append(exp.Literal.string(piece if i % 2 == 0 else "%"))
+        else:
+            parts.append(exp.Cast(this=next(args), to=exp.DataType.build("VARCHAR")))
+    return exp.Anonymous(this="concat", expressions=[p for p in parts if not (isinstance(p, exp.Literal) and p.this == "")])
 _TEXT_TYPES = {exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR}
 # DuckDB's (and PostgreSQL's) text of a time value, as DataFusion's to_char writes it: the
 # fraction's trailing zeros are dropped, and the zone (always UTC here) is written +00
@@ -728,6 +753,12 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
                 node, exp.JSONArrayAgg) else node.expressions[0])])
         if isinstance(node, exp.Anonymous) and node.name.lower() in _DUCKDB_NAMES:
             return exp.Anonymous(this=_DUCKDB_NAMES[node.name.lower()], expressions=node.expressions)
+        if isinstance(node, exp.Format):
+            # PostgreSQL's format('%s-%s', a, b) is printf's, a NULL written as nothing (DuckDB's
+            # format takes {} and left '%s-%s' as it was)
+            return exp.Anonymous(this="printf", expressions=[node.this, *(
+                exp.Coalesce(this=exp.Cast(this=arg, to=exp.DataType.build("VARCHAR")), expressions=[exp.Literal.string("")])
+                for arg in node.expressions)])
         if isinstance(node, exp.Window) and isinstance(node.this, exp.Sum) and _is_integer(node.this.this):
             return exp.Cast(this=node, to=_BIGINT.copy())
         if isinstance(node, exp.Sum) and _is_integer(node.this) and not isinstance(node.parent, exp.Window):

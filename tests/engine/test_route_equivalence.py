@@ -106,6 +106,8 @@ QUERIES = {
                      "GROUP BY status ORDER BY status",
     "postgres_aggregates_and_sizes": "SELECT every(unit_price > 0) AS e, bool_or(in_stock) AS o, "
                                      "sum(cardinality(tags)) AS tags, sum(octet_length(name)) AS bytes FROM {p}",
+    "format_and_epochs": "SELECT format('%s <%s> %s%%', name, email, customer_id) AS f, "
+                         "to_timestamp(extract(epoch FROM signup_date)) AS t FROM {c} ORDER BY customer_id LIMIT 5",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }
