@@ -783,7 +783,9 @@ def _nonzero(divisor: exp.Expression) -> exp.Expression:
         return divisor
     zero = exp.EQ(this=divisor.copy(), expression=exp.Literal.number(0))
     failure = exp.Anonymous(this="error", expressions=[exp.Literal.string("division by zero")])
-    return exp.Paren(this=exp.Case(ifs=[exp.If(this=zero, true=failure)], default=divisor))
+    guarded = exp.Paren(this=exp.Case(ifs=[exp.If(this=zero, true=failure)], default=divisor))
+    guarded.type = guarded.this.type = divisor.type  # the generator writes int / int by its operands' types
+    return guarded
 
 
 # PostgreSQL's JSON functions under DuckDB's names (to_json, row_to_json, array_to_json and

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 QUERIES = {
     "int_division": "SELECT order_id, quantity / 2 AS half, quantity % 3 AS m, (quantity - 3) / 2 AS neg_div, "
-                    "(quantity - 3) % 2 AS neg_mod, amount FROM {o} WHERE order_id < 100040 ORDER BY order_id",
+                    "(quantity - 3) % 2 AS neg_mod, 7 / quantity AS by_column, -7 % (quantity + 1) AS mod_column, "
+                    "amount FROM {o} WHERE order_id < 100040 ORDER BY order_id",
     "group_by_aggregates": "SELECT status, count(*) AS n, sum(amount) AS total, avg(quantity) AS avg_q, "
                            "min(ordered_at) AS first_at, max(ordered_at) AS last_at, sum(quantity) AS units "
                            "FROM {o} GROUP BY status ORDER BY status",
