@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from sqlglot import exp
@@ -12,6 +13,15 @@ from .base import Filter
 def quote_ident(name: str) -> str:
     """A SQL identifier, double-quoted (PostgreSQL, DuckDB, DataFusion and the ADBC sources)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def written_ident(name: str) -> str:
+    """A name as a PostgreSQL query must write it: bare when folding to lower case keeps it,
+    else double-quoted (`"shipTo"`, `"order id"`)."""
+    return name if _PLAIN_NAME.fullmatch(name) else quote_ident(name)
+
+
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 _COMPARE = {"=": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE}
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from connectors.sql_render import written_ident
+from engine.arrow_sql_types import catalog_type_name
 from engine.errors import BadRequest, SatchelError
 from engine.runtime import Principal, Runtime
 
@@ -92,6 +94,25 @@ class DataTools:
         ident = ".".join(f'"{p}"' for p in table.split("."))
         return self.sql(f"SELECT * FROM {ident} LIMIT {n}", principal, protocol=protocol)
 
+    def schema_context(self, only: Any, principal: Principal) -> str:
+        """The datasets `principal` may query as a prompt for a model writing SQL: each as
+        pseudo-DDL (names written as a query must write them, SQL types, descriptions) and
+        sample rows."""
+        lines = []
+        for d in self.list_datasets(principal):
+            if d["name"].startswith("runtime.") or (only and d["name"] not in only):
+                continue
+            schema = self.table_schema(d["name"], principal)
+            cols = ", ".join(f"{written_ident(c['name'])} {c['type']}"
+                             + (f" -- {c['description']}" if c["description"] else "") for c in schema["columns"])
+            lines.append(f'TABLE {written_ident(d["name"])} ({cols})' + (f" -- {d['description']}" if d["description"] else ""))
+            try:
+                sample = self.sample_data(d["name"], principal, 3, protocol="nsql")
+                lines.append(f"  sample rows: {json.dumps(sample['rows'], default=str)[:1000]}")
+            except SatchelError:
+                pass
+        return "\n".join(lines)
+
     def search(self, arguments: dict, principal: Principal, protocol: str = "tool") -> dict:
         """/v1/search for a model or MCP client: at most SEARCH_LIMIT results and `max_bytes` of
         JSON (`truncated` says when results or text were cut)."""
@@ -152,8 +173,10 @@ def bounded_rows(reader: pa.RecordBatchReader, max_rows: int, max_bytes: int) ->
 
 
 def _column(f: pa.Field) -> dict:
+    """A column for a model writing SQL: its SQL type (as information_schema.columns gives it)."""
     meta = f.metadata or {}
-    out = {"name": f.name, "type": str(f.type), "description": meta.get(b"description", b"").decode() or None}
+    out = {"name": f.name, "type": catalog_type_name(f.type),
+           "description": meta.get(b"description", b"").decode() or None}
     if b"masked" in meta:
         out["masked"] = meta[b"masked"].decode()
     return out

@@ -211,7 +211,7 @@ class ModelCalls:
         span = tracing.new_span()
         traced = tracing.enter(span)  # its query is its child
         try:
-            context = self.schema_context(body.get("datasets"), principal)
+            context = self.tools.schema_context(body.get("datasets"), principal)
             request = {"messages": [
                 {"role": "system", "content": "You write one read-only SQL query (PostgreSQL dialect) that answers "
                                               "the question using only these tables:\n" + context},
@@ -235,22 +235,6 @@ class ModelCalls:
         self.record("nsql", protocol, principal, model.name, question, started, usage,
                     rows=result["row_count"], truncated=result["truncated"], span=span)
         return {"sql": sql, **result}
-
-    def schema_context(self, only: Any, principal: Principal) -> str:
-        lines = []
-        for d in self.tools.list_datasets(principal):
-            if d["name"].startswith("runtime.") or (only and d["name"] not in only):
-                continue
-            schema = self.tools.table_schema(d["name"], principal)
-            cols = ", ".join(f"{c['name']} {c['type']}" + (f" -- {c['description']}" if c["description"] else "")
-                             for c in schema["columns"])
-            lines.append(f'TABLE "{d["name"]}" ({cols})' + (f" -- {d['description']}" if d["description"] else ""))
-            try:
-                sample = self.tools.sample_data(d["name"], principal, 3, protocol="nsql")
-                lines.append(f"  sample rows: {json.dumps(sample['rows'], default=str)[:1000]}")
-            except SatchelError:
-                pass
-        return "\n".join(lines)
 
 
 class _ToolError(Exception):

@@ -268,3 +268,30 @@ def test_an_openai_endpoint_with_credentials_never_shows_them() -> None:
     with pytest.raises(ModelError) as info:  # nothing listens on port 9
         model.chat({"messages": [{"role": "user", "content": "hi"}]})
     assert "hunter2" not in info.value.message and "cannot reach" in info.value.message
+
+
+def test_tools_describe_columns_as_sql_writes_them(tmp_path: Path) -> None:
+    """A model writing PostgreSQL SQL reads SQL types (`numeric(12,2)`, not `decimal128(12, 2)`), and
+    the nsql prompt writes a name with capitals quoted, as the query must."""
+    from connectors.sql_render import written_ident
+    from serving.llm.data_tools import DataTools
+
+    (tmp_path / "parcels.csv").write_text("parcel_id,shipTo,weight kg,sent_at\n1,Paris,1.25,2024-01-06T10:52:00Z\n")
+    pod = load_pod_text("version: v1\nkind: Spicepod\nname: t\ndatasets:\n  - from: file:parcels.csv\n    name: Parcels\n",
+                        file=str(tmp_path / "spicepod.yaml"))
+    runtime = Runtime(pod, data_dir=str(tmp_path / ".satchel"))
+    runtime.start()
+    try:
+        assert runtime.wait_ready(30)
+        columns = DataTools(runtime).table_schema("parcels", Principal("t"))["columns"]
+        assert [(c["name"], c["type"]) for c in columns] == [
+            ("parcel_id", "bigint"), ("shipTo", "varchar"), ("weight kg", "double precision"),
+            ("sent_at", "timestamp with time zone")]
+        context = DataTools(runtime).schema_context(None, Principal("t"))
+        assert 'TABLE "Parcels" (parcel_id bigint, "shipTo" varchar, "weight kg" double precision, ' \
+               "sent_at timestamp with time zone)" in context
+        # written as the prompt shows it, the query runs
+        assert runtime.query(f'SELECT {written_ident("shipTo")}, {written_ident("weight kg")} FROM {written_ident("Parcels")}') \
+            .read_all().to_pylist() == [{"shipTo": "Paris", "weight kg": 1.25}]
+    finally:
+        runtime.stop()
