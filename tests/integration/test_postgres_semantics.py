@@ -186,3 +186,26 @@ def test_a_column_with_its_own_collation_is_not_pushed_down_whole(postgres_serve
             assert run(rt, f"SELECT id FROM {name} ORDER BY s").column("id").to_pylist() == [4, 2, 3, 1, 5], name
     finally:
         rt.stop()
+
+
+def test_capitalised_table_and_column_names_on_every_route(postgres_server: PgServer, tmp_path) -> None:
+    """A PostgreSQL table and columns named with capitals (as ORMs make them: "OrderLines",
+    "customerId") load, push down and answer quoted on every route."""
+    server = postgres_server
+    server.execute('DROP TABLE IF EXISTS public."OrderLines"',
+                   'CREATE TABLE public."OrderLines" ("lineId" int PRIMARY KEY, "customerId" int, "Total" numeric(10,2))',
+                   'INSERT INTO public."OrderLines" VALUES (1, 7, 10.50), (2, 7, 4.25), (3, 9, 1.00)',
+                   'GRANT SELECT ON public."OrderLines" TO satchel')
+    (tmp_path / "spicepod.yaml").write_text(pod_yaml(server, '"OrderLines"', "Lines"))
+    rt = Runtime(load_pod(tmp_path / "spicepod.yaml"), data_dir=str(tmp_path / ".satchel"))
+    rt.start()
+    try:
+        assert rt.wait_ready(30), rt.status()
+        sql = 'SELECT "customerId", sum("Total") AS total FROM {t} WHERE "lineId" < 3 GROUP BY 1 ORDER BY 1'
+        want = [{"customerId": 7, "total": decimal.Decimal("14.75")}]
+        for table in ("lines", '"Lines"', "lines_arrow", "LINES_FED"):
+            assert run(rt, sql.format(t=table)).to_pylist() == want, table
+        explain = "\n".join(run(rt, "EXPLAIN " + sql.format(t="lines_fed")).column("plan").to_pylist())
+        assert '"OrderLines"' in explain and '"customerId"' in explain, explain
+    finally:
+        rt.stop()
