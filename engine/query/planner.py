@@ -312,6 +312,7 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
             else:
                 policy.restrict(table, binding.dataset or key, binding.schema)
     name_projections(tree)
+    _standard_forms(tree)
     schema = typing_schema({b.name: b.schema for b in bindings.values()})
     try:
         tree = qualify(tree, schema=schema, dialect=PUBLIC_DIALECT, quote_identifiers=True,
@@ -462,6 +463,23 @@ def name_projections(tree: exp.Expression) -> None:
                 continue
             select.expressions[i] = exp.alias_(proj, _pg_name(proj), quoted=True)
         select.set("expressions", select.expressions)
+
+
+def _standard_forms(tree: exp.Expression) -> None:
+    """PostgreSQL forms neither engine reads, as the plain ones they mean: `FETCH FIRST n ROWS
+    ONLY` as LIMIT n (DataFusion has no FETCH), and `x LIKE ANY (ARRAY['a%', 'b%'])` (or ALL,
+    or ILIKE) over a list written out as the ORs (ANDs) of each LIKE."""
+    for fetch in list(tree.find_all(exp.Fetch)):
+        options = fetch.args.get("limit_options")
+        if options is None or not (options.args.get("with_ties") or options.args.get("percent")):
+            fetch.replace(exp.Limit(expression=fetch.args.get("count") or exp.Literal.number(1)))
+    for like in list(tree.find_all(exp.Like, exp.ILike)):
+        quantified = like.expression
+        listed = quantified.this.unnest() if isinstance(quantified, (exp.Any, exp.All)) else None
+        if isinstance(listed, exp.Array) and listed.expressions:
+            each = [like.__class__(this=like.this.copy(), expression=pattern, negate=like.args.get("negate"))
+                    for pattern in listed.expressions]  # NOT LIKE ALL: every one NOT LIKE
+            like.replace(exp.Paren(this=(exp.or_ if isinstance(quantified, exp.Any) else exp.and_)(*each)))
 
 
 def _pg_name(node: exp.Expression) -> str:
@@ -753,6 +771,11 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
                 node, exp.JSONArrayAgg) else node.expressions[0])])
         if isinstance(node, exp.Anonymous) and node.name.lower() in _DUCKDB_NAMES:
             return exp.Anonymous(this=_DUCKDB_NAMES[node.name.lower()], expressions=node.expressions)
+        if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIME and node.this.type is not None \
+                and node.this.type.this == exp.DataType.Type.TIMESTAMPTZ:
+            # DuckDB casts no TIMESTAMPTZ to TIME; PostgreSQL gives the time of day in the session's zone (UTC)
+            node.set("this", exp.Cast(this=node.this, to=exp.DataType.build("TIMESTAMP")))
+            return node
         if isinstance(node, exp.Format):
             # PostgreSQL's format('%s-%s', a, b) is printf's, a NULL written as nothing (DuckDB's
             # format takes {} and left '%s-%s' as it was)

@@ -109,6 +109,11 @@ QUERIES = {
                                      "sum(cardinality(tags)) AS tags, sum(octet_length(name)) AS bytes FROM {p}",
     "format_and_epochs": "SELECT format('%s <%s> %s%%', name, email, customer_id) AS f, "
                          "to_timestamp(extract(epoch FROM signup_date)) AS t FROM {c} ORDER BY customer_id LIMIT 5",
+    # PostgreSQL forms one engine lacked: FETCH FIRST (DataFusion), LIKE ANY/ALL (both), timestamptz::time (DuckDB)
+    "fetch_first": "SELECT order_id FROM {o} ORDER BY order_id OFFSET 3 ROWS FETCH FIRST 4 ROWS ONLY",
+    "like_any": "SELECT customer_id, name FROM {c} WHERE name LIKE ANY (ARRAY['%Ada%', 'Alan%', 'B%']) "
+                "AND email NOT ILIKE ALL (ARRAY['%zz%', '%qq%']) ORDER BY customer_id LIMIT 10",
+    "time_of_day": "SELECT order_id, CAST(ordered_at AS TIME) AS t FROM {o} ORDER BY order_id LIMIT 5",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }
