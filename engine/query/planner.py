@@ -35,7 +35,7 @@ from ..arrow_sql_types import sql_type
 from ..errors import SqlError, UnknownDataset
 from ..search.functions import SEARCH_PREFIX
 from .ai_functions import AiCall
-from .information_schema import CATALOG
+from .information_schema import CATALOG, SCHEMA_NAME
 from .policy import Policy, unknown
 from .sql_policy import PUBLIC_DIALECT
 
@@ -291,7 +291,7 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
             continue
         if table.catalog and table.catalog.lower() != CATALOG:
             raise UnknownDataset(f"unknown catalog '{table.catalog}'; the only catalog is '{CATALOG}'")
-        in_runtime = (table.db or "").lower() in ("runtime", "information_schema")  # the caller's rows only
+        in_runtime = (table.db or "").lower() in ("runtime", SCHEMA_NAME)  # the caller's rows only
         searched = table.name.startswith(SEARCH_PREFIX)  # a search call's rows: authorised before the search ran
         if policy is not None and not in_runtime and not searched and not policy.allows(table.name):
             raise unknown(f"{table.db}.{table.name}" if table.db else table.name)  # before any lookup
@@ -629,8 +629,8 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             return exp.Cast(this=node, to=_wider_integer(node.this, node.expression))  # as on DuckDB
         if isinstance(node, exp.Anonymous) and node.name.lower() in _SAME_AS:
             return exp.Anonymous(this=_SAME_AS[node.name.lower()], expressions=node.expressions)
-        if isinstance(node, exp.Format) and _plain_format(node) is not None:
-            return _plain_format(node)
+        if isinstance(node, exp.Format) and (concat := _plain_format(node)) is not None:
+            return concat
         if isinstance(node, exp.UnixToTime) and not node.args.get("scale") and not node.args.get("zone"):
             # PostgreSQL's (and DuckDB's) to_timestamp(seconds) is a UTC timestamp; DataFusion's has no zone
             return exp.Anonymous(this="arrow_cast", expressions=[
@@ -684,6 +684,8 @@ def _plain_format(node: exp.Format) -> exp.Expression | None:
         else:
             parts.append(exp.Cast(this=next(args), to=exp.DataType.build("VARCHAR")))
     return exp.Anonymous(this="concat", expressions=[p for p in parts if not (isinstance(p, exp.Literal) and p.this == "")])
+
+
 _TEXT_TYPES = {exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR}
 # DuckDB's (and PostgreSQL's) text of a time value, as DataFusion's to_char writes it: the
 # fraction's trailing zeros are dropped, and the zone (always UTC here) is written +00
@@ -811,10 +813,10 @@ def _nonzero(divisor: exp.Expression) -> exp.Expression:
     return guarded
 
 
-# PostgreSQL's JSON functions under DuckDB's names (to_json, row_to_json, array_to_json and
-# json_object_agg are the same in both)
-# (and every, PostgreSQL's other name for bool_and, on both engines: _SAME_AS)
+# PostgreSQL's names for functions both engines have under another (every is bool_and)
 _SAME_AS = {"every": "bool_and"}
+# ... and for those DuckDB alone has, its JSON constructors (to_json, row_to_json, array_to_json
+# and json_object_agg are the same in both)
 _DUCKDB_NAMES = {"json_build_object": "json_object", "jsonb_build_object": "json_object", "to_jsonb": "to_json",
                  **_SAME_AS}
 
