@@ -767,10 +767,6 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             return exp.Cast(this=node, to=to)
         if isinstance(node, exp.Mod) and all(_is_integer(x) or _is_decimal(x) for x in (node.this, node.expression)):
             node.set("expression", _nonzero(node.expression))  # DuckDB gives NULL
-        if isinstance(node, exp.JSONArrayAgg) or isinstance(node, exp.Anonymous) and node.name.lower() == "jsonb_agg":
-            # PostgreSQL's json_agg / jsonb_agg (ORDER BY kept): DuckDB has neither name
-            return exp.Anonymous(this="to_json", expressions=[exp.ArrayAgg(this=node.this if isinstance(
-                node, exp.JSONArrayAgg) else node.expressions[0])])
         if isinstance(node, exp.Anonymous) and node.name.lower() in _DUCKDB_NAMES:
             return exp.Anonymous(this=_DUCKDB_NAMES[node.name.lower()], expressions=node.expressions)
         if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIME and node.this.type is not None \
@@ -790,6 +786,17 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             return exp.Cast(this=node, to=_BIGINT.copy())
         return node
 
+    for node in list(tree.find_all(exp.JSONArrayAgg, exp.Anonymous)):
+        if isinstance(node, exp.JSONArrayAgg) or node.name.lower() == "jsonb_agg":
+            # PostgreSQL's json_agg / jsonb_agg (ORDER BY kept) as to_json of the list DuckDB
+            # aggregates, outside any FILTER or OVER (DuckDB has neither name)
+            listed = exp.ArrayAgg(this=node.this if isinstance(node, exp.JSONArrayAgg) else node.expressions[0])
+            node.replace(listed)
+            while isinstance(listed.parent, (exp.Filter, exp.Window)):
+                listed = listed.parent
+            as_json = exp.Anonymous(this="to_json", expressions=[])
+            listed.replace(as_json)
+            as_json.set("expressions", [listed])
     for node in list(tree.find_all(exp.Anonymous)):  # first: the sums of their BIGINTs are BIGINT (below)
         sized = node.expressions[0].type.this if len(node.expressions) == 1 and node.expressions[0].type else None
         name = node.name.lower()  # DuckDB's octet_length and cardinality take only BLOBs and MAPs

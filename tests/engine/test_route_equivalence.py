@@ -260,6 +260,13 @@ def test_postgresql_json_constructors_on_the_duckdb_route(runtime):
         "c": {"first": first[0]["order_id"], "status": min(r["status"] for r in first)}, "d": {"k": 1},
         "e": first[-1]["order_id"]}
     assert run(runtime, "SELECT json_agg(order_id) AS a FROM {o} WHERE false", "duckdb").to_pylist() == [{"a": None}]
+    # with FILTER and OVER, which apply to the aggregate inside (DuckDB refused them on to_json)
+    filtered = run(runtime, "SELECT json_agg(order_id ORDER BY order_id) FILTER (WHERE order_id < 100003) AS a "
+                            "FROM {o}", "duckdb")
+    assert filtered.to_pylist() == [{"a": "[100001,100002]"}]
+    windowed = run(runtime, "SELECT jsonb_agg(order_id) OVER (ORDER BY order_id ROWS 1 PRECEDING) AS w "
+                            "FROM {o} ORDER BY order_id LIMIT 2", "duckdb")
+    assert windowed.to_pylist() == [{"w": "[100001]"}, {"w": "[100001,100002]"}]
     from engine.errors import SqlError
 
     with pytest.raises(SqlError, match="json_agg"):
