@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import difflib
 import functools
 import os
 import re
@@ -29,7 +30,7 @@ from sqlglot.optimizer.scope import Scope, build_scope, traverse_scope
 from sqlglot.schema import MappingSchema
 
 from connectors.base import FULL_TEXT_OP, Filter, SortKey
-from connectors.sql_render import filter_expression, quote_ident
+from connectors.sql_render import filter_expression, written_ident
 
 from ..arrow_sql_types import sql_type
 from ..errors import SqlError, UnknownDataset
@@ -261,16 +262,22 @@ def typing_schema(tables: dict[str, pa.Schema]) -> MappingSchema:
                          dialect=PUBLIC_DIALECT, normalize=False)
 
 
-def _quoting_hint(message: str, bindings: Iterable[Binding]) -> str:
-    """For a column that is not found only because its name has capitals and was written
-    unquoted (folded to lower case, as PostgreSQL does): the name to write."""
-    match = re.match(r"Column '([^']*)' could not be resolved", message)
+def _column_hint(message: str, bindings: Iterable[Binding], policy: Policy | None) -> str:
+    """For a column that is not found, the query's columns it may have meant (only those the
+    caller's policy shows): the same name with capitals, written unquoted (PostgreSQL folds it to
+    lower case), or a close spelling."""
+    match = re.match(r"Column '([^']*)' could not be resolved|Unknown column: (\S+)", message)
     if match is None:
         return ""
-    same = sorted({f.name for b in bindings for f in b.schema
-                   if f.name.lower() == match.group(1).lower() and f.name != match.group(1)})
-    return f"; did you mean {' or '.join(quote_ident(n) for n in same)}? (a name with capitals is written in double quotes)" \
-        if same else ""
+    wanted = match.group(1) or match.group(2)
+    shown = [policy.visible_schema(b.dataset or b.name, b.schema) if policy is not None and b.kind not in
+             ("search", "catalog", "memory") else b.schema for b in bindings]
+    names = sorted({f.name for schema in shown for f in schema})
+    same = [n for n in names if n.lower() == wanted.lower() and n != wanted]
+    if same:
+        return f"; did you mean {' or '.join(written_ident(n) for n in same)}? (a name with capitals is written in double quotes)"
+    close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(written_ident(n) for n in close)}?" if close else ""
 
 
 def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Expression],
@@ -319,7 +326,7 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
                        validate_qualify_columns=True, identify=True)
         tree = annotate_types(tree, schema=schema, dialect=PUBLIC_DIALECT)
     except OptimizeError as e:
-        raise SqlError(str(e) + _quoting_hint(str(e), bindings.values())) from None
+        raise SqlError(str(e) + _column_hint(str(e), bindings.values(), policy)) from None
     used = list(bindings.values())
     if not used and _operator_depth(tree) <= DUCKDB_OPERATOR_DEPTH:
         # No table: DuckDB evaluates it, as it does most queries (the same types and functions).

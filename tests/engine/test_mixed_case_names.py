@@ -82,3 +82,14 @@ def test_an_unquoted_capitalised_name_says_how_to_write_it(pod):
     with pytest.raises(SqlError) as plain:
         _rows(rt, "SELECT nothing FROM orders")
     assert "did you mean" not in str(plain.value)
+
+
+def test_a_misspelt_column_names_the_close_ones_the_caller_may_see(pod):
+    rt, _ = pod
+    with pytest.raises(SqlError, match=r"did you mean order_id\?"):
+        _rows(rt, "SELECT ordr_id FROM orders")
+    with pytest.raises(SqlError, match=r'did you mean "shipTo"\?'):
+        _rows(rt, "SELECT o.shipto_ FROM orders o")
+    with pytest.raises(SqlError) as hidden:  # the agent's policy hides "Amount": never suggested to it
+        _rows(rt, "SELECT amount FROM orders", "agent")
+    assert "Amount" not in str(hidden.value) and "did you mean" not in str(hidden.value)
