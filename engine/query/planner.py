@@ -559,7 +559,7 @@ def _type_literals(tree: exp.Expression) -> None:
     DECIMAL(3, 2) (DataFusion: DOUBLE), so `quantity + 1` is INT on every route."""
     for lit in list(tree.find_all(exp.Literal)):
         if lit.is_string or not isinstance(lit.parent, _LITERAL_CONTEXTS) \
-                or lit.arg_key == "decimals" \
+                or lit.arg_key == "decimals" or isinstance(lit.parent, exp.Neg) and lit.parent.arg_key == "decimals" \
                 or isinstance(lit.parent, exp.Neg) and not isinstance(lit.parent.parent, _LITERAL_CONTEXTS):
             continue
         whole, dot, fraction = lit.this.partition(".")

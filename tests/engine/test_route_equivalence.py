@@ -114,6 +114,9 @@ QUERIES = {
     "like_any": "SELECT customer_id, name FROM {c} WHERE name LIKE ANY (ARRAY['%Ada%', 'Alan%', 'B%']) "
                 "AND email NOT ILIKE ALL (ARRAY['%zz%', '%qq%']) ORDER BY customer_id LIMIT 10",
     "time_of_day": "SELECT order_id, CAST(ordered_at AS TIME) AS t FROM {o} ORDER BY order_id LIMIT 5",
+    # round(x, -1) on DataFusion came back a hundred times too small (a typed -1 hid the scale)
+    "round_to_tens": "SELECT order_id, round(amount, -1) AS tens, round(amount, -2) AS hundreds FROM {o} "
+                     "ORDER BY order_id LIMIT 10",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }
