@@ -600,7 +600,8 @@ def _function_results(tree: exp.Expression) -> None:
                 and node.this.to_py() == 10:  # log(10, 1000) is 2.9999999999999996 in DataFusion
             node.replace(exp.Anonymous(this="log10", expressions=[exp.Cast(this=node.expression, to=_DOUBLE.copy())]))
         elif isinstance(node, (exp.Ceil, exp.Floor, exp.Trunc)) and _is_decimal_value(node.this) \
-                and not node.args.get("decimals"):  # DataFusion keeps the argument's scale
+                and not node.args.get("decimals") and not node.this.find(exp.Div):
+            # DataFusion keeps the argument's scale (a quotient of decimals is a DOUBLE, as on DuckDB)
             _wrap(node, exp.Cast(to=exp.DataType.build("DECIMAL(38, 0)")))
         elif isinstance(node, exp.TimeToStr):  # the format is held as strftime's, which DataFusion's to_char takes
             node.replace(exp.Anonymous(this="to_char", expressions=[node.this, node.args["format"]]))

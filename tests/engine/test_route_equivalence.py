@@ -115,6 +115,8 @@ QUERIES = {
                 "AND email NOT ILIKE ALL (ARRAY['%zz%', '%qq%']) ORDER BY customer_id LIMIT 10",
     "time_of_day": "SELECT order_id, CAST(ordered_at AS TIME) AS t FROM {o} ORDER BY order_id LIMIT 5",
     # round(x, -1) on DataFusion came back a hundred times too small (a typed -1 hid the scale)
+    "floor_of_quotient": "SELECT floor(amount / 100) * 100 AS bucket, ceil(amount / 7) AS c, count(*) AS n FROM {o} "
+                         "GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 10",
     "round_to_tens": "SELECT order_id, round(amount, -1) AS tens, round(amount, -2) AS hundreds FROM {o} "
                      "ORDER BY order_id LIMIT 10",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
