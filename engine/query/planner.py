@@ -474,8 +474,15 @@ def name_projections(tree: exp.Expression) -> None:
 
 def _standard_forms(tree: exp.Expression) -> None:
     """PostgreSQL forms neither engine reads, as the plain ones they mean: `FETCH FIRST n ROWS
-    ONLY` as LIMIT n (DataFusion has no FETCH), and `x LIKE ANY (ARRAY['a%', 'b%'])` (or ALL,
-    or ILIKE) over a list written out as the ORs (ANDs) of each LIKE."""
+    ONLY` as LIMIT n (DataFusion has no FETCH), `x BETWEEN SYMMETRIC a AND b` as PostgreSQL
+    defines it, `(x BETWEEN a AND b OR x BETWEEN b AND a)` (nor SYMMETRIC), and `x LIKE ANY
+    (ARRAY['a%', 'b%'])` (or ALL, or ILIKE) over a list written out as the ORs (ANDs) of each LIKE."""
+    for between in list(tree.find_all(exp.Between)):
+        if between.args.get("symmetric"):
+            low, high = between.args["low"], between.args["high"]
+            between.replace(exp.Paren(this=exp.or_(
+                exp.Between(this=between.this.copy(), low=low.copy(), high=high.copy()),
+                exp.Between(this=between.this.copy(), low=high.copy(), high=low.copy()))))
     for fetch in list(tree.find_all(exp.Fetch)):
         options = fetch.args.get("limit_options")
         if options is None or not (options.args.get("with_ties") or options.args.get("percent")):

@@ -110,6 +110,8 @@ QUERIES = {
     "format_and_epochs": "SELECT format('%s <%s> %s%%', name, email, customer_id) AS f, "
                          "to_timestamp(extract(epoch FROM signup_date)) AS t FROM {c} ORDER BY customer_id LIMIT 5",
     # PostgreSQL forms one engine lacked: FETCH FIRST (DataFusion), LIKE ANY/ALL (both), timestamptz::time (DuckDB)
+    "between_symmetric": "SELECT order_id FROM {o} WHERE customer_id BETWEEN SYMMETRIC 10 AND 5 "
+                         "AND quantity NOT BETWEEN SYMMETRIC 4 AND 2 ORDER BY order_id LIMIT 10",
     "fetch_first": "SELECT order_id FROM {o} ORDER BY order_id OFFSET 3 ROWS FETCH FIRST 4 ROWS ONLY",
     "like_any": "SELECT customer_id, name FROM {c} WHERE name LIKE ANY (ARRAY['%Ada%', 'Alan%', 'B%']) "
                 "AND email NOT ILIKE ALL (ARRAY['%zz%', '%qq%']) ORDER BY customer_id LIMIT 10",
