@@ -115,6 +115,8 @@ def _published(expr: str, t: pa.DataType, depth: int = 0) -> str | None:
         return (f"map_from_entries(list_transform(map_entries({expr}), "
                 f"lambda {x}: struct_pack(key := {key}, value := {value})))")
     if pa.types.is_struct(t):
+        if any(not field.name for field in t):
+            return None  # DuckDB cannot name an empty field to rebuild it: to_json's forms, as before
         fields = []
         for field in t:
             member = f"({expr}).{quote_ident(field.name)}"

@@ -263,3 +263,14 @@ def test_timestamps_and_non_finite_floats_inside_nested_values_take_the_top_leve
     keyed = pa.table({"m": pa.array([[(1, "a"), (2, "b")]], pa.map_(pa.int64(), pa.string())),
                       "flags": pa.array([[(True, 1.0)]], pa.map_(pa.bool_(), pa.float64()))})
     assert json_ready(keyed.to_pylist(maps_as_pydicts="lossy")) == json.loads(_duckdb(keyed, keyed.to_batches()))
+
+
+def test_a_struct_with_an_unnamed_field_still_renders():
+    """DuckDB cannot rebuild a struct with an empty field name: such a value keeps to_json's own
+    forms (it rendered before the nested rewrite, and must still)."""
+    from serving.http.formats import csv_chunks
+
+    table = pa.table({"s": pa.array([{"": 1.5, "t": dt.datetime(2024, 1, 6)}],
+                                    pa.struct([("", pa.float64()), ("t", pa.timestamp("us"))]))})
+    assert json.loads(_duckdb(table, table.to_batches())) == [{"s": {"": 1.5, "t": "2024-01-06 00:00:00"}}]
+    assert b"".join(csv_chunks(table.schema, iter(table.to_batches()))).decode().splitlines()[1].startswith('"{""""')
