@@ -12,7 +12,6 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -33,7 +32,7 @@ from .model_calls import ModelCallLog
 from .query.accounting import Accounting
 from .query.ai_functions import AiFunctions
 from .query.coalesce import Coalescer
-from .query.information_schema import CATALOG
+from .query.information_schema import CATALOG, TableInfo
 from .query.planner import Plan, view_visible
 from .query.policy import policies
 from .query.results_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, CacheUse, ResultsCache
@@ -57,18 +56,6 @@ if TYPE_CHECKING:
     from .telemetry import OtlpSpans
 
 log = logging.getLogger("satchel.runtime")
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    catalog: str
-    schema: str
-    name: str
-    table_type: str
-    arrow_schema: pa.Schema
-    primary_key: tuple[str, ...]
-    description: str | None
-    unique_keys: tuple[tuple[str, ...], ...] = ()  # column sets a unique index holds (acceleration.indexes)
 
 
 def _shown_key(columns: Sequence[str], schema: pa.Schema) -> tuple[str, ...]:

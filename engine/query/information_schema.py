@@ -8,7 +8,7 @@ GetTables and `/v1/datasets` (`Runtime.tables`), built per query, never cached."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import pyarrow as pa
 import sqlglot
@@ -17,11 +17,22 @@ from sqlglot import exp
 from ..arrow_sql_types import catalog_type_name
 from ..errors import SqlError, UnknownDataset
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..runtime import TableInfo
-
 SCHEMA_NAME = "information_schema"
 CATALOG = "spice"
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """One table or view as a caller sees it (`Runtime.tables`): the catalog's one row source."""
+
+    catalog: str
+    schema: str
+    name: str
+    table_type: str  # TABLE | VIEW
+    arrow_schema: pa.Schema
+    primary_key: tuple[str, ...]
+    description: str | None
+    unique_keys: tuple[tuple[str, ...], ...] = ()  # column sets a unique index holds (acceleration.indexes)
 DESCRIBED = "satchel_described"  # a DESCRIBE's tree carries the table it names in its meta, under this key
 
 

@@ -8,7 +8,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Callable, Hashable, Mapping, Sequence
+from typing import Callable, Hashable, Mapping, Sequence
 
 import pyarrow as pa
 from sqlglot import exp
@@ -31,15 +31,12 @@ from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, pla
 from .ai_functions import AiFunctions, has_ai
 from .ai_functions import extract as extract_ai
 from .coalesce import Coalescer, Follower, Leader
-from .information_schema import catalog_rows, check_described, reads_catalog
+from .information_schema import TableInfo, catalog_rows, check_described, reads_catalog
 from .policy import Policy, unknown
 from .results_cache import CacheUse, ResultsCache, cacheable, kept
 from .routes import Routes
 from .sql_limits import SqlLimits
 from .sql_policy import PUBLIC_DIALECT, bind_parameters, parameter_count, parse_query
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..runtime import TableInfo
 
 CONSTANT_RESULT_BYTES = 64 << 10  # constant results up to this size are kept in the plan cache
 
