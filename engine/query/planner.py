@@ -38,7 +38,7 @@ from ..search.functions import SEARCH_PREFIX
 from .ai_functions import AiCall
 from .information_schema import CATALOG, SCHEMA_NAME
 from .policy import Policy, unknown
-from .sql_policy import PUBLIC_DIALECT
+from .sql_policy import BOUND, PUBLIC_DIALECT
 
 
 @dataclass
@@ -763,7 +763,12 @@ def _is_decimal_sum(scope: Scope, proj: exp.Expression, depth: int) -> bool:
 def _for_duckdb(tree: exp.Expression) -> exp.Expression:
     """Align DuckDB with the public dialect: sum(int) is BIGINT (DuckDB gives HUGEINT, an Arrow
     decimal(38, 0); an overflow is then an error, never a wrong number), and LIKE escapes with
-    backslash."""
+    backslash.
+
+    A node is wrapped or rebuilt only after the whole tree was visited (`later`): sqlglot's
+    transform visits nothing below a node it replaced, so `sum(x % 0)` kept DuckDB's NULL."""
+    later: list[tuple[exp.Expression, Callable[[exp.Expression], exp.Expression]]] = []
+
     def fix(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.CurrentTimestamp):
             # DuckDB reads a bare CURRENT_TIMESTAMP as a column when an output column has that name
@@ -773,32 +778,30 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             # PostgreSQL's LIKE escapes with backslash by default; DuckDB's has no escape. Only
             # where it can matter: DuckDB's fast paths for LIKE (contains, prefix) skip patterns
             # with an ESCAPE clause (TPC-H Q13 ran 2x slower).
-            return exp.Escape(this=node, expression=exp.Literal.string("\\"))
+            later.append((node, lambda n: exp.Escape(this=n, expression=exp.Literal.string("\\"))))
         if isinstance(node, exp.Div) and node.args.get("typed") and _is_integer(node.this) \
                 and _is_integer(node.expression):
             # int / int truncates to the operands' type, as in PostgreSQL (DuckDB's `//` is BIGINT).
             to = _wider_integer(node.this, node.expression)
             node.set("expression", _nonzero(node.expression))
-            return exp.Cast(this=node, to=to)
+            later.append((node, lambda n: exp.Cast(this=n, to=to)))
         if isinstance(node, exp.Mod) and all(_is_integer(x) or _is_decimal(x) for x in (node.this, node.expression)):
             node.set("expression", _nonzero(node.expression))  # DuckDB gives NULL
         if isinstance(node, exp.Anonymous) and node.name.lower() in _DUCKDB_NAMES:
-            return exp.Anonymous(this=_DUCKDB_NAMES[node.name.lower()], expressions=node.expressions)
+            node.set("this", _DUCKDB_NAMES[node.name.lower()])
         if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIME and node.this.type is not None \
                 and node.this.type.this == exp.DataType.Type.TIMESTAMPTZ:
             # DuckDB casts no TIMESTAMPTZ to TIME; PostgreSQL gives the time of day in the session's zone (UTC)
             node.set("this", exp.Cast(this=node.this, to=exp.DataType.build("TIMESTAMP")))
-            return node
         if isinstance(node, exp.Format):
             # PostgreSQL's format('%s-%s', a, b) is printf's, a NULL written as nothing (DuckDB's
             # format takes {} and left '%s-%s' as it was)
-            return exp.Anonymous(this="printf", expressions=[node.this, *(
+            later.append((node, lambda n: exp.Anonymous(this="printf", expressions=[n.this, *(
                 exp.Coalesce(this=exp.Cast(this=arg, to=exp.DataType.build("VARCHAR")), expressions=[exp.Literal.string("")])
-                for arg in node.expressions)])
-        if isinstance(node, exp.Window) and isinstance(node.this, exp.Sum) and _is_integer(node.this.this):
-            return exp.Cast(this=node, to=_BIGINT.copy())
-        if isinstance(node, exp.Sum) and _is_integer(node.this) and not isinstance(node.parent, exp.Window):
-            return exp.Cast(this=node, to=_BIGINT.copy())
+                for arg in n.expressions)])))
+        if isinstance(node, exp.Window) and isinstance(node.this, exp.Sum) and _is_integer(node.this.this) \
+                or isinstance(node, exp.Sum) and _is_integer(node.this) and not isinstance(node.parent, exp.Window):
+            later.append((node, lambda n: exp.Cast(this=n, to=_BIGINT.copy())))
         return node
 
     for node in list(tree.find_all(exp.JSONArrayAgg, exp.Anonymous)):
@@ -819,14 +822,23 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             size = exp.Anonymous(this="strlen" if name == "octet_length" else "len", expressions=node.expressions)
             size.type = _BIGINT.copy()
             node.replace(size)
-    return tree.transform(fix, copy=False)
+    tree = tree.transform(fix, copy=False)
+    for node, make in reversed(later):  # the innermost first; each in the place it has now
+        parent, key, index = node.parent, node.arg_key, node.index
+        made = make(node)
+        if parent is None:
+            tree = made
+        else:
+            parent.set(key, made, index)
+    return tree
 
 
 def _nonzero(divisor: exp.Expression) -> exp.Expression:
     """An exact divisor that fails as PostgreSQL and DataFusion do when it is zero ("division by
     zero"), where DuckDB gives NULL (`%`) or a cast error about infinity (`/`); a literal other
-    than zero is left as it is."""
-    if isinstance(divisor, exp.Literal) and not divisor.is_string and decimal.Decimal(divisor.this) != 0:
+    than zero is left as it is (unless it was bound from a parameter: a template serves other values)."""
+    if isinstance(divisor, exp.Literal) and not divisor.is_string and not divisor.meta.get(BOUND) \
+            and decimal.Decimal(divisor.this) != 0:
         return divisor
     zero = exp.EQ(this=divisor.copy(), expression=exp.Literal.number(0))
     failure = exp.Anonymous(this="error", expressions=[exp.Literal.string("division by zero")])

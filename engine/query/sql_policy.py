@@ -209,8 +209,13 @@ def bind_parameters(tree: exp.Expression, params: Sequence[Any] | None) -> exp.E
             index, positional = positional, positional + 1
         if index < 0 or index >= len(params):
             raise SqlError(f"the query needs parameter {index + 1} but {len(params)} were given")
-        node.replace(exp.convert(params[index]))
+        value = exp.convert(params[index])
+        value.meta[BOUND] = True  # a value that may differ from one execution to the next (templates)
+        node.replace(value)
     return tree
+
+
+BOUND = "satchel_bound"  # meta key of a literal bound from a parameter
 
 
 def _in_text_order(tree: exp.Expression, holders: list[exp.Expression]) -> list[exp.Expression]:
