@@ -635,25 +635,26 @@ def _typeof(value: exp.Expression) -> exp.Expression:
 def _for_datafusion(tree: exp.Expression) -> exp.Expression:
     """DataFusion keeps decimals where DuckDB (and the answer agents expect) uses DOUBLE:
     AVG(decimal) and decimal division would round to a fixed scale. EXTRACT returns BIGINT."""
-    def fix(node: exp.Expression) -> exp.Expression:
+    def fix(node: exp.Expression) -> Rebuild | None:
         if isinstance(node, exp.CurrentTimestamp):  # DataFusion's now() is a naive nanosecond timestamp
-            return exp.Anonymous(this="arrow_cast", expressions=[
+            return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
                 exp.Anonymous(this="now", expressions=[]), exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')])
         if isinstance(node, exp.Div) and node.args.get("typed") and _is_integer(node.this) \
                 and _is_integer(node.expression):
-            return exp.Cast(this=node, to=_wider_integer(node.this, node.expression))  # as on DuckDB
+            to = _wider_integer(node.this, node.expression)
+            return lambda n: exp.Cast(this=n, to=to)  # as on DuckDB
         if isinstance(node, exp.Anonymous) and node.name.lower() in _SAME_AS:
-            return exp.Anonymous(this=_SAME_AS[node.name.lower()], expressions=node.expressions)
-        if isinstance(node, exp.Format) and (concat := _plain_format(node)) is not None:
-            return concat
+            node.set("this", _SAME_AS[node.name.lower()])
+        if isinstance(node, exp.Format) and _plain_format(node) is not None:
+            return _plain_format
         if isinstance(node, exp.UnixToTime) and not node.args.get("scale") and not node.args.get("zone"):
             # PostgreSQL's (and DuckDB's) to_timestamp(seconds) is a UTC timestamp; DataFusion's has no zone
-            return exp.Anonymous(this="arrow_cast", expressions=[
-                exp.Anonymous(this="to_timestamp", expressions=[node.this]),
+            return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
+                exp.Anonymous(this="to_timestamp", expressions=[n.this]),
                 exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')])
         if isinstance(node, exp.Median) and isinstance(node.parent, exp.Window):
             # PostgreSQL's spelling (percentile_cont ... WITHIN GROUP) is no window function there
-            return exp.Anonymous(this="median", expressions=[node.this])
+            return lambda n: exp.Anonymous(this="median", expressions=[n.this])
         if isinstance(node, exp.Avg) and _is_decimal(node.this):
             node.set("this", exp.Cast(this=node.this, to=_DOUBLE.copy()))
         elif isinstance(node, exp.Div) and any(_is_decimal(x) or x.type is not None and x.type.this in _FLOAT_TYPES
@@ -662,21 +663,42 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             node.set("this", exp.Cast(this=node.this, to=_DOUBLE.copy()))
             node.set("expression", exp.Cast(this=node.expression, to=_DOUBLE.copy()))
         elif isinstance(node, exp.Extract) and node.this.name.upper() in _INTEGER_PARTS:
-            return exp.Cast(this=node, to=_BIGINT.copy())
+            return lambda n: exp.Cast(this=n, to=_BIGINT.copy())
         elif isinstance(node, exp.Cast) and node.to.this in exp.DataType.INTEGER_TYPES:
             node.set("this", _rounded_for_int_cast(node.this))
         elif isinstance(node, exp.Cast) and node.to.this in _TEXT_TYPES and node.this.type is not None \
                 and node.this.type.this in _CLOCK_TEXT:
-            return _clock_text(node.this, node.this.type.this)
-        return node
+            kind = node.this.type.this
+            return lambda n: _clock_text(n.this, kind)
+        return None
 
-    tree = tree.transform(fix, copy=False)
+    tree = _rewrite(tree, fix)
     for node in list(tree.find_all(exp.Round)):
         if node.args.get("decimals") is not None and node.this.type is not None and node.this.type.this in _FLOAT_TYPES \
                 and not any(isinstance(x, exp.Literal) and _is_decimal_value(x)  # 2.5 is DECIMAL, unless cast
                             for x in node.this.walk(prune=lambda n: isinstance(n, exp.Cast))):
             # a double stays a double, as on DuckDB (PostgreSQL's spelling casts it to numeric first)
             node.replace(exp.Anonymous(this="round", expressions=[node.this, node.args["decimals"]]))
+    return tree
+
+
+Rebuild = Callable[[exp.Expression], exp.Expression]
+
+
+def _rewrite(tree: exp.Expression, fix: Callable[[exp.Expression], Rebuild | None]) -> exp.Expression:
+    """`fix` applied to every node of `tree`: it changes a node in place, or returns how to
+    rebuild it (a wrapper around it, or a new node from its parts). The rebuilds are done after
+    the whole tree was visited, innermost first, each from the node as it is then: sqlglot's
+    transform visits nothing below a node it replaced (`x % 0` inside a rewritten `sum()` kept
+    DuckDB's NULL)."""
+    later = [(node, rebuild) for node in tree.dfs() if (rebuild := fix(node)) is not None]
+    for node, rebuild in reversed(later):
+        parent, key, index = node.parent, node.arg_key, node.index
+        made = rebuild(node)
+        if parent is None:
+            tree = made
+        else:
+            parent.set(key, made, index)
     return tree
 
 
@@ -763,28 +785,23 @@ def _is_decimal_sum(scope: Scope, proj: exp.Expression, depth: int) -> bool:
 def _for_duckdb(tree: exp.Expression) -> exp.Expression:
     """Align DuckDB with the public dialect: sum(int) is BIGINT (DuckDB gives HUGEINT, an Arrow
     decimal(38, 0); an overflow is then an error, never a wrong number), and LIKE escapes with
-    backslash.
-
-    A node is wrapped or rebuilt only after the whole tree was visited (`later`): sqlglot's
-    transform visits nothing below a node it replaced, so `sum(x % 0)` kept DuckDB's NULL."""
-    later: list[tuple[exp.Expression, Callable[[exp.Expression], exp.Expression]]] = []
-
-    def fix(node: exp.Expression) -> exp.Expression:
+    backslash."""
+    def fix(node: exp.Expression) -> Rebuild | None:
         if isinstance(node, exp.CurrentTimestamp):
             # DuckDB reads a bare CURRENT_TIMESTAMP as a column when an output column has that name
-            return exp.Anonymous(this="get_current_timestamp", expressions=[])
+            return lambda n: exp.Anonymous(this="get_current_timestamp", expressions=[])
         if isinstance(node, (exp.Like, exp.ILike)) and not isinstance(node.parent, exp.Escape) \
                 and _may_escape(node.expression):
             # PostgreSQL's LIKE escapes with backslash by default; DuckDB's has no escape. Only
             # where it can matter: DuckDB's fast paths for LIKE (contains, prefix) skip patterns
             # with an ESCAPE clause (TPC-H Q13 ran 2x slower).
-            later.append((node, lambda n: exp.Escape(this=n, expression=exp.Literal.string("\\"))))
+            return lambda n: exp.Escape(this=n, expression=exp.Literal.string("\\"))
         if isinstance(node, exp.Div) and node.args.get("typed") and _is_integer(node.this) \
                 and _is_integer(node.expression):
             # int / int truncates to the operands' type, as in PostgreSQL (DuckDB's `//` is BIGINT).
             to = _wider_integer(node.this, node.expression)
             node.set("expression", _nonzero(node.expression))
-            later.append((node, lambda n: exp.Cast(this=n, to=to)))
+            return lambda n: exp.Cast(this=n, to=to)
         if isinstance(node, exp.Mod) and all(_is_integer(x) or _is_decimal(x) for x in (node.this, node.expression)):
             node.set("expression", _nonzero(node.expression))  # DuckDB gives NULL
         if isinstance(node, exp.Anonymous) and node.name.lower() in _DUCKDB_NAMES:
@@ -796,13 +813,13 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Format):
             # PostgreSQL's format('%s-%s', a, b) is printf's, a NULL written as nothing (DuckDB's
             # format takes {} and left '%s-%s' as it was)
-            later.append((node, lambda n: exp.Anonymous(this="printf", expressions=[n.this, *(
+            return lambda n: exp.Anonymous(this="printf", expressions=[n.this, *(
                 exp.Coalesce(this=exp.Cast(this=arg, to=exp.DataType.build("VARCHAR")), expressions=[exp.Literal.string("")])
-                for arg in n.expressions)])))
+                for arg in n.expressions)])
         if isinstance(node, exp.Window) and isinstance(node.this, exp.Sum) and _is_integer(node.this.this) \
                 or isinstance(node, exp.Sum) and _is_integer(node.this) and not isinstance(node.parent, exp.Window):
-            later.append((node, lambda n: exp.Cast(this=n, to=_BIGINT.copy())))
-        return node
+            return lambda n: exp.Cast(this=n, to=_BIGINT.copy())
+        return None
 
     for node in list(tree.find_all(exp.JSONArrayAgg, exp.Anonymous)):
         if isinstance(node, exp.JSONArrayAgg) or node.name.lower() == "jsonb_agg":
@@ -822,15 +839,7 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             size = exp.Anonymous(this="strlen" if name == "octet_length" else "len", expressions=node.expressions)
             size.type = _BIGINT.copy()
             node.replace(size)
-    tree = tree.transform(fix, copy=False)
-    for node, make in reversed(later):  # the innermost first; each in the place it has now
-        parent, key, index = node.parent, node.arg_key, node.index
-        made = make(node)
-        if parent is None:
-            tree = made
-        else:
-            parent.set(key, made, index)
-    return tree
+    return _rewrite(tree, fix)
 
 
 def _nonzero(divisor: exp.Expression) -> exp.Expression:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.sql_render import written_ident
+from connectors.sql_render import quote_ident, written_ident
 from engine.arrow_sql_types import catalog_type_name
 from engine.errors import BadRequest, SatchelError
 from engine.runtime import Principal, Runtime
@@ -91,23 +91,22 @@ class DataTools:
     def sample_data(self, table: str, principal: Principal, limit: int = 5, protocol: str = "tool") -> dict:
         self.table_schema(table, principal)  # clear error for unknown names
         n = max(1, min(int(limit or 5), self.max_rows))
-        ident = ".".join(f'"{p}"' for p in table.split("."))
+        ident = ".".join(quote_ident(part) for part in table.split("."))
         return self.sql(f"SELECT * FROM {ident} LIMIT {n}", principal, protocol=protocol)
 
     def schema_context(self, only: Any, principal: Principal) -> str:
         """The datasets `principal` may query as a prompt for a model writing SQL: each as
         pseudo-DDL (names written as a query must write them, SQL types, descriptions) and
-        sample rows."""
+        sample rows. One pass over the catalog."""
         lines = []
-        for d in self.list_datasets(principal):
-            if d["name"].startswith("runtime.") or (only and d["name"] not in only):
+        for t in self.runtime.tables(principal):
+            if t.schema != "public" or (only and t.name not in only):
                 continue
-            schema = self.table_schema(d["name"], principal)
             cols = ", ".join(f"{written_ident(c['name'])} {c['type']}"
-                             + (f" -- {c['description']}" if c["description"] else "") for c in schema["columns"])
-            lines.append(f'TABLE {written_ident(d["name"])} ({cols})' + (f" -- {d['description']}" if d["description"] else ""))
+                             + (f" -- {c['description']}" if c["description"] else "") for c in map(_column, t.arrow_schema))
+            lines.append(f"TABLE {written_ident(t.name)} ({cols})" + (f" -- {t.description}" if t.description else ""))
             try:
-                sample = self.sample_data(d["name"], principal, 3, protocol="nsql")
+                sample = self.sql(f"SELECT * FROM {quote_ident(t.name)} LIMIT 3", principal, protocol="nsql")
                 lines.append(f"  sample rows: {json.dumps(sample['rows'], default=str)[:1000]}")
             except SatchelError:
                 pass
