@@ -44,6 +44,7 @@ from .redact import install_log_redaction
 from .refresh.dataset import DatasetRuntime
 from .refresh.jobs import RefreshJobs
 from .refresh.snapshots import SnapshotStore
+from .schema_asks import SchemaAsks
 from .search.functions import SearchFunctions
 from .search.service import search as search_request
 from .task_history import DESCRIPTION as TASK_HISTORY_DESCRIPTION
@@ -117,6 +118,7 @@ class Runtime:
                              self.query_timeout, spill_dir=str(self.data_dir / "duckdb_spill"),
                              on_worker_replaced=lambda reason: self.metrics.federated_workers_replaced.labels(reason).inc())
         self.scopes = LiveScopes()  # every running query's and refresh's, cancelled by stop()
+        self.schema_asks = SchemaAsks(self.scopes, self.query_timeout)  # catalog listings never wait on a source
         self.search_functions = SearchFunctions(self.datasets, self.embedders)
         self.ai = AiFunctions(self.task_history)  # serving attaches the models (engine.query.ai_functions)
         self.queries = QueryService(self.datasets, views, self.routes, self.accounting, self.query_timeout,
@@ -238,14 +240,8 @@ class Runtime:
         (masked ones marked in field metadata `masked`)."""
         policy = principal.policy
         out = []
-        for ds in self.datasets.values():
-            if not self.visible(ds.name, principal):
-                continue
-            try:
-                schema = ds.known_schema()
-            except SatchelError as e:
-                log.warning("dataset %s: schema unavailable: %s", ds.name, e)
-                continue
+        shown = [ds for ds in self.datasets.values() if self.visible(ds.name, principal)]
+        for ds, schema in zip(shown, self.schema_asks.schemas(shown)):
             if schema is None:
                 continue
             if policy is not None:

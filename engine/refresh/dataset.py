@@ -113,7 +113,7 @@ class DatasetRuntime:
     def schema(self) -> pa.Schema:
         """The dataset's schema with descriptions (pod descriptions win over the source's)."""
         if self._schema is None:
-            if self.accelerated and self.loaded_once and self.accelerator.has_table(self.name):
+            if self._in_copy():
                 base = self.accelerator.schema(self.name)
             else:
                 base = self.connector.schema()
@@ -122,11 +122,14 @@ class DatasetRuntime:
         return self._schema
 
     def known_schema(self) -> pa.Schema | None:
-        """The schema, or None while the first load is still inferring it from the source (a
-        catalog listing must not wait for a slow download; the load infers from its own)."""
-        if self._schema is None and self.status == "loading":
+        """The schema when it is at hand (known, or in the accelerated copy); None when only
+        the source can tell (a catalog listing never waits on it: engine.schema_asks)."""
+        if self._schema is None and not self._in_copy():
             return None
         return self.schema()
+
+    def _in_copy(self) -> bool:
+        return self.accelerated and self.loaded_once and self.accelerator.has_table(self.name)
 
     def info(self) -> dict:
         acc = self.acceleration if self.accelerated else None
