@@ -33,7 +33,7 @@ from .query.accounting import Accounting
 from .query.ai_functions import AiFunctions
 from .query.coalesce import Coalescer
 from .query.information_schema import CATALOG, TableInfo
-from .query.planner import Plan, view_visible
+from .query.planner import Plan, expand_views, view_visible
 from .query.policy import policies
 from .query.results_cache import DEFAULT_MAX_BYTES, DEFAULT_TTL_S, CacheUse, ResultsCache
 from .query.routes import Routes
@@ -240,9 +240,10 @@ class Runtime:
         (masked ones marked in field metadata `masked`)."""
         policy = principal.policy
         out = []
-        shown = [ds for ds in self.datasets.values() if self.visible(ds.name, principal)]
-        for ds, schema in zip(shown, self.schema_asks.schemas(shown)):
-            if schema is None:
+        schemas = dict(zip(self.datasets, self.schema_asks.schemas(list(self.datasets.values()))))
+        for key, ds in self.datasets.items():
+            schema = schemas[key]
+            if schema is None or not self.visible(ds.name, principal):
                 continue
             if policy is not None:
                 schema = policy.visible_schema(ds.name, schema)
@@ -253,6 +254,9 @@ class Runtime:
         for view in self.pod.views:
             if not self.visible(view.name, principal):
                 continue
+            reads = expand_views(self.queries.views[view.name.lower()].copy(), self.queries.views).find_all(exp.Table)
+            if any(t.name.lower() in schemas and schemas[t.name.lower()] is None for t in reads):
+                continue  # it reads a dataset whose schema is not known yet
             try:
                 schema = self.query_schema(f'SELECT * FROM "{view.name}"', principal)
             except SatchelError as e:
