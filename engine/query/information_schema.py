@@ -7,7 +7,7 @@ GetTables and `/v1/datasets` (`Runtime.tables`), built per query, never cached."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -15,7 +15,7 @@ import sqlglot
 from sqlglot import exp
 
 from ..arrow_sql_types import catalog_type_name
-from ..errors import SqlError, UnknownDataset
+from ..errors import DatasetNotReady, SqlError, UnknownDataset
 
 SCHEMA_NAME = "information_schema"
 CATALOG = "spice"
@@ -91,8 +91,10 @@ def _description(field: pa.Field) -> str | None:
     return (field.metadata or {}).get(b"description", b"").decode() or None
 
 
-def check_described(tree: exp.Expression, rows: dict[str, pa.Table]) -> None:
-    """A DESCRIBE or SHOW COLUMNS of a table the caller does not see is an unknown table (not no rows)."""
+def check_described(tree: exp.Expression, rows: dict[str, pa.Table], is_dataset: Callable[[str], bool]) -> None:
+    """A DESCRIBE or SHOW COLUMNS of a table the caller does not see is an unknown table (not no
+    rows); of a dataset it sees (`is_dataset`) but that is not listed, one whose columns are not
+    known yet."""
     named = tree.meta.get(DESCRIBED)
     if named is None:
         return
@@ -100,6 +102,9 @@ def check_described(tree: exp.Expression, rows: dict[str, pa.Table]) -> None:
     listed = rows["tables"]
     found = any(s.lower() == schema.lower() and n.lower() == name.lower()
                 for s, n in zip(listed.column("table_schema").to_pylist(), listed.column("table_name").to_pylist()))
+    if not found and schema == "public" and is_dataset(name):
+        raise DatasetNotReady(f"the columns of '{name}' are not known yet: its source has not told its schema "
+                              f"(a first load under way, or the source not answering; see /v1/status)")
     if not found:
         raise UnknownDataset(f"unknown table '{name if schema == 'public' else f'{schema}.{name}'}'")
 

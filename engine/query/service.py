@@ -331,7 +331,8 @@ class QueryService:
         catalog = reads_catalog(tree)
         if catalog:  # the caller's own catalog, made now: never cached
             rows = catalog_rows(self.catalog(principal) if self.catalog is not None else ())
-            check_described(tree, rows)
+            check_described(tree, rows, lambda name: name.lower() in self.datasets
+                            and (policy is None or policy.allows(name)))
             key, resolve = None, _with_catalog_rows(resolve, rows)
         tree = bind_parameters(tree, params)
         if self.search is not None and has_search(tree):

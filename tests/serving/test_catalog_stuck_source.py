@@ -88,6 +88,11 @@ def test_a_silent_live_source_never_holds_up_the_catalog(satchel_server, silent_
     names, took = _timed(listings["/v1/datasets"])
     assert "ok" in names and took < PROMPT_S
     assert wait_for(lambda: silent_server.accepted == 2, timeout=5)
+    # described, it is a dataset whose columns are not known yet (not an unknown table)
+    r = server.sql("DESCRIBE stuck_live")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "dataset_not_ready", r.text
+    assert "not known yet" in r.json()["error"]["message"]
+    assert server.sql("DESCRIBE nothing_here").json()["error"]["code"] == "unknown_dataset"
     # the dataset itself still answers with the query deadline, never hangs
     r = httpx.post(f"{server.http_url}/v1/sql", content="SELECT * FROM stuck_live", timeout=30)
     assert r.status_code == 504 and r.json()["error"]["code"] == "timeout", r.text
