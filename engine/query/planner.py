@@ -475,8 +475,9 @@ def name_projections(tree: exp.Expression) -> None:
 def _standard_forms(tree: exp.Expression) -> None:
     """PostgreSQL forms neither engine reads, as the plain ones they mean: `FETCH FIRST n ROWS
     ONLY` as LIMIT n (DataFusion has no FETCH), `x BETWEEN SYMMETRIC a AND b` as PostgreSQL
-    defines it, `(x BETWEEN a AND b OR x BETWEEN b AND a)` (nor SYMMETRIC), and `x LIKE ANY
-    (ARRAY['a%', 'b%'])` (or ALL, or ILIKE) over a list written out as the ORs (ANDs) of each LIKE."""
+    defines it, `(x BETWEEN a AND b OR x BETWEEN b AND a)` (nor SYMMETRIC), `x LIKE ANY
+    (ARRAY['a%', 'b%'])` (or ALL, or ILIKE) over a list written out as the ORs (ANDs) of each
+    LIKE, and width_bucket (neither has it) as the CASE it is."""
     for between in list(tree.find_all(exp.Between)):
         if between.args.get("symmetric"):
             low, high = between.args["low"], between.args["high"]
@@ -487,6 +488,9 @@ def _standard_forms(tree: exp.Expression) -> None:
         options = fetch.args.get("limit_options")
         if options is None or not (options.args.get("with_ties") or options.args.get("percent")):
             fetch.replace(exp.Limit(expression=fetch.args.get("count") or exp.Literal.number(1)))
+    for bucket in list(tree.find_all(exp.WidthBucket)):
+        if bucket.args.get("threshold") is None:
+            bucket.replace(_width_bucket(*(bucket.args[k] for k in ("this", "min_value", "max_value", "num_buckets"))))
     for like in list(tree.find_all(exp.Like, exp.ILike)):
         quantified = like.expression
         listed = quantified.this.unnest() if isinstance(quantified, (exp.Any, exp.All)) else None
@@ -494,6 +498,23 @@ def _standard_forms(tree: exp.Expression) -> None:
             each = [like.__class__(this=like.this.copy(), expression=pattern, negate=like.args.get("negate"))
                     for pattern in listed.expressions]  # NOT LIKE ALL: every one NOT LIKE
             like.replace(exp.Paren(this=(exp.or_ if isinstance(quantified, exp.Any) else exp.and_)(*each)))
+
+
+_WIDTH_BUCKET = sqlglot.parse_one(
+    "CASE WHEN __lo < __hi THEN CASE WHEN __x < __lo THEN 0 WHEN __x >= __hi THEN __n + 1 "
+    "ELSE CAST(floor((__x - __lo) * CAST(__n AS BIGINT) / (__hi - __lo)) AS INT) + 1 END "
+    "WHEN __lo > __hi THEN CASE WHEN __x > __lo THEN 0 WHEN __x <= __hi THEN __n + 1 "
+    "ELSE CAST(floor((__lo - __x) * CAST(__n AS BIGINT) / (__lo - __hi)) AS INT) + 1 END END", read="postgres")
+
+
+def _width_bucket(value: exp.Expression, low: exp.Expression, high: exp.Expression,
+                  count: exp.Expression) -> exp.Expression:
+    """PostgreSQL's width_bucket(value, low, high, count): 0 below the range, count + 1 from its
+    end on, else which of `count` equal buckets holds `value` (a reversed range counts down);
+    NULL where PostgreSQL fails (low = high)."""
+    parts = {"__x": value, "__lo": low, "__hi": high, "__n": count}
+    return _WIDTH_BUCKET.copy().transform(
+        lambda n: parts[n.name].copy() if isinstance(n, exp.Column) and n.name in parts else n)
 
 
 def _pg_name(node: exp.Expression) -> str:
@@ -672,6 +693,10 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             return lambda n: _clock_text(n.this, kind)
         return None
 
+    for within in list(tree.find_all(exp.WithinGroup)):
+        if isinstance(within.this, exp.PercentileDisc) and _is_literal(within.this.this) \
+                and len(within.expression.expressions) == 1 and not isinstance(within.parent, exp.Window):
+            _percentile_disc(within)
     tree = _rewrite(tree, fix)
     for node in list(tree.find_all(exp.Round)):
         if node.args.get("decimals") is not None and node.this.type is not None and node.this.type.this in _FLOAT_TYPES \
@@ -680,6 +705,23 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             # a double stays a double, as on DuckDB (PostgreSQL's spelling casts it to numeric first)
             node.replace(exp.Anonymous(this="round", expressions=[node.this, node.args["decimals"]]))
     return tree
+
+
+def _percentile_disc(within: exp.WithinGroup) -> None:
+    """`percentile_disc(f) WITHIN GROUP (ORDER BY x)` for DataFusion, which has no such
+    aggregate, as PostgreSQL defines it: the first value in that order whose position is at
+    least f times the count of non-null values (at least the first)."""
+    ordered = within.expression.expressions[0]
+    value = ordered.this
+    outer = within.parent if isinstance(within.parent, exp.Filter) else None  # its own FILTER (WHERE ...)
+    condition = exp.and_(outer.expression.this.copy(), exp.not_(exp.Is(this=value.copy(), expression=exp.Null()))) \
+        if outer is not None else exp.not_(exp.Is(this=value.copy(), expression=exp.Null()))
+    values = exp.Filter(this=exp.ArrayAgg(this=exp.Order(this=value.copy(), expressions=[ordered.copy()])),
+                        expression=exp.Where(this=condition))
+    counted = exp.Filter(this=exp.Count(this=value.copy()), expression=exp.Where(this=condition.copy()))
+    position = exp.Cast(this=exp.Greatest(this=exp.Literal.number(1), expressions=[exp.Ceil(
+        this=exp.Mul(this=within.this.this.copy(), expression=counted))]), to=_BIGINT.copy())
+    (outer or within).replace(exp.Anonymous(this="array_element", expressions=[values, position]))
 
 
 Rebuild = Callable[[exp.Expression], exp.Expression]
@@ -816,6 +858,10 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             return lambda n: exp.Anonymous(this="printf", expressions=[n.this, *(
                 exp.Coalesce(this=exp.Cast(this=arg, to=exp.DataType.build("VARCHAR")), expressions=[exp.Literal.string("")])
                 for arg in n.expressions)])
+        if isinstance(node, exp.WithinGroup) and isinstance(node.this, exp.PercentileCont):
+            for ordered in node.expression.expressions:  # PostgreSQL interpolates numbers as double precision
+                if _is_integer(ordered.this) or _is_decimal(ordered.this):  # (DuckDB: in the type ordered)
+                    ordered.set("this", exp.Cast(this=ordered.this, to=_DOUBLE.copy()))
         if isinstance(node, exp.Window) and isinstance(node.this, exp.Sum) and _is_integer(node.this.this) \
                 or isinstance(node, exp.Sum) and _is_integer(node.this) and not isinstance(node.parent, exp.Window):
             return lambda n: exp.Cast(this=n, to=_BIGINT.copy())

@@ -125,6 +125,14 @@ QUERIES = {
                          "GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 10",
     "round_to_tens": "SELECT order_id, round(amount, -1) AS tens, round(amount, -2) AS hundreds FROM {o} "
                      "ORDER BY order_id LIMIT 10",
+    "percentiles": "SELECT status, percentile_disc(0.5) WITHIN GROUP (ORDER BY amount) AS d, "
+                   "percentile_disc(0.9) WITHIN GROUP (ORDER BY shipped_at DESC) AS late, "
+                   "percentile_disc(0.25) WITHIN GROUP (ORDER BY quantity) FILTER (WHERE amount > 100) AS q, "
+                   "percentile_cont(0.9) WITHIN GROUP (ORDER BY amount) AS c, "
+                   "percentile_cont(0.5) WITHIN GROUP (ORDER BY quantity) AS cq FROM {o} GROUP BY status ORDER BY status",
+    "width_bucket": "SELECT width_bucket(amount, 0, 1000, 10) AS b, width_bucket(quantity, 5, 1, 4) AS r, "
+                    "width_bucket(amount::double precision, 0.5, 900.25, 7) AS f, count(*) AS n "
+                    "FROM {o} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }

@@ -47,6 +47,13 @@ QUERIES = {
     "float": "SELECT id, f * 2 AS f2, f / 3 AS f3 FROM {t} ORDER BY id",
     "like": "SELECT id FROM {t} WHERE s LIKE '\\_%' OR s LIKE 'a%' ORDER BY id",
     "float-to-int": "SELECT id, CAST(f * 5 AS INT) AS i, CAST(price AS INT) AS p FROM {t} WHERE f < 1000 ORDER BY id",
+    "percentiles": "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY price) AS d, "
+                   "percentile_disc(0.3) WITHIN GROUP (ORDER BY a DESC) AS da, "
+                   "percentile_disc(0.5) WITHIN GROUP (ORDER BY s) FILTER (WHERE n IS NOT NULL) AS ds, "
+                   "percentile_cont(0.25) WITHIN GROUP (ORDER BY price) AS c, "
+                   "percentile_cont(0.5) WITHIN GROUP (ORDER BY a) AS ca FROM {t}",
+    "width-bucket": "SELECT id, width_bucket(a, 0, 10, 5) AS w, width_bucket(price, 10, 0, 4) AS r, "
+                    "width_bucket(f, 0.0, 3.0, 3) AS f FROM {t} ORDER BY id",
 }
 # Queries PostgreSQL would answer differently: never pushed down whole, still the same answer.
 NOT_PUSHED = {
