@@ -673,6 +673,18 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
                 exp.Anonymous(this="to_timestamp", expressions=[n.this]),
                 exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')])
+        if isinstance(node, exp.AtTimeZone):
+            if _clock_kind(node.this) == exp.DataType.Type.TIMESTAMPTZ:
+                # PostgreSQL's (and DuckDB's) is the wall-clock time there, a TIMESTAMP; DataFusion's
+                # the same instant with that zone attached
+                return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
+                    exp.Anonymous(this="to_local_time", expressions=[n]), exp.Literal.string("Timestamp(Microsecond, None)")])
+            if _clock_kind(node.this) == exp.DataType.Type.TIMESTAMP:  # a wall-clock time there: an instant, in UTC
+                return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
+                    n, exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')])
+        if _regex_substring(node):  # PostgreSQL's substring(text FROM pattern): the match, or its first group
+            return lambda n: exp.Anonymous(this="array_element", expressions=[
+                exp.Anonymous(this="regexp_match", expressions=[n.this, n.args["start"]]), exp.Literal.number(1)])
         if isinstance(node, exp.Median) and isinstance(node.parent, exp.Window):
             # PostgreSQL's spelling (percentile_cont ... WITHIN GROUP) is no window function there
             return lambda n: exp.Anonymous(this="median", expressions=[n.this])
@@ -858,6 +870,13 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             return lambda n: exp.Anonymous(this="printf", expressions=[n.this, *(
                 exp.Coalesce(this=exp.Cast(this=arg, to=exp.DataType.build("VARCHAR")), expressions=[exp.Literal.string("")])
                 for arg in n.expressions)])
+        if isinstance(node, exp.Grouping):  # PostgreSQL's is an INTEGER (DuckDB: BIGINT)
+            return lambda n: exp.Cast(this=n, to=exp.DataType.build("INT"))
+        if _regex_substring(node):  # PostgreSQL's substring(text FROM pattern): the match, or its first group; NULL for none
+            group = exp.Literal.number(1 if _capturing_groups(node.args["start"].this) else 0)
+            return lambda n: exp.Case(ifs=[exp.If(
+                this=exp.Anonymous(this="regexp_matches", expressions=[n.this.copy(), n.args["start"].copy()]),
+                true=exp.Anonymous(this="regexp_extract", expressions=[n.this, n.args["start"], group]))])
         if isinstance(node, exp.WithinGroup) and isinstance(node.this, exp.PercentileCont):
             for ordered in node.expression.expressions:  # PostgreSQL interpolates numbers as double precision
                 if _is_integer(ordered.this) or _is_decimal(ordered.this):  # (DuckDB: in the type ordered)
@@ -886,6 +905,31 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             size.type = _BIGINT.copy()
             node.replace(size)
     return _rewrite(tree, fix)
+
+
+def _clock_kind(node: exp.Expression) -> exp.DataType.Type | None:
+    """TIMESTAMP or TIMESTAMPTZ for a time value, as PostgreSQL types it: `AT TIME ZONE` turns
+    one into the other (sqlglot's typing does not follow it)."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.AtTimeZone):
+        inner = _clock_kind(node.this)
+        return {exp.DataType.Type.TIMESTAMPTZ: exp.DataType.Type.TIMESTAMP,
+                exp.DataType.Type.TIMESTAMP: exp.DataType.Type.TIMESTAMPTZ}.get(inner) if inner else None
+    return node.type.this if node.type is not None else None
+
+
+def _regex_substring(node: exp.Expression) -> bool:
+    """`substring(text FROM 'pattern')`: PostgreSQL's regular-expression form (a text start)."""
+    start = node.args.get("start") if isinstance(node, exp.Substring) else None
+    return isinstance(start, exp.Literal) and start.is_string and node.args.get("length") is None
+
+
+def _capturing_groups(pattern: str) -> bool:
+    try:
+        return re.compile(pattern).groups > 0
+    except re.error:  # a form Python does not read: an unescaped "(" not opening "(?"
+        return re.search(r"(?<!\\)\((?!\?)", pattern) is not None
 
 
 def _nonzero(divisor: exp.Expression) -> exp.Expression:

@@ -133,6 +133,13 @@ QUERIES = {
     "width_bucket": "SELECT width_bucket(amount, 0, 1000, 10) AS b, width_bucket(quantity, 5, 1, 4) AS r, "
                     "width_bucket(amount::double precision, 0.5, 900.25, 7) AS f, count(*) AS n "
                     "FROM {o} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    "at_time_zone": "SELECT order_id, ordered_at AT TIME ZONE 'America/New_York' AS ny, "
+                    "(ordered_at AT TIME ZONE 'Asia/Kolkata') AT TIME ZONE 'Europe/Paris' AS back, "
+                    "date_trunc('day', ordered_at AT TIME ZONE 'Pacific/Auckland') AS nz_day FROM {o} ORDER BY order_id LIMIT 30",
+    "regex_substring": "SELECT customer_id, substring(email FROM '@(.*)$') AS domain, substring(email, '[0-9]+') AS digits, "
+                       "substring(name FROM 'zzz') AS none FROM {c} ORDER BY customer_id LIMIT 30",
+    "grouping_sets": "SELECT status, quantity, count(*) AS n, grouping(status, quantity) AS g FROM {o} "
+                     "GROUP BY CUBE (status, quantity) ORDER BY 1 NULLS LAST, 2 NULLS LAST",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }

@@ -52,6 +52,11 @@ QUERIES = {
                    "percentile_disc(0.5) WITHIN GROUP (ORDER BY s) FILTER (WHERE n IS NOT NULL) AS ds, "
                    "percentile_cont(0.25) WITHIN GROUP (ORDER BY price) AS c, "
                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY a) AS ca FROM {t}",
+    "at-time-zone": "SELECT id, ts AT TIME ZONE 'America/New_York' AS ny, "
+                    "(ts AT TIME ZONE 'Asia/Kolkata') AT TIME ZONE 'Europe/Paris' AS back FROM {t} ORDER BY id",
+    "regex-substring": "SELECT id, substring(s FROM '^(.)') AS first, substring(s, 'an+') AS an, "
+                       "substring(s FROM 'zz') AS none FROM {t} ORDER BY id",
+    "grouping-sets": "SELECT n, b, count(*) AS c, grouping(n, b) AS g FROM {t} GROUP BY CUBE (n, b) ORDER BY 1, 2, 4",
     "width-bucket": "SELECT id, width_bucket(a, 0, 10, 5) AS w, width_bucket(price, 10, 0, 4) AS r, "
                     "width_bucket(f, 0.0, 3.0, 3) AS f FROM {t} ORDER BY id",
 }
