@@ -230,4 +230,8 @@ def _clean(e: Exception) -> str:
     if "Recursive CTEs are not enabled" in text:
         return ("WITH RECURSIVE runs only where the whole query runs in a DuckDB accelerator (its datasets "
                 "accelerated with engine: duckdb); the federated engine cannot stop a recursion that never ends")
-    return text.splitlines()[0] if text else type(e).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    # "Optimizer rule 'simplify_expressions' failed / caused by / <what was wrong>": say both
+    return f"{lines[0]}: {lines[-1]}" if "caused by" in lines[1:-1] else lines[0]

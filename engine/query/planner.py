@@ -79,6 +79,9 @@ class Plan:
     count_as: str | None = None  # `SELECT count(*) AS <name> FROM t [WHERE ...]`: the source may count
     output_names: list[str] | None = None  # the result's column names, when the engine runs them renamed
     ai: list[AiCall] = field(default_factory=list)  # output columns a model answers (ai_functions.py)
+    # texts compared with (or cast to) a timestamp that planning could not rewrite (_time_literals),
+    # and whether that timestamp has a zone: a template's values in their place are rewritten then
+    clock_texts: dict[str, bool] = field(default_factory=dict)
     # what routes work out once per plan (plans are cached), e.g. pushdown.py's source statement;
     # not an init field, so a dataclasses.replace() copy never shares it
     memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -327,6 +330,7 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
         tree = annotate_types(tree, schema=schema, dialect=PUBLIC_DIALECT)
     except OptimizeError as e:
         raise SqlError(str(e) + _column_hint(str(e), bindings.values(), policy)) from None
+    clock_texts = _time_literals(tree)
     used = list(bindings.values())
     if not used and _operator_depth(tree) <= DUCKDB_OPERATOR_DEPTH:
         # No table: DuckDB evaluates it, as it does most queries (the same types and functions).
@@ -335,7 +339,8 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     instances = {b.instance_id for b in used}
     if used and all(b.kind == "duckdb" for b in used) and len(instances) == 1:
         _refuse_full_text(tree)
-        return Plan("accelerator", _for_duckdb(tree).sql("duckdb"), used, instance_id=used[0].instance_id)
+        return Plan("accelerator", _for_duckdb(tree).sql("duckdb"), used, instance_id=used[0].instance_id,
+                    clock_texts=clock_texts)
     widen = _decimal_sums(tree)
     if uses_views and _only_derived_tables(tree):
         # Move WHERE conditions into derived tables (expanded views), so they reach the scans.
@@ -517,6 +522,49 @@ def _width_bucket(value: exp.Expression, low: exp.Expression, high: exp.Expressi
         lambda n: parts[n.name].copy() if isinstance(n, exp.Column) and n.name in parts else n)
 
 
+_CLOCKS = {exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ}
+
+
+def _time_literals(tree: exp.Expression) -> dict[str, bool]:
+    """Timestamps written as PostgreSQL reads them, in the one form both engines read: DataFusion
+    reads no time without seconds (`'2024-06-01 10:00'`), DuckDB no `+02` or ` UTC` zone. A text
+    cast to a timestamp, or compared with one, is rewritten as `YYYY-MM-DD HH:MM:SS[.ffffff]`,
+    in UTC for a timestamp with time zone; a zone given for a TIMESTAMP is ignored, as
+    PostgreSQL ignores it. Texts Python's ISO 8601 reader cannot read are left to the engine
+    (returned, with whether their timestamp has a zone)."""
+    unread: dict[str, bool] = {}
+    for node in list(tree.find_all(exp.Literal)):
+        if not node.is_string:
+            continue
+        parent, kind = node.parent, None
+        if isinstance(parent, exp.Cast) and parent.to.this in _CLOCKS:
+            kind = parent.to.this
+        elif isinstance(parent, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In)):
+            other = parent.this if node is not parent.this else None
+            kind = other.type.this if other is not None and other.type is not None else None
+        if kind in _CLOCKS:
+            written = timestamp_text(node.this, kind == exp.DataType.Type.TIMESTAMPTZ)
+            if written is None:
+                unread[node.this] = kind == exp.DataType.Type.TIMESTAMPTZ
+            elif written != node.this:
+                node.replace(exp.Literal.string(written))
+    return unread
+
+
+def timestamp_text(text: str, zoned: bool) -> str | None:
+    """`text`, a timestamp as PostgreSQL reads it, as both engines read it; None when it is not
+    one Python's ISO 8601 reader reads."""
+    cleaned = re.sub(r"(?i)\s*(utc|gmt|z)$", "+00:00", text.strip())
+    cleaned = re.sub(r"^(\d{4})/(\d{1,2})/(\d{1,2})", lambda m: f"{m[1]}-{int(m[2]):02d}-{int(m[3]):02d}", cleaned)
+    try:
+        value = dt.datetime.fromisoformat(cleaned)
+    except ValueError:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None) if zoned else value.replace(tzinfo=None)
+    return value.isoformat(sep=" ")
+
+
 def _pg_name(node: exp.Expression) -> str:
     if isinstance(node, exp.Cast):
         inner = node.this
@@ -679,9 +727,11 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
                 # the same instant with that zone attached
                 return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
                     exp.Anonymous(this="to_local_time", expressions=[n]), exp.Literal.string("Timestamp(Microsecond, None)")])
-            if _clock_kind(node.this) == exp.DataType.Type.TIMESTAMP:  # a wall-clock time there: an instant, in UTC
-                return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
-                    n, exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')])
+            if _clock_kind(node.this) == exp.DataType.Type.TIMESTAMP:  # a wall-clock time there: an instant
+                return lambda n: _zoned_instant(n.this, n.args["zone"])
+        if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIMESTAMPTZ:
+            # DataFusion's TIMESTAMPTZ is a timestamp with no zone
+            return lambda n: exp.Anonymous(this="arrow_cast", expressions=[n.this, _UTC_MICROS.copy()])
         if _regex_substring(node):  # PostgreSQL's substring(text FROM pattern): the match, or its first group
             return lambda n: exp.Anonymous(this="array_element", expressions=[
                 exp.Anonymous(this="regexp_match", expressions=[n.this, n.args["start"]]), exp.Literal.number(1)])
@@ -917,6 +967,24 @@ def _clock_kind(node: exp.Expression) -> exp.DataType.Type | None:
         return {exp.DataType.Type.TIMESTAMPTZ: exp.DataType.Type.TIMESTAMP,
                 exp.DataType.Type.TIMESTAMP: exp.DataType.Type.TIMESTAMPTZ}.get(inner) if inner else None
     return node.type.this if node.type is not None else None
+
+
+_UTC_MICROS = exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')
+
+
+def _zoned_instant(wall: exp.Expression, zone: exp.Expression) -> exp.Expression:
+    """`wall AT TIME ZONE zone` for a TIMESTAMP on DataFusion: the UTC instant at which the
+    clocks there show `wall`. DataFusion's own fails on a time a DST change skips; this takes
+    the zone's offset at `wall` read as UTC, then at that guess, as PostgreSQL does: a skipped
+    time and a repeated one are read in standard time."""
+    def wall_clock(instant: exp.Expression) -> exp.Expression:
+        return exp.Anonymous(this="to_local_time", expressions=[exp.AtTimeZone(
+            this=exp.Anonymous(this="arrow_cast", expressions=[instant, _UTC_MICROS.copy()]), zone=zone.copy())])
+
+    guess = exp.Paren(this=exp.Sub(this=wall.copy(), expression=exp.Paren(
+        this=exp.Sub(this=wall_clock(wall.copy()), expression=wall.copy()))))
+    offset = exp.Paren(this=exp.Sub(this=wall_clock(guess), expression=guess.copy()))
+    return exp.Anonymous(this="arrow_cast", expressions=[exp.Sub(this=wall.copy(), expression=offset), _UTC_MICROS.copy()])
 
 
 def _regex_substring(node: exp.Expression) -> bool:

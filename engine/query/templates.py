@@ -27,7 +27,7 @@ from typing import Sequence
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
-from .planner import CONSTANTS_INSTANCE, Plan
+from .planner import CONSTANTS_INSTANCE, Plan, timestamp_text
 from .sql_limits import SqlLimits
 from .sql_policy import parse_query, statement_tokens
 
@@ -81,16 +81,21 @@ def literal(value: object, after: str = "") -> str:
 
 @dataclass(frozen=True)
 class Template:
-    """A plan whose SQL is `pieces[0] + literal(p[order[0]]) + pieces[1] + ...`."""
+    """A plan whose SQL is `pieces[0] + literal(p[order[0]]) + pieces[1] + ...`; a value in a
+    timestamp's place (`clocks`: whether it has a zone, else None) written as planning writes one."""
 
     plan: Plan
     pieces: tuple[str, ...]
     order: tuple[int, ...]
+    clocks: tuple[bool | None, ...]
 
     def instantiate(self, params: Sequence[object]) -> Plan:
         parts = [self.pieces[0]]
-        for index, piece in zip(self.order, self.pieces[1:]):
-            parts.append(literal(params[index], parts[-1]))
+        for index, zoned, piece in zip(self.order, self.clocks, self.pieces[1:]):
+            value = params[index]
+            if zoned is not None and isinstance(value, str):
+                value = timestamp_text(value, zoned) or value
+            parts.append(literal(value, parts[-1]))
             parts.append(piece)
         return dataclasses.replace(self.plan, sql="".join(parts))
 
@@ -113,7 +118,8 @@ def template_of(plan: Plan, sql: str, values: Sequence[object]) -> Template | No
         pieces.append(text[at:position])
         at = position + length
     pieces.append(text[at:])
-    return Template(plan, tuple(pieces), tuple(index for _, _, index in found))
+    order = tuple(index for _, _, index in found)
+    return Template(plan, tuple(pieces), order, tuple(plan.clock_texts.get(values[i]) for i in order))
 
 
 def _lifted_slots(sql: str, tokens: list, limits: SqlLimits) -> tuple[int, ...]:

@@ -140,6 +140,14 @@ QUERIES = {
                        "substring(name FROM 'zzz') AS none FROM {c} ORDER BY customer_id LIMIT 30",
     "grouping_sets": "SELECT status, quantity, count(*) AS n, grouping(status, quantity) AS g FROM {o} "
                      "GROUP BY CUBE (status, quantity) ORDER BY 1 NULLS LAST, 2 NULLS LAST",
+    "time_literals": "SELECT count(*) FILTER (WHERE ordered_at >= '2024-06-01 10:00') AS minutes, "
+                     "count(*) FILTER (WHERE ordered_at < TIMESTAMP '2024-06-30T23:59') AS iso, "
+                     "count(*) FILTER (WHERE ordered_at BETWEEN '2024/03/01' AND '2024-03-31 23:59:59.5') AS slashes, "
+                     "count(*) FILTER (WHERE ordered_at > '2024-06-01 10:00:00Z') AS zulu, "
+                     "count(*) FILTER (WHERE ordered_at IN ('2024-01-06 10:52', '2024-07-03 06:44:00+00')) AS listed, "
+                     "CAST('2024-06-01 10:00' AS TIMESTAMP WITH TIME ZONE) AS tz, '2024-06-01 12:00+02:00'::timestamptz AS shifted, "
+                     "min(ordered_at::timestamp::timestamptz) AS round_trip, max(ordered_at::date::timestamptz) AS midnight, "
+                     "TIMESTAMP '2024-06-01 10:00+02' AS zone_ignored FROM {o}",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }
