@@ -729,6 +729,15 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
                     exp.Anonymous(this="to_local_time", expressions=[n]), exp.Literal.string("Timestamp(Microsecond, None)")])
             if _clock_kind(node.this) == exp.DataType.Type.TIMESTAMP:  # a wall-clock time there: an instant
                 return lambda n: _zoned_instant(n.this, n.args["zone"])
+        if isinstance(node, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)) \
+                and (_is_duration(node.this) or _is_duration(node.expression)):
+            return lambda n: n.__class__(this=_compared_span(n.this), expression=_compared_span(n.expression))
+        if isinstance(node, exp.Between) and _is_duration(node.this):
+            return lambda n: exp.Between(this=_compared_span(n.this), low=_compared_span(n.args["low"]),
+                                         high=_compared_span(n.args["high"]))
+        if (_is_duration(node) or isinstance(node, (exp.Max, exp.Min)) and _is_duration(node.this)) \
+                and isinstance(node.parent, exp.Alias) and isinstance(node.parent.parent, exp.Select):
+            return _as_interval  # an output column: PostgreSQL's (and DuckDB's) INTERVAL, not a duration
         if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIMESTAMPTZ:
             # DataFusion's TIMESTAMPTZ is a timestamp with no zone
             return lambda n: exp.Anonymous(this="arrow_cast", expressions=[n.this, _UTC_MICROS.copy()])
@@ -966,10 +975,49 @@ def _clock_kind(node: exp.Expression) -> exp.DataType.Type | None:
         inner = _clock_kind(node.this)
         return {exp.DataType.Type.TIMESTAMPTZ: exp.DataType.Type.TIMESTAMP,
                 exp.DataType.Type.TIMESTAMP: exp.DataType.Type.TIMESTAMPTZ}.get(inner) if inner else None
+    if isinstance(node, (exp.TimestampTrunc, exp.DateTrunc)) and (node.type is None or node.type.this not in _CLOCKS):
+        return _clock_kind(node.this)
     return node.type.this if node.type is not None else None
 
 
 _UTC_MICROS = exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')
+
+
+def _micros(duration: exp.Expression) -> exp.Expression:
+    """A DataFusion duration (a difference of timestamps) in microseconds, a BIGINT."""
+    return exp.Anonymous(this="arrow_cast", expressions=[
+        exp.Anonymous(this="arrow_cast", expressions=[duration, exp.Literal.string("Duration(Microsecond)")]),
+        exp.Literal.string("Int64")])
+
+
+def _is_duration(node: exp.Expression) -> bool:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return isinstance(node, exp.Sub) and _clock_kind(node.this) in _CLOCKS and _clock_kind(node.expression) in _CLOCKS
+
+
+def _compared_span(node: exp.Expression) -> exp.Expression:
+    """One side of a comparison with a difference of timestamps, in microseconds. DataFusion
+    compares a duration with an INTERVAL field by field (months, then days, then the rest), so
+    `shipped_at - ordered_at > INTERVAL '3 days'` was false for five days; PostgreSQL compares
+    their lengths, a month counted as 30 days, as DataFusion's epoch of an interval counts it."""
+    if _is_duration(node):
+        return _micros(node.copy())
+    return exp.Mul(this=exp.Anonymous(this="date_part", expressions=[exp.Literal.string("epoch"), node.copy()]),
+                   expression=exp.Literal.number(1_000_000))
+
+
+def _as_interval(duration: exp.Expression) -> exp.Expression:
+    """A DataFusion duration as the INTERVAL PostgreSQL and DuckDB give for a difference of
+    timestamps: whole days, and the rest in microseconds (both signed as the difference)."""
+    micros = _micros(duration)
+    day = exp.Literal.number(86_400_000_000)
+    text = exp.DPipe(this=exp.DPipe(this=exp.DPipe(
+        this=exp.Cast(this=exp.Div(this=micros, expression=day, typed=True), to=exp.DataType.build("VARCHAR")),
+        expression=exp.Literal.string(" days ")),
+        expression=exp.Cast(this=exp.Mod(this=micros.copy(), expression=day.copy()), to=exp.DataType.build("VARCHAR"))),
+        expression=exp.Literal.string(" microseconds"))
+    return exp.Anonymous(this="arrow_cast", expressions=[text, exp.Literal.string("Interval(MonthDayNano)")])
 
 
 def _zoned_instant(wall: exp.Expression, zone: exp.Expression) -> exp.Expression:

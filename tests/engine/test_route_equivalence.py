@@ -148,6 +148,14 @@ QUERIES = {
                      "CAST('2024-06-01 10:00' AS TIMESTAMP WITH TIME ZONE) AS tz, '2024-06-01 12:00+02:00'::timestamptz AS shifted, "
                      "min(ordered_at::timestamp::timestamptz) AS round_trip, max(ordered_at::date::timestamptz) AS midnight, "
                      "TIMESTAMP '2024-06-01 10:00+02' AS zone_ignored FROM {o}",
+    "durations": "SELECT order_id, shipped_at - ordered_at AS took, ordered_at - shipped_at AS back, "
+                 "date_trunc('day', shipped_at) - date_trunc('day', ordered_at) AS days, "
+                 "shipped_at - ordered_at > INTERVAL '3 days' AS slow FROM {o} ORDER BY order_id LIMIT 40",
+    "duration_filters": "SELECT count(*) FILTER (WHERE shipped_at - ordered_at > INTERVAL '3 days') AS slow, "
+                        "count(*) FILTER (WHERE shipped_at - ordered_at BETWEEN INTERVAL '1 day' AND INTERVAL '2 days 12 hours') AS mid, "
+                        "count(*) FILTER (WHERE INTERVAL '36 hours' >= shipped_at - ordered_at) AS fast, "
+                        "count(*) FILTER (WHERE shipped_at - ordered_at < INTERVAL '1 month') AS within_month, "
+                        "max(shipped_at - ordered_at) AS longest, min(shipped_at - ordered_at) AS shortest FROM {o}",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }

@@ -59,6 +59,10 @@ QUERIES = {
     "grouping-sets": "SELECT n, b, count(*) AS c, grouping(n, b) AS g FROM {t} GROUP BY CUBE (n, b) ORDER BY 1, 2, 4",
     "time-literals": "SELECT id FROM {t} WHERE ts >= '2024-01-15 12:00' AND ts < '2024-01-16T00:30+00' "
                      "OR ts = '1999-12-31 23:59:59.999999Z' OR ts BETWEEN '2024/03/10' AND '2024-03-11 00:00' ORDER BY id",
+    "durations": "SELECT id, ts - TIMESTAMPTZ '2024-01-15 00:00:00+00' AS since, "
+                 "ts - TIMESTAMPTZ '2024-01-15 00:00:00+00' > INTERVAL '12 hours' AS later FROM {t} ORDER BY id",
+    "duration-filter": "SELECT id FROM {t} WHERE ts - TIMESTAMPTZ '2024-01-15 00:00:00+00' "
+                       "BETWEEN INTERVAL '1 hour' AND INTERVAL '1 day 1 hour' OR ts - ts > INTERVAL '1 month' ORDER BY id",
     "width-bucket": "SELECT id, width_bucket(a, 0, 10, 5) AS w, width_bucket(price, 10, 0, 4) AS r, "
                     "width_bucket(f, 0.0, 3.0, 3) AS f FROM {t} ORDER BY id",
 }
