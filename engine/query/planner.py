@@ -331,6 +331,7 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     except OptimizeError as e:
         raise SqlError(str(e) + _column_hint(str(e), bindings.values(), policy)) from None
     clock_texts = _time_literals(tree)
+    _numeric_casts(tree)
     used = list(bindings.values())
     if not used and _operator_depth(tree) <= DUCKDB_OPERATOR_DEPTH:
         # No table: DuckDB evaluates it, as it does most queries (the same types and functions).
@@ -523,6 +524,21 @@ def _width_bucket(value: exp.Expression, low: exp.Expression, high: exp.Expressi
 
 
 _CLOCKS = {exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ}
+
+
+def _numeric_casts(tree: exp.Expression) -> None:
+    """`CAST(x AS NUMERIC)` with no precision: PostgreSQL's keeps every digit; DuckDB's is
+    DECIMAL(18,3), which rounded 1.23456 to 1.235, and DataFusion's DECIMAL(38,10). A decimal
+    keeps its own type, an integer gets no fraction, anything else ten digits of one."""
+    for cast in list(tree.find_all(exp.Cast)):
+        if cast.to.this != exp.DataType.Type.DECIMAL or cast.to.expressions:
+            continue
+        if _is_decimal(cast.this) and cast.this.type.expressions:
+            to = cast.this.type.copy()
+        else:
+            to = exp.DataType.build("DECIMAL(38, 0)" if _is_integer(cast.this) else "DECIMAL(38, 10)")
+        cast.set("to", to)
+        cast.type = to.copy()
 
 
 def _time_literals(tree: exp.Expression) -> dict[str, bool]:
@@ -732,6 +748,14 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
         if isinstance(node, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)) \
                 and (_is_duration(node.this) or _is_duration(node.expression)):
             return lambda n: n.__class__(this=_compared_span(n.this), expression=_compared_span(n.expression))
+        if isinstance(node, exp.Extract) and _is_duration(node.expression):
+            # a field of the INTERVAL PostgreSQL has there (hour of 4 days is 0), not of the whole duration (96)
+            whole = node.this.name.upper() in _INTEGER_PARTS
+
+            def field_of_interval(n: exp.Expression) -> exp.Expression:
+                field = exp.Extract(this=n.this, expression=_as_interval(n.expression))
+                return exp.Cast(this=field, to=_BIGINT.copy()) if whole else field
+            return field_of_interval
         if isinstance(node, exp.Between) and _is_duration(node.this):
             return lambda n: exp.Between(this=_compared_span(n.this), low=_compared_span(n.args["low"]),
                                          high=_compared_span(n.args["high"]))

@@ -156,6 +156,12 @@ QUERIES = {
                         "count(*) FILTER (WHERE INTERVAL '36 hours' >= shipped_at - ordered_at) AS fast, "
                         "count(*) FILTER (WHERE shipped_at - ordered_at < INTERVAL '1 month') AS within_month, "
                         "max(shipped_at - ordered_at) AS longest, min(shipped_at - ordered_at) AS shortest FROM {o}",
+    "bare_numeric": "SELECT order_id, CAST(amount AS DECIMAL) AS a, quantity::numeric AS q, "
+                    "(amount * 1.5)::float8::numeric AS f, CAST(amount / 7 AS NUMERIC) AS d FROM {o} ORDER BY order_id LIMIT 20",
+    "interval_fields": "SELECT order_id, date_part('hour', shipped_at - ordered_at) AS h, "
+                       "extract(day FROM shipped_at - ordered_at) AS d, extract(epoch FROM shipped_at - ordered_at) AS e, "
+                       "extract(minute FROM ordered_at - shipped_at) AS m FROM {o} WHERE shipped_at IS NOT NULL "
+                       "ORDER BY order_id LIMIT 20",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }
