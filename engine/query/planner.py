@@ -905,15 +905,21 @@ def _decimal_sums(tree: exp.Expression) -> list[int]:
 
 
 def _is_decimal_sum(scope: Scope, proj: exp.Expression, depth: int) -> bool:
-    """Whether an output column is a SUM(decimal), following columns into derived tables and CTEs
-    (`SELECT * FROM (...) q` wraps queries to find their schema)."""
+    """Whether an output column is a SUM(decimal), windowed or not, following columns into
+    derived tables, LATERAL subqueries and CTEs (`SELECT * FROM (...) q` wraps queries to find
+    their schema)."""
     node = proj.unalias()
+    if isinstance(node, exp.Window):
+        node = node.this  # a running or partitioned sum
     if isinstance(node, exp.Sum):
         return _is_decimal(node.this)
     if isinstance(node, exp.Column) and node.table and depth < 32:
         source = scope.sources.get(node.table)
-        if isinstance(source, Scope) and isinstance(source.expression, exp.Select):
-            for inner in source.expression.expressions:
+        body = source.expression if isinstance(source, Scope) else None
+        if isinstance(body, exp.Lateral):
+            body = body.this.unnest()
+        if isinstance(body, exp.Select):
+            for inner in body.expressions:
                 if inner.alias_or_name == node.name:
                     return _is_decimal_sum(source, inner, depth + 1)
     return False

@@ -331,3 +331,14 @@ def test_a_bound_divisor_of_zero_fails_too(runtime):
     with pytest.raises(SqlError, match="division by zero"):
         runtime.query(sql, params=[0, 0]).read_all()
     assert runtime.query(sql, params=[2, 2]).read_all().num_rows == 1
+
+
+def test_decimal_sums_have_one_type_on_every_route(runtime):
+    """SUM(decimal) is DECIMAL(38, s) on every route, as DuckDB gives it: plain, windowed, and
+    read through a derived table or a LATERAL subquery (DataFusion gives p + 10)."""
+    sql = ("SELECT o.order_id, sum(o.amount) OVER (ORDER BY o.order_id ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS running, "
+           "sum(o.amount) OVER (PARTITION BY o.status) AS per_status, x.total FROM {o} o CROSS JOIN LATERAL "
+           "(SELECT sum(i.amount) AS total FROM {o} i WHERE i.customer_id = o.customer_id) x ORDER BY o.order_id LIMIT 5")
+    for route in ROUTES:
+        table = run(runtime, sql, route)
+        assert [table.schema.field(c).type for c in ("running", "per_status", "total")] == [pa.decimal128(38, 2)] * 3, route
