@@ -355,6 +355,7 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     _function_results(tree)
     for call in reversed(list(tree.find_all(exp.Typeof))):  # last: it reads the types the rules above made
         call.replace(_typeof(call.this))
+    _distinct_aggregate_names(tree)
     full_text = any(f.op == FULL_TEXT_OP for s in scans for f in s.filters)
     _refuse_full_text(tree)
     return Plan("federated", tree.sql(PUBLIC_DIALECT), used, scans=scans, widen_decimals=widen,
@@ -1035,6 +1036,45 @@ def _compared_span(node: exp.Expression) -> exp.Expression:
         return _micros(node.copy())
     return exp.Mul(this=exp.Anonymous(this="date_part", expressions=[exp.Literal.string("epoch"), node.copy()]),
                    expression=exp.Literal.number(1_000_000))
+
+
+_ARROW_TYPES = {exp.DataType.Type.TINYINT: "Int8", exp.DataType.Type.SMALLINT: "Int16", exp.DataType.Type.INT: "Int32",
+                exp.DataType.Type.BIGINT: "Int64", exp.DataType.Type.FLOAT: "Float32", exp.DataType.Type.DOUBLE: "Float64",
+                exp.DataType.Type.BOOLEAN: "Boolean", exp.DataType.Type.VARCHAR: "Utf8", exp.DataType.Type.TEXT: "Utf8",
+                exp.DataType.Type.DATE: "Date32", exp.DataType.Type.TIMESTAMP: "Timestamp(Microsecond, None)"}
+
+
+def _distinct_aggregate_names(tree: exp.Expression) -> None:
+    """DataFusion names an aggregate by its text with every CAST left out, and fails on two of
+    one SELECT named alike (`sum(amount), sum(amount::float8)`: "duplicate unqualified field
+    name"). The casts in such aggregates are written as `arrow_cast`, which shows in the name."""
+    def uncast(node: exp.Expression) -> str:
+        bare = node.copy()
+        while (cast := bare.find(exp.Cast)) is not None:
+            if cast is bare:
+                bare = cast.this
+            else:
+                cast.replace(cast.this)
+        return bare.sql(PUBLIC_DIALECT)
+
+    for select in tree.find_all(exp.Select):
+        calls = [a for proj in select.expressions for a in proj.find_all(exp.AggFunc) if a.parent_select is select]
+        named: dict[str, set[str]] = {}
+        for call in calls:
+            named.setdefault(uncast(call), set()).add(call.sql(PUBLIC_DIALECT))
+        for call in calls:
+            if len(named[uncast(call)]) < 2:
+                continue
+            for cast in list(call.find_all(exp.Cast)):
+                to = _arrow_type_name(cast.to)
+                if to is not None:
+                    cast.replace(exp.Anonymous(this="arrow_cast", expressions=[cast.this, exp.Literal.string(to)]))
+
+
+def _arrow_type_name(to: exp.DataType) -> str | None:
+    if to.this == exp.DataType.Type.DECIMAL and len(to.expressions) == 2:
+        return "Decimal128({}, {})".format(*(p.this.name for p in to.expressions))
+    return _ARROW_TYPES.get(to.this)
 
 
 def _as_interval(duration: exp.Expression) -> exp.Expression:

@@ -162,6 +162,10 @@ QUERIES = {
                        "extract(day FROM shipped_at - ordered_at) AS d, extract(epoch FROM shipped_at - ordered_at) AS e, "
                        "extract(minute FROM ordered_at - shipped_at) AS m FROM {o} WHERE shipped_at IS NOT NULL "
                        "ORDER BY order_id LIMIT 20",
+    "aggregates_of_casts": "SELECT status, min(quantity::int) AS a, min(quantity::bigint) AS b, sum(amount) AS s, "
+                           "sum(amount::float8) AS f, sum(amount::numeric(20,3)) AS n, min(ordered_at::date) AS d, "
+                           "min(ordered_at::timestamp) AS t, count(DISTINCT quantity::text) AS c FROM {o} "
+                           "GROUP BY status ORDER BY status",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }
