@@ -25,7 +25,7 @@ import sys
 from typing import BinaryIO
 
 import pyarrow as pa
-from datafusion import RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
+from datafusion import DataFrame, RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
 
 from accel.shared_memory import mapped
 from engine.process_exit import become_expendable
@@ -40,6 +40,15 @@ def session(target_partitions: int, pool_bytes: int | None = None) -> SessionCon
     if pool_bytes is None:
         return SessionContext(config)
     return SessionContext(config, RuntimeEnvBuilder().with_disk_manager_os().with_fair_spill_pool(pool_bytes))
+
+
+def planned(ctx: SessionContext, sql: str) -> DataFrame:
+    """`sql` planned as a DataFrame whose schema is the one its batches have. DataFusion's own
+    announces a set operation's schema before reconciling its branches' types (its first
+    branch's), and its Arrow stream labels every batch with that schema: `SELECT smallint_col
+    UNION ALL SELECT decimal_col` came back as SMALLINTs read from the decimals' bytes. The
+    optimized plan has the reconciled types."""
+    return ctx.create_dataframe_from_logical_plan(ctx.sql_with_options(sql, SQL_OPTIONS).optimized_logical_plan())
 
 
 def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
@@ -124,7 +133,7 @@ def _run(request: dict, fds: list[int], out: BinaryIO) -> None:
                 # Python, several times slower); one partition keeps the table's row order, and
                 # DataFusion still repartitions joins and aggregates over `partitions` cores
                 ctx.register_record_batches(table["name"], [data.to_batches() or [empty_batch(data.schema)]])
-        reader = pa.RecordBatchReader.from_stream(ctx.sql_with_options(request["sql"], SQL_OPTIONS))
+        reader = pa.RecordBatchReader.from_stream(planned(ctx, request["sql"]))
     except Exception as e:  # DataFusion raises plain Exceptions for planning errors
         out.write(frame({"error": str(e)}))
         out.flush()

@@ -15,7 +15,7 @@ from connectors.base import CALLER
 
 from ..errors import SqlError
 from ..memory import resource_exhausted_text
-from .datafusion_worker import SQL_OPTIONS, empty_batch, session
+from .datafusion_worker import empty_batch, planned, session
 from .planner import Plan, TableScan
 from .workers import PlanningError, WorkerPool
 
@@ -174,8 +174,7 @@ def federated_schema(plan: Plan, target_partitions: int = 2) -> pa.Schema:
     for scan in plan.scans:
         ctx.register_record_batches(scan.register_as, [[empty_batch(scan.binding.schema)]])
     try:
-        df = ctx.sql_with_options(plan.sql, SQL_OPTIONS)
-        schema = df.schema()
+        schema = planned(ctx, plan.sql).schema()
     except Exception as e:
         raise SqlError(f"query failed in the federated engine: {_clean(e)}") from None
     return _widened_schema(schema, plan.widen_decimals) if plan.widen_decimals else schema

@@ -731,6 +731,12 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             return lambda n: exp.Cast(this=n, to=to)  # as on DuckDB
         if isinstance(node, exp.Anonymous) and node.name.lower() in _SAME_AS:
             node.set("this", _SAME_AS[node.name.lower()])
+        if isinstance(node, (exp.Add, exp.Sub, exp.Mul)) and _is_integer(node.this) and _is_integer(node.expression) \
+                and (to := _wider_integer(node.this, node.expression)).this != exp.DataType.Type.BIGINT:
+            # DataFusion wraps around (2147483647 + 1 gave -2147483648); PostgreSQL and DuckDB fail:
+            # computed as BIGINT, the cast back fails when the value does not fit
+            return lambda n: exp.Cast(this=n.__class__(this=exp.Cast(this=n.this, to=_BIGINT.copy()),
+                                                       expression=exp.Cast(this=n.expression, to=_BIGINT.copy())), to=to)
         if isinstance(node, exp.Format) and _plain_format(node) is not None:
             return _plain_format
         if isinstance(node, exp.UnixToTime) and not node.args.get("scale") and not node.args.get("zone"):
@@ -948,6 +954,14 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             return lambda n: exp.Cast(this=n, to=to)
         if isinstance(node, exp.Mod) and all(_is_integer(x) or _is_decimal(x) for x in (node.this, node.expression)):
             node.set("expression", _nonzero(node.expression))  # DuckDB gives NULL
+        if isinstance(node, (exp.Add, exp.Sub, exp.Mul)):
+            for side in ("this", "expression"):
+                # an integer literal is an INTEGER, as in PostgreSQL (smallint * 30000 is an integer);
+                # DuckDB gave it the other side's SMALLINT, and failed on 2 * 30000
+                literal, other = node.args[side], node.args["expression" if side == "this" else "this"]
+                if isinstance(literal, exp.Literal) and not literal.is_string and literal.this.isdigit() \
+                        and other.type is not None and _INT_RANK.get(other.type.this) == 1:
+                    node.set(side, exp.Cast(this=literal.copy(), to=exp.DataType.build("INT")))
         if isinstance(node, exp.Anonymous) and node.name.lower() in _DUCKDB_NAMES:
             node.set("this", _DUCKDB_NAMES[node.name.lower()])
         if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIME and node.this.type is not None \

@@ -166,6 +166,8 @@ QUERIES = {
                            "sum(amount::float8) AS f, sum(amount::numeric(20,3)) AS n, min(ordered_at::date) AS d, "
                            "min(ordered_at::timestamp) AS t, count(DISTINCT quantity::text) AS c FROM {o} "
                            "GROUP BY status ORDER BY status",
+    "integer_arithmetic": "SELECT order_id, quantity * 30000 AS x, quantity + 1 AS y, (quantity + 1) * 2 - quantity AS w, "
+                          "customer_id * 2 AS c, quantity * quantity AS q FROM {o} ORDER BY order_id LIMIT 20",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }
@@ -264,6 +266,37 @@ def test_no_unsigned_or_view_types_leak(runtime):
     for route in ROUTES:
         table = run(runtime, sql, route)
         assert table.schema.types == [pa.int64(), pa.string()], (route, table.schema)
+
+
+@pytest.mark.parametrize("expression", ["2147483647 + quantity", "quantity * 32767::smallint", "customer_id * 2147483647",
+                                        "sum(quantity * 2000000000)"])
+def test_integer_overflow_fails_on_every_route(runtime, expression):
+    """As in PostgreSQL and DuckDB: DataFusion wrapped around (2147483647 + 1 was -2147483648)."""
+    from engine.errors import SqlError
+
+    for route in ROUTES:
+        with pytest.raises(SqlError, match="(?i)overflow|out of range|can't cast value"):
+            run(runtime, f"SELECT {expression} AS v FROM {{o}}", route).to_pylist()
+
+
+def test_union_of_different_types_gives_the_reconciled_type_on_every_route(runtime):
+    """A set operation whose first branch has the narrower type: DataFusion announced the first
+    branch's type and its stream labelled every batch with it, so SMALLINTs were read from the
+    bytes of decimals (1.0, 30.90 came back as 100, 0). The schema a client is told first is
+    the one the rows come in."""
+    sql = ("SELECT quantity AS v, customer_id AS c FROM {o} WHERE order_id < 100004 UNION ALL "
+           "SELECT amount, amount::float8 FROM {o} WHERE order_id < 100004 UNION "
+           "SELECT 1.5, order_id FROM {o} WHERE order_id = 100001 ORDER BY 1, 2")
+    reference = run(runtime, sql, "duckdb")
+    assert reference.num_rows == 7
+    for route in ROUTES:
+        o, c, p = ROUTES[route]
+        announced = runtime.query_schema(sql.format(o=o, c=c, p=p))
+        table = run(runtime, sql, route)
+        assert announced.types == table.schema.types, route
+        assert [type_family(t) for t in table.schema.types] == [type_family(t) for t in reference.schema.types], route
+        assert [tuple(normal(v) for v in r.values()) for r in table.to_pylist()] == \
+            [tuple(normal(v) for v in r.values()) for r in reference.to_pylist()], route
 
 
 @pytest.mark.parametrize("expression", ["quantity / 0", "quantity / (quantity - quantity)", "quantity % 0",
