@@ -778,7 +778,9 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Median) and isinstance(node.parent, exp.Window):
             # PostgreSQL's spelling (percentile_cont ... WITHIN GROUP) is no window function there
             return lambda n: exp.Anonymous(this="median", expressions=[n.this])
-        if isinstance(node, exp.Avg) and _is_decimal(node.this):
+        if isinstance(node, exp.Avg) and not _is_duration(node.this) and not _is_integer(node.this) \
+                and not (node.this.type is not None and node.this.type.this in _TIME_TYPES):
+            # a DOUBLE, as on DuckDB: of a decimal, or of a CASE of 1.0 and 0 (a decimal once its literals are typed)
             node.set("this", exp.Cast(this=node.this, to=_DOUBLE.copy()))
         elif isinstance(node, exp.Div) and any(_is_decimal(x) or x.type is not None and x.type.this in _FLOAT_TYPES
                                                for x in (node.this, node.expression)):
@@ -847,6 +849,7 @@ def _rewrite(tree: exp.Expression, fix: Callable[[exp.Expression], Rebuild | Non
 
 
 _FLOAT_TYPES = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
+_TIME_TYPES = exp.DataType.TEMPORAL_TYPES | {exp.DataType.Type.INTERVAL}
 
 
 def _plain_format(node: exp.Format) -> exp.Expression | None:

@@ -168,6 +168,8 @@ QUERIES = {
                            "GROUP BY status ORDER BY status",
     "integer_arithmetic": "SELECT order_id, quantity * 30000 AS x, quantity + 1 AS y, (quantity + 1) * 2 - quantity AS w, "
                           "customer_id * 2 AS c, quantity * quantity AS q FROM {o} ORDER BY order_id LIMIT 20",
+    "averages": "SELECT status, avg(CASE WHEN quantity > 2 THEN 1.0 ELSE 0 END) AS big_share, avg(amount) AS a, "
+                "avg(quantity) AS q, avg(amount::float8) AS f FROM {o} GROUP BY status ORDER BY status",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }
