@@ -24,7 +24,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, DatasetNotReady, NotFound
 from ..query.sql_policy import PUBLIC_DIALECT
 from ..refresh.dataset import DatasetRuntime
 from .functions import MAX_LIMIT
@@ -73,10 +73,14 @@ def _search_one(ds: DatasetRuntime, text: str, limit: int, where: exp.Expression
     assert index is not None
     column, keys = index.spec.column, list(index.spec.row_id)
     chunked = index.config.chunking is not None and index.config.chunking.enabled
-    names = {f.lower() for f in ds.schema().names}
-    missing = [c for c in extra if c.lower() not in names]
-    if missing:
-        raise BadRequest(f"additional_columns: '{missing[0]}' is not a column of '{ds.name}'")
+    if extra:
+        schema = ds.known_schema()  # its copy's: a request never waits on the source
+        if schema is None:
+            raise DatasetNotReady(f"dataset '{ds.name}' is not loaded yet: search reads its accelerated copy")
+        names = {f.lower() for f in schema.names}
+        missing = [c for c in extra if c.lower() not in names]
+        if missing:
+            raise BadRequest(f"additional_columns: '{missing[0]}' is not a column of '{ds.name}'")
     candidates = min(MAX_LIMIT, limit * CANDIDATES_PER_RESULT) if where is not None else limit
     vector = exp.Anonymous(this="vector_search", expressions=[
         exp.column(ds.name, quoted=True), exp.Literal.string(text), _kwarg("column", exp.Literal.string(column)),

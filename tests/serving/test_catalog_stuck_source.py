@@ -18,7 +18,7 @@ from tests.silent_server import SilentServerDouble, silent_server  # noqa: F401 
 PROMPT_S = 3.5  # a listing answers within this, whatever the silent source does
 
 
-def _pod(silent: SilentServerDouble) -> str:
+def _pod(silent: SilentServerDouble, loading: SilentServerDouble) -> str:
     return f"""
 version: v1
 kind: Spicepod
@@ -26,7 +26,20 @@ name: stuck_catalog
 runtime:
   params:
     query_timeout: 4s
+embeddings:
+  - from: huggingface:huggingface.co/sentence-transformers/all-MiniLM-L6-v2
+    name: minilm
 datasets:
+  - from: {loading.url('/notes.csv')}
+    name: stuck_search
+    ready_state: on_registration
+    columns:
+      - name: body
+        embeddings:
+          - from: minilm
+    acceleration:
+      engine: duckdb
+      primary_key: id
   - from: file:ok.csv
     name: ok
   - from: {silent.url('/live.parquet')}
@@ -66,7 +79,15 @@ def _mcp_dataset_names(url: str) -> list[str]:
 
 
 def test_a_silent_live_source_never_holds_up_the_catalog(satchel_server, silent_server):
-    server = satchel_server(_pod(silent_server), files={"ok.csv": "a,b\n1,x\n"}, wait_ready=False)
+    loading = SilentServerDouble()  # the source of a first load that never ends
+    try:
+        _catalog_without_the_silent_source(satchel_server, silent_server, loading)
+    finally:
+        loading.close()
+
+
+def _catalog_without_the_silent_source(satchel_server, silent_server, loading):
+    server = satchel_server(_pod(silent_server, loading), files={"ok.csv": "a,b\n1,x\n"}, wait_ready=False)
     listings = {
         "/v1/datasets": lambda: _with_columns(httpx.get(f"{server.http_url}/v1/datasets", timeout=30).json()),
         "SHOW TABLES": lambda: [r["table_name"] for r in server.sql("SHOW TABLES").json()],
@@ -78,7 +99,8 @@ def test_a_silent_live_source_never_holds_up_the_catalog(satchel_server, silent_
     for _ in range(2):  # the second round finds the silent source's schema still being asked for
         for label, listing in listings.items():
             names, took = _timed(listing)
-            assert {"ok", "ok_view"} <= set(names) and not {"stuck_live", "stuck_view", "stuck_view_of_view"} & set(names), \
+            assert {"ok", "ok_view"} <= set(names) and not {"stuck_live", "stuck_view", "stuck_view_of_view",
+                                                             "stuck_search"} & set(names), \
                 (label, names)
             assert took < PROMPT_S, (label, took)
     # one ask for the silent source's schema, whatever the number of listings
@@ -93,6 +115,12 @@ def test_a_silent_live_source_never_holds_up_the_catalog(satchel_server, silent_
     assert r.status_code == 503 and r.json()["error"]["code"] == "dataset_not_ready", r.text
     assert "not known yet" in r.json()["error"]["message"]
     assert server.sql("DESCRIBE nothing_here").json()["error"]["code"] == "unknown_dataset"
+    # a search of a dataset whose first load waits on its source: at once when it needs the
+    # dataset's columns, else at the query deadline
+    for body, codes in (({"additional_columns": ["body"]}, {503}), ({}, {503, 504})):
+        r, took = _timed(lambda: httpx.post(f"{server.http_url}/v1/search", timeout=30,
+                                            json={"text": "late", "datasets": ["stuck_search"], **body}))
+        assert r.status_code in codes and took < (PROMPT_S if body else 10), (body, r.status_code, r.text, took)
     # the dataset itself still answers with the query deadline, never hangs
     r = httpx.post(f"{server.http_url}/v1/sql", content="SELECT * FROM stuck_live", timeout=30)
     assert r.status_code == 504 and r.json()["error"]["code"] == "timeout", r.text
@@ -101,8 +129,8 @@ def test_a_silent_live_source_never_holds_up_the_catalog(satchel_server, silent_
 
 def _with_columns(datasets: list[dict]) -> list[str]:
     """The datasets whose columns are known; the others are listed with their status and none."""
-    unknown = [d for d in datasets if not d["columns"] and d["type"] == "table"]
-    assert [d["name"] for d in unknown] == ["stuck_live"] and unknown[0]["status"] == "ready (federated)", unknown
+    unknown = {d["name"]: d["status"] for d in datasets if not d["columns"] and d["type"] == "table"}
+    assert unknown.get("stuck_live") == "ready (federated)" and set(unknown) <= {"stuck_live", "stuck_search"}, unknown
     return [d["name"] for d in datasets if d["columns"]]
 
 
