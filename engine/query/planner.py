@@ -797,6 +797,7 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             return lambda n: _clock_text(n.this, kind)
         return None
 
+    _quantified_subqueries(tree)
     for within in list(tree.find_all(exp.WithinGroup)):
         if isinstance(within.this, exp.PercentileDisc) and _is_literal(within.this.this) \
                 and len(within.expression.expressions) == 1 and not isinstance(within.parent, exp.Window):
@@ -809,6 +810,64 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             # a double stays a double, as on DuckDB (PostgreSQL's spelling casts it to numeric first)
             node.replace(exp.Anonymous(this="round", expressions=[node.this, node.args["decimals"]]))
     return tree
+
+
+_ANY_BY = {exp.LT: exp.Max, exp.LTE: exp.Max, exp.GT: exp.Min, exp.GTE: exp.Min}  # x < ANY (S): x < max(S)
+_ALL_BY = {exp.LT: exp.Min, exp.LTE: exp.Min, exp.GT: exp.Max, exp.GTE: exp.Max}  # x < ALL (S): x < min(S)
+
+
+def _quantified_subqueries(tree: exp.Expression) -> None:
+    """`x op ANY|ALL (SELECT y ...)` for DataFusion, whose own gave wrong rows (`a > ALL (...)`
+    matched nothing, `q = ANY (...)` with the outer table's alias matched everything): `= ANY`
+    as IN, `<> ALL` as NOT IN, the others from the subquery's count, non-null count, min and
+    max, with PostgreSQL's NULLs (no row: ANY false, ALL true; undecided by the non-null
+    values while a NULL is there: NULL)."""
+    for node in list(tree.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
+        quantifier = node.expression
+        query = quantifier.this.unnest() if isinstance(quantifier, (exp.Any, exp.All)) else None
+        if not isinstance(query, exp.Select) or len(query.expressions) != 1:
+            continue
+        value, every = node.this, isinstance(quantifier, exp.All)
+        if isinstance(node, exp.EQ) and not every or isinstance(node, exp.NEQ) and every:
+            listed = exp.In(this=value, query=exp.Subquery(this=query))
+            node.replace(exp.Paren(this=exp.not_(listed) if every else listed))
+            continue
+
+        def of(fn: Callable[[exp.Expression], exp.Expression]) -> exp.Expression:
+            return exp.Subquery(this=_aggregated(query, fn))
+
+        if isinstance(node, (exp.EQ, exp.NEQ)):  # = ALL: equal to every one; <> ANY: not to some one
+            low, high = of(lambda v: exp.Min(this=v)), of(lambda v: exp.Max(this=v))
+            if every:
+                decisive = exp.and_(exp.EQ(this=value.copy(), expression=low), exp.EQ(this=value.copy(), expression=high))
+            else:
+                decisive = exp.or_(exp.NEQ(this=value.copy(), expression=low), exp.NEQ(this=value.copy(), expression=high))
+        else:
+            bound = (_ALL_BY if every else _ANY_BY)[type(node)]
+            decisive = node.__class__(this=value.copy(), expression=of(lambda v: bound(this=v)))
+        rows = of(lambda v: exp.Count(this=exp.Star()))
+        known = of(lambda v: exp.Count(this=v))
+        undecided = exp.or_(exp.Is(this=value.copy(), expression=exp.Null()), exp.LT(this=known, expression=rows.copy()))
+        empty = exp.EQ(this=rows, expression=exp.Literal.number(0))
+        node.replace(exp.Paren(this=exp.Case(ifs=[
+            exp.If(this=empty, true=exp.Boolean(this=every)),
+            exp.If(this=exp.not_(decisive) if every else decisive, true=exp.Boolean(this=not every)),
+            exp.If(this=undecided, true=exp.Null())], default=exp.Boolean(this=every))))
+
+
+def _aggregated(query: exp.Select, fn: Callable[[exp.Expression], exp.Expression]) -> exp.Select:
+    """`query` (one output column) reduced to `fn` of its column: its own projection replaced
+    when it is a plain SELECT, else over it as a derived table."""
+    column = query.expressions[0].unalias()
+    if not any(query.args.get(k) for k in ("group", "having", "distinct", "limit", "offset", "order", "with")) \
+            and not column.find(exp.AggFunc, exp.Window):
+        reduced = query.copy()
+        reduced.set("expressions", [fn(column.copy())])
+        return reduced
+    inner = query.copy()
+    inner.set("expressions", [exp.alias_(column.copy(), "__quantified", quoted=True)])
+    return exp.select(fn(exp.column("__quantified", quoted=True))).from_(
+        exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("__quantified_rows"))))
 
 
 def _percentile_disc(within: exp.WithinGroup) -> None:

@@ -170,6 +170,15 @@ QUERIES = {
                           "customer_id * 2 AS c, quantity * quantity AS q FROM {o} ORDER BY order_id LIMIT 20",
     "averages": "SELECT status, avg(CASE WHEN quantity > 2 THEN 1.0 ELSE 0 END) AS big_share, avg(amount) AS a, "
                 "avg(quantity) AS q, avg(amount::float8) AS f FROM {o} GROUP BY status ORDER BY status",
+    "quantified": "SELECT order_id, quantity > ANY (SELECT NULLIF(quantity, 1) FROM {o} WHERE quantity < 3) AS gt_any, "
+                  "quantity < ALL (SELECT NULLIF(quantity, 5) FROM {o} WHERE quantity > 3) AS lt_all, "
+                  "amount >= ALL (SELECT i.amount FROM {o} i WHERE i.customer_id = {o}.customer_id) AS top, "
+                  "quantity >= ALL (SELECT quantity FROM {o} WHERE status = 'none') AS vacuous "
+                  "FROM {o} ORDER BY order_id LIMIT 40",
+    "quantified_filters": "SELECT status, count(*) AS n FROM {o} WHERE quantity = ANY (SELECT quantity FROM {o} WHERE quantity > 3) "
+                          "OR quantity <> ALL (SELECT quantity FROM {o} WHERE quantity > 1) "
+                          "AND amount > ALL (SELECT amount FROM {o} WHERE status = 'cancelled' AND quantity = 1) "
+                          "GROUP BY status ORDER BY status",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }

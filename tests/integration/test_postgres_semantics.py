@@ -63,6 +63,12 @@ QUERIES = {
                  "ts - TIMESTAMPTZ '2024-01-15 00:00:00+00' > INTERVAL '12 hours' AS later FROM {t} ORDER BY id",
     "duration-filter": "SELECT id FROM {t} WHERE ts - TIMESTAMPTZ '2024-01-15 00:00:00+00' "
                        "BETWEEN INTERVAL '1 hour' AND INTERVAL '1 day 1 hour' OR ts - ts > INTERVAL '1 month' ORDER BY id",
+    "quantified": "SELECT id, a > ALL (SELECT b FROM {t} WHERE b > 2) AS gt_all, a < ANY (SELECT n FROM {t}) AS lt_any, "
+                  "a >= ALL (SELECT n FROM {t} WHERE n > 100) AS vacuous, n <= ANY (SELECT a FROM {t}) AS null_left, "
+                  "a <> ANY (SELECT n FROM {t}) AS ne_any, b = ALL (SELECT 2) AS eq_all "
+                  "FROM {t} ORDER BY id",
+    "quantified-filter": "SELECT id FROM {t} WHERE a = ANY (SELECT n FROM {t}) OR a <> ALL (SELECT n FROM {t} WHERE n IS NOT NULL) "
+                         "AND b < ALL (SELECT a FROM {t} WHERE a > 0) ORDER BY id",
     "width-bucket": "SELECT id, width_bucket(a, 0, 10, 5) AS w, width_bucket(price, 10, 0, 4) AS r, "
                     "width_bucket(f, 0.0, 3.0, 3) AS f FROM {t} ORDER BY id",
 }
