@@ -229,6 +229,10 @@ def _clean(e: Exception) -> str:
     if "Recursive CTEs are not enabled" in text:
         return ("WITH RECURSIVE runs only where the whole query runs in a DuckDB accelerator (its datasets "
                 "accelerated with engine: duckdb); the federated engine cannot stop a recursion that never ends")
+    if "Physical plan does not support logical expression" in text and ("Exists" in text or "InSubquery" in text):
+        return ("EXISTS (SELECT ...) and IN (SELECT ...) run on the federated engine only in a WHERE clause (its "
+                "datasets accelerated with engine: duckdb run them anywhere); in a select list, count the rows "
+                "instead: (SELECT count(*) FROM ...) > 0")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(e).__name__

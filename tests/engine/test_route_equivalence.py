@@ -390,3 +390,13 @@ def test_decimal_sums_have_one_type_on_every_route(runtime):
     for route in ROUTES:
         table = run(runtime, sql, route)
         assert [table.schema.field(c).type for c in ("running", "per_status", "total")] == [pa.decimal128(38, 2)] * 3, route
+
+
+def test_a_subquery_test_in_a_select_list_on_the_federated_route_says_what_to_write(runtime):
+    from engine.errors import SqlError
+
+    for sql in ("SELECT EXISTS (SELECT 1 FROM {o} WHERE amount > 900) AS e FROM {c} LIMIT 1",
+                "SELECT customer_id IN (SELECT customer_id FROM {o}) AS has_orders FROM {c} LIMIT 1"):
+        assert run(runtime, sql, "duckdb").num_rows == 1
+        with pytest.raises(SqlError, match=r"only in a WHERE clause.*\(SELECT count\(\*\) FROM \.\.\.\) > 0"):
+            run(runtime, sql, "arrow")
