@@ -775,6 +775,8 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
         if _regex_substring(node):  # PostgreSQL's substring(text FROM pattern): the match, or its first group
             return lambda n: exp.Anonymous(this="array_element", expressions=[
                 exp.Anonymous(this="regexp_match", expressions=[n.this, n.args["start"]]), exp.Literal.number(1)])
+        if isinstance(node, exp.Collate) and node.expression.name.upper() in _BYTE_ORDER:
+            return lambda n: n.this  # DataFusion compares strings byte by byte already; it reads no COLLATE
         if isinstance(node, exp.Median) and isinstance(node.parent, exp.Window):
             # PostgreSQL's spelling (percentile_cont ... WITHIN GROUP) is no window function there
             return lambda n: exp.Anonymous(this="median", expressions=[n.this])
@@ -1114,6 +1116,7 @@ def _compared_span(node: exp.Expression) -> exp.Expression:
                    expression=exp.Literal.number(1_000_000))
 
 
+_BYTE_ORDER = {"C", "POSIX", "UCS_BASIC"}  # collations that order strings by their bytes
 _ARROW_TYPES = {exp.DataType.Type.TINYINT: "Int8", exp.DataType.Type.SMALLINT: "Int16", exp.DataType.Type.INT: "Int32",
                 exp.DataType.Type.BIGINT: "Int64", exp.DataType.Type.FLOAT: "Float32", exp.DataType.Type.DOUBLE: "Float64",
                 exp.DataType.Type.BOOLEAN: "Boolean", exp.DataType.Type.VARCHAR: "Utf8", exp.DataType.Type.TEXT: "Utf8",
