@@ -179,7 +179,7 @@ QUERIES = {
                           "OR quantity <> ALL (SELECT quantity FROM {o} WHERE quantity > 1) "
                           "AND amount > ALL (SELECT amount FROM {o} WHERE status = 'cancelled' AND quantity = 1) "
                           "GROUP BY status ORDER BY status",
-    "byte_order_collation": "SELECT name FROM {c} WHERE name COLLATE \"C\" > 'W' ORDER BY name COLLATE \"C\", customer_id LIMIT 20",
+    "byte_order_collation": "SELECT name FROM {c} WHERE name COLLATE \"C\" > 'T' ORDER BY name COLLATE \"C\", customer_id LIMIT 20",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }
