@@ -546,7 +546,7 @@ def _time_literals(tree: exp.Expression) -> dict[str, bool]:
     """Timestamps written as PostgreSQL reads them, in the one form both engines read: DataFusion
     reads no time without seconds (`'2024-06-01 10:00'`), DuckDB no `+02` or ` UTC` zone. A text
     cast to a timestamp, or compared with one, is rewritten as `YYYY-MM-DD HH:MM:SS[.ffffff]`,
-    in UTC for a timestamp with time zone; a zone given for a TIMESTAMP is ignored, as
+    in UTC and saying so (`+00:00`) for a timestamp with time zone; a zone given for a TIMESTAMP is ignored, as
     PostgreSQL ignores it. Texts Python's ISO 8601 reader cannot read are left to the engine
     (returned, with whether their timestamp has a zone)."""
     unread: dict[str, bool] = {}
@@ -577,9 +577,9 @@ def timestamp_text(text: str, zoned: bool) -> str | None:
         value = dt.datetime.fromisoformat(cleaned)
     except ValueError:
         return None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None) if zoned else value.replace(tzinfo=None)
-    return value.isoformat(sep=" ")
+    if zoned:  # in UTC, saying so (a naive text would be read in the session's zone: UTC too)
+        return (value.astimezone(dt.timezone.utc) if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat(sep=" ")
+    return value.replace(tzinfo=None).isoformat(sep=" ")
 
 
 def _pg_name(node: exp.Expression) -> str:
@@ -682,7 +682,7 @@ def _wrap(node: exp.Expression, outer: exp.Expression) -> None:
 def _function_results(tree: exp.Expression) -> None:
     """Functions whose DataFusion result differs from DuckDB's, rewritten to DuckDB's."""
     for node in list(tree.find_all(exp.Length, exp.StrPosition, exp.Sign, exp.Log, exp.Ceil, exp.Floor,
-                                   exp.Trunc, exp.TimeToStr, exp.Add, exp.Sub, exp.Anonymous)):
+                                   exp.Trunc, exp.TimeToStr, exp.Add, exp.Sub, exp.Anonymous, exp.Cast)):
         if isinstance(node, (exp.Length, exp.StrPosition)) or isinstance(node, exp.Anonymous) \
                 and node.name.lower() in ("octet_length", "cardinality"):  # DataFusion: Int32, UInt64
             _wrap(node, exp.Cast(to=_BIGINT.copy()))
@@ -696,8 +696,13 @@ def _function_results(tree: exp.Expression) -> None:
                 and not node.args.get("decimals") and not node.this.find(exp.Div):
             # DataFusion keeps the argument's scale (a quotient of decimals is a DOUBLE, as on DuckDB)
             _wrap(node, exp.Cast(to=exp.DataType.build("DECIMAL(38, 0)")))
+        elif isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIMESTAMPTZ:
+            # DataFusion's TIMESTAMPTZ is a timestamp with no zone (here: after the scans took their filters)
+            node.replace(exp.Anonymous(this="arrow_cast", expressions=[node.this, _UTC_MICROS.copy()]))
         elif isinstance(node, exp.TimeToStr):  # the format is held as strftime's, which DataFusion's to_char takes
-            node.replace(exp.Anonymous(this="to_char", expressions=[node.this, node.args["format"]]))
+            # (as date_format, its other name there: a TO_CHAR in the plan's text would read back as
+            # PostgreSQL's to_char, whose format is another language)
+            node.replace(exp.Anonymous(this="date_format", expressions=[node.this, node.args["format"]]))
         elif isinstance(node, (exp.Add, exp.Sub)) and isinstance(node.expression, exp.Interval) \
                 and node.this.type is not None and node.this.type.this == exp.DataType.Type.DATE:
             node.set("this", exp.Cast(this=node.this, to=exp.DataType.build("TIMESTAMP")))  # date + interval
@@ -769,9 +774,6 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
         if (_is_duration(node) or isinstance(node, (exp.Max, exp.Min)) and _is_duration(node.this)) \
                 and isinstance(node.parent, exp.Alias) and isinstance(node.parent.parent, exp.Select):
             return _as_interval  # an output column: PostgreSQL's (and DuckDB's) INTERVAL, not a duration
-        if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIMESTAMPTZ:
-            # DataFusion's TIMESTAMPTZ is a timestamp with no zone
-            return lambda n: exp.Anonymous(this="arrow_cast", expressions=[n.this, _UTC_MICROS.copy()])
         if _regex_substring(node):  # PostgreSQL's substring(text FROM pattern): the match, or its first group
             return lambda n: exp.Anonymous(this="array_element", expressions=[
                 exp.Anonymous(this="regexp_match", expressions=[n.this, n.args["start"]]), exp.Literal.number(1)])
@@ -941,10 +943,10 @@ _CLOCK_TEXT = {exp.DataType.Type.TIMESTAMP: ("%Y-%m-%d %H:%M:%S%.6f", ""),
 
 def _clock_text(value: exp.Expression, kind: exp.DataType.Type) -> exp.Expression:
     """`CAST(value AS TEXT)` for a timestamp or time as DuckDB writes it (`2024-01-06 10:52:00+00`),
-    where DataFusion writes ISO 8601 (`2024-01-06T10:52:00Z`)."""
+    where DataFusion writes ISO 8601 (`2024-01-06T10:52:00Z`): DataFusion's to_char (date_format)."""
     form, zone = _CLOCK_TEXT[kind]
     text = exp.Anonymous(this="regexp_replace", expressions=[
-        exp.Anonymous(this="to_char", expressions=[value, exp.Literal.string(form)]),
+        exp.Anonymous(this="date_format", expressions=[value, exp.Literal.string(form)]),
         exp.Literal.string(r"\.?0+$"), exp.Literal.string("")])
     return exp.DPipe(this=text, expression=exp.Literal.string(zone)) if zone else text
 

@@ -39,6 +39,7 @@ If the source rejects the statement, the plan runs federated as before.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Iterator, Mapping
 
 import pyarrow as pa
@@ -118,7 +119,7 @@ def _render(plan: Plan, conns: list) -> str | None:
     dialect = dialect_of(conns[0])
     if dialect == "postgres":
         typed = _typed(tree, plan)
-        if typed is None or _different_meaning(typed):  # cannot tell, or it could: do not push down
+        if typed is None or _different_meaning(typed) or not _postgres_forms(typed):  # it could: stay here
             return None
         tree = _exact_averages(typed)
     if dialect == "datafusion" and not _datafusion_same_meaning(tree):
@@ -236,6 +237,39 @@ def _different_meaning(typed: exp.Expression) -> bool:
         if isinstance(node, exp.DPipe) and any(is_float(x) for x in (node.this, node.expression)):
             return True
     return False
+
+
+# The Arrow types the planner casts to with DataFusion's arrow_cast, as PostgreSQL's types
+_POSTGRES_TYPES = {'Timestamp(Microsecond, Some("UTC"))': "TIMESTAMPTZ", "Timestamp(Microsecond, None)": "TIMESTAMP",
+                   "Int8": "SMALLINT", "Int16": "SMALLINT", "Int32": "INT", "Int64": "BIGINT", "Float32": "REAL",
+                   "Float64": "DOUBLE PRECISION", "Boolean": "BOOLEAN", "Utf8": "TEXT", "Date32": "DATE"}
+_DECIMAL = re.compile(r"Decimal128\((\d+), (\d+)\)")
+
+
+def _postgres_forms(typed: exp.Expression) -> bool:
+    """Write the DataFusion-only calls the planner made in PostgreSQL's words, in place:
+    `arrow_cast` as CAST, `to_local_time(x AT TIME ZONE z)` as `x AT TIME ZONE z` (already the
+    wall-clock time there), `date_format` (DataFusion's to_char, with strftime's format) as
+    PostgreSQL's to_char, `array_element(a, i)` as `(a)[i]`. False when one has no PostgreSQL form of the same
+    meaning (`date_format` with DataFusion's fractions, durations, `signum`, `arrow_typeof`): PostgreSQL
+    would fail on it, or worse, read `%Y` as text (to_char gave '2024-01-%2 23:30')."""
+    for node in reversed(list(typed.find_all(exp.Anonymous))):  # innermost first
+        name, args = node.name.lower(), node.expressions
+        if name == "arrow_cast" and len(args) == 2 and args[1].is_string:
+            decimal = _DECIMAL.fullmatch(args[1].this)
+            to = f"DECIMAL({decimal[1]}, {decimal[2]})" if decimal else _POSTGRES_TYPES.get(args[1].this)
+            if to is None:
+                return False
+            node.replace(exp.Cast(this=args[0], to=exp.DataType.build(to, dialect="postgres")))
+        elif name == "to_local_time" and len(args) == 1 and isinstance(args[0], exp.AtTimeZone):
+            node.replace(args[0])
+        elif name == "date_format" and len(args) == 2 and args[1].is_string and "%." not in args[1].this:
+            node.replace(exp.TimeToStr(this=args[0], format=args[1]))  # strftime's format, written as to_char's
+        elif name == "array_element" and len(args) == 2:  # (array)[i], counted from 1 in both
+            node.replace(exp.Bracket(this=exp.Paren(this=args[0]), expressions=[args[1]], offset=1))
+        elif name in ("date_format", "signum", "arrow_typeof", "to_local_time"):
+            return False
+    return True
 
 
 def _exact_averages(typed: exp.Expression) -> exp.Expression:
