@@ -484,7 +484,8 @@ def _standard_forms(tree: exp.Expression) -> None:
     ONLY` as LIMIT n (DataFusion has no FETCH), `x BETWEEN SYMMETRIC a AND b` as PostgreSQL
     defines it, `(x BETWEEN a AND b OR x BETWEEN b AND a)` (nor SYMMETRIC), `x LIKE ANY
     (ARRAY['a%', 'b%'])` (or ALL, or ILIKE) over a list written out as the ORs (ANDs) of each
-    LIKE, and width_bucket (neither has it) as the CASE it is."""
+    LIKE, width_bucket (neither has it) as the CASE it is, and `x SIMILAR TO 'pattern'` as the
+    anchored regular expression it means."""
     for between in list(tree.find_all(exp.Between)):
         if between.args.get("symmetric"):
             low, high = between.args["low"], between.args["high"]
@@ -495,6 +496,10 @@ def _standard_forms(tree: exp.Expression) -> None:
         options = fetch.args.get("limit_options")
         if options is None or not (options.args.get("with_ties") or options.args.get("percent")):
             fetch.replace(exp.Limit(expression=fetch.args.get("count") or exp.Literal.number(1)))
+    for similar in list(tree.find_all(exp.SimilarTo)):
+        if isinstance(similar.expression, exp.Literal) and similar.expression.is_string and not similar.args.get("escape"):
+            similar.replace(exp.RegexpLike(this=similar.this, expression=exp.Literal.string(
+                "^(?:" + _similar_regex(similar.expression.this) + ")$")))
     for bucket in list(tree.find_all(exp.WidthBucket)):
         if bucket.args.get("threshold") is None:
             bucket.replace(_width_bucket(*(bucket.args[k] for k in ("this", "min_value", "max_value", "num_buckets"))))
@@ -505,6 +510,26 @@ def _standard_forms(tree: exp.Expression) -> None:
             each = [like.__class__(this=like.this.copy(), expression=pattern, negate=like.args.get("negate"))
                     for pattern in listed.expressions]  # NOT LIKE ALL: every one NOT LIKE
             like.replace(exp.Paren(this=(exp.or_ if isinstance(quantified, exp.Any) else exp.and_)(*each)))
+
+
+def _similar_regex(pattern: str) -> str:
+    """A SIMILAR TO pattern as the regular expression it is: `%` any text, `_` any one
+    character, a backslash escapes; `|`, `*`, `+`, `?`, `{}`, `()` and `[]` as in regular
+    expressions; anything else literal (both engines read SIMILAR TO as a plain regular
+    expression: 'apple' SIMILAR TO 'a%' was false)."""
+    out, chars = [], iter(pattern)
+    for ch in chars:
+        if ch == "\\":
+            out.append(re.escape(next(chars, "\\")))
+        elif ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        elif ch in "|*+?{}()[]":
+            out.append(ch)
+        else:
+            out.append(re.escape(ch))
+    return "".join(out)
 
 
 _WIDTH_BUCKET = sqlglot.parse_one(
@@ -777,6 +802,13 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
         if _regex_substring(node):  # PostgreSQL's substring(text FROM pattern): the match, or its first group
             return lambda n: exp.Anonymous(this="array_element", expressions=[
                 exp.Anonymous(this="regexp_match", expressions=[n.this, n.args["start"]]), exp.Literal.number(1)])
+        if isinstance(node, exp.Hex):  # PostgreSQL's to_hex (DataFusion has it under that name)
+            return lambda n: exp.Anonymous(this="to_hex", expressions=[n.this])
+        if isinstance(node, exp.IntDiv):  # PostgreSQL's div(): the quotient truncated towards zero
+            whole = _is_integer(node.this) and _is_integer(node.expression)
+            return lambda n: exp.Div(this=n.this, expression=n.expression, typed=True) if whole else \
+                exp.Anonymous(this="trunc", expressions=[exp.Div(this=exp.Cast(this=n.this, to=_DOUBLE.copy()),
+                                                                 expression=exp.Cast(this=n.expression, to=_DOUBLE.copy()))])
         if isinstance(node, exp.Collate) and node.expression.name.upper() in _BYTE_ORDER:
             return lambda n: n.this  # DataFusion compares strings byte by byte already; it reads no COLLATE
         if isinstance(node, exp.Median) and isinstance(node.parent, exp.Window):
@@ -1040,6 +1072,11 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             return lambda n: exp.Anonymous(this="printf", expressions=[n.this, *(
                 exp.Coalesce(this=exp.Cast(this=arg, to=exp.DataType.build("VARCHAR")), expressions=[exp.Literal.string("")])
                 for arg in n.expressions)])
+        if isinstance(node, exp.Substring) and not _regex_substring(node) and node.args.get("start") is not None \
+                and not (isinstance(node.args["start"], exp.Literal) and node.args["start"].to_py() >= 1):
+            return _substring_from_start  # DuckDB counts a start below 1 from the end
+        if isinstance(node, exp.Hex):  # PostgreSQL's to_hex writes lower case (DuckDB's hex: upper)
+            return lambda n: exp.Lower(this=n)
         if isinstance(node, exp.Grouping):  # PostgreSQL's is an INTEGER (DuckDB: BIGINT)
             return lambda n: exp.Cast(this=n, to=exp.DataType.build("INT"))
         if _regex_substring(node):  # PostgreSQL's substring(text FROM pattern): the match, or its first group; NULL for none
@@ -1184,6 +1221,21 @@ def _zoned_instant(wall: exp.Expression, zone: exp.Expression) -> exp.Expression
         this=exp.Sub(this=wall_clock(wall.copy()), expression=wall.copy()))))
     offset = exp.Paren(this=exp.Sub(this=wall_clock(guess), expression=guess.copy()))
     return exp.Anonymous(this="arrow_cast", expressions=[exp.Sub(this=wall.copy(), expression=offset), _UTC_MICROS.copy()])
+
+
+def _substring_from_start(node: exp.Expression) -> exp.Expression:
+    """PostgreSQL's substr(s, start[, length]) on DuckDB for a start that may be below 1: the
+    characters from position `start` on, of which those before the first do not exist (DuckDB
+    counts a negative start from the end: substr('apple', -1, 3) was 'e', not 'a')."""
+    text, start, length = node.this, node.args["start"], node.args.get("length")
+    one = exp.Literal.number(1)
+    if length is None:
+        return exp.Substring(this=text, start=exp.Greatest(this=start, expressions=[one]))
+    kept = exp.Greatest(this=exp.Sub(this=exp.Add(this=start.copy(), expression=length.copy()), expression=one.copy()),
+                        expressions=[exp.Literal.number(0)])
+    return exp.Case(ifs=[exp.If(this=exp.LT(this=start.copy(), expression=one.copy()),
+                                true=exp.Substring(this=text.copy(), start=one.copy(), length=kept))],
+                    default=exp.Substring(this=text, start=start, length=length))
 
 
 def _regex_substring(node: exp.Expression) -> bool:

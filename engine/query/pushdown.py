@@ -145,7 +145,7 @@ def _render(plan: Plan, conns: list) -> str | None:
         table.set("this", exp.to_identifier(mark, quoted=True))
         table.set("db", None)
         table.set("catalog", None)
-    text = tree.sql({"postgres": "postgres", "spark": "spark"}.get(dialect, PUBLIC_DIALECT))
+    text = tree.sql("spark" if dialect == "spark" else PUBLIC_DIALECT)  # (PostgreSQL's, with all of to_char's patterns)
     quote = "`" if dialect == "spark" else '"'
     for mark, relation in placeholders.items():
         alias = f" AS {quote}q{quote}"

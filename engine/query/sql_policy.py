@@ -21,6 +21,13 @@ class Satchel(Postgres):
     full-text predicate pushed to search sources) is a plain function call, not MySQL's
     MATCH ... AGAINST as sqlglot reads MATCH otherwise. Registered with sqlglot as "satchel"."""
 
+    # to_char patterns sqlglot's PostgreSQL dialect does not know, and so read as text: 'Mon DD'
+    # gave 'Mon 15' (the month number then "n"), 'Day' gave '1ay', 'HH12:MI AM' wrote AM all
+    # day. Names are English and not blank-padded (PostgreSQL pads 'Day' and 'Month' to 9;
+    # its FM forms are exact).
+    TIME_MAPPING = {**Postgres.TIME_MAPPING, "Mon": "%b", "Month": "%B", "FMMonth": "%B", "Dy": "%a", "Day": "%A",
+                    "FMDay": "%A", "AM": "%p", "PM": "%p", "HH": "%I", "FMHH": "%-I"}
+
     class Parser(Postgres.Parser):
         FUNCTION_PARSERS = {k: v for k, v in Postgres.Parser.FUNCTION_PARSERS.items() if k != "MATCH"}
         # vector_search(table, 'text', ...) is Satchel's (Spice's) search table function, not BigQuery's
