@@ -496,6 +496,11 @@ def _standard_forms(tree: exp.Expression) -> None:
         options = fetch.args.get("limit_options")
         if options is None or not (options.args.get("with_ties") or options.args.get("percent")):
             fetch.replace(exp.Limit(expression=fetch.args.get("count") or exp.Literal.number(1)))
+    for to_char in list(tree.find_all(exp.TimeToStr)):
+        written = to_char.args.get("format")
+        if isinstance(written, exp.Literal) and written.is_string and '"' in written.this:
+            # to_char's "quoted text" is written as it is, without its quotes
+            to_char.set("format", exp.Literal.string(re.sub(r'"([^"]*)"', r"\1", written.this)))
     for similar in list(tree.find_all(exp.SimilarTo)):
         if isinstance(similar.expression, exp.Literal) and similar.expression.is_string and not similar.args.get("escape"):
             similar.replace(exp.RegexpLike(this=similar.this, expression=exp.Literal.string(
@@ -989,8 +994,9 @@ def _rounded_for_int_cast(value: exp.Expression) -> exp.Expression:
     literal = value
     while isinstance(literal, (exp.Paren, exp.Neg)):
         literal = literal.this
-    if isinstance(literal, exp.Literal) and not literal.is_string and not literal.this.isdigit() or _is_decimal(value):
-        return exp.Round(this=value)  # a literal like 2.5 is numeric in PostgreSQL
+    if isinstance(literal, exp.Literal) and not literal.is_string and not literal.this.isdigit() or _is_decimal(value) \
+            or isinstance(literal, exp.Extract) and literal.this.name.upper() not in _INTEGER_PARTS:
+        return exp.Round(this=value)  # a literal like 2.5, and EXTRACT(EPOCH ...), are numeric in PostgreSQL
     if value.type is not None and value.type.this in _FLOAT_TYPES:
         half = exp.In(this=exp.Sub(this=value.copy(), expression=exp.Anonymous(this="trunc", expressions=[value.copy()])),
                       expressions=[exp.Literal.number(0.5), exp.Literal.number(-0.5)])

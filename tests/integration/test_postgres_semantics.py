@@ -284,6 +284,30 @@ EXPRESSIONS = [
  "array_length(string_to_array(s, 'a'), 1)", "cardinality(ARRAY[a, b])", "a::text || '-' || b::text", "to_hex(a + 20)",
  "width_bucket(f, 0, 10, 4)", "power(a, 2)", "sqrt(abs(a))", "exp(0)", "ln(abs(a) + 1)", "log(100)", "mod(a, b)", "div(a, b)",
  "gcd(a, b)", "a & 3", "factorial(3)", "pi()", "cbrt(27)", "degrees(1)", "trunc(f)", "floor(-f)",
+    # times, numbers and texts as agents combine them
+    "ts + INTERVAL '1 month'", "ts - INTERVAL '1 day 2 hours'", "date_trunc('day', ts) + INTERVAL '36 hours'",
+    "ts::date + 1", "ts::date - DATE '2024-01-01'", "ts::date + INTERVAL '1 day'", "(ts + INTERVAL '1 year')::date",
+    "date_part('year', ts)", "extract(month FROM ts)", "extract(isoyear FROM ts)",
+    "to_char(ts, 'YYYY-MM-DD\"T\"HH24:MI:SS')", "to_char(ts, 'YY-Mon')", "to_char(ts, 'IYYY-IW')", "to_char(ts, 'DDD')",
+    "ts AT TIME ZONE 'UTC'", "ts::timestamp", "ts::timestamp::date", "date_trunc('hour', ts)",
+    "ts > '2024-01-15'", "ts::date = '2024-01-15'", "ts BETWEEN '2024-01-15' AND '2024-01-16'",
+    "EXTRACT(EPOCH FROM ts)::bigint", "to_timestamp(1700000000 + a)", "ts - ts", "ts::text", "ts::date::text",
+    "(price * 1.1)::numeric(10,2)", "price::text", "f::text", "a::text", "(a > b)::text", "price::float8",
+    "price::int", "(-price)::int", "round(price / 7, 3)", "price % 1", "price * -1", "trunc(price)", "ceil(price)",
+    "coalesce(price, 0)", "coalesce(n, a)", "CASE WHEN n IS NULL THEN 'none' ELSE n::text END",
+    "s || ' ' || coalesce(n::text, '?')", "concat_ws('-', s, n, a)", "format('%s/%s', s, n)", "length(s || 'x')",
+    "lower(s) = 'apple'", "s IN ('apple', 'Banana')", "s NOT IN ('apple', NULL)", "a IN (7, -7, NULL)",
+    "nullif(s, '')", "greatest(f, 0.0)", "least(price, 5)", "abs(f - 1)", "round(f::numeric, 1)", "f = 0", "f < 0",
+    "'NaN'::float8 > f", "sqrt(f)", "power(f, 2)", "mod(a, 3)", "a / b", "a::numeric / b", "(a + 0.0) / b"
+]
+AGGREGATES = [
+    "string_agg(s, ',' ORDER BY s)", "array_agg(a ORDER BY a)", "avg(a)", "avg(price)", "sum(f)", "stddev(a)",
+    "bool_and(a > 0)", "count(DISTINCT s)", "min(s)", "max(ts)", "percentile_cont(0.5) WITHIN GROUP (ORDER BY f)",
+    "corr(a, b)", "regr_slope(a, b)", "bit_and(a)", "bit_or(b)", "every(a > -10)",
+    "sum(price * a)", "avg(f)", "count(n)", "count(*) FILTER (WHERE n IS NULL)", "max(price) - min(price)",
+    "sum(a) / count(a)", "avg(a)::numeric(10,3)", "round(avg(price), 2)", "stddev_samp(price)", "covar_pop(a, b)",
+    "string_agg(DISTINCT s, '|' ORDER BY s)", "min(ts)::date", "max(a) FILTER (WHERE b > 2)", "sum(DISTINCT b)",
+    "avg(DISTINCT b)", "count(DISTINCT (a, b))", "array_agg(DISTINCT b ORDER BY b)", "bool_or(s LIKE 'a%')"
 ]
 
 
@@ -304,5 +328,13 @@ def _comparable(value: object) -> object:
 def test_functions_answer_as_postgres_itself(runtime: Runtime, postgres_server: PgServer, expression: str) -> None:
     sql = f"SELECT id, {expression} AS v FROM {{t}} ORDER BY id"
     want = [_comparable(row[1]) for row in postgres_server.fetch(sql.format(t="public.sem"))]
+    for table in ("sem", "sem_arrow"):
+        assert [_comparable(r["v"]) for r in run(runtime, sql.format(t=table)).to_pylist()] == want, table
+
+
+@pytest.mark.parametrize("aggregate", AGGREGATES)
+def test_aggregates_answer_as_postgres_itself(runtime: Runtime, postgres_server: PgServer, aggregate: str) -> None:
+    sql = f"SELECT {aggregate} AS v FROM {{t}}"
+    want = [_comparable(row[0]) for row in postgres_server.fetch(sql.format(t="public.sem"))]
     for table in ("sem", "sem_arrow"):
         assert [_comparable(r["v"]) for r in run(runtime, sql.format(t=table)).to_pylist()] == want, table
