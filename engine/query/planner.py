@@ -37,6 +37,7 @@ from ..errors import SqlError, UnknownDataset
 from ..search.functions import SEARCH_PREFIX
 from .ai_functions import AiCall
 from .information_schema import CATALOG, SCHEMA_NAME
+from .patterns import SIMILAR_OPERATORS, pattern_regex
 from .policy import Policy, unknown
 from .sql_policy import BOUND, PUBLIC_DIALECT
 
@@ -485,7 +486,8 @@ def _standard_forms(tree: exp.Expression) -> None:
     defines it, `(x BETWEEN a AND b OR x BETWEEN b AND a)` (nor SYMMETRIC), `x LIKE ANY
     (ARRAY['a%', 'b%'])` (or ALL, or ILIKE) over a list written out as the ORs (ANDs) of each
     LIKE, width_bucket (neither has it) as the CASE it is, and `x SIMILAR TO 'pattern'` as the
-    anchored regular expression it means."""
+    anchored regular expression it means (both engines read SIMILAR TO as a plain regular
+    expression: 'apple' SIMILAR TO 'a%' was false)."""
     for between in list(tree.find_all(exp.Between)):
         if between.args.get("symmetric"):
             low, high = between.args["low"], between.args["high"]
@@ -504,7 +506,7 @@ def _standard_forms(tree: exp.Expression) -> None:
     for similar in list(tree.find_all(exp.SimilarTo)):
         if isinstance(similar.expression, exp.Literal) and similar.expression.is_string and not similar.args.get("escape"):
             similar.replace(exp.RegexpLike(this=similar.this, expression=exp.Literal.string(
-                "^(?:" + _similar_regex(similar.expression.this) + ")$")))
+                "^(?:" + pattern_regex(similar.expression.this, SIMILAR_OPERATORS) + ")$")))
     for bucket in list(tree.find_all(exp.WidthBucket)):
         if bucket.args.get("threshold") is None:
             bucket.replace(_width_bucket(*(bucket.args[k] for k in ("this", "min_value", "max_value", "num_buckets"))))
@@ -515,26 +517,6 @@ def _standard_forms(tree: exp.Expression) -> None:
             each = [like.__class__(this=like.this.copy(), expression=pattern, negate=like.args.get("negate"))
                     for pattern in listed.expressions]  # NOT LIKE ALL: every one NOT LIKE
             like.replace(exp.Paren(this=(exp.or_ if isinstance(quantified, exp.Any) else exp.and_)(*each)))
-
-
-def _similar_regex(pattern: str) -> str:
-    """A SIMILAR TO pattern as the regular expression it is: `%` any text, `_` any one
-    character, a backslash escapes; `|`, `*`, `+`, `?`, `{}`, `()` and `[]` as in regular
-    expressions; anything else literal (both engines read SIMILAR TO as a plain regular
-    expression: 'apple' SIMILAR TO 'a%' was false)."""
-    out, chars = [], iter(pattern)
-    for ch in chars:
-        if ch == "\\":
-            out.append(re.escape(next(chars, "\\")))
-        elif ch == "%":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
-        elif ch in "|*+?{}()[]":
-            out.append(ch)
-        else:
-            out.append(re.escape(ch))
-    return "".join(out)
 
 
 _WIDTH_BUCKET = sqlglot.parse_one(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from engine.arrow_sql_types import catalog_type_name
+from engine.query.patterns import pattern_regex
 from . import flight_sql_pb2 as pb
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,18 +79,7 @@ FOREIGN_KEYS_SCHEMA = pa.schema(
 
 def like_to_regex(pattern: str) -> re.Pattern[str]:
     """Compile a SQL LIKE pattern (`%`, `_`, backslash escapes) to an anchored regex."""
-    out: list[str] = []
-    chars = iter(pattern)
-    for ch in chars:
-        if ch == "\\":
-            out.append(re.escape(next(chars, "\\")))
-        elif ch == "%":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
+    return re.compile(pattern_regex(pattern), re.DOTALL)
 
 
 def _matches(value: str, pattern: str | None) -> bool:
