@@ -161,7 +161,7 @@ def _public_type(t: pa.DataType) -> pa.DataType:
     integers (PostgreSQL has none; DataFusion's row_number() is UInt64), no view or large
     string layouts (DataFusion's CAST(.. AS VARCHAR) is Utf8View), microseconds at most, as in
     PostgreSQL (DataFusion's now() is in nanoseconds, which Python's datetime cannot hold),
-    nested types alike."""
+    nested types alike, a list's item named `item` (Arrow's default; DuckDB writes `l`)."""
     if pa.types.is_timestamp(t) and t.unit == "ns":
         return pa.timestamp("us", t.tz)
     if pa.types.is_time64(t) and t.unit == "ns":
@@ -175,7 +175,7 @@ def _public_type(t: pa.DataType) -> pa.DataType:
     if pa.types.is_binary_view(t) or pa.types.is_large_binary(t):
         return pa.binary()
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
-        return pa.list_(t.value_field.with_type(_public_type(t.value_type)))
+        return pa.list_(t.value_field.with_name("item").with_type(_public_type(t.value_type)))  # DuckDB names it "l"
     if pa.types.is_struct(t):
         return pa.struct([t.field(i).with_type(_public_type(t.field(i).type)) for i in range(t.num_fields)])
     return t
@@ -190,7 +190,9 @@ def _has_nanoseconds(t: pa.DataType) -> bool:
 def public_types(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     schema = reader.schema
     target = pa.schema([f.with_type(_public_type(f.type)) for f in schema], metadata=schema.metadata)
-    if target.equals(schema):
+    # (by their text: Arrow's type equality ignores a list item's name)
+    changed = [str(f.type) != str(t.type) for f, t in zip(schema, target)]
+    if not any(changed):
         return reader
 
     # Nanoseconds are cut to microseconds (an unsafe cast); every other cast stays checked.
@@ -199,8 +201,8 @@ def public_types(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:
             yield pa.RecordBatch.from_arrays(
-                [col if col.type == f.type else col.cast(f.type, safe=ok)
-                 for col, f, ok in zip(batch.columns, target, safe)], schema=target)
+                [col.cast(f.type, safe=ok) if change else col
+                 for col, f, ok, change in zip(batch.columns, target, safe, changed)], schema=target)
 
     return pa.RecordBatchReader.from_batches(target, batches())
 

@@ -180,6 +180,9 @@ QUERIES = {
                           "AND amount > ALL (SELECT amount FROM {o} WHERE status = 'cancelled' AND quantity = 1) "
                           "GROUP BY status ORDER BY status",
     "byte_order_collation": "SELECT name FROM {c} WHERE name COLLATE \"C\" > 'T' ORDER BY name COLLATE \"C\", customer_id LIMIT 20",
+    "lists": "SELECT p.category, array_agg(DISTINCT p.name ORDER BY p.name) AS names, "
+             "array_agg(DISTINCT o.quantity ORDER BY o.quantity) AS quantities "
+             "FROM {p} p JOIN {o} o ON o.product_id = p.product_id GROUP BY p.category ORDER BY p.category",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }
