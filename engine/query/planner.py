@@ -821,6 +821,7 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
         return None
 
     _quantified_subqueries(tree)
+    _lateral_unnests(tree)
     for within in list(tree.find_all(exp.WithinGroup)):
         if isinstance(within.this, exp.PercentileDisc) and _is_literal(within.this.this) \
                 and len(within.expression.expressions) == 1 and not isinstance(within.parent, exp.Window):
@@ -833,6 +834,35 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             # a double stays a double, as on DuckDB (PostgreSQL's spelling casts it to numeric first)
             node.replace(exp.Anonymous(this="round", expressions=[node.this, node.args["decimals"]]))
     return tree
+
+
+def _lateral_unnests(tree: exp.Expression) -> None:
+    """`FROM t a CROSS JOIN LATERAL unnest(a.list) AS u(x)` (or `, unnest(a.list) AS u(x)`), how
+    PostgreSQL spreads a list into rows, for DataFusion, which has no unnest in FROM but has it
+    in a select list: `FROM (SELECT a.*, unnest(a.list) AS x FROM t a) a`, and `u.x` read as
+    `a.x`. (A list that is empty or NULL gives no row, as in PostgreSQL.)"""
+    for select in list(tree.find_all(exp.Select)):
+        for join in list(select.args.get("joins") or []):
+            spread = join.this.this if isinstance(join.this, exp.Lateral) else join.this
+            alias = join.this.args.get("alias") if isinstance(join.this, exp.Lateral) else spread.args.get("alias")
+            if not isinstance(spread, exp.Unnest) or alias is None or join.args.get("on") or join.args.get("using") \
+                    or spread.args.get("offset") or len(spread.expressions) != 1 or len(alias.columns) > 1:
+                continue
+            listed = spread.expressions[0]
+            sources = [select.args["from_"].this] + [j.this for j in select.args.get("joins") or []] \
+                if select.args.get("from_") else []
+            table = next((t for t in sources if isinstance(t, exp.Table) and isinstance(listed, exp.Column)
+                          and listed.table and t.alias_or_name == listed.table), None)
+            if table is None:
+                continue
+            name = alias.columns[0].name if alias.columns else alias.name
+            spread_rows = exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier(listed.table, quoted=True)),
+                                     exp.alias_(exp.Unnest(expressions=[listed.copy()]), name, quoted=True)).from_(table.copy())
+            table.replace(exp.Subquery(this=spread_rows, alias=exp.TableAlias(this=exp.to_identifier(listed.table, quoted=True))))
+            join.pop()
+            for column in select.find_all(exp.Column):
+                if column.table == alias.name and column.name == name:
+                    column.set("table", exp.to_identifier(listed.table, quoted=True))
 
 
 _ANY_BY = {exp.LT: exp.Max, exp.LTE: exp.Max, exp.GT: exp.Min, exp.GTE: exp.Min}  # x < ANY (S): x < max(S)

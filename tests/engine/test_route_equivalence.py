@@ -183,6 +183,10 @@ QUERIES = {
     "lists": "SELECT p.category, array_agg(DISTINCT p.name ORDER BY p.name) AS names, "
              "array_agg(DISTINCT o.quantity ORDER BY o.quantity) AS quantities "
              "FROM {p} p JOIN {o} o ON o.product_id = p.product_id GROUP BY p.category ORDER BY p.category",
+    "lateral_unnest": "SELECT t.tag, count(*) AS n, count(DISTINCT p.product_id) AS products FROM {p} p "
+                      "CROSS JOIN LATERAL unnest(p.tags) AS t(tag) GROUP BY t.tag ORDER BY n DESC, t.tag",
+    "comma_unnest": "SELECT p.name, tag FROM {p} p JOIN {o} o ON o.product_id = p.product_id, unnest(p.tags) AS t(tag) "
+                    "WHERE o.order_id < 100030 ORDER BY 1, 2",
     "median_window": "SELECT order_id, median(amount) OVER (PARTITION BY status) AS m, median(quantity) OVER () AS q "
                      "FROM {o} ORDER BY order_id LIMIT 5",
 }
