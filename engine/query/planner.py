@@ -748,12 +748,12 @@ def _for_datafusion(tree: exp.Expression) -> exp.Expression:
             return lambda n: exp.Cast(this=n, to=to)  # as on DuckDB
         if isinstance(node, exp.Anonymous) and node.name.lower() in _SAME_AS:
             node.set("this", _SAME_AS[node.name.lower()])
-        if isinstance(node, (exp.Add, exp.Sub, exp.Mul)) and _is_integer(node.this) and _is_integer(node.expression) \
-                and (to := _wider_integer(node.this, node.expression)).this != exp.DataType.Type.BIGINT:
+        if (to := _narrow_arithmetic(node)) is not None:
             # DataFusion wraps around (2147483647 + 1 gave -2147483648); PostgreSQL and DuckDB fail:
-            # computed as BIGINT, the cast back fails when the value does not fit
-            return lambda n: exp.Cast(this=n.__class__(this=exp.Cast(this=n.this, to=_BIGINT.copy()),
-                                                       expression=exp.Cast(this=n.expression, to=_BIGINT.copy())), to=to)
+            # computed as BIGINT, the cast back fails when the value does not fit. A chain (a + b + c)
+            # is cast back once, at its end (one cast per step nested 900 steps past Python's stack)
+            last = node.parent is None or _narrow_arithmetic(node.parent) is None
+            return lambda n: _in_bigint(n, to if last else None)
         if isinstance(node, exp.Format) and _plain_format(node) is not None:
             return _plain_format
         if isinstance(node, exp.UnixToTime) and not node.args.get("scale") and not node.args.get("zone"):
@@ -921,6 +921,28 @@ def _aggregated(query: exp.Select, fn: Callable[[exp.Expression], exp.Expression
     inner.set("expressions", [exp.alias_(column.copy(), "__quantified", quoted=True)])
     return exp.select(fn(exp.column("__quantified", quoted=True))).from_(
         exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("__quantified_rows"))))
+
+
+_IN_BIGINT = "satchel_in_bigint"  # meta: integer arithmetic already computed as BIGINT
+
+
+def _narrow_arithmetic(node: exp.Expression) -> exp.DataType | None:
+    """The type of `node` when it is integer `+`, `-` or `*` narrower than BIGINT, else None."""
+    if isinstance(node, (exp.Add, exp.Sub, exp.Mul)) and _is_integer(node.this) and _is_integer(node.expression):
+        to = _wider_integer(node.this, node.expression)
+        return to if to.this != exp.DataType.Type.BIGINT else None
+    return None
+
+
+def _in_bigint(node: exp.Expression, to: exp.DataType | None) -> exp.Expression:
+    """`node`'s arithmetic on BIGINT operands (those already computed so kept as they are), cast
+    back to `to` when it is given."""
+    def wide(operand: exp.Expression) -> exp.Expression:
+        return operand if operand.meta.get(_IN_BIGINT) else exp.Cast(this=operand, to=_BIGINT.copy())
+
+    made = node.__class__(this=wide(node.this), expression=wide(node.expression))
+    made.meta[_IN_BIGINT] = True
+    return exp.Cast(this=made, to=to) if to is not None else made
 
 
 def _percentile_disc(within: exp.WithinGroup) -> None:
