@@ -644,8 +644,36 @@ _INT_RANK = {exp.DataType.Type.TINYINT: 1, exp.DataType.Type.SMALLINT: 1, exp.Da
 
 def _wider_integer(left: exp.Expression, right: exp.Expression) -> exp.DataType:
     """PostgreSQL's result type of integer arithmetic: the wider operand (smallint, int, bigint)."""
-    rank = max(_INT_RANK.get(left.type.this, 3), _INT_RANK.get(right.type.this, 3))
+    rank = max(_int_rank(left), _int_rank(right))
     return exp.DataType.build({1: "SMALLINT", 2: "INT", 3: "BIGINT"}[rank])
+
+
+def _int_rank(node: exp.Expression) -> int:
+    """1 smallint, 2 int, 3 bigint; an integer literal past INT's range is a BIGINT, and so is
+    arithmetic with one (sqlglot types every integer literal, and their arithmetic, INT)."""
+    pending = [(node, False)]  # bottom-up, without recursion (a chain may be a thousand steps long)
+    while pending:
+        current, children_done = pending.pop()
+        if current.meta.get(_RANK) is not None:
+            continue
+        inner = current.unnest()
+        while isinstance(inner, exp.Neg):
+            inner = inner.this
+        if isinstance(inner, _INT_ARITHMETIC) and not children_done:
+            pending += [(current, True), (inner.this, False), (inner.expression, False)]
+            continue
+        if isinstance(inner, _INT_ARITHMETIC):
+            rank = max(inner.this.meta[_RANK], inner.expression.meta[_RANK])
+        elif isinstance(inner, exp.Literal) and not inner.is_string and inner.this.isdigit():
+            rank = 3 if int(inner.this) > 2**31 - 1 else 2
+        else:
+            rank = _INT_RANK.get(current.type.this, 3) if current.type is not None else 3
+        current.meta[_RANK] = rank
+    return node.meta[_RANK]
+
+
+_RANK = "satchel_int_rank"  # meta: _int_rank's answer for a node
+_INT_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
 
 
 _LITERAL_CONTEXTS = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.Alias, exp.Select, exp.If, exp.Case,
@@ -1086,10 +1114,11 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
             return lambda n: exp.Escape(this=n, expression=exp.Literal.string("\\"))
         if isinstance(node, exp.Div) and node.args.get("typed") and _is_integer(node.this) \
                 and _is_integer(node.expression):
-            # int / int truncates to the operands' type, as in PostgreSQL (DuckDB's `//` is BIGINT).
+            # int / int truncates to the operands' type, as in PostgreSQL: DuckDB's `//`, exact (its
+            # `/` of integers is a DOUBLE: 9223372036854775807 / 2 came back 4611686018427387904)
             to = _wider_integer(node.this, node.expression)
             node.set("expression", _nonzero(node.expression))
-            return lambda n: exp.Cast(this=n, to=to)
+            return lambda n: exp.Cast(this=exp.IntDiv(this=n.this, expression=n.expression), to=to)
         if isinstance(node, exp.Mod) and all(_is_integer(x) or _is_decimal(x) for x in (node.this, node.expression)):
             node.set("expression", _nonzero(node.expression))  # DuckDB gives NULL
         if isinstance(node, (exp.Add, exp.Sub, exp.Mul)):
