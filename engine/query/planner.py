@@ -507,6 +507,10 @@ def _standard_forms(tree: exp.Expression) -> None:
         if isinstance(similar.expression, exp.Literal) and similar.expression.is_string and not similar.args.get("escape"):
             similar.replace(exp.RegexpLike(this=similar.this, expression=exp.Literal.string(
                 "^(?:" + pattern_regex(similar.expression.this, SIMILAR_OPERATORS) + ")$")))
+    for size in list(tree.find_all(exp.ArraySize)):
+        if size.expression is not None and not isinstance(size.parent, exp.Nullif):
+            # PostgreSQL's array_length(a, 1) of an empty array is NULL (both engines: 0)
+            size.replace(exp.Nullif(this=size.copy(), expression=exp.Literal.number(0)))
     for bucket in list(tree.find_all(exp.WidthBucket)):
         if bucket.args.get("threshold") is None:
             bucket.replace(_width_bucket(*(bucket.args[k] for k in ("this", "min_value", "max_value", "num_buckets"))))
@@ -1176,7 +1180,7 @@ def _for_duckdb(tree: exp.Expression) -> exp.Expression:
     for node in list(tree.find_all(exp.Anonymous)):  # first: the sums of their BIGINTs are BIGINT (below)
         sized = node.expressions[0].type.this if len(node.expressions) == 1 and node.expressions[0].type else None
         name = node.name.lower()  # DuckDB's octet_length and cardinality take only BLOBs and MAPs
-        if name == "octet_length" and sized in _TEXT_TYPES or name == "cardinality" and sized == exp.DataType.Type.ARRAY:
+        if name == "octet_length" and sized in _TEXT_TYPES or name == "cardinality" and sized != exp.DataType.Type.MAP:
             size = exp.Anonymous(this="strlen" if name == "octet_length" else "len", expressions=node.expressions)
             size.type = _BIGINT.copy()
             node.replace(size)

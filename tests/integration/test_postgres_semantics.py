@@ -283,7 +283,8 @@ EXPRESSIONS = [
  "chr(65)", "ascii(s)", "starts_with(s, 'a')", "regexp_replace(s, 'a', 'X', 'g')", "regexp_replace(s, 'a', 'X')",
  "array_length(string_to_array(s, 'a'), 1)", "cardinality(ARRAY[a, b])", "a::text || '-' || b::text", "to_hex(a + 20)",
  "width_bucket(f, 0, 10, 4)", "power(a, 2)", "sqrt(abs(a))", "exp(0)", "ln(abs(a) + 1)", "log(100)", "mod(a, b)", "div(a, b)",
- "9223372036854775807 / (b + 10)", "(a::bigint * 1000000000000) / 7", "2147483648 * 2 + a", "gcd(a, b)", "a & 3", "factorial(3)", "pi()", "cbrt(27)", "degrees(1)", "trunc(f)", "floor(-f)",
+ "array_length(ARRAY[a, n], 1)", "array_length(array_remove(ARRAY[a], a), 1)",
+ "cardinality(array_remove(ARRAY[a, b], a))", "9223372036854775807 / (b + 10)", "(a::bigint * 1000000000000) / 7", "2147483648 * 2 + a", "gcd(a, b)", "a & 3", "factorial(3)", "pi()", "cbrt(27)", "degrees(1)", "trunc(f)", "floor(-f)",
     # times, numbers and texts as agents combine them
     "ts + INTERVAL '1 month'", "ts - INTERVAL '1 day 2 hours'", "date_trunc('day', ts) + INTERVAL '36 hours'",
     "ts::date + 1", "ts::date - DATE '2024-01-01'", "ts::date + INTERVAL '1 day'", "(ts + INTERVAL '1 year')::date",
