@@ -27,7 +27,8 @@ from typing import Sequence
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
-from .planner import CONSTANTS_INSTANCE, Plan, timestamp_text
+from .pg_semantics import timestamp_text
+from .planner import CONSTANTS_INSTANCE, Plan
 from .sql_limits import SqlLimits
 from .sql_policy import parse_query, statement_tokens
 

@@ -1,0 +1,900 @@
+"""One meaning on every route, PostgreSQL's: rewrites of a planned (qualified, typed) query
+so DuckDB and DataFusion return the same values with the same types, and the ones PostgreSQL
+returns. Forms neither engine reads are written as the plain ones they mean
+(`standard_forms`); a text compared with a timestamp as both engines read it (`time_literals`);
+then each engine gets its own corrections (`for_duckdb`, `for_datafusion`, `function_results`).
+Checked route against route (tests/engine/test_route_equivalence.py) and against PostgreSQL
+itself (tests/integration/test_postgres_semantics.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import re
+from typing import Callable
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.optimizer.scope import Scope, build_scope
+
+from .patterns import SIMILAR_OPERATORS, pattern_regex
+from .sql_policy import BOUND, PUBLIC_DIALECT
+
+
+def name_projections(tree: exp.Expression) -> None:
+    """Give unnamed output columns PostgreSQL's names (count, sum, ?column?), so every engine
+    returns the same column names."""
+    for select in tree.find_all(exp.Select):
+        for i, proj in enumerate(select.expressions):
+            if isinstance(proj, (exp.Alias, exp.Column, exp.Star)) or proj.find(exp.Star) and isinstance(proj, exp.Column):
+                continue
+            select.expressions[i] = exp.alias_(proj, _pg_name(proj), quoted=True)
+        select.set("expressions", select.expressions)
+
+
+def standard_forms(tree: exp.Expression) -> None:
+    """PostgreSQL forms neither engine reads, as the plain ones they mean: `FETCH FIRST n ROWS
+    ONLY` as LIMIT n (DataFusion has no FETCH), `x BETWEEN SYMMETRIC a AND b` as PostgreSQL
+    defines it, `(x BETWEEN a AND b OR x BETWEEN b AND a)` (nor SYMMETRIC), `x LIKE ANY
+    (ARRAY['a%', 'b%'])` (or ALL, or ILIKE) over a list written out as the ORs (ANDs) of each
+    LIKE, width_bucket (neither has it) as the CASE it is, and `x SIMILAR TO 'pattern'` as the
+    anchored regular expression it means (both engines read SIMILAR TO as a plain regular
+    expression: 'apple' SIMILAR TO 'a%' was false)."""
+    for between in list(tree.find_all(exp.Between)):
+        if between.args.get("symmetric"):
+            low, high = between.args["low"], between.args["high"]
+            between.replace(exp.Paren(this=exp.or_(
+                exp.Between(this=between.this.copy(), low=low.copy(), high=high.copy()),
+                exp.Between(this=between.this.copy(), low=high.copy(), high=low.copy()))))
+    for fetch in list(tree.find_all(exp.Fetch)):
+        options = fetch.args.get("limit_options")
+        if options is None or not (options.args.get("with_ties") or options.args.get("percent")):
+            fetch.replace(exp.Limit(expression=fetch.args.get("count") or exp.Literal.number(1)))
+    for to_char in list(tree.find_all(exp.TimeToStr)):
+        written = to_char.args.get("format")
+        if isinstance(written, exp.Literal) and written.is_string and '"' in written.this:
+            # to_char's "quoted text" is written as it is, without its quotes
+            to_char.set("format", exp.Literal.string(re.sub(r'"([^"]*)"', r"\1", written.this)))
+    for similar in list(tree.find_all(exp.SimilarTo)):
+        if isinstance(similar.expression, exp.Literal) and similar.expression.is_string and not similar.args.get("escape"):
+            similar.replace(exp.RegexpLike(this=similar.this, expression=exp.Literal.string(
+                "^(?:" + pattern_regex(similar.expression.this, SIMILAR_OPERATORS) + ")$")))
+    for size in list(tree.find_all(exp.ArraySize)):
+        if size.expression is not None and not isinstance(size.parent, exp.Nullif):
+            # PostgreSQL's array_length(a, 1) of an empty array is NULL (both engines: 0)
+            size.replace(exp.Nullif(this=size.copy(), expression=exp.Literal.number(0)))
+    for bucket in list(tree.find_all(exp.WidthBucket)):
+        if bucket.args.get("threshold") is None:
+            bucket.replace(_width_bucket(*(bucket.args[k] for k in ("this", "min_value", "max_value", "num_buckets"))))
+    for like in list(tree.find_all(exp.Like, exp.ILike)):
+        quantified = like.expression
+        listed = quantified.this.unnest() if isinstance(quantified, (exp.Any, exp.All)) else None
+        if isinstance(listed, exp.Array) and listed.expressions:
+            each = [like.__class__(this=like.this.copy(), expression=pattern, negate=like.args.get("negate"))
+                    for pattern in listed.expressions]  # NOT LIKE ALL: every one NOT LIKE
+            like.replace(exp.Paren(this=(exp.or_ if isinstance(quantified, exp.Any) else exp.and_)(*each)))
+
+
+_WIDTH_BUCKET = sqlglot.parse_one(
+    "CASE WHEN __lo < __hi THEN CASE WHEN __x < __lo THEN 0 WHEN __x >= __hi THEN __n + 1 "
+    "ELSE CAST(floor((__x - __lo) * CAST(__n AS BIGINT) / (__hi - __lo)) AS INT) + 1 END "
+    "WHEN __lo > __hi THEN CASE WHEN __x > __lo THEN 0 WHEN __x <= __hi THEN __n + 1 "
+    "ELSE CAST(floor((__lo - __x) * CAST(__n AS BIGINT) / (__lo - __hi)) AS INT) + 1 END END", read="postgres")
+
+
+def _width_bucket(value: exp.Expression, low: exp.Expression, high: exp.Expression,
+                  count: exp.Expression) -> exp.Expression:
+    """PostgreSQL's width_bucket(value, low, high, count): 0 below the range, count + 1 from its
+    end on, else which of `count` equal buckets holds `value` (a reversed range counts down);
+    NULL where PostgreSQL fails (low = high)."""
+    parts = {"__x": value, "__lo": low, "__hi": high, "__n": count}
+    return _WIDTH_BUCKET.copy().transform(
+        lambda n: parts[n.name].copy() if isinstance(n, exp.Column) and n.name in parts else n)
+
+
+_CLOCKS = {exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ}
+
+
+def numeric_casts(tree: exp.Expression) -> None:
+    """`CAST(x AS NUMERIC)` with no precision: PostgreSQL's keeps every digit; DuckDB's is
+    DECIMAL(18,3), which rounded 1.23456 to 1.235, and DataFusion's DECIMAL(38,10). A decimal
+    keeps its own type, an integer gets no fraction, anything else ten digits of one."""
+    for cast in list(tree.find_all(exp.Cast)):
+        if cast.to.this != exp.DataType.Type.DECIMAL or cast.to.expressions:
+            continue
+        if _is_decimal(cast.this) and cast.this.type.expressions:
+            to = cast.this.type.copy()
+        else:
+            to = exp.DataType.build("DECIMAL(38, 0)" if _is_integer(cast.this) else "DECIMAL(38, 10)")
+        cast.set("to", to)
+        cast.type = to.copy()
+
+
+def time_literals(tree: exp.Expression) -> dict[str, bool]:
+    """Timestamps written as PostgreSQL reads them, in the one form both engines read: DataFusion
+    reads no time without seconds (`'2024-06-01 10:00'`), DuckDB no `+02` or ` UTC` zone. A text
+    cast to a timestamp, or compared with one, is rewritten as `YYYY-MM-DD HH:MM:SS[.ffffff]`,
+    in UTC and saying so (`+00:00`) for a timestamp with time zone; a zone given for a TIMESTAMP is ignored, as
+    PostgreSQL ignores it. Texts Python's ISO 8601 reader cannot read are left to the engine
+    (returned, with whether their timestamp has a zone)."""
+    unread: dict[str, bool] = {}
+    for node in list(tree.find_all(exp.Literal)):
+        if not node.is_string:
+            continue
+        parent, kind = node.parent, None
+        if isinstance(parent, exp.Cast) and parent.to.this in _CLOCKS:
+            kind = parent.to.this
+        elif isinstance(parent, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In)):
+            other = parent.this if node is not parent.this else None
+            kind = other.type.this if other is not None and other.type is not None else None
+        if kind in _CLOCKS:
+            written = timestamp_text(node.this, kind == exp.DataType.Type.TIMESTAMPTZ)
+            if written is None:
+                unread[node.this] = kind == exp.DataType.Type.TIMESTAMPTZ
+            elif written != node.this:
+                node.replace(exp.Literal.string(written))
+    return unread
+
+
+def timestamp_text(text: str, zoned: bool) -> str | None:
+    """`text`, a timestamp as PostgreSQL reads it, as both engines read it; None when it is not
+    one Python's ISO 8601 reader reads."""
+    cleaned = re.sub(r"(?i)\s*(utc|gmt|z)$", "+00:00", text.strip())
+    cleaned = re.sub(r"^(\d{4})/(\d{1,2})/(\d{1,2})", lambda m: f"{m[1]}-{int(m[2]):02d}-{int(m[3]):02d}", cleaned)
+    try:
+        value = dt.datetime.fromisoformat(cleaned)
+    except ValueError:
+        return None
+    if zoned:  # in UTC, saying so (a naive text would be read in the session's zone: UTC too)
+        return (value.astimezone(dt.timezone.utc) if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat(sep=" ")
+    return value.replace(tzinfo=None).isoformat(sep=" ")
+
+
+def _pg_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Cast):
+        inner = node.this
+        return inner.name if isinstance(inner, exp.Column) else node.to.sql(PUBLIC_DIALECT).lower()
+    while isinstance(node, (exp.Window, exp.WithinGroup, exp.Filter)):  # named for their function
+        node = node.this
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower()
+    if isinstance(node, exp.Func):
+        # the function as PostgreSQL spells it (to_char, generate_series, string_agg), not the
+        # name of sqlglot's class for it (time_to_str, exploding_generate_series, group_concat)
+        name = node.sql_name().lower()
+        spelled = _CALLED.match(node.sql(PUBLIC_DIALECT))
+        return spelled.group(1).lower() if spelled and name not in _OWN_NAMES else name
+    return "?column?"
+
+
+_CALLED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\(")
+_OWN_NAMES = {"median", "variance"}  # spelled as another function (percentile_cont, var_samp) but named so
+
+
+# -- one meaning on every route -----------------------------------------------------------------
+# DuckDB and DataFusion disagree on a few result types; the typed tree is nudged so both return
+# the same values with the same types (DuckDB's, the accelerator most queries run in).
+
+_DOUBLE = exp.DataType.build("DOUBLE")
+_BIGINT = exp.DataType.build("BIGINT")
+# EXTRACT parts DuckDB returns as BIGINT (DataFusion: INT); epoch and sub-second parts differ.
+_INTEGER_PARTS = {"YEAR", "YEARS", "Y", "YYYY", "QUARTER", "MONTH", "MONTHS", "MON", "WEEK", "WEEKS", "W",
+                  "DAY", "DAYS", "D", "DOW", "DAYOFWEEK", "ISODOW", "DOY", "DAYOFYEAR", "HOUR", "HOURS", "H",
+                  "MINUTE", "MINUTES", "M", "DECADE", "CENTURY", "MILLENNIUM", "ISOYEAR"}
+
+
+def _is_decimal(node: exp.Expression) -> bool:
+    return node.type is not None and node.type.this == exp.DataType.Type.DECIMAL
+
+
+def _is_integer(node: exp.Expression) -> bool:
+    return node.type is not None and node.type.this in exp.DataType.INTEGER_TYPES
+
+
+_INT_RANK = {exp.DataType.Type.TINYINT: 1, exp.DataType.Type.SMALLINT: 1, exp.DataType.Type.INT: 2}
+
+
+def _wider_integer(left: exp.Expression, right: exp.Expression) -> exp.DataType:
+    """PostgreSQL's result type of integer arithmetic: the wider operand (smallint, int, bigint)."""
+    rank = max(_int_rank(left), _int_rank(right))
+    return exp.DataType.build({1: "SMALLINT", 2: "INT", 3: "BIGINT"}[rank])
+
+
+def _int_rank(node: exp.Expression) -> int:
+    """1 smallint, 2 int, 3 bigint; an integer literal past INT's range is a BIGINT, and so is
+    arithmetic with one (sqlglot types every integer literal, and their arithmetic, INT)."""
+    pending = [(node, False)]  # bottom-up, without recursion (a chain may be a thousand steps long)
+    while pending:
+        current, children_done = pending.pop()
+        if current.meta.get(_RANK) is not None:
+            continue
+        inner = current.unnest()
+        while isinstance(inner, exp.Neg):
+            inner = inner.this
+        if isinstance(inner, _INT_ARITHMETIC) and not children_done:
+            pending += [(current, True), (inner.this, False), (inner.expression, False)]
+            continue
+        if isinstance(inner, _INT_ARITHMETIC):
+            rank = max(inner.this.meta[_RANK], inner.expression.meta[_RANK])
+        elif isinstance(inner, exp.Literal) and not inner.is_string and inner.this.isdigit():
+            rank = 3 if int(inner.this) > 2**31 - 1 else 2
+        else:
+            rank = _INT_RANK.get(current.type.this, 3) if current.type is not None else 3
+        current.meta[_RANK] = rank
+    return node.meta[_RANK]
+
+
+_RANK = "satchel_int_rank"  # meta: _int_rank's answer for a node
+_INT_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
+
+
+_LITERAL_CONTEXTS = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.Alias, exp.Select, exp.If, exp.Case,
+                     exp.Coalesce, exp.Paren, exp.Typeof, exp.Abs, exp.Greatest, exp.Least, exp.Nullif, exp.Round,
+                     exp.Ceil, exp.Floor, exp.Trunc, exp.Sign)
+# DuckDB's typeof() names for DataFusion's arrow_typeof(), after the public types.
+_TYPE_NAMES = {"Int8": "TINYINT", "Int16": "SMALLINT", "Int32": "INTEGER", "Int64": "BIGINT", "UInt8": "SMALLINT",
+               "UInt16": "INTEGER", "UInt32": "BIGINT", "UInt64": "BIGINT", "Float32": "FLOAT", "Float64": "DOUBLE",
+               "Utf8": "VARCHAR", "Utf8View": "VARCHAR", "LargeUtf8": "VARCHAR", "Boolean": "BOOLEAN",
+               "Date32": "DATE", "Binary": "BLOB", "BinaryView": "BLOB", "LargeBinary": "BLOB", "Null": '"NULL"'}
+
+
+def type_literals(tree: exp.Expression) -> None:
+    """Numeric literals typed as DuckDB types them where they decide a value's type (arithmetic,
+    outputs, CASE): an integer is INT (BIGINT past its range; DataFusion: always Int64), `1.50`
+    DECIMAL(3, 2) (DataFusion: DOUBLE), so `quantity + 1` is INT on every route."""
+    for lit in list(tree.find_all(exp.Literal)):
+        if lit.is_string or not isinstance(lit.parent, _LITERAL_CONTEXTS) \
+                or lit.arg_key == "decimals" or isinstance(lit.parent, exp.Neg) and lit.parent.arg_key == "decimals" \
+                or isinstance(lit.parent, exp.Neg) and not isinstance(lit.parent.parent, _LITERAL_CONTEXTS):
+            continue
+        whole, dot, fraction = lit.this.partition(".")
+        if not (whole or fraction) or not (whole + fraction).isdigit():
+            continue  # an exponent: DOUBLE everywhere
+        if dot and len(whole) + len(fraction) <= 38:  # DuckDB's DECIMAL(digits written, scale)
+            to = exp.DataType.build(f"DECIMAL({max(1, len(whole) + len(fraction))}, {len(fraction)})")
+        elif not dot and int(whole) <= 2**31 - 1:
+            to = exp.DataType.build("INT")
+        else:
+            continue
+        lit.replace(exp.Cast(this=lit.copy(), to=to))
+
+
+def _is_decimal_value(node: exp.Expression) -> bool:
+    """Typed DECIMAL, or a literal such as 2.5 (DECIMAL in DuckDB and PostgreSQL)."""
+    return _is_decimal(node) or isinstance(node, exp.Literal) and not node.is_string and "." in node.this \
+        or isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.DECIMAL
+
+
+def _wrap(node: exp.Expression, outer: exp.Expression) -> None:
+    """Put `outer` where `node` is, with `node` (annotations kept) as its `this`."""
+    node.replace(outer)
+    outer.set("this", node)
+
+
+def function_results(tree: exp.Expression) -> None:
+    """Functions whose DataFusion result differs from DuckDB's, rewritten to DuckDB's."""
+    for node in list(tree.find_all(exp.Length, exp.StrPosition, exp.Sign, exp.Log, exp.Ceil, exp.Floor,
+                                   exp.Trunc, exp.TimeToStr, exp.Add, exp.Sub, exp.Anonymous, exp.Cast)):
+        if isinstance(node, (exp.Length, exp.StrPosition)) or isinstance(node, exp.Anonymous) \
+                and node.name.lower() in ("octet_length", "cardinality"):  # DataFusion: Int32, UInt64
+            _wrap(node, exp.Cast(to=_BIGINT.copy()))
+        elif isinstance(node, exp.Sign):  # DataFusion has signum(), a DOUBLE
+            node.replace(exp.Anonymous(this="arrow_cast", expressions=[
+                exp.Anonymous(this="signum", expressions=[node.this]), exp.Literal.string("Int8")]))
+        elif isinstance(node, exp.Log) and node.expression is not None and node.this.is_number \
+                and node.this.to_py() == 10:  # log(10, 1000) is 2.9999999999999996 in DataFusion
+            node.replace(exp.Anonymous(this="log10", expressions=[exp.Cast(this=node.expression, to=_DOUBLE.copy())]))
+        elif isinstance(node, (exp.Ceil, exp.Floor, exp.Trunc)) and _is_decimal_value(node.this) \
+                and not node.args.get("decimals") and not node.this.find(exp.Div):
+            # DataFusion keeps the argument's scale (a quotient of decimals is a DOUBLE, as on DuckDB)
+            _wrap(node, exp.Cast(to=exp.DataType.build("DECIMAL(38, 0)")))
+        elif isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIMESTAMPTZ:
+            # DataFusion's TIMESTAMPTZ is a timestamp with no zone (here: after the scans took their filters)
+            node.replace(exp.Anonymous(this="arrow_cast", expressions=[node.this, _UTC_MICROS.copy()]))
+        elif isinstance(node, exp.TimeToStr):  # the format is held as strftime's, which DataFusion's to_char takes
+            # (as date_format, its other name there: a TO_CHAR in the plan's text would read back as
+            # PostgreSQL's to_char, whose format is another language)
+            node.replace(exp.Anonymous(this="date_format", expressions=[node.this, node.args["format"]]))
+        elif isinstance(node, (exp.Add, exp.Sub)) and isinstance(node.expression, exp.Interval) \
+                and node.this.type is not None and node.this.type.this == exp.DataType.Type.DATE:
+            node.set("this", exp.Cast(this=node.this, to=exp.DataType.build("TIMESTAMP")))  # date + interval
+
+
+def typeof_as_duckdb(value: exp.Expression) -> exp.Expression:
+    """DuckDB's typeof(value) on DataFusion: arrow_typeof's names mapped to DuckDB's."""
+    arrow = exp.Anonymous(this="arrow_typeof", expressions=[value])
+    ifs = [exp.If(this=exp.EQ(this=arrow.copy(), expression=exp.Literal.string(k)), true=exp.Literal.string(v))
+           for k, v in _TYPE_NAMES.items()]
+    ifs += [exp.If(this=exp.Like(this=arrow.copy(), expression=exp.Literal.string(pattern)), true=exp.Literal.string(name))
+            for pattern, name in (("Timestamp(%, %", "TIMESTAMP WITH TIME ZONE"), ("Timestamp(%", "TIMESTAMP"),
+                                  ("Time%", "TIME"), ("Interval%", "INTERVAL"))]
+    ifs.append(exp.If(this=exp.Like(this=arrow.copy(), expression=exp.Literal.string("Decimal%")),
+                      true=exp.Anonymous(this="regexp_replace", expressions=[
+                          arrow.copy(), exp.Literal.string(r"^Decimal(128|256)\((\d+), (\d+)\)$"),
+                          exp.Literal.string(r"DECIMAL(\2,\3)")])))
+    return exp.Case(ifs=ifs, default=arrow)
+
+
+def for_datafusion(tree: exp.Expression) -> exp.Expression:
+    """DataFusion keeps decimals where DuckDB (and the answer agents expect) uses DOUBLE:
+    AVG(decimal) and decimal division would round to a fixed scale. EXTRACT returns BIGINT."""
+    def fix(node: exp.Expression) -> Rebuild | None:
+        if isinstance(node, exp.CurrentTimestamp):  # DataFusion's now() is a naive nanosecond timestamp
+            return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
+                exp.Anonymous(this="now", expressions=[]), exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')])
+        if isinstance(node, exp.Div) and node.args.get("typed") and _is_integer(node.this) \
+                and _is_integer(node.expression):
+            to = _wider_integer(node.this, node.expression)
+            return lambda n: exp.Cast(this=n, to=to)  # as on DuckDB
+        if isinstance(node, exp.Anonymous) and node.name.lower() in _SAME_AS:
+            node.set("this", _SAME_AS[node.name.lower()])
+        if (to := _narrow_arithmetic(node)) is not None:
+            # DataFusion wraps around (2147483647 + 1 gave -2147483648); PostgreSQL and DuckDB fail:
+            # computed as BIGINT, the cast back fails when the value does not fit. A chain (a + b + c)
+            # is cast back once, at its end (one cast per step nested 900 steps past Python's stack)
+            last = node.parent is None or _narrow_arithmetic(node.parent) is None
+            return lambda n: _in_bigint(n, to if last else None)
+        if isinstance(node, exp.Format) and _plain_format(node) is not None:
+            return _plain_format
+        if isinstance(node, exp.UnixToTime) and not node.args.get("scale") and not node.args.get("zone"):
+            # PostgreSQL's (and DuckDB's) to_timestamp(seconds) is a UTC timestamp; DataFusion's has no zone
+            return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
+                exp.Anonymous(this="to_timestamp", expressions=[n.this]),
+                exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')])
+        if isinstance(node, exp.AtTimeZone):
+            if _clock_kind(node.this) == exp.DataType.Type.TIMESTAMPTZ:
+                # PostgreSQL's (and DuckDB's) is the wall-clock time there, a TIMESTAMP; DataFusion's
+                # the same instant with that zone attached
+                return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
+                    exp.Anonymous(this="to_local_time", expressions=[n]), exp.Literal.string("Timestamp(Microsecond, None)")])
+            if _clock_kind(node.this) == exp.DataType.Type.TIMESTAMP:  # a wall-clock time there: an instant
+                return lambda n: _zoned_instant(n.this, n.args["zone"])
+        if isinstance(node, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)) \
+                and (_is_duration(node.this) or _is_duration(node.expression)):
+            return lambda n: n.__class__(this=_compared_span(n.this), expression=_compared_span(n.expression))
+        if isinstance(node, exp.Extract) and _is_duration(node.expression):
+            # a field of the INTERVAL PostgreSQL has there (hour of 4 days is 0), not of the whole duration (96)
+            whole = node.this.name.upper() in _INTEGER_PARTS
+
+            def field_of_interval(n: exp.Expression) -> exp.Expression:
+                field = exp.Extract(this=n.this, expression=_as_interval(n.expression))
+                return exp.Cast(this=field, to=_BIGINT.copy()) if whole else field
+            return field_of_interval
+        if isinstance(node, exp.Between) and _is_duration(node.this):
+            return lambda n: exp.Between(this=_compared_span(n.this), low=_compared_span(n.args["low"]),
+                                         high=_compared_span(n.args["high"]))
+        if (_is_duration(node) or isinstance(node, (exp.Max, exp.Min)) and _is_duration(node.this)) \
+                and isinstance(node.parent, exp.Alias) and isinstance(node.parent.parent, exp.Select):
+            return _as_interval  # an output column: PostgreSQL's (and DuckDB's) INTERVAL, not a duration
+        if _regex_substring(node):  # PostgreSQL's substring(text FROM pattern): the match, or its first group
+            return lambda n: exp.Anonymous(this="array_element", expressions=[
+                exp.Anonymous(this="regexp_match", expressions=[n.this, n.args["start"]]), exp.Literal.number(1)])
+        if isinstance(node, exp.Hex):  # PostgreSQL's to_hex (DataFusion has it under that name)
+            return lambda n: exp.Anonymous(this="to_hex", expressions=[n.this])
+        if isinstance(node, exp.IntDiv):  # PostgreSQL's div(): the quotient truncated towards zero
+            whole = _is_integer(node.this) and _is_integer(node.expression)
+            return lambda n: exp.Div(this=n.this, expression=n.expression, typed=True) if whole else \
+                exp.Anonymous(this="trunc", expressions=[exp.Div(this=exp.Cast(this=n.this, to=_DOUBLE.copy()),
+                                                                 expression=exp.Cast(this=n.expression, to=_DOUBLE.copy()))])
+        if isinstance(node, exp.Collate) and node.expression.name.upper() in _BYTE_ORDER:
+            return lambda n: n.this  # DataFusion compares strings byte by byte already; it reads no COLLATE
+        if isinstance(node, exp.Median) and isinstance(node.parent, exp.Window):
+            # PostgreSQL's spelling (percentile_cont ... WITHIN GROUP) is no window function there
+            return lambda n: exp.Anonymous(this="median", expressions=[n.this])
+        if isinstance(node, exp.Avg) and not _is_duration(node.this) and not _is_integer(node.this) \
+                and not (node.this.type is not None and node.this.type.this in _TIME_TYPES):
+            # a DOUBLE, as on DuckDB: of a decimal, or of a CASE of 1.0 and 0 (a decimal once its literals are typed)
+            node.set("this", exp.Cast(this=node.this, to=_DOUBLE.copy()))
+        elif isinstance(node, exp.Div) and any(_is_decimal(x) or x.type is not None and x.type.this in _FLOAT_TYPES
+                                               for x in (node.this, node.expression)):
+            # (a float operand too: it may hold a literal like 1.0, a decimal once typed below)
+            node.set("this", exp.Cast(this=node.this, to=_DOUBLE.copy()))
+            node.set("expression", exp.Cast(this=node.expression, to=_DOUBLE.copy()))
+        elif isinstance(node, exp.Extract) and node.this.name.upper() in _INTEGER_PARTS:
+            return lambda n: exp.Cast(this=n, to=_BIGINT.copy())
+        elif isinstance(node, exp.Cast) and node.to.this in exp.DataType.INTEGER_TYPES:
+            node.set("this", _rounded_for_int_cast(node.this))
+        elif isinstance(node, exp.Cast) and node.to.this in _TEXT_TYPES and node.this.type is not None \
+                and node.this.type.this in _CLOCK_TEXT:
+            kind = node.this.type.this
+            return lambda n: _clock_text(n.this, kind)
+        return None
+
+    _quantified_subqueries(tree)
+    _lateral_unnests(tree)
+    for within in list(tree.find_all(exp.WithinGroup)):
+        if isinstance(within.this, exp.PercentileDisc) and isinstance(within.this.this, exp.Literal) and within.this.this.is_number \
+                and len(within.expression.expressions) == 1 and not isinstance(within.parent, exp.Window):
+            _percentile_disc(within)
+    tree = _rewrite(tree, fix)
+    for node in list(tree.find_all(exp.Round)):
+        if node.args.get("decimals") is not None and node.this.type is not None and node.this.type.this in _FLOAT_TYPES \
+                and not any(isinstance(x, exp.Literal) and _is_decimal_value(x)  # 2.5 is DECIMAL, unless cast
+                            for x in node.this.walk(prune=lambda n: isinstance(n, exp.Cast))):
+            # a double stays a double, as on DuckDB (PostgreSQL's spelling casts it to numeric first)
+            node.replace(exp.Anonymous(this="round", expressions=[node.this, node.args["decimals"]]))
+    return tree
+
+
+def _lateral_unnests(tree: exp.Expression) -> None:
+    """`FROM t a CROSS JOIN LATERAL unnest(a.list) AS u(x)` (or `, unnest(a.list) AS u(x)`), how
+    PostgreSQL spreads a list into rows, for DataFusion, which has no unnest in FROM but has it
+    in a select list: `FROM (SELECT a.*, unnest(a.list) AS x FROM t a) a`, and `u.x` read as
+    `a.x`. (A list that is empty or NULL gives no row, as in PostgreSQL.)"""
+    for select in list(tree.find_all(exp.Select)):
+        for join in list(select.args.get("joins") or []):
+            spread = join.this.this if isinstance(join.this, exp.Lateral) else join.this
+            alias = join.this.args.get("alias") if isinstance(join.this, exp.Lateral) else spread.args.get("alias")
+            if not isinstance(spread, exp.Unnest) or alias is None or join.args.get("on") or join.args.get("using") \
+                    or spread.args.get("offset") or len(spread.expressions) != 1 or len(alias.columns) > 1:
+                continue
+            listed = spread.expressions[0]
+            sources = [select.args["from_"].this] + [j.this for j in select.args.get("joins") or []] \
+                if select.args.get("from_") else []
+            table = next((t for t in sources if isinstance(t, exp.Table) and isinstance(listed, exp.Column)
+                          and listed.table and t.alias_or_name == listed.table), None)
+            if table is None:
+                continue
+            name = alias.columns[0].name if alias.columns else alias.name
+            spread_rows = exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier(listed.table, quoted=True)),
+                                     exp.alias_(exp.Unnest(expressions=[listed.copy()]), name, quoted=True)).from_(table.copy())
+            table.replace(exp.Subquery(this=spread_rows, alias=exp.TableAlias(this=exp.to_identifier(listed.table, quoted=True))))
+            join.pop()
+            for column in select.find_all(exp.Column):
+                if column.table == alias.name and column.name == name:
+                    column.set("table", exp.to_identifier(listed.table, quoted=True))
+
+
+_ANY_BY = {exp.LT: exp.Max, exp.LTE: exp.Max, exp.GT: exp.Min, exp.GTE: exp.Min}  # x < ANY (S): x < max(S)
+_ALL_BY = {exp.LT: exp.Min, exp.LTE: exp.Min, exp.GT: exp.Max, exp.GTE: exp.Max}  # x < ALL (S): x < min(S)
+
+
+def _quantified_subqueries(tree: exp.Expression) -> None:
+    """`x op ANY|ALL (SELECT y ...)` for DataFusion, whose own gave wrong rows (`a > ALL (...)`
+    matched nothing, `q = ANY (...)` with the outer table's alias matched everything): `= ANY`
+    as IN, `<> ALL` as NOT IN, the others from the subquery's count, non-null count, min and
+    max, with PostgreSQL's NULLs (no row: ANY false, ALL true; undecided by the non-null
+    values while a NULL is there: NULL)."""
+    for node in list(tree.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
+        quantifier = node.expression
+        query = quantifier.this.unnest() if isinstance(quantifier, (exp.Any, exp.All)) else None
+        if not isinstance(query, exp.Select) or len(query.expressions) != 1:
+            continue
+        value, every = node.this, isinstance(quantifier, exp.All)
+        if isinstance(node, exp.EQ) and not every or isinstance(node, exp.NEQ) and every:
+            listed = exp.In(this=value, query=exp.Subquery(this=query))
+            node.replace(exp.Paren(this=exp.not_(listed) if every else listed))
+            continue
+
+        def of(fn: Callable[[exp.Expression], exp.Expression]) -> exp.Expression:
+            return exp.Subquery(this=_aggregated(query, fn))
+
+        if isinstance(node, (exp.EQ, exp.NEQ)):  # = ALL: equal to every one; <> ANY: not to some one
+            low, high = of(lambda v: exp.Min(this=v)), of(lambda v: exp.Max(this=v))
+            if every:
+                decisive = exp.and_(exp.EQ(this=value.copy(), expression=low), exp.EQ(this=value.copy(), expression=high))
+            else:
+                decisive = exp.or_(exp.NEQ(this=value.copy(), expression=low), exp.NEQ(this=value.copy(), expression=high))
+        else:
+            bound = (_ALL_BY if every else _ANY_BY)[type(node)]
+            decisive = node.__class__(this=value.copy(), expression=of(lambda v: bound(this=v)))
+        rows = of(lambda v: exp.Count(this=exp.Star()))
+        known = of(lambda v: exp.Count(this=v))
+        undecided = exp.or_(exp.Is(this=value.copy(), expression=exp.Null()), exp.LT(this=known, expression=rows.copy()))
+        empty = exp.EQ(this=rows, expression=exp.Literal.number(0))
+        node.replace(exp.Paren(this=exp.Case(ifs=[
+            exp.If(this=empty, true=exp.Boolean(this=every)),
+            exp.If(this=exp.not_(decisive) if every else decisive, true=exp.Boolean(this=not every)),
+            exp.If(this=undecided, true=exp.Null())], default=exp.Boolean(this=every))))
+
+
+def _aggregated(query: exp.Select, fn: Callable[[exp.Expression], exp.Expression]) -> exp.Select:
+    """`query` (one output column) reduced to `fn` of its column: its own projection replaced
+    when it is a plain SELECT, else over it as a derived table."""
+    column = query.expressions[0].unalias()
+    if not any(query.args.get(k) for k in ("group", "having", "distinct", "limit", "offset", "order", "with")) \
+            and not column.find(exp.AggFunc, exp.Window):
+        reduced = query.copy()
+        reduced.set("expressions", [fn(column.copy())])
+        return reduced
+    inner = query.copy()
+    inner.set("expressions", [exp.alias_(column.copy(), "__quantified", quoted=True)])
+    return exp.select(fn(exp.column("__quantified", quoted=True))).from_(
+        exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("__quantified_rows"))))
+
+
+_IN_BIGINT = "satchel_in_bigint"  # meta: integer arithmetic already computed as BIGINT
+
+
+def _narrow_arithmetic(node: exp.Expression) -> exp.DataType | None:
+    """The type of `node` when it is integer `+`, `-` or `*` narrower than BIGINT, else None."""
+    if isinstance(node, (exp.Add, exp.Sub, exp.Mul)) and _is_integer(node.this) and _is_integer(node.expression):
+        to = _wider_integer(node.this, node.expression)
+        return to if to.this != exp.DataType.Type.BIGINT else None
+    return None
+
+
+def _in_bigint(node: exp.Expression, to: exp.DataType | None) -> exp.Expression:
+    """`node`'s arithmetic on BIGINT operands (those already computed so kept as they are), cast
+    back to `to` when it is given."""
+    def wide(operand: exp.Expression) -> exp.Expression:
+        return operand if operand.meta.get(_IN_BIGINT) else exp.Cast(this=operand, to=_BIGINT.copy())
+
+    made = node.__class__(this=wide(node.this), expression=wide(node.expression))
+    made.meta[_IN_BIGINT] = True
+    return exp.Cast(this=made, to=to) if to is not None else made
+
+
+def _percentile_disc(within: exp.WithinGroup) -> None:
+    """`percentile_disc(f) WITHIN GROUP (ORDER BY x)` for DataFusion, which has no such
+    aggregate, as PostgreSQL defines it: the first value in that order whose position is at
+    least f times the count of non-null values (at least the first)."""
+    ordered = within.expression.expressions[0]
+    value = ordered.this
+    outer = within.parent if isinstance(within.parent, exp.Filter) else None  # its own FILTER (WHERE ...)
+    condition = exp.and_(outer.expression.this.copy(), exp.not_(exp.Is(this=value.copy(), expression=exp.Null()))) \
+        if outer is not None else exp.not_(exp.Is(this=value.copy(), expression=exp.Null()))
+    values = exp.Filter(this=exp.ArrayAgg(this=exp.Order(this=value.copy(), expressions=[ordered.copy()])),
+                        expression=exp.Where(this=condition))
+    counted = exp.Filter(this=exp.Count(this=value.copy()), expression=exp.Where(this=condition.copy()))
+    position = exp.Cast(this=exp.Greatest(this=exp.Literal.number(1), expressions=[exp.Ceil(
+        this=exp.Mul(this=within.this.this.copy(), expression=counted))]), to=_BIGINT.copy())
+    (outer or within).replace(exp.Anonymous(this="array_element", expressions=[values, position]))
+
+
+Rebuild = Callable[[exp.Expression], exp.Expression]
+
+
+def _rewrite(tree: exp.Expression, fix: Callable[[exp.Expression], Rebuild | None]) -> exp.Expression:
+    """`fix` applied to every node of `tree`: it changes a node in place, or returns how to
+    rebuild it (a wrapper around it, or a new node from its parts). The rebuilds are done after
+    the whole tree was visited, innermost first, each from the node as it is then: sqlglot's
+    transform visits nothing below a node it replaced (`x % 0` inside a rewritten `sum()` kept
+    DuckDB's NULL)."""
+    later = [(node, rebuild) for node in tree.dfs() if (rebuild := fix(node)) is not None]
+    for node, rebuild in reversed(later):
+        parent, key, index = node.parent, node.arg_key, node.index
+        made = rebuild(node)
+        if parent is None:
+            tree = made
+        else:
+            parent.set(key, made, index)
+    return tree
+
+
+_FLOAT_TYPES = {exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT}
+_TIME_TYPES = exp.DataType.TEMPORAL_TYPES | {exp.DataType.Type.INTERVAL}
+
+
+def _plain_format(node: exp.Format) -> exp.Expression | None:
+    """PostgreSQL's format() with a literal format of only `%s` and `%%`, as the concat() it
+    means (which, like format, writes NULL as nothing), for DataFusion, which has no format();
+    None for other formats."""
+    if not (isinstance(node.this, exp.Literal) and node.this.is_string):
+        return None
+    pieces = re.split(r"(%%|%s)", node.this.this)
+    if "%" in "".join(pieces[0::2]) or pieces[1::2].count("%s") != len(node.expressions):
+        return None
+    args, parts = iter(node.expressions), []
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0 or piece == "%%":
+            parts.append(exp.Literal.string(piece if i % 2 == 0 else "%"))
+        else:
+            parts.append(exp.Cast(this=next(args), to=exp.DataType.build("VARCHAR")))
+    return exp.Anonymous(this="concat", expressions=[p for p in parts if not (isinstance(p, exp.Literal) and p.this == "")])
+
+
+_TEXT_TYPES = {exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR}
+# DuckDB's (and PostgreSQL's) text of a time value, as DataFusion's to_char writes it: the
+# fraction's trailing zeros are dropped, and the zone (always UTC here) is written +00
+_CLOCK_TEXT = {exp.DataType.Type.TIMESTAMP: ("%Y-%m-%d %H:%M:%S%.6f", ""),
+               exp.DataType.Type.TIMESTAMPTZ: ("%Y-%m-%d %H:%M:%S%.6f", "+00"),
+               exp.DataType.Type.TIME: ("%H:%M:%S%.6f", "")}
+
+
+def _clock_text(value: exp.Expression, kind: exp.DataType.Type) -> exp.Expression:
+    """`CAST(value AS TEXT)` for a timestamp or time as DuckDB writes it (`2024-01-06 10:52:00+00`),
+    where DataFusion writes ISO 8601 (`2024-01-06T10:52:00Z`): DataFusion's to_char (date_format)."""
+    form, zone = _CLOCK_TEXT[kind]
+    text = exp.Anonymous(this="regexp_replace", expressions=[
+        exp.Anonymous(this="date_format", expressions=[value, exp.Literal.string(form)]),
+        exp.Literal.string(r"\.?0+$"), exp.Literal.string("")])
+    return exp.DPipe(this=text, expression=exp.Literal.string(zone)) if zone else text
+
+
+def _rounded_for_int_cast(value: exp.Expression) -> exp.Expression:
+    """PostgreSQL (and DuckDB) round when casting to an integer: numeric half away from zero,
+    float half to even; DataFusion truncates. Round first, so the cast only changes the type."""
+    literal = value
+    while isinstance(literal, (exp.Paren, exp.Neg)):
+        literal = literal.this
+    if isinstance(literal, exp.Literal) and not literal.is_string and not literal.this.isdigit() or _is_decimal(value) \
+            or isinstance(literal, exp.Extract) and literal.this.name.upper() not in _INTEGER_PARTS:
+        return exp.Round(this=value)  # a literal like 2.5, and EXTRACT(EPOCH ...), are numeric in PostgreSQL
+    if value.type is not None and value.type.this in _FLOAT_TYPES:
+        half = exp.In(this=exp.Sub(this=value.copy(), expression=exp.Anonymous(this="trunc", expressions=[value.copy()])),
+                      expressions=[exp.Literal.number(0.5), exp.Literal.number(-0.5)])
+        even = exp.Mul(this=exp.Literal.number(2), expression=exp.Round(this=exp.Div(this=value.copy(),
+                                                                                       expression=exp.Literal.number(2))))
+        return exp.Case(ifs=[exp.If(this=half, true=even)], default=exp.Round(this=value))
+    return value
+
+
+def decimal_sums(tree: exp.Expression) -> list[int]:
+    """Output columns that are SUM(decimal): DuckDB returns them as decimal(38, s), DataFusion
+    as decimal(p + 10, s); the executor widens DataFusion's to DuckDB's (same values)."""
+    root = build_scope(tree)
+    if root is None or not isinstance(tree, exp.Select):
+        return []
+    return [i for i, proj in enumerate(tree.expressions) if _is_decimal_sum(root, proj, 0)]
+
+
+def _is_decimal_sum(scope: Scope, proj: exp.Expression, depth: int) -> bool:
+    """Whether an output column is a SUM(decimal), windowed or not, following columns into
+    derived tables, LATERAL subqueries and CTEs (`SELECT * FROM (...) q` wraps queries to find
+    their schema)."""
+    node = proj.unalias()
+    if isinstance(node, exp.Window):
+        node = node.this  # a running or partitioned sum
+    if isinstance(node, exp.Sum):
+        return _is_decimal(node.this)
+    if isinstance(node, exp.Column) and node.table and depth < 32:
+        source = scope.sources.get(node.table)
+        body = source.expression if isinstance(source, Scope) else None
+        if isinstance(body, exp.Lateral):
+            body = body.this.unnest()
+        if isinstance(body, exp.Select):
+            for inner in body.expressions:
+                if inner.alias_or_name == node.name:
+                    return _is_decimal_sum(source, inner, depth + 1)
+    return False
+
+
+def for_duckdb(tree: exp.Expression) -> exp.Expression:
+    """Align DuckDB with the public dialect: sum(int) is BIGINT (DuckDB gives HUGEINT, an Arrow
+    decimal(38, 0); an overflow is then an error, never a wrong number), and LIKE escapes with
+    backslash."""
+    def fix(node: exp.Expression) -> Rebuild | None:
+        if isinstance(node, exp.CurrentTimestamp):
+            # DuckDB reads a bare CURRENT_TIMESTAMP as a column when an output column has that name
+            return lambda n: exp.Anonymous(this="get_current_timestamp", expressions=[])
+        if isinstance(node, (exp.Like, exp.ILike)) and not isinstance(node.parent, exp.Escape) \
+                and _may_escape(node.expression):
+            # PostgreSQL's LIKE escapes with backslash by default; DuckDB's has no escape. Only
+            # where it can matter: DuckDB's fast paths for LIKE (contains, prefix) skip patterns
+            # with an ESCAPE clause (TPC-H Q13 ran 2x slower).
+            return lambda n: exp.Escape(this=n, expression=exp.Literal.string("\\"))
+        if isinstance(node, exp.Div) and node.args.get("typed") and _is_integer(node.this) \
+                and _is_integer(node.expression):
+            # int / int truncates to the operands' type, as in PostgreSQL: DuckDB's `//`, exact (its
+            # `/` of integers is a DOUBLE: 9223372036854775807 / 2 came back 4611686018427387904)
+            to = _wider_integer(node.this, node.expression)
+            node.set("expression", _nonzero(node.expression))
+            return lambda n: exp.Cast(this=exp.IntDiv(this=n.this, expression=n.expression), to=to)
+        if isinstance(node, exp.Mod) and all(_is_integer(x) or _is_decimal(x) for x in (node.this, node.expression)):
+            node.set("expression", _nonzero(node.expression))  # DuckDB gives NULL
+        if isinstance(node, (exp.Add, exp.Sub, exp.Mul)):
+            for side in ("this", "expression"):
+                # an integer literal is an INTEGER, as in PostgreSQL (smallint * 30000 is an integer);
+                # DuckDB gave it the other side's SMALLINT, and failed on 2 * 30000
+                literal, other = node.args[side], node.args["expression" if side == "this" else "this"]
+                if isinstance(literal, exp.Literal) and not literal.is_string and literal.this.isdigit() \
+                        and other.type is not None and _INT_RANK.get(other.type.this) == 1:
+                    node.set(side, exp.Cast(this=literal.copy(), to=exp.DataType.build("INT")))
+        if isinstance(node, exp.Anonymous) and node.name.lower() in _DUCKDB_NAMES:
+            node.set("this", _DUCKDB_NAMES[node.name.lower()])
+        if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIME and node.this.type is not None \
+                and node.this.type.this == exp.DataType.Type.TIMESTAMPTZ:
+            # DuckDB casts no TIMESTAMPTZ to TIME; PostgreSQL gives the time of day in the session's zone (UTC)
+            node.set("this", exp.Cast(this=node.this, to=exp.DataType.build("TIMESTAMP")))
+        if isinstance(node, exp.Format):
+            # PostgreSQL's format('%s-%s', a, b) is printf's, a NULL written as nothing (DuckDB's
+            # format takes {} and left '%s-%s' as it was)
+            return lambda n: exp.Anonymous(this="printf", expressions=[n.this, *(
+                exp.Coalesce(this=exp.Cast(this=arg, to=exp.DataType.build("VARCHAR")), expressions=[exp.Literal.string("")])
+                for arg in n.expressions)])
+        if isinstance(node, exp.Substring) and not _regex_substring(node) and node.args.get("start") is not None \
+                and not (isinstance(node.args["start"], exp.Literal) and node.args["start"].to_py() >= 1):
+            return _substring_from_start  # DuckDB counts a start below 1 from the end
+        if isinstance(node, exp.Hex):  # PostgreSQL's to_hex writes lower case (DuckDB's hex: upper)
+            return lambda n: exp.Lower(this=n)
+        if isinstance(node, exp.Grouping):  # PostgreSQL's is an INTEGER (DuckDB: BIGINT)
+            return lambda n: exp.Cast(this=n, to=exp.DataType.build("INT"))
+        if _regex_substring(node):  # PostgreSQL's substring(text FROM pattern): the match, or its first group; NULL for none
+            group = exp.Literal.number(1 if _capturing_groups(node.args["start"].this) else 0)
+            return lambda n: exp.Case(ifs=[exp.If(
+                this=exp.Anonymous(this="regexp_matches", expressions=[n.this.copy(), n.args["start"].copy()]),
+                true=exp.Anonymous(this="regexp_extract", expressions=[n.this, n.args["start"], group]))])
+        if isinstance(node, exp.WithinGroup) and isinstance(node.this, exp.PercentileCont):
+            for ordered in node.expression.expressions:  # PostgreSQL interpolates numbers as double precision
+                if _is_integer(ordered.this) or _is_decimal(ordered.this):  # (DuckDB: in the type ordered)
+                    ordered.set("this", exp.Cast(this=ordered.this, to=_DOUBLE.copy()))
+        if isinstance(node, exp.Window) and isinstance(node.this, exp.Sum) and _is_integer(node.this.this) \
+                or isinstance(node, exp.Sum) and _is_integer(node.this) and not isinstance(node.parent, exp.Window):
+            return lambda n: exp.Cast(this=n, to=_BIGINT.copy())
+        return None
+
+    for node in list(tree.find_all(exp.JSONArrayAgg, exp.Anonymous)):
+        if isinstance(node, exp.JSONArrayAgg) or node.name.lower() == "jsonb_agg":
+            # PostgreSQL's json_agg / jsonb_agg (ORDER BY kept) as to_json of the list DuckDB
+            # aggregates, outside any FILTER or OVER (DuckDB has neither name)
+            listed = exp.ArrayAgg(this=node.this if isinstance(node, exp.JSONArrayAgg) else node.expressions[0])
+            node.replace(listed)
+            while isinstance(listed.parent, (exp.Filter, exp.Window)):
+                listed = listed.parent
+            as_json = exp.Anonymous(this="to_json", expressions=[])
+            listed.replace(as_json)
+            as_json.set("expressions", [listed])
+    for node in list(tree.find_all(exp.Anonymous)):  # first: the sums of their BIGINTs are BIGINT (below)
+        sized = node.expressions[0].type.this if len(node.expressions) == 1 and node.expressions[0].type else None
+        name = node.name.lower()  # DuckDB's octet_length and cardinality take only BLOBs and MAPs
+        if name == "octet_length" and sized in _TEXT_TYPES or name == "cardinality" and sized != exp.DataType.Type.MAP:
+            size = exp.Anonymous(this="strlen" if name == "octet_length" else "len", expressions=node.expressions)
+            size.type = _BIGINT.copy()
+            node.replace(size)
+    return _rewrite(tree, fix)
+
+
+def _clock_kind(node: exp.Expression) -> exp.DataType.Type | None:
+    """TIMESTAMP or TIMESTAMPTZ for a time value, as PostgreSQL types it: `AT TIME ZONE` turns
+    one into the other (sqlglot's typing does not follow it)."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.AtTimeZone):
+        inner = _clock_kind(node.this)
+        return {exp.DataType.Type.TIMESTAMPTZ: exp.DataType.Type.TIMESTAMP,
+                exp.DataType.Type.TIMESTAMP: exp.DataType.Type.TIMESTAMPTZ}.get(inner) if inner else None
+    if isinstance(node, (exp.TimestampTrunc, exp.DateTrunc)) and (node.type is None or node.type.this not in _CLOCKS):
+        return _clock_kind(node.this)
+    return node.type.this if node.type is not None else None
+
+
+_UTC_MICROS = exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')
+
+
+def _micros(duration: exp.Expression) -> exp.Expression:
+    """A DataFusion duration (a difference of timestamps) in microseconds, a BIGINT."""
+    return exp.Anonymous(this="arrow_cast", expressions=[
+        exp.Anonymous(this="arrow_cast", expressions=[duration, exp.Literal.string("Duration(Microsecond)")]),
+        exp.Literal.string("Int64")])
+
+
+def _is_duration(node: exp.Expression) -> bool:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return isinstance(node, exp.Sub) and _clock_kind(node.this) in _CLOCKS and _clock_kind(node.expression) in _CLOCKS
+
+
+def _compared_span(node: exp.Expression) -> exp.Expression:
+    """One side of a comparison with a difference of timestamps, in microseconds. DataFusion
+    compares a duration with an INTERVAL field by field (months, then days, then the rest), so
+    `shipped_at - ordered_at > INTERVAL '3 days'` was false for five days; PostgreSQL compares
+    their lengths, a month counted as 30 days, as DataFusion's epoch of an interval counts it."""
+    if _is_duration(node):
+        return _micros(node.copy())
+    return exp.Mul(this=exp.Anonymous(this="date_part", expressions=[exp.Literal.string("epoch"), node.copy()]),
+                   expression=exp.Literal.number(1_000_000))
+
+
+_BYTE_ORDER = {"C", "POSIX", "UCS_BASIC"}  # collations that order strings by their bytes
+_ARROW_TYPES = {exp.DataType.Type.TINYINT: "Int8", exp.DataType.Type.SMALLINT: "Int16", exp.DataType.Type.INT: "Int32",
+                exp.DataType.Type.BIGINT: "Int64", exp.DataType.Type.FLOAT: "Float32", exp.DataType.Type.DOUBLE: "Float64",
+                exp.DataType.Type.BOOLEAN: "Boolean", exp.DataType.Type.VARCHAR: "Utf8", exp.DataType.Type.TEXT: "Utf8",
+                exp.DataType.Type.DATE: "Date32", exp.DataType.Type.TIMESTAMP: "Timestamp(Microsecond, None)"}
+
+
+def distinct_aggregate_names(tree: exp.Expression) -> None:
+    """DataFusion names an aggregate by its text with every CAST left out, and fails on two of
+    one SELECT named alike (`sum(amount), sum(amount::float8)`: "duplicate unqualified field
+    name"). The casts in such aggregates are written as `arrow_cast`, which shows in the name."""
+    def uncast(node: exp.Expression) -> str:
+        bare = node.copy()
+        while (cast := bare.find(exp.Cast)) is not None:
+            if cast is bare:
+                bare = cast.this
+            else:
+                cast.replace(cast.this)
+        return bare.sql(PUBLIC_DIALECT)
+
+    for select in tree.find_all(exp.Select):
+        calls = [a for proj in select.expressions for a in proj.find_all(exp.AggFunc) if a.parent_select is select]
+        named: dict[str, set[str]] = {}
+        for call in calls:
+            named.setdefault(uncast(call), set()).add(call.sql(PUBLIC_DIALECT))
+        for call in calls:
+            if len(named[uncast(call)]) < 2:
+                continue
+            for cast in list(call.find_all(exp.Cast)):
+                to = _arrow_type_name(cast.to)
+                if to is not None:
+                    cast.replace(exp.Anonymous(this="arrow_cast", expressions=[cast.this, exp.Literal.string(to)]))
+
+
+def _arrow_type_name(to: exp.DataType) -> str | None:
+    if to.this == exp.DataType.Type.DECIMAL and len(to.expressions) == 2:
+        return "Decimal128({}, {})".format(*(p.this.name for p in to.expressions))
+    return _ARROW_TYPES.get(to.this)
+
+
+def _as_interval(duration: exp.Expression) -> exp.Expression:
+    """A DataFusion duration as the INTERVAL PostgreSQL and DuckDB give for a difference of
+    timestamps: whole days, and the rest in microseconds (both signed as the difference)."""
+    micros = _micros(duration)
+    day = exp.Literal.number(86_400_000_000)
+    text = exp.DPipe(this=exp.DPipe(this=exp.DPipe(
+        this=exp.Cast(this=exp.Div(this=micros, expression=day, typed=True), to=exp.DataType.build("VARCHAR")),
+        expression=exp.Literal.string(" days ")),
+        expression=exp.Cast(this=exp.Mod(this=micros.copy(), expression=day.copy()), to=exp.DataType.build("VARCHAR"))),
+        expression=exp.Literal.string(" microseconds"))
+    return exp.Anonymous(this="arrow_cast", expressions=[text, exp.Literal.string("Interval(MonthDayNano)")])
+
+
+def _zoned_instant(wall: exp.Expression, zone: exp.Expression) -> exp.Expression:
+    """`wall AT TIME ZONE zone` for a TIMESTAMP on DataFusion: the UTC instant at which the
+    clocks there show `wall`. DataFusion's own fails on a time a DST change skips; this takes
+    the zone's offset at `wall` read as UTC, then at that guess, as PostgreSQL does: a skipped
+    time and a repeated one are read in standard time."""
+    def wall_clock(instant: exp.Expression) -> exp.Expression:
+        return exp.Anonymous(this="to_local_time", expressions=[exp.AtTimeZone(
+            this=exp.Anonymous(this="arrow_cast", expressions=[instant, _UTC_MICROS.copy()]), zone=zone.copy())])
+
+    guess = exp.Paren(this=exp.Sub(this=wall.copy(), expression=exp.Paren(
+        this=exp.Sub(this=wall_clock(wall.copy()), expression=wall.copy()))))
+    offset = exp.Paren(this=exp.Sub(this=wall_clock(guess), expression=guess.copy()))
+    return exp.Anonymous(this="arrow_cast", expressions=[exp.Sub(this=wall.copy(), expression=offset), _UTC_MICROS.copy()])
+
+
+def _substring_from_start(node: exp.Expression) -> exp.Expression:
+    """PostgreSQL's substr(s, start[, length]) on DuckDB for a start that may be below 1: the
+    characters from position `start` on, of which those before the first do not exist (DuckDB
+    counts a negative start from the end: substr('apple', -1, 3) was 'e', not 'a')."""
+    text, start, length = node.this, node.args["start"], node.args.get("length")
+    one = exp.Literal.number(1)
+    if length is None:
+        return exp.Substring(this=text, start=exp.Greatest(this=start, expressions=[one]))
+    kept = exp.Greatest(this=exp.Sub(this=exp.Add(this=start.copy(), expression=length.copy()), expression=one.copy()),
+                        expressions=[exp.Literal.number(0)])
+    return exp.Case(ifs=[exp.If(this=exp.LT(this=start.copy(), expression=one.copy()),
+                                true=exp.Substring(this=text.copy(), start=one.copy(), length=kept))],
+                    default=exp.Substring(this=text, start=start, length=length))
+
+
+def _regex_substring(node: exp.Expression) -> bool:
+    """`substring(text FROM 'pattern')`: PostgreSQL's regular-expression form (a text start)."""
+    start = node.args.get("start") if isinstance(node, exp.Substring) else None
+    return isinstance(start, exp.Literal) and start.is_string and node.args.get("length") is None
+
+
+def _capturing_groups(pattern: str) -> bool:
+    try:
+        return re.compile(pattern).groups > 0
+    except re.error:  # a form Python does not read: an unescaped "(" not opening "(?"
+        return re.search(r"(?<!\\)\((?!\?)", pattern) is not None
+
+
+def _nonzero(divisor: exp.Expression) -> exp.Expression:
+    """An exact divisor that fails as PostgreSQL and DataFusion do when it is zero ("division by
+    zero"), where DuckDB gives NULL (`%`) or a cast error about infinity (`/`); a literal other
+    than zero is left as it is (unless it was bound from a parameter: a template serves other values)."""
+    if isinstance(divisor, exp.Literal) and not divisor.is_string and not divisor.meta.get(BOUND) \
+            and decimal.Decimal(divisor.this) != 0:
+        return divisor
+    zero = exp.EQ(this=divisor.copy(), expression=exp.Literal.number(0))
+    failure = exp.Anonymous(this="error", expressions=[exp.Literal.string("division by zero")])
+    guarded = exp.Paren(this=exp.Case(ifs=[exp.If(this=zero, true=failure)], default=divisor))
+    guarded.type = guarded.this.type = divisor.type  # the generator writes int / int by its operands' types
+    return guarded
+
+
+# PostgreSQL's names for functions both engines have under another (every is bool_and)
+_SAME_AS = {"every": "bool_and"}
+# ... and for those DuckDB alone has, its JSON constructors (to_json, row_to_json, array_to_json
+# and json_object_agg are the same in both)
+_DUCKDB_NAMES = {"json_build_object": "json_object", "jsonb_build_object": "json_object", "to_jsonb": "to_json",
+                 **_SAME_AS}
+
+
+def _may_escape(pattern: exp.Expression) -> bool:
+    """Whether a backslash in the LIKE pattern may escape something: not for a string literal
+    without one."""
+    return not (isinstance(pattern, exp.Literal) and pattern.is_string and "\\" not in pattern.this)
