@@ -125,7 +125,9 @@ def time_literals(tree: exp.Expression) -> dict[str, bool]:
         if isinstance(parent, exp.Cast) and parent.to.this in _CLOCKS:
             kind = parent.to.this
         elif isinstance(parent, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In)):
-            other = parent.this if node is not parent.this else None
+            # what it is compared with: the other operand (either side), or a BETWEEN's or IN's value
+            other = parent.expression if node is parent.this and isinstance(parent, exp.Binary) else \
+                parent.this if node is not parent.this else None
             kind = other.type.this if other is not None and other.type is not None else None
         if kind in _CLOCKS:
             written = timestamp_text(node.this, kind == exp.DataType.Type.TIMESTAMPTZ)

@@ -144,6 +144,7 @@ QUERIES = {
                      "count(*) FILTER (WHERE ordered_at < TIMESTAMP '2024-06-30T23:59') AS iso, "
                      "count(*) FILTER (WHERE ordered_at BETWEEN '2024/03/01' AND '2024-03-31 23:59:59.5') AS slashes, "
                      "count(*) FILTER (WHERE ordered_at > '2024-06-01 10:00:00Z') AS zulu, "
+                     "count(*) FILTER (WHERE '2024-06-01 10:00' <= ordered_at) AS text_first, "
                      "count(*) FILTER (WHERE ordered_at IN ('2024-01-06 10:52', '2024-07-03 06:44:00+00')) AS listed, "
                      "CAST('2024-06-01 10:00' AS TIMESTAMP WITH TIME ZONE) AS tz, '2024-06-01 12:00+02:00'::timestamptz AS shifted, "
                      "min(ordered_at::timestamp::timestamptz) AS round_trip, max(ordered_at::date::timestamptz) AS midnight, "
