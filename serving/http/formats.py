@@ -334,7 +334,8 @@ def _csv_value(col: str, t: pa.DataType) -> str | None:
     """DuckDB SQL for a column's CSV text where Arrow's writer has none or another form:
     nested values as JSON text, timestamps in ISO 8601 as in JSON, bytes as DuckDB's text of a
     blob (`\\xFF`, as in JSON; Arrow's writer refuses bytes that are not UTF-8), and the types
-    Arrow's writer lacks (string and binary views, UUIDs) as DuckDB's text of them."""
+    Arrow's writer lacks (string and binary views, UUIDs, intervals: `3 days 05:00:00`) as
+    DuckDB's text of them."""
     if pa.types.is_dictionary(t):
         t = t.value_type  # DuckDB reads a dictionary as its values
     if pa.types.is_timestamp(t):
@@ -342,7 +343,8 @@ def _csv_value(col: str, t: pa.DataType) -> str | None:
     if pa.types.is_nested(t):
         return f"CAST(to_json({_published(col, t) or col}) AS VARCHAR)"
     if (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
-            or pa.types.is_binary_view(t) or pa.types.is_string_view(t) or isinstance(t, pa.BaseExtensionType)):
+            or pa.types.is_binary_view(t) or pa.types.is_string_view(t) or isinstance(t, pa.BaseExtensionType)
+            or pa.types.is_interval(t) or pa.types.is_duration(t)):
         return f"CAST({col} AS VARCHAR)"
     return None
 

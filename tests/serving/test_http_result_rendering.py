@@ -152,6 +152,19 @@ def test_bytes_views_and_uuids_render_as_csv_as_in_json():
                        ',"","ab","w","c","12345678-1234-5678-1234-567812345678"']
 
 
+def test_intervals_render_as_csv_as_in_json():
+    """Arrow's CSV writer has no text for an interval (a difference of timestamps failed a CSV
+    response with an internal error): DuckDB's text, as in JSON."""
+    from serving.http.formats import csv_chunks
+
+    table = pa.table({"took": pa.array([pa.MonthDayNano([0, 3, 18_000_000_000_000]), None], pa.month_day_nano_interval()),
+                      "lag": pa.array([dt.timedelta(days=1, seconds=1), None], pa.duration("us"))})
+    batches = table.to_batches()
+    assert json.loads(_duckdb(table, batches))[0] == {"took": "3 days 05:00:00", "lag": "24:00:01"}
+    csv = b"".join(csv_chunks(table.schema, iter(batches))).decode().splitlines()
+    assert csv[1:] == ['"3 days 05:00:00","24:00:01"', ","]
+
+
 def test_decimals_past_38_digits_render_as_json():
     """DataFusion makes 256-bit decimals (`CAST(x AS DECIMAL(40, 2))`), which DuckDB cannot read:
     exact when the values fit 38 digits, as doubles past that; never a failed response."""
