@@ -39,6 +39,9 @@ _BEARER = re.compile(r"\b(Bearer)\s+(?![<*])[A-Za-z0-9._~+/=\-]{4,}")
 # "password": "..." in JSON bodies (an upstream echoing its request)
 _JSON_FIELD = re.compile(rf'(?i)("(?:{_CREDENTIAL_KEYS})"\s*:\s*")(?:[^"\\]|\\.)*"')
 
+# /dir/sub/name: an absolute path of two parts or more, not a URL's path or a fraction (a/b)
+_FILE_PATH = re.compile(r"(?<![\w.:/~%-])/(?:[\w.@+=,-]+/)+")
+
 _LOG_SECRETS: set[str] = set()
 _LOG_LOCK = threading.Lock()
 
@@ -65,6 +68,17 @@ def mask_credentials(text: str) -> str:
     text = _AUTH_HEADER.sub(lambda m: m.group(0) if m.group(2)[0] in "<*" else m.group(1) + MASK, text)
     text = _JSON_FIELD.sub(rf'\1{MASK}"', text)
     return _BEARER.sub(rf"\1 {MASK}", text)
+
+
+def hide_paths(text: str) -> str:
+    """`text` with the directories of absolute file paths left out (`.../name`): a client learns
+    which file an engine could not read, not the sidecar's file layout. Logs keep them."""
+    return _FILE_PATH.sub(".../", text)
+
+
+def public_message(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` as a client may read it: redacted and without file paths' directories."""
+    return hide_paths(redact(text, secrets))
 
 
 def redact_value(value: Any, secrets: Iterable[str] = ()) -> Any:

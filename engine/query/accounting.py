@@ -13,7 +13,7 @@ import pyarrow as pa
 from ..errors import QueryTimeout, RequestCancelled, ResourceExhausted, SatchelError, SqlError
 from ..memory import resource_exhausted_text
 from ..metrics import Metrics
-from ..redact import redact
+from ..redact import hide_paths, redact
 from ..task_history import Task, TaskHistory, started_at
 
 
@@ -89,6 +89,7 @@ class Accounting:
         """Every failure leaves as a SatchelError with a clear, secret-free message (and, for a
         principal with a policy, without the values an engine quotes: `sanitize`)."""
         public = self._public_error(e)
+        public.message = hide_paths(public.message)
         if sanitize is not None:
             public.message = sanitize(public)
         return public

@@ -27,7 +27,7 @@ from engine.errors import (
     RequestCancelled,
     SatchelError,
 )
-from engine.redact import redact
+from engine.redact import public_message
 
 log = logging.getLogger("satchel.flight_sql")
 
@@ -91,7 +91,7 @@ def to_flight_error(exc: BaseException, method: str = "", secrets: Iterable[str]
         return exc  # type: ignore[return-value]
     error = as_satchel_error(exc, method)
     cls = _BY_KIND.get(error.flight_kind, flight.FlightInternalError)
-    return cls(redact(f"{error.code}: {error.message}", secrets))
+    return cls(public_message(f"{error.code}: {error.message}", secrets))
 
 
 _format_exception = traceback.format_exception

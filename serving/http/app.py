@@ -17,7 +17,6 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -25,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from engine.errors import (BadRequest, Forbidden, InternalError, NotFound, Overloaded, PayloadTooLarge, SatchelError,
                            Unauthenticated)
 from engine.query.results_cache import CacheUse
-from engine.redact import redact, redact_value
+from engine.redact import public_message, redact, redact_value
 from engine.runtime import Principal, Runtime
 from engine.task_history import current_request, request_scope
 
@@ -301,7 +300,7 @@ def _error(e: SatchelError, secrets: Iterable[str] = ()) -> JSONResponse:
     retry_after = getattr(e, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return JSONResponse({"error": {"code": e.code, "message": redact(e.message, secrets)}},
+    return JSONResponse({"error": {"code": e.code, "message": public_message(e.message, secrets)}},
                         status_code=e.http_status, headers=headers)
 
 

@@ -13,7 +13,7 @@ from mcp.server.mcpserver import Context
 
 from engine import tracing
 from engine.errors import InternalError, SatchelError
-from engine.redact import redact
+from engine.redact import public_message
 from engine.runtime import Principal, Runtime
 from engine.task_history import DESCRIPTION as TASK_HISTORY_DESCRIPTION
 from engine.task_history import Task, request_scope
@@ -80,7 +80,7 @@ def create_mcp_server(runtime: Runtime, principal: Principal = MCP_PRINCIPAL, pr
             finally:
                 task.duration_ms = (time.monotonic() - scope.started) * 1000
                 runtime.task_history.record(task)
-        raise ToolError(redact(f"{error.code}: {error.message}", runtime.secrets))
+        raise ToolError(public_message(f"{error.code}: {error.message}", runtime.secrets))
 
     @server.tool(description="List the datasets you can query, with their descriptions.", annotations=read_only,
                  structured_output=False)

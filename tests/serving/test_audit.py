@@ -103,6 +103,8 @@ runtime:
 datasets:
   - from: file:t.csv
     name: t
+  - from: file:gone.csv
+    name: gone
 models:
   - from: openai:gpt-echo
     name: echo
@@ -114,7 +116,7 @@ models:
     params:
       endpoint: https://user:${{secrets:UP_SECRET}}@127.0.0.1:{_closed_port()}/v1
 """
-    return module_satchel_server(pod, files={"t.csv": "id,name\n1,a\n2,b\n"}, api_key=KEY_A,
+    return module_satchel_server(pod, files={"t.csv": "id,name\n1,a\n2,b\n", "gone.csv": "id\n1\n"}, api_key=KEY_A,
                                  env={"KEY_A": KEY_A, "KEY_B": KEY_B, "UP_SECRET": UP_SECRET})
 
 
@@ -296,6 +298,20 @@ def test_errors_carry_the_stable_code_and_message_only(audited) -> None:
         cur.execute("SELECT ? AS a, ? AS b", ("only one",))  # DoPut with the wrong number of parameters
     assert "sql_error: the statement has 2 parameter(s) but 1 were bound" in str(bound.value)
     _assert_clean(str(bound.value))
+
+
+def test_an_engine_error_names_the_file_not_the_sidecars_directories(audited) -> None:
+    """A source file that vanished after start-up: the engine's error names it (`.../gone.csv`),
+    on every protocol and in task history, without the directories it lives in."""
+    (audited.pod_dir / "gone.csv").unlink()
+    sql = "SELECT count(*) FROM gone"
+    texts = {"flight": str(_flight_error(audited, sql)), "http": _http(audited, sql).text,
+             "mcp": _mcp_tool(audited, "query", {"sql": sql})[1]}
+    texts["task history"] = _http(audited, "SELECT error FROM runtime.task_history WHERE error LIKE '%gone.csv%'").text
+    for where, text in texts.items():
+        assert ".../gone.csv" in text, (where, text)
+        assert str(audited.pod_dir.parent) not in text and "pytest" not in text, (where, text)
+        _assert_clean(text)
 
 
 # ---------------------------------------------------------------------- 3. secrets never leave
