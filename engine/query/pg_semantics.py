@@ -292,7 +292,7 @@ def function_results(tree: exp.Expression) -> None:
             _wrap(node, exp.Cast(to=exp.DataType.build("DECIMAL(38, 0)")))
         elif isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIMESTAMPTZ:
             # DataFusion's TIMESTAMPTZ is a timestamp with no zone (here: after the scans took their filters)
-            node.replace(exp.Anonymous(this="arrow_cast", expressions=[node.this, _UTC_MICROS.copy()]))
+            node.replace(arrow_cast(node.this, _T.TIMESTAMPTZ))
         elif isinstance(node, exp.TimeToStr):  # the format is held as strftime's, which DataFusion's to_char takes
             # (as date_format, its other name there: a TO_CHAR in the plan's text would read back as
             # PostgreSQL's to_char, whose format is another language)
@@ -322,8 +322,7 @@ def for_datafusion(tree: exp.Expression) -> exp.Expression:
     AVG(decimal) and decimal division would round to a fixed scale. EXTRACT returns BIGINT."""
     def fix(node: exp.Expression) -> Rebuild | None:
         if isinstance(node, exp.CurrentTimestamp):  # DataFusion's now() is a naive nanosecond timestamp
-            return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
-                exp.Anonymous(this="now", expressions=[]), exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')])
+            return lambda n: arrow_cast(exp.Anonymous(this="now", expressions=[]), _T.TIMESTAMPTZ)
         if isinstance(node, exp.Div) and node.args.get("typed") and _is_integer(node.this) \
                 and _is_integer(node.expression):
             to = _wider_integer(node.this, node.expression)
@@ -340,15 +339,12 @@ def for_datafusion(tree: exp.Expression) -> exp.Expression:
             return _plain_format
         if isinstance(node, exp.UnixToTime) and not node.args.get("scale") and not node.args.get("zone"):
             # PostgreSQL's (and DuckDB's) to_timestamp(seconds) is a UTC timestamp; DataFusion's has no zone
-            return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
-                exp.Anonymous(this="to_timestamp", expressions=[n.this]),
-                exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')])
+            return lambda n: arrow_cast(exp.Anonymous(this="to_timestamp", expressions=[n.this]), _T.TIMESTAMPTZ)
         if isinstance(node, exp.AtTimeZone):
             if _clock_kind(node.this) == exp.DataType.Type.TIMESTAMPTZ:
                 # PostgreSQL's (and DuckDB's) is the wall-clock time there, a TIMESTAMP; DataFusion's
                 # the same instant with that zone attached
-                return lambda n: exp.Anonymous(this="arrow_cast", expressions=[
-                    exp.Anonymous(this="to_local_time", expressions=[n]), exp.Literal.string("Timestamp(Microsecond, None)")])
+                return lambda n: arrow_cast(exp.Anonymous(this="to_local_time", expressions=[n]), _T.TIMESTAMP)
             if _clock_kind(node.this) == exp.DataType.Type.TIMESTAMP:  # a wall-clock time there: an instant
                 return lambda n: _zoned_instant(n.this, n.args["zone"])
         if isinstance(node, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)) \
@@ -751,7 +747,26 @@ def _clock_kind(node: exp.Expression) -> exp.DataType.Type | None:
     return node.type.this if node.type is not None else None
 
 
-_UTC_MICROS = exp.Literal.string('Timestamp(Microsecond, Some("UTC"))')
+_T = exp.DataType.Type
+# SQL types as DataFusion's arrow_cast names them (TEXT before VARCHAR: cast_type_of reads the first)
+ARROW_CAST_TYPES = {_T.TINYINT: "Int8", _T.SMALLINT: "Int16", _T.INT: "Int32", _T.BIGINT: "Int64",
+                    _T.FLOAT: "Float32", _T.DOUBLE: "Float64", _T.BOOLEAN: "Boolean", _T.TEXT: "Utf8",
+                    _T.VARCHAR: "Utf8", _T.DATE: "Date32", _T.TIMESTAMP: "Timestamp(Microsecond, None)",
+                    _T.TIMESTAMPTZ: 'Timestamp(Microsecond, Some("UTC"))'}
+_ARROW_DECIMAL = re.compile(r"Decimal128\((\d+), (\d+)\)")
+
+
+def arrow_cast(node: exp.Expression, to: exp.DataType.Type) -> exp.Expression:
+    """`node` cast for DataFusion with `arrow_cast` (its CAST to some SQL types is not PostgreSQL's)."""
+    return exp.Anonymous(this="arrow_cast", expressions=[node, exp.Literal.string(ARROW_CAST_TYPES[to])])
+
+
+def cast_type_of(arrow_name: str) -> exp.DataType | None:
+    """The SQL type an `arrow_cast` to `arrow_name` is; None for one SQL has no name for."""
+    if (decimal := _ARROW_DECIMAL.fullmatch(arrow_name)) is not None:
+        return exp.DataType.build(f"DECIMAL({decimal[1]}, {decimal[2]})")
+    sql = next((t for t, name in ARROW_CAST_TYPES.items() if name == arrow_name), None)
+    return exp.DataType.build(sql) if sql is not None else None
 
 
 def _micros(duration: exp.Expression) -> exp.Expression:
@@ -779,12 +794,6 @@ def _compared_span(node: exp.Expression) -> exp.Expression:
 
 
 _BYTE_ORDER = {"C", "POSIX", "UCS_BASIC"}  # collations that order strings by their bytes
-_ARROW_TYPES = {exp.DataType.Type.TINYINT: "Int8", exp.DataType.Type.SMALLINT: "Int16", exp.DataType.Type.INT: "Int32",
-                exp.DataType.Type.BIGINT: "Int64", exp.DataType.Type.FLOAT: "Float32", exp.DataType.Type.DOUBLE: "Float64",
-                exp.DataType.Type.BOOLEAN: "Boolean", exp.DataType.Type.VARCHAR: "Utf8", exp.DataType.Type.TEXT: "Utf8",
-                exp.DataType.Type.DATE: "Date32", exp.DataType.Type.TIMESTAMP: "Timestamp(Microsecond, None)"}
-
-
 def distinct_aggregate_names(tree: exp.Expression) -> None:
     """DataFusion names an aggregate by its text with every CAST left out, and fails on two of
     one SELECT named alike (`sum(amount), sum(amount::float8)`: "duplicate unqualified field
@@ -815,7 +824,7 @@ def distinct_aggregate_names(tree: exp.Expression) -> None:
 def _arrow_type_name(to: exp.DataType) -> str | None:
     if to.this == exp.DataType.Type.DECIMAL and len(to.expressions) == 2:
         return "Decimal128({}, {})".format(*(p.this.name for p in to.expressions))
-    return _ARROW_TYPES.get(to.this)
+    return ARROW_CAST_TYPES.get(to.this)
 
 
 def _as_interval(duration: exp.Expression) -> exp.Expression:
@@ -838,12 +847,12 @@ def _zoned_instant(wall: exp.Expression, zone: exp.Expression) -> exp.Expression
     time and a repeated one are read in standard time."""
     def wall_clock(instant: exp.Expression) -> exp.Expression:
         return exp.Anonymous(this="to_local_time", expressions=[exp.AtTimeZone(
-            this=exp.Anonymous(this="arrow_cast", expressions=[instant, _UTC_MICROS.copy()]), zone=zone.copy())])
+            this=arrow_cast(instant, _T.TIMESTAMPTZ), zone=zone.copy())])
 
     guess = exp.Paren(this=exp.Sub(this=wall.copy(), expression=exp.Paren(
         this=exp.Sub(this=wall_clock(wall.copy()), expression=wall.copy()))))
     offset = exp.Paren(this=exp.Sub(this=wall_clock(guess), expression=guess.copy()))
-    return exp.Anonymous(this="arrow_cast", expressions=[exp.Sub(this=wall.copy(), expression=offset), _UTC_MICROS.copy()])
+    return arrow_cast(exp.Sub(this=wall.copy(), expression=offset), _T.TIMESTAMPTZ)
 
 
 def _substring_from_start(node: exp.Expression) -> exp.Expression:

@@ -39,7 +39,6 @@ If the source rejects the statement, the plan runs federated as before.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Iterator, Mapping
 
 import pyarrow as pa
@@ -51,6 +50,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from connectors.base import ScanSql, WholeQuerySql
 
 from ..errors import Overloaded
+from .pg_semantics import cast_type_of
 from .planner import Plan, typing_schema
 from .sql_policy import PUBLIC_DIALECT
 
@@ -243,10 +243,6 @@ def _different_meaning(typed: exp.Expression) -> bool:
 
 
 # The Arrow types the planner casts to with DataFusion's arrow_cast, as PostgreSQL's types
-_POSTGRES_TYPES = {'Timestamp(Microsecond, Some("UTC"))': "TIMESTAMPTZ", "Timestamp(Microsecond, None)": "TIMESTAMP",
-                   "Int8": "SMALLINT", "Int16": "SMALLINT", "Int32": "INT", "Int64": "BIGINT", "Float32": "REAL",
-                   "Float64": "DOUBLE PRECISION", "Boolean": "BOOLEAN", "Utf8": "TEXT", "Date32": "DATE"}
-_DECIMAL = re.compile(r"Decimal128\((\d+), (\d+)\)")
 
 
 def _postgres_forms(typed: exp.Expression) -> bool:
@@ -259,11 +255,10 @@ def _postgres_forms(typed: exp.Expression) -> bool:
     for node in reversed(list(typed.find_all(exp.Anonymous))):  # innermost first
         name, args = node.name.lower(), node.expressions
         if name == "arrow_cast" and len(args) == 2 and args[1].is_string:
-            decimal = _DECIMAL.fullmatch(args[1].this)
-            to = f"DECIMAL({decimal[1]}, {decimal[2]})" if decimal else _POSTGRES_TYPES.get(args[1].this)
+            to = cast_type_of(args[1].this)
             if to is None:
                 return False
-            node.replace(exp.Cast(this=args[0], to=exp.DataType.build(to, dialect="postgres")))
+            node.replace(exp.Cast(this=args[0], to=to))
         elif name == "to_local_time" and len(args) == 1 and isinstance(args[0], exp.AtTimeZone):
             node.replace(args[0])
         elif name == "date_format" and len(args) == 2 and args[1].is_string and "%." not in args[1].this:
