@@ -110,6 +110,35 @@ def numeric_casts(tree: exp.Expression) -> None:
         cast.type = to.copy()
 
 
+def text_lengths_and_seconds(tree: exp.Expression) -> None:
+    """Two meanings both engines drop, for every route. `CAST(x AS VARCHAR(n))` keeps n characters
+    in PostgreSQL (both engines ignore n). EXTRACT(SECOND | MILLISECOND) of a time is a numeric
+    with the fraction in PostgreSQL, `59.999999` and `59999.999`; both engines truncated it."""
+    for cast in list(tree.find_all(exp.Cast)):
+        length = cast.to.expressions
+        if cast.to.this == _T.VARCHAR and len(length) == 1 and isinstance(length[0].this, exp.Literal):
+            text = exp.DataType.build("VARCHAR")
+            cut = exp.Left(this=exp.Cast(this=cast.this, to=text.copy()), expression=length[0].this.copy())
+            cut.type = text
+            cast.replace(cut)
+    for extract in list(tree.find_all(exp.Extract)):
+        scale = _SUB_SECOND_PARTS.get(extract.this.name.upper())
+        if scale is None or _clock_kind(extract.expression) not in _CLOCKS | {_T.DATE, _T.TIME}:
+            continue
+        micros = exp.Extract(this=exp.var("MICROSECOND"), expression=extract.expression)
+        micros.type = _BIGINT.copy()
+        as_double = exp.Cast(this=micros, to=_DOUBLE.copy())
+        divided = exp.Div(this=as_double, expression=exp.Literal.number(10 ** scale))
+        as_double.type, divided.type = _DOUBLE.copy(), _DOUBLE.copy()
+        to = exp.DataType.build(f"DECIMAL(8, {scale})")
+        part = exp.Cast(this=divided, to=to)
+        part.type = to.copy()
+        extract.replace(part)
+
+
+_SUB_SECOND_PARTS = {"SECOND": 6, "SECONDS": 6, "S": 6, "MILLISECOND": 3, "MILLISECONDS": 3, "MS": 3}
+
+
 def time_literals(tree: exp.Expression) -> dict[str, bool]:
     """Timestamps written as PostgreSQL reads them, in the one form both engines read: DataFusion
     reads no time without seconds (`'2024-06-01 10:00'`), DuckDB no `+02` or ` UTC` zone. A text
@@ -275,8 +304,9 @@ def _wrap(node: exp.Expression, outer: exp.Expression) -> None:
 
 def function_results(tree: exp.Expression) -> None:
     """Functions whose DataFusion result differs from DuckDB's, rewritten to DuckDB's."""
-    for node in list(tree.find_all(exp.Length, exp.StrPosition, exp.Sign, exp.Log, exp.Ceil, exp.Floor,
-                                   exp.Trunc, exp.TimeToStr, exp.Add, exp.Sub, exp.Anonymous, exp.Cast)):
+    for node in list(tree.find_all(exp.Length, exp.StrPosition, exp.Sign, exp.Log, exp.Ceil, exp.Floor, exp.Trunc,
+                                   exp.TimeToStr, exp.StrToTime, exp.StrToDate, exp.Add, exp.Sub, exp.Anonymous,
+                                   exp.Cast)):
         if isinstance(node, (exp.Length, exp.StrPosition)) or isinstance(node, exp.Anonymous) \
                 and node.name.lower() in ("octet_length", "cardinality"):  # DataFusion: Int32, UInt64
             _wrap(node, exp.Cast(to=_BIGINT.copy()))
@@ -293,6 +323,11 @@ def function_results(tree: exp.Expression) -> None:
         elif isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIMESTAMPTZ:
             # DataFusion's TIMESTAMPTZ is a timestamp with no zone (here: after the scans took their filters)
             node.replace(arrow_cast(node.this, _T.TIMESTAMPTZ))
+        elif isinstance(node, (exp.StrToTime, exp.StrToDate)) and node.args.get("format") is not None:
+            # to_timestamp / to_date(text, format): the format is held as strftime's, which DataFusion's
+            # to_timestamp_micros reads (its to_date and to_timestamp would be PostgreSQL's in the plan's text)
+            parsed = exp.Anonymous(this="to_timestamp_micros", expressions=[node.this, node.args["format"]])
+            node.replace(arrow_cast(parsed, _T.DATE) if isinstance(node, exp.StrToDate) else parsed)
         elif isinstance(node, exp.TimeToStr):  # the format is held as strftime's, which DataFusion's to_char takes
             # (as date_format, its other name there: a TO_CHAR in the plan's text would read back as
             # PostgreSQL's to_char, whose format is another language)
@@ -358,6 +393,8 @@ def for_datafusion(tree: exp.Expression) -> exp.Expression:
                 field = exp.Extract(this=n.this, expression=_as_interval(n.expression))
                 return exp.Cast(this=field, to=_BIGINT.copy()) if whole else field
             return field_of_interval
+        if isinstance(node, (exp.Mul, exp.Div)) and _scaled_interval(node) is not None:
+            return _scaled_interval  # DataFusion has no INTERVAL * number ("Cannot get result type")
         if isinstance(node, exp.Between) and _is_duration(node.this):
             return lambda n: exp.Between(this=_compared_span(n.this), low=_compared_span(n.args["low"]),
                                          high=_compared_span(n.args["high"]))
@@ -694,6 +731,10 @@ def for_duckdb(tree: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Substring) and not _regex_substring(node) and node.args.get("start") is not None \
                 and not (isinstance(node.args["start"], exp.Literal) and node.args["start"].to_py() >= 1):
             return _substring_from_start  # DuckDB counts a start below 1 from the end
+        if isinstance(node, exp.Extract) and node.this.name.upper() == "EPOCH" and _clock_kind(node.expression) in _CLOCKS:
+            # DuckDB's epoch adds the fraction in floating point (946684799.9999989 for .999999)
+            return lambda n: exp.Div(this=exp.Anonymous(this="epoch_us", expressions=[n.expression]),
+                                     expression=exp.Literal.number("1000000.0"))
         if isinstance(node, exp.Hex):  # PostgreSQL's to_hex writes lower case (DuckDB's hex: upper)
             return lambda n: exp.Lower(this=n)
         if isinstance(node, exp.Grouping):  # PostgreSQL's is an INTEGER (DuckDB: BIGINT)
@@ -838,6 +879,50 @@ def _as_interval(duration: exp.Expression) -> exp.Expression:
         expression=exp.Cast(this=exp.Mod(this=micros.copy(), expression=day.copy()), to=exp.DataType.build("VARCHAR"))),
         expression=exp.Literal.string(" microseconds"))
     return exp.Anonymous(this="arrow_cast", expressions=[text, exp.Literal.string("Interval(MonthDayNano)")])
+
+
+def _scaled_interval(node: exp.Expression) -> exp.Expression | None:
+    """`INTERVAL '1 day 2 hours' * n` (or `n * ...`, `... / n`) for DataFusion, where an interval
+    literal times a number is an error: the interval's text with each amount scaled, read back as
+    an interval (DataFusion carries a fraction down as PostgreSQL does: 1.5 months is 1 month 15
+    days). None when `node` is not such a product."""
+    interval, factor = node.this, node.expression
+    if isinstance(node, exp.Mul) and isinstance(factor, exp.Interval):
+        interval, factor = factor, interval
+    if not isinstance(interval, exp.Interval) or not isinstance(interval.this, exp.Literal) \
+            or factor.type is None or factor.type.this not in exp.DataType.NUMERIC_TYPES:
+        return None
+    unit = interval.args.get("unit")
+    text = f"{interval.this.this} {unit.name if unit is not None else ''}".lower()
+    amounts = _INTERVAL_AMOUNT.findall(text)
+    if not amounts or _INTERVAL_AMOUNT.sub("", text).strip() or any(u not in _INTERVAL_UNITS for _, u in amounts):
+        return None
+    whole = isinstance(node, exp.Mul) and _is_integer(factor) and all("." not in a for a, _ in amounts)
+    parts: list[exp.Expression] = []
+    for amount, unit_name in amounts:
+        if whole:
+            value: exp.Expression = exp.Mul(this=exp.Cast(this=exp.Literal.number(amount), to=_BIGINT.copy()),
+                                            expression=exp.Cast(this=factor.copy(), to=_BIGINT.copy()))
+        else:
+            scaled = (exp.Mul if isinstance(node, exp.Mul) else exp.Div)(
+                this=exp.Cast(this=exp.Literal.number(amount), to=_DOUBLE.copy()),
+                expression=exp.Cast(this=factor.copy(), to=_DOUBLE.copy()))
+            value = exp.Cast(this=scaled, to=exp.DataType.build("DECIMAL(38, 9)"))
+        parts += [exp.Cast(this=value, to=exp.DataType.build("VARCHAR")),
+                  exp.Literal.string(f" {_INTERVAL_UNITS[unit_name]}" + (" " if len(parts) < 2 * len(amounts) - 2 else ""))]
+    text_form = parts[0]
+    for part in parts[1:]:
+        text_form = exp.DPipe(this=text_form, expression=part)
+    return exp.Anonymous(this="arrow_cast", expressions=[text_form, exp.Literal.string("Interval(MonthDayNano)")])
+
+
+_INTERVAL_AMOUNT = re.compile(r"([+-]?\d+(?:\.\d+)?)\s*([a-z]+)")
+_INTERVAL_UNITS = {**{u: u + "s" for u in ("year", "month", "week", "day", "hour", "minute", "second",
+                                            "millisecond", "microsecond")},
+                   **{u + "s": u + "s" for u in ("year", "month", "week", "day", "hour", "minute", "second",
+                                                  "millisecond", "microsecond")},
+                   "mon": "months", "mons": "months", "min": "minutes", "mins": "minutes", "sec": "seconds",
+                   "secs": "seconds", "y": "years", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
 def _zoned_instant(wall: exp.Expression, zone: exp.Expression) -> exp.Expression:

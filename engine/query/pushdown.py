@@ -39,6 +39,7 @@ If the source rejects the statement, the plan runs federated as before.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Iterator, Mapping
 
 import pyarrow as pa
@@ -262,12 +263,28 @@ def _postgres_forms(typed: exp.Expression) -> bool:
         elif name == "to_local_time" and len(args) == 1 and isinstance(args[0], exp.AtTimeZone):
             node.replace(args[0])
         elif name == "date_format" and len(args) == 2 and args[1].is_string and "%." not in args[1].this:
-            node.replace(exp.TimeToStr(this=args[0], format=args[1]))  # strftime's format, written as to_char's
+            node.replace(exp.TimeToStr(this=args[0], format=_letters_quoted(args[1])))  # written as to_char's
+        elif name == "to_timestamp_micros" and len(args) == 2 and args[1].is_string:
+            # strftime's format written as to_timestamp's; a wall-clock time as DataFusion's (the session is UTC)
+            node.replace(exp.Cast(this=exp.StrToTime(this=args[0], format=_letters_quoted(args[1])),
+                                  to=exp.DataType.build("TIMESTAMP")))
         elif name == "array_element" and len(args) == 2:  # (array)[i], counted from 1 in both
             node.replace(exp.Bracket(this=exp.Paren(this=args[0]), expressions=[args[1]], offset=1))
-        elif name in ("date_format", "signum", "arrow_typeof", "to_local_time"):
+        elif name in ("date_format", "signum", "arrow_typeof", "to_local_time", "to_timestamp_micros"):
             return False
     return True
+
+
+def _letters_quoted(strftime: exp.Literal) -> exp.Literal:
+    """A strftime format whose literal letters are quoted, as PostgreSQL's formats need them:
+    `%Y-%m-%dT%H` written as `YYYY-MM-DDTHH24` gave '2024-01-15THH24' (its TH is a suffix)."""
+    pieces = _STRFTIME_TOKEN.split(strftime.this)
+    return exp.Literal.string("".join(
+        piece if _STRFTIME_TOKEN.fullmatch(piece) else _LETTERS.sub(r'"\g<0>"', piece) for piece in pieces))
+
+
+_STRFTIME_TOKEN = re.compile(r"(%[-#]?.)")
+_LETTERS = re.compile(r"[A-Za-z]+")
 
 
 def _exact_averages(typed: exp.Expression) -> exp.Expression:

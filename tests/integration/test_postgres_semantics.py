@@ -299,7 +299,14 @@ EXPRESSIONS = [
     "s || ' ' || coalesce(n::text, '?')", "concat_ws('-', s, n, a)", "format('%s/%s', s, n)", "length(s || 'x')",
     "lower(s) = 'apple'", "s IN ('apple', 'Banana')", "s NOT IN ('apple', NULL)", "a IN (7, -7, NULL)",
     "nullif(s, '')", "greatest(f, 0.0)", "least(price, 5)", "abs(f - 1)", "round(f::numeric, 1)", "f = 0", "f < 0",
-    "'NaN'::float8 > f", "sqrt(f)", "power(f, 2)", "mod(a, 3)", "a / b", "a::numeric / b", "(a + 0.0) / b"
+    "'NaN'::float8 > f", "sqrt(f)", "power(f, 2)", "mod(a, 3)", "a / b", "a::numeric / b", "(a + 0.0) / b",
+    # lengths of texts, fractions of seconds, texts read as times, intervals scaled
+    "s::varchar(3)", "CAST(a AS VARCHAR(1))", "extract(second FROM ts)", "extract(millisecond FROM ts)",
+    "extract(microsecond FROM ts)", "date_part('second', ts)", "extract(second FROM ts::time)", "date_part('epoch', ts)",
+    "to_date('2024-01-15', 'YYYY-MM-DD')", "to_timestamp('15/01/2024 10:00', 'DD/MM/YYYY HH24:MI')",
+    "INTERVAL '1 day' * a", "a * INTERVAL '1.5 hours'", "INTERVAL '1 month' * 1.5", "INTERVAL '1 hour' / 4",
+    "ts + INTERVAL '1 day' * n", "INTERVAL '1 day 2 hours' * b", "INTERVAL '2' HOUR * a", "ts - n * INTERVAL '1 week'",
+    "INTERVAL '90 minutes' * least(f, 100)",
 ]
 AGGREGATES = [
     "string_agg(s, ',' ORDER BY s)", "array_agg(a ORDER BY a)", "avg(a)", "avg(price)", "sum(f)", "stddev(a)",
@@ -329,5 +336,5 @@ def _comparable(value: object) -> object:
                          + [f"SELECT {a} AS v FROM {{t}}" for a in AGGREGATES])
 def test_functions_answer_as_postgres_itself(runtime: Runtime, postgres_server: PgServer, sql: str) -> None:
     want = [_comparable(row[-1]) for row in postgres_server.fetch(sql.format(t="public.sem"))]
-    for table in ("sem", "sem_arrow"):
+    for table in ("sem", "sem_arrow", "sem_fed"):  # sem_fed: the query goes down to PostgreSQL whole
         assert [_comparable(r["v"]) for r in run(runtime, sql.format(t=table)).to_pylist()] == want, table
