@@ -50,11 +50,6 @@ def standard_forms(tree: exp.Expression) -> None:
         options = fetch.args.get("limit_options")
         if options is None or not (options.args.get("with_ties") or options.args.get("percent")):
             fetch.replace(exp.Limit(expression=fetch.args.get("count") or exp.Literal.number(1)))
-    for to_char in list(tree.find_all(exp.TimeToStr)):
-        written = to_char.args.get("format")
-        if isinstance(written, exp.Literal) and written.is_string and '"' in written.this:
-            # to_char's "quoted text" is written as it is, without its quotes
-            to_char.set("format", exp.Literal.string(re.sub(r'"([^"]*)"', r"\1", written.this)))
     for similar in list(tree.find_all(exp.SimilarTo)):
         if isinstance(similar.expression, exp.Literal) and similar.expression.is_string and not similar.args.get("escape"):
             similar.replace(exp.RegexpLike(this=similar.this, expression=exp.Literal.string(
@@ -110,10 +105,11 @@ def numeric_casts(tree: exp.Expression) -> None:
         cast.type = to.copy()
 
 
-def text_lengths_and_seconds(tree: exp.Expression) -> None:
-    """Two meanings both engines drop, for every route. `CAST(x AS VARCHAR(n))` keeps n characters
+def lengths_fractions_rounding(tree: exp.Expression) -> None:
+    """Meanings both engines drop, for every route. `CAST(x AS VARCHAR(n))` keeps n characters
     in PostgreSQL (both engines ignore n). EXTRACT(SECOND | MILLISECOND) of a time is a numeric
-    with the fraction in PostgreSQL, `59.999999` and `59999.999`; both engines truncated it."""
+    with the fraction in PostgreSQL, `59.999999` and `59999.999`; both engines truncated it.
+    round(float) goes half to even (round(2.5::float8) is 2; both engines gave 3)."""
     for cast in list(tree.find_all(exp.Cast)):
         length = cast.to.expressions
         if cast.to.this == _T.VARCHAR and len(length) == 1 and isinstance(length[0].this, exp.Literal):
@@ -121,6 +117,11 @@ def text_lengths_and_seconds(tree: exp.Expression) -> None:
             cut = exp.Left(this=exp.Cast(this=cast.this, to=text.copy()), expression=length[0].this.copy())
             cut.type = text
             cast.replace(cut)
+    for node in list(tree.find_all(exp.Round)):
+        if node.args.get("decimals") is None and _float_in_postgres(node.this):
+            even = _half_to_even(node.this)
+            even.type = _DOUBLE.copy()
+            node.replace(even)
     for extract in list(tree.find_all(exp.Extract)):
         scale = _SUB_SECOND_PARTS.get(extract.this.name.upper())
         if scale is None or _clock_kind(extract.expression) not in _CLOCKS | {_T.DATE, _T.TIME}:
@@ -182,6 +183,8 @@ def timestamp_text(text: str, zoned: bool) -> str | None:
 
 
 def _pg_name(node: exp.Expression) -> str:
+    if "pg_name" in node.meta:  # a call written as other expressions (to_char)
+        return node.meta["pg_name"]
     if isinstance(node, exp.Cast):
         inner = node.this
         return inner.name if isinstance(inner, exp.Column) else node.to.sql(PUBLIC_DIALECT).lower()
@@ -647,12 +650,40 @@ def _rounded_for_int_cast(value: exp.Expression) -> exp.Expression:
             or isinstance(literal, exp.Extract) and literal.this.name.upper() not in _INTEGER_PARTS:
         return exp.Round(this=value)  # a literal like 2.5, and EXTRACT(EPOCH ...), are numeric in PostgreSQL
     if value.type is not None and value.type.this in _FLOAT_TYPES:
-        half = exp.In(this=exp.Sub(this=value.copy(), expression=exp.Anonymous(this="trunc", expressions=[value.copy()])),
-                      expressions=[exp.Literal.number(0.5), exp.Literal.number(-0.5)])
-        even = exp.Mul(this=exp.Literal.number(2), expression=exp.Round(this=exp.Div(this=value.copy(),
-                                                                                       expression=exp.Literal.number(2))))
-        return exp.Case(ifs=[exp.If(this=half, true=even)], default=exp.Round(this=value))
+        return _half_to_even(value)
     return value
+
+
+def _float_in_postgres(node: exp.Expression) -> bool:
+    """Whether PostgreSQL types `node` double precision: a literal like 2.5 is a numeric there, and
+    so is arithmetic of numerics and integers (sqlglot types both DOUBLE)."""
+    if isinstance(node, (exp.Paren, exp.Neg)):
+        return _float_in_postgres(node.this)
+    if isinstance(node, exp.Literal):
+        return False
+    if isinstance(node, exp.Cast):
+        return node.to.this in _FLOAT_TYPES
+    if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)):
+        return _float_in_postgres(node.this) or _float_in_postgres(node.expression)
+    return node.type is not None and node.type.this in _FLOAT_TYPES
+
+
+def _integer_sum(node: exp.Expression) -> bool:
+    """SUM of integers, maybe with its FILTER and OVER: a HUGEINT on DuckDB, a BIGINT in PostgreSQL."""
+    while isinstance(node, (exp.Window, exp.Filter)):
+        node = node.this
+    return isinstance(node, exp.Sum) and _is_integer(node.this)
+
+
+def _half_to_even(value: exp.Expression) -> exp.Expression:
+    """A float rounded to a whole number as PostgreSQL rounds one (rint: 2.5 is 2, 3.5 is 4); both
+    engines' round() goes half away from zero."""
+    half = exp.In(this=exp.Sub(this=exp.Paren(this=value.copy()),
+                               expression=exp.Anonymous(this="trunc", expressions=[value.copy()])),
+                  expressions=[exp.Literal.number(0.5), exp.Literal.number(-0.5)])
+    even = exp.Mul(this=exp.Literal.number(2), expression=exp.Round(this=exp.Div(this=exp.Paren(this=value.copy()),
+                                                                                   expression=exp.Literal.number(2))))
+    return exp.Case(ifs=[exp.If(this=half, true=even)], default=exp.Round(this=value))
 
 
 def decimal_sums(tree: exp.Expression) -> list[int]:
@@ -748,8 +779,8 @@ def for_duckdb(tree: exp.Expression) -> exp.Expression:
             for ordered in node.expression.expressions:  # PostgreSQL interpolates numbers as double precision
                 if _is_integer(ordered.this) or _is_decimal(ordered.this):  # (DuckDB: in the type ordered)
                     ordered.set("this", exp.Cast(this=ordered.this, to=_DOUBLE.copy()))
-        if isinstance(node, exp.Window) and isinstance(node.this, exp.Sum) and _is_integer(node.this.this) \
-                or isinstance(node, exp.Sum) and _is_integer(node.this) and not isinstance(node.parent, exp.Window):
+        if _integer_sum(node) and not isinstance(node.parent, (exp.Window, exp.Filter)):
+            # the whole call, FILTER and OVER included (a cast between them was a syntax error)
             return lambda n: exp.Cast(this=n, to=_BIGINT.copy())
         return None
 

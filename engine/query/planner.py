@@ -38,7 +38,7 @@ from ..search.functions import SEARCH_PREFIX
 from .ai_functions import AiCall
 from .information_schema import CATALOG, SCHEMA_NAME
 from .pg_semantics import (decimal_sums, distinct_aggregate_names, for_datafusion, for_duckdb, function_results,
-                           name_projections, numeric_casts, standard_forms, text_lengths_and_seconds, time_literals,
+                           lengths_fractions_rounding, name_projections, numeric_casts, standard_forms, time_literals,
                            type_literals, typeof_as_duckdb)
 from .policy import Policy, unknown
 from .sql_policy import PUBLIC_DIALECT
@@ -335,7 +335,7 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
         raise SqlError(str(e) + _column_hint(str(e), bindings.values(), policy)) from None
     clock_texts = time_literals(tree)
     numeric_casts(tree)
-    text_lengths_and_seconds(tree)
+    lengths_fractions_rounding(tree)
     used = list(bindings.values())
     if not used and _operator_depth(tree) <= DUCKDB_OPERATOR_DEPTH:
         # No table: DuckDB evaluates it, as it does most queries (the same types and functions).

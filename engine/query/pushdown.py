@@ -27,7 +27,8 @@ there. For PostgreSQL:
 - every table is on one server, whose connector says `pushdown_safe()` for the columns used
   (code point string order: database collation C / C.UTF-8 / POSIX and no column collation;
   no char(n), whose trailing blanks compare differently; no columns served via a text cast);
-- no round() of a float (half to even in PostgreSQL) and no float turned into text;
+- no round() of a float the planner has not made PostgreSQL's (half to even) and no float
+  turned into text;
 - integer division, NULL ordering (NULLS LAST ascending, FIRST descending) and session time
   zone (UTC on every Satchel connection) are already PostgreSQL's in the public dialect;
 - the result is cast to the exact schema DataFusion would return for the same plan (found by
@@ -278,9 +279,12 @@ def _postgres_forms(typed: exp.Expression) -> bool:
 def _letters_quoted(strftime: exp.Literal) -> exp.Literal:
     """A strftime format whose literal letters are quoted, as PostgreSQL's formats need them:
     `%Y-%m-%dT%H` written as `YYYY-MM-DDTHH24` gave '2024-01-15THH24' (its TH is a suffix)."""
+    def literal(text: str) -> str:  # letters quoted, a double quote escaped
+        return _LETTERS.sub(r'"\g<0>"', text.replace('"', '\\"'))
+
     pieces = _STRFTIME_TOKEN.split(strftime.this)
     return exp.Literal.string("".join(
-        piece if _STRFTIME_TOKEN.fullmatch(piece) else _LETTERS.sub(r'"\g<0>"', piece) for piece in pieces))
+        ("%" if piece == "%%" else piece) if _STRFTIME_TOKEN.fullmatch(piece) else literal(piece) for piece in pieces))
 
 
 _STRFTIME_TOKEN = re.compile(r"(%[-#]?.)")

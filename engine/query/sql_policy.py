@@ -14,6 +14,7 @@ from sqlglot.errors import ParseError
 from ..errors import ReadOnlyViolation, SqlError
 from . import information_schema, sql_limits
 from .sql_limits import SqlLimits
+from .to_char import is_time_template, to_char
 
 
 class Satchel(Postgres):
@@ -21,10 +22,9 @@ class Satchel(Postgres):
     full-text predicate pushed to search sources) is a plain function call, not MySQL's
     MATCH ... AGAINST as sqlglot reads MATCH otherwise. Registered with sqlglot as "satchel"."""
 
-    # to_char patterns sqlglot's PostgreSQL dialect does not know, and so read as text: 'Mon DD'
-    # gave 'Mon 15' (the month number then "n"), 'Day' gave '1ay', 'HH12:MI AM' wrote AM all
-    # day. Names are English and not blank-padded (PostgreSQL pads 'Day' and 'Month' to 9;
-    # its FM forms are exact).
+    # Time format patterns sqlglot's PostgreSQL dialect does not know, for to_timestamp and
+    # to_date (to_char's templates are read by `to_char`), and to write strftime formats back as
+    # PostgreSQL's for a query pushed down whole: 'Mon DD' was read as 'Mon 15'.
     TIME_MAPPING = {**Postgres.TIME_MAPPING, "Mon": "%b", "Month": "%B", "FMMonth": "%B", "Dy": "%a", "Day": "%A",
                     "FMDay": "%A", "AM": "%p", "PM": "%p", "HH": "%I", "FMHH": "%-I"}
 
@@ -32,8 +32,18 @@ class Satchel(Postgres):
         FUNCTION_PARSERS = {k: v for k, v in Postgres.Parser.FUNCTION_PARSERS.items() if k != "MATCH"}
         # vector_search(table, 'text', ...) is Satchel's (Spice's) search table function, not BigQuery's
         FUNCTIONS = {k: v for k, v in Postgres.Parser.FUNCTIONS.items() if k != "VECTOR_SEARCH"}
+        # to_char(time, 'template') read as PostgreSQL reads the template (see `to_char`); a
+        # function parser, as the expression it makes is not a call of two arguments
+        FUNCTION_PARSERS = {**FUNCTION_PARSERS, "TO_CHAR": lambda self: _to_char(self._parse_csv(self._parse_assignment), self.dialect)}
 
 
+def _to_char(args: list, dialect: Any) -> exp.Expression:
+    if len(args) == 2 and isinstance(args[1], exp.Literal) and args[1].is_string and is_time_template(args[1].this):
+        return to_char(args[0], args[1].this)
+    return _POSTGRES_TO_CHAR(args, dialect)
+
+
+_POSTGRES_TO_CHAR = Postgres.Parser.FUNCTIONS["TO_CHAR"]
 PUBLIC_DIALECT = "satchel"
 _DIALECT = Satchel()
 _TOKENIZERS = threading.local()  # a sqlglot tokenizer keeps the text it works on: one per thread
