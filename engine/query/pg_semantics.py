@@ -17,6 +17,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, build_scope
 
+from .intervals import read_interval
 from .patterns import SIMILAR_OPERATORS, pattern_regex
 from .sql_policy import BOUND, PUBLIC_DIALECT
 
@@ -50,6 +51,11 @@ def standard_forms(tree: exp.Expression) -> None:
         options = fetch.args.get("limit_options")
         if options is None or not (options.args.get("with_ties") or options.args.get("percent")):
             fetch.replace(exp.Limit(expression=fetch.args.get("count") or exp.Literal.number(1)))
+    for cast in list(tree.find_all(exp.Cast)):
+        if cast.to.this == exp.DataType.Type.INTERVAL and isinstance(cast.this, exp.Literal) and cast.this.is_string \
+                and (read := read_interval(cast.this.this)) is not None:
+            # '1 day 02:00'::interval in the words every engine reads (DataFusion reads no 02:00)
+            cast.replace(exp.Interval(this=exp.Literal.string(read.words())))
     for similar in list(tree.find_all(exp.SimilarTo)):
         if isinstance(similar.expression, exp.Literal) and similar.expression.is_string and not similar.args.get("escape"):
             similar.replace(exp.RegexpLike(this=similar.this, expression=exp.Literal.string(
@@ -924,11 +930,14 @@ def _scaled_interval(node: exp.Expression) -> exp.Expression | None:
             or factor.type is None or factor.type.this not in exp.DataType.NUMERIC_TYPES:
         return None
     unit = interval.args.get("unit")
-    text = f"{interval.this.this} {unit.name if unit is not None else ''}".lower()
-    amounts = _INTERVAL_AMOUNT.findall(text)
-    if not amounts or _INTERVAL_AMOUNT.sub("", text).strip() or any(u not in _INTERVAL_UNITS for _, u in amounts):
+    if unit is not None and not isinstance(unit, exp.Var):  # HOUR TO MINUTE
         return None
-    whole = isinstance(node, exp.Mul) and _is_integer(factor) and all("." not in a for a, _ in amounts)
+    read = read_interval(f"{interval.this.this} {unit.name if unit is not None else ''}")
+    if read is None:
+        return None
+    amounts = [(str(n), name) for n, name in ((read.months, "months"), (read.days, "days"),
+                                               (read.micros, "microseconds")) if n] or [("0", "days")]
+    whole = isinstance(node, exp.Mul) and _is_integer(factor)
     parts: list[exp.Expression] = []
     for amount, unit_name in amounts:
         if whole:
@@ -940,20 +949,11 @@ def _scaled_interval(node: exp.Expression) -> exp.Expression | None:
                 expression=exp.Cast(this=factor.copy(), to=_DOUBLE.copy()))
             value = exp.Cast(this=scaled, to=exp.DataType.build("DECIMAL(38, 9)"))
         parts += [exp.Cast(this=value, to=exp.DataType.build("VARCHAR")),
-                  exp.Literal.string(f" {_INTERVAL_UNITS[unit_name]}" + (" " if len(parts) < 2 * len(amounts) - 2 else ""))]
+                  exp.Literal.string(f" {unit_name}" + (" " if len(parts) < 2 * len(amounts) - 2 else ""))]
     text_form = parts[0]
     for part in parts[1:]:
         text_form = exp.DPipe(this=text_form, expression=part)
     return exp.Anonymous(this="arrow_cast", expressions=[text_form, exp.Literal.string("Interval(MonthDayNano)")])
-
-
-_INTERVAL_AMOUNT = re.compile(r"([+-]?\d+(?:\.\d+)?)\s*([a-z]+)")
-_INTERVAL_UNITS = {**{u: u + "s" for u in ("year", "month", "week", "day", "hour", "minute", "second",
-                                            "millisecond", "microsecond")},
-                   **{u + "s": u + "s" for u in ("year", "month", "week", "day", "hour", "minute", "second",
-                                                  "millisecond", "microsecond")},
-                   "mon": "months", "mons": "months", "min": "minutes", "mins": "minutes", "sec": "seconds",
-                   "secs": "seconds", "y": "years", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
 def _zoned_instant(wall: exp.Expression, zone: exp.Expression) -> exp.Expression:

@@ -10,10 +10,12 @@ from typing import Any, Sequence
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError
+from sqlglot.tokens import TokenType
 
 from ..errors import ReadOnlyViolation, SqlError
 from . import information_schema, sql_limits
 from .sql_limits import SqlLimits
+from .intervals import needs_reading, read_interval
 from .to_char import is_time_template, to_char
 
 
@@ -35,6 +37,21 @@ class Satchel(Postgres):
         # to_char(time, 'template') read as PostgreSQL reads the template (see `to_char`); a
         # function parser, as the expression it makes is not a call of two arguments
         FUNCTION_PARSERS = {**FUNCTION_PARSERS, "TO_CHAR": lambda self: _to_char(self._parse_csv(self._parse_assignment), self.dialect)}
+
+        def _parse_interval_span(self, this: exp.Expression, parse_function_unit: bool = True) -> exp.Interval:
+            """INTERVAL 'text' read whole as PostgreSQL reads it (`intervals`), where sqlglot kept
+            only its first pair ('1 day 02:00' was one day); with a unit after it, as sqlglot reads it."""
+            unit_next = self._curr is not None and (self._curr.token_type == TokenType.VAR or
+                                                    self._curr.text.upper() in self.dialect.VALID_INTERVAL_UNITS)
+            if this is not None and this.is_string and not unit_next and needs_reading(this.name):
+                read = read_interval(this.name)
+                if read is not None:
+                    return self.expression(exp.Interval(this=exp.Literal.string(read.words())))
+            interval = super()._parse_interval_span(this, parse_function_unit)
+            if isinstance(interval.args.get("unit"), exp.IntervalSpan) and ":" in interval.this.name \
+                    and (read := read_interval(interval.this.name)) is not None:  # '1:30' HOUR TO MINUTE
+                return self.expression(exp.Interval(this=exp.Literal.string(read.words())))
+            return interval
 
 
 def _to_char(args: list, dialect: Any) -> exp.Expression:
