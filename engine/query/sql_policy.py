@@ -16,7 +16,7 @@ from ..errors import ReadOnlyViolation, SqlError
 from . import information_schema, sql_limits
 from .sql_limits import SqlLimits
 from .intervals import needs_reading, read_interval
-from .to_char import is_time_template, to_char
+from .to_char import is_time_template, number_to_char, to_char
 
 
 class Satchel(Postgres):
@@ -55,8 +55,9 @@ class Satchel(Postgres):
 
 
 def _to_char(args: list, dialect: Any) -> exp.Expression:
-    if len(args) == 2 and isinstance(args[1], exp.Literal) and args[1].is_string and is_time_template(args[1].this):
-        return to_char(args[0], args[1].this)
+    if len(args) == 2 and isinstance(args[1], exp.Literal) and args[1].is_string:
+        template = args[1].this
+        return to_char(args[0], template) if is_time_template(template) else number_to_char(args[0], template)
     return _POSTGRES_TO_CHAR(args, dialect)
 
 

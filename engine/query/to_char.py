@@ -105,8 +105,8 @@ _NAMES = {"MONTH": ("%B", 9), "MON": ("%b", 0), "DAY": ("%A", 9), "DY": ("%a", 0
 _UNSUPPORTED = ("Y,YYY", "IDDD", "IYY", "IY", "I", "RM", "B.C.", "A.D.", "BC", "AD", "TZH", "TZM", "TZ", "OF",
                 "FF1", "FF2", "FF3", "FF4", "FF5", "FF6")
 _PATTERNS = sorted([*_NUMBERS, *_NAMES, *_UNSUPPORTED], key=len, reverse=True)
-# a template for a number (to_char(1234.5, 'FM9,990.00')): left to the engine, which has no such to_char
-_NUMBER_TEMPLATE = re.compile(r"(?i)^(?:FM|[90.,DGSLV$ ]|MI|PR|EEEE|TH)*$")
+# a template for a number (to_char(1234.5, 'FM9,990.00')), see number_to_char
+_NUMBER_TEMPLATE = re.compile(r'(?i)^(?:FM|[90.,DGSLV ]|MI|PR|EEEE|TH|RN|PL|SG|"[^"]*")*$')
 
 
 def is_time_template(template: str) -> bool:
@@ -253,3 +253,134 @@ def _joined(value: exp.Expression, pieces: list[exp.Expression | str]) -> exp.Ex
         joined = exp.DPipe(this=joined, expression=part)
     return exp.Case(ifs=[exp.If(this=exp.Is(this=value.copy(), expression=exp.Null()), true=exp.Null())],
                     default=joined)
+
+
+# -- numbers ------------------------------------------------------------------------------------
+# to_char(number, '9,990.00'): digit positions 9 (dropped when a leading zero) and 0 (kept), the
+# decimal point (. or D), group separators (, or G), FM, the sign as S, MI or PR, and text.
+_NUMBER_PARTS = re.compile(r'(?i)FM|MI|PR|"[^"]*"|[90.,DGS ]|EEEE|RN|PL|SG|TH|[LV]')
+
+
+def number_to_char(value: exp.Expression, template: str) -> exp.Expression:
+    """`to_char(value, template)` for a number, as PostgreSQL writes it, as an expression."""
+    tokens = _NUMBER_PARTS.findall(template)
+    if "".join(tokens) != template:
+        raise SqlError(f"to_char template '{template}' for a number has text outside double quotes")
+    for t in tokens:
+        if t.upper() in ("EEEE", "RN", "PL", "SG", "TH", "L", "V"):
+            raise SqlError(f"to_char pattern '{t}' for a number is not supported (supported: 9, 0, '.', D, ',', G, "
+                           f"FM, S, MI, PR and \"text\")")
+    layout = _NumberLayout(tokens)
+    # |value| rounded to the template's places, as exact decimal text: its integer and fraction digits
+    rounded = exp.Cast(this=exp.Round(this=exp.Abs(this=value.copy()), decimals=exp.Literal.number(layout.places)),
+                       to=exp.DataType.build(f"DECIMAL(38, {layout.places})"))
+    as_text = exp.Cast(this=rounded, to=exp.DataType.build("VARCHAR"))
+    whole = exp.SplitPart(this=as_text, delimiter=exp.Literal.string("."), part_index=exp.Literal.number(1))
+    fraction = exp.SplitPart(this=as_text.copy(), delimiter=exp.Literal.string("."), part_index=exp.Literal.number(2))
+    negative = exp.LT(this=value.copy(), expression=exp.Literal.number(0))
+    overflow = exp.GT(this=exp.Length(this=whole.copy()), expression=exp.Literal.number(len(layout.int_slots)))
+    result = exp.Case(ifs=[exp.If(this=exp.Is(this=value.copy(), expression=exp.Null()), true=exp.Null()),
+                           exp.If(this=overflow, true=layout.render(whole, fraction, negative, hashes=True))],
+                      default=layout.render(whole, fraction, negative, hashes=False))
+    result.meta["pg_name"] = "to_char"
+    return result
+
+
+def _text(value: str) -> exp.Expression:
+    return exp.Literal.string(value)
+
+
+def _when(condition: exp.Expression, then: exp.Expression | str, otherwise: exp.Expression | str = "") -> exp.Expression:
+    return exp.Case(ifs=[exp.If(this=condition, true=then if isinstance(then, exp.Expression) else _text(then))],
+                    default=otherwise if isinstance(otherwise, exp.Expression) else _text(otherwise))
+
+
+class _NumberLayout:
+    """A number template's positions, written out as PostgreSQL's NUM_processor writes them."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.fill = not any(t.upper() == "FM" for t in tokens)
+        self.tokens = [t for t in tokens if t.upper() != "FM"]
+        self.point = next((i for i, t in enumerate(self.tokens) if t in (".", "D", "d")), len(self.tokens))
+        self.int_slots = [i for i, t in enumerate(self.tokens[:self.point]) if t in "90"]
+        self.frac_slots = [i for i, t in enumerate(self.tokens) if i > self.point and t in "90"]
+        self.places = len(self.frac_slots)
+        self.has_zero = "0" in self.tokens
+        zero_at = next((k for k, i in enumerate(self.int_slots) if self.tokens[i] == "0"), len(self.int_slots))
+        self.forced = len(self.int_slots) - zero_at  # digits a 0 position keeps from there on
+        signs = [t.upper() for t in self.tokens if t.upper() in ("S", "MI", "PR")]
+        self.sign = signs[0] if signs else None
+        first = min([*self.int_slots, *self.frac_slots, self.point])
+        self.anchored_sign = self.sign in (None, "PR") or self.sign == "S" and \
+            next(i for i, t in enumerate(self.tokens) if t.upper() == "S") < first
+
+    def render(self, whole: exp.Expression, fraction: exp.Expression, negative: exp.Expression,
+               hashes: bool) -> exp.Expression:
+        blank = " " if self.fill else ""
+        n = len(self.int_slots)
+        if hashes:  # the number did not fit: every digit position '#'
+            shown: exp.Expression = exp.Literal.number(n)
+            kept_fraction: exp.Expression = _text("#" * self.places)
+        else:
+            kept_fraction = self._kept_fraction(fraction)
+            # the integer's digits shown; a lone 0 before a fraction is a blank unless the template
+            # has a 0 position ('0.1' with 9.99 is '  .10'), or with FM nothing of the fraction is left
+            digits = exp.Length(this=whole.copy())
+            shown = exp.Greatest(this=digits, expressions=[exp.Literal.number(self.forced)])
+            if self.places and not self.has_zero:
+                lone_zero = exp.EQ(this=whole.copy(), expression=_text("0"))
+                if not self.fill:
+                    lone_zero = exp.and_(lone_zero, exp.NEQ(this=kept_fraction.copy(), expression=_text("")))
+                shown = _when(lone_zero, exp.Literal.number(0), shown)
+        padded = exp.Pad(this=whole.copy(), expression=exp.Literal.number(max(n, 1)), fill_pattern=_text("0"),
+                         is_left=True)
+        sign_text = {None: ("-", blank), "S": ("-", "+"), "PR": ("<", blank)}.get(self.sign, ("", ""))
+        anchored = _when(negative, *sign_text) if self.anchored_sign else _text("")
+        out: list[exp.Expression] = []
+        for i, t in enumerate(self.tokens):
+            if i in self.int_slots:
+                k = self.int_slots.index(i)
+                first_shown = exp.EQ(this=shown.copy(), expression=exp.Literal.number(n - k))
+                visible = exp.GTE(this=shown.copy(), expression=exp.Literal.number(n - k))
+                digit = _text("#") if hashes else exp.Substring(this=padded.copy(), start=exp.Literal.number(k + 1),
+                                                                length=exp.Literal.number(1))
+                out += [_when(first_shown, anchored.copy()), _when(visible, digit, blank)]
+            elif t in (",", "G", "g") and i < self.point:
+                before = sum(1 for s in self.int_slots if s < i)
+                visible = exp.GTE(this=shown.copy(), expression=exp.Literal.number(n - before + 1)) if before \
+                    else exp.false()
+                out.append(_when(visible, ",", blank))
+            elif i == self.point:
+                out += [_when(exp.EQ(this=shown.copy(), expression=exp.Literal.number(0)), anchored.copy()), _text(".")]
+            elif i in self.frac_slots:
+                k = self.frac_slots.index(i)
+                out.append(exp.Substring(this=kept_fraction.copy(), start=exp.Literal.number(k + 1),
+                                         length=exp.Literal.number(1)))
+            elif t in (",", "G", "g"):
+                out.append(_text(","))
+            elif t.upper() == "S" and not self.anchored_sign:
+                out.append(_when(negative, "-", "+"))
+            elif t.upper() == "MI":
+                out.append(_when(negative, "-", blank))
+            elif t.upper() == "PR":
+                out.append(_when(negative, ">", blank))
+            elif t.upper() == "S":
+                continue  # anchored: written before the first digit shown
+            else:
+                out.append(_text(t[1:-1] if t.startswith('"') else t))
+        if self.point == len(self.tokens) and not self.int_slots:
+            out.insert(0, anchored)
+        text = out[0]
+        for part in out[1:]:
+            text = exp.DPipe(this=text, expression=part)
+        return text
+
+    def _kept_fraction(self, fraction: exp.Expression) -> exp.Expression:
+        """The fraction's digits, without (with FM) the trailing zeros at 9 positions."""
+        if self.fill or not self.places:
+            return fraction.copy()
+        last_zero = max((k + 1 for k, s in enumerate(self.frac_slots) if self.tokens[s] == "0"), default=0)
+        trimmed = exp.Anonymous(this="rtrim", expressions=[fraction.copy(), _text("0")])
+        width = exp.Cast(this=exp.Greatest(this=exp.Length(this=trimmed.copy()), expressions=[exp.Literal.number(last_zero)]),
+                         to=exp.DataType.build("INT"))  # (DuckDB's rpad takes no BIGINT)
+        return exp.Pad(this=trimmed, expression=width, fill_pattern=_text("0"), is_left=False)

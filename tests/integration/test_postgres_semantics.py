@@ -309,11 +309,18 @@ EXPRESSIONS = [
     "round(2.5::float8)", "round(-2.5::float8)", "round(f * 2 + 0.5)", "cast(least(f, 100) * 2 + 0.5 AS int)", "round(2.5::real)",
     "round(a * 1.5)", "round(-2.5)", "round(f * 5)", "round(f + 1.5)", "round(sqrt(abs(a)) * 2)",
     "sum(a) FILTER (WHERE b = 2) OVER ()", "sum(a) FILTER (WHERE b = 2) OVER (ORDER BY id)",
-    # to_char templates as PostgreSQL reads them
-    "to_char(ts, 'YYYY-MM-DD')", 'to_char(ts, \'YYYY-"Q"Q\')', "to_char(ts, 'Month YYYY')", "to_char(ts, 'FMMonth DDth, YYYY')", "to_char(ts, 'HH12:MI am')", "to_char(ts, 'D WW J')", "to_char(ts, 'MS')", "to_char(ts, 'US')", "to_char(ts, 'DDTH')", "to_char(ts, 'month')", "to_char(ts, 'mon')", "to_char(ts, 'MON')", "to_char(ts, 'MONTH')", "to_char(ts, 'Day')", "to_char(ts, 'DAY')", "to_char(ts, 'day')", "to_char(ts, 'DY')", "to_char(ts, 'dy')", "to_char(ts, 'HH:MI:SS PM')", "to_char(ts, 'HH24:MI:SS.MS')", "to_char(ts, 'ID')", "to_char(ts, 'CC')", "to_char(ts, 'W')", "to_char(ts, 'SSSS')", "to_char(ts, 'YYY')", "to_char(ts, 'Y')", "to_char(ts, 'yyyy-mm-dd')", "to_char(ts, 'hh24:mi')", "to_char(ts, 'FMDD/FMMM/YYYY')", "to_char(ts, 'YYYY\\\\MM')", "to_char(ts, 'A.M.')", "to_char(ts, 'p.m.')", "to_char(ts, 'FMHH12 am')", "to_char(ts, 'FMDDD')", 'to_char(ts, \'"Week" IW\')', "to_char(ts, 'Mon DD, YYYY HH12:MIpm')", "to_char(ts, 'YYYYMMDD')", "to_char(ts, 'FMMMth')", "to_char(ts, '50% Q')", "to_char(ts, 'HHth')", 'to_char(ts, \'\\"YYYY\\"\')',
-    "to_char(ts::date, 'Day DD Mon')",
     # interval texts read whole (sqlglot kept the first pair: '1 day 02:00' was one day)
     "ts + INTERVAL '1 day 02:00'", "ts - INTERVAL '2 weeks ago'", "ts + INTERVAL '-1 day +02:03'", "ts + '1 day 02:00'::interval", "ts + CAST('@ 3 days' AS INTERVAL)", "ts + INTERVAL '1 month 2 days 03:04:05'", "ts + INTERVAL '1:30' HOUR TO MINUTE", "ts + INTERVAL '5'", "ts + INTERVAL '1.5 months'", "ts + INTERVAL '1 year 2 mons'", "INTERVAL '1 day 02:00' * a", "ts > TIMESTAMPTZ '2024-01-16' - INTERVAL '1 day 12:00'", "ts - INTERVAL '-02:30:00.5'", "ts::date + INTERVAL '1 day 02:00'",
+]
+# to_char, compared as text (blanks and all): PostgreSQL's date/time templates and number templates
+TO_CHAR = [
+    "to_char(ts, 'YYYY-MM-DD')", 'to_char(ts, \'YYYY-"Q"Q\')', "to_char(ts, 'Month YYYY')", "to_char(ts, 'FMMonth DDth, YYYY')", "to_char(ts, 'HH12:MI am')", "to_char(ts, 'D WW J')", "to_char(ts, 'MS')", "to_char(ts, 'US')", "to_char(ts, 'DDTH')", "to_char(ts, 'month')", "to_char(ts, 'mon')", "to_char(ts, 'MON')", "to_char(ts, 'MONTH')", "to_char(ts, 'Day')", "to_char(ts, 'DAY')", "to_char(ts, 'day')", "to_char(ts, 'DY')", "to_char(ts, 'dy')", "to_char(ts, 'HH:MI:SS PM')", "to_char(ts, 'HH24:MI:SS.MS')", "to_char(ts, 'ID')", "to_char(ts, 'CC')", "to_char(ts, 'W')", "to_char(ts, 'SSSS')", "to_char(ts, 'YYY')", "to_char(ts, 'Y')", "to_char(ts, 'yyyy-mm-dd')", "to_char(ts, 'hh24:mi')", "to_char(ts, 'FMDD/FMMM/YYYY')", "to_char(ts, 'YYYY\\\\MM')", "to_char(ts, 'A.M.')", "to_char(ts, 'p.m.')", "to_char(ts, 'FMHH12 am')", "to_char(ts, 'FMDDD')", 'to_char(ts, \'"Week" IW\')', "to_char(ts, 'Mon DD, YYYY HH12:MIpm')", "to_char(ts, 'YYYYMMDD')", "to_char(ts, 'FMMMth')", "to_char(ts, '50% Q')", "to_char(ts, 'HHth')", 'to_char(ts, \'\\"YYYY\\"\')',
+    "to_char(ts::date, 'Day DD Mon')",
+    "to_char(a, '999')", "to_char(price, '999')", "to_char(a, 'FM999')", "to_char(price, 'FM999')", "to_char(a, '9990.99')", "to_char(price, '9990.99')", "to_char(a, 'FM9990.99')", "to_char(price, 'FM9990.99')", "to_char(a, 'FM999,999,990.00')", "to_char(price, 'FM999,999,990.00')", "to_char(a, '999,999.99')", "to_char(price, '999,999.99')", "to_char(a, '999S')", "to_char(price, '999S')", "to_char(a, '999MI')", "to_char(price, '999MI')", "to_char(a, 'FMMI999')", "to_char(price, 'FMMI999')", "to_char(a, 'MI999')", "to_char(price, 'MI999')", "to_char(a, '999PR')", "to_char(price, '999PR')", "to_char(a, 'FM999PR')", "to_char(price, 'FM999PR')", "to_char(a, '0000')", "to_char(price, '0000')", "to_char(a, 'FM0000')", "to_char(price, 'FM0000')", 'to_char(a, \'"$"FM999,990.00\')', 'to_char(price, \'"$"FM999,990.00\')', "to_char(a, '9 9 9')", "to_char(price, '9 9 9')", "to_char(a, '99D99')", "to_char(price, '99D99')", "to_char(a, '9G999')", "to_char(price, '9G999')", "to_char(a, 'FM999.999')", "to_char(price, 'FM999.999')", "to_char(a, 'FM990.000')", "to_char(price, 'FM990.000')", "to_char(a, 'FM9999999999990')", "to_char(price, 'FM9999999999990')", "to_char(a, 'FM.99')", "to_char(price, 'FM.99')",
+    "to_char(-0.1, '99.99')", "to_char(-0.1, 'FM9.99')", "to_char(-0.1, 'FM90.99')", "to_char(0.1, '0.9')",
+    "to_char(12, '9990999.9')", "to_char(12, 'FM9990999.9')", "to_char(12345, '999')", "to_char(148.5, '999.999')",
+    "to_char(0, '999')", "to_char(0, 'FM999')", "to_char(-5, 'MI999')", "to_char(5, 'S999')", "to_char(price, 'S999.9')",
+    "to_char(f, 'FM999,990.00')", "to_char(f, '9990.99')",
 ]
 AGGREGATES = [
     "string_agg(s, ',' ORDER BY s)", "array_agg(a ORDER BY a)", "avg(a)", "avg(price)", "sum(f)", "stddev(a)",
@@ -323,7 +330,8 @@ AGGREGATES = [
     "sum(a) / count(a)", "avg(a)::numeric(10,3)", "round(avg(price), 2)", "stddev_samp(price)", "covar_pop(a, b)",
     "string_agg(DISTINCT s, '|' ORDER BY s)", "min(ts)::date", "max(a) FILTER (WHERE b > 2)", "sum(DISTINCT b)",
     "avg(DISTINCT b)", "count(DISTINCT (a, b))", "array_agg(DISTINCT b ORDER BY b)", "bool_or(s LIKE 'a%')",
-    "sum(a) FILTER (WHERE b = 2)", "sum(a * 1.5)", "string_agg(s, ', ' ORDER BY id DESC)"
+    "sum(a) FILTER (WHERE b = 2)", "sum(a * 1.5)", "string_agg(s, ', ' ORDER BY id DESC)",
+    "to_char(sum(price), 'FM999,999,990.00')", "to_char(max(ts), 'YYYY-\"Q\"Q')"
 ]
 
 
@@ -338,6 +346,13 @@ def _comparable(value: object) -> object:
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value
+
+
+@pytest.mark.parametrize("sql", [f"SELECT id, {e} AS v FROM {{t}} ORDER BY id" for e in TO_CHAR])
+def test_to_char_writes_what_postgres_writes(runtime: Runtime, postgres_server: PgServer, sql: str) -> None:
+    want = [row[-1] for row in postgres_server.fetch(sql.format(t="public.sem"))]
+    for table in ("sem", "sem_arrow", "sem_fed"):
+        assert [r["v"] for r in run(runtime, sql.format(t=table)).to_pylist()] == want, table
 
 
 @pytest.mark.parametrize("sql", [f"SELECT id, {e} AS v FROM {{t}} ORDER BY id" for e in EXPRESSIONS]
