@@ -115,7 +115,17 @@ def lengths_fractions_rounding(tree: exp.Expression) -> None:
     """Meanings both engines drop, for every route. `CAST(x AS VARCHAR(n))` keeps n characters
     in PostgreSQL (both engines ignore n). EXTRACT(SECOND | MILLISECOND) of a time is a numeric
     with the fraction in PostgreSQL, `59.999999` and `59999.999`; both engines truncated it.
-    round(float) goes half to even (round(2.5::float8) is 2; both engines gave 3)."""
+    round(float) goes half to even (round(2.5::float8) is 2; both engines gave 3). EXTRACT is a
+    numeric in PostgreSQL, so `EXTRACT(EPOCH FROM b - a) / 3600` keeps its fraction (both engines
+    divided integers: -1330 for -1330.5)."""
+    for div in list(tree.find_all(exp.Div)):
+        if div.args.get("typed") and any(_extract_arithmetic(x) for x in (div.this, div.expression)):
+            for side in ("this", "expression"):
+                operand = exp.Cast(this=div.args[side], to=_DOUBLE.copy())
+                operand.type = _DOUBLE.copy()
+                div.set(side, operand)
+            div.set("typed", False)
+            div.type = _DOUBLE.copy()
     for cast in list(tree.find_all(exp.Cast)):
         length = cast.to.expressions
         if cast.to.this == _T.VARCHAR and len(length) == 1 and isinstance(length[0].this, exp.Literal):
@@ -658,6 +668,17 @@ def _rounded_for_int_cast(value: exp.Expression) -> exp.Expression:
     if value.type is not None and value.type.this in _FLOAT_TYPES:
         return _half_to_even(value)
     return value
+
+
+def _extract_arithmetic(node: exp.Expression) -> bool:
+    """Whether `node` is an EXTRACT, or arithmetic on one (not cast to an integer type)."""
+    if isinstance(node, exp.Extract):
+        return True
+    if isinstance(node, (exp.Paren, exp.Neg)):
+        return _extract_arithmetic(node.this)
+    if isinstance(node, (exp.Add, exp.Sub, exp.Mul)):
+        return _extract_arithmetic(node.this) or _extract_arithmetic(node.expression)
+    return False
 
 
 def _float_in_postgres(node: exp.Expression) -> bool:

@@ -307,7 +307,9 @@ EXPRESSIONS = [
     "INTERVAL '90 minutes' * least(f, 100)",
     # floats round half to even; SUM of integers with FILTER and OVER
     "round(2.5::float8)", "round(-2.5::float8)", "round(f * 2 + 0.5)", "cast(least(f, 100) * 2 + 0.5 AS int)", "round(2.5::real)",
-    "round(a * 1.5)", "round(-2.5)", "round(f * 5)", "round(f + 1.5)", "round(sqrt(abs(a)) * 2)",
+    "round(a * 1.5)", "round(-2.5)", "round(f * 5)",
+    "EXTRACT(EPOCH FROM ts - TIMESTAMPTZ '2024-01-01') / 3600", "extract(month FROM ts) / 5", "extract(day FROM ts) / nullif(a, 0)",
+    "(extract(hour FROM ts) * 60 + extract(minute FROM ts)) / 60", "CAST(extract(month FROM ts) AS int) / 5", "round(f + 1.5)", "round(sqrt(abs(a)) * 2)",
     "sum(a) FILTER (WHERE b = 2) OVER ()", "sum(a) FILTER (WHERE b = 2) OVER (ORDER BY id)",
     # interval texts read whole (sqlglot kept the first pair: '1 day 02:00' was one day)
     "ts + INTERVAL '1 day 02:00'", "ts - INTERVAL '2 weeks ago'", "ts + INTERVAL '-1 day +02:03'", "ts + '1 day 02:00'::interval", "ts + CAST('@ 3 days' AS INTERVAL)", "ts + INTERVAL '1 month 2 days 03:04:05'", "ts + INTERVAL '1:30' HOUR TO MINUTE", "ts + INTERVAL '5'", "ts + INTERVAL '1.5 months'", "ts + INTERVAL '1 year 2 mons'", "INTERVAL '1 day 02:00' * a", "ts > TIMESTAMPTZ '2024-01-16' - INTERVAL '1 day 12:00'", "ts - INTERVAL '-02:30:00.5'", "ts::date + INTERVAL '1 day 02:00'",
