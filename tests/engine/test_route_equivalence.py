@@ -411,3 +411,8 @@ def test_a_subquery_test_in_a_select_list_on_the_federated_route_says_what_to_wr
         assert run(runtime, sql, "duckdb").num_rows == 1
         with pytest.raises(SqlError, match=r"only in a WHERE clause.*\(SELECT count\(\*\) FROM \.\.\.\) > 0"):
             run(runtime, sql, "arrow")
+    # a scalar subquery correlated by other than equality
+    sql = "SELECT order_id, (SELECT count(*) FROM {o} u WHERE u.amount < o.amount) AS cheaper FROM {o} o LIMIT 3"
+    assert run(runtime, sql, "duckdb").num_rows == 3
+    with pytest.raises(SqlError, match=r"correlated by equality .* join and aggregate instead"):
+        run(runtime, sql, "arrow")
