@@ -298,8 +298,12 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     tree = expand_views(tree.copy(), views)
     bindings: dict[str, Binding] = {}
     for table in list(tree.find_all(exp.Table)):
+        if isinstance(table.this, exp.ExplodingGenerateSeries):
+            _typed_series(table)
+            continue
         if not isinstance(table.this, exp.Identifier):
-            raise SqlError(f"table functions are not allowed ({table.this.sql(PUBLIC_DIALECT)}); query datasets by name")
+            raise SqlError(f"table functions are not allowed ({table.this.sql(PUBLIC_DIALECT)}); query datasets by "
+                           f"name (generate_series is the one table function)")
         if not table.db and _names_cte_in_scope(table):
             continue
         if table.catalog and table.catalog.lower() != CATALOG:
@@ -364,6 +368,31 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     _refuse_full_text(tree)
     return Plan("federated", tree.sql(PUBLIC_DIALECT), used, scans=scans, widen_decimals=widen,
                 full_text=full_text, count_as=count_as if len(scans) == 1 else None, output_names=output_names)
+
+
+def _typed_series(table: exp.Table) -> None:
+    """`FROM generate_series(start, stop[, step]) AS g` (PostgreSQL names its one column after the
+    alias) as a derived table whose column has a type: both engines run the table function
+    natively, streaming; sqlglot cannot type a table function's columns."""
+    alias = table.args.get("alias")
+    name = alias.name if alias is not None and alias.name else "generate_series"
+    columns = alias.columns if alias is not None and alias.columns else [exp.to_identifier(name)]
+    if len(columns) != 1:
+        raise SqlError("generate_series returns one column: alias it as g or g(x)")
+    series = table.this
+    kinds = [annotate_types(arg.copy(), dialect=PUBLIC_DIALECT).type for arg in
+             (series.args.get("start"), series.args.get("step")) if arg is not None]
+    stepped_by_time = len(kinds) == 2 and kinds[1] is not None and kinds[1].this == exp.DataType.Type.INTERVAL
+    zoned = kinds[0] is not None and kinds[0].this == exp.DataType.Type.TIMESTAMPTZ
+    to = exp.DataType.build("TIMESTAMPTZ" if zoned else "TIMESTAMP" if stepped_by_time else "BIGINT")
+    series = series.copy()
+    if zoned:  # DataFusion's takes no zoned timestamps: the series in UTC wall-clock time (the session's zone)
+        for key in ("start", "end"):
+            series.set(key, exp.Cast(this=series.args[key], to=exp.DataType.build("TIMESTAMP")))
+    inner = exp.Table(this=series, alias=exp.TableAlias(this=exp.to_identifier(name),
+                                                        columns=[c.copy() for c in columns]))
+    select = exp.select(exp.alias_(exp.Cast(this=exp.column(columns[0].copy()), to=to), columns[0].copy())).from_(inner)
+    table.replace(exp.Subquery(this=select, alias=exp.TableAlias(this=exp.to_identifier(name))))
 
 
 def _unique_outputs(tree: exp.Expression) -> list[str] | None:

@@ -19,6 +19,9 @@ from .intervals import needs_reading, read_interval
 from .to_char import is_time_template, number_to_char, to_char
 
 
+_POSTGRES_SERIES = Postgres.Generator.TRANSFORMS[exp.ExplodingGenerateSeries]
+
+
 class Satchel(Postgres):
     """The public dialect: PostgreSQL as clients write it, where `match(column, 'words')` (the
     full-text predicate pushed to search sources) is a plain function call, not MySQL's
@@ -29,6 +32,12 @@ class Satchel(Postgres):
     # PostgreSQL's for a query pushed down whole: 'Mon DD' was read as 'Mon 15'.
     TIME_MAPPING = {**Postgres.TIME_MAPPING, "Mon": "%b", "Month": "%B", "FMMonth": "%B", "Dy": "%a", "Day": "%A",
                     "FMDay": "%A", "AM": "%p", "PM": "%p", "HH": "%I", "FMHH": "%-I"}
+
+    class Generator(Postgres.Generator):
+        # generate_series in FROM in lower case: DataFusion finds table functions by exact name
+        TRANSFORMS = {**Postgres.Generator.TRANSFORMS, exp.ExplodingGenerateSeries: lambda self, e: (
+            self.func("generate_series", e.args.get("start"), e.args.get("end"), e.args.get("step"), normalize=False)
+            if isinstance(e.parent, exp.Table) else _POSTGRES_SERIES(self, e))}
 
     class Parser(Postgres.Parser):
         FUNCTION_PARSERS = {k: v for k, v in Postgres.Parser.FUNCTION_PARSERS.items() if k != "MATCH"}

@@ -1,5 +1,5 @@
 """Values one call would build, bounded before the query runs: `repeat('x', 2000000000)`,
-`lpad(...)`, `space(...)` and row generators (`generate_series`, `range`, `unnest(range(...))`)
+`lpad(...)`, `space(...)` and row generators (`generate_series` and `range` as values, `unnest(range(...))`)
 allocate outside every engine's memory pool, so with constant arguments past the query's memory
 budget they are refused up front (507 resource_exhausted) instead of taking the process down."""
 
@@ -34,7 +34,8 @@ def _bytes_built(node: exp.Expression) -> float | None:
     if isinstance(node, (exp.Pad, exp.Space)):
         length = _number(node.expression if isinstance(node, exp.Pad) else node.this)
         return None if length is None else length * _STRING_COPIES
-    if isinstance(node, (exp.GenerateSeries, exp.ExplodingGenerateSeries)):
+    if isinstance(node, (exp.GenerateSeries, exp.ExplodingGenerateSeries)) and not isinstance(node.parent, exp.Table):
+        # (in FROM it is both engines' table function, which streams its rows)
         start, end = _number(node.args.get("start")), _number(node.args.get("end"))
         step = _number(node.args.get("step")) or 1
         return None if start is None or end is None else abs(end - start) / abs(step) * _ROW_BYTES
