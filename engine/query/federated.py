@@ -233,6 +233,10 @@ def _clean(e: Exception) -> str:
         return ("EXISTS (SELECT ...) and IN (SELECT ...) run on the federated engine only in a WHERE clause (its "
                 "datasets accelerated with engine: duckdb run them anywhere); in a select list, count the rows "
                 "instead: (SELECT count(*) FROM ...) > 0")
+    if "The subquery should only return one column" in text:
+        return ("(a, b) IN (SELECT x, y ...) runs on the federated engine uncorrelated, as a condition of its own "
+                "in a WHERE (... AND (a, b) IN (...)); otherwise write EXISTS (SELECT 1 FROM ... WHERE x = a AND y = b), "
+                "or accelerate the datasets with engine: duckdb, which runs it anywhere")
     if "Physical plan does not support logical expression ScalarSubquery" in text:
         return ("a subquery that returns one value runs on the federated engine only when it is correlated by "
                 "equality (WHERE u.k = t.k); correlated otherwise (u.a < t.a), join and aggregate instead, or "

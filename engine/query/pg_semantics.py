@@ -455,6 +455,7 @@ def for_datafusion(tree: exp.Expression) -> exp.Expression:
         return None
 
     _quantified_subqueries(tree)
+    _row_in_subqueries(tree)
     _lateral_unnests(tree)
     for within in list(tree.find_all(exp.WithinGroup)):
         if isinstance(within.this, exp.PercentileDisc) and isinstance(within.this.this, exp.Literal) and within.this.this.is_number \
@@ -540,6 +541,30 @@ def _quantified_subqueries(tree: exp.Expression) -> None:
             exp.If(this=empty, true=exp.Boolean(this=every)),
             exp.If(this=exp.not_(decisive) if every else decisive, true=exp.Boolean(this=not every)),
             exp.If(this=undecided, true=exp.Null())], default=exp.Boolean(this=every))))
+
+
+def _row_in_subqueries(tree: exp.Expression) -> None:
+    """`(a, b) IN (SELECT x, y ...)` for DataFusion ("Too many columns! The subquery should only
+    return one column"), where it stands in a WHERE as a condition of its own: EXISTS of
+    a row of the subquery equal on every column, which keeps the same rows (a NULL on either side
+    matches nothing either way). NOT IN of rows, whose NULLs differ, stays an error."""
+    for node in list(tree.find_all(exp.In)):
+        query = node.args.get("query")
+        if not isinstance(node.this, exp.Tuple) or query is None or not isinstance(query.unnest(), exp.Select):
+            continue
+        holder = node.parent
+        while isinstance(holder, (exp.And, exp.Paren)):
+            holder = holder.parent
+        inner = query.unnest()
+        named = {t.alias_or_name for t in inner.find_all(exp.Table, exp.Subquery)}
+        if not isinstance(holder, exp.Where) or any(c.table and c.table not in named for c in inner.find_all(exp.Column)):
+            continue  # (correlated: DataFusion takes no outer reference in a derived table)
+        values = node.this.expressions
+        names = [exp.to_identifier(f"__in_{i}") for i in range(len(values))]
+        rows = exp.Subquery(this=inner.copy(), alias=exp.TableAlias(this=exp.to_identifier("__in"),
+                                                                              columns=names))
+        equal = exp.and_(*(exp.EQ(this=exp.column(n.copy(), "__in"), expression=v.copy()) for n, v in zip(names, values)))
+        node.replace(exp.Exists(this=exp.select(exp.Literal.number(1)).from_(rows).where(equal)))
 
 
 def _aggregated(query: exp.Select, fn: Callable[[exp.Expression], exp.Expression]) -> exp.Select:

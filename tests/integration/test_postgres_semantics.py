@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from engine.config import load_pod
+from engine.errors import SqlError
 from engine.runtime import Runtime
 from tests.integration.postgres_server import PgServer, postgres_server  # noqa: F401
 
@@ -267,6 +268,21 @@ def test_generate_series_in_from_as_postgres_runs_it(runtime: Runtime, postgres_
         got = run(runtime, sql.format(t=table))
         assert [tuple(_comparable(v) for v in row.values()) for row in got.to_pylist()] == want, table
     assert run(runtime, "SELECT * FROM generate_series(1, 3)").column_names == ["generate_series"]
+
+
+ROW_IN = ["SELECT id FROM {t} WHERE (a, b) IN (SELECT a, b FROM {t} WHERE a > 5) ORDER BY id",
+          "SELECT id FROM {t} WHERE id > 1 AND (a, b) IN (SELECT a, b FROM {t} WHERE a > 5) ORDER BY id"]
+
+
+@pytest.mark.parametrize("sql", ROW_IN)
+def test_a_row_in_a_subquery_as_postgres_runs_it(runtime: Runtime, postgres_server: PgServer, sql: str) -> None:
+    """`(a, b) IN (SELECT ...)` on every route (DataFusion: "Too many columns!"); where the
+    federated engine cannot run it (under OR or NOT), the error says what to write instead."""
+    want = [row[0] for row in postgres_server.fetch(sql.format(t="public.sem"))]
+    for table in ("sem", "sem_arrow", "sem_fed"):
+        assert run(runtime, sql.format(t=table)).column("id").to_pylist() == want, table
+    with pytest.raises(SqlError, match=r"uncorrelated, as a condition of its own .* write EXISTS"):
+        run(runtime, "SELECT id FROM sem_arrow WHERE (a, b) NOT IN (SELECT a, b FROM sem_arrow WHERE a > 5)")
 
 
 def test_a_huge_series_streams(runtime: Runtime) -> None:
