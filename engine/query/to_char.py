@@ -226,6 +226,15 @@ def _ordinal(n: exp.Expression) -> exp.Expression:
 
 
 _SPEC = re.compile(r"%[-#]?[A-Za-z]")
+_MOST_PARTS = 200  # a template is short; thousands of parts would only make a huge expression
+
+
+def _concat(parts: list[exp.Expression]) -> exp.Expression:
+    """The parts written one after another: one flat CONCAT (a chain of || nests a level per part),
+    none of them NULL (the value's NULL is tested once, around it)."""
+    if len(parts) > _MOST_PARTS:
+        raise SqlError(f"to_char template too long: it makes {len(parts)} parts, at most {_MOST_PARTS}")
+    return parts[0] if len(parts) == 1 else exp.Concat(expressions=parts)
 
 
 def _joined(value: exp.Expression, pieces: list[exp.Expression | str]) -> exp.Expression:
@@ -248,9 +257,7 @@ def _joined(value: exp.Expression, pieces: list[exp.Expression | str]) -> exp.Ex
     if len(parts) == 1:
         return parts[0]
     # NULL in, NULL out (as PostgreSQL's to_char), whichever parts are constants
-    joined = parts[0]
-    for part in parts[1:]:
-        joined = exp.DPipe(this=joined, expression=part)
+    joined = _concat(parts)
     return exp.Case(ifs=[exp.If(this=exp.Is(this=value.copy(), expression=exp.Null()), true=exp.Null())],
                     default=joined)
 
@@ -271,6 +278,9 @@ def number_to_char(value: exp.Expression, template: str) -> exp.Expression:
             raise SqlError(f"to_char pattern '{t}' for a number is not supported (supported: 9, 0, '.', D, ',', G, "
                            f"FM, S, MI, PR and \"text\")")
     layout = _NumberLayout(tokens)
+    if len(layout.int_slots) > 38 or layout.places > 30:
+        raise SqlError(f"to_char template '{template[:40]}' has more digit positions than a number has here "
+                       f"(38, 30 after the point)")
     # |value| rounded to the template's places, as exact decimal text: its integer and fraction digits
     rounded = exp.Cast(this=exp.Round(this=exp.Abs(this=value.copy()), decimals=exp.Literal.number(layout.places)),
                        to=exp.DataType.build(f"DECIMAL(38, {layout.places})"))
@@ -370,10 +380,7 @@ class _NumberLayout:
                 out.append(_text(t[1:-1] if t.startswith('"') else t))
         if self.point == len(self.tokens) and not self.int_slots:
             out.insert(0, anchored)
-        text = out[0]
-        for part in out[1:]:
-            text = exp.DPipe(this=text, expression=part)
-        return text
+        return _concat(out)
 
     def _kept_fraction(self, fraction: exp.Expression) -> exp.Expression:
         """The fraction's digits, without (with FM) the trailing zeros at 9 positions."""

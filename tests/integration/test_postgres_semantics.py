@@ -270,6 +270,19 @@ def test_generate_series_in_from_as_postgres_runs_it(runtime: Runtime, postgres_
     assert run(runtime, "SELECT * FROM generate_series(1, 3)").column_names == ["generate_series"]
 
 
+def test_to_char_refuses_what_it_cannot_write(runtime: Runtime) -> None:
+    """Patterns with no form here are refused by name, and a template too long to be one is
+    refused before it becomes a huge expression (150 parts still run, on every route)."""
+    for template, message in (("RM YYYY", "pattern 'RM' is not supported"), ("9.99EEEE", "pattern 'EEEE' for a number"),
+                              ("Q" * 500, "template too long"), ("9" * 60, "more digit positions")):
+        with pytest.raises(SqlError, match=message):
+            run(runtime, f"SELECT to_char({'ts' if 'EEEE' not in template and '9' not in template else 'a'}, "
+                         f"'{template}') FROM sem_arrow")
+    for table in ("sem", "sem_arrow"):
+        got = run(runtime, f"SELECT to_char(ts, '{'Q' * 150}') AS q FROM {table} WHERE id = 1")
+        assert got.column("q").to_pylist() == ["1" * 150]
+
+
 ROW_IN = ["SELECT id FROM {t} WHERE (a, b) IN (SELECT a, b FROM {t} WHERE a > 5) ORDER BY id",
           "SELECT id FROM {t} WHERE id > 1 AND (a, b) IN (SELECT a, b FROM {t} WHERE a > 5) ORDER BY id"]
 
