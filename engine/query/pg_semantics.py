@@ -412,6 +412,8 @@ def for_datafusion(tree: exp.Expression) -> exp.Expression:
                 field = exp.Extract(this=n.this, expression=_as_interval(n.expression))
                 return exp.Cast(this=field, to=_BIGINT.copy()) if whole else field
             return field_of_interval
+        if isinstance(node, exp.Anonymous) and node.name.lower() == "age" and len(node.expressions) in (1, 2):
+            return _age  # DataFusion has no age()
         if isinstance(node, (exp.Mul, exp.Div)) and _scaled_interval(node) is not None:
             return _scaled_interval  # DataFusion has no INTERVAL * number ("Cannot get result type")
         if isinstance(node, exp.Between) and _is_duration(node.this):
@@ -962,6 +964,66 @@ def _as_interval(duration: exp.Expression) -> exp.Expression:
         expression=exp.Cast(this=exp.Mod(this=micros.copy(), expression=day.copy()), to=exp.DataType.build("VARCHAR"))),
         expression=exp.Literal.string(" microseconds"))
     return exp.Anonymous(this="arrow_cast", expressions=[text, exp.Literal.string("Interval(MonthDayNano)")])
+
+
+def _age(node: exp.Expression) -> exp.Expression:
+    """PostgreSQL's age(t1, t2) (age(t) is from midnight today): years, months and days between the
+    two, field by field, borrowing a day from the time of day and the length of the earlier
+    date's month from the days, then the sign of t1 - t2; as DataFusion's interval."""
+    args = node.expressions
+    first = args[0] if len(args) == 2 else exp.Cast(this=exp.CurrentDate(), to=exp.DataType.build("TIMESTAMP"))
+    second = args[-1]
+    later = exp.Greatest(this=first.copy(), expressions=[second.copy()])
+    earlier = exp.Least(this=first.copy(), expressions=[second.copy()])
+
+    def part(unit: str, of: exp.Expression) -> exp.Expression:
+        return exp.Cast(this=exp.Anonymous(this="date_part", expressions=[exp.Literal.string(unit), of.copy()]),
+                        to=_BIGINT.copy())
+
+    def time_of_day(of: exp.Expression) -> exp.Expression:
+        return exp.Add(this=exp.Add(this=exp.Mul(this=part("hour", of), expression=exp.Literal.number(3_600_000_000)),
+                                    expression=exp.Mul(this=part("minute", of), expression=exp.Literal.number(60_000_000))),
+                       expression=part("microsecond", of))
+
+    def minus(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+        return exp.Paren(this=exp.Sub(this=exp.Paren(this=a), expression=exp.Paren(this=b)))
+
+    def below_zero(a: exp.Expression) -> exp.Expression:
+        return exp.Case(ifs=[exp.If(this=exp.LT(this=a, expression=exp.Literal.number(0)),
+                                    true=exp.Literal.number(1))], default=exp.Literal.number(0))
+
+    day = 86_400_000_000
+    micros = minus(time_of_day(later), time_of_day(earlier))
+    borrow_day = below_zero(micros.copy())
+    micros = exp.Add(this=micros, expression=exp.Mul(this=borrow_day.copy(), expression=exp.Literal.number(day)))
+    days = minus(minus(part("day", later), part("day", earlier)), borrow_day)
+    month_end = exp.Sub(this=exp.Add(this=exp.Anonymous(this="date_trunc", expressions=[exp.Literal.string("month"),
+                                                                                        earlier.copy()]),
+                                     expression=exp.Interval(this=exp.Literal.string("1 months"))),
+                        expression=exp.Interval(this=exp.Literal.string("1 days")))
+    month_days = part("day", month_end)
+    # as many of the earlier month's lengths as make the days whole (PostgreSQL adds the same one)
+    borrow_months = exp.Case(ifs=[exp.If(this=exp.LT(this=days.copy(), expression=exp.Literal.number(0)), true=exp.Add(
+        this=exp.Div(this=exp.Paren(this=exp.Sub(this=exp.Neg(this=days.copy()), expression=exp.Literal.number(1))),
+                     expression=month_days.copy(), typed=True), expression=exp.Literal.number(1)))],
+        default=exp.Literal.number(0))
+    days = exp.Add(this=days, expression=exp.Mul(this=borrow_months.copy(), expression=month_days))
+    months = exp.Sub(this=exp.Add(this=exp.Mul(this=minus(part("year", later), part("year", earlier)),
+                                               expression=exp.Literal.number(12)),
+                                  expression=minus(part("month", later), part("month", earlier))),
+                     expression=borrow_months)
+    sign = exp.Case(ifs=[exp.If(this=exp.LT(this=first.copy(), expression=second.copy()),
+                                true=exp.Literal.number(-1))], default=exp.Literal.number(1))
+    text: list[exp.Expression] = []
+    for amount, unit in ((months, " months "), (days, " days "), (micros, " microseconds")):
+        text += [exp.Cast(this=exp.Mul(this=sign.copy(), expression=exp.Paren(this=amount)),
+                          to=exp.DataType.build("VARCHAR")), exp.Literal.string(unit)]
+    joined = text[0]
+    for part in text[1:]:  # || (NULL in, NULL out)
+        joined = exp.DPipe(this=joined, expression=part)
+    age = exp.Anonymous(this="arrow_cast", expressions=[joined, exp.Literal.string("Interval(MonthDayNano)")])
+    unknown = exp.or_(exp.Is(this=first.copy(), expression=exp.Null()), exp.Is(this=second.copy(), expression=exp.Null()))
+    return exp.Case(ifs=[exp.If(this=unknown, true=exp.Null())], default=age)  # (GREATEST skips a NULL)
 
 
 def _scaled_interval(node: exp.Expression) -> exp.Expression | None:
