@@ -412,6 +412,14 @@ def for_datafusion(tree: exp.Expression) -> exp.Expression:
                 field = exp.Extract(this=n.this, expression=_as_interval(n.expression))
                 return exp.Cast(this=field, to=_BIGINT.copy()) if whole else field
             return field_of_interval
+        if isinstance(node, exp.TimestampFromParts) and node.args.get("sec") is not None:
+            return _timestamp_from_parts  # DataFusion has no make_timestamp()
+        if isinstance(node, exp.Extract) and node.this.name.upper() in _YEAR_SPANS \
+                and _clock_kind(node.expression) in _CLOCKS | {_T.DATE}:
+            span, offset = _YEAR_SPANS[node.this.name.upper()]  # parts of the year DataFusion does not know
+            return lambda n: exp.Div(this=exp.Paren(this=exp.Add(
+                this=exp.Cast(this=exp.Extract(this=exp.var("YEAR"), expression=n.expression), to=_BIGINT.copy()),
+                expression=exp.Literal.number(offset))), expression=exp.Literal.number(span), typed=True)
         if isinstance(node, exp.Anonymous) and node.name.lower() == "age" and len(node.expressions) in (1, 2):
             return _age  # DataFusion has no age()
         if isinstance(node, (exp.Mul, exp.Div)) and _scaled_interval(node) is not None:
@@ -820,6 +828,11 @@ def for_duckdb(tree: exp.Expression) -> exp.Expression:
             # DuckDB's epoch adds the fraction in floating point (946684799.9999989 for .999999)
             return lambda n: exp.Div(this=exp.Anonymous(this="epoch_us", expressions=[n.expression]),
                                      expression=exp.Literal.number("1000000.0"))
+        if isinstance(node, exp.Overlay):  # DuckDB has no overlay()
+            return _overlay
+        if isinstance(node, exp.Anonymous) and node.name.lower() == "regexp_match" and len(node.expressions) in (2, 3) \
+                and node.expressions[1].is_string:
+            return _regexp_match  # DuckDB has no regexp_match()
         if isinstance(node, exp.Hex):  # PostgreSQL's to_hex writes lower case (DuckDB's hex: upper)
             return lambda n: exp.Lower(this=n)
         if isinstance(node, exp.Grouping):  # PostgreSQL's is an INTEGER (DuckDB: BIGINT)
@@ -966,6 +979,45 @@ def _as_interval(duration: exp.Expression) -> exp.Expression:
     return exp.Anonymous(this="arrow_cast", expressions=[text, exp.Literal.string("Interval(MonthDayNano)")])
 
 
+_YEAR_SPANS = {"CENTURY": (100, 99), "CENTURIES": (100, 99), "DECADE": (10, 0), "DECADES": (10, 0),
+               "MILLENNIUM": (1000, 999), "MILLENNIA": (1000, 999)}  # (span, offset): (year + offset) / span
+
+
+def _timestamp_from_parts(node: exp.Expression) -> exp.Expression:
+    """make_timestamp(y, m, d, h, mi, s) for DataFusion: make_date's midnight plus the time."""
+    day = exp.Anonymous(this="make_date", expressions=[node.args[k] for k in ("year", "month", "day")])
+    clock: list[exp.Expression] = []
+    for key, unit in (("hour", " hours "), ("min", " minutes "), ("sec", " seconds")):
+        clock += [exp.Cast(this=node.args[key], to=exp.DataType.build("VARCHAR")), exp.Literal.string(unit)]
+    text = clock[0]
+    for part in clock[1:]:
+        text = exp.DPipe(this=text, expression=part)
+    return exp.Add(this=arrow_cast(day, _T.TIMESTAMP),
+                   expression=exp.Anonymous(this="arrow_cast", expressions=[text, exp.Literal.string("Interval(MonthDayNano)")]))
+
+
+def _overlay(node: exp.Expression) -> exp.Expression:
+    """overlay(s PLACING r FROM i [FOR n]) for DuckDB: s's first i - 1 characters, r, and s after
+    n more (n is r's length by default)."""
+    text, put, start = node.this, node.expression, node.args["from_"]
+    length = node.args.get("for_") or exp.Length(this=put.copy())
+    head = exp.Left(this=text.copy(), expression=exp.Sub(this=start.copy(), expression=exp.Literal.number(1)))
+    tail = exp.Substring(this=text.copy(), start=exp.Add(this=start.copy(), expression=exp.Paren(this=length)))
+    return exp.DPipe(this=exp.DPipe(this=head, expression=put.copy()), expression=tail)
+
+
+def _regexp_match(node: exp.Expression) -> exp.Expression:
+    """regexp_match(s, pattern [, flags]) for DuckDB: the first match's groups as a list (the whole
+    match when the pattern has none), NULL when nothing matches."""
+    text, pattern, *flags = node.expressions
+    groups = _group_count(pattern.this)
+    found = exp.Anonymous(this="regexp_matches", expressions=[text.copy(), pattern.copy(), *[f.copy() for f in flags]])
+    parts = [exp.Anonymous(this="regexp_extract", expressions=[text.copy(), pattern.copy(), exp.Literal.number(g),
+                                                               *[f.copy() for f in flags]])
+             for g in (range(1, groups + 1) if groups else [0])]
+    return exp.Case(ifs=[exp.If(this=found, true=exp.Array(expressions=parts))])
+
+
 def _age(node: exp.Expression) -> exp.Expression:
     """PostgreSQL's age(t1, t2) (age(t) is from midnight today): years, months and days between the
     two, field by field, borrowing a day from the time of day and the length of the earlier
@@ -1101,10 +1153,14 @@ def _regex_substring(node: exp.Expression) -> bool:
 
 
 def _capturing_groups(pattern: str) -> bool:
+    return _group_count(pattern) > 0
+
+
+def _group_count(pattern: str) -> int:
     try:
-        return re.compile(pattern).groups > 0
-    except re.error:  # a form Python does not read: an unescaped "(" not opening "(?"
-        return re.search(r"(?<!\\)\((?!\?)", pattern) is not None
+        return re.compile(pattern).groups
+    except re.error:  # a form Python does not read: each unescaped "(" not opening "(?"
+        return len(re.findall(r"(?<!\\)\((?!\?)", pattern))
 
 
 def _nonzero(divisor: exp.Expression) -> exp.Expression:

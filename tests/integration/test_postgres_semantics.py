@@ -373,6 +373,8 @@ EXPRESSIONS = [
     "sum(a) FILTER (WHERE b = 2) OVER ()", "sum(a) FILTER (WHERE b = 2) OVER (ORDER BY id)",
     # age(), as PostgreSQL counts it (DataFusion has none)
     "age(ts::timestamp, TIMESTAMP '2024-01-01')", "age(ts, TIMESTAMPTZ '2020-02-29 13:00+00')", "age(TIMESTAMPTZ '2020-02-29 13:00+00', ts)", "age(TIMESTAMP '2024-03-01 00:00', TIMESTAMP '2024-01-31 12:00')", "age(TIMESTAMP '2023-03-01', TIMESTAMP '2023-01-31 12:00')", "age(ts::date::timestamp, TIMESTAMP '1999-12-31 23:59:59.999999')", "extract(year FROM age(ts, TIMESTAMPTZ '1990-06-15'))",
+    # one engine lacked them: regexp_match and overlay (DuckDB), make_timestamp and century (DataFusion)
+    "regexp_match(s, '[a-z]+')", "regexp_match(s, '([a-z])([a-z]+)')", "regexp_match(s, 'A', 'i')", "(regexp_match(s, '(a)(p+)'))[2]", "overlay(s placing 'XX' from 2 for 1)", "overlay(s placing 'XX' from 2)", 'make_timestamp(2024, 1, a + 10, 10, 30, 5.5)', 'extract(century FROM ts)', 'extract(decade FROM ts)', 'extract(millennium FROM ts)',
     # interval texts read whole (sqlglot kept the first pair: '1 day 02:00' was one day)
     "ts + INTERVAL '1 day 02:00'", "ts - INTERVAL '2 weeks ago'", "ts + INTERVAL '-1 day +02:03'", "ts + '1 day 02:00'::interval", "ts + CAST('@ 3 days' AS INTERVAL)", "ts + INTERVAL '1 month 2 days 03:04:05'", "ts + INTERVAL '1:30' HOUR TO MINUTE", "ts + INTERVAL '5'", "ts + INTERVAL '1.5 months'", "ts + INTERVAL '1 year 2 mons'", "INTERVAL '1 day 02:00' * a", "ts > TIMESTAMPTZ '2024-01-16' - INTERVAL '1 day 12:00'", "ts - INTERVAL '-02:30:00.5'", "ts::date + INTERVAL '1 day 02:00'",
 ]
