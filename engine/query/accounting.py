@@ -3,6 +3,7 @@ under the error code the client saw; errors leave as SatchelErrors without secre
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -10,7 +11,7 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 
-from ..errors import QueryTimeout, RequestCancelled, ResourceExhausted, SatchelError, SqlError
+from ..errors import InternalError, QueryTimeout, RequestCancelled, ResourceExhausted, SatchelError, SqlError
 from ..memory import resource_exhausted_text
 from ..metrics import Metrics
 from ..redact import hide_paths, redact
@@ -101,8 +102,16 @@ class Accounting:
         if resource_exhausted_text(e):
             return ResourceExhausted(f"the query needs more memory than its budget ({self.memory_budget >> 20} MiB "
                                      f"from runtime.params.memory_limit or the container's limit)")
+        if isinstance(e, _PROGRAMMING_ERRORS) and not isinstance(e, pa.ArrowException):  # a bug here, not an engine's word
+            log.error("internal error running a query", exc_info=e)
+            return InternalError("internal error while running the query; see the server log")
         text = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, self.secrets)
         return SqlError(f"query failed: {text}")
+
+
+log = logging.getLogger(__name__)
+# Python's own errors: "query failed: 'from'" (a KeyError) told the client nothing
+_PROGRAMMING_ERRORS = (KeyError, AttributeError, TypeError, IndexError, NameError, AssertionError)
 
 
 def _once(fn: Callable[[], None] | None) -> Callable[[], None]:
