@@ -13,10 +13,12 @@ import decimal
 import re
 from typing import Callable
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, build_scope
 
+from .arrow_cast import arrow_cast, arrow_type_name
+from .function_forms import (YEAR_SPANS, age, group_count, overlay, regexp_match, scaled_interval,
+                             timestamp_from_parts, width_bucket)
 from .intervals import read_interval
 from .patterns import SIMILAR_OPERATORS, pattern_regex
 from .sql_policy import BOUND, PUBLIC_DIALECT
@@ -66,7 +68,7 @@ def standard_forms(tree: exp.Expression) -> None:
             size.replace(exp.Nullif(this=size.copy(), expression=exp.Literal.number(0)))
     for bucket in list(tree.find_all(exp.WidthBucket)):
         if bucket.args.get("threshold") is None:
-            bucket.replace(_width_bucket(*(bucket.args[k] for k in ("this", "min_value", "max_value", "num_buckets"))))
+            bucket.replace(width_bucket(*(bucket.args[k] for k in ("this", "min_value", "max_value", "num_buckets"))))
     for like in list(tree.find_all(exp.Like, exp.ILike)):
         quantified = like.expression
         listed = quantified.this.unnest() if isinstance(quantified, (exp.Any, exp.All)) else None
@@ -74,23 +76,6 @@ def standard_forms(tree: exp.Expression) -> None:
             each = [like.__class__(this=like.this.copy(), expression=pattern, negate=like.args.get("negate"))
                     for pattern in listed.expressions]  # NOT LIKE ALL: every one NOT LIKE
             like.replace(exp.Paren(this=(exp.or_ if isinstance(quantified, exp.Any) else exp.and_)(*each)))
-
-
-_WIDTH_BUCKET = sqlglot.parse_one(
-    "CASE WHEN __lo < __hi THEN CASE WHEN __x < __lo THEN 0 WHEN __x >= __hi THEN __n + 1 "
-    "ELSE CAST(floor((__x - __lo) * CAST(__n AS BIGINT) / (__hi - __lo)) AS INT) + 1 END "
-    "WHEN __lo > __hi THEN CASE WHEN __x > __lo THEN 0 WHEN __x <= __hi THEN __n + 1 "
-    "ELSE CAST(floor((__lo - __x) * CAST(__n AS BIGINT) / (__lo - __hi)) AS INT) + 1 END END", read="postgres")
-
-
-def _width_bucket(value: exp.Expression, low: exp.Expression, high: exp.Expression,
-                  count: exp.Expression) -> exp.Expression:
-    """PostgreSQL's width_bucket(value, low, high, count): 0 below the range, count + 1 from its
-    end on, else which of `count` equal buckets holds `value` (a reversed range counts down);
-    NULL where PostgreSQL fails (low = high)."""
-    parts = {"__x": value, "__lo": low, "__hi": high, "__n": count}
-    return _WIDTH_BUCKET.copy().transform(
-        lambda n: parts[n.name].copy() if isinstance(n, exp.Column) and n.name in parts else n)
 
 
 _CLOCKS = {exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ}
@@ -225,6 +210,7 @@ _OWN_NAMES = {"median", "variance"}  # spelled as another function (percentile_c
 # DuckDB and DataFusion disagree on a few result types; the typed tree is nudged so both return
 # the same values with the same types (DuckDB's, the accelerator most queries run in).
 
+_T = exp.DataType.Type
 _DOUBLE = exp.DataType.build("DOUBLE")
 _BIGINT = exp.DataType.build("BIGINT")
 # EXTRACT parts DuckDB returns as BIGINT (DataFusion: INT); epoch and sub-second parts differ.
@@ -413,17 +399,17 @@ def for_datafusion(tree: exp.Expression) -> exp.Expression:
                 return exp.Cast(this=field, to=_BIGINT.copy()) if whole else field
             return field_of_interval
         if isinstance(node, exp.TimestampFromParts) and node.args.get("sec") is not None:
-            return _timestamp_from_parts  # DataFusion has no make_timestamp()
-        if isinstance(node, exp.Extract) and node.this.name.upper() in _YEAR_SPANS \
+            return timestamp_from_parts  # DataFusion has no make_timestamp()
+        if isinstance(node, exp.Extract) and node.this.name.upper() in YEAR_SPANS \
                 and _clock_kind(node.expression) in _CLOCKS | {_T.DATE}:
-            span, offset = _YEAR_SPANS[node.this.name.upper()]  # parts of the year DataFusion does not know
+            span, offset = YEAR_SPANS[node.this.name.upper()]  # parts of the year DataFusion does not know
             return lambda n: exp.Div(this=exp.Paren(this=exp.Add(
                 this=exp.Cast(this=exp.Extract(this=exp.var("YEAR"), expression=n.expression), to=_BIGINT.copy()),
                 expression=exp.Literal.number(offset))), expression=exp.Literal.number(span), typed=True)
         if isinstance(node, exp.Anonymous) and node.name.lower() == "age" and len(node.expressions) in (1, 2):
-            return _age  # DataFusion has no age()
-        if isinstance(node, (exp.Mul, exp.Div)) and _scaled_interval(node) is not None:
-            return _scaled_interval  # DataFusion has no INTERVAL * number ("Cannot get result type")
+            return age  # DataFusion has no age()
+        if isinstance(node, (exp.Mul, exp.Div)) and scaled_interval(node) is not None:
+            return scaled_interval  # DataFusion has no INTERVAL * number ("Cannot get result type")
         if isinstance(node, exp.Between) and _is_duration(node.this):
             return lambda n: exp.Between(this=_compared_span(n.this), low=_compared_span(n.args["low"]),
                                          high=_compared_span(n.args["high"]))
@@ -829,10 +815,10 @@ def for_duckdb(tree: exp.Expression) -> exp.Expression:
             return lambda n: exp.Div(this=exp.Anonymous(this="epoch_us", expressions=[n.expression]),
                                      expression=exp.Literal.number("1000000.0"))
         if isinstance(node, exp.Overlay):  # DuckDB has no overlay()
-            return _overlay
+            return overlay
         if isinstance(node, exp.Anonymous) and node.name.lower() == "regexp_match" and len(node.expressions) in (2, 3) \
                 and node.expressions[1].is_string:
-            return _regexp_match  # DuckDB has no regexp_match()
+            return regexp_match  # DuckDB has no regexp_match()
         if isinstance(node, exp.Hex):  # PostgreSQL's to_hex writes lower case (DuckDB's hex: upper)
             return lambda n: exp.Lower(this=n)
         if isinstance(node, exp.Grouping):  # PostgreSQL's is an INTEGER (DuckDB: BIGINT)
@@ -886,28 +872,6 @@ def _clock_kind(node: exp.Expression) -> exp.DataType.Type | None:
     return node.type.this if node.type is not None else None
 
 
-_T = exp.DataType.Type
-# SQL types as DataFusion's arrow_cast names them (TEXT before VARCHAR: cast_type_of reads the first)
-ARROW_CAST_TYPES = {_T.TINYINT: "Int8", _T.SMALLINT: "Int16", _T.INT: "Int32", _T.BIGINT: "Int64",
-                    _T.FLOAT: "Float32", _T.DOUBLE: "Float64", _T.BOOLEAN: "Boolean", _T.TEXT: "Utf8",
-                    _T.VARCHAR: "Utf8", _T.DATE: "Date32", _T.TIMESTAMP: "Timestamp(Microsecond, None)",
-                    _T.TIMESTAMPTZ: 'Timestamp(Microsecond, Some("UTC"))'}
-_ARROW_DECIMAL = re.compile(r"Decimal128\((\d+), (\d+)\)")
-
-
-def arrow_cast(node: exp.Expression, to: exp.DataType.Type) -> exp.Expression:
-    """`node` cast for DataFusion with `arrow_cast` (its CAST to some SQL types is not PostgreSQL's)."""
-    return exp.Anonymous(this="arrow_cast", expressions=[node, exp.Literal.string(ARROW_CAST_TYPES[to])])
-
-
-def cast_type_of(arrow_name: str) -> exp.DataType | None:
-    """The SQL type an `arrow_cast` to `arrow_name` is; None for one SQL has no name for."""
-    if (decimal := _ARROW_DECIMAL.fullmatch(arrow_name)) is not None:
-        return exp.DataType.build(f"DECIMAL({decimal[1]}, {decimal[2]})")
-    sql = next((t for t, name in ARROW_CAST_TYPES.items() if name == arrow_name), None)
-    return exp.DataType.build(sql) if sql is not None else None
-
-
 def _micros(duration: exp.Expression) -> exp.Expression:
     """A DataFusion duration (a difference of timestamps) in microseconds, a BIGINT."""
     return exp.Anonymous(this="arrow_cast", expressions=[
@@ -955,15 +919,9 @@ def distinct_aggregate_names(tree: exp.Expression) -> None:
             if len(named[uncast(call)]) < 2:
                 continue
             for cast in list(call.find_all(exp.Cast)):
-                to = _arrow_type_name(cast.to)
+                to = arrow_type_name(cast.to)
                 if to is not None:
                     cast.replace(exp.Anonymous(this="arrow_cast", expressions=[cast.this, exp.Literal.string(to)]))
-
-
-def _arrow_type_name(to: exp.DataType) -> str | None:
-    if to.this == exp.DataType.Type.DECIMAL and len(to.expressions) == 2:
-        return "Decimal128({}, {})".format(*(p.this.name for p in to.expressions))
-    return ARROW_CAST_TYPES.get(to.this)
 
 
 def _as_interval(duration: exp.Expression) -> exp.Expression:
@@ -977,143 +935,6 @@ def _as_interval(duration: exp.Expression) -> exp.Expression:
         expression=exp.Cast(this=exp.Mod(this=micros.copy(), expression=day.copy()), to=exp.DataType.build("VARCHAR"))),
         expression=exp.Literal.string(" microseconds"))
     return exp.Anonymous(this="arrow_cast", expressions=[text, exp.Literal.string("Interval(MonthDayNano)")])
-
-
-_YEAR_SPANS = {"CENTURY": (100, 99), "CENTURIES": (100, 99), "DECADE": (10, 0), "DECADES": (10, 0),
-               "MILLENNIUM": (1000, 999), "MILLENNIA": (1000, 999)}  # (span, offset): (year + offset) / span
-
-
-def _timestamp_from_parts(node: exp.Expression) -> exp.Expression:
-    """make_timestamp(y, m, d, h, mi, s) for DataFusion: make_date's midnight plus the time."""
-    day = exp.Anonymous(this="make_date", expressions=[node.args[k] for k in ("year", "month", "day")])
-    clock: list[exp.Expression] = []
-    for key, unit in (("hour", " hours "), ("min", " minutes "), ("sec", " seconds")):
-        clock += [exp.Cast(this=node.args[key], to=exp.DataType.build("VARCHAR")), exp.Literal.string(unit)]
-    text = clock[0]
-    for part in clock[1:]:
-        text = exp.DPipe(this=text, expression=part)
-    return exp.Add(this=arrow_cast(day, _T.TIMESTAMP),
-                   expression=exp.Anonymous(this="arrow_cast", expressions=[text, exp.Literal.string("Interval(MonthDayNano)")]))
-
-
-def _overlay(node: exp.Expression) -> exp.Expression:
-    """overlay(s PLACING r FROM i [FOR n]) for DuckDB: s's first i - 1 characters, r, and s after
-    n more (n is r's length by default)."""
-    text, put, start = node.this, node.expression, node.args["from_"]
-    length = node.args.get("for_") or exp.Length(this=put.copy())
-    head = exp.Left(this=text.copy(), expression=exp.Sub(this=start.copy(), expression=exp.Literal.number(1)))
-    tail = exp.Substring(this=text.copy(), start=exp.Add(this=start.copy(), expression=exp.Paren(this=length)))
-    return exp.DPipe(this=exp.DPipe(this=head, expression=put.copy()), expression=tail)
-
-
-def _regexp_match(node: exp.Expression) -> exp.Expression:
-    """regexp_match(s, pattern [, flags]) for DuckDB: the first match's groups as a list (the whole
-    match when the pattern has none), NULL when nothing matches."""
-    text, pattern, *flags = node.expressions
-    groups = _group_count(pattern.this)
-    found = exp.Anonymous(this="regexp_matches", expressions=[text.copy(), pattern.copy(), *[f.copy() for f in flags]])
-    parts = [exp.Anonymous(this="regexp_extract", expressions=[text.copy(), pattern.copy(), exp.Literal.number(g),
-                                                               *[f.copy() for f in flags]])
-             for g in (range(1, groups + 1) if groups else [0])]
-    return exp.Case(ifs=[exp.If(this=found, true=exp.Array(expressions=parts))])
-
-
-def _age(node: exp.Expression) -> exp.Expression:
-    """PostgreSQL's age(t1, t2) (age(t) is from midnight today): years, months and days between the
-    two, field by field, borrowing a day from the time of day and the length of the earlier
-    date's month from the days, then the sign of t1 - t2; as DataFusion's interval."""
-    args = node.expressions
-    first = args[0] if len(args) == 2 else exp.Cast(this=exp.CurrentDate(), to=exp.DataType.build("TIMESTAMP"))
-    second = args[-1]
-    later = exp.Greatest(this=first.copy(), expressions=[second.copy()])
-    earlier = exp.Least(this=first.copy(), expressions=[second.copy()])
-
-    def part(unit: str, of: exp.Expression) -> exp.Expression:
-        return exp.Cast(this=exp.Anonymous(this="date_part", expressions=[exp.Literal.string(unit), of.copy()]),
-                        to=_BIGINT.copy())
-
-    def time_of_day(of: exp.Expression) -> exp.Expression:
-        return exp.Add(this=exp.Add(this=exp.Mul(this=part("hour", of), expression=exp.Literal.number(3_600_000_000)),
-                                    expression=exp.Mul(this=part("minute", of), expression=exp.Literal.number(60_000_000))),
-                       expression=part("microsecond", of))
-
-    def minus(a: exp.Expression, b: exp.Expression) -> exp.Expression:
-        return exp.Paren(this=exp.Sub(this=exp.Paren(this=a), expression=exp.Paren(this=b)))
-
-    def below_zero(a: exp.Expression) -> exp.Expression:
-        return exp.Case(ifs=[exp.If(this=exp.LT(this=a, expression=exp.Literal.number(0)),
-                                    true=exp.Literal.number(1))], default=exp.Literal.number(0))
-
-    day = 86_400_000_000
-    micros = minus(time_of_day(later), time_of_day(earlier))
-    borrow_day = below_zero(micros.copy())
-    micros = exp.Add(this=micros, expression=exp.Mul(this=borrow_day.copy(), expression=exp.Literal.number(day)))
-    days = minus(minus(part("day", later), part("day", earlier)), borrow_day)
-    month_end = exp.Sub(this=exp.Add(this=exp.Anonymous(this="date_trunc", expressions=[exp.Literal.string("month"),
-                                                                                        earlier.copy()]),
-                                     expression=exp.Interval(this=exp.Literal.string("1 months"))),
-                        expression=exp.Interval(this=exp.Literal.string("1 days")))
-    month_days = part("day", month_end)
-    # as many of the earlier month's lengths as make the days whole (PostgreSQL adds the same one)
-    borrow_months = exp.Case(ifs=[exp.If(this=exp.LT(this=days.copy(), expression=exp.Literal.number(0)), true=exp.Add(
-        this=exp.Div(this=exp.Paren(this=exp.Sub(this=exp.Neg(this=days.copy()), expression=exp.Literal.number(1))),
-                     expression=month_days.copy(), typed=True), expression=exp.Literal.number(1)))],
-        default=exp.Literal.number(0))
-    days = exp.Add(this=days, expression=exp.Mul(this=borrow_months.copy(), expression=month_days))
-    months = exp.Sub(this=exp.Add(this=exp.Mul(this=minus(part("year", later), part("year", earlier)),
-                                               expression=exp.Literal.number(12)),
-                                  expression=minus(part("month", later), part("month", earlier))),
-                     expression=borrow_months)
-    sign = exp.Case(ifs=[exp.If(this=exp.LT(this=first.copy(), expression=second.copy()),
-                                true=exp.Literal.number(-1))], default=exp.Literal.number(1))
-    text: list[exp.Expression] = []
-    for amount, unit in ((months, " months "), (days, " days "), (micros, " microseconds")):
-        text += [exp.Cast(this=exp.Mul(this=sign.copy(), expression=exp.Paren(this=amount)),
-                          to=exp.DataType.build("VARCHAR")), exp.Literal.string(unit)]
-    joined = text[0]
-    for part in text[1:]:  # || (NULL in, NULL out)
-        joined = exp.DPipe(this=joined, expression=part)
-    age = exp.Anonymous(this="arrow_cast", expressions=[joined, exp.Literal.string("Interval(MonthDayNano)")])
-    unknown = exp.or_(exp.Is(this=first.copy(), expression=exp.Null()), exp.Is(this=second.copy(), expression=exp.Null()))
-    return exp.Case(ifs=[exp.If(this=unknown, true=exp.Null())], default=age)  # (GREATEST skips a NULL)
-
-
-def _scaled_interval(node: exp.Expression) -> exp.Expression | None:
-    """`INTERVAL '1 day 2 hours' * n` (or `n * ...`, `... / n`) for DataFusion, where an interval
-    literal times a number is an error: the interval's text with each amount scaled, read back as
-    an interval (DataFusion carries a fraction down as PostgreSQL does: 1.5 months is 1 month 15
-    days). None when `node` is not such a product."""
-    interval, factor = node.this, node.expression
-    if isinstance(node, exp.Mul) and isinstance(factor, exp.Interval):
-        interval, factor = factor, interval
-    if not isinstance(interval, exp.Interval) or not isinstance(interval.this, exp.Literal) \
-            or factor.type is None or factor.type.this not in exp.DataType.NUMERIC_TYPES:
-        return None
-    unit = interval.args.get("unit")
-    if unit is not None and not isinstance(unit, exp.Var):  # HOUR TO MINUTE
-        return None
-    read = read_interval(f"{interval.this.this} {unit.name if unit is not None else ''}")
-    if read is None:
-        return None
-    amounts = [(str(n), name) for n, name in ((read.months, "months"), (read.days, "days"),
-                                               (read.micros, "microseconds")) if n] or [("0", "days")]
-    whole = isinstance(node, exp.Mul) and _is_integer(factor)
-    parts: list[exp.Expression] = []
-    for amount, unit_name in amounts:
-        if whole:
-            value: exp.Expression = exp.Mul(this=exp.Cast(this=exp.Literal.number(amount), to=_BIGINT.copy()),
-                                            expression=exp.Cast(this=factor.copy(), to=_BIGINT.copy()))
-        else:
-            scaled = (exp.Mul if isinstance(node, exp.Mul) else exp.Div)(
-                this=exp.Cast(this=exp.Literal.number(amount), to=_DOUBLE.copy()),
-                expression=exp.Cast(this=factor.copy(), to=_DOUBLE.copy()))
-            value = exp.Cast(this=scaled, to=exp.DataType.build("DECIMAL(38, 9)"))
-        parts += [exp.Cast(this=value, to=exp.DataType.build("VARCHAR")),
-                  exp.Literal.string(f" {unit_name}" + (" " if len(parts) < 2 * len(amounts) - 2 else ""))]
-    text_form = parts[0]
-    for part in parts[1:]:
-        text_form = exp.DPipe(this=text_form, expression=part)
-    return exp.Anonymous(this="arrow_cast", expressions=[text_form, exp.Literal.string("Interval(MonthDayNano)")])
 
 
 def _zoned_instant(wall: exp.Expression, zone: exp.Expression) -> exp.Expression:
@@ -1153,14 +974,7 @@ def _regex_substring(node: exp.Expression) -> bool:
 
 
 def _capturing_groups(pattern: str) -> bool:
-    return _group_count(pattern) > 0
-
-
-def _group_count(pattern: str) -> int:
-    try:
-        return re.compile(pattern).groups
-    except re.error:  # a form Python does not read: each unescaped "(" not opening "(?"
-        return len(re.findall(r"(?<!\\)\((?!\?)", pattern))
+    return group_count(pattern) > 0
 
 
 def _nonzero(divisor: exp.Expression) -> exp.Expression:

@@ -52,7 +52,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from connectors.base import ScanSql, WholeQuerySql
 
 from ..errors import Overloaded
-from .pg_semantics import cast_type_of
+from .arrow_cast import cast_type_of
 from .planner import Plan, typing_schema
 from .sql_policy import PUBLIC_DIALECT
 

@@ -1,0 +1,36 @@
+"""DataFusion's `arrow_cast`: its names for SQL types, one home for both directions (the planner
+casts with it where DataFusion's CAST is not PostgreSQL's; push-down writes it back as CAST)."""
+
+from __future__ import annotations
+
+import re
+
+from sqlglot import exp
+
+_T = exp.DataType.Type
+# SQL types as DataFusion's arrow_cast names them (TEXT before VARCHAR: cast_type_of reads the first)
+ARROW_CAST_TYPES = {_T.TINYINT: "Int8", _T.SMALLINT: "Int16", _T.INT: "Int32", _T.BIGINT: "Int64",
+                    _T.FLOAT: "Float32", _T.DOUBLE: "Float64", _T.BOOLEAN: "Boolean", _T.TEXT: "Utf8",
+                    _T.VARCHAR: "Utf8", _T.DATE: "Date32", _T.TIMESTAMP: "Timestamp(Microsecond, None)",
+                    _T.TIMESTAMPTZ: 'Timestamp(Microsecond, Some("UTC"))'}
+_ARROW_DECIMAL = re.compile(r"Decimal128\((\d+), (\d+)\)")
+
+
+def arrow_cast(node: exp.Expression, to: exp.DataType.Type) -> exp.Expression:
+    """`node` cast for DataFusion with `arrow_cast` (its CAST to some SQL types is not PostgreSQL's)."""
+    return exp.Anonymous(this="arrow_cast", expressions=[node, exp.Literal.string(ARROW_CAST_TYPES[to])])
+
+
+def cast_type_of(arrow_name: str) -> exp.DataType | None:
+    """The SQL type an `arrow_cast` to `arrow_name` is; None for one SQL has no name for."""
+    if (decimal := _ARROW_DECIMAL.fullmatch(arrow_name)) is not None:
+        return exp.DataType.build(f"DECIMAL({decimal[1]}, {decimal[2]})")
+    sql = next((t for t, name in ARROW_CAST_TYPES.items() if name == arrow_name), None)
+    return exp.DataType.build(sql) if sql is not None else None
+
+
+def arrow_type_name(to: exp.DataType) -> str | None:
+    """arrow_cast's name for the SQL type `to`; None for one it has none for here."""
+    if to.this == exp.DataType.Type.DECIMAL and len(to.expressions) == 2:
+        return "Decimal128({}, {})".format(*(p.this.name for p in to.expressions))
+    return ARROW_CAST_TYPES.get(to.this)
