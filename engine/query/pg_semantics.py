@@ -450,6 +450,8 @@ def for_datafusion(tree: exp.Expression) -> exp.Expression:
             return lambda n: _clock_text(n.this, kind)
         return None
 
+    for cte in tree.find_all(exp.CTE):  # [NOT] MATERIALIZED is a hint DataFusion cannot parse
+        cte.set("materialized", None)
     _quantified_subqueries(tree)
     _row_in_subqueries(tree)
     _lateral_unnests(tree)

@@ -283,6 +283,13 @@ def test_to_char_refuses_what_it_cannot_write(runtime: Runtime) -> None:
         assert got.column("q").to_pylist() == ["1" * 150]
 
 
+def test_a_materialized_cte_hint_runs_on_every_route(runtime: Runtime) -> None:
+    for table in ("sem", "sem_arrow", "sem_fed"):
+        for hint in ("MATERIALIZED", "NOT MATERIALIZED"):
+            sql = f"WITH w AS {hint} (SELECT * FROM {table} WHERE a > 0) SELECT count(*) AS n FROM w"
+            assert run(runtime, sql).column("n").to_pylist() == [6], (table, hint)
+
+
 ROW_IN = ["SELECT id FROM {t} WHERE (a, b) IN (SELECT a, b FROM {t} WHERE a > 5) ORDER BY id",
           "SELECT id FROM {t} WHERE id > 1 AND (a, b) IN (SELECT a, b FROM {t} WHERE a > 5) ORDER BY id"]
 
