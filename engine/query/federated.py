@@ -237,6 +237,10 @@ def _clean(e: Exception) -> str:
         return ("(a, b) IN (SELECT x, y ...) runs on the federated engine uncorrelated, as a condition of its own "
                 "in a WHERE (... AND (a, b) IN (...)); otherwise write EXISTS (SELECT 1 FROM ... WHERE x = a AND y = b), "
                 "or accelerate the datasets with engine: duckdb, which runs it anywhere")
+    if "Correlated scalar subquery must be aggregated" in text:
+        return ("a correlated subquery that returns one value runs on the federated engine as an aggregate: "
+                "(SELECT max(x) FROM u WHERE u.k = t.k), not (SELECT x FROM u WHERE u.k = t.k); or accelerate the "
+                "datasets with engine: duckdb, which runs it as written")
     if "Physical plan does not support logical expression ScalarSubquery" in text:
         return ("a subquery that returns one value runs on the federated engine only when it is correlated by "
                 "equality (WHERE u.k = t.k); correlated otherwise (u.a < t.a), join and aggregate instead, or "

@@ -454,6 +454,7 @@ def for_datafusion(tree: exp.Expression) -> exp.Expression:
         cte.set("materialized", None)
     _quantified_subqueries(tree)
     _row_in_subqueries(tree)
+    _scalar_subqueries_may_be_null(tree)
     _lateral_unnests(tree)
     for within in list(tree.find_all(exp.WithinGroup)):
         if isinstance(within.this, exp.PercentileDisc) and isinstance(within.this.this, exp.Literal) and within.this.this.is_number \
@@ -563,6 +564,35 @@ def _row_in_subqueries(tree: exp.Expression) -> None:
                                                                               columns=names))
         equal = exp.and_(*(exp.EQ(this=exp.column(n.copy(), "__in"), expression=v.copy()) for n, v in zip(names, values)))
         node.replace(exp.Exists(this=exp.select(exp.Literal.number(1)).from_(rows).where(equal)))
+
+
+def _scalar_subqueries_may_be_null(tree: exp.Expression) -> None:
+    """An uncorrelated `(SELECT v ...)` used as a value, for DataFusion: when `v` cannot be NULL
+    (a literal, a NOT NULL column) DataFusion took the subquery's value for never NULL, also when
+    it returns no row: `WHERE (SELECT 1 FROM t WHERE false) IS NOT NULL` kept every row, and
+    `coalesce((SELECT 5 ...), 0)` failed ("declared as non-nullable but contains null values").
+    Read through a RIGHT JOIN of one row, its value may be NULL; a subquery of two rows still
+    fails, as in PostgreSQL."""
+    for node in list(tree.find_all(exp.Subquery)):
+        inner = node.this
+        if node.parent is None or isinstance(node.parent, _NOT_A_VALUE) or not isinstance(inner, exp.Select) \
+                or len(inner.expressions) != 1 or node.args.get("alias") is not None:
+            continue
+        if not inner.args.get("group") and any(a.parent_select is inner for a in inner.expressions[0].find_all(exp.AggFunc)):
+            continue  # an aggregate of all rows: one row, whose value may be NULL already
+        named = {t.alias_or_name for t in inner.find_all(exp.Table, exp.Subquery)} | {
+            cte.alias_or_name for cte in inner.find_all(exp.CTE)}
+        if any(c.table and c.table not in named for c in inner.find_all(exp.Column)):
+            continue  # correlated: DataFusion decorrelates it (and wants it aggregated)
+        rows = exp.Subquery(this=inner.copy(), alias=exp.TableAlias(this=exp.to_identifier("__s"),
+                                                                     columns=[exp.to_identifier("__v")]))
+        one = exp.Subquery(this=exp.select(exp.alias_(exp.Literal.number(1), "__one")),
+                           alias=exp.TableAlias(this=exp.to_identifier("__one")))
+        node.set("this", exp.select(exp.column("__v", "__s")).from_(rows).join(one, join_type="RIGHT", on=exp.true()))
+
+
+_NOT_A_VALUE = (exp.From, exp.Join, exp.Lateral, exp.In, exp.Exists, exp.Any, exp.All, exp.CTE, exp.Union,
+                exp.Intersect, exp.Except, exp.Subquery)
 
 
 def _aggregated(query: exp.Select, fn: Callable[[exp.Expression], exp.Expression]) -> exp.Select:
