@@ -115,6 +115,14 @@ def run(rt: Runtime, sql: str) -> pa.Table:
     return rt.query(sql).read_all()
 
 
+def _answers_as_postgres(rt: Runtime, server: PgServer, sql: str) -> None:
+    """`sql` (over `{t}`) gives PostgreSQL's rows on the DuckDB, Arrow and pushed-down routes."""
+    want = [tuple(_comparable(v) for v in row) for row in server.fetch(sql.format(t="public.sem"))]
+    for table in ("sem", "sem_arrow", "sem_fed"):
+        got = run(rt, sql.format(t=table))
+        assert [tuple(_comparable(v) for v in row.values()) for row in got.to_pylist()] == want, table
+
+
 @pytest.mark.parametrize("name", list(NOT_PUSHED))
 def test_queries_postgres_means_differently_are_not_pushed_down_whole(runtime: Runtime, name: str) -> None:
     sql = NOT_PUSHED[name]
@@ -263,10 +271,7 @@ SERIES = [
 def test_generate_series_in_from_as_postgres_runs_it(runtime: Runtime, postgres_server: PgServer, sql: str) -> None:
     """A date spine or number series joined to data (gap filling), on every route; it was refused
     as a table function."""
-    want = [tuple(_comparable(v) for v in row) for row in postgres_server.fetch(sql.format(t="public.sem"))]
-    for table in ("sem", "sem_arrow", "sem_fed"):
-        got = run(runtime, sql.format(t=table))
-        assert [tuple(_comparable(v) for v in row.values()) for row in got.to_pylist()] == want, table
+    _answers_as_postgres(runtime, postgres_server, sql)
     assert run(runtime, "SELECT * FROM generate_series(1, 3)").column_names == ["generate_series"]
 
 
@@ -298,10 +303,7 @@ def test_a_scalar_subquery_of_no_row_is_null(runtime: Runtime, postgres_server: 
     """DataFusion took a subquery's value for never NULL when its column cannot be (a literal, the
     primary key) even when it returned no row: `WHERE (SELECT 1 ... WHERE false) IS NOT NULL` kept
     every row on the Arrow route. Two rows still fail, as in PostgreSQL."""
-    want = [tuple(_comparable(v) for v in row) for row in postgres_server.fetch(sql.format(t="public.sem"))]
-    for table in ("sem", "sem_arrow", "sem_fed"):
-        got = run(runtime, sql.format(t=table))
-        assert [tuple(_comparable(v) for v in row.values()) for row in got.to_pylist()] == want, table
+    _answers_as_postgres(runtime, postgres_server, sql)
     with pytest.raises(SqlError, match="more than one row"):
         run(runtime, "SELECT (SELECT 1 FROM sem_arrow) AS e")
     with pytest.raises(SqlError, match=r"as an aggregate: \(SELECT max\(x\)"):
