@@ -42,7 +42,10 @@ class Satchel(Postgres):
     class Parser(Postgres.Parser):
         FUNCTION_PARSERS = {k: v for k, v in Postgres.Parser.FUNCTION_PARSERS.items() if k != "MATCH"}
         # vector_search(table, 'text', ...) is Satchel's (Spice's) search table function, not BigQuery's
-        FUNCTIONS = {k: v for k, v in Postgres.Parser.FUNCTIONS.items() if k != "VECTOR_SEARCH"}
+        FUNCTIONS = {**{k: v for k, v in Postgres.Parser.FUNCTIONS.items() if k != "VECTOR_SEARCH"},
+                     # length under its other names, named so as an output column (not "length")
+                     "CHAR_LENGTH": lambda args: _named(exp.Length.from_arg_list(args), "char_length"),
+                     "CHARACTER_LENGTH": lambda args: _named(exp.Length.from_arg_list(args), "character_length")}
         # to_char(time, 'template') read as PostgreSQL reads the template (see `to_char`); a
         # function parser, as the expression it makes is not a call of two arguments
         FUNCTION_PARSERS = {**FUNCTION_PARSERS, "TO_CHAR": lambda self: _to_char(self._parse_csv(self._parse_assignment), self.dialect)}
@@ -61,6 +64,11 @@ class Satchel(Postgres):
                     and (read := read_interval(interval.this.name)) is not None:  # '1:30' HOUR TO MINUTE
                 return self.expression(exp.Interval(this=exp.Literal.string(read.words())))
             return interval
+
+
+def _named(node: exp.Expression, name: str) -> exp.Expression:
+    node.meta["pg_name"] = name
+    return node
 
 
 def _to_char(args: list, dialect: Any) -> exp.Expression:

@@ -342,12 +342,13 @@ def test_unnamed_columns_take_the_function_names_postgresql_gives_them(runtime):
     generate_series `exploding_generate_series`, string_agg `group_concat`, a window `?column?`)."""
     sql = ("SELECT to_char(ordered_at, 'YYYY'), date_trunc('month', ordered_at), string_agg(status, ',') OVER (), "
            "row_number() OVER (ORDER BY order_id), count(*) FILTER (WHERE quantity > 1) OVER (), "
-           "sum(amount) OVER (), position('a' IN status), 1 + 1, to_char(ordered_at, 'YYYY-\"Q\"Q') "
+           "sum(amount) OVER (), position('a' IN status), 1 + 1, to_char(ordered_at, 'YYYY-\"Q\"Q'), "
+           "char_length(status) "
            "FROM {o} ORDER BY order_id LIMIT 1")
     for route in ROUTES:
         assert run(runtime, sql, route).column_names == [
             "to_char", "date_trunc", "string_agg", "row_number", "count", "sum", "position", "?column?",
-            "to_char"], route
+            "to_char", "char_length"], route
         assert run(runtime, "SELECT median(amount), variance(amount) FROM {o}", route).column_names == [
             "median", "variance"], route
     assert runtime.query("SELECT generate_series(1, 2)").read_all().column_names == ["generate_series"]
