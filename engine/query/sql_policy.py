@@ -14,8 +14,8 @@ from sqlglot.tokens import TokenType
 
 from ..errors import ReadOnlyViolation, SqlError
 from . import information_schema, sql_limits
-from .sql_limits import SqlLimits
 from .intervals import needs_reading, read_interval
+from .sql_limits import SqlLimits
 from .to_char import is_time_template, number_to_char, to_char
 
 
@@ -48,7 +48,8 @@ class Satchel(Postgres):
                      "CHARACTER_LENGTH": lambda args: _named(exp.Length.from_arg_list(args), "character_length")}
         # to_char(time, 'template') read as PostgreSQL reads the template (see `to_char`); a
         # function parser, as the expression it makes is not a call of two arguments
-        FUNCTION_PARSERS = {**FUNCTION_PARSERS, "TO_CHAR": lambda self: _to_char(self._parse_csv(self._parse_assignment), self.dialect)}
+        FUNCTION_PARSERS = {**FUNCTION_PARSERS,
+                            "TO_CHAR": lambda self: _to_char(self._parse_csv(self._parse_assignment), self.dialect)}
 
         def _parse_interval_span(self, this: exp.Expression, parse_function_unit: bool = True) -> exp.Interval:
             """INTERVAL 'text' read whole as PostgreSQL reads it (`intervals`), where sqlglot kept
