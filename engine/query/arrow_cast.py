@@ -34,3 +34,14 @@ def arrow_type_name(to: exp.DataType) -> str | None:
     if to.this == exp.DataType.Type.DECIMAL and len(to.expressions) == 2:
         return "Decimal128({}, {})".format(*(p.this.name for p in to.expressions))
     return ARROW_CAST_TYPES.get(to.this)
+
+
+def interval_of(amounts: list[tuple[exp.Expression, str]]) -> exp.Expression:
+    """An INTERVAL for DataFusion from (amount, unit) pairs such as (n, "days"): the text
+    `<n> days <m> microseconds` read back with arrow_cast; NULL when an amount is NULL (`||`)."""
+    text: exp.Expression | None = None
+    for i, (amount, unit) in enumerate(amounts):
+        word = exp.Literal.string(f" {unit}" + (" " if i < len(amounts) - 1 else ""))
+        piece = exp.DPipe(this=exp.Cast(this=amount, to=exp.DataType.build("VARCHAR")), expression=word)
+        text = piece if text is None else exp.DPipe(this=text, expression=piece)
+    return exp.Anonymous(this="arrow_cast", expressions=[text, exp.Literal.string("Interval(MonthDayNano)")])

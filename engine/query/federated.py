@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -224,27 +225,34 @@ def _widened(reader: pa.RecordBatchReader, columns: list[int]) -> pa.RecordBatch
     return pa.RecordBatchReader.from_batches(schema, (batch.cast(schema) for batch in reader))
 
 
+# DataFusion's words for what it cannot run (a regular expression) -> what to write instead
+_ADVICE = [(re.compile(pattern), advice) for pattern, advice in (
+    ("Recursive CTEs are not enabled",
+     "WITH RECURSIVE runs only where the whole query runs in a DuckDB accelerator (its datasets accelerated with "
+     "engine: duckdb); the federated engine cannot stop a recursion that never ends"),
+    ("Physical plan does not support logical expression (Exists|InSubquery)",
+     "EXISTS (SELECT ...) and IN (SELECT ...) run on the federated engine only in a WHERE clause (its datasets "
+     "accelerated with engine: duckdb run them anywhere); in a select list, count the rows instead: "
+     "(SELECT count(*) FROM ...) > 0"),
+    ("The subquery should only return one column",
+     "(a, b) IN (SELECT x, y ...) runs on the federated engine uncorrelated, as a condition of its own in a WHERE "
+     "(... AND (a, b) IN (...)); otherwise write EXISTS (SELECT 1 FROM ... WHERE x = a AND y = b), or accelerate "
+     "the datasets with engine: duckdb, which runs it anywhere"),
+    ("Correlated scalar subquery must be aggregated",
+     "a correlated subquery that returns one value runs on the federated engine as an aggregate: "
+     "(SELECT max(x) FROM u WHERE u.k = t.k), not (SELECT x FROM u WHERE u.k = t.k); or accelerate the datasets "
+     "with engine: duckdb, which runs it as written"),
+    ("Physical plan does not support logical expression ScalarSubquery",
+     "a subquery that returns one value runs on the federated engine only when it is correlated by equality "
+     "(WHERE u.k = t.k); correlated otherwise (u.a < t.a), join and aggregate instead, or accelerate the datasets "
+     "with engine: duckdb, which runs it anywhere"))]
+
+
 def _clean(e: Exception) -> str:
     text = str(e).strip()
-    if "Recursive CTEs are not enabled" in text:
-        return ("WITH RECURSIVE runs only where the whole query runs in a DuckDB accelerator (its datasets "
-                "accelerated with engine: duckdb); the federated engine cannot stop a recursion that never ends")
-    if "Physical plan does not support logical expression" in text and ("Exists" in text or "InSubquery" in text):
-        return ("EXISTS (SELECT ...) and IN (SELECT ...) run on the federated engine only in a WHERE clause (its "
-                "datasets accelerated with engine: duckdb run them anywhere); in a select list, count the rows "
-                "instead: (SELECT count(*) FROM ...) > 0")
-    if "The subquery should only return one column" in text:
-        return ("(a, b) IN (SELECT x, y ...) runs on the federated engine uncorrelated, as a condition of its own "
-                "in a WHERE (... AND (a, b) IN (...)); otherwise write EXISTS (SELECT 1 FROM ... WHERE x = a AND y = b), "
-                "or accelerate the datasets with engine: duckdb, which runs it anywhere")
-    if "Correlated scalar subquery must be aggregated" in text:
-        return ("a correlated subquery that returns one value runs on the federated engine as an aggregate: "
-                "(SELECT max(x) FROM u WHERE u.k = t.k), not (SELECT x FROM u WHERE u.k = t.k); or accelerate the "
-                "datasets with engine: duckdb, which runs it as written")
-    if "Physical plan does not support logical expression ScalarSubquery" in text:
-        return ("a subquery that returns one value runs on the federated engine only when it is correlated by "
-                "equality (WHERE u.k = t.k); correlated otherwise (u.a < t.a), join and aggregate instead, or "
-                "accelerate the datasets with engine: duckdb, which runs it anywhere")
+    advice = next((advice for pattern, advice in _ADVICE if pattern.search(text)), None)
+    if advice is not None:
+        return advice
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(e).__name__

@@ -10,7 +10,7 @@ import re
 import sqlglot
 from sqlglot import exp
 
-from .arrow_cast import arrow_cast
+from .arrow_cast import arrow_cast, interval_of
 from .intervals import read_interval
 
 _T = exp.DataType.Type
@@ -42,14 +42,8 @@ YEAR_SPANS = {"CENTURY": (100, 99), "CENTURIES": (100, 99), "DECADE": (10, 0), "
 def timestamp_from_parts(node: exp.Expression) -> exp.Expression:
     """make_timestamp(y, m, d, h, mi, s) for DataFusion: make_date's midnight plus the time."""
     day = exp.Anonymous(this="make_date", expressions=[node.args[k] for k in ("year", "month", "day")])
-    clock: list[exp.Expression] = []
-    for key, unit in (("hour", " hours "), ("min", " minutes "), ("sec", " seconds")):
-        clock += [exp.Cast(this=node.args[key], to=exp.DataType.build("VARCHAR")), exp.Literal.string(unit)]
-    text = clock[0]
-    for part in clock[1:]:
-        text = exp.DPipe(this=text, expression=part)
-    return exp.Add(this=arrow_cast(day, _T.TIMESTAMP),
-                   expression=exp.Anonymous(this="arrow_cast", expressions=[text, exp.Literal.string("Interval(MonthDayNano)")]))
+    clock = interval_of([(node.args[key], unit) for key, unit in (("hour", "hours"), ("min", "minutes"), ("sec", "seconds"))])
+    return exp.Add(this=arrow_cast(day, _T.TIMESTAMP), expression=clock)
 
 
 def overlay(node: exp.Expression) -> exp.Expression:
@@ -122,14 +116,8 @@ def age(node: exp.Expression) -> exp.Expression:
                      expression=borrow_months)
     sign = exp.Case(ifs=[exp.If(this=exp.LT(this=first.copy(), expression=second.copy()),
                                 true=exp.Literal.number(-1))], default=exp.Literal.number(1))
-    text: list[exp.Expression] = []
-    for amount, unit in ((months, " months "), (days, " days "), (micros, " microseconds")):
-        text += [exp.Cast(this=exp.Mul(this=sign.copy(), expression=exp.Paren(this=amount)),
-                          to=exp.DataType.build("VARCHAR")), exp.Literal.string(unit)]
-    joined = text[0]
-    for part in text[1:]:  # || (NULL in, NULL out)
-        joined = exp.DPipe(this=joined, expression=part)
-    age = exp.Anonymous(this="arrow_cast", expressions=[joined, exp.Literal.string("Interval(MonthDayNano)")])
+    age = interval_of([(exp.Mul(this=sign.copy(), expression=exp.Paren(this=amount)), unit)
+                       for amount, unit in ((months, "months"), (days, "days"), (micros, "microseconds"))])
     unknown = exp.or_(exp.Is(this=first.copy(), expression=exp.Null()), exp.Is(this=second.copy(), expression=exp.Null()))
     return exp.Case(ifs=[exp.If(this=unknown, true=exp.Null())], default=age)  # (GREATEST skips a NULL)
 
@@ -154,22 +142,18 @@ def scaled_interval(node: exp.Expression) -> exp.Expression | None:
     amounts = [(str(n), name) for n, name in ((read.months, "months"), (read.days, "days"),
                                                (read.micros, "microseconds")) if n] or [("0", "days")]
     whole = isinstance(node, exp.Mul) and factor.type.this in exp.DataType.INTEGER_TYPES
-    parts: list[exp.Expression] = []
+    scaled: list[tuple[exp.Expression, str]] = []
     for amount, unit_name in amounts:
         if whole:
             value: exp.Expression = exp.Mul(this=exp.Cast(this=exp.Literal.number(amount), to=_BIGINT.copy()),
                                             expression=exp.Cast(this=factor.copy(), to=_BIGINT.copy()))
         else:
-            scaled = (exp.Mul if isinstance(node, exp.Mul) else exp.Div)(
+            product = (exp.Mul if isinstance(node, exp.Mul) else exp.Div)(
                 this=exp.Cast(this=exp.Literal.number(amount), to=_DOUBLE.copy()),
                 expression=exp.Cast(this=factor.copy(), to=_DOUBLE.copy()))
-            value = exp.Cast(this=scaled, to=exp.DataType.build("DECIMAL(38, 9)"))
-        parts += [exp.Cast(this=value, to=exp.DataType.build("VARCHAR")),
-                  exp.Literal.string(f" {unit_name}" + (" " if len(parts) < 2 * len(amounts) - 2 else ""))]
-    text_form = parts[0]
-    for part in parts[1:]:
-        text_form = exp.DPipe(this=text_form, expression=part)
-    return exp.Anonymous(this="arrow_cast", expressions=[text_form, exp.Literal.string("Interval(MonthDayNano)")])
+            value = exp.Cast(this=product, to=exp.DataType.build("DECIMAL(38, 9)"))
+        scaled.append((value, unit_name))
+    return interval_of(scaled)
 
 
 def group_count(pattern: str) -> int:

@@ -16,7 +16,7 @@ from typing import Callable
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, build_scope
 
-from .arrow_cast import arrow_cast, arrow_type_name
+from .arrow_cast import arrow_cast, arrow_type_name, interval_of
 from .function_forms import (YEAR_SPANS, age, group_count, overlay, regexp_match, scaled_interval,
                              timestamp_from_parts, width_bucket)
 from .intervals import read_interval
@@ -555,8 +555,7 @@ def _row_in_subqueries(tree: exp.Expression) -> None:
         while isinstance(holder, (exp.And, exp.Paren)):
             holder = holder.parent
         inner = query.unnest()
-        named = {t.alias_or_name for t in inner.find_all(exp.Table, exp.Subquery)}
-        if not isinstance(holder, exp.Where) or any(c.table and c.table not in named for c in inner.find_all(exp.Column)):
+        if not isinstance(holder, exp.Where) or _correlated(inner):
             continue  # (correlated: DataFusion takes no outer reference in a derived table)
         values = node.this.expressions
         names = [exp.to_identifier(f"__in_{i}") for i in range(len(values))]
@@ -580,15 +579,19 @@ def _scalar_subqueries_may_be_null(tree: exp.Expression) -> None:
             continue
         if not inner.args.get("group") and any(a.parent_select is inner for a in inner.expressions[0].find_all(exp.AggFunc)):
             continue  # an aggregate of all rows: one row, whose value may be NULL already
-        named = {t.alias_or_name for t in inner.find_all(exp.Table, exp.Subquery)} | {
-            cte.alias_or_name for cte in inner.find_all(exp.CTE)}
-        if any(c.table and c.table not in named for c in inner.find_all(exp.Column)):
-            continue  # correlated: DataFusion decorrelates it (and wants it aggregated)
+        if _correlated(inner):
+            continue  # DataFusion decorrelates it (and wants it aggregated)
         rows = exp.Subquery(this=inner.copy(), alias=exp.TableAlias(this=exp.to_identifier("__s"),
                                                                      columns=[exp.to_identifier("__v")]))
         one = exp.Subquery(this=exp.select(exp.alias_(exp.Literal.number(1), "__one")),
                            alias=exp.TableAlias(this=exp.to_identifier("__one")))
         node.set("this", exp.select(exp.column("__v", "__s")).from_(rows).join(one, join_type="RIGHT", on=exp.true()))
+
+
+def _correlated(query: exp.Select) -> bool:
+    """Whether the (qualified) `query` reads a column of a table outside it."""
+    named = {t.alias_or_name for t in query.find_all(exp.Table, exp.Subquery, exp.CTE)}
+    return any(c.table and c.table not in named for c in query.find_all(exp.Column))
 
 
 _NOT_A_VALUE = (exp.From, exp.Join, exp.Lateral, exp.In, exp.Exists, exp.Any, exp.All, exp.CTE, exp.Union,
@@ -961,12 +964,8 @@ def _as_interval(duration: exp.Expression) -> exp.Expression:
     timestamps: whole days, and the rest in microseconds (both signed as the difference)."""
     micros = _micros(duration)
     day = exp.Literal.number(86_400_000_000)
-    text = exp.DPipe(this=exp.DPipe(this=exp.DPipe(
-        this=exp.Cast(this=exp.Div(this=micros, expression=day, typed=True), to=exp.DataType.build("VARCHAR")),
-        expression=exp.Literal.string(" days ")),
-        expression=exp.Cast(this=exp.Mod(this=micros.copy(), expression=day.copy()), to=exp.DataType.build("VARCHAR"))),
-        expression=exp.Literal.string(" microseconds"))
-    return exp.Anonymous(this="arrow_cast", expressions=[text, exp.Literal.string("Interval(MonthDayNano)")])
+    return interval_of([(exp.Div(this=micros, expression=day, typed=True), "days"),
+                        (exp.Mod(this=micros.copy(), expression=day.copy()), "microseconds")])
 
 
 def _zoned_instant(wall: exp.Expression, zone: exp.Expression) -> exp.Expression:

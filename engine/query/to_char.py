@@ -58,6 +58,7 @@ def _sub_second(x: exp.Expression) -> exp.Expression:  # microseconds within the
     return _mod(_part("MICROSECOND")(x), 1_000_000)
 
 
+_HOUR_OF_12 = _Number(("%I", "%-I"), lambda x: _add(_mod(_add(_part("HOUR")(x), 11), 12), 1))
 _NUMBERS: dict[str, _Number] = {
     "YYYY": _Number(("%Y", "%Y"), _part("YEAR")),
     "YYY": _Number(None, lambda x: _mod(_part("YEAR")(x), 1000), 3),
@@ -70,8 +71,8 @@ _NUMBERS: dict[str, _Number] = {
     "D": _Number(None, lambda x: _add(_part("DOW")(x), 1), 1),  # Sunday is 1
     "ID": _Number(None, _part("ISODOW"), 1),  # Monday is 1
     "HH24": _Number(("%H", "%-H"), _part("HOUR")),
-    "HH12": _Number(("%I", "%-I"), lambda x: _add(_mod(_add(_part("HOUR")(x), 11), 12), 1)),
-    "HH": _Number(("%I", "%-I"), lambda x: _add(_mod(_add(_part("HOUR")(x), 11), 12), 1)),
+    "HH12": _HOUR_OF_12,
+    "HH": _HOUR_OF_12,
     "MI": _Number(("%M", "%-M"), _part("MINUTE")),
     "SS": _Number(("%S", "%-S"), lambda x: _sub_second_whole(x)),
     "MS": _Number(None, lambda x: _div(_sub_second(x), 1000), 3),
