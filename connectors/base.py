@@ -253,6 +253,23 @@ class WholeQuerySql(Protocol):
         """Whether these columns mean in the source what they mean here (collation, types)."""
 
 
+@dataclass(frozen=True)
+class DescribedStatement:
+    """A statement typed by its source: `sql` reads its result as `schema` says (names, and
+    the types the connector serves such columns in)."""
+
+    sql: str
+    schema: pa.Schema
+
+
+@runtime_checkable
+class DescribesStatements(Protocol):
+    """A whole-query source that can type a statement's result itself, without running it:
+    for queries the federated engine cannot plan (a function only the source has)."""
+
+    def described(self, sql: str) -> DescribedStatement: ...
+
+
 @runtime_checkable
 class ScanSql(Protocol):
     """Shows (in EXPLAIN) the statement a scan sends."""

@@ -49,7 +49,8 @@ import pyarrow.compute as pc
 from engine.errors import ConnectorError, Overloaded, QueryTimeout
 
 from ..arrow_filters import _convert
-from ..base import CALLER, DatasetSpec, Filter, FilterSupport, checked_projection, with_descriptions
+from ..base import (CALLER, DatasetSpec, DescribedStatement, Filter, FilterSupport, checked_projection,
+                    with_descriptions)
 from ..params import check_params, check_type_action
 from ..source_types import resolve_unsupported
 from ..sql_render import quote_ident
@@ -614,6 +615,34 @@ class PostgresConnector:
     def query(self, sql: str) -> pa.RecordBatchReader:
         """Run one PostgreSQL statement (whole-query push-down); types as the driver gives them."""
         return self.query_reader(sql, None)
+
+    def described(self, sql: str) -> DescribedStatement:
+        """`sql`'s result as PostgreSQL types it (the statement planned under LIMIT 0: no row is
+        read), each column in the type a table column of its type is served in (a numeric(p, s)
+        read as text, to be cast to its decimal); an unbounded numeric (an aggregate's, a
+        function's) as float8, as DuckDB's postgres extension reads one; types served as text
+        as their text."""
+        with self.query_reader(f"SELECT * FROM ({sql}) AS q LIMIT 0", None) as reader:
+            described = reader.schema
+            reader.read_all()
+        names = [f"c{i}" for i in range(len(described))]
+        selects, fields = [], []
+        for name, f in zip(names, described):
+            meta = f.metadata or {}
+            typname = meta.get(b"POSTGRESQL:type", b"").decode()
+            typmod = int(meta.get(b"POSTGRESQL:typmod", b"-1"))
+            column = _column(name, typname, typname, "b", typname[1:] if typname.startswith("_") else None, typmod, None)
+            q = quote_ident(name)
+            if typname == "numeric":
+                arrow, select = (column.arrow, f"{q}::text") if column.arrow is not None else (pa.float64(), f"{q}::float8")
+            elif column.arrow is None:
+                arrow, select = pa.string(), f"{q}::text"
+            else:
+                arrow, select = column.arrow, column.select
+            selects.append(select)
+            fields.append(pa.field(f.name, arrow))
+        columns = ", ".join(quote_ident(n) for n in names)
+        return DescribedStatement(f"SELECT {', '.join(selects)} FROM ({sql}) AS q({columns})", pa.schema(fields))
 
     def close(self) -> None:
         """Leaves the source's statement gate; connections live in the shared pool (`close_pools`)."""

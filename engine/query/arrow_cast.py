@@ -12,7 +12,7 @@ _T = exp.DataType.Type
 ARROW_CAST_TYPES = {_T.TINYINT: "Int8", _T.SMALLINT: "Int16", _T.INT: "Int32", _T.BIGINT: "Int64",
                     _T.FLOAT: "Float32", _T.DOUBLE: "Float64", _T.BOOLEAN: "Boolean", _T.TEXT: "Utf8",
                     _T.VARCHAR: "Utf8", _T.DATE: "Date32", _T.TIMESTAMP: "Timestamp(Microsecond, None)",
-                    _T.TIMESTAMPTZ: 'Timestamp(Microsecond, Some("UTC"))'}
+                    _T.TIMESTAMPTZ: 'Timestamp(Microsecond, Some("UTC"))', _T.INTERVAL: "Interval(MonthDayNano)"}
 _ARROW_DECIMAL = re.compile(r"Decimal128\((\d+), (\d+)\)")
 
 
@@ -36,12 +36,17 @@ def arrow_type_name(to: exp.DataType) -> str | None:
     return ARROW_CAST_TYPES.get(to.this)
 
 
-def interval_of(amounts: list[tuple[exp.Expression, str]]) -> exp.Expression:
-    """An INTERVAL for DataFusion from (amount, unit) pairs such as (n, "days"): the text
-    `<n> days <m> microseconds` read back with arrow_cast; NULL when an amount is NULL (`||`)."""
+def interval_text(amounts: list[tuple[exp.Expression, str]]) -> exp.Expression:
+    """The text `<n> days <m> microseconds` of (amount, unit) pairs such as (n, "days"), which
+    PostgreSQL and both engines read as an INTERVAL; NULL when an amount is NULL (`||`)."""
     text: exp.Expression | None = None
     for i, (amount, unit) in enumerate(amounts):
         word = exp.Literal.string(f" {unit}" + (" " if i < len(amounts) - 1 else ""))
         piece = exp.DPipe(this=exp.Cast(this=amount, to=exp.DataType.build("VARCHAR")), expression=word)
         text = piece if text is None else exp.DPipe(this=text, expression=piece)
-    return exp.Anonymous(this="arrow_cast", expressions=[text, exp.Literal.string("Interval(MonthDayNano)")])
+    return text
+
+
+def interval_of(amounts: list[tuple[exp.Expression, str]]) -> exp.Expression:
+    """An INTERVAL for DataFusion from (amount, unit) pairs: their `interval_text` read back with arrow_cast."""
+    return arrow_cast(interval_text(amounts), _T.INTERVAL)

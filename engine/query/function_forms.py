@@ -10,7 +10,7 @@ import re
 import sqlglot
 from sqlglot import exp
 
-from .arrow_cast import arrow_cast, interval_of
+from .arrow_cast import arrow_cast, interval_of, interval_text
 from .intervals import read_interval
 
 _T = exp.DataType.Type
@@ -44,6 +44,36 @@ def timestamp_from_parts(node: exp.Expression) -> exp.Expression:
     day = exp.Anonymous(this="make_date", expressions=[node.args[k] for k in ("year", "month", "day")])
     clock = interval_of([(node.args[key], unit) for key, unit in (("hour", "hours"), ("min", "minutes"), ("sec", "seconds"))])
     return exp.Add(this=arrow_cast(day, _T.TIMESTAMP), expression=clock)
+
+
+_INTERVAL_UNITS = (("year", "years"), ("month", "months"), ("week", "weeks"), ("day", "days"), ("hour", "hours"),
+                   ("minute", "minutes"), ("second", "seconds"))
+
+
+def make_interval(node: exp.MakeInterval) -> exp.Expression:
+    """make_interval(years, months, weeks, days, hours, mins, secs) (by position or by name) for
+    both engines: the text `<n> days <m> hours ...` cast to INTERVAL; NULL when an amount is
+    NULL (`||`), as PostgreSQL's is; no amount at all is a zero interval."""
+    amounts = []
+    for key, unit in _INTERVAL_UNITS:
+        value = node.args.get(key)
+        if value is not None:
+            amounts.append((value.expression if isinstance(value, exp.Kwarg) else value, unit))
+    if not amounts:
+        return exp.Interval(this=exp.Literal.string("0"), unit=exp.var("SECOND"))
+    return exp.Cast(this=interval_text([(amount.copy(), unit) for amount, unit in amounts]),
+                    to=exp.DataType.build("INTERVAL"))
+
+
+def null_count(node: exp.Anonymous, nulls: bool) -> exp.Expression:
+    """num_nulls(a, b, ...) (`nulls`) or num_nonnulls(...): how many arguments are (not) NULL, an INT."""
+    each = [exp.Case(ifs=[exp.If(this=exp.Is(this=arg.copy(), expression=exp.Null()),
+                                 true=exp.Literal.number(1 if nulls else 0))],
+                     default=exp.Literal.number(0 if nulls else 1)) for arg in node.expressions]
+    total = each[0]
+    for term in each[1:]:
+        total = exp.Add(this=total, expression=term)
+    return exp.Cast(this=total, to=exp.DataType.build("INT"))
 
 
 def overlay(node: exp.Expression) -> exp.Expression:

@@ -17,8 +17,8 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, build_scope
 
 from .arrow_cast import arrow_cast, arrow_type_name, interval_of
-from .function_forms import (YEAR_SPANS, age, group_count, overlay, regexp_match, scaled_interval,
-                             timestamp_from_parts, width_bucket)
+from .function_forms import (YEAR_SPANS, age, group_count, make_interval, null_count, overlay, regexp_match,
+                             scaled_interval, timestamp_from_parts, width_bucket)
 from .intervals import read_interval
 from .patterns import SIMILAR_OPERATORS, pattern_regex
 from .sql_policy import BOUND, PUBLIC_DIALECT
@@ -40,7 +40,8 @@ def standard_forms(tree: exp.Expression) -> None:
     ONLY` as LIMIT n (DataFusion has no FETCH), `x BETWEEN SYMMETRIC a AND b` as PostgreSQL
     defines it, `(x BETWEEN a AND b OR x BETWEEN b AND a)` (nor SYMMETRIC), `x LIKE ANY
     (ARRAY['a%', 'b%'])` (or ALL, or ILIKE) over a list written out as the ORs (ANDs) of each
-    LIKE, width_bucket (neither has it) as the CASE it is, and `x SIMILAR TO 'pattern'` as the
+    LIKE, width_bucket, make_interval and num_nulls / num_nonnulls (neither has them) as what
+    they compute, and `x SIMILAR TO 'pattern'` as the
     anchored regular expression it means (both engines read SIMILAR TO as a plain regular
     expression: 'apple' SIMILAR TO 'a%' was false)."""
     for between in list(tree.find_all(exp.Between)):
@@ -66,6 +67,11 @@ def standard_forms(tree: exp.Expression) -> None:
         if size.expression is not None and not isinstance(size.parent, exp.Nullif):
             # PostgreSQL's array_length(a, 1) of an empty array is NULL (both engines: 0)
             size.replace(exp.Nullif(this=size.copy(), expression=exp.Literal.number(0)))
+    for interval in list(tree.find_all(exp.MakeInterval)):  # neither engine has make_interval()
+        interval.replace(make_interval(interval))
+    for count in list(tree.find_all(exp.Anonymous)):  # nor num_nulls() / num_nonnulls()
+        if count.name.lower() in ("num_nulls", "num_nonnulls") and count.expressions:
+            count.replace(null_count(count, count.name.lower() == "num_nulls"))
     for bucket in list(tree.find_all(exp.WidthBucket)):
         if bucket.args.get("threshold") is None:
             bucket.replace(width_bucket(*(bucket.args[k] for k in ("this", "min_value", "max_value", "num_buckets"))))

@@ -49,11 +49,12 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 
-from connectors.base import ScanSql, WholeQuerySql
+from connectors.base import DescribedStatement, DescribesStatements, ScanSql, WholeQuerySql
 
 from ..errors import Overloaded
 from .arrow_cast import cast_type_of
 from .planner import Plan, typing_schema
+from .postgres_functions import refused_function, source_fact
 from .sql_policy import PUBLIC_DIALECT
 
 log = logging.getLogger("satchel.pushdown")
@@ -121,7 +122,7 @@ def _render(plan: Plan, conns: list) -> str | None:
     dialect = dialect_of(conns[0])
     if dialect == "postgres":
         typed = _typed(tree, plan)
-        if typed is None or _different_meaning(typed) or not _postgres_forms(typed):  # it could: stay here
+        if typed is None or _different_meaning(typed) or source_fact(typed) or not _postgres_forms(typed):  # it could: stay here
             return None
         tree = _exact_averages(typed)
     if dialect == "datafusion" and not _datafusion_same_meaning(tree):
@@ -319,8 +320,11 @@ def run(plan: Plan, datasets: Mapping[str, object]) -> pa.RecordBatchReader | No
     if sql is None:
         return None
     target = _expected_schema(plan)
-    if target is None:
-        return None
+    if target is None:  # the federated engine cannot plan it: PostgreSQL may, with its own types
+        statement = described(plan, datasets)
+        if statement is None:
+            return None
+        sql, target = statement.sql, statement.schema
     conn = datasets[plan.scans[0].binding.dataset.lower()].connector
     try:
         reader = conn.query(sql)
@@ -339,8 +343,13 @@ def explain_lines(plan: Plan, datasets: Mapping[str, object]) -> list[str]:
     """What goes to the source: the whole statement, or each scan's statement."""
     sql = source_sql(plan, datasets)
     if sql is not None:
-        return ["pushed down whole to " + datasets[plan.scans[0].binding.dataset.lower()].connector.source_id,
-                f"source sql: {sql}"]
+        where = "pushed down whole to " + datasets[plan.scans[0].binding.dataset.lower()].connector.source_id
+        if _expected_schema(plan) is not None:
+            return [where, f"source sql: {sql}"]
+        statement = described(plan, datasets)
+        if statement is not None:
+            return [where + " (typed by PostgreSQL: the federated engine cannot plan it)",
+                    f"source sql: {statement.sql}"]
     lines = []
     for s in plan.scans:
         if s.binding.kind != "source":
@@ -356,6 +365,30 @@ def explain_lines(plan: Plan, datasets: Mapping[str, object]) -> list[str]:
         lines.append(f"source sql for {s.register_as}: {scan_sql(s.columns, pushed, s.limit if exact else None)}")
         lines += [f"  filter {f.column} {f.op} {f.value!r}: {x.value}" for f, x in zip(s.filters, support)]
     return lines
+
+
+def described(plan: Plan, datasets: Mapping[str, object]) -> DescribedStatement | None:
+    """For a plan the federated engine cannot plan: its statement as PostgreSQL types it, when
+    the whole plan may go down to PostgreSQL and calls only functions that may go there
+    (engine.query.postgres_functions); else None. Worked out once per plan. A statement
+    PostgreSQL itself refuses raises its error (the one that says what is wrong)."""
+    if "described" not in plan.memo:
+        plan.memo["described"] = _described(plan, datasets)
+    return plan.memo["described"]
+
+
+def _described(plan: Plan, datasets: Mapping[str, object]) -> DescribedStatement | None:
+    sql = source_sql(plan, datasets)
+    if sql is None:
+        return None
+    conn = datasets[plan.scans[0].binding.dataset.lower()].connector
+    if dialect_of(conn) != "postgres" or not isinstance(conn, DescribesStatements):
+        return None
+    refused = refused_function(sql)
+    if refused is not None:
+        log.info("not pushed down whole: %s may not go to PostgreSQL", refused)
+        return None
+    return conn.described(sql)
 
 
 def _expected_schema(plan: Plan) -> pa.Schema | None:

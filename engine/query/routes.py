@@ -76,7 +76,13 @@ class Routes:
         if plan.route == "accelerator":
             schema = duckdb_schema(self._accelerator(plan), plan.sql)
         else:
-            schema = federated_schema(plan)
+            try:
+                schema = federated_schema(plan)
+            except SqlError:  # PostgreSQL may run what the federated engine cannot plan
+                statement = pushdown.described(plan, self.datasets) if not plan.full_text else None
+                if statement is None:
+                    raise
+                schema = statement.schema
             if plan.output_names:
                 schema = pa.schema([f.with_name(n) for f, n in zip(schema, plan.output_names)], metadata=schema.metadata)
         return public_types(pa.RecordBatchReader.from_batches(schema, [])).schema

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from engine.config import load_pod
-from engine.errors import SqlError
+from engine.errors import SatchelError, SqlError
 from engine.runtime import Runtime
 from tests.integration.postgres_server import PgServer, postgres_server  # noqa: F401
 
@@ -410,6 +410,9 @@ EXPRESSIONS = [
     # one engine lacked them: regexp_match and overlay (DuckDB), make_timestamp and century (DataFusion)
     "regexp_match(s, '[a-z]+')", "regexp_match(s, '([a-z])([a-z]+)')", "regexp_match(s, 'A', 'i')", "(regexp_match(s, '(a)(p+)'))[2]", "overlay(s placing 'XX' from 2 for 1)", "overlay(s placing 'XX' from 2)", 'make_timestamp(2024, 1, a + 10, 10, 30, 5.5)', 'extract(century FROM ts)', 'extract(decade FROM ts)', 'extract(millennium FROM ts)',
     # interval texts read whole (sqlglot kept the first pair: '1 day 02:00' was one day)
+    # make_interval and num_nulls / num_nonnulls (neither engine has them)
+    "make_interval(days => a)", "ts + make_interval(hours => b, mins => 30)", "make_interval(1, 2, 0, a)", "make_interval(secs => least(f, 100))",
+    "make_interval()", "make_interval(weeks => n, secs => 1.5)", "num_nulls(n, s)", "num_nonnulls(n, s, a)", "num_nulls(n) + 1",
     "ts + INTERVAL '1 day 02:00'", "ts - INTERVAL '2 weeks ago'", "ts + INTERVAL '-1 day +02:03'", "ts + '1 day 02:00'::interval", "ts + CAST('@ 3 days' AS INTERVAL)", "ts + INTERVAL '1 month 2 days 03:04:05'", "ts + INTERVAL '1:30' HOUR TO MINUTE", "ts + INTERVAL '5'", "ts + INTERVAL '1.5 months'", "ts + INTERVAL '1 year 2 mons'", "INTERVAL '1 day 02:00' * a", "ts > TIMESTAMPTZ '2024-01-16' - INTERVAL '1 day 12:00'", "ts - INTERVAL '-02:30:00.5'", "ts::date + INTERVAL '1 day 02:00'",
 ]
 # to_char, compared as text (blanks and all): PostgreSQL's date/time templates and number templates
@@ -461,3 +464,73 @@ def test_functions_answer_as_postgres_itself(runtime: Runtime, postgres_server: 
     want = [_comparable(row[-1]) for row in postgres_server.fetch(sql.format(t="public.sem"))]
     for table in ("sem", "sem_arrow", "sem_fed"):  # sem_fed: the query goes down to PostgreSQL whole
         assert [_comparable(r["v"]) for r in run(runtime, sql.format(t=table)).to_pylist()] == want, table
+
+
+# PostgreSQL's own functions (and LATERAL) that the federated engine cannot plan: over live
+# tables the whole query goes to PostgreSQL, typed by it (engine.query.postgres_functions).
+POSTGRES_ONLY = [
+    "SELECT mode() WITHIN GROUP (ORDER BY s) AS v FROM {t}",
+    "SELECT b, mode() WITHIN GROUP (ORDER BY a DESC) AS v, mode() WITHIN GROUP (ORDER BY price) AS p FROM {t} "
+    "GROUP BY b ORDER BY b",
+    "SELECT percentile_cont(ARRAY[0.25, 0.75]) WITHIN GROUP (ORDER BY a) AS v FROM {t}",
+    "SELECT json_agg(a ORDER BY id)::text AS v, jsonb_agg(s ORDER BY id) AS j FROM {t}",
+    "SELECT json_object_agg(id, a)::text AS v FROM {t}",
+    "SELECT id, json_build_object('s', s, 'a', a) AS v, to_json(s)::text AS j FROM {t} ORDER BY id",
+    "SELECT id, make_interval(days => a) AS v, ts + make_interval(hours => b) AS w FROM {t} ORDER BY id",
+    "SELECT id, justify_hours(INTERVAL '27 hours' * b) AS v, justify_days(INTERVAL '20 days' * b) AS w FROM {t} ORDER BY id",
+    "SELECT id, num_nulls(n, s) AS v, num_nonnulls(n, s, a) AS w FROM {t} ORDER BY id",
+    "SELECT id, quote_literal(s) AS v, quote_ident(s) AS w, quote_nullable(n) AS x FROM {t} ORDER BY id",
+    "SELECT id, isfinite(ts) AS v, regexp_split_to_array(s, ' ') AS w FROM {t} ORDER BY id",
+    "SELECT id, to_number('1,234.5', '9,999.9') + a AS v, scale(price) AS w, width_bucket(a, ARRAY[0, 5, 10]) AS x "
+    "FROM {t} ORDER BY id",
+    "SELECT t.id, x.m FROM {t} t LEFT JOIN LATERAL (SELECT max(u.a) AS m FROM {t} u WHERE u.b = t.b AND u.id <> t.id) x "
+    "ON true ORDER BY 1",
+    "SELECT t.id, x.v FROM {t} t CROSS JOIN LATERAL (SELECT t.a * 2 AS v) x ORDER BY 1",
+]
+
+
+@pytest.mark.parametrize("sql", POSTGRES_ONLY)
+def test_what_only_postgres_runs_goes_down_whole(runtime: Runtime, postgres_server: PgServer, sql: str) -> None:
+    """The answer is PostgreSQL's, over Flight SQL's path too (the schema announced before the
+    rows is the one they come in), and EXPLAIN says where it ran."""
+    want = [tuple(_comparable(v) for v in row) for row in postgres_server.fetch(sql.format(t="public.sem"))]
+    got = run(runtime, sql.format(t="sem_fed"))
+    assert [tuple(_comparable(v) for v in row.values()) for row in got.to_pylist()] == want
+    assert runtime.queries.query_schema(sql.format(t="sem_fed")) == got.schema
+    explain = "\n".join(run(runtime, "EXPLAIN " + sql.format(t="sem_fed")).column("plan").to_pylist())
+    assert "pushed down whole to postgres:" in explain, explain
+
+
+def test_postgres_types_come_as_table_columns_of_those_types(runtime: Runtime) -> None:
+    """numeric(p, s) as its decimal, an unbounded numeric as float8, json and jsonb as text,
+    intervals as month-day-nano, arrays as lists."""
+    got = run(runtime, "SELECT mode() WITHIN GROUP (ORDER BY price) AS m, price AS p, "
+                       "jsonb_agg(a ORDER BY id) AS j, make_interval(days => 2) AS i, "
+                       "percentile_cont(ARRAY[0.5]) WITHIN GROUP (ORDER BY f) AS l, "
+                       "quote_ident(min(s)) AS q FROM sem_fed GROUP BY price ORDER BY price LIMIT 1")
+    assert got.schema.types == [pa.float64(), pa.decimal128(10, 2), pa.string(), pa.month_day_nano_interval(),
+                                pa.list_(pa.float64()), pa.string()]
+    assert got.to_pylist() == [{"m": -3.1, "p": decimal.Decimal("-3.10"), "j": "[-7]", "i": pa.scalar(
+        (0, 2, 0), pa.month_day_nano_interval()).as_py(), "l": [-0.0], "q": "\"Banana\""}]
+    explain = "\n".join(run(runtime, "EXPLAIN SELECT mode() WITHIN GROUP (ORDER BY price) AS m FROM sem_fed")
+                        .column("plan").to_pylist())
+    assert "typed by PostgreSQL: the federated engine cannot plan it" in explain, explain
+
+
+@pytest.mark.parametrize("call", [
+    "pg_sleep(0)", "query_to_xml('SELECT 1', true, true, '')", "pg_backend_pid()", "txid_current()",
+    "inet_server_addr()", "pg_typeof(a)", "pg_advisory_lock(1)", "version()", "current_database()",
+    "current_user", "session_user", "current_schema",
+])
+def test_a_function_that_may_not_go_to_postgres_never_reaches_it(runtime: Runtime, postgres_server: PgServer,
+                                                                 call: str) -> None:
+    """Catalog, admin, lock, session and sleep functions and what tells about the server stay
+    out of PostgreSQL: the query fails as the federated engine fails it, or the engine answers."""
+    offset = postgres_server.log_offset()
+    try:
+        run(runtime, f"SELECT id, {call} AS v FROM sem_fed ORDER BY id")
+    except SatchelError:
+        pass
+    name = call.split("(")[0]
+    sent = [s for s in postgres_server.statements_since(offset) if name in s.lower()]
+    assert sent == []
