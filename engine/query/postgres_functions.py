@@ -6,7 +6,8 @@ Only functions on this list go: each reads nothing but its arguments (no other t
 setting, file, session, lock or sequence) and returns in time bounded by them. `pg_sleep`,
 `query_to_xml` (which runs any SQL it is given), `pg_*` catalog and admin functions, `lo_*`,
 `dblink*`, `txid_*`, `nextval`, the advisory locks and whatever the list does not name stay
-out, as do the functions telling the source's user, database or version."""
+out, as do the functions telling the source's user, database or version, and casts to catalog
+types (`'pg_authid'::regclass`)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,13 @@ _SOURCE_FACTS = tuple(getattr(exp, name) for name in (
 _SOURCE_KEYWORDS = {"user", "current_user", "session_user", "current_role", "current_catalog", "current_schema"}
 
 
+_CATALOG_TYPES = {"oid", "xid", "xid8", "cid", "tid", "oidvector", "int2vector"}  # and reg*, pg_*
+
+
+def _catalog_type(name: str) -> bool:
+    return name in _CATALOG_TYPES or name.startswith(("reg", "pg_"))
+
+
 def source_fact(tree: exp.Expression) -> str | None:
     """What in `tree` asks the source about itself (its user, database, schema or version),
     or None: answered by PostgreSQL, it would tell the agent about the server behind the
@@ -82,4 +90,6 @@ def refused_function(statement: str) -> str | None:
     for node in tree.walk():
         if isinstance(node, exp.Anonymous) and node.name.lower() not in ALLOWED:
             return node.name.lower()
+        if isinstance(node, exp.DataType) and _catalog_type(node.sql("postgres").lower().replace('"', "")):
+            return f"a cast to {node.sql('postgres')}"  # reads the catalog: '...'::regclass names any table
     return None

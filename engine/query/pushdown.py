@@ -122,7 +122,8 @@ def _render(plan: Plan, conns: list) -> str | None:
     dialect = dialect_of(conns[0])
     if dialect == "postgres":
         typed = _typed(tree, plan)
-        if typed is None or _different_meaning(typed) or source_fact(typed) or not _postgres_forms(typed):  # it could: stay here
+        if typed is None or _different_meaning(typed) or source_fact(typed) is not None \
+                or not _postgres_forms(typed):  # it could: stay here
             return None
         tree = _exact_averages(typed)
     if dialect == "datafusion" and not _datafusion_same_meaning(tree):
