@@ -271,6 +271,13 @@ class DescribesStatements(Protocol):
 
 
 @runtime_checkable
+class HasJsonColumns(Protocol):
+    """A SQL source whose JSON columns are served as their text."""
+
+    def json_columns(self) -> frozenset[str]: ...
+
+
+@runtime_checkable
 class ScanSql(Protocol):
     """Shows (in EXPLAIN) the statement a scan sends."""
 

@@ -500,6 +500,10 @@ class PostgresConnector:
                 return False
         return True
 
+    def json_columns(self) -> frozenset[str]:
+        """The json and jsonb columns (served as their text)."""
+        return frozenset(c.name for c in self.pg_columns().values() if c.base in ("json", "jsonb"))
+
     def classify_filters(self, filters: Sequence[Filter]) -> list[FilterSupport]:
         columns = self.pg_columns()
         return [FilterSupport.EXACT if _render_filter(f, columns.get(f.column)) is not None else FilterSupport.UNSUPPORTED

@@ -41,7 +41,8 @@ def standard_forms(tree: exp.Expression) -> None:
     defines it, `(x BETWEEN a AND b OR x BETWEEN b AND a)` (nor SYMMETRIC), `x LIKE ANY
     (ARRAY['a%', 'b%'])` (or ALL, or ILIKE) over a list written out as the ORs (ANDs) of each
     LIKE, width_bucket, make_interval and num_nulls / num_nonnulls (neither has them) as what
-    they compute, and `x SIMILAR TO 'pattern'` as the
+    they compute, `unnest(list) AS x` in FROM with its column named x, as PostgreSQL names
+    it, and `x SIMILAR TO 'pattern'` as the
     anchored regular expression it means (both engines read SIMILAR TO as a plain regular
     expression: 'apple' SIMILAR TO 'a%' was false)."""
     for between in list(tree.find_all(exp.Between)):
@@ -67,6 +68,13 @@ def standard_forms(tree: exp.Expression) -> None:
         if size.expression is not None and not isinstance(size.parent, exp.Nullif):
             # PostgreSQL's array_length(a, 1) of an empty array is NULL (both engines: 0)
             size.replace(exp.Nullif(this=size.copy(), expression=exp.Literal.number(0)))
+    for spread in tree.find_all(exp.Unnest, exp.Lateral):
+        alias = spread.args.get("alias")
+        one_list = isinstance(spread, exp.Unnest) and len(spread.expressions) == 1 \
+            or isinstance(spread.this, exp.Unnest) and len(spread.this.expressions) == 1
+        if isinstance(spread.parent, (exp.From, exp.Join)) and one_list and alias is not None and alias.name \
+                and not alias.columns:  # `unnest(list) AS x`: PostgreSQL names the one column x too
+            alias.set("columns", [exp.to_identifier(alias.name, quoted=alias.this.quoted)])
     for interval in list(tree.find_all(exp.MakeInterval)):  # neither engine has make_interval()
         interval.replace(make_interval(interval))
     for count in list(tree.find_all(exp.Anonymous)):  # nor num_nulls() / num_nonnulls()
@@ -375,6 +383,10 @@ def for_datafusion(tree: exp.Expression) -> exp.Expression:
             return lambda n: exp.Cast(this=n, to=to)  # as on DuckDB
         if isinstance(node, exp.Anonymous) and node.name.lower() in _SAME_AS:
             node.set("this", _SAME_AS[node.name.lower()])
+        if (listed := _quantified_list(node)) is not None and _quantifier(node) == "ANY" \
+                and not (isinstance(listed, exp.Array) and all(isinstance(e, exp.Literal) for e in listed.expressions)):
+            # DataFusion's x op ANY (list) is false where a NULL in the list leaves it undecided
+            return lambda n: _any_of_list(n, listed)
         if (to := _narrow_arithmetic(node)) is not None:
             # DataFusion wraps around (2147483647 + 1 gave -2147483648); PostgreSQL and DuckDB fail:
             # computed as BIGINT, the cast back fails when the value does not fit. A chain (a + b + c)
@@ -857,6 +869,10 @@ def for_duckdb(tree: exp.Expression) -> exp.Expression:
                                      expression=exp.Literal.number("1000000.0"))
         if isinstance(node, exp.Overlay):  # DuckDB has no overlay()
             return overlay
+        if (listed := _quantified_list(node)) is not None:
+            # x op ANY|ALL (list) over a NULL list is NULL (DuckDB: false, true); NOT (...) kept rows
+            return lambda n: exp.Case(ifs=[exp.If(this=exp.Is(this=listed.copy(), expression=exp.Null()),
+                                                  true=exp.Null())], default=n)
         if isinstance(node, exp.Anonymous) and node.name.lower() == "regexp_match" and len(node.expressions) in (2, 3) \
                 and node.expressions[1].is_string:
             return regexp_match  # DuckDB has no regexp_match()
@@ -1033,7 +1049,42 @@ _SAME_AS = {"every": "bool_and"}
 # ... and for those DuckDB alone has, its JSON constructors (to_json, row_to_json, array_to_json
 # and json_object_agg are the same in both)
 _DUCKDB_NAMES = {"json_build_object": "json_object", "jsonb_build_object": "json_object", "to_jsonb": "to_json",
-                 **_SAME_AS}
+                 "jsonb_array_length": "json_array_length", **_SAME_AS}
+
+
+def _quantified_list(node: exp.Expression) -> exp.Expression | None:
+    """The list of `x op ANY|ALL (list)` (not of a subquery), else None. sqlglot reads
+    `x <> ALL(tags)` as a call of a function ALL."""
+    quantifier = node.args.get("expression") if isinstance(node, exp.Binary) else None
+    if isinstance(quantifier, (exp.Any, exp.All)):
+        listed = quantifier.this.unnest()
+    elif isinstance(quantifier, exp.Anonymous) and quantifier.name.upper() in ("ALL", "ANY") \
+            and len(quantifier.expressions) == 1:
+        listed = quantifier.expressions[0]
+    else:
+        return None
+    return None if isinstance(listed, (exp.Select, exp.SetOperation)) else listed
+
+
+def _quantifier(node: exp.Expression) -> str:
+    quantifier = node.args["expression"]
+    return "ALL" if isinstance(quantifier, exp.All) or quantifier.name.upper() == "ALL" else "ANY"
+
+
+def _any_of_list(compared: exp.Expression, listed: exp.Expression) -> exp.Expression:
+    """`x op ANY (list)` as PostgreSQL answers it: NULL for a NULL list, false for an empty one,
+    true when an element matches, else NULL when x or an element is NULL, else false."""
+    def null(e: exp.Expression) -> exp.Expression:
+        return exp.Is(this=e.copy(), expression=exp.Null())
+
+    has_null = exp.not_(null(exp.Anonymous(this="array_position", expressions=[listed.copy(), exp.Null()])))
+    return exp.Case(ifs=[
+        exp.If(this=null(listed), true=exp.Null()),
+        exp.If(this=exp.EQ(this=exp.Anonymous(this="cardinality", expressions=[listed.copy()]),
+                           expression=exp.Literal.number(0)), true=exp.false()),
+        exp.If(this=null(compared.this), true=exp.Null()),
+        exp.If(this=compared, true=exp.true()),
+        exp.If(this=has_null, true=exp.Null())], default=exp.false())
 
 
 def _may_escape(pattern: exp.Expression) -> bool:

@@ -49,7 +49,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 
-from connectors.base import DescribedStatement, DescribesStatements, ScanSql, WholeQuerySql
+from connectors.base import DescribedStatement, DescribesStatements, HasJsonColumns, ScanSql, WholeQuerySql
 
 from ..errors import Overloaded
 from .arrow_cast import cast_type_of
@@ -72,7 +72,7 @@ def _connectors(plan: Plan, datasets: Mapping[str, object]) -> list | None:
         conn = ds.connector if ds is not None else None
         if not isinstance(conn, WholeQuerySql) or not conn.source_id:
             return None
-        if dialect_of(conn) not in _WHOLE_QUERY_DIALECTS or not conn.pushdown_safe(s.columns):
+        if dialect_of(conn) not in _WHOLE_QUERY_DIALECTS or not _safe_columns(plan, s, conn):
             return None
         conns.append(conn)
     if len({c.source_id for c in conns}) != 1:
@@ -81,6 +81,44 @@ def _connectors(plan: Plan, datasets: Mapping[str, object]) -> list | None:
 
 
 _WHOLE_QUERY_DIALECTS = ("postgres", "satchel", "datafusion", "spark")
+
+
+def _safe_columns(plan: Plan, scan, conn: WholeQuerySql) -> bool:
+    """Whether the columns `scan` reads mean in the source what they mean here. A JSON column
+    (served as its text) does when the query only reads into it with JSON operators and
+    functions (`payload ->> 'name'`): PostgreSQL then works on the JSON value itself, which
+    the federated engine cannot do at all."""
+    if conn.pushdown_safe(scan.columns):
+        return True
+    json = conn.json_columns() if isinstance(conn, HasJsonColumns) else frozenset()
+    used = scan.columns if scan.columns is not None else scan.binding.schema.names
+    if not json.intersection(used):
+        return False
+    if "json_reads_only" not in plan.memo:
+        plan.memo["json_reads_only"] = _json_reads_only(plan.sql)
+    rest = [c for c in used if c not in json or c not in plan.memo["json_reads_only"]]
+    return conn.pushdown_safe(rest)
+
+
+_JSON_READS = (exp.JSONExtract, exp.JSONExtractScalar, exp.JSONBExtract, exp.JSONBExtractScalar,
+               exp.ArrayContainsAll, exp.ArrayContainedBy)  # ->, ->>, #>, #>>, @>, <@
+
+
+def _json_reads_only(sql: str) -> frozenset[str]:
+    """The names of the columns `sql` uses only as the JSON value a JSON operator or a json
+    function reads."""
+    try:
+        tree = sqlglot.parse_one(sql, read=PUBLIC_DIALECT)
+    except sqlglot.errors.ParseError:
+        return frozenset()
+    reads: set[str] = set()
+    other: set[str] = set()
+    for column in tree.find_all(exp.Column):
+        parent = column.parent
+        json_read = isinstance(parent, _JSON_READS) and column.arg_key == "this" or isinstance(parent, exp.Anonymous) \
+            and parent.name.lower().startswith(("json_", "jsonb_")) and column.arg_key == "expressions"
+        (reads if json_read else other).add(column.name)
+    return frozenset(reads - other)
 
 
 def dialect_of(conn: WholeQuerySql) -> str:

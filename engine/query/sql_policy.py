@@ -50,6 +50,9 @@ class Satchel(Postgres):
         # function parser, as the expression it makes is not a call of two arguments
         FUNCTION_PARSERS = {**FUNCTION_PARSERS,
                             "TO_CHAR": lambda self: _to_char(self._parse_csv(self._parse_assignment), self.dialect)}
+        # PostgreSQL has no lambdas: `f(payload -> 'arr')` reads JSON (a lambda, DuckDB's `x -> x + 1`,
+        # was rendered for DuckDB as `LAMBDA payload : 'arr'`); `=>` still names an argument
+        LAMBDAS = {k: v for k, v in Postgres.Parser.LAMBDAS.items() if k != TokenType.ARROW}
 
         def _parse_interval_span(self, this: exp.Expression, parse_function_unit: bool = True) -> exp.Interval:
             """INTERVAL 'text' read whole as PostgreSQL reads it (`intervals`), where sqlglot kept

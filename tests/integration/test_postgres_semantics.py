@@ -410,6 +410,9 @@ EXPRESSIONS = [
     # one engine lacked them: regexp_match and overlay (DuckDB), make_timestamp and century (DataFusion)
     "regexp_match(s, '[a-z]+')", "regexp_match(s, '([a-z])([a-z]+)')", "regexp_match(s, 'A', 'i')", "(regexp_match(s, '(a)(p+)'))[2]", "overlay(s placing 'XX' from 2 for 1)", "overlay(s placing 'XX' from 2)", 'make_timestamp(2024, 1, a + 10, 10, 30, 5.5)', 'extract(century FROM ts)', 'extract(decade FROM ts)', 'extract(millennium FROM ts)',
     # interval texts read whole (sqlglot kept the first pair: '1 day 02:00' was one day)
+    # x op ANY|ALL (list) with NULLs: a NULL list (DuckDB: false), a NULL element left undecided (DataFusion: false)
+    "a > ANY(ARRAY[5, NULL])", "s = ANY(CASE WHEN a > 5 THEN ARRAY['apple'] END)", "a <> ALL(CASE WHEN a > 5 THEN ARRAY[1] END)",
+    "NOT (a = ANY(ARRAY[7, NULL]))", "a = ANY(ARRAY[]::int[])", "b < ALL(ARRAY[a, n])", "n = ANY(ARRAY[a, b])",
     # make_interval and num_nulls / num_nonnulls (neither engine has them)
     "make_interval(days => a)", "ts + make_interval(hours => b, mins => 30)", "make_interval(1, 2, 0, a)", "make_interval(secs => least(f, 100))",
     "make_interval()", "make_interval(weeks => n, secs => 1.5)", "num_nulls(n, s)", "num_nonnulls(n, s, a)", "num_nulls(n) + 1",
