@@ -83,7 +83,10 @@ def source_fact(tree: exp.Expression) -> str | None:
 def refused_function(statement: str) -> str | None:
     """The first function of `statement` (PostgreSQL's dialect) that may not go to PostgreSQL
     this way, or None when every one may."""
-    tree = sqlglot.parse_one(statement, read="postgres")
+    try:
+        tree = sqlglot.parse_one(statement, read="postgres")
+    except sqlglot.errors.ParseError:
+        return "a statement sqlglot cannot read back"
     fact = source_fact(tree)
     if fact is not None:
         return fact
