@@ -53,7 +53,7 @@ from ..base import (CALLER, DatasetSpec, DescribedStatement, Filter, FilterSuppo
                     with_descriptions)
 from ..params import check_params, check_type_action
 from ..source_types import resolve_unsupported
-from ..sql_render import quote_ident
+from ..sql_render import quote_ident, written_ident
 from .pg_scanner import SCANNED_TYPES, ExtensionUnavailable, ScanFailed, ScannerRead, extension_path
 from .pg_parallel import MAX_PARTS, PAGES_PER_PART, ParallelRead, extra_slots, page_ranges
 from .pool import (
@@ -477,7 +477,7 @@ class PostgresConnector:
         with self._lock:
             if self._schema is None:
                 columns = self._load_columns()
-                source = {c.name: c.description for c in columns if c.description}
+                source = {c.name: text for c in columns if (text := _source_description(c))}
                 fields = [pa.field(c.name, c.arrow) for c in columns]
                 self._schema = with_descriptions(pa.schema(fields), {**source, **self.spec.column_descriptions})
             return self._schema
@@ -828,6 +828,18 @@ def _decoded_values(text: str) -> dict[str, tuple[str, str | None]]:
 def _decoding_name(name: str) -> str:
     """How test_decoding prints an identifier (quoted only when it must be)."""
     return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else quote_ident(name)
+
+
+def _source_description(c: PgColumn) -> str | None:
+    """The column's comment, and for a column served as its text what it is in PostgreSQL: an
+    agent that reads `varchar` would not know it holds JSON it can read into."""
+    if c.arrow != pa.string() or c.select == quote_ident(c.name):
+        return c.description
+    if c.base in ("json", "jsonb"):
+        note = f"PostgreSQL {c.base}, as its JSON text: read a field with {written_ident(c.name)} ->> 'key'"
+    else:
+        note = f"PostgreSQL {c.pg_type}, as its text"
+    return f"{c.description} ({note})" if c.description else note
 
 
 def _empty_columns(rows: int) -> pa.RecordBatch:

@@ -150,6 +150,10 @@ def test_column_comments_become_descriptions(types_table: PgServer) -> None:
     assert description_of(schema.field("i8")) == "a big integer"
     assert description_of(schema.field("t")) == "pod wins"
     assert description_of(schema.field("i2")) is None
+    # what a column served as its text is in PostgreSQL, so an agent knows it holds JSON
+    assert description_of(schema.field("jb")) == "PostgreSQL jsonb, as its JSON text: read a field with jb ->> 'key'"
+    assert description_of(schema.field("u")) == "PostgreSQL uuid, as its text"
+    assert description_of(schema.field("e")) == "PostgreSQL mood, as its text"
 
 
 def test_filters_on_every_filterable_type(types_table: PgServer) -> None:
