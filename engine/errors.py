@@ -92,11 +92,15 @@ class ReadOnlyViolation(SqlError):
 
 
 class UnknownDataset(SqlError):
-    """A table name that is not a dataset, view or runtime table."""
+    """A table name that is not a dataset, view or runtime table (`table`: the name as written)."""
 
     http_status = 404
     flight_kind = "not_found"
     code = "unknown_dataset"
+
+    def __init__(self, message: str, table: str | None = None):
+        super().__init__(message)
+        self.table = table
 
 
 class DatasetNotReady(SatchelError):

@@ -315,7 +315,7 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
         binding = resolve(table.db or None, table.name)
         if binding is None:
             full = f"{table.db}.{table.name}" if table.db else table.name
-            raise UnknownDataset(f"unknown table '{full}'")
+            raise UnknownDataset(f"unknown table '{full}'", full)
         key = binding.name
         bindings[key] = binding
         table.set("catalog", None)

@@ -227,4 +227,4 @@ def policies(principals: tuple[PrincipalConfig, ...], salt: str) -> Mapping[str,
 
 def unknown(name: str) -> UnknownDataset:
     """The error for a table the principal may not see: the same as for one that does not exist."""
-    return UnknownDataset(f"unknown table '{name}'")
+    return UnknownDataset(f"unknown table '{name}'", name)

@@ -4,6 +4,7 @@ A query walks serving -> QueryService.query -> Routes -> connector or accelerato
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from .. import tracing
 from ..auth import ANONYMOUS, Principal
 from ..cancel import ClientWatch, LiveScopes, guarded
 from ..embedders import TOKEN_SINK
-from ..errors import DatasetNotReady, Forbidden, ModelUnavailable
+from ..errors import DatasetNotReady, Forbidden, ModelUnavailable, UnknownDataset
 from ..refresh.dataset import DatasetRuntime
 from ..search.functions import SearchFunctions, has_search
 from ..task_history import SCHEMA as TASK_HISTORY_SCHEMA
@@ -27,7 +28,7 @@ from ..task_history import Task
 from ..memory import datafusion_pool
 from . import information_schema, pushdown, templates, value_sizes
 from .accounting import Accounting
-from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query
+from .planner import Binding, Plan, PlanCache, RecordingResolver, cache_key, plan_query, view_visible
 from .ai_functions import AiFunctions, has_ai
 from .ai_functions import extract as extract_ai
 from .coalesce import Coalescer, Follower, Leader
@@ -363,9 +364,30 @@ class QueryService:
         if has_ai(tree):
             tree, calls = extract_ai(tree)
         value_sizes.check(tree, datafusion_pool(self.accounting.memory_budget))
-        plan = plan_query(tree, resolve, self.views, policy)
+        try:
+            plan = plan_query(tree, resolve, self.views, policy)
+        except UnknownDataset as e:
+            if e.table is None:
+                raise
+            raise UnknownDataset(e.message + self._table_hint(e.table, policy)) from None
         plan.ai = calls
         return tree, plan
+
+    def _table_hint(self, name: str, policy: Policy | None) -> str:
+        """What to write instead of an unknown table: a visible one of a close name, or how to
+        list them. A name the principal may not see gets the hint an unknown one gets (it
+        depends only on the name and the tables the principal sees)."""
+        schema, _, table = name.rpartition(".")
+        if schema.lower() == "pg_catalog" or table.lower().startswith("pg_"):
+            return ("; PostgreSQL's catalog is not here: SHOW TABLES or information_schema.tables lists the "
+                    "tables, DESCRIBE <table> or information_schema.columns their columns")
+        visible = [ds.name for ds in self.datasets.values() if policy is None or policy.allows(ds.name)]
+        visible += [v for v in self.views if policy is None or view_visible(v, policy, dict(self.views))]
+        by_lower = {n.lower(): n for n in visible}
+        close = difflib.get_close_matches(table.lower(), list(by_lower), n=3, cutoff=0.6)
+        if close:
+            return "; did you mean " + " or ".join(f"'{by_lower[c]}'" for c in close) + "?"
+        return "; SHOW TABLES lists the tables"
 
     def _templated(self, sql: str, params: Sequence[object] | None, policy: Policy | None) -> Planned | None:
         """The query planned from its parameterised template, when there is one (see

@@ -201,6 +201,20 @@ def test_unknown_and_forbidden_tables_answer_alike(server):
         missing.json()["error"]["message"].replace("no_such", "X")
 
 
+def test_an_unknown_table_gets_a_close_name_only_among_those_the_principal_sees(server):
+    """`customer` -> `did you mean 'customers'?`; `product` names no table for the EMEA agent
+    (products is not its to see), so it gets how to list them, as a name close to nothing does."""
+    def message(sql: str, key: str = EMEA) -> str:
+        r = http(server, sql, key)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_dataset"
+        return r.json()["error"]["message"]
+
+    assert message("SELECT * FROM customer") == "unknown table 'customer'; did you mean 'customers'?"
+    assert message("SELECT * FROM product") == "unknown table 'product'; SHOW TABLES lists the tables"
+    assert message("SELECT * FROM product", ADMIN).endswith("did you mean 'products'?")
+    assert "information_schema.tables" in message("SELECT * FROM pg_catalog.pg_tables")
+
+
 def test_explain_shows_the_rule_but_not_the_salt(server, tmp_path):
     plan = " ".join(r["plan"] for r in http(server, "EXPLAIN SELECT email FROM customers").json())
     assert "__policy" in plan and "MD5('<salt>'" in plan and "'Europe'" in plan
