@@ -245,14 +245,23 @@ _ADVICE = [(re.compile(pattern), advice) for pattern, advice in (
     ("Physical plan does not support logical expression ScalarSubquery",
      "a subquery that returns one value runs on the federated engine only when it is correlated by equality "
      "(WHERE u.k = t.k); correlated otherwise (u.a < t.a), join and aggregate instead, or accelerate the datasets "
-     "with engine: duckdb, which runs it anywhere"))]
+     "with engine: duckdb, which runs it anywhere"),
+    (r"Operator (->>|->|#>>|#>|@>|<@) is not yet supported",
+     lambda m: f"the JSON operator {m[1]} does not run in the federated engine (DataFusion: Arrow-accelerated "
+               f"datasets, and queries across sources); it runs where the whole query runs in DuckDB (datasets "
+               f"accelerated with engine: duckdb) or in PostgreSQL (live tables of one server)"),
+    (r"Invalid function '([^']+)'\.?(?:\s*Did you mean '([^']+)'\?)?",
+     lambda m: f"function {m[1]}() does not exist in the federated engine (DataFusion: Arrow-accelerated datasets, "
+               f"and queries across sources)" + (f"; did you mean {m[2]}()?" if m[2] else "") +
+               "; DuckDB-accelerated datasets (engine: duckdb) and live PostgreSQL tables have more of PostgreSQL's "
+               "functions"))]
 
 
 def _clean(e: Exception) -> str:
     text = str(e).strip()
-    advice = next((advice for pattern, advice in _ADVICE if pattern.search(text)), None)
-    if advice is not None:
-        return advice
+    for pattern, advice in _ADVICE:
+        if (found := pattern.search(text)) is not None:
+            return advice if isinstance(advice, str) else advice(found)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(e).__name__

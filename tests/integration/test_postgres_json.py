@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_pod
+from engine.errors import SqlError
 from engine.runtime import Runtime
 from tests.integration.postgres_server import PgServer, postgres_server  # noqa: F401
 from tests.integration.test_postgres_semantics import _comparable, pod_yaml, run
@@ -84,3 +85,16 @@ def test_json_reads_go_down_whole_and_other_uses_stay(runtime: Runtime) -> None:
     kept = explain("SELECT id FROM docs_fed WHERE payload ->> 'name' = 'a' ORDER BY payload")
     assert "pushed down whole" not in kept, kept
     assert run(runtime, "SELECT id FROM docs_fed WHERE meta::text = '{}'").to_pylist() == [{"id": 4}]
+
+
+def test_what_the_federated_engine_lacks_says_where_it_runs(runtime: Runtime) -> None:
+    """On the Arrow-accelerated copy (DataFusion) a JSON operator or a function it lacks fails
+    naming it, and saying where it does run."""
+    with pytest.raises(SqlError) as json_read:
+        run(runtime, "SELECT payload ->> 'name' AS n FROM docs_arrow")
+    assert "JSON operator ->>" in str(json_read.value) and "engine: duckdb" in str(json_read.value)
+    with pytest.raises(SqlError) as function:
+        run(runtime, "SELECT mode() WITHIN GROUP (ORDER BY id) AS m FROM docs_arrow")
+    assert str(function.value).startswith("query failed in the federated engine: function mode() does not exist")
+    assert "live PostgreSQL tables" in str(function.value)
+    assert run(runtime, "SELECT payload ->> 'name' AS n FROM docs WHERE id = 1").to_pylist() == [{"n": "a"}]

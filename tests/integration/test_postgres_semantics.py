@@ -413,6 +413,9 @@ EXPRESSIONS = [
     # x op ANY|ALL (list) with NULLs: a NULL list (DuckDB: false), a NULL element left undecided (DataFusion: false)
     "a > ANY(ARRAY[5, NULL])", "s = ANY(CASE WHEN a > 5 THEN ARRAY['apple'] END)", "a <> ALL(CASE WHEN a > 5 THEN ARRAY[1] END)",
     "NOT (a = ANY(ARRAY[7, NULL]))", "a = ANY(ARRAY[]::int[])", "b < ALL(ARRAY[a, n])", "n = ANY(ARRAY[a, b])",
+    # a difference of timestamps as text (DataFusion wrote `14 days 23 hours 30 mins 0.000000 secs+00`)
+    "(ts - TIMESTAMPTZ '2024-01-01')::text", "(ts - ts)::text", "CAST(TIMESTAMPTZ '2024-01-15 12:00' - ts AS TEXT)",
+    "(ts - (ts - INTERVAL '1 day 90 minutes 0.5 seconds'))::text", "(TIMESTAMPTZ '2024-01-15 12:00:00.25' - ts)::text",
     # make_interval and num_nulls / num_nonnulls (neither engine has them)
     "make_interval(days => a)", "ts + make_interval(hours => b, mins => 30)", "make_interval(1, 2, 0, a)", "make_interval(secs => least(f, 100))",
     "make_interval()", "make_interval(weeks => n, secs => 1.5)", "num_nulls(n, s)", "num_nonnulls(n, s, a)", "num_nulls(n) + 1",
