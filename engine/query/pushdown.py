@@ -106,17 +106,23 @@ _JSON_READS = (exp.JSONExtract, exp.JSONExtractScalar, exp.JSONBExtract, exp.JSO
 
 def _json_reads_only(sql: str) -> frozenset[str]:
     """The names of the columns `sql` uses only as the JSON value a JSON operator or a json
-    function reads."""
+    function reads, in an IS [NOT] NULL test, or as an output column of the outermost SELECT
+    (its text is the same there: PostgreSQL writes jsonb as Satchel serves it) when that SELECT
+    neither groups, deduplicates nor orders by position (jsonb compares as JSON: 1.0 = 1.00)."""
     try:
         tree = sqlglot.parse_one(sql, read=PUBLIC_DIALECT)
     except sqlglot.errors.ParseError:
         return frozenset()
+    plain_outputs = isinstance(tree, exp.Select) and not tree.args.get("distinct") and not tree.args.get("group") \
+        and not any(isinstance(o.this, exp.Literal) for o in (tree.args.get("order") or exp.Order()).expressions)
     reads: set[str] = set()
     other: set[str] = set()
     for column in tree.find_all(exp.Column):
         parent = column.parent
         json_read = isinstance(parent, _JSON_READS) and column.arg_key == "this" or isinstance(parent, exp.Anonymous) \
-            and parent.name.lower().startswith(("json_", "jsonb_")) and column.arg_key == "expressions"
+            and parent.name.lower().startswith(("json_", "jsonb_")) and column.arg_key == "expressions" \
+            or isinstance(parent, exp.Is) or plain_outputs and (parent is tree or isinstance(parent, exp.Alias)
+                                                               and parent.parent is tree)
         (reads if json_read else other).add(column.name)
     return frozenset(reads - other)
 
