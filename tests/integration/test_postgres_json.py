@@ -24,6 +24,21 @@ ROWS = """(1, '{"name": "a", "n": 3, "nested": {"b": "x"}, "arr": [1, 2, 3], "k"
           (4, '{"name": null, "n": "7"}', '{}', ARRAY[]::text[])"""
 
 
+AGENT_KEY = "json-agent-key-1"
+POLICY = f"""runtime:
+  auth:
+    api_key:
+      enabled: true
+      keys: ["admin-key-1"]
+    principals:
+      - name: json_agent
+        keys: ["{AGENT_KEY}"]
+        datasets:
+          - name: docs_fed
+            columns: {{payload: hash}}
+"""
+
+
 @pytest.fixture(scope="module")
 def runtime(postgres_server: PgServer, tmp_path_factory) -> Runtime:
     server = postgres_server
@@ -31,7 +46,7 @@ def runtime(postgres_server: PgServer, tmp_path_factory) -> Runtime:
                    "CREATE TABLE public.docs (id int PRIMARY KEY, payload jsonb, meta json, tags text[])",
                    f"INSERT INTO public.docs VALUES {ROWS}", "GRANT SELECT ON public.docs TO satchel")
     directory = Path(tmp_path_factory.mktemp("docs_pod"))
-    (directory / "spicepod.yaml").write_text(pod_yaml(server, "public.docs", "docs"))
+    (directory / "spicepod.yaml").write_text(pod_yaml(server, "public.docs", "docs") + POLICY)
     rt = Runtime(load_pod(directory / "spicepod.yaml"), data_dir=str(directory / ".satchel"))
     rt.start()
     assert rt.wait_ready(30), rt.status()
@@ -103,3 +118,16 @@ def test_what_the_federated_engine_lacks_says_where_it_runs(runtime: Runtime) ->
     assert str(function.value).startswith("query failed in the federated engine: function mode() does not exist")
     assert "live PostgreSQL tables" in str(function.value)
     assert run(runtime, "SELECT payload ->> 'name' AS n FROM docs WHERE id = 1").to_pylist() == [{"n": "a"}]
+
+
+def test_a_masked_json_column_is_never_read_into_in_postgres(runtime: Runtime) -> None:
+    """Under a mask the column is its hash: the query stays here, where a JSON operator cannot
+    read into a hash, rather than reading the JSON itself in PostgreSQL."""
+    agent = runtime.authenticate(AGENT_KEY)
+    sql = "SELECT id, payload ->> 'name' AS n FROM docs_fed ORDER BY id"
+    explain = "\n".join(runtime.query("EXPLAIN " + sql, agent).read_all().column("plan").to_pylist())
+    assert "pushed down whole" not in explain, explain
+    with pytest.raises(SqlError, match="JSON operator ->>"):
+        runtime.query(sql, agent).read_all()
+    hashed = runtime.query("SELECT payload FROM docs_fed WHERE id = 1", agent).read_all().to_pylist()
+    assert hashed[0]["payload"] is not None and "name" not in hashed[0]["payload"]
