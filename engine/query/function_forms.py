@@ -65,6 +65,27 @@ def make_interval(node: exp.MakeInterval) -> exp.Expression:
                     to=exp.DataType.build("INTERVAL"))
 
 
+def timestamp_precision(cast: exp.Cast) -> exp.Expression | None:
+    """`CAST(x AS TIMESTAMP(p))` (or TIMESTAMPTZ(p)) for p < 6 as PostgreSQL makes it: x rounded
+    to p digits of a second, half up (both engines ignored p or truncated); None for any other cast."""
+    to = cast.to
+    params = to.expressions
+    if to.this not in (_T.TIMESTAMP, _T.TIMESTAMPTZ) or len(params) != 1 or not isinstance(params[0].this, exp.Literal):
+        return None
+    digits = int(params[0].this.this)
+    if not 0 <= digits < 6:
+        return None
+    whole = exp.Cast(this=cast.this.copy(), to=exp.DataType.build(to.this))
+    unit = 10 ** (6 - digits)
+    fraction = exp.Mod(this=exp.Cast(this=exp.Extract(this=exp.var("MICROSECOND"), expression=whole.copy()), to=_BIGINT.copy()),
+                       expression=exp.Literal.number(1_000_000))
+    rounded = exp.Mul(this=exp.Div(this=exp.Paren(this=exp.Add(this=fraction.copy(), expression=exp.Literal.number(unit // 2))),
+                                   expression=exp.Literal.number(unit), typed=True), expression=exp.Literal.number(unit))
+    shift = exp.Cast(this=interval_text([(exp.Sub(this=rounded, expression=fraction), "microseconds")]),
+                     to=exp.DataType.build("INTERVAL"))
+    return exp.Add(this=whole, expression=shift)
+
+
 def null_count(node: exp.Anonymous, nulls: bool) -> exp.Expression:
     """num_nulls(a, b, ...) (`nulls`) or num_nonnulls(...): how many arguments are (not) NULL, an INT."""
     each = [exp.Case(ifs=[exp.If(this=exp.Is(this=arg.copy(), expression=exp.Null()),

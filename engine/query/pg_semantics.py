@@ -19,7 +19,7 @@ from sqlglot.optimizer.scope import Scope, build_scope
 
 from .arrow_cast import arrow_cast, arrow_type_name, interval_of
 from .function_forms import (YEAR_SPANS, age, group_count, make_interval, null_count, overlay, regexp_match,
-                             scaled_interval, timestamp_from_parts, width_bucket)
+                             scaled_interval, timestamp_from_parts, timestamp_precision, width_bucket)
 from .intervals import read_interval
 from .patterns import SIMILAR_OPERATORS, pattern_regex
 from .sql_policy import BOUND, PUBLIC_DIALECT
@@ -76,6 +76,9 @@ def standard_forms(tree: exp.Expression) -> None:
         if isinstance(spread.parent, (exp.From, exp.Join)) and one_list and alias is not None and alias.name \
                 and not alias.columns:  # `unnest(list) AS x`: PostgreSQL names the one column x too
             alias.set("columns", [exp.to_identifier(alias.name, quoted=alias.this.quoted)])
+    for cast in list(tree.find_all(exp.Cast)):  # timestamp(p): rounded to p digits (ignored or truncated)
+        if (rounded := timestamp_precision(cast)) is not None:
+            cast.replace(exp.Paren(this=rounded))
     for interval in list(tree.find_all(exp.MakeInterval)):  # neither engine has make_interval()
         interval.replace(make_interval(interval))
     for count in list(tree.find_all(exp.Anonymous)):  # nor num_nulls() / num_nonnulls()

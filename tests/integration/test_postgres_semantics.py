@@ -416,6 +416,9 @@ EXPRESSIONS = [
     # a difference of timestamps as text (DataFusion wrote `14 days 23 hours 30 mins 0.000000 secs+00`)
     "(ts - TIMESTAMPTZ '2024-01-01')::text", "(ts - ts)::text", "CAST(TIMESTAMPTZ '2024-01-15 12:00' - ts AS TEXT)",
     "(ts - (ts - INTERVAL '1 day 90 minutes 0.5 seconds'))::text", "(TIMESTAMPTZ '2024-01-15 12:00:00.25' - ts)::text",
+    # timestamp(p): rounded to p digits of a second (DataFusion truncated, timestamptz(p) kept every digit)
+    "ts::timestamp(0)", "ts::timestamptz(0)", "CAST(ts AS TIMESTAMP(3))", "ts::timestamptz(2)", "ts::timestamp(6)",
+    "(ts + INTERVAL '0.5 seconds')::timestamp(0)", "'2024-01-15 10:00:00.4449'::timestamp(3)",
     # make_interval and num_nulls / num_nonnulls (neither engine has them)
     "make_interval(days => a)", "ts + make_interval(hours => b, mins => 30)", "make_interval(1, 2, 0, a)", "make_interval(secs => least(f, 100))",
     "make_interval()", "make_interval(weeks => n, secs => 1.5)", "num_nulls(n, s)", "num_nonnulls(n, s, a)", "num_nulls(n) + 1",
