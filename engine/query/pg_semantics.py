@@ -875,6 +875,13 @@ def for_duckdb(tree: exp.Expression) -> exp.Expression:
                                      expression=exp.Literal.number("1000000.0"))
         if isinstance(node, exp.Overlay):  # DuckDB has no overlay()
             return overlay
+        if isinstance(node, (exp.JSONBExtract, exp.JSONBExtractScalar)) and (pointer := _json_pointer(node.expression)):
+            # x #> '{a,b}' and x #>> '{a,b}' (DuckDB has neither): its json_extract(_string) at the JSON pointer /a/b
+            name = "json_extract_string" if isinstance(node, exp.JSONBExtractScalar) else "json_extract"
+            return lambda n: exp.Anonymous(this=name, expressions=[n.this, exp.Literal.string(pointer)])
+        if isinstance(node, exp.Anonymous) and node.name.lower() in ("json_typeof", "jsonb_typeof") \
+                and len(node.expressions) == 1:
+            return lambda n: _json_typeof(n.expressions[0])  # DuckDB's json_type names DuckDB's types
         if (listed := _quantified_list(node)) is not None:
             # x op ANY|ALL (list) over a NULL list is NULL (DuckDB: false, true); NOT (...) kept rows
             return lambda n: exp.Case(ifs=[exp.If(this=exp.Is(this=listed.copy(), expression=exp.Null()),
@@ -1081,6 +1088,28 @@ _SAME_AS = {"every": "bool_and"}
 # and json_object_agg are the same in both)
 _DUCKDB_NAMES = {"json_build_object": "json_object", "jsonb_build_object": "json_object", "to_jsonb": "to_json",
                  "jsonb_array_length": "json_array_length", **_SAME_AS}
+
+
+def _json_pointer(path: exp.Expression) -> str | None:
+    """A PostgreSQL JSON path (`'{a,0}'` or `ARRAY['a', '0']`) of plain literals as a JSON
+    pointer (`/a/0`: a key of an object, an index of an array, as PostgreSQL reads it), else None."""
+    if isinstance(path, exp.Literal) and path.is_string and re.fullmatch(r"\{[^{}\"\\]*\}", path.this):
+        parts = path.this[1:-1].split(",") if path.this != "{}" else []
+    elif isinstance(path, exp.Array) and all(isinstance(e, exp.Literal) and e.is_string for e in path.expressions):
+        parts = [e.this for e in path.expressions]
+    else:
+        return None
+    return "".join("/" + part.strip().replace("~", "~0").replace("/", "~1") for part in parts) or None
+
+
+_JSON_TYPES = {"VARCHAR": "string", "BIGINT": "number", "UBIGINT": "number", "HUGEINT": "number", "DOUBLE": "number"}
+
+
+def _json_typeof(value: exp.Expression) -> exp.Expression:
+    """PostgreSQL's json(b)_typeof (object, array, string, number, boolean, null) from DuckDB's json_type."""
+    kind = exp.Anonymous(this="json_type", expressions=[value])
+    return exp.Case(this=kind, ifs=[exp.If(this=exp.Literal.string(k), true=exp.Literal.string(v))
+                                    for k, v in _JSON_TYPES.items()], default=exp.Lower(this=kind.copy()))
 
 
 def _quantified_list(node: exp.Expression) -> exp.Expression | None:

@@ -58,6 +58,8 @@ JSON_READS = [
     "payload ->> 'name'", "payload -> 'nested' ->> 'b'", "(payload ->> 'n')::int", "meta ->> 'm'",
     "payload -> 'arr' -> 0", "(payload ->> 'flag')::boolean", "coalesce(payload ->> 'name', '?')",
     "jsonb_array_length(payload -> 'arr')", "payload::text",
+    "payload #>> '{{nested,b}}'", "payload #>> ARRAY['arr', '1']", "(payload #> ARRAY['nested']) ->> 'b'",
+    "jsonb_typeof(payload -> 'n')", "jsonb_typeof(payload)", "json_typeof(meta -> 'm')", "jsonb_typeof(payload -> 'flag')",
 ]
 ARRAYS = ["'x' = ANY(tags)", "NOT ('y' = ANY(tags))", "'z' <> ALL(tags)", "array_length(tags, 1)", "cardinality(tags)",
           "tags[1]", "array_to_string(tags, ',')"]
