@@ -30,9 +30,36 @@ def width_bucket(value: exp.Expression, low: exp.Expression, high: exp.Expressio
     """PostgreSQL's width_bucket(value, low, high, count): 0 below the range, count + 1 from its
     end on, else which of `count` equal buckets holds `value` (a reversed range counts down);
     NULL where PostgreSQL fails (low = high)."""
-    parts = {"__x": value, "__lo": low, "__hi": high, "__n": count}
-    return _WIDTH_BUCKET.copy().transform(
+    return _filled(_WIDTH_BUCKET, {"__x": value, "__lo": low, "__hi": high, "__n": count})
+
+
+def _filled(template: exp.Expression, parts: dict[str, exp.Expression]) -> exp.Expression:
+    """`template` with each of its `__name` placeholders replaced by a copy of its part."""
+    return template.copy().transform(
         lambda n: parts[n.name].copy() if isinstance(n, exp.Column) and n.name in parts else n)
+
+
+_DAY_US = 86_400_000_000
+_DURATION_TEXT = sqlglot.parse_one(f"""
+CASE WHEN __us IS NULL THEN NULL ELSE concat(
+  CASE WHEN __us / {_DAY_US} <> 0 THEN
+    CAST(__us / {_DAY_US} AS VARCHAR) || CASE WHEN __us / {_DAY_US} = 1 THEN ' day' ELSE ' days' END END,
+  CASE WHEN __us / {_DAY_US} <> 0 AND __us % {_DAY_US} <> 0 THEN ' ' END,
+  CASE WHEN __us % {_DAY_US} <> 0 OR __us / {_DAY_US} = 0 THEN
+    CASE WHEN __us % {_DAY_US} < 0 THEN '-' ELSE '' END
+    || lpad(CAST(abs(__us % {_DAY_US}) / 3600000000 AS VARCHAR), 2, '0') || ':'
+    || lpad(CAST(abs(__us % {_DAY_US}) / 60000000 % 60 AS VARCHAR), 2, '0') || ':'
+    || lpad(CAST(abs(__us % {_DAY_US}) / 1000000 % 60 AS VARCHAR), 2, '0')
+    || CASE WHEN abs(__us % {_DAY_US}) % 1000000 <> 0
+            THEN '.' || rtrim(lpad(CAST(abs(__us % {_DAY_US}) % 1000000 AS VARCHAR), 6, '0'), '0') ELSE '' END
+  END) END""", read="postgres")
+
+
+def duration_text(micros: exp.Expression) -> exp.Expression:
+    """A difference of timestamps in microseconds (a BIGINT) as PostgreSQL writes that interval:
+    whole days, then the rest as [-]HH:MM:SS[.ffffff] (`14 days 23:30:00`, `-1 days -00:30:00`,
+    `00:00:00.5`)."""
+    return _filled(_DURATION_TEXT, {"__us": micros})
 
 
 YEAR_SPANS = {"CENTURY": (100, 99), "CENTURIES": (100, 99), "DECADE": (10, 0), "DECADES": (10, 0),

@@ -13,13 +13,12 @@ import decimal
 import re
 from typing import Callable
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, build_scope
 
 from .arrow_cast import arrow_cast, arrow_type_name, interval_of
-from .function_forms import (YEAR_SPANS, age, group_count, make_interval, null_count, overlay, regexp_match,
-                             scaled_interval, timestamp_from_parts, timestamp_precision, width_bucket)
+from .function_forms import (YEAR_SPANS, age, duration_text, group_count, make_interval, null_count, overlay,
+                             regexp_match, scaled_interval, timestamp_from_parts, timestamp_precision, width_bucket)
 from .intervals import read_interval
 from .patterns import SIMILAR_OPERATORS, pattern_regex
 from .sql_policy import BOUND, PUBLIC_DIALECT
@@ -454,7 +453,7 @@ def for_datafusion(tree: exp.Expression) -> exp.Expression:
             # PostgreSQL's spelling (percentile_cont ... WITHIN GROUP) is no window function there
             return lambda n: exp.Anonymous(this="median", expressions=[n.this])
         if isinstance(node, exp.Cast) and node.to.this in _TEXT_TYPES and _is_duration(node.this):
-            return lambda n: _duration_text(n.this)  # PostgreSQL's `14 days 23:30:00` (DataFusion: `... mins ... secs`)
+            return lambda n: duration_text(_micros(n.this))  # PostgreSQL's `14 days 23:30:00` (DataFusion: `... mins ... secs`)
         if isinstance(node, exp.Avg) and not _is_duration(node.this) and not _is_integer(node.this) \
                 and not (node.this.type is not None and node.this.type.this in _TIME_TYPES):
             # a DOUBLE, as on DuckDB: of a decimal, or of a CASE of 1.0 and 0 (a decimal once its literals are typed)
@@ -1001,31 +1000,6 @@ def _as_interval(duration: exp.Expression) -> exp.Expression:
     day = exp.Literal.number(86_400_000_000)
     return interval_of([(exp.Div(this=micros, expression=day, typed=True), "days"),
                         (exp.Mod(this=micros.copy(), expression=day.copy()), "microseconds")])
-
-
-_DAY_US = 86_400_000_000
-_DURATION_TEXT = sqlglot.parse_one(f"""
-CASE WHEN __us IS NULL THEN NULL ELSE concat(
-  CASE WHEN __us / {_DAY_US} <> 0 THEN
-    CAST(__us / {_DAY_US} AS VARCHAR) || CASE WHEN __us / {_DAY_US} = 1 THEN ' day' ELSE ' days' END END,
-  CASE WHEN __us / {_DAY_US} <> 0 AND __us % {_DAY_US} <> 0 THEN ' ' END,
-  CASE WHEN __us % {_DAY_US} <> 0 OR __us / {_DAY_US} = 0 THEN
-    CASE WHEN __us % {_DAY_US} < 0 THEN '-' ELSE '' END
-    || lpad(CAST(abs(__us % {_DAY_US}) / 3600000000 AS VARCHAR), 2, '0') || ':'
-    || lpad(CAST(abs(__us % {_DAY_US}) / 60000000 % 60 AS VARCHAR), 2, '0') || ':'
-    || lpad(CAST(abs(__us % {_DAY_US}) / 1000000 % 60 AS VARCHAR), 2, '0')
-    || CASE WHEN abs(__us % {_DAY_US}) % 1000000 <> 0
-            THEN '.' || rtrim(lpad(CAST(abs(__us % {_DAY_US}) % 1000000 AS VARCHAR), 6, '0'), '0') ELSE '' END
-  END) END""", read="postgres")
-
-
-def _duration_text(duration: exp.Expression) -> exp.Expression:
-    """A DataFusion duration (a difference of timestamps) as PostgreSQL writes that interval:
-    whole days, then the rest as [-]HH:MM:SS[.ffffff] (`14 days 23:30:00`, `-1 days -00:30:00`,
-    `00:00:00.5`)."""
-    micros = _micros(duration)
-    return _DURATION_TEXT.copy().transform(
-        lambda n: micros.copy() if isinstance(n, exp.Column) and n.name == "__us" else n)
 
 
 def _zoned_instant(wall: exp.Expression, zone: exp.Expression) -> exp.Expression:
