@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -30,6 +31,8 @@ from datafusion import DataFrame, RuntimeEnvBuilder, SessionConfig, SessionConte
 from accel.shared_memory import mapped
 from engine.process_exit import become_expendable
 
+from .json_udfs import register as register_json_functions
+
 SQL_OPTIONS = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
 MAX_FDS = 253  # SCM_RIGHTS' limit per message
 _LENGTH = struct.Struct("!I")
@@ -38,8 +41,11 @@ _LENGTH = struct.Struct("!I")
 def session(target_partitions: int, pool_bytes: int | None = None) -> SessionContext:
     config = SessionConfig().with_target_partitions(target_partitions).with_information_schema(False)
     if pool_bytes is None:
-        return SessionContext(config)
-    return SessionContext(config, RuntimeEnvBuilder().with_disk_manager_os().with_fair_spill_pool(pool_bytes))
+        ctx = SessionContext(config)
+    else:
+        ctx = SessionContext(config, RuntimeEnvBuilder().with_disk_manager_os().with_fair_spill_pool(pool_bytes))
+    register_json_functions(ctx)
+    return ctx
 
 
 def planned(ctx: SessionContext, sql: str) -> DataFrame:
@@ -49,6 +55,17 @@ def planned(ctx: SessionContext, sql: str) -> DataFrame:
     UNION ALL SELECT decimal_col` came back as SMALLINTs read from the decimals' bytes. The
     optimized plan has the reconciled types."""
     return ctx.create_dataframe_from_logical_plan(ctx.sql_with_options(sql, SQL_OPTIONS).optimized_logical_plan())
+
+
+_PYTHON_ERROR = re.compile(r"PyErr \{ type: <class '[\w.]+'>, value: \w+\((?P<q>['\"])(?P<text>.*?)(?P=q)\), traceback")
+
+
+def error_text(e: Exception) -> str:
+    """DataFusion's error as text; one a Python function raised (json_udfs) as that function's
+    message alone (DataFusion writes the exception's repr and traceback, which hold file paths)."""
+    text = str(e)
+    found = _PYTHON_ERROR.search(text)
+    return f"{text[:found.start()].strip()} {found['text']}" if found else text
 
 
 def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
@@ -135,7 +152,7 @@ def _run(request: dict, fds: list[int], out: BinaryIO) -> None:
                 ctx.register_record_batches(table["name"], [data.to_batches() or [empty_batch(data.schema)]])
         reader = pa.RecordBatchReader.from_stream(planned(ctx, request["sql"]))
     except Exception as e:  # DataFusion raises plain Exceptions for planning errors
-        out.write(frame({"error": str(e)}))
+        out.write(frame({"error": error_text(e)}))
         out.flush()
         return
     finally:
@@ -149,7 +166,7 @@ def _run(request: dict, fds: list[int], out: BinaryIO) -> None:
                 writer.write_batch(batch)
                 out.flush()
         except Exception as e:
-            error = str(e)
+            error = error_text(e)
     out.write(frame({"error": error} if error else {"ok": True}))
     out.flush()
 

@@ -10,15 +10,18 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import sqlglot
 
 from accel.shared_memory import SharedTable, share, share_table
 from connectors.base import CALLER
 
 from ..errors import SqlError
 from ..memory import resource_exhausted_text
-from .datafusion_worker import empty_batch, planned, session
+from .datafusion_worker import empty_batch, error_text, planned, session
+from .pg_semantics import json_for_datafusion
 from .planner import Plan, TableScan
-from .workers import PlanningError, WorkerPool
+from .sql_policy import PUBLIC_DIALECT
+from .workers import PlanningError, WorkerPool, WorkerQueryError
 
 ScanOpener = Callable[[TableScan], "pa.RecordBatchReader | pa.Table | SharedTable"]
 """Opens one pushed-down scan: an Arrow table (zero-copy; in shared memory when it is an
@@ -59,7 +62,7 @@ def run_federated(plan: Plan, open_scan: ScanOpener, workers: WorkerPool, keep: 
                 shared.append(held)
         # DataFusion 55 can hang reading Parquet on several partitions while its memory pool is
         # under pressure (seen with fair and greedy pools); a spilled query runs on one.
-        request = {"sql": plan.sql, "partitions": 1 if spill.used else target_partitions,
+        request = {"sql": datafusion_sql(plan), "partitions": 1 if spill.used else target_partitions,
                    "pool_bytes": pool_bytes, "tables": tables, "keep": keep}
         limit = "runtime.params.query_timeout" if CALLER.get().kind == "query" else "refresh_timeout"
         try:
@@ -72,9 +75,22 @@ def run_federated(plan: Plan, open_scan: ScanOpener, workers: WorkerPool, keep: 
     except BaseException:
         spill.remove()
         raise
+    reader = _explained(reader)
     if plan.widen_decimals:
         reader = _widened(reader, plan.widen_decimals)
     return spill.until_done(reader) if spill.used else reader
+
+
+def _explained(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """DataFusion's errors after its first batch, said as those before it are (`_clean`)."""
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        except WorkerQueryError as e:
+            if resource_exhausted_text(e):
+                raise
+            raise SqlError(f"query failed in the federated engine: {_clean(e)}") from None
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 def _streamed(source: "pa.RecordBatchReader | pa.Table | SharedTable", schema: pa.Schema) -> pa.RecordBatchReader:
@@ -168,6 +184,20 @@ class _Spill:
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
+_JSON_HINT = re.compile(r"->|#>|json", re.IGNORECASE)
+
+
+def datafusion_sql(plan: Plan) -> str:
+    """The plan's SQL as DataFusion runs it: its JSON operators and functions as the JSON
+    functions DataFusion has (json_udfs); parsed again only when the SQL may hold one."""
+    if "datafusion_sql" not in plan.memo:
+        sql = plan.sql
+        if _JSON_HINT.search(sql):
+            sql = json_for_datafusion(sqlglot.parse_one(sql, read=PUBLIC_DIALECT)).sql(PUBLIC_DIALECT)
+        plan.memo["datafusion_sql"] = sql
+    return plan.memo["datafusion_sql"]
+
+
 def federated_schema(plan: Plan, target_partitions: int = 2) -> pa.Schema:
     """The result schema `run_federated(plan)` streams, found without reading any data: every
     scan is registered as an empty table of its dataset's schema (scans are conformed to it)."""
@@ -175,7 +205,7 @@ def federated_schema(plan: Plan, target_partitions: int = 2) -> pa.Schema:
     for scan in plan.scans:
         ctx.register_record_batches(scan.register_as, [[empty_batch(scan.binding.schema)]])
     try:
-        schema = planned(ctx, plan.sql).schema()
+        schema = planned(ctx, datafusion_sql(plan)).schema()
     except Exception as e:
         raise SqlError(f"query failed in the federated engine: {_clean(e)}") from None
     return _widened_schema(schema, plan.widen_decimals) if plan.widen_decimals else schema
@@ -226,6 +256,7 @@ def _widened(reader: pa.RecordBatchReader, columns: list[int]) -> pa.RecordBatch
 
 
 # DataFusion's words for what it cannot run (a regular expression) -> what to write instead
+_AT_ARROWS = {"AtArrow": "@>", "ArrowAt": "<@"}  # DataFusion's names for them
 _ADVICE = [(re.compile(pattern), advice) for pattern, advice in (
     ("Recursive CTEs are not enabled",
      "WITH RECURSIVE runs only where the whole query runs in a DuckDB accelerator (its datasets accelerated with "
@@ -246,10 +277,13 @@ _ADVICE = [(re.compile(pattern), advice) for pattern, advice in (
      "a subquery that returns one value runs on the federated engine only when it is correlated by equality "
      "(WHERE u.k = t.k); correlated otherwise (u.a < t.a), join and aggregate instead, or accelerate the datasets "
      "with engine: duckdb, which runs it anywhere"),
-    (r"Operator (->>|->|#>>|#>|@>|<@) is not yet supported",
-     lambda m: f"the JSON operator {m[1]} does not run in the federated engine (DataFusion: Arrow-accelerated "
-               f"datasets, and queries across sources); it runs where the whole query runs in DuckDB (datasets "
-               f"accelerated with engine: duckdb) or in PostgreSQL (live tables of one server)"),
+    (r"Operator (->>|->|#>>|#>|@>|<@) is not yet supported|Binary operator '(AtArrow|ArrowAt)' is not supported",
+     lambda m: f"the JSON operator {m[1] or _AT_ARROWS[m[2]]} " + (
+         "runs in the federated engine (DataFusion: Arrow-accelerated datasets, and queries across sources) only "
+         "with a constant key, index or path (payload ->> 'name', payload -> 0, payload #>> '{a,b}')"
+         if m[1] in ("->", "->>", "#>", "#>>") else "does not run in the federated engine (DataFusion: "
+         "Arrow-accelerated datasets, and queries across sources)") + "; it runs as written where the whole query "
+         "runs in DuckDB (datasets accelerated with engine: duckdb) or in PostgreSQL (live tables of one server)"),
     (r"Invalid function '([^']+)'\.?(?:\s*Did you mean '([^']+)'\?)?",
      lambda m: f"function {m[1]}() does not exist in the federated engine (DataFusion: Arrow-accelerated datasets, "
                f"and queries across sources)" + (f"; did you mean {m[2]}()?" if m[2] else "") +
@@ -258,7 +292,7 @@ _ADVICE = [(re.compile(pattern), advice) for pattern, advice in (
 
 
 def _clean(e: Exception) -> str:
-    text = str(e).strip()
+    text = error_text(e).strip()
     for pattern, advice in _ADVICE:
         if (found := pattern.search(text)) is not None:
             return advice if isinstance(advice, str) else advice(found)

@@ -874,13 +874,8 @@ def for_duckdb(tree: exp.Expression) -> exp.Expression:
                                      expression=exp.Literal.number("1000000.0"))
         if isinstance(node, exp.Overlay):  # DuckDB has no overlay()
             return overlay
-        if isinstance(node, (exp.JSONBExtract, exp.JSONBExtractScalar)) and (pointer := _json_pointer(node.expression)):
-            # x #> '{a,b}' and x #>> '{a,b}' (DuckDB has neither): its json_extract(_string) at the JSON pointer /a/b
-            name = "json_extract_string" if isinstance(node, exp.JSONBExtractScalar) else "json_extract"
-            return lambda n: exp.Anonymous(this=name, expressions=[n.this, exp.Literal.string(pointer)])
-        if isinstance(node, exp.Anonymous) and node.name.lower() in ("json_typeof", "jsonb_typeof") \
-                and len(node.expressions) == 1:
-            return lambda n: _json_typeof(n.expressions[0])  # DuckDB's json_type names DuckDB's types
+        if (read := _json_read(node, operators=True)) is not None:
+            return read
         if (listed := _quantified_list(node)) is not None:
             # x op ANY|ALL (list) over a NULL list is NULL (DuckDB: false, true); NOT (...) kept rows
             return lambda n: exp.Case(ifs=[exp.If(this=exp.Is(this=listed.copy(), expression=exp.Null()),
@@ -1064,16 +1059,67 @@ _DUCKDB_NAMES = {"json_build_object": "json_object", "jsonb_build_object": "json
                  "jsonb_array_length": "json_array_length", **_SAME_AS}
 
 
+def json_for_datafusion(tree: exp.Expression) -> exp.Expression:
+    """PostgreSQL's JSON operators and functions as the DuckDB JSON functions the federated
+    engine has (json_udfs). Applied to the SQL DataFusion gets, not to the plan's: a query that
+    goes down whole to PostgreSQL keeps PostgreSQL's operators."""
+    return _rewrite(tree, lambda node: _json_read(node, operators=False))
+
+
+def _json_read(node: exp.Expression, operators: bool) -> Rebuild | None:
+    """PostgreSQL's ways of reading JSON text as DuckDB's JSON functions: `x #> '{a,b}'` and
+    `x #>> '{a,b}'` at the JSON pointer /a/b (DuckDB has neither operator), json(b)_typeof by
+    json_type, and (unless the engine has the `operators` -> and ->>, as DuckDB does)
+    `x -> 'k'`, `x ->> 'k'` and `x -> 0` by json_extract(_string) at the path `$."k"`, `$[0]`."""
+    scalar = isinstance(node, (exp.JSONBExtractScalar, exp.JSONExtractScalar))
+    name = "json_extract_string" if scalar else "json_extract"
+    if isinstance(node, (exp.JSONBExtract, exp.JSONBExtractScalar)) \
+            and (pointer := _json_pointer(node.expression)) is not None:
+        return lambda n: exp.Anonymous(this=name, expressions=[n.this, exp.Literal.string(pointer or "$")])
+    if isinstance(node, exp.Anonymous) and node.name.lower() in ("json_typeof", "jsonb_typeof") \
+            and len(node.expressions) == 1:
+        return lambda n: _json_typeof(n.expressions[0])  # DuckDB's json_type names DuckDB's types
+    if not operators and isinstance(node, exp.Anonymous) and node.name.lower() == "jsonb_array_length":
+        node.set("this", "json_array_length")
+    if not operators and isinstance(node, (exp.JSONExtract, exp.JSONExtractScalar)) \
+            and (path := _duckdb_json_path(node.expression)) is not None:
+        return lambda n: exp.Anonymous(this=name, expressions=[n.this, exp.Literal.string(path)])
+    return None
+
+
+def _duckdb_json_path(path: exp.Expression) -> str | None:
+    """DuckDB's JSON path for sqlglot's reading of a `->` / `->>` operand (a key, an index;
+    a negative one counts from the end), else None (a column: only the operators read it)."""
+    while isinstance(path, exp.Paren) or isinstance(path, exp.Cast) and path.to.this in exp.DataType.INTEGER_TYPES:
+        path = path.this  # (a typed literal: CAST(1 AS INT))
+    if isinstance(path, exp.Literal) and path.is_int:
+        return f"$[{path.this}]"
+    if isinstance(path, exp.Neg) and isinstance(path.this, exp.Literal) and path.this.is_int:
+        return f"$[#-{path.this.this}]"
+    if not isinstance(path, exp.JSONPath):
+        return None
+    text = "$"
+    for part in path.expressions:
+        if isinstance(part, exp.JSONPathKey) and isinstance(part.this, str):
+            text += '."' + part.this.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        elif isinstance(part, exp.JSONPathSubscript) and isinstance(part.this, int):
+            text += f"[{part.this}]" if part.this >= 0 else f"[#{part.this}]"
+        elif not isinstance(part, exp.JSONPathRoot):
+            return None
+    return text
+
+
 def _json_pointer(path: exp.Expression) -> str | None:
     """A PostgreSQL JSON path (`'{a,0}'` or `ARRAY['a', '0']`) of plain literals as a JSON
-    pointer (`/a/0`: a key of an object, an index of an array, as PostgreSQL reads it), else None."""
+    pointer (`/a/0`: a key of an object, an index of an array, as PostgreSQL reads it; `{}`, the
+    value itself: empty), else None."""
     if isinstance(path, exp.Literal) and path.is_string and re.fullmatch(r"\{[^{}\"\\]*\}", path.this):
         parts = path.this[1:-1].split(",") if path.this != "{}" else []
     elif isinstance(path, exp.Array) and all(isinstance(e, exp.Literal) and e.is_string for e in path.expressions):
         parts = [e.this for e in path.expressions]
     else:
         return None
-    return "".join("/" + part.strip().replace("~", "~0").replace("/", "~1") for part in parts) or None
+    return "".join("/" + part.strip().replace("~", "~0").replace("/", "~1") for part in parts)
 
 
 _JSON_TYPES = {"VARCHAR": "string", "BIGINT": "number", "UBIGINT": "number", "HUGEINT": "number", "DOUBLE": "number"}

@@ -1,0 +1,58 @@
+"""DuckDB's JSON functions as DataFusion scalar functions, so the federated engine (Arrow-accelerated
+datasets, queries across sources) reads JSON text as the DuckDB route does: `payload ->> 'name'`
+is planned as `json_extract_string(payload, '$."name"')` on both (see pg_semantics).
+
+DataFusion has no JSON functions; each call here hands a whole batch to an in-memory DuckDB
+(its JSON reader is vectorised C++), never a Python loop over rows."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import duckdb
+import pyarrow as pa
+from datafusion import SessionContext, udf
+
+# name: (DuckDB's expression over the columns a, b; the argument types; the result's type)
+_FUNCTIONS: dict[str, tuple[str, list[pa.DataType], pa.DataType]] = {
+    "json_extract": ("json_extract(a, b)::VARCHAR", [pa.string(), pa.string()], pa.string()),
+    "json_extract_string": ("json_extract_string(a, b)", [pa.string(), pa.string()], pa.string()),
+    "json_type": ("json_type(a)", [pa.string()], pa.string()),
+    "json_array_length": ("json_array_length(a)::BIGINT", [pa.string()], pa.int64()),
+}
+NAMES = frozenset(_FUNCTIONS)
+
+_local = threading.local()  # DataFusion calls functions from its own threads: a cursor each
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = duckdb.connect(config={"threads": 1, "enable_external_access": False})
+        _local.con = con
+    return con
+
+
+class JsonFunctionError(ValueError):
+    """A value the JSON function cannot read (malformed JSON, a bad path)."""
+
+
+def _batch_function(name: str, expression: str) -> Callable[..., pa.Array]:
+    def run(*columns: pa.Array) -> pa.Array:
+        table = pa.table({"ab"[i]: column for i, column in enumerate(columns)})
+        try:
+            result = _connection().from_arrow(table).project(expression).to_arrow_table()
+        except duckdb.Error as e:
+            # DuckDB's reason, without the value it quotes (data does not belong in errors)
+            reason = str(e).splitlines()[0].split("  Input:")[0].removeprefix("Invalid Input Error: ")
+            if reason.startswith("Malformed JSON"):
+                raise JsonFunctionError(f"a value read as JSON is not JSON ({reason.rstrip('.')})") from None
+            raise JsonFunctionError(f"{name}(): {reason}") from None
+        return result.column(0).combine_chunks()
+    return run
+
+
+def register(ctx: SessionContext) -> None:
+    for name, (expression, arguments, result) in _FUNCTIONS.items():
+        ctx.register_udf(udf(_batch_function(name, expression), arguments, result, "immutable", name))
