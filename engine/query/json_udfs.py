@@ -21,17 +21,18 @@ _FUNCTIONS: dict[str, tuple[str, list[pa.DataType], pa.DataType]] = {
     "json_type": ("json_type(a)", [pa.string()], pa.string()),
     "json_array_length": ("json_array_length(a)::BIGINT", [pa.string()], pa.int64()),
 }
-NAMES = frozenset(_FUNCTIONS)
 
-_local = threading.local()  # DataFusion calls functions from its own threads: a cursor each
+_CONNECTION: list[duckdb.DuckDBPyConnection] = []  # made on first use, in the process that calls
+_MADE = threading.Lock()
 
 
-def _connection() -> duckdb.DuckDBPyConnection:
-    con = getattr(_local, "con", None)
-    if con is None:
-        con = duckdb.connect(config={"threads": 1, "enable_external_access": False})
-        _local.con = con
-    return con
+def _cursor() -> duckdb.DuckDBPyConnection:
+    """A cursor of the process's one in-memory DuckDB: DataFusion calls functions from several
+    threads at once, and a cursor each lets them run in parallel."""
+    with _MADE:
+        if not _CONNECTION:
+            _CONNECTION.append(duckdb.connect(config={"threads": 1, "enable_external_access": False}))
+    return _CONNECTION[0].cursor()
 
 
 class JsonFunctionError(ValueError):
@@ -42,7 +43,11 @@ def _batch_function(name: str, expression: str) -> Callable[..., pa.Array]:
     def run(*columns: pa.Array) -> pa.Array:
         table = pa.table({"ab"[i]: column for i, column in enumerate(columns)})
         try:
-            result = _connection().from_arrow(table).project(expression).to_arrow_table()
+            cursor = _cursor()
+            try:
+                result = cursor.from_arrow(table).project(expression).to_arrow_table()
+            finally:
+                cursor.close()
         except duckdb.Error as e:
             # DuckDB's reason, without the value it quotes (data does not belong in errors)
             reason = str(e).splitlines()[0].split("  Input:")[0].removeprefix("Invalid Input Error: ")

@@ -1083,8 +1083,16 @@ def _json_read(node: exp.Expression, operators: bool) -> Rebuild | None:
         node.set("this", "json_array_length")
     if not operators and isinstance(node, (exp.JSONExtract, exp.JSONExtractScalar)) \
             and (path := _duckdb_json_path(node.expression)) is not None:
-        return lambda n: exp.Anonymous(this=name, expressions=[n.this, exp.Literal.string(path)])
+        return lambda n: _json_extract(name, n.this, path)
     return None
+
+
+def _json_extract(name: str, value: exp.Expression, path: str) -> exp.Expression:
+    """DuckDB's json_extract(_string) of `value` at `path`; `x -> 'a' ->> 'b'` read at once (`$."a"."b"`)."""
+    if isinstance(value, exp.Anonymous) and value.name == "json_extract" and value.expressions[1].is_string \
+            and value.expressions[1].this.startswith("$") and not path.startswith("$[#"):
+        value, path = value.expressions[0], value.expressions[1].this + path[1:]
+    return exp.Anonymous(this=name, expressions=[value, exp.Literal.string(path)])
 
 
 def _duckdb_json_path(path: exp.Expression) -> str | None:
