@@ -10,7 +10,6 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import sqlglot
 
 from accel.shared_memory import SharedTable, share, share_table
 from connectors.base import CALLER
@@ -18,9 +17,7 @@ from connectors.base import CALLER
 from ..errors import SqlError
 from ..memory import resource_exhausted_text
 from .datafusion_worker import empty_batch, error_text, planned, session
-from .pg_semantics import json_for_datafusion
 from .planner import Plan, TableScan
-from .sql_policy import PUBLIC_DIALECT
 from .workers import PlanningError, WorkerPool, WorkerQueryError
 
 ScanOpener = Callable[[TableScan], "pa.RecordBatchReader | pa.Table | SharedTable"]
@@ -62,7 +59,7 @@ def run_federated(plan: Plan, open_scan: ScanOpener, workers: WorkerPool, keep: 
                 shared.append(held)
         # DataFusion 55 can hang reading Parquet on several partitions while its memory pool is
         # under pressure (seen with fair and greedy pools); a spilled query runs on one.
-        request = {"sql": datafusion_sql(plan), "partitions": 1 if spill.used else target_partitions,
+        request = {"sql": plan.engine_sql or plan.sql, "partitions": 1 if spill.used else target_partitions,
                    "pool_bytes": pool_bytes, "tables": tables, "keep": keep}
         limit = "runtime.params.query_timeout" if CALLER.get().kind == "query" else "refresh_timeout"
         try:
@@ -184,20 +181,6 @@ class _Spill:
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
-_JSON_HINT = re.compile(r"->|#>|json", re.IGNORECASE)
-
-
-def datafusion_sql(plan: Plan) -> str:
-    """The plan's SQL as DataFusion runs it: its JSON operators and functions as the JSON
-    functions DataFusion has (json_udfs); parsed again only when the SQL may hold one."""
-    if "datafusion_sql" not in plan.memo:
-        sql = plan.sql
-        if _JSON_HINT.search(sql):
-            sql = json_for_datafusion(sqlglot.parse_one(sql, read=PUBLIC_DIALECT)).sql(PUBLIC_DIALECT)
-        plan.memo["datafusion_sql"] = sql
-    return plan.memo["datafusion_sql"]
-
-
 def federated_schema(plan: Plan, target_partitions: int = 2) -> pa.Schema:
     """The result schema `run_federated(plan)` streams, found without reading any data: every
     scan is registered as an empty table of its dataset's schema (scans are conformed to it)."""
@@ -205,7 +188,7 @@ def federated_schema(plan: Plan, target_partitions: int = 2) -> pa.Schema:
     for scan in plan.scans:
         ctx.register_record_batches(scan.register_as, [[empty_batch(scan.binding.schema)]])
     try:
-        schema = planned(ctx, datafusion_sql(plan)).schema()
+        schema = planned(ctx, plan.engine_sql or plan.sql).schema()
     except Exception as e:
         raise SqlError(f"query failed in the federated engine: {_clean(e)}") from None
     return _widened_schema(schema, plan.widen_decimals) if plan.widen_decimals else schema

@@ -1059,11 +1059,16 @@ _DUCKDB_NAMES = {"json_build_object": "json_object", "jsonb_build_object": "json
                  "jsonb_array_length": "json_array_length", **_SAME_AS}
 
 
-def json_for_datafusion(tree: exp.Expression) -> exp.Expression:
-    """PostgreSQL's JSON operators and functions as the DuckDB JSON functions the federated
-    engine has (json_udfs). Applied to the SQL DataFusion gets, not to the plan's: a query that
-    goes down whole to PostgreSQL keeps PostgreSQL's operators."""
-    return _rewrite(tree, lambda node: _json_read(node, operators=False))
+def json_for_datafusion(tree: exp.Expression) -> exp.Expression | None:
+    """A copy of `tree` with PostgreSQL's JSON operators and functions as the DuckDB JSON
+    functions the federated engine has (json_udfs), or None when it reads no JSON. A copy: a
+    query that goes down whole to PostgreSQL keeps PostgreSQL's operators."""
+    if not any(_json_read(node, operators=False) for node in tree.find_all(*_JSON_NODES)):
+        return None
+    return _rewrite(tree.copy(), lambda node: _json_read(node, operators=False))
+
+
+_JSON_NODES = (exp.JSONExtract, exp.JSONExtractScalar, exp.JSONBExtract, exp.JSONBExtractScalar, exp.Anonymous)
 
 
 def _json_read(node: exp.Expression, operators: bool) -> Rebuild | None:
@@ -1080,7 +1085,7 @@ def _json_read(node: exp.Expression, operators: bool) -> Rebuild | None:
             and len(node.expressions) == 1:
         return lambda n: _json_typeof(n.expressions[0])  # DuckDB's json_type names DuckDB's types
     if not operators and isinstance(node, exp.Anonymous) and node.name.lower() == "jsonb_array_length":
-        node.set("this", "json_array_length")
+        return lambda n: exp.Anonymous(this="json_array_length", expressions=n.expressions)
     if not operators and isinstance(node, (exp.JSONExtract, exp.JSONExtractScalar)) \
             and (path := _duckdb_json_path(node.expression)) is not None:
         return lambda n: _json_extract(name, n.this, path)

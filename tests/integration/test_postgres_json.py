@@ -136,6 +136,9 @@ def test_json_reads_in_a_query_across_sources(runtime: Runtime, postgres_server:
     got = run(runtime, "SELECT a.id, l.payload -> 'nested' ->> 'b' AS b FROM docs_arrow a "
                        "JOIN docs_fed l ON a.payload ->> 'name' = l.payload ->> 'name' ORDER BY 1")
     assert got.to_pylist() == [{"id": 1, "b": "x"}, {"id": 2, "b": "y"}]
+    explain = "\n".join(run(runtime, "EXPLAIN SELECT payload -> 'nested' ->> 'b' AS b FROM docs_arrow")
+                        .column("plan").to_pylist())
+    assert """JSON_EXTRACT_STRING("docs_arrow"."payload", '$."nested"."b"')""" in explain, explain  # one read
 
 
 def test_a_masked_json_column_is_never_read_into_in_postgres(runtime: Runtime) -> None:
