@@ -588,6 +588,73 @@ def _row_in_subqueries(tree: exp.Expression) -> None:
         node.replace(exp.Exists(this=exp.select(exp.Literal.number(1)).from_(rows).where(equal)))
 
 
+def _subquery_tests_as_counts(tree: exp.Expression) -> None:
+    """`EXISTS (SELECT ...)` and `x [NOT] IN (SELECT y ...)` as values (in a select list, a CASE,
+    under OR), for DataFusion, which runs them only as conditions of a WHERE ("Physical plan does
+    not support logical expression Exists"): from counts of the subquery's rows, scalar
+    subqueries it decorrelates. EXISTS: some row; IN: a row equal to x, else NULL when x is NULL
+    or a y is (and there is a row), else false."""
+    for node in list(tree.find_all(exp.Exists, exp.In)):
+        if (query := _counted_test(node)) is None:
+            continue
+
+        def count(of: exp.Expression = exp.Star(), where: exp.Expression | None = None) -> exp.Expression:
+            counted = query.copy()
+            counted.set("distinct", None)  # (only whether there are rows, and NULLs among them, matters)
+            counted.set("order", None)
+            counted.set("expressions", [exp.Count(this=of)])
+            return exp.Subquery(this=counted.where(where, copy=False) if where is not None else counted)
+
+        if isinstance(node, exp.Exists):
+            node.replace(exp.Paren(this=exp.GT(this=count(), expression=exp.Literal.number(0))))
+            continue
+        value = node.this
+        query = _realiased(query, {c.table for c in value.find_all(exp.Column) if c.table})
+        listed = query.expressions[0].unalias()
+        rows = count()
+        node.replace(exp.Paren(this=exp.Case(ifs=[
+            exp.If(this=exp.GT(this=count(where=exp.EQ(this=listed.copy(), expression=value.copy())),
+                               expression=exp.Literal.number(0)), true=exp.true()),
+            exp.If(this=exp.EQ(this=rows, expression=exp.Literal.number(0)), true=exp.false()),
+            exp.If(this=exp.or_(exp.Is(this=value.copy(), expression=exp.Null()),
+                                exp.LT(this=count(of=listed.copy()), expression=rows.copy())), true=exp.Null())],
+            default=exp.false())))
+
+
+def _counted_test(node: exp.Expression) -> exp.Select | None:
+    """The subquery of an EXISTS or IN that DataFusion cannot run where it stands, and that
+    counts can stand for (it neither groups, aggregates nor limits its rows), else None."""
+    query = (node.this if isinstance(node, exp.Exists) else node.args.get("query") or exp.Null()).unnest()
+    if not isinstance(query, exp.Select) or _a_where_condition(node) or isinstance(node, exp.In) \
+            and (isinstance(node.this, exp.Tuple) or len(query.expressions) != 1) \
+            or any(query.args.get(k) for k in ("group", "having", "limit", "offset", "with", "qualify")) \
+            or any(e.find(exp.AggFunc, exp.Window) for e in query.expressions):
+        return None
+    return query
+
+
+def _realiased(query: exp.Select, outer: set[str]) -> exp.Select:
+    """A copy of `query` whose own tables named as one of the `outer` tables (`a IN (SELECT n
+    FROM t)` inside `FROM t`) have other aliases, so a condition on an outer column can be added."""
+    query = query.copy()
+    for table in query.find_all(exp.Table):
+        name = table.alias_or_name
+        if name in outer and table.parent_select is query:
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(f"__in_{name}", quoted=True)))
+            for column in query.find_all(exp.Column):
+                if column.table == name:
+                    column.set("table", exp.to_identifier(f"__in_{name}", quoted=True))
+    return query
+
+
+def _a_where_condition(node: exp.Expression) -> bool:
+    """Whether `node` is one of a WHERE's conditions: AND-ed, perhaps negated, nothing else."""
+    holder = node.parent
+    while isinstance(holder, (exp.And, exp.Paren, exp.Not)):
+        holder = holder.parent
+    return isinstance(holder, exp.Where)
+
+
 def _scalar_subqueries_may_be_null(tree: exp.Expression) -> None:
     """An uncorrelated `(SELECT v ...)` used as a value, for DataFusion: when `v` cannot be NULL
     (a literal, a NOT NULL column) DataFusion took the subquery's value for never NULL, also when
@@ -1059,13 +1126,20 @@ _DUCKDB_NAMES = {"json_build_object": "json_object", "jsonb_build_object": "json
                  "jsonb_array_length": "json_array_length", **_SAME_AS}
 
 
-def json_for_datafusion(tree: exp.Expression) -> exp.Expression | None:
-    """A copy of `tree` with PostgreSQL's JSON operators and functions as the DuckDB JSON
-    functions the federated engine has (json_udfs), or None when it reads no JSON. A copy: a
-    query that goes down whole to PostgreSQL keeps PostgreSQL's operators."""
-    if not any(_json_read(node, operators=False) for node in tree.find_all(*_JSON_NODES)):
+def engine_forms(tree: exp.Expression) -> exp.Expression | None:
+    """A copy of `tree` as the federated engine runs it, or None when that is `tree` itself:
+    PostgreSQL's JSON operators and functions as the DuckDB JSON functions it has (json_udfs),
+    and EXISTS / IN tests it cannot run where they stand as counts. A copy: a query that goes
+    down whole to PostgreSQL keeps its own forms (PostgreSQL runs IN as a hashed subplan, a
+    count per row as a loop)."""
+    reads_json = any(_json_read(node, operators=False) for node in tree.find_all(*_JSON_NODES))
+    tests = any(_counted_test(node) is not None for node in tree.find_all(exp.Exists, exp.In))
+    if not reads_json and not tests:
         return None
-    return _rewrite(tree.copy(), lambda node: _json_read(node, operators=False))
+    tree = tree.copy()
+    if tests:
+        _subquery_tests_as_counts(tree)
+    return _rewrite(tree, lambda node: _json_read(node, operators=False)) if reads_json else tree
 
 
 _JSON_NODES = (exp.JSONExtract, exp.JSONExtractScalar, exp.JSONBExtract, exp.JSONBExtractScalar, exp.Anonymous)

@@ -38,7 +38,7 @@ from ..search.functions import SEARCH_PREFIX
 from .ai_functions import AiCall
 from .information_schema import CATALOG, SCHEMA_NAME
 from .pg_semantics import (decimal_sums, distinct_aggregate_names, for_datafusion, for_duckdb, function_results,
-                           json_for_datafusion,
+                           engine_forms,
                            lengths_fractions_rounding, name_projections, numeric_casts, standard_forms, time_literals,
                            type_literals, typeof_as_duckdb)
 from .policy import Policy, unknown
@@ -78,8 +78,8 @@ class Plan:
     bindings: list[Binding]
     scans: list[TableScan] = field(default_factory=list)
     instance_id: str | None = None
-    # what the federated engine runs when it differs from `sql`: JSON read with its JSON functions,
-    # where `sql` keeps PostgreSQL's operators for a query that goes down whole
+    # what the federated engine runs when it differs from `sql` (pg_semantics.engine_forms), where
+    # `sql` keeps PostgreSQL's forms for a query that goes down whole
     engine_sql: str | None = None
     widen_decimals: list[int] = field(default_factory=list)  # output columns to widen to decimal(38, s)
     full_text: bool = False  # a scan carries match(): it must run in that scan's source
@@ -370,9 +370,9 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     distinct_aggregate_names(tree)
     full_text = any(f.op == FULL_TEXT_OP for s in scans for f in s.filters)
     _refuse_full_text(tree)
-    with_json = json_for_datafusion(tree)
+    engine_tree = engine_forms(tree)
     return Plan("federated", tree.sql(PUBLIC_DIALECT), used, scans=scans, widen_decimals=widen,
-                engine_sql=with_json.sql(PUBLIC_DIALECT) if with_json is not None else None,
+                engine_sql=engine_tree.sql(PUBLIC_DIALECT) if engine_tree is not None else None,
                 full_text=full_text, count_as=count_as if len(scans) == 1 else None, output_names=output_names)
 
 

@@ -404,14 +404,18 @@ def test_decimal_sums_have_one_type_on_every_route(runtime):
         assert [table.schema.field(c).type for c in ("running", "per_status", "total")] == [pa.decimal128(38, 2)] * 3, route
 
 
-def test_a_subquery_test_in_a_select_list_on_the_federated_route_says_what_to_write(runtime):
+def test_a_subquery_test_in_a_select_list_runs_on_the_federated_route(runtime):
+    """EXISTS / IN (SELECT ...) as values run on the federated route as counts (DataFusion runs
+    them only as conditions of a WHERE); one correlated by other than equality says what to write."""
     from engine.errors import SqlError
 
-    for sql in ("SELECT EXISTS (SELECT 1 FROM {o} WHERE amount > 900) AS e FROM {c} LIMIT 1",
-                "SELECT customer_id IN (SELECT customer_id FROM {o}) AS has_orders FROM {c} LIMIT 1"):
-        assert run(runtime, sql, "duckdb").num_rows == 1
-        with pytest.raises(SqlError, match=r"only in a WHERE clause.*\(SELECT count\(\*\) FROM \.\.\.\) > 0"):
-            run(runtime, sql, "arrow")
+    for sql in ("SELECT c.customer_id, EXISTS (SELECT 1 FROM {o} WHERE amount > 900) AS e FROM {c} c ORDER BY 1 LIMIT 3",
+                "SELECT customer_id, customer_id IN (SELECT customer_id FROM {o}) AS has_orders FROM {c} ORDER BY 1",
+                "SELECT c.customer_id, EXISTS (SELECT 1 FROM {o} o WHERE o.customer_id = c.customer_id AND o.amount > 300) "
+                "AS big FROM {c} c ORDER BY 1"):
+        assert run(runtime, sql, "arrow").to_pylist() == run(runtime, sql, "duckdb").to_pylist()
+    with pytest.raises(SqlError, match=r"EXISTS / IN outside a WHERE's conditions.*correlated by equality"):
+        run(runtime, "SELECT order_id, EXISTS (SELECT 1 FROM {o} u WHERE u.amount < o.amount) AS e FROM {o} o", "arrow")
     # a scalar subquery correlated by other than equality
     sql = "SELECT order_id, (SELECT count(*) FROM {o} u WHERE u.amount < o.amount) AS cheaper FROM {o} o LIMIT 3"
     assert run(runtime, sql, "duckdb").num_rows == 3

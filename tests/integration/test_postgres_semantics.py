@@ -332,6 +332,43 @@ def test_a_row_in_a_subquery_as_postgres_runs_it(runtime: Runtime, postgres_serv
         run(runtime, "SELECT id FROM sem_arrow WHERE (a, b) NOT IN (SELECT a, b FROM sem_arrow WHERE a > 5)")
 
 
+SUBQUERY_TESTS = [
+    "SELECT id, EXISTS (SELECT 1 FROM {t} u WHERE u.a = {t}.b) AS e, NOT EXISTS (SELECT 1 FROM {t} u WHERE u.n = {t}.a) "
+    "AS ne FROM {t} ORDER BY id",
+    "SELECT id, a IN (SELECT n FROM {t}) AS i, a NOT IN (SELECT b FROM {t} WHERE b > 2) AS ni, "
+    "n IN (SELECT a FROM {t} u WHERE u.b = {t}.b) AS ci FROM {t} ORDER BY id",
+    "SELECT id, n IN (SELECT DISTINCT n FROM {t} u WHERE u.b = {t}.b ORDER BY 1) AS d, "
+    "a IN (SELECT b FROM {t} WHERE false) AS none FROM {t} ORDER BY id",
+    "SELECT id FROM {t} WHERE a > 10 OR EXISTS (SELECT 1 FROM {t} u WHERE u.n = {t}.a) ORDER BY id",
+    "SELECT id FROM {t} WHERE a > 10 OR n IN (SELECT b FROM {t}) ORDER BY id",
+    "SELECT id, CASE WHEN EXISTS (SELECT 1 FROM {t} u WHERE u.s = {t}.s AND u.b = 2) THEN 'two' ELSE 'other' END AS k "
+    "FROM {t} ORDER BY id",
+    "SELECT id, a = ANY (SELECT n FROM {t}) AS q FROM {t} ORDER BY id",
+]
+
+
+@pytest.mark.parametrize("sql", SUBQUERY_TESTS)
+def test_exists_and_in_as_values_as_postgres_runs_them(runtime: Runtime, postgres_server: PgServer, sql: str) -> None:
+    """EXISTS / IN (SELECT ...) in a select list, a CASE or under OR (DataFusion runs them only
+    as conditions of a WHERE) on every route, with IN's NULLs; PostgreSQL gets them as written."""
+    want = [tuple(_comparable(v) for v in row) for row in postgres_server.fetch(sql.format(t="public.sem"))]
+    for table in ("sem", "sem_arrow", "sem_fed"):
+        got = run(runtime, sql.format(t=table)).to_pylist()
+        assert [tuple(_comparable(v) for v in row.values()) for row in got] == want, table
+    explain = "\n".join(run(runtime, "EXPLAIN " + sql.format(t="sem_fed")).column("plan").to_pylist())
+    assert "pushed down whole" in explain and "count(" not in explain.lower().split("source sql:")[1], explain
+
+
+def test_a_test_correlated_other_than_by_equality_says_what_to_write(runtime: Runtime,
+                                                                     postgres_server: PgServer) -> None:
+    """Only a WHERE's condition runs on the federated engine then."""
+    with pytest.raises(SqlError, match=r"EXISTS / IN outside a WHERE's conditions.*correlated by equality"):
+        run(runtime, "SELECT id, EXISTS (SELECT 1 FROM sem_arrow u WHERE u.a < sem_arrow.b + 5) AS e FROM sem_arrow")
+    sql = "SELECT id FROM {t} WHERE EXISTS (SELECT 1 FROM {t} u WHERE u.a < {t}.b + 5) ORDER BY id"
+    want = [row[0] for row in postgres_server.fetch(sql.format(t="public.sem"))]
+    assert run(runtime, sql.format(t="sem_arrow")).column("id").to_pylist() == want
+
+
 def test_a_huge_series_streams(runtime: Runtime) -> None:
     """generate_series runs as the engines' streaming table function: a trillion values under a
     LIMIT is answered at once, on the DuckDB route and in the federated engine."""
