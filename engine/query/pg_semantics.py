@@ -42,7 +42,7 @@ def standard_forms(tree: exp.Expression) -> None:
     (ARRAY['a%', 'b%'])` (or ALL, or ILIKE) over a list written out as the ORs (ANDs) of each
     LIKE, width_bucket, make_interval and num_nulls / num_nonnulls (neither has them) as what
     they compute, `unnest(list) AS x` in FROM with its column named x, as PostgreSQL names
-    it, and `x SIMILAR TO 'pattern'` as the
+    it, array_agg / string_agg (DISTINCT x) in x's order, and `x SIMILAR TO 'pattern'` as the
     anchored regular expression it means (both engines read SIMILAR TO as a plain regular
     expression: 'apple' SIMILAR TO 'a%' was false)."""
     for between in list(tree.find_all(exp.Between)):
@@ -86,6 +86,12 @@ def standard_forms(tree: exp.Expression) -> None:
     for bucket in list(tree.find_all(exp.WidthBucket)):
         if bucket.args.get("threshold") is None:
             bucket.replace(width_bucket(*(bucket.args[k] for k in ("this", "min_value", "max_value", "num_buckets"))))
+    for listed in list(tree.find_all(exp.ArrayAgg, exp.GroupConcat)):
+        if isinstance(listed.this, exp.Distinct) and len(listed.this.expressions) == 1:
+            # PostgreSQL lists a DISTINCT aggregate's values in their order (it sorts them to find
+            # the duplicates); both engines listed them in their hash table's order
+            value = listed.this.expressions[0]
+            listed.set("this", exp.Order(this=listed.this, expressions=[exp.Ordered(this=value.copy(), nulls_first=False)]))
     for like in list(tree.find_all(exp.Like, exp.ILike)):
         quantified = like.expression
         listed = quantified.this.unnest() if isinstance(quantified, (exp.Any, exp.All)) else None

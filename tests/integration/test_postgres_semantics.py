@@ -480,7 +480,8 @@ AGGREGATES = [
     "string_agg(DISTINCT s, '|' ORDER BY s)", "min(ts)::date", "max(a) FILTER (WHERE b > 2)", "sum(DISTINCT b)",
     "avg(DISTINCT b)", "count(DISTINCT (a, b))", "array_agg(DISTINCT b ORDER BY b)", "bool_or(s LIKE 'a%')",
     "sum(a) FILTER (WHERE b = 2)", "sum(a * 1.5)", "string_agg(s, ', ' ORDER BY id DESC)",
-    "to_char(sum(price), 'FM999,999,990.00')", "to_char(max(ts), 'YYYY-\"Q\"Q')"
+    "to_char(sum(price), 'FM999,999,990.00')", "to_char(max(ts), 'YYYY-\"Q\"Q')",
+    "array_agg(DISTINCT s)", "string_agg(DISTINCT s, ',')", "array_agg(DISTINCT n)",  # listed in order, as PostgreSQL does
 ]
 
 
