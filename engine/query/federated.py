@@ -248,6 +248,11 @@ _ADVICE = [(re.compile(pattern), advice) for pattern, advice in (
      "EXISTS (SELECT ...) and IN (SELECT ...) run on the federated engine only in a WHERE clause (its datasets "
      "accelerated with engine: duckdb run them anywhere); in a select list, count the rows instead: "
      "(SELECT count(*) FROM ...) > 0"),
+    (r"logical expression OuterReferenceColumn\(Field \{ name: \"([^\"]+)\"",
+     lambda m: f"the federated engine cannot run a subquery that reads the outer row's {m[1]} there (a LATERAL "
+               "subquery with ORDER BY / LIMIT is one); for the top rows of each group, number them with a window "
+               "function: SELECT ... FROM (SELECT ..., row_number() OVER (PARTITION BY k ORDER BY x DESC) AS r FROM u) "
+               "AS ranked WHERE r <= n; or accelerate the datasets with engine: duckdb, which runs it as written"),
     ("The subquery should only return one column",
      "(a, b) IN (SELECT x, y ...) runs on the federated engine uncorrelated, as a condition of its own in a WHERE "
      "(... AND (a, b) IN (...)); otherwise write EXISTS (SELECT 1 FROM ... WHERE x = a AND y = b), or accelerate "

@@ -369,6 +369,18 @@ def test_a_test_correlated_other_than_by_equality_says_what_to_write(runtime: Ru
     assert run(runtime, sql.format(t="sem_arrow")).column("id").to_pylist() == want
 
 
+def test_a_lateral_top_row_of_each_group_says_what_to_write(runtime: Runtime, postgres_server: PgServer) -> None:
+    """A LATERAL subquery with ORDER BY / LIMIT runs on DuckDB and in PostgreSQL; the federated
+    engine cannot decorrelate it, and its error says how to write the top rows of each group."""
+    sql = ("SELECT x.id, l.a FROM {t} x, LATERAL (SELECT a FROM {t} u WHERE u.b = x.b ORDER BY a DESC LIMIT 1) l "
+           "ORDER BY 1")
+    want = [tuple(row) for row in postgres_server.fetch(sql.format(t="public.sem"))]
+    for table in ("sem", "sem_fed"):
+        assert [tuple(r.values()) for r in run(runtime, sql.format(t=table)).to_pylist()] == want, table
+    with pytest.raises(SqlError, match=r"reads the outer row's b .* row_number\(\) OVER \(PARTITION BY k"):
+        run(runtime, sql.format(t="sem_arrow"))
+
+
 def test_a_huge_series_streams(runtime: Runtime) -> None:
     """generate_series runs as the engines' streaming table function: a trillion values under a
     LIMIT is answered at once, on the DuckDB route and in the federated engine."""
