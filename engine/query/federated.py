@@ -267,12 +267,14 @@ _ADVICE = [(re.compile(pattern), advice) for pattern, advice in (
      "(WHERE u.k = t.k); correlated otherwise (u.a < t.a), join and aggregate instead, or accelerate the datasets "
      "with engine: duckdb, which runs it anywhere"),
     (r"Operator (->>|->|#>>|#>|@>|<@) is not yet supported|Binary operator '(AtArrow|ArrowAt)' is not supported",
-     lambda m: f"the JSON operator {m[1] or _AT_ARROWS[m[2]]} " + (
-         "runs in the federated engine (DataFusion: Arrow-accelerated datasets, and queries across sources) only "
-         "with a constant key, index or path (payload ->> 'name', payload -> 0, payload #>> '{a,b}')"
-         if m[1] in ("->", "->>", "#>", "#>>") else "does not run in the federated engine (DataFusion: "
-         "Arrow-accelerated datasets, and queries across sources)") + "; it runs as written where the whole query "
-         "runs in DuckDB (datasets accelerated with engine: duckdb) or in PostgreSQL (live tables of one server)"),
+     lambda m: f"the JSON operator {m[1] or _AT_ARROWS[m[2]]} runs in the federated engine (DataFusion: "
+               "Arrow-accelerated datasets, and queries across sources) only " + (
+                   "with a constant key, index or path (payload ->> 'name', payload -> 0, payload #>> '{a,b}')"
+                   if m[1] in ("->", "->>", "#>", "#>>") else "with constant JSON whose arrays list only scalars "
+                   "(payload @> '{\"status\": \"active\"}', tags @> '[\"x\"]')") + "; it runs as written "
+               "where the whole query runs " + ("in DuckDB (datasets accelerated with engine: duckdb) or "
+                                                if m[1] in ("->", "->>", "#>", "#>>") else "") +
+               "in PostgreSQL (live tables of one server)"),
     (r"Invalid function '([^']+)'\.?(?:\s*Did you mean '([^']+)'\?)?",
      lambda m: f"function {m[1]}() does not exist in the federated engine (DataFusion: Arrow-accelerated datasets, "
                f"and queries across sources)" + (f"; did you mean {m[2]}()?" if m[2] else "") +

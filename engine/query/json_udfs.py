@@ -20,6 +20,8 @@ _FUNCTIONS: dict[str, tuple[str, list[pa.DataType], pa.DataType]] = {
     "json_extract_string": ("json_extract_string(a, b)", [pa.string(), pa.string()], pa.string()),
     "json_type": ("json_type(a)", [pa.string()], pa.string()),
     "json_array_length": ("json_array_length(a)::BIGINT", [pa.string()], pa.int64()),
+    # whether the JSON array a has the element whose minified JSON is b (pg_semantics: jsonb @>)
+    "json_array_has": ("list_contains(json_extract(a, '$[*]')::VARCHAR[], b)", [pa.string(), pa.string()], pa.bool_()),
 }
 
 _CONNECTION: list[duckdb.DuckDBPyConnection] = []  # made on first use, in the process that calls

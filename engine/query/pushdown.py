@@ -101,7 +101,8 @@ def _safe_columns(plan: Plan, scan, conn: WholeQuerySql) -> bool:
 
 
 _JSON_READS = (exp.JSONExtract, exp.JSONExtractScalar, exp.JSONBExtract, exp.JSONBExtractScalar,
-               exp.ArrayContainsAll, exp.ArrayContainedBy)  # ->, ->>, #>, #>>, @>, <@
+               exp.ArrayContainsAll, exp.ArrayContainedBy, exp.JSONBContainsTopKey, exp.JSONBContainsAnyTopKeys,
+               exp.JSONBContainsAllTopKeys)  # ->, ->>, #>, #>>, @>, <@, ?, ?|, ?&
 
 
 def _json_reads_only(sql: str) -> frozenset[str]:
