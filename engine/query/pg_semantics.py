@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import json
 import re
 from typing import Callable
 
@@ -21,6 +20,7 @@ from .arrow_cast import arrow_cast, arrow_type_name, interval_of
 from .function_forms import (YEAR_SPANS, age, duration_text, group_count, make_interval, null_count, overlay,
                              regexp_match, scaled_interval, timestamp_from_parts, timestamp_precision, width_bucket)
 from .intervals import read_interval
+from .json_forms import JSON_NODES, Rebuild, json_read
 from .patterns import SIMILAR_OPERATORS, pattern_regex
 from .sql_policy import BOUND, PUBLIC_DIALECT
 
@@ -749,7 +749,6 @@ def _percentile_disc(within: exp.WithinGroup) -> None:
     (outer or within).replace(exp.Anonymous(this="array_element", expressions=[values, position]))
 
 
-Rebuild = Callable[[exp.Expression], exp.Expression]
 
 
 def _rewrite(tree: exp.Expression, fix: Callable[[exp.Expression], Rebuild | None]) -> exp.Expression:
@@ -948,7 +947,7 @@ def for_duckdb(tree: exp.Expression) -> exp.Expression:
                                      expression=exp.Literal.number("1000000.0"))
         if isinstance(node, exp.Overlay):  # DuckDB has no overlay()
             return overlay
-        if (read := _json_read(node, operators=True)) is not None:
+        if (read := json_read(node, operators=True)) is not None:
             return read
         if (listed := _quantified_list(node)) is not None:
             # x op ANY|ALL (list) over a NULL list is NULL (DuckDB: false, true); NOT (...) kept rows
@@ -1139,217 +1138,14 @@ def engine_forms(tree: exp.Expression) -> exp.Expression | None:
     and EXISTS / IN tests it cannot run where they stand as counts. A copy: a query that goes
     down whole to PostgreSQL keeps its own forms (PostgreSQL runs IN as a hashed subplan, a
     count per row as a loop)."""
-    reads_json = any(_json_read(node, operators=False) for node in tree.find_all(*_JSON_NODES))
+    reads_json = any(json_read(node, operators=False) for node in tree.find_all(*JSON_NODES))
     tests = any(_counted_test(node) is not None for node in tree.find_all(exp.Exists, exp.In))
     if not reads_json and not tests:
         return None
     tree = tree.copy()
     if tests:
         _subquery_tests_as_counts(tree)
-    return _rewrite(tree, lambda node: _json_read(node, operators=False)) if reads_json else tree
-
-
-_JSON_NODES = (exp.JSONExtract, exp.JSONExtractScalar, exp.JSONBExtract, exp.JSONBExtractScalar, exp.Anonymous,
-               exp.ArrayContainsAll, exp.ArrayContainedBy, exp.JSONBContainsTopKey, exp.JSONBContainsAnyTopKeys,
-               exp.JSONBContainsAllTopKeys, exp.Cast)
-
-
-def _json_read(node: exp.Expression, operators: bool) -> Rebuild | None:
-    """PostgreSQL's ways of reading JSON text as DuckDB's JSON functions: `x #> '{a,b}'` and
-    `x #>> '{a,b}'` at the JSON pointer /a/b (DuckDB has neither operator), json(b)_typeof by
-    json_type, and (unless the engine has the `operators` -> and ->>, as DuckDB does)
-    `x -> 'k'`, `x ->> 'k'` and `x -> 0` by json_extract(_string) at the path `$."k"`, `$[0]`."""
-    if (test := _json_containment(node, _duckdb_array_has if operators else _engine_array_has)) is not None:
-        return test
-    scalar = isinstance(node, (exp.JSONBExtractScalar, exp.JSONExtractScalar))
-    name = "json_extract_string" if scalar else "json_extract"
-    if isinstance(node, (exp.JSONBExtract, exp.JSONBExtractScalar)) \
-            and (pointer := _json_pointer(node.expression)) is not None:
-        return lambda n: exp.Anonymous(this=name, expressions=[n.this, exp.Literal.string(pointer or "$")])
-    if isinstance(node, exp.Anonymous) and node.name.lower() in ("json_typeof", "jsonb_typeof") \
-            and len(node.expressions) == 1:
-        return lambda n: _json_typeof(n.expressions[0])  # DuckDB's json_type names DuckDB's types
-    if not operators and isinstance(node, exp.Cast) and node.to.this in (exp.DataType.Type.JSON, exp.DataType.Type.JSONB):
-        return lambda n: exp.Cast(this=n.this, to=exp.DataType.build("VARCHAR"))  # JSON is its text there
-    if not operators and isinstance(node, exp.Anonymous) and node.name.lower() == "jsonb_array_length":
-        return lambda n: exp.Anonymous(this="json_array_length", expressions=n.expressions)
-    if not operators and isinstance(node, (exp.JSONExtract, exp.JSONExtractScalar)) \
-            and (path := _duckdb_json_path(node.expression)) is not None:
-        return lambda n: _json_extract(name, n.this, path)
-    return None
-
-
-def _json_extract(name: str, value: exp.Expression, path: str) -> exp.Expression:
-    """DuckDB's json_extract(_string) of `value` at `path`; `x -> 'a' ->> 'b'` read at once (`$."a"."b"`)."""
-    if isinstance(value, exp.Anonymous) and value.name == "json_extract" and value.expressions[1].is_string \
-            and value.expressions[1].this.startswith("$") and not path.startswith("$[#"):
-        value, path = value.expressions[0], value.expressions[1].this + path[1:]
-    return exp.Anonymous(this=name, expressions=[value, exp.Literal.string(path)])
-
-
-ArrayHas = Callable[[exp.Expression, str], exp.Expression]  # (JSON array, an element's minified JSON) -> bool
-
-
-def _duckdb_array_has(value: exp.Expression, element: str) -> exp.Expression:
-    """DuckDB's test of an element of a JSON array (json_udfs.json_array_has is the same)."""
-    elements = exp.Cast(this=exp.Anonymous(this="json_extract", expressions=[value, exp.Literal.string("$[*]")]),
-                        to=exp.DataType.build("VARCHAR[]", dialect="duckdb"))
-    return exp.Anonymous(this="list_contains", expressions=[elements, exp.Literal.string(element)])
-
-
-def _engine_array_has(value: exp.Expression, element: str) -> exp.Expression:
-    return exp.Anonymous(this="json_array_has", expressions=[value, exp.Literal.string(element)])
-
-
-def _json_containment(node: exp.Expression, array_has: ArrayHas) -> Rebuild | None:
-    """PostgreSQL's jsonb containment and key tests over JSON text, worked out from the constant
-    side: `h @> '{"a": {"b": 1}}'` (or `'...' <@ h`) when h has each key of the needle with a
-    value that contains the needle's (at any depth), each listed scalar among its elements, or
-    an equal scalar (an array at the top, also as an element); `h ? 'k'` (`?|`, `?&` of a list)
-    when k is a key of h, or a string element. NULL for a NULL h, else true or false. None for
-    what cannot be written so: a needle listing objects or arrays, one not constant."""
-    if isinstance(node, (exp.ArrayContainsAll, exp.ArrayContainedBy)):
-        held, needle = (node.this, node.expression) if isinstance(node, exp.ArrayContainsAll) \
-            else (node.expression, node.this)
-        if not (isinstance(needle, exp.Literal) and needle.is_string and _text_like(held)):
-            return None
-        try:
-            wanted = json.loads(needle.this, parse_constant=_not_json)
-        except ValueError:
-            return None
-        if _contains(exp.column("h"), wanted, array_has, top=True) is None:
-            return None
-        side = "this" if isinstance(node, exp.ArrayContainsAll) else "expression"
-        return lambda n: _known(n.args[side], _contains(n.args[side], wanted, array_has, top=True))
-    if isinstance(node, (exp.JSONBContainsTopKey, exp.JSONBContainsAnyTopKeys, exp.JSONBContainsAllTopKeys)):
-        keys = node.expression.expressions if isinstance(node.expression, exp.Array) else [node.expression]
-        if not _text_like(node.this) or not all(isinstance(k, exp.Literal) and k.is_string for k in keys):
-            return None
-        each = (exp.or_ if isinstance(node, exp.JSONBContainsAnyTopKeys) else exp.and_)
-
-        def has_key(value: exp.Expression, key: str) -> exp.Expression:
-            return exp.Paren(this=exp.or_(
-                exp.and_(_json_type_is(value, "OBJECT"), exp.Not(this=exp.Is(this=_json_at(value, _key_path(key)),
-                                                                              expression=exp.Null()))),
-                exp.and_(_json_type_is(value, "ARRAY"), array_has(value.copy(), json.dumps(key, ensure_ascii=False)))))
-        return lambda n: _known(n.this, each(*(has_key(n.this, k.this) for k in keys)))
-    return None
-
-
-def _contains(value: exp.Expression, wanted: object, array_has: ArrayHas, top: bool = False) -> exp.Expression | None:
-    if isinstance(wanted, dict):
-        parts = [_contains(_json_at(value, _key_path(k)), v, array_has) for k, v in wanted.items()]
-        return None if None in parts else exp.and_(_json_type_is(value, "OBJECT"), *parts)
-    if isinstance(wanted, list):
-        if any(isinstance(e, (dict, list)) for e in wanted):
-            return None
-        return exp.and_(_json_type_is(value, "ARRAY"), *(array_has(value.copy(), _minified(e)) for e in wanted))
-    equal = _json_scalar_equal(value, wanted)
-    if top:  # PostgreSQL: an array contains a scalar that is one of its elements
-        return exp.Paren(this=exp.or_(equal, exp.and_(_json_type_is(value, "ARRAY"),
-                                                      array_has(value.copy(), _minified(wanted)))))
-    return equal
-
-
-def _json_scalar_equal(value: exp.Expression, wanted: object) -> exp.Expression:
-    """Whether the JSON `value` is the scalar `wanted`: a CASE, so the text is read as a number
-    only when it is one (neither engine need skip the other side of an AND)."""
-    text = exp.Anonymous(this="json_extract_string", expressions=[value.copy(), exp.Literal.string("$")])
-    if wanted is None:
-        return _json_type_is(value, "NULL")
-    if isinstance(wanted, (bool, str)):
-        kind, written = ("BOOLEAN", _minified(wanted)) if isinstance(wanted, bool) else ("VARCHAR", wanted)
-        return exp.and_(_json_type_is(value, kind), exp.EQ(this=text, expression=exp.Literal.string(written)))
-    as_double = exp.EQ(this=exp.Cast(this=text.copy(), to=_DOUBLE.copy()), expression=exp.Literal.number(repr(float(wanted))))
-    whole = isinstance(wanted, int)  # an integer exactly, by its text (a DOUBLE holds 15 digits)
-    return exp.Case(ifs=[
-        exp.If(this=_json_type_is(value, *_JSON_INTEGERS),
-               true=exp.EQ(this=text, expression=exp.Literal.string(str(wanted))) if whole else as_double.copy()),
-        exp.If(this=_json_type_is(value, "DOUBLE"), true=as_double)], default=exp.false())
-
-
-_JSON_INTEGERS = ("BIGINT", "UBIGINT", "HUGEINT")  # json_type's names
-
-
-def _not_json(constant: str) -> object:
-    raise ValueError(f"{constant} is not JSON")  # (Python's reader takes NaN and Infinity)
-
-
-def _json_type_is(value: exp.Expression, *kinds: str) -> exp.Expression:
-    kind = exp.Anonymous(this="json_type", expressions=[value.copy()])
-    if len(kinds) == 1:
-        return exp.EQ(this=kind, expression=exp.Literal.string(kinds[0]))
-    return exp.In(this=kind, expressions=[exp.Literal.string(k) for k in kinds])
-
-
-def _json_at(value: exp.Expression, path: str) -> exp.Expression:
-    return exp.Anonymous(this="json_extract", expressions=[value.copy(), exp.Literal.string(path)])
-
-
-def _key_path(key: str) -> str:
-    return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _minified(value: object) -> str:
-    """`value` as DuckDB writes a JSON array's element (json_extract(x, '$[*]'))."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _known(held: exp.Expression, test: exp.Expression) -> exp.Expression:
-    """`test` of a JSON value: NULL for a NULL one, else true or false (a missing key is false)."""
-    return exp.Paren(this=exp.Case(ifs=[exp.If(this=exp.Is(this=held.copy(), expression=exp.Null()), true=exp.Null())],
-                                   default=exp.Coalesce(this=test, expressions=[exp.false()])))
-
-
-def _text_like(value: exp.Expression) -> bool:
-    """Whether `value` may hold JSON text (not a list: `tags @> ARRAY['x']` is the array operator)."""
-    return value.type is None or value.type.this in _TEXT_TYPES | {exp.DataType.Type.JSON, exp.DataType.Type.JSONB,
-                                                                    exp.DataType.Type.UNKNOWN}
-
-
-def _duckdb_json_path(path: exp.Expression) -> str | None:
-    """DuckDB's JSON path for sqlglot's reading of a `->` / `->>` operand (a key, an index;
-    a negative one counts from the end), else None (a column: only the operators read it)."""
-    while isinstance(path, exp.Paren) or isinstance(path, exp.Cast) and path.to.this in exp.DataType.INTEGER_TYPES:
-        path = path.this  # (a typed literal: CAST(1 AS INT))
-    if isinstance(path, exp.Literal) and path.is_int:
-        return f"$[{path.this}]"
-    if isinstance(path, exp.Neg) and isinstance(path.this, exp.Literal) and path.this.is_int:
-        return f"$[#-{path.this.this}]"
-    if not isinstance(path, exp.JSONPath):
-        return None
-    text = "$"
-    for part in path.expressions:
-        if isinstance(part, exp.JSONPathKey) and isinstance(part.this, str):
-            text += _key_path(part.this)[1:]
-        elif isinstance(part, exp.JSONPathSubscript) and isinstance(part.this, int):
-            text += f"[{part.this}]" if part.this >= 0 else f"[#{part.this}]"
-        elif not isinstance(part, exp.JSONPathRoot):
-            return None
-    return text
-
-
-def _json_pointer(path: exp.Expression) -> str | None:
-    """A PostgreSQL JSON path (`'{a,0}'` or `ARRAY['a', '0']`) of plain literals as a JSON
-    pointer (`/a/0`: a key of an object, an index of an array, as PostgreSQL reads it; `{}`, the
-    value itself: empty), else None."""
-    if isinstance(path, exp.Literal) and path.is_string and re.fullmatch(r"\{[^{}\"\\]*\}", path.this):
-        parts = path.this[1:-1].split(",") if path.this != "{}" else []
-    elif isinstance(path, exp.Array) and all(isinstance(e, exp.Literal) and e.is_string for e in path.expressions):
-        parts = [e.this for e in path.expressions]
-    else:
-        return None
-    return "".join("/" + part.strip().replace("~", "~0").replace("/", "~1") for part in parts)
-
-
-_JSON_TYPES = {"VARCHAR": "string", "BIGINT": "number", "UBIGINT": "number", "HUGEINT": "number", "DOUBLE": "number"}
-
-
-def _json_typeof(value: exp.Expression) -> exp.Expression:
-    """PostgreSQL's json(b)_typeof (object, array, string, number, boolean, null) from DuckDB's json_type."""
-    kind = exp.Anonymous(this="json_type", expressions=[value])
-    return exp.Case(this=kind, ifs=[exp.If(this=exp.Literal.string(k), true=exp.Literal.string(v))
-                                    for k, v in _JSON_TYPES.items()], default=exp.Lower(this=kind.copy()))
+    return _rewrite(tree, lambda node: json_read(node, operators=False)) if reads_json else tree
 
 
 def _quantified_list(node: exp.Expression) -> exp.Expression | None:
