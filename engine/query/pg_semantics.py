@@ -2,7 +2,9 @@
 so DuckDB and DataFusion return the same values with the same types, and the ones PostgreSQL
 returns. Forms neither engine reads are written as the plain ones they mean
 (`standard_forms`); a text compared with a timestamp as both engines read it (`time_literals`);
-then each engine gets its own corrections (`for_duckdb`, `for_datafusion`, `function_results`).
+then each engine gets its own corrections (`for_duckdb`, `for_datafusion`, `function_results`;
+`engine_forms`: what the federated engine alone runs another way, kept out of a statement that
+goes down whole to PostgreSQL).
 Checked route against route (tests/engine/test_route_equivalence.py) and against PostgreSQL
 itself (tests/integration/test_postgres_semantics.py)."""
 
