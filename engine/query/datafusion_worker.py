@@ -31,6 +31,7 @@ from datafusion import DataFrame, RuntimeEnvBuilder, SessionConfig, SessionConte
 from accel.shared_memory import mapped
 from engine.process_exit import become_expendable
 
+from .engine_aggregates import register as register_aggregates
 from .json_udfs import register as register_json_functions
 
 SQL_OPTIONS = SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
@@ -45,6 +46,7 @@ def session(target_partitions: int, pool_bytes: int | None = None) -> SessionCon
     else:
         ctx = SessionContext(config, RuntimeEnvBuilder().with_disk_manager_os().with_fair_spill_pool(pool_bytes))
     register_json_functions(ctx)
+    register_aggregates(ctx)
     return ctx
 
 

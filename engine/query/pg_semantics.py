@@ -22,6 +22,7 @@ from .arrow_cast import arrow_cast, arrow_type_name, interval_of
 from .function_forms import (YEAR_SPANS, age, duration_text, group_count, make_interval, null_count, overlay,
                              regexp_match, scaled_interval, timestamp_from_parts, timestamp_precision, width_bucket)
 from .intervals import read_interval
+from .engine_aggregates import MODE_TYPES, mode_function
 from .json_forms import JSON_NODES, Rebuild, json_read
 from .patterns import SIMILAR_OPERATORS, pattern_regex
 from .sql_policy import BOUND, PUBLIC_DIALECT
@@ -1137,17 +1138,55 @@ _DUCKDB_NAMES = {"json_build_object": "json_object", "jsonb_build_object": "json
 def engine_forms(tree: exp.Expression) -> exp.Expression | None:
     """A copy of `tree` as the federated engine runs it, or None when that is `tree` itself:
     PostgreSQL's JSON operators and functions as the DuckDB JSON functions it has (json_udfs),
-    and EXISTS / IN tests it cannot run where they stand as counts. A copy: a query that goes
+    EXISTS / IN tests it cannot run where they stand as counts, and mode() as its own
+    (engine_aggregates). A copy: a query that goes
     down whole to PostgreSQL keeps its own forms (PostgreSQL runs IN as a hashed subplan, a
     count per row as a loop)."""
     reads_json = any(json_read(node, operators=False) for node in tree.find_all(*JSON_NODES))
     tests = any(_counted_test(node) is not None for node in tree.find_all(exp.Exists, exp.In))
-    if not reads_json and not tests:
+    modes = any(_mode_type(node) is not None for node in tree.find_all(exp.WithinGroup))
+    if not reads_json and not tests and not modes:
         return None
     tree = tree.copy()
     if tests:
         _subquery_tests_as_counts(tree)
+    if modes:
+        for within in list(tree.find_all(exp.WithinGroup)):
+            if (kind := _mode_type(within)) is not None:
+                _mode_call(within, kind)
     return _rewrite(tree, lambda node: json_read(node, operators=False)) if reads_json else tree
+
+
+def _mode_type(within: exp.WithinGroup) -> str | None:
+    """The type `mode() WITHIN GROUP (ORDER BY x)` runs in on the federated engine
+    (engine_aggregates), else None."""
+    if not isinstance(within.this, exp.Mode) or len(within.expression.expressions) != 1:
+        return None
+    typed = within.expression.expressions[0].this.type
+    if typed is None:
+        return None
+    if typed.this in exp.DataType.INTEGER_TYPES:
+        return "BIGINT"
+    if typed.this in _FLOAT_TYPES:
+        return "DOUBLE"
+    if typed.this in _TEXT_TYPES:
+        return "VARCHAR"
+    return typed.this.value if typed.this.value in MODE_TYPES else None
+
+
+def _mode_call(within: exp.WithinGroup, kind: str) -> None:
+    """`within` replaced by the call of the federated engine's mode() for `kind`, its value cast
+    back to x's type (around a FILTER, which belongs to the call)."""
+    ordered = within.expression.expressions[0]
+    typed = ordered.this.type
+    call = exp.Anonymous(this=mode_function(kind), expressions=[
+        exp.Cast(this=ordered.this.copy(), to=exp.DataType.build(MODE_TYPES[kind][0])),
+        exp.Boolean(this=bool(ordered.args.get("desc")))])
+    filtered = within.parent if isinstance(within.parent, exp.Filter) else None
+    within.replace(call)
+    whole = filtered or call
+    if kind != "VARCHAR" and typed.sql() != MODE_TYPES[kind][0]:
+        whole.replace(exp.Cast(this=whole.copy(), to=typed.copy()))
 
 
 def _quantified_list(node: exp.Expression) -> exp.Expression | None:

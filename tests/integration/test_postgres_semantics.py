@@ -381,6 +381,30 @@ def test_a_lateral_top_row_of_each_group_says_what_to_write(runtime: Runtime, po
         run(runtime, sql.format(t="sem_arrow"))
 
 
+MODES = [
+    "SELECT mode() WITHIN GROUP (ORDER BY b) AS m, mode() WITHIN GROUP (ORDER BY b DESC) AS d FROM {t}",
+    "SELECT b, mode() WITHIN GROUP (ORDER BY a) AS m FROM {t} GROUP BY b ORDER BY b",
+    "SELECT mode() WITHIN GROUP (ORDER BY s) AS m, mode() WITHIN GROUP (ORDER BY s DESC) AS d FROM {t}",
+    "SELECT mode() WITHIN GROUP (ORDER BY f) AS m, mode() WITHIN GROUP (ORDER BY price) AS p FROM {t}",
+    "SELECT mode() WITHIN GROUP (ORDER BY n) AS m, mode() WITHIN GROUP (ORDER BY n) FILTER (WHERE a > 100) AS none "
+    "FROM {t}",
+    "SELECT mode() WITHIN GROUP (ORDER BY ts::date) AS m, mode() WITHIN GROUP (ORDER BY a > 3) AS b FROM {t}",
+]
+
+
+@pytest.mark.parametrize("sql", MODES)
+def test_mode_as_postgres_answers_it(runtime: Runtime, postgres_server: PgServer, sql: str) -> None:
+    """PostgreSQL's mode(): the most frequent value, the first in its ORDER BY among equally
+    frequent ones, NULLs ignored, in the column's own type; on the federated engine too."""
+    want = [tuple(_comparable(v) for v in row) for row in postgres_server.fetch(sql.format(t="public.sem"))]
+    schemas = []
+    for table in ("sem", "sem_arrow", "sem_fed"):
+        got = run(runtime, sql.format(t=table))
+        assert [tuple(_comparable(v) for v in row.values()) for row in got.to_pylist()] == want, table
+        schemas.append([f.type for f in got.schema])
+    assert schemas[0] == schemas[1] == schemas[2], schemas
+
+
 def test_a_huge_series_streams(runtime: Runtime) -> None:
     """generate_series runs as the engines' streaming table function: a trillion values under a
     LIMIT is answered at once, on the DuckDB route and in the federated engine."""
