@@ -33,7 +33,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
                    ["--engine", "arrow", "--name", "tpch_arrow", "--sf", "0.1", "--runs", "2", "--no-no-cache-column"]),
     "federated_memory": (["--rows", "5000000,20000000"], ["--rows", "2000000"]),
     "results_cache": ([], ["--queries", "50"]),
-    "json_reads": ([], ["--rows", "200000", "--runs", "2"]),
+    "federated_functions": ([], ["--rows", "200000", "--runs", "2"]),
     "policy_overhead": (["--sf", "1"], ["--sf", "0.1", "--runs", "2", "--select1", "100", "--rate-seconds", "10"]),
     "vector_search": ([], ["--rows", "20000", "--queries", "50"]),
     "iceberg_scan": ([], ["--rows", "500000", "--runs", "2"]),

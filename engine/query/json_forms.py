@@ -24,7 +24,7 @@ def json_read(node: exp.Expression, operators: bool) -> Rebuild | None:
     `x #>> '{a,b}'` at the JSON pointer /a/b (DuckDB has neither operator), json(b)_typeof by
     json_type, and (unless the engine has the `operators` -> and ->>, as DuckDB does)
     `x -> 'k'`, `x ->> 'k'` and `x -> 0` by json_extract(_string) at the path `$."k"`, `$[0]`."""
-    if (test := _json_containment(node, _duckdb_array_has if operators else _engine_array_has)) is not None:
+    if (test := _json_containment(node, inline=operators)) is not None:
         return test
     scalar = isinstance(node, (exp.JSONBExtractScalar, exp.JSONExtractScalar))
     name = "json_extract_string" if scalar else "json_extract"
@@ -52,31 +52,25 @@ def _json_extract(name: str, value: exp.Expression, path: str) -> exp.Expression
     return exp.Anonymous(this=name, expressions=[value, exp.Literal.string(path)])
 
 
-ArrayHas = Callable[[exp.Expression, str], exp.Expression]  # (JSON array, an element's minified JSON) -> bool
-
-
 def _duckdb_array_has(value: exp.Expression, element: str) -> exp.Expression:
-    """DuckDB's test of an element of a JSON array (json_udfs.json_array_has is the same)."""
+    """Whether the JSON array `value` has the element whose minified JSON is `element`."""
     elements = exp.Cast(this=exp.Anonymous(this="json_extract", expressions=[value, exp.Literal.string("$[*]")]),
                         to=exp.DataType.build("VARCHAR[]", dialect="duckdb"))
     return exp.Anonymous(this="list_contains", expressions=[elements, exp.Literal.string(element)])
 
 
-def _engine_array_has(value: exp.Expression, element: str) -> exp.Expression:
-    return exp.Anonymous(this="json_array_has", expressions=[value, exp.Literal.string(element)])
-
-
-def _json_containment(node: exp.Expression, array_has: ArrayHas) -> Rebuild | None:
+def _json_containment(node: exp.Expression, inline: bool) -> Rebuild | None:
     """PostgreSQL's jsonb containment and key tests over JSON text, worked out from the constant
     side: `h @> '{"a": {"b": 1}}'` (or `'...' <@ h`) when h has each key of the needle with a
     value that contains the needle's (at any depth), each listed scalar among its elements, or
     an equal scalar (an array at the top, also as an element); `h ? 'k'` (`?|`, `?&` of a list)
     when k is a key of h, or a string element. NULL for a NULL h, else true or false. None for
-    what cannot be written so: a needle listing objects or arrays, one not constant."""
+    what cannot be written so: a needle listing objects or arrays, one not constant.
+    `inline`: as DuckDB's own expression; else as the call of the federated engine's function
+    that runs that expression in one pass (`jsonb_contains(h, needle)`, `jsonb_has_key(h, k)`)."""
     if isinstance(node, (exp.ArrayContainsAll, exp.ArrayContainedBy)):
-        held, needle = (node.this, node.expression) if isinstance(node, exp.ArrayContainsAll) \
-            else (node.expression, node.this)
-        if not (isinstance(needle, exp.Literal) and needle.is_string and _text_like(held)):
+        side, needle = ("this", node.expression) if isinstance(node, exp.ArrayContainsAll) else ("expression", node.this)
+        if not (isinstance(needle, exp.Literal) and needle.is_string and _text_like(node.args[side])):
             return None
         try:
             wanted = json.loads(needle.this, parse_constant=_not_json)
@@ -84,21 +78,40 @@ def _json_containment(node: exp.Expression, array_has: ArrayHas) -> Rebuild | No
             return None
         if not _writable(wanted):
             return None
-        side = "this" if isinstance(node, exp.ArrayContainsAll) else "expression"
-        return lambda n: _known(n.args[side], _contains(n.args[side], wanted, array_has, top=True))
+        if inline:
+            return lambda n: _containment(n.args[side], wanted)
+        return lambda n: exp.Anonymous(this="jsonb_contains", expressions=[n.args[side], exp.Literal.string(
+            json.dumps(wanted, ensure_ascii=False))])
     if isinstance(node, (exp.JSONBContainsTopKey, exp.JSONBContainsAnyTopKeys, exp.JSONBContainsAllTopKeys)):
         keys = node.expression.expressions if isinstance(node.expression, exp.Array) else [node.expression]
         if not _text_like(node.this) or not all(isinstance(k, exp.Literal) and k.is_string for k in keys):
             return None
-        each = (exp.or_ if isinstance(node, exp.JSONBContainsAnyTopKeys) else exp.and_)
-
-        def has_key(value: exp.Expression, key: str) -> exp.Expression:
-            return exp.Paren(this=exp.or_(
-                exp.and_(_json_type_is(value, "OBJECT"), exp.Not(this=exp.Is(this=_json_at(value, _key_path(key)),
-                                                                              expression=exp.Null()))),
-                exp.and_(_json_type_is(value, "ARRAY"), array_has(value.copy(), json.dumps(key, ensure_ascii=False)))))
-        return lambda n: _known(n.this, each(*(has_key(n.this, k.this) for k in keys)))
+        each = exp.or_ if isinstance(node, exp.JSONBContainsAnyTopKeys) else exp.and_
+        if inline:
+            return lambda n: exp.Paren(this=each(*(_key_test(n.this, k.this) for k in keys)))
+        return lambda n: exp.Paren(this=each(*(exp.Anonymous(this="jsonb_has_key", expressions=[
+            n.this.copy(), exp.Literal.string(k.this)]) for k in keys)))
     return None
+
+
+def containment_sql(needle: str) -> str:
+    """DuckDB's expression over the column `a` for `a @> needle` (json_udfs.jsonb_contains)."""
+    return _containment(exp.column("a"), json.loads(needle)).sql("duckdb")
+
+
+def has_key_sql(key: str) -> str:
+    """DuckDB's expression over the column `a` for `a ? key` (json_udfs.jsonb_has_key)."""
+    return _key_test(exp.column("a"), key).sql("duckdb")
+
+
+def _containment(value: exp.Expression, wanted: object) -> exp.Expression:
+    return _known(value, _contains(value, wanted))
+
+
+def _key_test(value: exp.Expression, key: str) -> exp.Expression:
+    return _known(value, exp.or_(
+        exp.Not(this=exp.Is(this=_json_at(value, _key_path(key)), expression=exp.Null())),  # (a key of an object)
+        exp.and_(_json_type_is(value, "$", "ARRAY"), _duckdb_array_has(value.copy(), json.dumps(key, ensure_ascii=False)))))
 
 
 def _writable(wanted: object) -> bool:
@@ -108,34 +121,39 @@ def _writable(wanted: object) -> bool:
     return not isinstance(wanted, list) or not any(isinstance(e, (dict, list)) for e in wanted)
 
 
-def _contains(value: exp.Expression, wanted: object, array_has: ArrayHas, top: bool = False) -> exp.Expression:
+def _contains(root: exp.Expression, wanted: object, path: str = "$") -> exp.Expression:
+    """Whether the JSON `root` holds `wanted` at `path`: each key's value read straight at its
+    path (`$."a"."b"`: DuckDB reads no key of an array or a scalar, so a path through one is
+    NULL), an object's own type tested only when it lists no key."""
     if isinstance(wanted, dict):
-        return exp.and_(_json_type_is(value, "OBJECT"),
-                        *(_contains(_json_at(value, _key_path(k)), v, array_has) for k, v in wanted.items()))
+        if not wanted:
+            return _json_type_is(root, path, "OBJECT")
+        return exp.and_(*(_contains(root, v, path + _key_path(k)[1:]) for k, v in wanted.items()))
+    value = root.copy() if path == "$" else _json_at(root, path)
     if isinstance(wanted, list):
-        return exp.and_(_json_type_is(value, "ARRAY"), *(array_has(value.copy(), _minified(e)) for e in wanted))
-    equal = _json_scalar_equal(value, wanted)
-    if top:  # PostgreSQL: an array contains a scalar that is one of its elements
-        return exp.Paren(this=exp.or_(equal, exp.and_(_json_type_is(value, "ARRAY"),
-                                                      array_has(value.copy(), _minified(wanted)))))
+        return exp.and_(_json_type_is(root, path, "ARRAY"), *(_duckdb_array_has(value.copy(), _minified(e)) for e in wanted))
+    equal = _json_scalar_equal(root, path, wanted)
+    if path == "$":  # PostgreSQL: an array contains a scalar that is one of its elements
+        return exp.Paren(this=exp.or_(equal, exp.and_(_json_type_is(root, path, "ARRAY"),
+                                                      _duckdb_array_has(value, _minified(wanted)))))
     return equal
 
 
-def _json_scalar_equal(value: exp.Expression, wanted: object) -> exp.Expression:
-    """Whether the JSON `value` is the scalar `wanted`: a CASE, so the text is read as a number
-    only when it is one (neither engine need skip the other side of an AND)."""
-    text = exp.Anonymous(this="json_extract_string", expressions=[value.copy(), exp.Literal.string("$")])
+def _json_scalar_equal(root: exp.Expression, path: str, wanted: object) -> exp.Expression:
+    """Whether the JSON `root` has the scalar `wanted` at `path`: a CASE, so the text is read as
+    a number only when it is one (neither engine need skip the other side of an AND)."""
+    text = exp.Anonymous(this="json_extract_string", expressions=[root.copy(), exp.Literal.string(path)])
     if wanted is None:
-        return _json_type_is(value, "NULL")
+        return _json_type_is(root, path, "NULL")
     if isinstance(wanted, (bool, str)):
         kind, written = ("BOOLEAN", _minified(wanted)) if isinstance(wanted, bool) else ("VARCHAR", wanted)
-        return exp.and_(_json_type_is(value, kind), exp.EQ(this=text, expression=exp.Literal.string(written)))
+        return exp.and_(_json_type_is(root, path, kind), exp.EQ(this=text, expression=exp.Literal.string(written)))
     as_double = exp.EQ(this=exp.Cast(this=text.copy(), to=_DOUBLE.copy()), expression=exp.Literal.number(repr(float(wanted))))
     whole = isinstance(wanted, int)  # an integer exactly, by its text (a DOUBLE holds 15 digits)
     return exp.Case(ifs=[
-        exp.If(this=_json_type_is(value, *_JSON_INTEGERS),
+        exp.If(this=_json_type_is(root, path, *_JSON_INTEGERS),
                true=exp.EQ(this=text, expression=exp.Literal.string(str(wanted))) if whole else as_double.copy()),
-        exp.If(this=_json_type_is(value, "DOUBLE"), true=as_double)], default=exp.false())
+        exp.If(this=_json_type_is(root, path, "DOUBLE"), true=as_double)], default=exp.false())
 
 
 _JSON_INTEGERS = ("BIGINT", "UBIGINT", "HUGEINT")  # json_type's names
@@ -145,8 +163,9 @@ def _not_json(constant: str) -> object:
     raise ValueError(f"{constant} is not JSON")  # (Python's reader takes NaN and Infinity)
 
 
-def _json_type_is(value: exp.Expression, *kinds: str) -> exp.Expression:
-    kind = exp.Anonymous(this="json_type", expressions=[value.copy()])
+def _json_type_is(root: exp.Expression, path: str, *kinds: str) -> exp.Expression:
+    """Whether the JSON at `path` in `root` is of one of DuckDB's json_type `kinds`."""
+    kind = exp.Anonymous(this="json_type", expressions=[root.copy(), exp.Literal.string(path)])
     if len(kinds) == 1:
         return exp.EQ(this=kind, expression=exp.Literal.string(kinds[0]))
     return exp.In(this=kind, expressions=[exp.Literal.string(k) for k in kinds])

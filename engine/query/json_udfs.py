@@ -12,7 +12,10 @@ from typing import Callable
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from datafusion import SessionContext, udf
+
+from .json_forms import containment_sql, has_key_sql
 
 # name: (DuckDB's expression over the columns a, b; the argument types; the result's type)
 _FUNCTIONS: dict[str, tuple[str, list[pa.DataType], pa.DataType]] = {
@@ -20,8 +23,12 @@ _FUNCTIONS: dict[str, tuple[str, list[pa.DataType], pa.DataType]] = {
     "json_extract_string": ("json_extract_string(a, b)", [pa.string(), pa.string()], pa.string()),
     "json_type": ("json_type(a)", [pa.string()], pa.string()),
     "json_array_length": ("json_array_length(a)::BIGINT", [pa.string()], pa.int64()),
-    # whether the JSON array a has the element whose minified JSON is b (pg_semantics: jsonb @>)
-    "json_array_has": ("list_contains(json_extract(a, '$[*]')::VARCHAR[], b)", [pa.string(), pa.string()], pa.bool_()),
+}
+# name: (DuckDB's expression over the column a for a constant b, the result's type): jsonb's @>
+# and ? (json_forms), each test in one pass, where calls of the functions above took one each
+_BY_CONSTANT: dict[str, tuple[Callable[[str], str], pa.DataType]] = {
+    "jsonb_contains": (containment_sql, pa.bool_()),
+    "jsonb_has_key": (has_key_sql, pa.bool_()),
 }
 
 _CONNECTION: list[duckdb.DuckDBPyConnection] = []  # made on first use, in the process that calls
@@ -60,6 +67,27 @@ def _batch_function(name: str, expression: str) -> Callable[..., pa.Array]:
     return run
 
 
+def _by_constant(name: str, build: Callable[[str], str]) -> Callable[..., pa.Array]:
+    """The function of a column and a constant (its needle, its key): DuckDB's expression for
+    that constant, made once per constant, over the column."""
+    made: dict[str, Callable[..., pa.Array]] = {}
+
+    def run(values: pa.Array, constants: pa.Array) -> pa.Array:
+        if len(constants) == 0:
+            return pa.array([], pa.bool_())
+        constant = constants[0].as_py()
+        if constants.null_count or not pc.all(pc.equal(constants, constant)).as_py():
+            raise JsonFunctionError(f"{name}(): its second argument must be a constant")
+        if constant not in made:
+            if len(made) >= 256:  # a worker lives long: the needles of past queries go
+                made.clear()
+            made[constant] = _batch_function(name, build(constant))
+        return made[constant](values)
+    return run
+
+
 def register(ctx: SessionContext) -> None:
     for name, (expression, arguments, result) in _FUNCTIONS.items():
         ctx.register_udf(udf(_batch_function(name, expression), arguments, result, "immutable", name))
+    for name, (build, result) in _BY_CONSTANT.items():
+        ctx.register_udf(udf(_by_constant(name, build), [pa.string(), pa.string()], result, "immutable", name))

@@ -70,7 +70,8 @@ CONTAINMENT = [  # jsonb's @>, <@, ?, ?| and ?&, as PostgreSQL defines them (obj
     """payload @> '{{"name": null}}'""", """payload @> '{{"flag": true}}'""", """payload -> 'arr' @> '2'""",
     """payload -> 'arr' @> '[2, 1]'""", """'{{"k": 1}}' <@ payload""", """meta::jsonb @> '{{"m": 1}}'""",
     "payload ? 'flag'", "payload ? 'zzz'", "payload -> 'arr' ? 'x'", "payload ?| ARRAY['flag', 'k']",
-    "payload ?& ARRAY['name', 'k']",
+    "payload ?& ARRAY['name', 'k']", """payload @> '{{"arr": {{"x": 1}}}}'""", """payload @> '{{"name": {{"x": 1}}}}'""",
+    """payload @> '{{"nested": {{"b": "x", "c": null}}}}'""", """payload @> '[]'""", """payload -> 'arr' @> '[]'""",
 ]
 ARRAYS = ["'x' = ANY(tags)", "NOT ('y' = ANY(tags))", "'z' <> ALL(tags)", "array_length(tags, 1)", "cardinality(tags)",
           "tags[1]", "array_to_string(tags, ',')"]
