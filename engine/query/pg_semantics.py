@@ -752,8 +752,6 @@ def _percentile_disc(within: exp.WithinGroup) -> None:
     (outer or within).replace(exp.Anonymous(this="array_element", expressions=[values, position]))
 
 
-
-
 def _rewrite(tree: exp.Expression, fix: Callable[[exp.Expression], Rebuild | None]) -> exp.Expression:
     """`fix` applied to every node of `tree`: it changes a node in place, or returns how to
     rebuild it (a wrapper around it, or a new node from its parts). The rebuilds are done after
