@@ -81,7 +81,10 @@ def _by_constant(name: str, build: Callable[[str], str]) -> Callable[..., pa.Arr
         if constant not in made:
             if len(made) >= 256:  # a worker lives long: the needles of past queries go
                 made.clear()
-            made[constant] = _batch_function(name, build(constant))
+            try:
+                made[constant] = _batch_function(name, build(constant))
+            except ValueError:
+                raise JsonFunctionError(f"{name}(): its second argument is not JSON") from None
         return made[constant](values)
     return run
 
