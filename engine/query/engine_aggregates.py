@@ -10,9 +10,11 @@ groups about 3.5 s (DuckDB's mode() is the fast one)."""
 
 from __future__ import annotations
 
+import functools
+
 import pyarrow as pa
 import pyarrow.compute as pc
-from datafusion import Accumulator, SessionContext, udaf
+from datafusion import Accumulator, AggregateUDF, SessionContext, udaf
 
 # a kind of x -> (the SQL type x is cast to, its Arrow type); a decimal's digits all fit in (38, 10)
 # unless it has over 28 before the point or 10 after it, and it is cast back to its own type after
@@ -95,7 +97,13 @@ def _mode(kind: pa.DataType) -> type[Accumulator]:
     return Mode
 
 
+@functools.cache
+def _made() -> list[AggregateUDF]:
+    """The aggregates, made once per process (a session is made per query)."""
+    return [udaf(_mode(kind), [kind, pa.bool_()], kind, [pa.binary(), pa.bool_()], "immutable", mode_function(name))
+            for name, (_, kind) in MODE_TYPES.items()]
+
+
 def register(ctx: SessionContext) -> None:
-    for name, (_, kind) in MODE_TYPES.items():
-        ctx.register_udaf(udaf(_mode(kind), [kind, pa.bool_()], kind, [pa.binary(), pa.bool_()], "immutable",
-                               mode_function(name)))
+    for aggregate in _made():
+        ctx.register_udaf(aggregate)
