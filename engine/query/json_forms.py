@@ -34,6 +34,10 @@ def json_read(node: exp.Expression, operators: bool) -> Rebuild | None:
     if isinstance(node, exp.Anonymous) and node.name.lower() in ("json_typeof", "jsonb_typeof") \
             and len(node.expressions) == 1:
         return lambda n: _json_typeof(n.expressions[0])  # DuckDB's json_type names DuckDB's types
+    if isinstance(node, exp.Anonymous) and node.name.lower() in _SPREAD and len(node.expressions) == 1 \
+            and _in_select_list(node):
+        kind = _SPREAD[node.name.lower()]
+        return lambda n: exp.Unnest(expressions=[_listed(kind, n.expressions[0], operators)])
     if not operators and isinstance(node, exp.Cast) and node.to.this in (exp.DataType.Type.JSON, exp.DataType.Type.JSONB):
         return lambda n: exp.Cast(this=n.this, to=exp.DataType.build("VARCHAR"))  # JSON is its text there
     if not operators and isinstance(node, exp.Anonymous) and node.name.lower() == "jsonb_array_length":
@@ -42,6 +46,30 @@ def json_read(node: exp.Expression, operators: bool) -> Rebuild | None:
             and (path := _duckdb_json_path(node.expression)) is not None:
         return lambda n: _json_extract(name, n.this, path)
     return None
+
+
+# PostgreSQL's functions that spread a JSON value into rows (in a select list): what they list
+_SPREAD = {"json_array_elements": "elements", "jsonb_array_elements": "elements", "json_array_elements_text":
+           "elements_text", "jsonb_array_elements_text": "elements_text", "json_object_keys": "keys",
+           "jsonb_object_keys": "keys"}
+
+
+def _listed(kind: str, value: exp.Expression, duckdb: bool) -> exp.Expression:
+    """The list of a JSON value's elements (as JSON text, or as text), or of its keys: DuckDB's
+    own functions, or the federated engine's (json_udfs: json_elements, json_elements_text, json_keys)."""
+    if not duckdb:
+        return exp.Anonymous(this="json_keys" if kind == "keys" else f"json_{kind}", expressions=[value])
+    if kind == "keys":
+        return exp.Anonymous(this="json_keys", expressions=[value])
+    name = "json_extract_string" if kind == "elements_text" else "json_extract"
+    listed = exp.Anonymous(this=name, expressions=[value, exp.Literal.string("$[*]")])
+    return listed if kind == "elements_text" else exp.Cast(this=listed, to=exp.DataType.build("VARCHAR[]", dialect="duckdb"))
+
+
+def _in_select_list(node: exp.Expression) -> bool:
+    parent = node.parent.parent if isinstance(node.parent, exp.Alias) else node.parent
+    return isinstance(parent, exp.Select) and (node.parent if isinstance(node.parent, exp.Alias) else node).arg_key \
+        == "expressions"
 
 
 def _json_extract(name: str, value: exp.Expression, path: str) -> exp.Expression:
@@ -67,7 +95,7 @@ def _json_containment(node: exp.Expression, inline: bool) -> Rebuild | None:
     when k is a key of h, or a string element. NULL for a NULL h, else true or false. None for
     what cannot be written so: a needle listing objects or arrays, one not constant.
     `inline`: as DuckDB's own expression; else as the call of the federated engine's function
-    that runs that expression in one pass (`jsonb_contains(h, needle)`, `jsonb_has_key(h, k)`)."""
+    that runs that expression in one pass (`satchel_jsonb_contains(h, needle)`, `satchel_jsonb_has_key(h, k)`)."""
     if isinstance(node, (exp.ArrayContainsAll, exp.ArrayContainedBy)):
         side, needle = ("this", node.expression) if isinstance(node, exp.ArrayContainsAll) else ("expression", node.this)
         if not (isinstance(needle, exp.Literal) and needle.is_string and _text_like(node.args[side])):
@@ -80,7 +108,7 @@ def _json_containment(node: exp.Expression, inline: bool) -> Rebuild | None:
             return None
         if inline:
             return lambda n: _containment(n.args[side], wanted)
-        return lambda n: exp.Anonymous(this="jsonb_contains", expressions=[n.args[side], exp.Literal.string(
+        return lambda n: exp.Anonymous(this="satchel_jsonb_contains", expressions=[n.args[side], exp.Literal.string(
             json.dumps(wanted, ensure_ascii=False))])
     if isinstance(node, (exp.JSONBContainsTopKey, exp.JSONBContainsAnyTopKeys, exp.JSONBContainsAllTopKeys)):
         keys = node.expression.expressions if isinstance(node.expression, exp.Array) else [node.expression]
@@ -89,18 +117,18 @@ def _json_containment(node: exp.Expression, inline: bool) -> Rebuild | None:
         each = exp.or_ if isinstance(node, exp.JSONBContainsAnyTopKeys) else exp.and_
         if inline:
             return lambda n: exp.Paren(this=each(*(_key_test(n.this, k.this) for k in keys)))
-        return lambda n: exp.Paren(this=each(*(exp.Anonymous(this="jsonb_has_key", expressions=[
+        return lambda n: exp.Paren(this=each(*(exp.Anonymous(this="satchel_jsonb_has_key", expressions=[
             n.this.copy(), exp.Literal.string(k.this)]) for k in keys)))
     return None
 
 
 def containment_sql(needle: str) -> str:
-    """DuckDB's expression over the column `a` for `a @> needle` (json_udfs.jsonb_contains)."""
+    """DuckDB's expression over the column `a` for `a @> needle` (json_udfs.satchel_jsonb_contains)."""
     return _containment(exp.column("a"), json.loads(needle)).sql("duckdb")
 
 
 def has_key_sql(key: str) -> str:
-    """DuckDB's expression over the column `a` for `a ? key` (json_udfs.jsonb_has_key)."""
+    """DuckDB's expression over the column `a` for `a ? key` (json_udfs.satchel_jsonb_has_key)."""
     return _key_test(exp.column("a"), key).sql("duckdb")
 
 

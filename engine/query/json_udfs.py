@@ -24,12 +24,16 @@ _FUNCTIONS: dict[str, tuple[str, list[pa.DataType], pa.DataType]] = {
     "json_extract_string": ("json_extract_string(a, b)", [pa.string(), pa.string()], pa.string()),
     "json_type": ("json_type(a)", [pa.string()], pa.string()),
     "json_array_length": ("json_array_length(a)::BIGINT", [pa.string()], pa.int64()),
+    # lists a select list spreads into rows (json_forms: jsonb_array_elements(_text), jsonb_object_keys)
+    "json_elements": ("json_extract(a, '$[*]')::VARCHAR[]", [pa.string()], pa.list_(pa.string())),
+    "json_elements_text": ("json_extract_string(a, '$[*]')", [pa.string()], pa.list_(pa.string())),
+    "json_keys": ("json_keys(a)", [pa.string()], pa.list_(pa.string())),
 }
 # name: (DuckDB's expression over the column a for a constant b, the result's type): jsonb's @>
 # and ? (json_forms), each test in one pass, where calls of the functions above took one each
 _BY_CONSTANT: dict[str, tuple[Callable[[str], str], pa.DataType]] = {
-    "jsonb_contains": (containment_sql, pa.bool_()),
-    "jsonb_has_key": (has_key_sql, pa.bool_()),
+    "satchel_jsonb_contains": (containment_sql, pa.bool_()),
+    "satchel_jsonb_has_key": (has_key_sql, pa.bool_()),
 }
 
 _CONNECTION: list[duckdb.DuckDBPyConnection] = []  # made on first use, in the process that calls
@@ -49,7 +53,7 @@ class JsonFunctionError(ValueError):
     """A value the JSON function cannot read (malformed JSON, a bad path)."""
 
 
-def _batch_function(name: str, expression: str) -> Callable[..., pa.Array]:
+def _batch_function(name: str, expression: str, result_type: pa.DataType) -> Callable[..., pa.Array]:
     def run(*columns: pa.Array) -> pa.Array:
         table = pa.table({"ab"[i]: column for i, column in enumerate(columns)})
         try:
@@ -64,11 +68,13 @@ def _batch_function(name: str, expression: str) -> Callable[..., pa.Array]:
             if reason.startswith("Malformed JSON"):
                 raise JsonFunctionError(f"a value read as JSON is not JSON ({reason.rstrip('.')})") from None
             raise JsonFunctionError(f"{name}(): {reason}") from None
-        return result.column(0).combine_chunks()
+        column = result.column(0).combine_chunks()
+        # a list's field is named as declared (DuckDB's `l`; pyarrow's == does not compare the names)
+        return column.view(result_type) if pa.types.is_list(result_type) else column
     return run
 
 
-def _by_constant(name: str, build: Callable[[str], str]) -> Callable[..., pa.Array]:
+def _by_constant(name: str, build: Callable[[str], str], result: pa.DataType) -> Callable[..., pa.Array]:
     """The function of a column and a constant (its needle, its key): DuckDB's expression for
     that constant, made once per constant, over the column."""
     made: dict[str, Callable[..., pa.Array]] = {}
@@ -83,7 +89,7 @@ def _by_constant(name: str, build: Callable[[str], str]) -> Callable[..., pa.Arr
             if len(made) >= 256:  # a worker lives long: the needles of past queries go
                 made.clear()
             try:
-                made[constant] = _batch_function(name, build(constant))
+                made[constant] = _batch_function(name, build(constant), result)
             except ValueError:
                 raise JsonFunctionError(f"{name}(): its second argument is not JSON") from None
         return made[constant](values)
@@ -93,9 +99,9 @@ def _by_constant(name: str, build: Callable[[str], str]) -> Callable[..., pa.Arr
 @functools.cache
 def _made() -> list[ScalarUDF]:
     """The functions, made once per process (making them took 6x a session's own start)."""
-    return [*(udf(_batch_function(name, expression), arguments, result, "immutable", name)
+    return [*(udf(_batch_function(name, expression, result), arguments, result, "immutable", name)
               for name, (expression, arguments, result) in _FUNCTIONS.items()),
-            *(udf(_by_constant(name, build), [pa.string(), pa.string()], result, "immutable", name)
+            *(udf(_by_constant(name, build, result), [pa.string(), pa.string()], result, "immutable", name)
               for name, (build, result) in _BY_CONSTANT.items())]
 
 

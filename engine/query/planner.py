@@ -306,8 +306,12 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
             _typed_series(table)
             continue
         if not isinstance(table.this, exp.Identifier):
+            spread = table.this.name.lower().startswith("json") if isinstance(table.this, exp.Anonymous) else False
             raise SqlError(f"table functions are not allowed ({table.this.sql(PUBLIC_DIALECT)}); query datasets by "
-                           f"name (generate_series is the one table function)")
+                           f"name (generate_series is the one table function)" + (
+                               "; spread JSON into rows in the select list: SELECT t.id, jsonb_array_elements_text("
+                               "t.payload -> 'tags') AS tag FROM t (also jsonb_array_elements, jsonb_object_keys)"
+                               if spread else ""))
         if not table.db and _names_cte_in_scope(table):
             continue
         if table.catalog and table.catalog.lower() != CATALOG:

@@ -26,7 +26,9 @@ _JSON = {
     "jsonb_array_length", "json_typeof", "jsonb_typeof", "json_extract_path", "json_extract_path_text",
     "jsonb_extract_path", "jsonb_extract_path_text", "json_strip_nulls", "jsonb_strip_nulls", "jsonb_set",
     "jsonb_insert", "jsonb_pretty", "jsonb_path_exists", "jsonb_path_match", "jsonb_path_query_first",
-    "jsonb_path_query_array",
+    "jsonb_path_query_array", "json_array_elements", "jsonb_array_elements", "json_array_elements_text",
+    "jsonb_array_elements_text", "json_object_keys", "jsonb_object_keys", "json_each", "jsonb_each", "json_each_text",
+    "jsonb_each_text",
 }
 _TEXT = {
     "quote_ident", "quote_literal", "quote_nullable", "regexp_split_to_array", "regexp_count", "regexp_instr",

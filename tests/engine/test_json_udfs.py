@@ -58,16 +58,16 @@ def test_a_value_that_is_not_json_fails_without_quoting_it() -> None:
 
 
 def test_containment_by_a_needle_given_directly() -> None:
-    """jsonb_contains / jsonb_has_key (what `@>` and `?` become) with any constant: its DuckDB
+    """satchel_jsonb_contains / satchel_jsonb_has_key (what `@>` and `?` become) with any constant: its DuckDB
     expression is built from the parsed needle (its keys and values are literals there, never
     SQL), and a needle that is not JSON fails saying so."""
     ctx = session(1)
     ctx.register_record_batches("docs", [[pa.record_batch({"j": pa.array(DOCS)})]])
-    got = ctx.sql("""SELECT jsonb_contains(j, '{"a.b": {"c\\"d": 5}}') AS c, jsonb_has_key(j, 'name') AS k,
-                     jsonb_contains(j, '{"x''); DROP TABLE t; --": 1}') AS odd FROM docs""").to_pylist()
+    got = ctx.sql("""SELECT satchel_jsonb_contains(j, '{"a.b": {"c\\"d": 5}}') AS c, satchel_jsonb_has_key(j, 'name') AS k,
+                     satchel_jsonb_contains(j, '{"x''); DROP TABLE t; --": 1}') AS odd FROM docs""").to_pylist()
     assert [r["c"] for r in got] == [False, None, False, False, False, True]
     assert [r["k"] for r in got] == [True, None, True, False, False, False]
     assert [r["odd"] for r in got] == [False, None, False, False, False, False]
     with pytest.raises(Exception) as failed:
-        ctx.sql("SELECT jsonb_contains(j, '{not json') FROM docs").to_arrow_table()
-    assert "jsonb_contains(): its second argument is not JSON" in error_text(failed.value)
+        ctx.sql("SELECT satchel_jsonb_contains(j, '{not json') FROM docs").to_arrow_table()
+    assert "satchel_jsonb_contains(): its second argument is not JSON" in error_text(failed.value)

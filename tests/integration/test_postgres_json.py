@@ -107,6 +107,24 @@ def test_array_columns_answer_as_postgres(runtime: Runtime, postgres_server: PgS
     _same_as_postgres(runtime, postgres_server, sql, ("docs", "docs_arrow", "docs_fed"))
 
 
+SPREADS = [
+    "SELECT DISTINCT jsonb_object_keys(payload) AS k FROM {t} ORDER BY 1",
+    "SELECT id, jsonb_array_elements_text(payload -> 'arr') AS e FROM {t} ORDER BY 1, 2",
+    "SELECT id, jsonb_array_elements(payload -> 'arr') AS e, json_object_keys(meta) AS m FROM {t} ORDER BY 1, 2",
+    "SELECT k, count(*) AS c FROM (SELECT jsonb_object_keys(payload) AS k FROM {t}) x GROUP BY k ORDER BY k",
+]
+
+
+@pytest.mark.parametrize("sql", SPREADS)
+def test_json_spread_into_rows_in_a_select_list(runtime: Runtime, postgres_server: PgServer, sql: str) -> None:
+    """jsonb_object_keys and jsonb_array_elements(_text) in a select list, as an agent explores
+    an unknown JSON column; in FROM, the error says to write them so."""
+    _same_as_postgres(runtime, postgres_server, sql, ("docs", "docs_arrow", "docs_fed"))
+    with pytest.raises(SqlError, match=r"spread JSON into rows in the select list: SELECT t.id, "
+                                       r"jsonb_array_elements_text\(t.payload -> 'tags'\) AS tag FROM t"):
+        run(runtime, "SELECT d.id, e FROM docs_arrow d, jsonb_array_elements_text(d.payload -> 'arr') AS e")
+
+
 def test_json_reads_go_down_whole_and_other_uses_stay(runtime: Runtime) -> None:
     """Reading into the JSON is PostgreSQL's work on the JSON value; comparing or ordering the
     column itself would compare jsonb, not the text the other routes have, and stays here."""
