@@ -15,7 +15,7 @@ from engine.config import load_pod
 from engine.errors import SqlError
 from engine.runtime import Runtime
 from tests.integration.postgres_server import PgServer, postgres_server  # noqa: F401
-from tests.integration.test_postgres_semantics import _comparable, pod_yaml, run
+from tests.integration.test_postgres_semantics import pod_yaml, run, same_as_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -87,10 +87,7 @@ QUERIES = [
 
 
 def _same_as_postgres(rt: Runtime, server: PgServer, sql: str, tables: tuple[str, ...]) -> None:
-    want = [tuple(_comparable(v) for v in row) for row in server.fetch(sql.format(t="public.docs"))]
-    for table in tables:
-        got = run(rt, sql.format(t=table))
-        assert [tuple(_comparable(v) for v in row.values()) for row in got.to_pylist()] == want, table
+    same_as_postgres(rt, server, sql, tables, source="public.docs")
 
 
 @pytest.mark.parametrize("sql", [f"SELECT id, {e} AS v FROM {{t}} ORDER BY id" for e in JSON_READS + CONTAINMENT]

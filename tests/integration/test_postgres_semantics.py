@@ -115,12 +115,20 @@ def run(rt: Runtime, sql: str) -> pa.Table:
     return rt.query(sql).read_all()
 
 
-def _answers_as_postgres(rt: Runtime, server: PgServer, sql: str) -> None:
-    """`sql` (over `{t}`) gives PostgreSQL's rows on the DuckDB, Arrow and pushed-down routes."""
-    want = [tuple(_comparable(v) for v in row) for row in server.fetch(sql.format(t="public.sem"))]
-    for table in ("sem", "sem_arrow", "sem_fed"):
+ROUTES = ("sem", "sem_arrow", "sem_fed")  # DuckDB-accelerated, Arrow-accelerated, live (pushed down)
+
+
+def same_as_postgres(rt: Runtime, server: PgServer, sql: str, tables: tuple[str, ...],
+                     source: str = "public.sem") -> list[pa.Table]:
+    """`sql` (naming its table `{t}`) answered over each of `tables` as PostgreSQL answers it
+    over `source`, row for row; the answers."""
+    want = [tuple(_comparable(v) for v in row) for row in server.fetch(sql.format(t=source))]
+    answers = []
+    for table in tables:
         got = run(rt, sql.format(t=table))
         assert [tuple(_comparable(v) for v in row.values()) for row in got.to_pylist()] == want, table
+        answers.append(got)
+    return answers
 
 
 @pytest.mark.parametrize("name", list(NOT_PUSHED))
@@ -271,7 +279,7 @@ SERIES = [
 def test_generate_series_in_from_as_postgres_runs_it(runtime: Runtime, postgres_server: PgServer, sql: str) -> None:
     """A date spine or number series joined to data (gap filling), on every route; it was refused
     as a table function."""
-    _answers_as_postgres(runtime, postgres_server, sql)
+    same_as_postgres(runtime, postgres_server, sql, ROUTES)
     assert run(runtime, "SELECT * FROM generate_series(1, 3)").column_names == ["generate_series"]
 
 
@@ -303,7 +311,7 @@ def test_a_scalar_subquery_of_no_row_is_null(runtime: Runtime, postgres_server: 
     """DataFusion took a subquery's value for never NULL when its column cannot be (a literal, the
     primary key) even when it returned no row: `WHERE (SELECT 1 ... WHERE false) IS NOT NULL` kept
     every row on the Arrow route. Two rows still fail, as in PostgreSQL."""
-    _answers_as_postgres(runtime, postgres_server, sql)
+    same_as_postgres(runtime, postgres_server, sql, ROUTES)
     with pytest.raises(SqlError, match="more than one row"):
         run(runtime, "SELECT (SELECT 1 FROM sem_arrow) AS e")
     with pytest.raises(SqlError, match=r"as an aggregate: \(SELECT max\(x\)"):
@@ -351,10 +359,7 @@ SUBQUERY_TESTS = [
 def test_exists_and_in_as_values_as_postgres_runs_them(runtime: Runtime, postgres_server: PgServer, sql: str) -> None:
     """EXISTS / IN (SELECT ...) in a select list, a CASE or under OR (DataFusion runs them only
     as conditions of a WHERE) on every route, with IN's NULLs; PostgreSQL gets them as written."""
-    want = [tuple(_comparable(v) for v in row) for row in postgres_server.fetch(sql.format(t="public.sem"))]
-    for table in ("sem", "sem_arrow", "sem_fed"):
-        got = run(runtime, sql.format(t=table)).to_pylist()
-        assert [tuple(_comparable(v) for v in row.values()) for row in got] == want, table
+    same_as_postgres(runtime, postgres_server, sql, ROUTES)
     explain = "\n".join(run(runtime, "EXPLAIN " + sql.format(t="sem_fed")).column("plan").to_pylist())
     assert "pushed down whole" in explain and "count(" not in explain.lower().split("source sql:")[1], explain
 
@@ -396,12 +401,8 @@ MODES = [
 def test_mode_as_postgres_answers_it(runtime: Runtime, postgres_server: PgServer, sql: str) -> None:
     """PostgreSQL's mode(): the most frequent value, the first in its ORDER BY among equally
     frequent ones, NULLs ignored, in the column's own type; on the federated engine too."""
-    want = [tuple(_comparable(v) for v in row) for row in postgres_server.fetch(sql.format(t="public.sem"))]
-    schemas = []
-    for table in ("sem", "sem_arrow", "sem_fed"):
-        got = run(runtime, sql.format(t=table))
-        assert [tuple(_comparable(v) for v in row.values()) for row in got.to_pylist()] == want, table
-        schemas.append([f.type for f in got.schema])
+    schemas = [[f.type for f in got.schema]
+               for got in same_as_postgres(runtime, postgres_server, sql, ROUTES)]
     assert schemas[0] == schemas[1] == schemas[2], schemas
 
 
