@@ -262,7 +262,7 @@ _ADVICE = [(re.compile(pattern), advice) for pattern, advice in (
      "(SELECT max(x) FROM u WHERE u.k = t.k), not (SELECT x FROM u WHERE u.k = t.k); or accelerate the datasets "
      "with engine: duckdb, which runs it as written"),
     ("Physical plan does not support logical expression ScalarSubquery",
-     "a subquery used as a value (or EXISTS / IN outside a WHERE's conditions) runs on the federated engine only "
+     "a subquery used as a value (EXISTS / IN in a select list too) runs on the federated engine only "
      "when it is correlated by equality "
      "(WHERE u.k = t.k); correlated otherwise (u.a < t.a), join and aggregate instead, or accelerate the datasets "
      "with engine: duckdb, which runs it anywhere"),

@@ -599,10 +599,9 @@ def _row_in_subqueries(tree: exp.Expression) -> None:
 
 
 def _subquery_tests_as_counts(tree: exp.Expression) -> None:
-    """`EXISTS (SELECT ...)` and `x [NOT] IN (SELECT y ...)` as values (in a select list, a CASE,
-    under OR), for DataFusion, which runs them only as conditions of a WHERE ("Physical plan does
-    not support logical expression Exists"): from counts of the subquery's rows, scalar
-    subqueries it decorrelates. EXISTS: some row; IN: a row equal to x, else NULL when x is NULL
+    """`EXISTS (SELECT ...)` and `x [NOT] IN (SELECT y ...)` in a select list (a CASE there too),
+    for DataFusion, which runs them only as conditions ("Physical plan does not support logical
+    expression Exists"): from counts of the subquery's rows, scalar subqueries it decorrelates. EXISTS: some row; IN: a row equal to x, else NULL when x is NULL
     or a y is (and there is a row), else false."""
     for node in list(tree.find_all(exp.Exists, exp.In)):
         if (query := _counted_test(node)) is None:
@@ -635,7 +634,7 @@ def _counted_test(node: exp.Expression) -> exp.Select | None:
     """The subquery of an EXISTS or IN that DataFusion cannot run where it stands, and that
     counts can stand for (it neither groups, aggregates nor limits its rows), else None."""
     query = (node.this if isinstance(node, exp.Exists) else node.args.get("query") or exp.Null()).unnest()
-    if not isinstance(query, exp.Select) or _a_where_condition(node) or isinstance(node, exp.In) \
+    if not isinstance(query, exp.Select) or not _in_select_list(node) or isinstance(node, exp.In) \
             and (isinstance(node.this, exp.Tuple) or len(query.expressions) != 1) \
             or any(query.args.get(k) for k in ("group", "having", "limit", "offset", "with", "qualify")) \
             or any(e.find(exp.AggFunc, exp.Window) for e in query.expressions):
@@ -657,12 +656,14 @@ def _realiased(query: exp.Select, outer: set[str]) -> exp.Select:
     return query
 
 
-def _a_where_condition(node: exp.Expression) -> bool:
-    """Whether `node` is one of a WHERE's conditions: AND-ed, perhaps negated, nothing else."""
-    holder = node.parent
-    while isinstance(holder, (exp.And, exp.Paren, exp.Not)):
-        holder = holder.parent
-    return isinstance(holder, exp.Where)
+def _in_select_list(node: exp.Expression) -> bool:
+    """Whether `node` is (in) an output column of its SELECT: where DataFusion runs no EXISTS or
+    IN (it does in WHERE, HAVING and JOIN conditions, under OR too)."""
+    child, parent = node, node.parent
+    while parent is not None and not isinstance(parent, (exp.Select, exp.Subquery, exp.Where, exp.Having,
+                                                         exp.Join, exp.Order, exp.Group)):
+        child, parent = parent, parent.parent
+    return isinstance(parent, exp.Select) and child.arg_key == "expressions"
 
 
 def _scalar_subqueries_may_be_null(tree: exp.Expression) -> None:

@@ -405,8 +405,8 @@ def test_decimal_sums_have_one_type_on_every_route(runtime):
 
 
 def test_a_subquery_test_in_a_select_list_runs_on_the_federated_route(runtime):
-    """EXISTS / IN (SELECT ...) as values run on the federated route as counts (DataFusion runs
-    them only as conditions of a WHERE); one correlated by other than equality says what to write."""
+    """EXISTS / IN (SELECT ...) in a select list run on the federated route as counts (DataFusion
+    runs them only as conditions); one correlated by other than equality says what to write."""
     from engine.errors import SqlError
 
     for sql in ("SELECT c.customer_id, EXISTS (SELECT 1 FROM {o} WHERE amount > 900) AS e FROM {c} c ORDER BY 1 LIMIT 3",
@@ -414,7 +414,7 @@ def test_a_subquery_test_in_a_select_list_runs_on_the_federated_route(runtime):
                 "SELECT c.customer_id, EXISTS (SELECT 1 FROM {o} o WHERE o.customer_id = c.customer_id AND o.amount > 300) "
                 "AS big FROM {c} c ORDER BY 1"):
         assert run(runtime, sql, "arrow").to_pylist() == run(runtime, sql, "duckdb").to_pylist()
-    with pytest.raises(SqlError, match=r"EXISTS / IN outside a WHERE's conditions.*correlated by equality"):
+    with pytest.raises(SqlError, match=r"EXISTS / IN in a select list.*correlated by equality"):
         run(runtime, "SELECT order_id, EXISTS (SELECT 1 FROM {o} u WHERE u.amount < o.amount) AS e FROM {o} o", "arrow")
     # a scalar subquery correlated by other than equality
     sql = "SELECT order_id, (SELECT count(*) FROM {o} u WHERE u.amount < o.amount) AS cheaper FROM {o} o LIMIT 3"

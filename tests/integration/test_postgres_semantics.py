@@ -352,22 +352,26 @@ SUBQUERY_TESTS = [
     "SELECT id, CASE WHEN EXISTS (SELECT 1 FROM {t} u WHERE u.s = {t}.s AND u.b = 2) THEN 'two' ELSE 'other' END AS k "
     "FROM {t} ORDER BY id",
     "SELECT id, a = ANY (SELECT n FROM {t}) AS q FROM {t} ORDER BY id",
+    # conditions DataFusion runs itself (and that stay as written)
+    "SELECT b, count(*) AS c FROM {t} GROUP BY b HAVING b IN (SELECT a FROM {t}) ORDER BY b",
+    "SELECT x.id FROM {t} x JOIN {t} y ON x.id = y.id AND x.a IN (SELECT n FROM {t}) ORDER BY 1",
+    "SELECT id FROM {t} WHERE (a > 100 OR id IN (SELECT n FROM {t})) AND b > 0 ORDER BY id",
 ]
 
 
 @pytest.mark.parametrize("sql", SUBQUERY_TESTS)
 def test_exists_and_in_as_values_as_postgres_runs_them(runtime: Runtime, postgres_server: PgServer, sql: str) -> None:
-    """EXISTS / IN (SELECT ...) in a select list, a CASE or under OR (DataFusion runs them only
-    as conditions of a WHERE) on every route, with IN's NULLs; PostgreSQL gets them as written."""
+    """EXISTS / IN (SELECT ...) in a select list or a CASE there (DataFusion runs them only as
+    conditions) on every route, with IN's NULLs; PostgreSQL gets them as written."""
     same_as_postgres(runtime, postgres_server, sql, ROUTES)
     explain = "\n".join(run(runtime, "EXPLAIN " + sql.format(t="sem_fed")).column("plan").to_pylist())
-    assert "pushed down whole" in explain and "count(" not in explain.lower().split("source sql:")[1], explain
+    assert "pushed down whole" in explain and "(select count(" not in explain.lower().split("source sql:")[1], explain
 
 
 def test_a_test_correlated_other_than_by_equality_says_what_to_write(runtime: Runtime,
                                                                      postgres_server: PgServer) -> None:
     """Only a WHERE's condition runs on the federated engine then."""
-    with pytest.raises(SqlError, match=r"EXISTS / IN outside a WHERE's conditions.*correlated by equality"):
+    with pytest.raises(SqlError, match=r"EXISTS / IN in a select list.*correlated by equality"):
         run(runtime, "SELECT id, EXISTS (SELECT 1 FROM sem_arrow u WHERE u.a < sem_arrow.b + 5) AS e FROM sem_arrow")
     sql = "SELECT id FROM {t} WHERE EXISTS (SELECT 1 FROM {t} u WHERE u.a < {t}.b + 5) ORDER BY id"
     want = [row[0] for row in postgres_server.fetch(sql.format(t="public.sem"))]
