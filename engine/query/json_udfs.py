@@ -1,6 +1,6 @@
 """DuckDB's JSON functions as DataFusion scalar functions, so the federated engine (Arrow-accelerated
 datasets, queries across sources) reads JSON text as the DuckDB route does: `payload ->> 'name'`
-is planned as `json_extract_string(payload, '$."name"')` on both (see pg_semantics).
+is planned as `json_extract_string(payload, '$."name"')` on both (see json_forms).
 
 DataFusion has no JSON functions; each call here hands a whole batch to an in-memory DuckDB
 (its JSON reader is vectorised C++), never a Python loop over rows."""
