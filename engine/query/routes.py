@@ -8,6 +8,7 @@ import threading
 from datetime import timedelta
 from typing import Callable, Iterator, Mapping, Sequence
 
+import duckdb
 import pyarrow as pa
 
 from accel.arrow import ArrowAccelerator
@@ -20,6 +21,7 @@ from ..memory import datafusion_pool
 from ..refresh.dataset import DatasetRuntime
 from ..task_history import Task, TaskHistory
 from . import pushdown
+from .duckdb_errors import explained
 from .federated import duckdb_schema, federated_schema, run_federated
 from .planner import CONSTANTS_INSTANCE, Plan, TableScan
 from .workers import WorkerPool, pool_size
@@ -49,7 +51,10 @@ class Routes:
         rows is asked again from its source (`replan`)."""
         if plan.route == "accelerator":
             timeout = self.query_timeout.total_seconds() if self.query_timeout else None
-            reader = self._accelerator(plan).query(plan.sql, timeout=timeout)
+            try:
+                reader = self._accelerator(plan).query(plan.sql, timeout=timeout)
+            except duckdb.Error as e:
+                raise explained(e) from None
         else:
             reader = self._counted(plan)
             if reader is None and not plan.full_text:
@@ -74,7 +79,10 @@ class Routes:
     def schema(self, plan: Plan) -> pa.Schema:
         """`plan`'s result schema without reading data (DuckDB: LIMIT 0; DataFusion: empty tables)."""
         if plan.route == "accelerator":
-            schema = duckdb_schema(self._accelerator(plan), plan.sql)
+            try:
+                schema = duckdb_schema(self._accelerator(plan), plan.sql)
+            except duckdb.Error as e:
+                raise explained(e) from None
         else:
             try:
                 schema = federated_schema(plan)

@@ -157,6 +157,21 @@ def test_what_the_federated_engine_lacks_says_where_it_runs(runtime: Runtime, po
     _same_as_postgres(runtime, postgres_server, sql, ("docs_fed",))
 
 
+def test_what_duckdb_lacks_says_where_it_runs(runtime: Runtime, postgres_server: PgServer) -> None:
+    """On the DuckDB-accelerated copy, a PostgreSQL function DuckDB lacks, and a containment it
+    cannot write, fail saying they run over live PostgreSQL tables (DuckDB said "Scalar Function
+    with name jsonb_pretty does not exist!", "No function matches ... '@>(VARCHAR, ...)'")."""
+    with pytest.raises(SqlError, match=r"^function jsonb_pretty\(\) does not exist in DuckDB .*; did you mean "
+                                       r"json_pretty\(\)\?; it runs over live PostgreSQL tables"):
+        run(runtime, "SELECT jsonb_pretty(payload) AS p FROM docs")
+    with pytest.raises(SqlError, match=r"^function strpos2\(\) does not exist in DuckDB [^;]*; did you mean strpos\(\)\?$"):
+        run(runtime, "SELECT strpos2(payload, 'a') AS p FROM docs")
+    with pytest.raises(SqlError, match=r"^the JSON operator @> runs in DuckDB only with constant JSON whose arrays "
+                                       r"list only scalars .*; it runs as written over live PostgreSQL tables$"):
+        run(runtime, """SELECT id FROM docs WHERE payload @> '{"arr": [{"k": 1}]}'""")
+    _same_as_postgres(runtime, postgres_server, "SELECT id, jsonb_pretty(payload) AS p FROM {t} ORDER BY id", ("docs_fed",))
+
+
 def test_json_reads_in_a_query_across_sources(runtime: Runtime, postgres_server: PgServer) -> None:
     """A join of the Arrow-accelerated copy and the live table runs in the federated engine,
     reading the JSON on both sides."""
