@@ -67,13 +67,18 @@ def test_a_long_query_is_still_interrupted_at_its_timeout(accelerator) -> None:
 
 def test_timers_run_due_callbacks_in_order_and_never_cancelled_ones() -> None:
     timers, fired = Timers(), []
-    late = timers.schedule(0.2, lambda: fired.append("late"))
+    # due 0.9 s apart: on a loaded machine the next line may start a tenth of a second later
+    # (0.2 s and 0.1 s once fired late first, scheduled 0.1 s before early)
+    late = timers.schedule(1.0, lambda: fired.append("late"))
     cancelled = timers.schedule(0.05, lambda: fired.append("cancelled"))
     timers.schedule(0.1, lambda: fired.append("early"))
     timers.cancel(cancelled)
     for _ in range(500):  # cancelled entries are dropped, not kept until due
         timers.cancel(timers.schedule(60, lambda: fired.append("never")))
-    time.sleep(0.4)
+    deadline = time.monotonic() + 10
+    while len(fired) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)  # (anything else due would have fired by now)
     timers.cancel(late)  # already ran: a no-op
     assert fired == ["early", "late"] and len(timers._heap) < 100
 
