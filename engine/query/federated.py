@@ -245,9 +245,9 @@ _ADVICE = [(re.compile(pattern), advice) for pattern, advice in (
      "WITH RECURSIVE runs only where the whole query runs in a DuckDB accelerator (its datasets accelerated with "
      "engine: duckdb); the federated engine cannot stop a recursion that never ends"),
     ("Physical plan does not support logical expression (Exists|InSubquery)",
-     "EXISTS (SELECT ...) and IN (SELECT ...) run on the federated engine only in a WHERE clause (its datasets "
-     "accelerated with engine: duckdb run them anywhere); in a select list, count the rows instead: "
-     "(SELECT count(*) FROM ...) > 0"),
+     "EXISTS (SELECT ...) and IN (SELECT ...) over a subquery that groups, aggregates or limits its rows run on the "
+     "federated engine only as conditions (WHERE, HAVING, JOIN ... ON; its datasets accelerated with engine: duckdb "
+     "run them anywhere); in a select list, count the rows instead: (SELECT count(*) FROM ...) > 0"),
     (r"logical expression OuterReferenceColumn\(Field \{ name: \"([^\"]+)\"",
      lambda m: f"the federated engine cannot run a subquery that reads the outer row's {m[1]} there (a LATERAL "
                "subquery with ORDER BY / LIMIT is one); for the top rows of each group, number them with a window "

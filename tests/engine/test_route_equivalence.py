@@ -416,6 +416,10 @@ def test_a_subquery_test_in_a_select_list_runs_on_the_federated_route(runtime):
         assert run(runtime, sql, "arrow").to_pylist() == run(runtime, sql, "duckdb").to_pylist()
     with pytest.raises(SqlError, match=r"EXISTS / IN in a select list.*correlated by equality"):
         run(runtime, "SELECT order_id, EXISTS (SELECT 1 FROM {o} u WHERE u.amount < o.amount) AS e FROM {o} o", "arrow")
+    with pytest.raises(SqlError, match=r"over a subquery that groups, aggregates or limits its rows run on the federated "
+                                       r"engine only as conditions .* count the rows instead"):
+        run(runtime, "SELECT customer_id, customer_id IN (SELECT customer_id FROM {o} GROUP BY customer_id "
+                     "HAVING count(*) > 1) AS repeat FROM {c}", "arrow")
     # a scalar subquery correlated by other than equality
     sql = "SELECT order_id, (SELECT count(*) FROM {o} u WHERE u.amount < o.amount) AS cheaper FROM {o} o LIMIT 3"
     assert run(runtime, sql, "duckdb").num_rows == 3
