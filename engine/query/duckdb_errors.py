@@ -1,6 +1,6 @@
 """DuckDB's errors for what it lacks of PostgreSQL, said as what to write instead (DataFusion's
 are in federated._ADVICE): a PostgreSQL function DuckDB does not have runs over live
-PostgreSQL tables; jsonb's @> with a needle it cannot write runs there as written."""
+PostgreSQL tables; jsonb's @> and ? that it cannot write run there as written."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from .postgres_functions import ALLOWED
 
 _NO_FUNCTION = re.compile(r"Scalar Function with name (\w+) does not exist!(?:\s*Did you mean \"([\w.]+)\"\?)?")
 _CONTAINMENT = re.compile(r"No function matches the given name and argument types '(@>|<@)\(VARCHAR")
+_KEY_TEST = re.compile(r'syntax error at or near "(\?[|&]?)"')  # (parameters are bound before DuckDB sees SQL)
 
 
 def explained(error: duckdb.Error) -> Exception:
@@ -28,4 +29,7 @@ def explained(error: duckdb.Error) -> Exception:
         return SqlError(f"the JSON operator {found[1]} runs in DuckDB only with constant JSON whose arrays list only "
                         f"scalars (payload @> '{{\"status\": \"active\"}}', tags @> '[\"x\"]'); it runs as written over "
                         f"live PostgreSQL tables")
+    if (found := _KEY_TEST.search(text)) is not None:
+        return SqlError(f"the JSON operator {found[1]} runs in DuckDB only with constant keys (payload ? 'k', "
+                        f"payload ?| ARRAY['a', 'b']); it runs as written over live PostgreSQL tables")
     return error

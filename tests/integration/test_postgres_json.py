@@ -169,6 +169,9 @@ def test_what_duckdb_lacks_says_where_it_runs(runtime: Runtime, postgres_server:
     with pytest.raises(SqlError, match=r"^the JSON operator @> runs in DuckDB only with constant JSON whose arrays "
                                        r"list only scalars .*; it runs as written over live PostgreSQL tables$"):
         run(runtime, """SELECT id FROM docs WHERE payload @> '{"arr": [{"k": 1}]}'""")
+    with pytest.raises(SqlError, match=r"^the JSON operator \? runs in DuckDB only with constant keys .*; it runs as "
+                                       r"written over live PostgreSQL tables$"):
+        run(runtime, "SELECT id FROM docs WHERE payload ? (id::text)")
     _same_as_postgres(runtime, postgres_server, "SELECT id, jsonb_pretty(payload) AS p FROM {t} ORDER BY id", ("docs_fed",))
 
 
