@@ -35,7 +35,7 @@ def json_read(node: exp.Expression, operators: bool) -> Rebuild | None:
             and len(node.expressions) == 1:
         return lambda n: _json_typeof(n.expressions[0])  # DuckDB's json_type names DuckDB's types
     if isinstance(node, exp.Anonymous) and node.name.lower() in _SPREAD and len(node.expressions) == 1 \
-            and _in_select_list(node):
+            and in_select_list(node):
         kind = _SPREAD[node.name.lower()]
         return lambda n: exp.Unnest(expressions=[_listed(kind, n.expressions[0], operators)])
     if not operators and isinstance(node, exp.Cast) and node.to.this in (exp.DataType.Type.JSON, exp.DataType.Type.JSONB):
@@ -66,10 +66,14 @@ def _listed(kind: str, value: exp.Expression, duckdb: bool) -> exp.Expression:
     return listed if kind == "elements_text" else exp.Cast(this=listed, to=exp.DataType.build("VARCHAR[]", dialect="duckdb"))
 
 
-def _in_select_list(node: exp.Expression) -> bool:
-    parent = node.parent.parent if isinstance(node.parent, exp.Alias) else node.parent
-    return isinstance(parent, exp.Select) and (node.parent if isinstance(node.parent, exp.Alias) else node).arg_key \
-        == "expressions"
+def in_select_list(node: exp.Expression) -> bool:
+    """Whether `node` is (in) an output column of its SELECT, not in a WHERE, HAVING, JOIN
+    condition, ORDER BY or GROUP BY, nor inside a subquery of one."""
+    child, parent = node, node.parent
+    while parent is not None and not isinstance(parent, (exp.Select, exp.Subquery, exp.Where, exp.Having,
+                                                         exp.Join, exp.Order, exp.Group)):
+        child, parent = parent, parent.parent
+    return isinstance(parent, exp.Select) and child.arg_key == "expressions"
 
 
 def _json_extract(name: str, value: exp.Expression, path: str) -> exp.Expression:

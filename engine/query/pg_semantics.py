@@ -23,7 +23,7 @@ from .function_forms import (YEAR_SPANS, age, duration_text, group_count, make_i
                              regexp_match, scaled_interval, timestamp_from_parts, timestamp_precision, width_bucket)
 from .intervals import read_interval
 from .engine_aggregates import MODE_TYPES, mode_function
-from .json_forms import JSON_NODES, Rebuild, json_read
+from .json_forms import JSON_NODES, Rebuild, in_select_list, json_read
 from .patterns import SIMILAR_OPERATORS, pattern_regex
 from .sql_policy import BOUND, PUBLIC_DIALECT
 
@@ -634,7 +634,7 @@ def _counted_test(node: exp.Expression) -> exp.Select | None:
     """The subquery of an EXISTS or IN that DataFusion cannot run where it stands, and that
     counts can stand for (it neither groups, aggregates nor limits its rows), else None."""
     query = (node.this if isinstance(node, exp.Exists) else node.args.get("query") or exp.Null()).unnest()
-    if not isinstance(query, exp.Select) or not _in_select_list(node) or isinstance(node, exp.In) \
+    if not isinstance(query, exp.Select) or not in_select_list(node) or isinstance(node, exp.In) \
             and (isinstance(node.this, exp.Tuple) or len(query.expressions) != 1) \
             or any(query.args.get(k) for k in ("group", "having", "limit", "offset", "with", "qualify")) \
             or any(e.find(exp.AggFunc, exp.Window) for e in query.expressions):
@@ -654,16 +654,6 @@ def _realiased(query: exp.Select, outer: set[str]) -> exp.Select:
                 if column.table == name:
                     column.set("table", exp.to_identifier(f"__in_{name}", quoted=True))
     return query
-
-
-def _in_select_list(node: exp.Expression) -> bool:
-    """Whether `node` is (in) an output column of its SELECT: where DataFusion runs no EXISTS or
-    IN (it does in WHERE, HAVING and JOIN conditions, under OR too)."""
-    child, parent = node, node.parent
-    while parent is not None and not isinstance(parent, (exp.Select, exp.Subquery, exp.Where, exp.Having,
-                                                         exp.Join, exp.Order, exp.Group)):
-        child, parent = parent, parent.parent
-    return isinstance(parent, exp.Select) and child.arg_key == "expressions"
 
 
 def _scalar_subqueries_may_be_null(tree: exp.Expression) -> None:
