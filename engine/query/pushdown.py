@@ -53,6 +53,7 @@ from connectors.base import DescribedStatement, DescribesStatements, HasJsonColu
 
 from ..errors import Overloaded
 from .arrow_cast import cast_type_of
+from .pg_semantics import average_of
 from .planner import Plan, typing_schema
 from .postgres_functions import refused_function, source_fact
 from .sql_policy import PUBLIC_DIALECT
@@ -339,14 +340,18 @@ _LETTERS = re.compile(r"[A-Za-z]+")
 
 
 def _exact_averages(typed: exp.Expression) -> exp.Expression:
-    """`AVG(CAST(d AS DOUBLE))` of a decimal `d` (how the planner makes DataFusion's AVG(decimal)
-    a DOUBLE, as DuckDB's is) as `CAST(AVG(d) AS DOUBLE)`: the same type, the exact average
-    rounded once, and PostgreSQL sums numerics much faster than it converts each one to float."""
+    """How the planner makes DataFusion's AVG(decimal) a DOUBLE, as DuckDB's is (`AVG(CAST(d AS
+    DOUBLE))`, or the sum over the count, each cast), as `CAST(AVG(d) AS DOUBLE)`: the same type,
+    the exact average rounded once, and PostgreSQL sums numerics much faster than it converts each
+    one to float."""
+    for node in list(typed.find_all(exp.Paren)):
+        if (average := average_of(node)) is not None:
+            node.replace(exp.Cast(this=average, to=exp.DataType.build("DOUBLE")))
     for node in list(typed.find_all(exp.Avg)):
-        arg = node.this
+        arg = node.this.expressions[0] if isinstance(node.this, exp.Distinct) else node.this
         if isinstance(arg, exp.Cast) and arg.to.this == exp.DataType.Type.DOUBLE and arg.this.type is not None \
                 and arg.this.type.this == exp.DataType.Type.DECIMAL:
-            node.set("this", arg.this)
+            arg.replace(arg.this)
             outer = node
             while isinstance(outer.parent, (exp.Filter, exp.Window)):  # AVG(...) FILTER (...) OVER (...)
                 outer = outer.parent

@@ -4,6 +4,7 @@ the upstream side (its runtime.task_history records the SQL it received; roapi l
 
 from __future__ import annotations
 
+import decimal
 import json
 from pathlib import Path
 
@@ -26,6 +27,7 @@ ORDERS = pa.table({
     "amount": pa.array([(i * 37 % 1000) / 10 for i in range(200)], pa.float64()),
     "qty": pa.array([i % 7 for i in range(200)], pa.int32()),
     "status": pa.array([["open", "shipped", "cancelled", None][i % 4] for i in range(200)], pa.string()),
+    "price": pa.array([decimal.Decimal(i * 113 % 1000) / 100 for i in range(200)], pa.decimal128(10, 2)),
 })
 CUSTOMERS = pa.table({
     "customer_id": pa.array(range(1, 21), pa.int64()),
@@ -242,6 +244,16 @@ def test_roapi_float_columns_stay_local(over_roapi) -> None:
     assert "pushed down whole" not in explain  # -0.0 and NaN compare differently in DataFusion
     last = roapi.statements()[-1]
     assert last.startswith('SELECT "amount", "status" FROM "orders"') and "WHERE" not in last, last
+
+
+def test_roapi_averages_decimals_exactly(over_roapi) -> None:
+    """A DataFusion peer gets the average of a decimal as the exact sum over the count, so it
+    comes back as DuckDB's (its own AVG keeps 4 more decimals; AVG of DOUBLEs rounds per row)."""
+    roapi, down = over_roapi
+    sql = "SELECT customer_id, avg(price) AS a FROM orders GROUP BY customer_id ORDER BY customer_id"
+    assert [tuple(r.values()) for r in rows(down, sql)] == expected(sql)
+    assert "pushed down whole to flightsql:grpc" in json.dumps(rows(down, "EXPLAIN " + sql))
+    assert any("SUM(" in q.upper() and "AVG(" not in q.upper() for q in roapi.statements()), roapi.statements()
 
 
 def test_full_text_match_is_forwarded_to_a_satchel_peer(chain) -> None:

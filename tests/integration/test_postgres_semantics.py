@@ -42,6 +42,11 @@ QUERIES = {
     "tz-extract": "SELECT id, extract(hour FROM ts) AS h FROM {t} ORDER BY id",
     "tz-date": "SELECT id, CAST(ts AS DATE) AS d FROM {t} ORDER BY id",
     "numeric-aggregates": "SELECT sum(price) AS s, avg(price) AS a, sum(a) AS si, avg(a) AS ai, count(price) AS c FROM {t}",
+    "numeric-average-forms": "SELECT 100 / avg(price) AS inv, avg(price) * 2 AS twice, "
+                             "avg(price) FILTER (WHERE id > 2) AS f, avg(DISTINCT price) AS d, "
+                             "avg(DISTINCT price) FILTER (WHERE id > 1) AS df FROM {t}",
+    "numeric-average-window": "SELECT id, avg(price) OVER (ORDER BY id) AS w FROM {t} ORDER BY id",
+    "numeric-average-groups": "SELECT n, avg(price) AS a, sum(price) AS s FROM {t} GROUP BY n ORDER BY n",
     "numeric-arith": "SELECT id, price * 2 AS p2, price / 4 AS p4 FROM {t} ORDER BY id",
     "window": "SELECT id, rank() OVER (ORDER BY n DESC) AS r, sum(a) OVER (PARTITION BY n) AS s FROM {t} ORDER BY id",
     "subquery": "SELECT id FROM {t} WHERE a > (SELECT avg(a) FROM {t}) ORDER BY id",
@@ -144,15 +149,9 @@ def test_queries_postgres_means_differently_are_not_pushed_down_whole(runtime: R
 ACCELERATOR_GAPS = {  # PostgreSQL agrees with the Arrow route
     "numeric-arith": "decimal * int: DuckDB decimal(18,2), DataFusion decimal(31,2)",
 }
-ARROW_GAPS = {  # PostgreSQL agrees with the DuckDB route
-    "numeric-aggregates": "AVG(decimal) in DOUBLE: DataFusion sums DOUBLEs (the last digits depend on the order); "
-                          "DuckDB and PostgreSQL average exactly and round once",
-}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=ARROW_GAPS[n], raises=AssertionError))
-    if n in ARROW_GAPS else n for n in QUERIES])
+@pytest.mark.parametrize("name", list(QUERIES))
 def test_pushed_down_query_matches_the_arrow_route(runtime: Runtime, name: str) -> None:
     sql = QUERIES[name]
     explain = "\n".join(run(runtime, "EXPLAIN " + sql.format(t="sem_fed")).column("plan").to_pylist())
