@@ -377,7 +377,8 @@ def plan_query(tree: exp.Expression, resolve: Resolver, views: dict[str, exp.Exp
     engine_tree = engine_forms(tree)
     return Plan("federated", tree.sql(PUBLIC_DIALECT), used, scans=scans, widen_decimals=widen,
                 engine_sql=engine_tree.sql(PUBLIC_DIALECT) if engine_tree is not None else None,
-                full_text=full_text, count_as=count_as if len(scans) == 1 else None, output_names=output_names)
+                full_text=full_text, count_as=count_as if len(scans) == 1 else None, output_names=output_names,
+                clock_texts=clock_texts)
 
 
 def _typed_series(table: exp.Table) -> None:

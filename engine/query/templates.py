@@ -4,10 +4,11 @@ An agent's parameterised lookup (`... WHERE id = ?`) comes with a fresh value ea
 planning (qualify, type, rewrite: milliseconds of Python, holding the GIL) would repeat for each.
 Instead the query is planned once with *sentinel* values of the same kinds (unique integers of
 the same width, unique strings) in place of its parameters; when the plan runs whole in one
-DuckDB accelerator and each sentinel's literal appears exactly once in its SQL, the plan is a
-template: each execution splices its own values' literals (rendered as planning would render
-them) into that SQL. Anything else (floats, booleans, NULLs, dates, federated or source routes)
-is planned with its values as before.
+DuckDB accelerator, or in the federated engine over Arrow-accelerated tables only, and each
+sentinel's literal appears exactly once in its SQL, the plan is a template: each execution
+splices its own values' literals (rendered as planning would render them) into that SQL.
+Anything else (floats, booleans, NULLs, dates, plans reading sources) is planned with its
+values as before.
 
 Agents mostly write their values into the SQL text (`... WHERE id = 42`), each text new. Such a
 query is lifted (`Lifts`): the literals it compares columns with become parameters, and the
@@ -81,16 +82,15 @@ def literal(value: object, after: str = "") -> str:
 
 
 @dataclass(frozen=True)
-class Template:
-    """A plan whose SQL is `pieces[0] + literal(p[order[0]]) + pieces[1] + ...`; a value in a
+class Splice:
+    """A text that is `pieces[0] + literal(p[order[0]]) + pieces[1] + ...`; a value in a
     timestamp's place (`clocks`: whether it has a zone, else None) written as planning writes one."""
 
-    plan: Plan
     pieces: tuple[str, ...]
     order: tuple[int, ...]
     clocks: tuple[bool | None, ...]
 
-    def instantiate(self, params: Sequence[object]) -> Plan:
+    def text(self, params: Sequence[object]) -> str:
         parts = [self.pieces[0]]
         for index, zoned, piece in zip(self.order, self.clocks, self.pieces[1:]):
             value = params[index]
@@ -98,19 +98,48 @@ class Template:
                 value = timestamp_text(value, zoned) or value
             parts.append(literal(value, parts[-1]))
             parts.append(piece)
-        return dataclasses.replace(self.plan, sql="".join(parts))
+        return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A plan whose SQL (and the federated engine's, when it has its own) takes each execution's values."""
+
+    plan: Plan
+    sql: Splice
+    engine_sql: Splice | None
+
+    def instantiate(self, params: Sequence[object]) -> Plan:
+        made = dataclasses.replace(self.plan, sql=self.sql.text(params),
+                                   engine_sql=self.engine_sql.text(params) if self.engine_sql else None)
+        made.plain_scan = self.plan.plain_scan  # a query with values compared is no plain scan: never parsed again
+        return made
 
 
 def template_of(plan: Plan, sql: str, values: Sequence[object]) -> Template | None:
-    """The template of `plan` (planned with sentinel `values`), or None when it is not one:
-    not a whole-query DuckDB plan over tables, or a sentinel not found exactly once."""
-    if plan.route != "accelerator" or not plan.bindings or plan.instance_id == CONSTANTS_INSTANCE or plan.ai:
+    """The template of `plan` (planned with sentinel `values`), or None when it is not one: not
+    a whole-query DuckDB plan over tables, nor a federated plan over Arrow-accelerated tables only
+    (their scans take no filters: every value is in the SQL), or a sentinel not found exactly once
+    in each SQL text."""
+    if plan.ai or any(str(value) in sql for value in values):
         return None
-    text = plan.sql
+    if plan.route == "accelerator":
+        if not plan.bindings or plan.instance_id == CONSTANTS_INSTANCE:
+            return None
+    elif plan.route != "federated" or not plan.scans or any(s.binding.kind != "arrow" for s in plan.scans):
+        return None
+    spliced = _splice(plan.sql, values, plan.clock_texts)
+    engine = _splice(plan.engine_sql, values, plan.clock_texts) if plan.engine_sql is not None else None
+    if spliced is None or (plan.engine_sql is not None and engine is None):
+        return None
+    return Template(plan, spliced, engine)
+
+
+def _splice(text: str, values: Sequence[object], clock_texts: dict[str, bool]) -> Splice | None:
     found: list[tuple[int, int, int]] = []  # (position, length, parameter index)
     for index, value in enumerate(values):
         mark = literal(value)
-        if text.count(mark) != 1 or str(value) in sql:
+        if text.count(mark) != 1:
             return None
         found.append((text.index(mark), len(mark), index))
     found.sort()
@@ -120,7 +149,7 @@ def template_of(plan: Plan, sql: str, values: Sequence[object]) -> Template | No
         at = position + length
     pieces.append(text[at:])
     order = tuple(index for _, _, index in found)
-    return Template(plan, tuple(pieces), order, tuple(plan.clock_texts.get(values[i]) for i in order))
+    return Splice(tuple(pieces), order, tuple(clock_texts.get(values[i]) for i in order))
 
 
 def _lifted_slots(sql: str, tokens: list, limits: SqlLimits) -> tuple[int, ...]:

@@ -169,16 +169,19 @@ def test_values_written_in_the_sql_are_planned_once_per_query_shape(runtime, mon
     import duckdb
 
     oracle = duckdb.connect()  # the same texts on the same file, planned by DuckDB alone
-    oracle.execute(f"CREATE VIEW t_duckdb AS SELECT * FROM read_parquet('{tmp_path / 'pod' / 't.parquet'}')")
+    for table in ("t_duckdb", "t_arrow"):
+        oracle.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{tmp_path / 'pod' / 't.parquet'}')")
     plans = []
     original = service.plan_query
     monkeypatch.setattr(service, "plan_query", lambda *a, **k: plans.append(a) or original(*a, **k))
-    for sql, cases in shapes:
-        for values in cases:
-            text = sql.format(*values)
-            assert runtime.query(text).read_all().to_pylist() == oracle.execute(text).to_arrow_table().to_pylist(), text
-            assert runtime.query_schema(text) == runtime.query(text).read_all().schema
-    assert len(plans) == len(shapes)  # one template per shape, planned once
+    for table in ("t_duckdb", "t_arrow"):  # DuckDB-accelerated; Arrow-accelerated (the federated engine)
+        for sql, cases in shapes:
+            for values in cases:
+                text = sql.replace("t_duckdb", table).format(*values)
+                want = oracle.execute(text).to_arrow_table().to_pylist()
+                assert runtime.query(text).read_all().to_pylist() == want, text
+                assert runtime.query_schema(text) == runtime.query(text).read_all().schema
+    assert len(plans) == 2 * len(shapes)  # one template per shape and table, planned once
     assert "3" in runtime.explain("SELECT id FROM t_duckdb WHERE id = 3")  # EXPLAIN shows its own values
 
 
@@ -228,8 +231,8 @@ def test_texts_alike_but_for_their_literals_are_lifted_without_parsing(runtime, 
 
 
 def test_lifted_values_that_change_the_plan_are_planned_with_their_values(runtime) -> None:
-    """A query off the accelerator (federated, source) cannot be a template: each text is
-    planned with its own values, and different values give their own answers."""
+    """Different values give their own answers, whether the query is a template (DuckDB- or
+    Arrow-accelerated) or planned with its own values (a source's scan takes them as filters)."""
     for table in ("t_arrow", "t_source", "t_duckdb"):
         got = [runtime.query(f"SELECT count(*) AS n FROM {table} WHERE id > {v}").read_all().column(0)[0].as_py()
                for v in (3, 5, 3, 8, 100)]
@@ -237,8 +240,8 @@ def test_lifted_values_that_change_the_plan_are_planned_with_their_values(runtim
 
 
 def test_parameters_that_cannot_be_templated_are_planned_with_their_values(runtime) -> None:
-    """Floats, booleans, NULLs, big integers beside small ones, and queries off the accelerator
-    (federated, source) are planned with their values, as before."""
+    """Floats, booleans, NULLs, big integers beside small ones, and queries reading a source are
+    planned with their values, as before."""
     for table in ("t_duckdb", "t_arrow", "t_source"):
         sql = f"SELECT count(*) AS n FROM {table} WHERE id > ?"
         assert runtime.query(sql, params=[3]).read_all().column(0)[0].as_py() == 6
@@ -316,12 +319,16 @@ datasets:
     acceleration:
       engine: duckdb
   - from: file:e.parquet
+    name: e_arrow
+    acceleration:
+      engine: arrow
+  - from: file:e.parquet
     name: e_source
 """, pod_dir=pod_dir, start=True)
     assert rt.wait_ready(30)
     written = {"2024-06-01 10:00": 10, "2024-06-01T10:30": 10.5, "2024-06-01 12:00:00Z": 12,
                "2024-06-01 10:00+02": 8, "2024-06-01 08:30 UTC": 8.5, "2024/06/01 12:30": 12.5}
-    for table in ("e_duckdb", "e_source"):
+    for table in ("e_duckdb", "e_arrow", "e_source"):
         for text, hour in written.items():
             want = [[8, 8.5, 10, 10.5, 12, 12.5].index(hour)]
             sql = f"SELECT id FROM {table} WHERE at = '{text}'"

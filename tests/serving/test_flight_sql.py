@@ -24,6 +24,7 @@ from google.protobuf import any_pb2
 from pyarrow import flight
 
 from engine.errors import QueryTimeout
+from engine.query.datafusion_worker import BATCH_ROWS
 from engine.task_history import SCHEMA as TASK_HISTORY_SCHEMA
 from serving.flight_sql import catalog
 from serving.flight_sql import info
@@ -105,14 +106,14 @@ def test_adbc_query_streams_the_whole_result(satchel_flight):
 
 def test_doget_streams_batches_without_materialising(satchel_flight):
     client, options = raw_client(satchel_flight)
-    # trips (DuckDB) joined with cities (CSV source) runs in the federated engine, whose
-    # result comes in several batches; DoGet must pass them on one by one.
+    # trips (DuckDB) joined with cities (CSV source), four times over, runs in the federated
+    # engine, whose result comes in several batches; DoGet must pass them on one by one.
     info_ = client.get_flight_info(
-        descriptor(pb.CommandStatementQuery(query="select * from trip_cities")), options
+        descriptor(pb.CommandStatementQuery(query="select t.* from trip_cities t, generate_series(1, 4) g")), options
     )
     reader = client.do_get(info_.endpoints[0].ticket, options)
     chunks = [chunk.data.num_rows for chunk in reader]
-    assert sum(chunks) == 10_000
+    assert sum(chunks) == 4 * 10_000 > BATCH_ROWS
     assert len(chunks) > 1  # the runtime's batches arrive one by one
     assert reader.schema == info_.schema
 
