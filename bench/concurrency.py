@@ -19,7 +19,11 @@ Every client's aggregate is the same query, so with the sidecar's defaults ident
 that arrive together run once (`runtime.params.coalesce_queries`); `--no-coalesce` turns that
 off, so that every query runs (run_all reports both).
 
+`--engine arrow` accelerates the table with the default engine instead (its queries run in the
+federated engine's worker processes, so the sidecar's GIL holds none of their execution).
+
     /tmp/venv/bin/python bench/concurrency.py [--seconds 60] [--clients 32] [--processes 8] [--rounds 3] [--no-coalesce]
+        [--engine duckdb|arrow]
 """
 
 from __future__ import annotations
@@ -189,6 +193,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the 1-client and N-client runs")
     parser.add_argument("--kinds", default=",".join(KINDS), help="the query kinds of the mix (default: all three)")
     parser.add_argument("--name", default="concurrency", help="results file name (bench/results/<name>.md)")
+    parser.add_argument("--engine", choices=("duckdb", "arrow"), default="duckdb", help="the table's accelerator")
     parser.add_argument("--no-coalesce", action="store_true",
                         help="runtime.params.coalesce_queries: false (every identical query runs)")
     args = parser.parse_args()
@@ -205,7 +210,7 @@ datasets:
   - from: file:{parquet}
     name: events
     acceleration:
-      engine: duckdb
+      engine: {args.engine}
 """
     samples: dict[int, list] = {1: [], args.clients: []}
     cpu = {1: 0.0, args.clients: 0.0}
@@ -261,13 +266,15 @@ datasets:
     print()
     print(body)
     print(verdict)
-    text = (f"Mixed load on a 1M-row DuckDB-accelerated table through the ADBC Flight SQL driver, each client "
+    text = (f"Mixed load on a 1M-row {'Arrow' if args.engine == 'arrow' else 'DuckDB'}-accelerated table through the ADBC Flight SQL driver, each client "
             f"on its own connection running round-robin {', '.join(f'{k} (`{SQL[k]}`)' for k in kinds)}: "
             f"point is a parameterised point lookup, aggregate reads all rows, scan reads 1000 rows; "
             f"{args.seconds:g} s for each client count, in {args.rounds} alternating slices (1 client, then "
             f"{args.clients} clients over {min(args.clients, args.processes)} client processes). Client and server share one "
             f"{mp.cpu_count()}-core machine.\n\n{body}\n\n{verdict}\n")
     mode = " (coalescing off: every query runs)" if args.no_coalesce else ""
+    if args.engine == "arrow":
+        mode += " (Arrow-accelerated)"
     write_results(args.name, "Concurrent clients, mixed load" + mode, text, [
         (f"throughput {args.clients} clients / 1 client{mode}", f"{ratio:.2f}x", ">= 1.7x"),
         ("throughput if every core were busy at 1 client's CPU per query", f"{ceiling:.2f}x", "—"),

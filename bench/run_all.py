@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH, REPO, RESULTS, machine, table  # noqa: E402
 
-SCRIPTS = {"tpch_arrow": "tpch", "concurrency_unshared": "concurrency"}  # a result made by another benchmark's script (else bench/<name>.py)
+SCRIPTS = {"tpch_arrow": "tpch", "concurrency_unshared": "concurrency", "concurrency_arrow": "concurrency"}  # a result made by another benchmark's script (else bench/<name>.py)
 # results name -> (full arguments, quick arguments)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "latency": ([], ["--queries", "100"]),
@@ -44,6 +44,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "concurrency": ([], ["--seconds", "15"]),
     "concurrency_unshared": (["--no-coalesce", "--name", "concurrency_unshared"],
                              ["--no-coalesce", "--name", "concurrency_unshared", "--seconds", "15"]),
+    "concurrency_arrow": (["--engine", "arrow", "--name", "concurrency_arrow"],
+                          ["--engine", "arrow", "--name", "concurrency_arrow", "--seconds", "15"]),
     "snapshot_fleet": ([], ["--rows", "200000", "--runs", "1", "--fleets", "1,10"]),
 }
 
