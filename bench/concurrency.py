@@ -134,9 +134,24 @@ def _process(uri: str, kinds: tuple[str, ...], firsts: list[int], start_at: floa
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds so far of process `pid` and its descendants (the federated
+    engine's workers), those it reaped included (Linux /proc)."""
+    parents, ticks = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    tree, grown = {pid}, True
+    while grown:
+        more = {p for p, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grown = bool(more)
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def run_load(uri: str, clients: int, processes: int, seconds: float, server_pid: int,
@@ -271,7 +286,7 @@ datasets:
             f"point is a parameterised point lookup, aggregate reads all rows, scan reads 1000 rows; "
             f"{args.seconds:g} s for each client count, in {args.rounds} alternating slices (1 client, then "
             f"{args.clients} clients over {min(args.clients, args.processes)} client processes). Client and server share one "
-            f"{mp.cpu_count()}-core machine.\n\n{body}\n\n{verdict}\n")
+            f"{mp.cpu_count()}-core machine; server CPU is the sidecar's and its worker processes'.\n\n{body}\n\n{verdict}\n")
     mode = " (coalescing off: every query runs)" if args.no_coalesce else ""
     if args.engine == "arrow":
         mode += " (Arrow-accelerated)"

@@ -9,6 +9,7 @@ a fresh one. A worker that dies by itself (a crash, the out-of-memory killer) fa
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import shutil
@@ -128,6 +129,7 @@ class WorkerPool:
         self._closed = False
         self._warming = 0  # workers warm() is starting
         self._ready = threading.Condition()
+        self._queue: collections.deque[object] = collections.deque()  # queries waiting for a worker, in order
         self.replaced = 0  # workers killed or lost mid-query (each replaced by a fresh one)
 
     def status(self) -> dict:
@@ -204,24 +206,33 @@ class WorkerPool:
             self._end(worker)
 
     def _acquire(self, deadline: float | None, limit: str) -> _Worker:
+        """An idle worker, or a new one; queries waiting for one are served in arrival order (a
+        free-for-all let some wait several turns under load: p99 3.6x p50 with 32 clients)."""
+        turn = object()
         with self._ready:
-            while True:
-                if self._closed:
-                    raise RequestCancelled("the server is stopping")
-                while self._idle:
-                    worker = self._idle.pop()
-                    if worker.proc.poll() is None:
-                        return worker
-                    self._discard(worker, "lost")  # it died while idle (e.g. the out-of-memory killer)
-                if len(self._live) < self.size and not self._warming:  # else the one starting will do
-                    placeholder = _Starting()
-                    self._live.add(placeholder)
-                    break
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise QueryTimeout(f"the query exceeded its deadline ({limit}) waiting for the federated "
-                                       f"engine ({self.size} queries run at once)")
-                self._ready.wait(left)
+            self._queue.append(turn)
+            try:
+                while True:
+                    if self._closed:
+                        raise RequestCancelled("the server is stopping")
+                    if self._queue[0] is turn:
+                        while self._idle:
+                            worker = self._idle.pop()
+                            if worker.proc.poll() is None:
+                                return worker
+                            self._discard(worker, "lost")  # it died while idle (e.g. the out-of-memory killer)
+                        if len(self._live) < self.size and not self._warming:  # else the one starting will do
+                            placeholder = _Starting()
+                            self._live.add(placeholder)
+                            break
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise QueryTimeout(f"the query exceeded its deadline ({limit}) waiting for the federated "
+                                           f"engine ({self.size} queries run at once)")
+                    self._ready.wait(left)
+            finally:
+                self._queue.remove(turn)
+                self._ready.notify_all()  # the next in line may go now
         try:
             return self._spawn(placeholder)
         except OSError as e:

@@ -201,6 +201,44 @@ def test_queries_beyond_the_pool_wait_within_their_deadline() -> None:
         pool.close()
 
 
+def test_queries_waiting_for_a_worker_get_one_in_arrival_order() -> None:
+    """Waiting queries are served first come, first served: none waits several turns while later
+    ones go ahead (the long latency tail under load)."""
+    table = share_table(pa.table({"k": pa.array(range(ROWS), pa.int64())}))
+    endless = {"sql": ENDLESS, "partitions": 2, "pool_bytes": 1 << 28, "tables": [{"name": "big", "fd": 0}]}
+    pool = WorkerPool(1)
+    served: list[int] = []
+
+    def run(request: dict, seconds: float, number: int | None = None) -> None:
+        token = CALLER.set(Caller(deadline=time.monotonic() + seconds))
+        try:
+            pool.query(request, [table.fd], "runtime.params.query_timeout").read_all()
+            served.append(number)
+        except QueryTimeout:
+            pass
+        finally:
+            CALLER.reset(token)
+
+    try:
+        holder = threading.Thread(target=run, args=(endless, 2.0))  # holds the one worker until its deadline
+        holder.start()
+        end = time.monotonic() + 10
+        while not pool._live and time.monotonic() < end:
+            time.sleep(0.01)
+        waiting = []
+        for number in range(6):
+            quick = {**endless, "sql": f"SELECT count(*) + {number} AS n FROM big"}
+            waiting.append(threading.Thread(target=run, args=(quick, 30.0, number)))
+            waiting[-1].start()
+            while len(pool._queue) < number + 1 and time.monotonic() < end:  # queued before the next comes
+                time.sleep(0.005)
+        for t in [holder, *waiting]:
+            t.join(30)
+        assert served == list(range(6))
+    finally:
+        pool.close()
+
+
 def test_stopping_the_runtime_ends_every_worker(runtime) -> None:
     rt = runtime("60s")
     outcome: list[BaseException] = []
