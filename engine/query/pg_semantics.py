@@ -250,14 +250,6 @@ def _is_decimal(node: exp.Expression) -> bool:
     return node.type is not None and node.type.this == exp.DataType.Type.DECIMAL
 
 
-def _decimal_precision(node: exp.Expression) -> int | None:
-    """The precision of a DECIMAL typed with one; None otherwise."""
-    if not _is_decimal(node) or not node.type.expressions:
-        return None
-    precision = node.type.expressions[0].this
-    return int(precision.this) if isinstance(precision, exp.Literal) and precision.is_int else None
-
-
 def _is_integer(node: exp.Expression) -> bool:
     return node.type is not None and node.type.this in exp.DataType.INTEGER_TYPES
 
