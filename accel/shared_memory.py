@@ -76,7 +76,7 @@ def mapped(fd: int) -> pa.Table:
     (size,) = _SIZE.unpack(data[end:end + _SIZE.size].to_pybytes())
     index = json.loads(data[end - size:end].to_pybytes())
     stored = pa.ipc.read_schema(data.slice(*index["schema"]))
-    back = [index["order"].index(i) for i in range(len(index["order"]))]  # stored position of each column
+    back = sorted(range(len(index["order"])), key=index["order"].__getitem__)  # stored position of each column
     schema = pa.schema([stored.field(i) for i in back], metadata=stored.metadata)
     batches = [pa.ipc.read_record_batch(data.slice(*where), stored).select(back) for where in index["batches"]]
     return pa.Table.from_batches(batches, schema=schema)

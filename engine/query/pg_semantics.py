@@ -506,15 +506,19 @@ def for_datafusion(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _precision_scale(node: exp.Expression) -> tuple[int, int] | None:
+    """A DECIMAL's precision and scale, when typed with both."""
+    if not _is_decimal(node) or len(node.type.expressions) != 2:
+        return None
+    params = [p.this for p in node.type.expressions]
+    return tuple(int(p.this) for p in params) if all(isinstance(p, exp.Literal) and p.is_int for p in params) else None
+
+
 def _summable(avg: exp.Avg) -> bool:
     """An AVG of a decimal whose sum, times 10^scale, fits DataFusion's DECIMAL(38) (its sum has
     10 more digits than the values)."""
-    arg = avg.this
-    if not _is_decimal(arg) or len(arg.type.expressions) != 2:
-        return False
-    precision, scale = (p.this for p in arg.type.expressions)
-    return all(isinstance(x, exp.Literal) and x.is_int for x in (precision, scale)) \
-        and int(precision.this) + int(scale.this) <= 28
+    typed = _precision_scale(avg.this)
+    return typed is not None and sum(typed) <= 28
 
 
 def _exact_average(node: exp.Expression) -> bool:
@@ -548,8 +552,7 @@ def exact_average(outer: exp.Expression) -> exp.Expression:
     PostgreSQL round it), with the AVG's FILTER and OVER on both. DataFusion's own AVG keeps
     4 more decimals; its AVG of each value cast to DOUBLE took twice the time over 6M rows, and
     its last digits depended on the order the values were added in."""
-    scale = int(_innermost(outer).this.type.expressions[1].this.this)
-    factor = 10 ** scale
+    factor = 10 ** _precision_scale(_innermost(outer).this)[1]
     total = _with_aggregate(outer, lambda x: exp.Sum(this=x))
     digits = exp.Cast(this=exp.Mul(this=total, expression=exp.Cast(this=exp.Literal.number(factor), to=_BIGINT.copy())),
                       to=exp.DataType.build("DECIMAL(38, 0)"))
@@ -561,7 +564,9 @@ def exact_average(outer: exp.Expression) -> exp.Expression:
 def average_of(node: exp.Expression) -> exp.Expression | None:
     """The AVG of a decimal (with its FILTER / OVER) that `node` is `exact_average` of, else None:
     a source that averages exactly itself is sent the AVG."""
-    total = node.find(exp.Sum) if isinstance(node, exp.Paren) else None
+    if not isinstance(node, exp.Paren) or not isinstance(node.this, exp.Div):
+        return None
+    total = node.this.this.find(exp.Sum)  # the dividend holds the SUM
     if total is None:
         return None
     outer = total
