@@ -17,9 +17,9 @@ from typing import Iterator, Mapping, Sequence
 import duckdb
 import pyarrow as pa
 
-from connectors.base import CALLER, Filter
+from connectors.base import CALLER, CancelScope, Filter
 from connectors.sql_render import quote_ident, select_sql
-from engine.errors import ConnectorError, NotFound, QueryTimeout, ReadOnlyViolation
+from engine.errors import ConnectorError, NotFound, QueryTimeout, ReadOnlyViolation, RequestCancelled
 
 from .base import TableIndex
 from .fifo_slots import FifoSlots
@@ -165,7 +165,7 @@ class DuckDBAccelerator:
             if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
                 kinds = ", ".join(st.type.name for st in statements) or "nothing"
                 raise ReadOnlyViolation(f"the DuckDB accelerator runs exactly one SELECT statement; got {kinds}")
-            with self._slot(timeout):
+            with self._slot(timeout, scope):
                 result = cur.execute(statements[0], params) if params else cur.execute(statements[0])
                 reader = result.to_arrow_reader(BATCH_ROWS)
         except duckdb.InterruptException:
@@ -179,14 +179,17 @@ class DuckDBAccelerator:
         return pa.RecordBatchReader.from_batches(reader.schema, _owning(reader, cur, timer))
 
     @contextlib.contextmanager
-    def _slot(self, timeout: float | None) -> Iterator[None]:
+    def _slot(self, timeout: float | None, scope: CancelScope | None = None) -> Iterator[None]:
         """One of the database's execution slots while a query executes up to its first batch.
 
         Many clients at once would otherwise all execute together, each slowed by all the
         others (and the slowest kinds the most): with as many slots as cores, queries execute
         in arrival order at full speed, so a query's latency under load is mostly its wait,
-        alike for every kind. Streaming the rest of a result to a slow client holds no slot."""
-        if not self._slots.acquire(timeout=timeout or None):
+        alike for every kind. Streaming the rest of a result to a slow client holds no slot. A
+        query cancelled while it waits (`scope`: its client went away) leaves the line at once."""
+        if not self._slots.acquire(timeout=timeout or None, scope=scope):
+            if scope is not None and scope.cancelled:
+                raise RequestCancelled("the query was cancelled while it waited to run")
             raise QueryTimeout(f"query exceeded the runtime query_timeout of {timeout:g}s waiting to run")
         try:
             yield

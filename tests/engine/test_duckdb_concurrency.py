@@ -11,6 +11,7 @@ import pytest
 from accel.duckdb import DuckDBAccelerator, execution_slots
 from accel.fifo_slots import FifoSlots
 from accel.timers import Timers
+from connectors.base import CancelScope
 from engine.errors import QueryTimeout
 
 
@@ -135,3 +136,33 @@ def test_a_released_slot_is_not_taken_by_a_newcomer_while_others_wait() -> None:
     assert not slots.acquire(timeout=0)
     waiter.join(10)
     assert got == ["waiter"]
+
+
+def test_a_waiter_whose_query_is_cancelled_leaves_the_line_at_once() -> None:
+    slots = FifoSlots(1)
+    assert slots.acquire()
+    scope, outcome = CancelScope(), []
+    waiter = threading.Thread(target=lambda: outcome.append(slots.acquire(timeout=30, scope=scope)))
+    behind = threading.Thread(target=lambda: outcome.append(("behind", slots.acquire(timeout=30))))
+    waiter.start()
+    while len(slots._waiters) < 1:
+        time.sleep(0.001)
+    behind.start()
+    while len(slots._waiters) < 2:
+        time.sleep(0.001)
+    started = time.monotonic()
+    scope.cancel()  # as a client going away cancels its query's scope
+    waiter.join(5)
+    assert outcome == [False] and time.monotonic() - started < 1  # not at its 30 s timeout
+    assert len(slots._waiters) == 1
+    slots.release()  # the next in line gets the slot the cancelled one would have had
+    behind.join(5)
+    assert outcome == [False, ("behind", True)]
+    slots.release()
+    assert not slots.acquire(timeout=0, scope=scope)  # a cancelled query takes no slot, even a free one
+    already = CancelScope()
+    already.cancel()
+    assert slots.acquire(timeout=0)
+    assert not slots.acquire(timeout=30, scope=already)  # cancelled before it waited: leaves at once
+    slots.release()
+    assert slots.acquire(timeout=0) and not slots._waiters

@@ -19,7 +19,9 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from accel.duckdb import execution_slots
 from tests.processes import alive, children, tree_cpu_seconds
 
 DEADLINE_S = 2
@@ -161,6 +163,46 @@ def test_a_flight_call_cancelled_by_its_client_stops_its_join(patient_server, ta
     assert code == "ok"
 
 
+@pytest.mark.parametrize("table", ["t_arrow", "t_duckdb"])
+def test_a_query_waiting_to_run_whose_client_goes_away_leaves_the_line_at_once(patient_server, table: str) -> None:
+    # Every execution place taken (DuckDB's slots, the federated engine's workers) by joins whose
+    # clients stay: a further query waits its turn. Its client leaving must end it now, not at its
+    # deadline (600 s) after it has run for nobody, holding its place ahead of later queries.
+    url = patient_server.http_url
+    places = (execution_slots() if table == "t_duckdb"  # the sidecar has this process's cores
+              else httpx.get(f"{url}/v1/status", timeout=10).json()["federated_engine"]["max_workers"])
+    blockers = [threading.Thread(target=_post_quietly, args=(url, NON_YIELDING.format(t=table).replace(" AS n", f" AS n{i}"), 12))
+                for i in range(places)]  # each its own query: identical ones would run once, together
+    for b in blockers:
+        b.start()
+    time.sleep(1.5)
+    before = _cancelled(patient_server)
+    waiting = f"SELECT sum(k) AS waiting FROM {table} WHERE k % 7 = 1"
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{url}/v1/sql", content=waiting, timeout=1.5)
+    left = time.monotonic()
+    while _cancelled(patient_server) == before and time.monotonic() - left < 5:
+        time.sleep(0.1)
+    assert _cancelled(patient_server) == before + 1, "the waiting query is still in line"
+    assert all(b.is_alive() for b in blockers)  # while the queries ahead of it still run
+    for b in blockers:
+        b.join(30)
+    assert _busy_after(patient_server.process.pid) < 1.0
+    rows = patient_server.sql(f"SELECT error_code, duration_ms FROM runtime.task_history "
+                              f"WHERE query_text = '{waiting}'").json()
+    assert [r["error_code"] for r in rows] == ["cancelled"], rows  # audited as its client's cancel
+    assert rows[0]["duration_ms"] < 5000, rows
+
+
+def _cancelled(server) -> float:
+    """`satchel_query_failures_total` of HTTP queries cancelled (their client went away)."""
+    for family in text_string_to_metric_families(httpx.get(server.metrics_url, timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "satchel_query_failures_total" and sample.labels == {"protocol": "http", "code": "cancelled"}:
+                return sample.value
+    return 0.0
+
+
 def test_a_sidecar_killed_outright_leaves_no_worker(satchel_server) -> None:
     server = satchel_server("""
 version: v1
@@ -188,8 +230,8 @@ datasets:
     client.join(30)
 
 
-def _post_quietly(url: str, sql: str) -> None:
+def _post_quietly(url: str, sql: str, timeout: float = 30) -> None:
     try:
-        httpx.post(f"{url}/v1/sql", content=sql, timeout=30)
+        httpx.post(f"{url}/v1/sql", content=sql, timeout=timeout)
     except httpx.HTTPError:
-        pass  # the sidecar was killed under it
+        pass  # the sidecar was killed under it, or the client gave up
