@@ -60,6 +60,7 @@ class ClientWatch:
 
     def __init__(self, client_gone: Callable[[], bool], scope: CancelScope) -> None:
         self._client_gone, self._scope = client_gone, scope
+        self.since = time.monotonic()
         self._lock = threading.Lock()
         self._active = True
         self.fired = False  # the client went away and the query was cancelled for it
@@ -109,7 +110,9 @@ class ClientWatch:
 
 class _Watches:
     """The live ClientWatches, asked every CLIENT_POLL_S by one daemon thread while there are
-    any. Held weakly: a result dropped unread ends its watch when it is collected."""
+    any, each from CLIENT_POLL_S after it began: asking costs a Flight call 70-350 us holding
+    the GIL (gRPC's IsCancelled), and most queries have their first batch sooner. Held weakly:
+    a result dropped unread ends its watch when it is collected."""
 
     def __init__(self) -> None:
         self._watches: "weakref.WeakSet[ClientWatch]" = weakref.WeakSet()
@@ -137,8 +140,10 @@ class _Watches:
                 watches = list(self._watches)
                 if not watches:
                     self._some.clear()
+            due = time.monotonic() - CLIENT_POLL_S
             for watch in watches:
-                watch.poll()
+                if watch.since <= due:
+                    watch.poll()
 
 
 _WATCHES = _Watches()
