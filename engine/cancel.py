@@ -123,7 +123,8 @@ class _Watches:
     def add(self, watch: ClientWatch) -> None:
         with self._lock:
             self._watches.add(watch)
-            self._some.set()
+            if not self._some.is_set():  # set() takes a lock and notifies even when already set
+                self._some.set()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="satchel-client-watch", daemon=True)
                 self._thread.start()

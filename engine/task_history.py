@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import functools
 import itertools
 import logging
 import threading
@@ -52,6 +53,7 @@ SCHEMA = pa.schema([
     pa.field("ttft_ms", pa.float64(), metadata={b"description": b"Streamed chat: milliseconds to the first token"}),
 ])
 MAX_TEXT = 16 * 1024
+REMEMBERED_TEXT = 2048  # texts up to this long are redacted once (`_redacted_text`)
 MAX_BYTES = 64 << 20  # the table's size at most (100,000 rows of long query texts would be 1.6 GiB)
 FOLD_ROWS = 512  # recorded rows wait as Python objects until this many, then join the Arrow table
 EXACT_BYTES_EVERY = 64  # folds
@@ -155,7 +157,7 @@ class TaskHistory:
             scope.rows += 1
         if task.span_id is None:  # a task recorded where it ran: a span under the current one
             task.in_span(new_span())
-        task.query_text = redact((task.query_text or "")[:2 * MAX_TEXT], self.secrets)[:MAX_TEXT]
+        task.query_text = _redacted_text(task.query_text or "", self.secrets)
         task.error = redact(task.error, self.secrets) if task.error else task.error
         for observer in self._observers:
             try:
@@ -216,3 +218,15 @@ def _storable(rows: list[dict]) -> list[dict]:
             continue
         kept.append(row)
     return kept
+
+
+@functools.lru_cache(maxsize=1024)
+def _redacted(text: str, secrets: tuple[str, ...]) -> str:
+    return redact(text, secrets)
+
+
+def _redacted_text(text: str, secrets: tuple[str, ...]) -> str:
+    """A query's text for its row: redacted and cut to MAX_TEXT. Agents repeat their queries,
+    and redacting runs seven expressions over the text: short texts are remembered."""
+    text = text[:2 * MAX_TEXT]
+    return (_redacted(text, secrets) if len(text) <= REMEMBERED_TEXT else redact(text, secrets))[:MAX_TEXT]

@@ -6,7 +6,7 @@ shapes (32 and 16 hex digits), so rows and exported spans join on them."""
 from __future__ import annotations
 
 import contextlib
-import secrets
+import os
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Iterator
@@ -26,8 +26,9 @@ def new_span(parent: Span | None = None) -> Span:
     """A span under `parent` (default: the current one), or the root of a new trace."""
     parent = parent if parent is not None else _CURRENT.get()
     if parent is None:
-        return Span(secrets.token_hex(16), secrets.token_hex(8))
-    return Span(parent.trace_id, secrets.token_hex(8), parent.span_id)
+        ids = os.urandom(24).hex()  # what secrets.token_hex does, in one call for both ids
+        return Span(ids[:32], ids[32:])
+    return Span(parent.trace_id, os.urandom(8).hex(), parent.span_id)
 
 
 def enter(span: Span) -> Token:

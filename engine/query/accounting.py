@@ -24,6 +24,7 @@ class Accounting:
         self.task_history = task_history
         self.secrets = secrets
         self.memory_budget = memory_budget
+        self._children: dict[tuple, object] = {}  # see _labelled
 
     def accounted(self, reader: pa.RecordBatchReader, task: Task, started: float, deadline: float | None,
                   max_rows: int | None, timeout_text: str, sanitize: Callable[[SatchelError], str] | None = None,
@@ -57,8 +58,8 @@ class Accounting:
                 raise error from None
             finally:
                 release()
-                self.metrics.query_rows.labels(task.protocol).inc(rows)
-                self.metrics.query_bytes.labels(task.protocol).inc(nbytes)
+                self._labelled(self.metrics.query_rows, task.protocol).inc(rows)
+                self._labelled(self.metrics.query_bytes, task.protocol).inc(nbytes)
                 self.finish(task, started, rows, error)
 
         stream = batches()
@@ -81,10 +82,19 @@ class Accounting:
         task.rows = rows
         if error is not None:
             task.error, task.error_code = error.message, error.code
-            self.metrics.query_failures.labels(task.protocol, error.code).inc()
-        self.metrics.queries.labels(task.protocol, task.served_by or "none").inc()
-        self.metrics.query_duration.labels(task.protocol).observe(elapsed)
+            self._labelled(self.metrics.query_failures, task.protocol, error.code).inc()
+        self._labelled(self.metrics.queries, task.protocol, task.served_by or "none").inc()
+        self._labelled(self.metrics.query_duration, task.protocol).observe(elapsed)
         self.task_history.record(task)
+
+    def _labelled(self, metric, *values: str):
+        """`metric.labels(*values)`, remembered (labels() checks and locks on every call; a
+        query accounts four). Label values come from small fixed sets: protocols, routes, codes."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def public_error(self, e: BaseException, sanitize: Callable[[SatchelError], str] | None = None) -> SatchelError:
         """Every failure leaves as a SatchelError with a clear, secret-free message (and, for a

@@ -5,6 +5,7 @@ A query walks serving -> QueryService.query -> Routes -> connector or accelerato
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import time
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ class QueryService:
                 reader = cached
             elif explain:
                 reader = _explain_reader(plan, pushdown.explain_lines(plan, self.datasets), policy)
-            elif not plan.bindings and _constant(planned.tree):
+            elif not plan.bindings and planned.constant:
                 reader = self._constant_result(sql, params, lambda: self.routes.execute(plan, replan, task))
             elif plan.served_by in ("source", "mixed"):  # a live source may keep the first batch waiting
                 reader = guarded(lambda: _prefetched(self.routes.execute(plan, replan, task)), scope, deadline,
@@ -488,6 +489,12 @@ class Planned:
 
     def bound(self) -> exp.Expression:
         return bind_parameters(self.tree.copy(), self.params) if self.params is not None else self.tree
+
+    @functools.cached_property
+    def constant(self) -> bool:
+        """Whether the query always gives the same rows (see `_constant`): worked out once per
+        plan (plans are cached), not on every `SELECT 1`."""
+        return _constant(self.tree)
 
 
 def _constant(tree: exp.Expression) -> bool:

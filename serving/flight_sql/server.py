@@ -60,6 +60,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("satchel.flight_sql")
 T = TypeVar("T")
 
+# pyarrow's defaults, made once: without them every stream reads two environment variables
+_WRITE_OPTIONS = pa.ipc.IpcWriteOptions()
 MAX_PARAMETER_SETS = 10_000  # rows of parameters bound to one prepared statement's execution
 MAX_PARAMETER_BYTES = 16 << 20
 # DoPut commands that would write; refused by name (Satchel needs no message class for them).
@@ -248,7 +250,7 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
             statement = self._tickets.pop(command.statement_handle)
             return self._result_stream(statement, _LiveCall(context))
         if isinstance(command, protocol.METADATA_COMMANDS):
-            return flight.RecordBatchStream(self._metadata_table(command, principal))
+            return flight.RecordBatchStream(self._metadata_table(command, principal), _WRITE_OPTIONS)
         raise _unsupported(command, "DoGet")
 
     def _result_stream(self, statement: _StatementTicket, call: "_LiveCall") -> flight.FlightDataStream:
@@ -269,7 +271,7 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
                 for params in statement.bindings
             ]
         if not openers:  # parameters bound with zero rows: nothing to execute
-            return flight.RecordBatchStream(statement.schema.empty_table())
+            return flight.RecordBatchStream(statement.schema.empty_table(), _WRITE_OPTIONS)
         first: pa.RecordBatchReader | None = None
         try:
             first = openers[0]()  # errors before the first batch surface with their own status
@@ -280,7 +282,7 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
                 # into Python once per batch.
                 first.close()
                 call.end()
-                return flight.RecordBatchStream(pa.Table.from_batches(head, schema))
+                return flight.RecordBatchStream(pa.Table.from_batches(head, schema), _WRITE_OPTIONS)
         except BaseException:
             if first is not None:
                 first.close()
@@ -380,6 +382,8 @@ class SatchelFlightSqlServer(flight.FlightServerBase):
         middleware = context.get_middleware(MIDDLEWARE_KEY)
         if middleware is None:
             raise Unauthenticated("no authentication context for this call")
+        if middleware.principal is not None:  # known at the call's start (no API keys), or checked once
+            return middleware.principal
         return middleware.principal_for(self._runtime, _client_address(context))
 
     def _prepared_for(self, handle: bytes, principal: Principal) -> _PreparedStatement:
