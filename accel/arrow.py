@@ -168,11 +168,18 @@ class ArrowAccelerator:
         expr, support = compile_filters(filters, table.schema)
         if any(s is not FilterSupport.EXACT for s in support):
             limit = None  # the engine re-applies what was not pushed; a limit here could drop matches
-        scanner = ds.dataset(table).scanner(columns=list(columns) if columns else None, filter=expr)
-        reader = scanner.to_reader()
-        if limit is None:
-            return reader
-        return pa.RecordBatchReader.from_batches(reader.schema, _limited(reader, limit))
+        return _scanned(table, columns, expr, limit)
+
+    def exact_scan(
+        self, name: str, columns: Sequence[str], filters: Sequence[Filter], limit: int | None
+    ) -> pa.RecordBatchReader | None:
+        """The rows of `SELECT columns FROM name WHERE filters LIMIT limit` when pyarrow applies
+        every filter exactly (they are then the answer as they are), streamed; else None."""
+        table = self.table(name)
+        expr, support = compile_filters(filters, table.schema)
+        if any(s is not FilterSupport.EXACT for s in support):
+            return None
+        return _scanned(table, columns, expr, limit)
 
     def _set(self, name: str, shared: SharedTable) -> None:
         replaced = name in self._tables
@@ -182,6 +189,14 @@ class ArrowAccelerator:
 
     def close(self) -> None:
         self._tables.clear()
+
+
+def _scanned(table: pa.Table, columns: Sequence[str] | None, expr: pc.Expression | None,
+             limit: int | None) -> pa.RecordBatchReader:
+    reader = ds.dataset(table).scanner(columns=list(columns) if columns else None, filter=expr).to_reader()
+    if limit is None:
+        return reader
+    return pa.RecordBatchReader.from_batches(reader.schema, _limited(reader, limit))
 
 
 def _limited(reader: pa.RecordBatchReader, limit: int):

@@ -17,7 +17,7 @@ from connectors.base import CALLER
 from ..errors import SqlError
 from ..memory import resource_exhausted_text
 from .datafusion_worker import empty_batch, error_text, planned, session
-from .planner import Plan, TableScan
+from .planner import ArrowLookup, Plan, TableScan
 from .workers import PlanningError, WorkerPool, WorkerQueryError
 
 ScanOpener = Callable[[TableScan], "pa.RecordBatchReader | pa.Table | SharedTable"]
@@ -88,6 +88,16 @@ def _explained(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
                 raise
             raise SqlError(f"query failed in the federated engine: {_clean(e)}") from None
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def looked_up(plan: Plan, lookup: ArrowLookup, rows: pa.RecordBatchReader,
+              target_partitions: int = 2) -> pa.RecordBatchReader:
+    """`rows` (the Arrow table's scan answering `lookup`, the plan's) in the schema the federated
+    engine announces for the plan, found once per lookup and its template's instances."""
+    schema = lookup.memo.get("schema")
+    if schema is None:
+        schema = lookup.memo["schema"] = federated_schema(plan, target_partitions)
+    return _streamed(rows, schema)
 
 
 def _streamed(source: "pa.RecordBatchReader | pa.Table | SharedTable", schema: pa.Schema) -> pa.RecordBatchReader:

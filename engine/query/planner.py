@@ -7,6 +7,7 @@ same whichever engine runs it, and every WHERE clause is re-applied above pushed
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import difflib
@@ -128,8 +129,55 @@ class Plan:
         wanted = scan.columns if scan.columns is not None else scan.binding.schema.names
         return scan if names == list(wanted) else None
 
+    @functools.cached_property
+    def arrow_lookup(self) -> ArrowLookup | None:
+        """The query as some rows of one Arrow-accelerated table, `SELECT columns FROM t [WHERE
+        filters on integer and text columns] [LIMIT n]` (an agent's lookup), which the sidecar
+        answers with a pyarrow scan of the table instead of a federated engine worker's round
+        trip. Worked out once per plan (plans are cached; a template's instances get theirs
+        from the template's, see `ArrowLookup.bound`)."""
+        if (self.route != "federated" or len(self.scans) != 1 or self.ai or self.full_text or self.widen_decimals
+                or self.scans[0].binding.kind != "arrow" or self.engine_sql not in (None, self.sql)):
+            return None
+        scan = self.scans[0]
+        try:
+            tree = sqlglot.parse_one(self.sql, read=PUBLIC_DIALECT)
+        except sqlglot.errors.ParseError:
+            return None
+        if not isinstance(tree, exp.Select) or any(tree.args.get(k) for k in _NOT_LOOKUP):
+            return None
+        source = tree.args.get("from_") or tree.args.get("from")
+        if source is None or not isinstance(source.this, exp.Table) or source.this.name != scan.register_as:
+            return None
+        alias = source.this.alias_or_name
+        names = []
+        for projection in tree.expressions:
+            column = projection.this if isinstance(projection, exp.Alias) else projection
+            if not isinstance(column, exp.Column) or column.table != alias or projection.alias_or_name != column.name:
+                return None
+            names.append(column.name)
+        filters: list[Filter] = []
+        if tree.args.get("where"):
+            for cond in _conjuncts(tree.args["where"].this):
+                found = _as_filters(cond, alias)
+                if not found or not all(_plain_lookup_filter(f, scan.binding.schema) for f in found):
+                    return None
+                filters.extend(found)
+        limit = None
+        if tree.args.get("limit"):
+            count = tree.args["limit"].expression
+            if not (isinstance(count, exp.Literal) and count.is_int):
+                return None
+            limit = int(count.name)
+        if len(set(names)) != len(names):
+            return None
+        return ArrowLookup(scan.binding.dataset or scan.binding.name, tuple(names), tuple(filters), limit)
+
     def explain(self) -> str:
         lines = [f"route: {self.route} (served by {self.served_by})", f"sql: {self.engine_sql or self.sql}"]
+        if self.arrow_lookup is not None:
+            lines.append("lookup: answered by a scan of the Arrow table in the sidecar when pyarrow applies its "
+                         "filters exactly (no federated engine worker)")
         for s in self.scans:
             pushed = " AND ".join(filter_expression(f).sql(PUBLIC_DIALECT) for f in s.filters) or "-"
             order = ", ".join(f"{k.column} {'DESC' if k.descending else 'ASC'} NULLS {'FIRST' if k.nulls_first else 'LAST'}"
@@ -146,8 +194,61 @@ class Plan:
 
 
 # clauses that make a query more than a plain scan of its one table
+@dataclass(frozen=True)
+class ArrowLookup:
+    """`SELECT columns FROM dataset WHERE filters [LIMIT limit]` on one Arrow-accelerated table."""
+
+    dataset: str
+    columns: tuple[str, ...]
+    filters: tuple[Filter, ...]
+    limit: int | None
+    # shared by a template's lookup and its instances' (dataclasses.replace keeps the dict): the
+    # result schema, found once (by the federated engine's planner, as GetFlightInfo announces it)
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def bound(self, sentinels: dict[object, object]) -> ArrowLookup | None:
+        """This lookup (planned with sentinel values) with each sentinel replaced by its value;
+        None unless every sentinel is a filter's value (one elsewhere, say in LIMIT, would be
+        left in place)."""
+        found: set[object] = set()
+        filters = tuple(_bound_filter(f, sentinels, found) for f in self.filters)
+        return dataclasses.replace(self, filters=filters) if found == set(sentinels) else None
+
+
+def _bound_filter(f: Filter, sentinels: dict[object, object], found: set[object]) -> Filter:
+    def value(v: object) -> object:
+        if type(v) in (int, str) and v in sentinels:
+            found.add(v)
+            return sentinels[v]
+        return v
+
+    if f.op in ("and", "or", "not"):
+        return dataclasses.replace(f, value=tuple(_bound_filter(p, sentinels, found) for p in f.value))
+    if isinstance(f.value, tuple):
+        return dataclasses.replace(f, value=tuple(value(v) for v in f.value))
+    return dataclasses.replace(f, value=value(f.value))
+
+
+def _plain_lookup_filter(f: Filter, schema: pa.Schema) -> bool:
+    """Whether `f` compares integer columns with integers and text columns with text only: the
+    comparisons pyarrow and the federated engine agree on to the bit (no float, decimal or
+    time coercions), so a lookup answered by pyarrow is the same answer."""
+    if f.op in ("and", "or", "not"):
+        return all(_plain_lookup_filter(p, schema) for p in f.value)
+    if f.column not in schema.names:
+        return False
+    typ = schema.field(f.column).type
+    values = f.value if isinstance(f.value, tuple) else (() if f.value is None else (f.value,))
+    if pa.types.is_integer(typ):
+        return all(type(v) is int for v in values)
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return all(type(v) is str for v in values)
+    return False
+
+
 _NOT_PLAIN = ("where", "group", "having", "order", "limit", "offset", "distinct", "joins", "laterals", "windows",
               "qualify", "with", "into", "prewhere", "connect", "match", "sample", "settings")
+_NOT_LOOKUP = tuple(k for k in _NOT_PLAIN if k not in ("where", "limit"))
 
 CONSTANTS_INSTANCE = "duckdb:constants"  # the private DuckDB that evaluates queries naming no table
 # DuckDB binds nested operators in time cubic in their depth (`SELECT 1+1+...` of 900 terms: 24 s,

@@ -22,7 +22,7 @@ from ..refresh.dataset import DatasetRuntime
 from ..task_history import Task, TaskHistory
 from . import pushdown
 from .duckdb_errors import explained
-from .federated import duckdb_schema, federated_schema, run_federated
+from .federated import duckdb_schema, federated_schema, looked_up, run_federated
 from .planner import CONSTANTS_INSTANCE, Plan, TableScan
 from .workers import WorkerPool, pool_size
 
@@ -101,7 +101,14 @@ class Routes:
         return pushed if pushed is not None else self.federated(plan)
 
     def federated(self, plan: Plan) -> pa.RecordBatchReader:
-        """DataFusion over pushed-down scans, within the federated share of the memory budget."""
+        """DataFusion over pushed-down scans, within the federated share of the memory budget;
+        a lookup on one Arrow table (`Plan.arrow_lookup`) is a scan of it here instead."""
+        lookup = plan.arrow_lookup
+        if lookup is not None:
+            ds = self.datasets[lookup.dataset.lower()]
+            rows = self.arrow.exact_scan(ds.name, lookup.columns, lookup.filters, lookup.limit)
+            if rows is not None:
+                return looked_up(plan, lookup, rows)
         return run_federated(plan, self._open_scan, self.workers, self.arrow.shared_keys(),
                              pool_bytes=datafusion_pool(self.memory_budget))
 
