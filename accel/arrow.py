@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -17,6 +17,7 @@ from engine.errors import NotFound
 from .keys import merge_by_key
 from .search import SearchStore, load_extensions
 from .shared_memory import SharedTable, share, share_table
+from .zone_maps import ZoneMaps
 
 
 class ArrowAccelerator:
@@ -34,6 +35,7 @@ class ArrowAccelerator:
         self._search_memory_limit = search_memory_limit
         self._search: SearchStore | None = None
         self.on_swap: Callable[[], None] = lambda: None  # told after a table is replaced (its old file is stale)
+        self._zone_maps = ZoneMaps()  # per table version, for exact_scan
 
     @property
     def search(self) -> SearchStore:
@@ -175,11 +177,13 @@ class ArrowAccelerator:
     ) -> pa.RecordBatchReader | None:
         """The rows of `SELECT columns FROM name WHERE filters LIMIT limit` when pyarrow applies
         every filter exactly (they are then the answer as they are), streamed; else None."""
-        table = self.table(name)
+        shared = self.shared(name)
+        table = shared.table
         expr, support = compile_filters(filters, table.schema)
         if any(s is not FilterSupport.EXACT for s in support):
             return None
-        return _scanned(table, columns, expr, limit)
+        candidates = pa.Table.from_batches(self._zone_maps.batches(shared, table, filters), table.schema)
+        return _scanned(candidates, columns, expr, limit)
 
     def _set(self, name: str, shared: SharedTable) -> None:
         replaced = name in self._tables
@@ -193,18 +197,21 @@ class ArrowAccelerator:
 
 def _scanned(table: pa.Table, columns: Sequence[str] | None, expr: pc.Expression | None,
              limit: int | None) -> pa.RecordBatchReader:
+    """The table's rows matching `expr` (at most `limit`), streamed in its batches' order. The
+    scanner gives one batch per batch of the table, most of them empty for a lookup: those are
+    left out (each would cost every layer above a pass)."""
     reader = ds.dataset(table).scanner(columns=list(columns) if columns else None, filter=expr).to_reader()
-    if limit is None:
-        return reader
     return pa.RecordBatchReader.from_batches(reader.schema, _limited(reader, limit))
 
 
-def _limited(reader: pa.RecordBatchReader, limit: int):
+def _limited(reader: pa.RecordBatchReader, limit: int | None) -> Iterator[pa.RecordBatch]:
     left = limit
     for batch in reader:
-        if left <= 0:
-            break
-        if batch.num_rows > left:
-            batch = batch.slice(0, left)
-        left -= batch.num_rows
-        yield batch
+        if left is not None:
+            if left <= 0:
+                break
+            if batch.num_rows > left:
+                batch = batch.slice(0, left)
+            left -= batch.num_rows
+        if batch.num_rows:
+            yield batch

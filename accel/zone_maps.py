@@ -1,0 +1,73 @@
+"""Zone maps: each batch's smallest and largest value of a column, so a lookup skips the batches
+that cannot hold its rows (an id looked up in a table loaded in id order reads one batch of
+sixteen). Worked out per column on its first lookup and kept while the table version lives."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.base import Filter
+
+Zone = tuple[object, object] | None  # a batch's (min, max) of a column; None: no value but NULLs
+_PRUNING_OPS = frozenset({"=", "<", "<=", ">", ">=", "in"})
+
+
+class ZoneMaps:
+    """The zone maps of table versions, held weakly by the object owning each version."""
+
+    def __init__(self) -> None:
+        self._maps: "weakref.WeakKeyDictionary[object, dict[str, list[Zone]]]" = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def batches(self, owner: object, table: pa.Table, filters: Sequence[Filter]) -> list[pa.RecordBatch]:
+        """`table`'s batches that may hold rows matching every filter (a conjunction), in order.
+        Only `column op value` filters on integer columns with integers and on text columns
+        with text prune; any other filter keeps every batch it might match."""
+        batches = table.to_batches()
+        keep = [True] * len(batches)
+        for f in filters:
+            if f.op not in _PRUNING_OPS or f.column not in table.schema.names or len(batches) <= 1:
+                continue
+            typ = table.schema.field(f.column).type
+            kind = int if pa.types.is_integer(typ) else str if pa.types.is_string(typ) or pa.types.is_large_string(typ) else None
+            values = f.value if f.op == "in" else (f.value,)
+            if kind is None or not values or any(type(v) is not kind for v in values):
+                continue
+            for i, zone in enumerate(self._zones(owner, batches, f.column)):
+                keep[i] = keep[i] and _may_match(zone, f.op, values)
+        return [b for b, k in zip(batches, keep) if k]
+
+    def _zones(self, owner: object, batches: list[pa.RecordBatch], column: str) -> list[Zone]:
+        with self._lock:
+            known = self._maps.setdefault(owner, {}).get(column)
+        if known is not None:
+            return known
+        zones: list[Zone] = []
+        for batch in batches:
+            extremes = pc.min_max(batch.column(column))
+            low, high = extremes["min"].as_py(), extremes["max"].as_py()
+            zones.append(None if low is None else (low, high))
+        with self._lock:
+            self._maps.setdefault(owner, {})[column] = zones
+        return zones
+
+
+def _may_match(zone: Zone, op: str, values: Sequence[object]) -> bool:
+    if zone is None:  # only NULLs: no comparison is true
+        return False
+    low, high = zone
+    if op in ("=", "in"):
+        return any(low <= v <= high for v in values)
+    value = values[0]
+    if op == "<":
+        return low < value
+    if op == "<=":
+        return low <= value
+    if op == ">":
+        return high > value
+    return high >= value  # ">="
