@@ -108,26 +108,12 @@ class Plan:
         """The one scan when the query only selects that scan's columns, unrenamed and in its
         order (`SELECT * FROM t`, a refresh's full read): its rows are the result as they are.
         Worked out once per plan (plans are cached)."""
-        if self.route != "federated" or len(self.scans) != 1 or self.ai:
+        selected = self._selected_columns(_NOT_PLAIN)
+        if selected is None:
             return None
         scan = self.scans[0]
-        try:
-            tree = sqlglot.parse_one(self.sql, read=PUBLIC_DIALECT)
-        except sqlglot.errors.ParseError:
-            return None
-        if not isinstance(tree, exp.Select) or any(tree.args.get(k) for k in _NOT_PLAIN):
-            return None
-        source = tree.args.get("from_") or tree.args.get("from")
-        if source is None or not isinstance(source.this, exp.Table) or source.this.name != scan.register_as:
-            return None
-        names = []
-        for projection in tree.expressions:
-            column = projection.this if isinstance(projection, exp.Alias) else projection
-            if not isinstance(column, exp.Column) or projection.alias_or_name != column.name:
-                return None
-            names.append(column.name)
         wanted = scan.columns if scan.columns is not None else scan.binding.schema.names
-        return scan if names == list(wanted) else None
+        return scan if selected[2] == list(wanted) else None
 
     @functools.cached_property
     def arrow_lookup(self) -> ArrowLookup | None:
@@ -136,26 +122,14 @@ class Plan:
         answers with a pyarrow scan of the table instead of a federated engine worker's round
         trip. Worked out once per plan (plans are cached; a template's instances get theirs
         from the template's, see `ArrowLookup.bound`)."""
-        if (self.route != "federated" or len(self.scans) != 1 or self.ai or self.full_text or self.widen_decimals
-                or self.scans[0].binding.kind != "arrow" or self.engine_sql not in (None, self.sql)):
+        if (self.full_text or self.widen_decimals or self.engine_sql not in (None, self.sql)
+                or len(self.scans) != 1 or self.scans[0].binding.kind != "arrow"):
             return None
+        selected = self._selected_columns(_NOT_LOOKUP)
+        if selected is None:
+            return None
+        tree, alias, names = selected
         scan = self.scans[0]
-        try:
-            tree = sqlglot.parse_one(self.sql, read=PUBLIC_DIALECT)
-        except sqlglot.errors.ParseError:
-            return None
-        if not isinstance(tree, exp.Select) or any(tree.args.get(k) for k in _NOT_LOOKUP):
-            return None
-        source = tree.args.get("from_") or tree.args.get("from")
-        if source is None or not isinstance(source.this, exp.Table) or source.this.name != scan.register_as:
-            return None
-        alias = source.this.alias_or_name
-        names = []
-        for projection in tree.expressions:
-            column = projection.this if isinstance(projection, exp.Alias) else projection
-            if not isinstance(column, exp.Column) or column.table != alias or projection.alias_or_name != column.name:
-                return None
-            names.append(column.name)
         filters: list[Filter] = []
         if tree.args.get("where"):
             for cond in _conjuncts(tree.args["where"].this):
@@ -172,6 +146,30 @@ class Plan:
         if len(set(names)) != len(names):
             return None
         return ArrowLookup(scan.binding.dataset or scan.binding.name, tuple(names), tuple(filters), limit)
+
+    def _selected_columns(self, refused: tuple[str, ...]) -> tuple[exp.Select, str, list[str]] | None:
+        """(tree, the table's alias, the column names) when the plan's SQL selects plain,
+        unrenamed columns of its one scan and has none of the `refused` clauses."""
+        if self.route != "federated" or len(self.scans) != 1 or self.ai:
+            return None
+        try:
+            tree = sqlglot.parse_one(self.sql, read=PUBLIC_DIALECT)
+        except sqlglot.errors.ParseError:
+            return None
+        if not isinstance(tree, exp.Select) or any(tree.args.get(k) for k in refused):
+            return None
+        source = tree.args.get("from_") or tree.args.get("from")
+        if source is None or not isinstance(source.this, exp.Table) or source.this.name != self.scans[0].register_as:
+            return None
+        alias = source.this.alias_or_name
+        names = []
+        for projection in tree.expressions:
+            column = projection.this if isinstance(projection, exp.Alias) else projection
+            if not isinstance(column, exp.Column) or column.table not in ("", alias) \
+                    or projection.alias_or_name != column.name:
+                return None
+            names.append(column.name)
+        return tree, alias, names
 
     def explain(self) -> str:
         lines = [f"route: {self.route} (served by {self.served_by})", f"sql: {self.engine_sql or self.sql}"]
