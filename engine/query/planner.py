@@ -129,6 +129,8 @@ class Plan:
         if selected is None:
             return None
         tree, alias, names = selected
+        if len(set(names)) != len(names):
+            return None
         scan = self.scans[0]
         filters: list[Filter] = []
         if tree.args.get("where"):
@@ -143,8 +145,6 @@ class Plan:
             if not (isinstance(count, exp.Literal) and count.is_int):
                 return None
             limit = int(count.name)
-        if len(set(names)) != len(names):
-            return None
         return ArrowLookup(scan.binding.dataset or scan.binding.name, tuple(names), tuple(filters), limit)
 
     def _selected_columns(self, refused: tuple[str, ...]) -> tuple[exp.Select, str, list[str]] | None:
@@ -191,7 +191,6 @@ class Plan:
         return "\n".join(lines)
 
 
-# clauses that make a query more than a plain scan of its one table
 @dataclass(frozen=True)
 class ArrowLookup:
     """`SELECT columns FROM dataset WHERE filters [LIMIT limit]` on one Arrow-accelerated table."""
@@ -244,6 +243,7 @@ def _plain_lookup_filter(f: Filter, schema: pa.Schema) -> bool:
     return False
 
 
+# clauses that make a query more than a plain scan of its one table
 _NOT_PLAIN = ("where", "group", "having", "order", "limit", "offset", "distinct", "joins", "laterals", "windows",
               "qualify", "with", "into", "prewhere", "connect", "match", "sample", "settings")
 _NOT_LOOKUP = tuple(k for k in _NOT_PLAIN if k not in ("where", "limit"))
