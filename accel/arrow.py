@@ -11,12 +11,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from connectors.arrow_filters import compile_filters
-from connectors.base import Filter, FilterSupport
+from connectors.base import Filter, FilterSupport, SortKey
 from engine.errors import NotFound
 
 from .keys import merge_by_key
 from .search import SearchStore, load_extensions
 from .shared_memory import SharedTable, share, share_table
+from .top_rows import top_rows
 from .zone_maps import ZoneMaps
 
 
@@ -173,17 +174,31 @@ class ArrowAccelerator:
         return _scanned(table, columns, expr, limit)
 
     def exact_scan(
-        self, name: str, columns: Sequence[str], filters: Sequence[Filter], limit: int | None
+        self, name: str, columns: Sequence[str], filters: Sequence[Filter], limit: int | None,
+        order: Sequence[SortKey] = (),
     ) -> pa.RecordBatchReader | None:
-        """The rows of `SELECT columns FROM name WHERE filters LIMIT limit` when pyarrow applies
-        every filter exactly (they are then the answer as they are), streamed; else None."""
+        """The rows of `SELECT columns FROM name WHERE filters [ORDER BY order] LIMIT limit`
+        when pyarrow applies every filter exactly (they are then the answer as they are),
+        streamed; else None. An `order` needs a `limit` (its rows are held while ranked)."""
         shared = self.shared(name)
         table = shared.table
         expr, support = compile_filters(filters, table.schema)
         if any(s is not FilterSupport.EXACT for s in support):
             return None
-        candidates = pa.Table.from_batches(self._zone_maps.batches(shared, table, filters), table.schema)
-        return _scanned(candidates, columns, expr, limit)
+        every = table.to_batches()
+        kept = self._zone_maps.candidates(shared, table, filters)
+        batches = [every[i] for i in kept]
+        if not order:
+            return _scanned(pa.Table.from_batches(batches, table.schema), columns, expr, limit)
+        if limit is None:
+            raise ValueError("an ordered scan needs a limit")
+        first = order[0].column
+        zones = None
+        if not order[0].nulls_first or all(b.column(first).null_count == 0 for b in batches):
+            all_zones = self._zone_maps.zones(shared, table, first)  # NULLs rank last: a visit may stop early
+            zones = [all_zones[i] for i in kept]
+        top = top_rows(batches, table.schema, columns, expr, limit, order, zones)
+        return pa.RecordBatchReader.from_batches(top.schema, top.to_batches())
 
     def _set(self, name: str, shared: SharedTable) -> None:
         replaced = name in self._tables

@@ -24,31 +24,32 @@ class ZoneMaps:
         self._maps: "weakref.WeakKeyDictionary[object, dict[str, list[Zone]]]" = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
-    def batches(self, owner: object, table: pa.Table, filters: Sequence[Filter]) -> list[pa.RecordBatch]:
-        """`table`'s batches that may hold rows matching every filter (a conjunction), in order.
-        Only `column op value` filters on integer columns with integers and on text columns
-        with text prune; any other filter keeps every batch it might match."""
-        batches = table.to_batches()
-        keep = [True] * len(batches)
+    def candidates(self, owner: object, table: pa.Table, filters: Sequence[Filter]) -> list[int]:
+        """The indexes of `table`'s batches that may hold rows matching every filter (a
+        conjunction), in order. Only `column op value` filters on integer columns with integers
+        and on text columns with text prune; any other filter keeps every batch it might match."""
+        keep = [True] * len(table.to_batches())
         for f in filters:
-            if f.op not in _PRUNING_OPS or f.column not in table.schema.names or len(batches) <= 1:
+            if f.op not in _PRUNING_OPS or f.column not in table.schema.names or len(keep) <= 1:
                 continue
             typ = table.schema.field(f.column).type
             kind = int if pa.types.is_integer(typ) else str if pa.types.is_string(typ) or pa.types.is_large_string(typ) else None
             values = f.value if f.op == "in" else (f.value,)
             if kind is None or not values or any(type(v) is not kind for v in values):
                 continue
-            for i, zone in enumerate(self._zones(owner, batches, f.column)):
+            for i, zone in enumerate(self.zones(owner, table, f.column)):
                 keep[i] = keep[i] and _may_match(zone, f.op, values)
-        return [b for b, k in zip(batches, keep) if k]
+        return [i for i, k in enumerate(keep) if k]
 
-    def _zones(self, owner: object, batches: list[pa.RecordBatch], column: str) -> list[Zone]:
+    def zones(self, owner: object, table: pa.Table, column: str) -> list[Zone]:
+        """Each of `table`'s batches' (min, max) of `column` (None: only NULLs), worked out once
+        per table version (`owner`) and column."""
         with self._lock:
             known = self._maps.setdefault(owner, {}).get(column)
         if known is not None:
             return known
         zones: list[Zone] = []
-        for batch in batches:
+        for batch in table.to_batches():
             extremes = pc.min_max(batch.column(column))
             low, high = extremes["min"].as_py(), extremes["max"].as_py()
             zones.append(None if low is None else (low, high))

@@ -118,7 +118,8 @@ class Plan:
     @functools.cached_property
     def arrow_lookup(self) -> ArrowLookup | None:
         """The query as some rows of one Arrow-accelerated table, `SELECT columns FROM t [WHERE
-        filters on integer and text columns] [LIMIT n]` (an agent's lookup), which the sidecar
+        filters on integer and text columns] [[ORDER BY such columns] LIMIT n]` (an agent's
+        lookup, or its top n, n <= MAX_LOOKUP_TOP), which the sidecar
         answers with a pyarrow scan of the table instead of a federated engine worker's round
         trip. Worked out once per plan (plans are cached; a template's instances get theirs
         from the template's, see `ArrowLookup.bound`)."""
@@ -145,7 +146,15 @@ class Plan:
             if not (isinstance(count, exp.Literal) and count.is_int):
                 return None
             limit = int(count.name)
-        return ArrowLookup(scan.binding.dataset or scan.binding.name, tuple(names), tuple(filters), limit)
+        order: list[SortKey] = []
+        for key in tree.args["order"].expressions if tree.args.get("order") else ():
+            column = key.this
+            if limit is None or limit > MAX_LOOKUP_TOP or not isinstance(column, exp.Column) \
+                    or column.table not in ("", alias) or not _plain_lookup_column(column.name, scan.binding.schema):
+                return None
+            order.append(SortKey(column.name, bool(key.args.get("desc")), bool(key.args.get("nulls_first"))))
+        return ArrowLookup(scan.binding.dataset or scan.binding.name, tuple(names), tuple(filters), limit,
+                           tuple(order))
 
     def _selected_columns(self, refused: tuple[str, ...]) -> tuple[exp.Select, str, list[str]] | None:
         """(tree, the table's alias, the column names) when the plan's SQL selects plain,
@@ -199,6 +208,7 @@ class ArrowLookup:
     columns: tuple[str, ...]
     filters: tuple[Filter, ...]
     limit: int | None
+    order: tuple[SortKey, ...] = ()  # with `limit`: the first `limit` rows in this order (top-N)
     # shared by a template's lookup and its instances' (dataclasses.replace keeps the dict): the
     # result schema, found once (by the federated engine's planner, as GetFlightInfo announces it)
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -232,21 +242,25 @@ def _plain_lookup_filter(f: Filter, schema: pa.Schema) -> bool:
     time coercions), so a lookup answered by pyarrow is the same answer."""
     if f.op in ("and", "or", "not"):
         return all(_plain_lookup_filter(p, schema) for p in f.value)
-    if f.column not in schema.names:
+    if not _plain_lookup_column(f.column, schema):
         return False
-    typ = schema.field(f.column).type
     values = f.value if isinstance(f.value, tuple) else (() if f.value is None else (f.value,))
-    if pa.types.is_integer(typ):
-        return all(type(v) is int for v in values)
-    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        return all(type(v) is str for v in values)
-    return False
+    return all(type(v) is (int if pa.types.is_integer(schema.field(f.column).type) else str) for v in values)
+
+
+def _plain_lookup_column(name: str, schema: pa.Schema) -> bool:
+    """An integer or text column: what a lookup compares and sorts as the federated engine does."""
+    if name not in schema.names:
+        return False
+    typ = schema.field(name).type
+    return pa.types.is_integer(typ) or pa.types.is_string(typ) or pa.types.is_large_string(typ)
 
 
 # clauses that make a query more than a plain scan of its one table
 _NOT_PLAIN = ("where", "group", "having", "order", "limit", "offset", "distinct", "joins", "laterals", "windows",
               "qualify", "with", "into", "prewhere", "connect", "match", "sample", "settings")
-_NOT_LOOKUP = tuple(k for k in _NOT_PLAIN if k not in ("where", "limit"))
+_NOT_LOOKUP = tuple(k for k in _NOT_PLAIN if k not in ("where", "limit", "order"))
+MAX_LOOKUP_TOP = 10_000  # ORDER BY ... LIMIT n up to this n is a lookup: its rows are held while ranked
 
 CONSTANTS_INSTANCE = "duckdb:constants"  # the private DuckDB that evaluates queries naming no table
 # DuckDB binds nested operators in time cubic in their depth (`SELECT 1+1+...` of 900 terms: 24 s,

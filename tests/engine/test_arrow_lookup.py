@@ -152,3 +152,39 @@ def test_a_lookup_sees_the_table_a_refresh_swapped_in(runtime, pod_dir) -> None:
     finally:
         _data(pod_dir)
         runtime.refresh("t_arrow", wait=True)
+
+
+TOP_N = [  # keys unique together, so the first n rows are one answer
+    "SELECT * FROM {t} WHERE id >= 1500 ORDER BY id LIMIT 20",
+    "SELECT id, name FROM {t} ORDER BY id DESC LIMIT 7",
+    "SELECT id FROM {t} WHERE small = 3 ORDER BY id LIMIT 5",
+    "SELECT id, small FROM {t} ORDER BY small DESC, id LIMIT 30",
+    "SELECT id, name FROM {t} WHERE id < 40 ORDER BY name, id LIMIT 12",  # NULL names last
+    "SELECT id, name FROM {t} WHERE id < 40 ORDER BY name DESC, id DESC LIMIT 12",  # NULLs first
+    "SELECT id, name FROM {t} WHERE id < 40 ORDER BY name NULLS FIRST, id NULLS FIRST LIMIT 9",
+    "SELECT id, name FROM {t} WHERE id < 60 ORDER BY name NULLS FIRST, id DESC NULLS LAST LIMIT 9",
+    "SELECT id FROM {t} WHERE id > 2990 ORDER BY id LIMIT 100",  # fewer rows than the limit
+    "SELECT id FROM {t} WHERE id < 0 ORDER BY id LIMIT 3",
+    "SELECT id FROM {t} ORDER BY id LIMIT 0",
+]
+
+
+@pytest.mark.parametrize("sql", TOP_N)
+def test_the_first_rows_in_an_order_are_duckdbs(runtime, sql: str) -> None:
+    arrow = sql.format(t="t_arrow")
+    assert "lookup: answered by a scan" in runtime.explain(arrow)
+    table = runtime.query(arrow).read_all()
+    assert table.to_pylist() == runtime.query(sql.format(t="t_duckdb")).read_all().to_pylist()  # in order
+    assert table.schema == runtime.query_schema(arrow)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT id FROM {t} ORDER BY id",  # no limit: a sort of every row stays in the engine (it spills)
+    "SELECT id FROM {t} ORDER BY id LIMIT 20000",  # more rows than a lookup holds
+    "SELECT id FROM {t} ORDER BY score LIMIT 3",  # a float key
+    "SELECT id FROM {t} ORDER BY id + 1 LIMIT 3",
+])
+def test_other_orders_stay_in_the_engine(runtime, sql: str) -> None:
+    assert "lookup:" not in runtime.explain(sql.format(t="t_arrow"))
+    assert runtime.query(sql.format(t="t_arrow")).read_all().num_rows == \
+        runtime.query(sql.format(t="t_duckdb")).read_all().num_rows

@@ -1,4 +1,5 @@
-"""accel.zone_maps: the batches a lookup skips are exactly ones that cannot hold a matching row."""
+"""accel.zone_maps and accel.top_rows: the batches a lookup skips, or stops before, are exactly
+ones that cannot hold a row of its answer."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import pyarrow.compute as pc
 import pytest
 
 from accel.arrow import ArrowAccelerator
+from accel.top_rows import top_rows
 from accel.zone_maps import ZoneMaps
 from connectors.arrow_filters import compile_filters
-from connectors.base import Filter
+from connectors.base import Filter, SortKey
 
 
 class _Version:
@@ -23,6 +25,11 @@ def _table(ids: list[int | None], names: list[str | None], batch: int) -> pa.Tab
     return pa.Table.from_batches(table.to_batches(max_chunksize=batch))
 
 
+def _kept(zones: ZoneMaps, owner: object, table: pa.Table, filters: list[Filter]) -> list[pa.RecordBatch]:
+    batches = table.to_batches()
+    return [batches[i] for i in zones.candidates(owner, table, filters)]
+
+
 def _matching(table: pa.Table, filters: list[Filter]) -> list[dict]:
     expr, _ = compile_filters(filters, table.schema)
     return table.filter(expr).to_pylist() if table.num_rows else []
@@ -31,7 +38,7 @@ def _matching(table: pa.Table, filters: list[Filter]) -> list[dict]:
 def test_batches_that_cannot_match_are_skipped_and_no_other() -> None:
     table = _table(list(range(100)), [f"n{i:03d}" for i in range(100)], 10)
     zones, version = ZoneMaps(), _Version()
-    kept = lambda *filters: [b.column(0)[0].as_py() for b in zones.batches(version, table, list(filters))]  # noqa: E731
+    kept = lambda *filters: [b.column(0)[0].as_py() for b in _kept(zones, version, table, list(filters))]  # noqa: E731
     assert kept(Filter("id", "=", 42)) == [40]
     assert kept(Filter("id", "in", (5, 93, 500))) == [0, 90]
     assert kept(Filter("id", "<", 20)) == [0, 10]
@@ -52,8 +59,8 @@ def test_batches_that_cannot_match_are_skipped_and_no_other() -> None:
 def test_a_batch_of_nulls_matches_no_comparison() -> None:
     table = _table([None] * 10 + list(range(10)), [None] * 20, 10)
     zones = ZoneMaps()
-    assert [b.column(0)[0].as_py() for b in zones.batches(_Version(), table, [Filter("id", ">=", 0)])] == [0]
-    assert len(zones.batches(_Version(), table, [Filter("id", "is_null")])) == 2
+    assert [b.column(0)[0].as_py() for b in _kept(zones, _Version(), table, [Filter("id", ">=", 0)])] == [0]
+    assert len(_kept(zones, _Version(), table, [Filter("id", "is_null")])) == 2
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -77,7 +84,7 @@ def test_pruned_batches_give_the_same_rows_as_the_whole_table(seed: int) -> None
                 op = rng.choice(["=", "<", ">=", "in"])
                 pick = lambda: rng.choice(["a", "ab", "b", "c", "é", ""])  # noqa: E731
                 filters.append(Filter("name", op, (pick(), pick()) if op == "in" else pick()))
-        pruned = pa.Table.from_batches(zones.batches(version, table, filters), table.schema)
+        pruned = pa.Table.from_batches(_kept(zones, version, table, filters), table.schema)
         assert _matching(pruned, filters) == _matching(table, filters), filters
 
 
@@ -91,3 +98,64 @@ def test_the_accelerator_keeps_zones_per_table_version() -> None:
     accel.replace("t", pa.RecordBatchReader.from_batches(second[0].schema, second))
     assert lookup(555) == [] and lookup(5555) == [5555]  # the new version's zones, not the old one's
     assert pc.sum(accel.table("t").column("id")).as_py() == sum(range(5000, 6000))
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_the_first_rows_in_an_order_are_those_of_a_whole_sort(seed: int) -> None:
+    rng = random.Random(1000 + seed)
+    rows = rng.randrange(0, 300)
+    a = sorted(rng.randrange(-20, 20) for _ in range(rows)) if rng.random() < 0.5 else [rng.randrange(-20, 20) for _ in range(rows)]
+    table = pa.table({
+        "a": pa.array([None if rng.random() < 0.1 else v for v in a], pa.int64()),
+        "s": pa.array([None if rng.random() < 0.1 else rng.choice(["a", "b", "ab", "é"]) for _ in range(rows)], pa.string()),
+        "id": pa.array(range(rows), pa.int64()),
+    })
+    table = pa.Table.from_batches(table.to_batches(max_chunksize=rng.choice([1, 9, 40, 500])), table.schema)
+    zones, version = ZoneMaps(), _Version()
+    for _ in range(10):
+        keys = [SortKey(c, rng.random() < 0.5, rng.random() < 0.5) for c in rng.sample(["a", "s"], rng.randrange(1, 3))]
+        order = [*keys, SortKey("id", rng.random() < 0.5)]  # unique last key: one right answer
+        limit = rng.choice([0, 1, 5, 50, 1000])
+        filters = [Filter("a", ">=", rng.randrange(-25, 10))] if rng.random() < 0.5 else []
+        expr, _ = compile_filters(filters, table.schema)
+        kept = zones.candidates(version, table, filters)
+        batches = [table.to_batches()[i] for i in kept]
+        first = order[0].column
+        usable = not order[0].nulls_first or all(b.column(first).null_count == 0 for b in batches)
+        zone_list = [zones.zones(version, table, first)[i] for i in kept] if usable else None
+        got = top_rows(batches, table.schema, ["id", "a"], expr, limit, order, zone_list).to_pylist()
+        whole = table.filter(expr) if expr is not None else table
+        ranked = whole.take(pc.sort_indices(whole, sort_keys=[
+            (k.column, "descending" if k.descending else "ascending", "at_start" if k.nulls_first else "at_end")
+            for k in order])).select(["id", "a"]).to_pylist()[:limit]
+        assert got == ranked, (order, limit, filters)
+
+
+class _Watched(list):
+    """The batches, noting which are read."""
+
+    def __init__(self, items) -> None:
+        super().__init__(items)
+        self.read: list[int] = []
+
+    def __getitem__(self, i):
+        self.read.append(i)
+        return super().__getitem__(i)
+
+
+def test_a_table_in_key_order_is_read_only_as_far_as_the_first_rows_go() -> None:
+    table = pa.Table.from_batches(pa.table({"id": pa.array(range(10_000), pa.int64())}).to_batches(max_chunksize=1000))
+    zones, version = ZoneMaps(), _Version()
+    filters = [Filter("id", ">=", 4500)]
+    kept = zones.candidates(version, table, filters)
+    assert kept == list(range(4, 10))
+    batches = _Watched(table.to_batches()[i] for i in kept)
+    all_zones = zones.zones(version, table, "id")
+    expr, _ = compile_filters(filters, table.schema)
+    top = top_rows(batches, table.schema, ["id"], expr, 700, [SortKey("id")], [all_zones[i] for i in kept])
+    assert top.column("id").to_pylist() == list(range(4500, 5200))
+    assert batches.read == [0, 1]  # 4000-4999 and 5000-5999; the batches after them hold no better rows
+    batches = _Watched(table.to_batches())
+    top = top_rows(batches, table.schema, ["id"], None, 3, [SortKey("id", descending=True, nulls_first=True)],
+                   zones.zones(version, table, "id"))
+    assert top.column("id").to_pylist() == [9999, 9998, 9997] and batches.read == [9]
