@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Iterator, Mapping, Sequence
 
 import duckdb
@@ -11,8 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from connectors.arrow_filters import compile_filters
-from connectors.base import Filter, FilterSupport, SortKey
-from engine.errors import NotFound
+from connectors.base import CALLER, Caller, Filter, FilterSupport, SortKey
+from engine.errors import NotFound, QueryTimeout, RequestCancelled
 
 from .keys import merge_by_key
 from .search import SearchStore, load_extensions
@@ -171,7 +172,7 @@ class ArrowAccelerator:
         expr, support = compile_filters(filters, table.schema)
         if any(s is not FilterSupport.EXACT for s in support):
             limit = None  # the engine re-applies what was not pushed; a limit here could drop matches
-        return _scanned(table, columns, expr, limit)
+        return _scanned(table, columns, expr, limit, CALLER.get())
 
     def exact_scan(
         self, name: str, columns: Sequence[str], filters: Sequence[Filter], limit: int | None,
@@ -188,8 +189,9 @@ class ArrowAccelerator:
         every = table.to_batches()
         kept = self._zone_maps.candidates(shared, table, filters)
         batches = [every[i] for i in kept]
+        caller = CALLER.get()
         if not order:
-            return _scanned(pa.Table.from_batches(batches, table.schema), columns, expr, limit)
+            return _scanned(pa.Table.from_batches(batches, table.schema), columns, expr, limit, caller)
         if limit is None:
             raise ValueError("an ordered scan needs a limit")
         first = order[0].column
@@ -197,7 +199,7 @@ class ArrowAccelerator:
         if not order[0].nulls_first or all(b.column(first).null_count == 0 for b in batches):
             all_zones = self._zone_maps.zones(shared, table, first)  # NULLs rank last: a visit may stop early
             zones = [all_zones[i] for i in kept]
-        top = top_rows(batches, table.schema, columns, expr, limit, order, zones)
+        top = top_rows(batches, table.schema, columns, expr, limit, order, zones, lambda: _still_wanted(caller))
         return pa.RecordBatchReader.from_batches(top.schema, top.to_batches())
 
     def _set(self, name: str, shared: SharedTable) -> None:
@@ -211,17 +213,18 @@ class ArrowAccelerator:
 
 
 def _scanned(table: pa.Table, columns: Sequence[str] | None, expr: pc.Expression | None,
-             limit: int | None) -> pa.RecordBatchReader:
+             limit: int | None, caller: Caller) -> pa.RecordBatchReader:
     """The table's rows matching `expr` (at most `limit`), streamed in its batches' order. The
     scanner gives one batch per batch of the table, most of them empty for a lookup: those are
     left out (each would cost every layer above a pass)."""
     reader = ds.dataset(table).scanner(columns=list(columns) if columns else None, filter=expr).to_reader()
-    return pa.RecordBatchReader.from_batches(reader.schema, _limited(reader, limit))
+    return pa.RecordBatchReader.from_batches(reader.schema, _limited(reader, limit, caller))
 
 
-def _limited(reader: pa.RecordBatchReader, limit: int | None) -> Iterator[pa.RecordBatch]:
+def _limited(reader: pa.RecordBatchReader, limit: int | None, caller: Caller) -> Iterator[pa.RecordBatch]:
     left = limit
     for batch in reader:
+        _still_wanted(caller)  # empty batches are not yielded: the checks above them would not run
         if left is not None:
             if left <= 0:
                 break
@@ -230,3 +233,13 @@ def _limited(reader: pa.RecordBatchReader, limit: int | None) -> Iterator[pa.Rec
             left -= batch.num_rows
         if batch.num_rows:
             yield batch
+
+
+def _still_wanted(caller: Caller) -> None:
+    """Raise when the task `caller` describes is past its deadline or cancelled (its client went
+    away, the runtime stops): checked between batches of a scan in the sidecar, which no
+    interrupt or worker kill can stop."""
+    if caller.scope is not None and caller.scope.cancelled:
+        raise RequestCancelled("the query was cancelled while it scanned the table")
+    if caller.deadline is not None and time.monotonic() > caller.deadline:
+        raise QueryTimeout("the query exceeded its deadline (runtime.params.query_timeout) while it scanned the table")

@@ -5,7 +5,7 @@ in a table loaded in key order, `WHERE id >= x ORDER BY id LIMIT 1000` reads one
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,10 +18,11 @@ from .zone_maps import Zone
 
 def top_rows(batches: Sequence[pa.RecordBatch], schema: pa.Schema, columns: Sequence[str],
              expr: pc.Expression | None, limit: int, order: Sequence[SortKey],
-             zones: Sequence[Zone] | None = None) -> pa.Table:
+             zones: Sequence[Zone] | None = None, check: Callable[[], None] = lambda: None) -> pa.Table:
     """The first `limit` rows of `batches` matching `expr` in `order`, as a table of `columns`.
     `zones`: each batch's (min, max) of the first key; pass them only when NULLs of that key
-    rank last (`NULLS LAST`, or a key without NULLs)."""
+    rank last (`NULLS LAST`, or a key without NULLs). `check()` runs before each batch (it
+    raises to stop: a deadline passed, a client gone)."""
     keys = [(k.column, "descending" if k.descending else "ascending", "at_start" if k.nulls_first else "at_end")
             for k in order]
     needed = list(dict.fromkeys([*columns, *(k.column for k in order)]))
@@ -34,6 +35,7 @@ def top_rows(batches: Sequence[pa.RecordBatch], schema: pa.Schema, columns: Sequ
         if zones is not None and top is not None and top.num_rows >= limit \
                 and _ranks_after(zones[i], top.column(first.column)[limit - 1].as_py(), first.descending):
             break
+        check()
         part = ds.dataset(pa.Table.from_batches([batches[i]], schema)).scanner(columns=needed, filter=expr).to_table()
         if part.num_rows:
             top = _first(part if top is None else pa.concat_tables([top, part]), limit, keys)

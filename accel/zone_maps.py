@@ -11,6 +11,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.arrow_filters import plain_kind
 from connectors.base import Filter
 
 Zone = tuple[object, object] | None  # a batch's (min, max) of a column; None: no value but NULLs
@@ -32,8 +33,7 @@ class ZoneMaps:
         for f in filters:
             if f.op not in _PRUNING_OPS or f.column not in table.schema.names or len(keep) <= 1:
                 continue
-            typ = table.schema.field(f.column).type
-            kind = int if pa.types.is_integer(typ) else str if pa.types.is_string(typ) or pa.types.is_large_string(typ) else None
+            kind = plain_kind(table.schema.field(f.column).type)
             values = f.value if f.op == "in" else (f.value,)
             if kind is None or not values or any(type(v) is not kind for v in values):
                 continue

@@ -41,6 +41,17 @@ _COMPARE = {
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError, TypeError, ValueError)
 
 
+def plain_kind(typ: pa.DataType) -> type | None:
+    """`int` for an integer column, `str` for a text one, else None: the columns whose
+    comparisons with values of that Python type (and whose order) pyarrow, DuckDB and DataFusion
+    agree on to the bit, with no float, decimal or time coercion in between."""
+    if pa.types.is_integer(typ):
+        return int
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return str
+    return None
+
+
 def compile_filters(filters: Sequence[Filter], schema: pa.Schema, opaque: frozenset[str] = frozenset()
                     ) -> tuple[pc.Expression | None, list[FilterSupport]]:
     """AND of the filters pyarrow applies exactly, and each filter's support.

@@ -30,6 +30,7 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 from sqlglot.schema import MappingSchema
 
+from connectors.arrow_filters import plain_kind
 from connectors.base import FULL_TEXT_OP, Filter, SortKey
 from connectors.sql_render import filter_expression, written_ident
 
@@ -245,15 +246,12 @@ def _plain_lookup_filter(f: Filter, schema: pa.Schema) -> bool:
     if not _plain_lookup_column(f.column, schema):
         return False
     values = f.value if isinstance(f.value, tuple) else (() if f.value is None else (f.value,))
-    return all(type(v) is (int if pa.types.is_integer(schema.field(f.column).type) else str) for v in values)
+    return all(type(v) is plain_kind(schema.field(f.column).type) for v in values)
 
 
 def _plain_lookup_column(name: str, schema: pa.Schema) -> bool:
     """An integer or text column: what a lookup compares and sorts as the federated engine does."""
-    if name not in schema.names:
-        return False
-    typ = schema.field(name).type
-    return pa.types.is_integer(typ) or pa.types.is_string(typ) or pa.types.is_large_string(typ)
+    return name in schema.names and plain_kind(schema.field(name).type) is not None
 
 
 # clauses that make a query more than a plain scan of its one table
