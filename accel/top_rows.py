@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from connectors.arrow_filters import order_key
 from connectors.base import SortKey
 
 from .zone_maps import Zone
@@ -33,7 +34,7 @@ def top_rows(batches: Sequence[pa.RecordBatch], schema: pa.Schema, columns: Sequ
     top: pa.Table | None = None
     for i in visits if limit > 0 else ():
         if zones is not None and top is not None and top.num_rows >= limit \
-                and _ranks_after(zones[i], top.column(first.column)[limit - 1].as_py(), first.descending):
+                and _ranks_after(zones[i], order_key(top.column(first.column)[limit - 1]), first.descending):
             break
         check()
         part = ds.dataset(pa.Table.from_batches([batches[i]], schema)).scanner(columns=needed, filter=expr).to_table()

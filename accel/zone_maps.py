@@ -11,7 +11,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.arrow_filters import plain_kind
+from connectors.arrow_filters import comparable_scalar, order_key, orderable
 from connectors.base import Filter
 
 Zone = tuple[object, object] | None  # a batch's (min, max) of a column; None: no value but NULLs
@@ -27,15 +27,14 @@ class ZoneMaps:
 
     def candidates(self, owner: object, table: pa.Table, filters: Sequence[Filter]) -> list[int]:
         """The indexes of `table`'s batches that may hold rows matching every filter (a
-        conjunction), in order. Only `column op value` filters on integer columns with integers
-        and on text columns with text prune; any other filter keeps every batch it might match."""
+        conjunction), in order. Only `column op value` filters on `orderable` columns whose values
+        convert exactly to the column's type prune; any other filter keeps every batch."""
         keep = [True] * len(table.to_batches())
         for f in filters:
             if f.op not in _PRUNING_OPS or f.column not in table.schema.names or len(keep) <= 1:
                 continue
-            kind = plain_kind(table.schema.field(f.column).type)
-            values = f.value if f.op == "in" else (f.value,)
-            if kind is None or not values or any(type(v) is not kind for v in values):
+            values = _keys(f, table.schema.field(f.column).type)
+            if values is None:
                 continue
             for i, zone in enumerate(self.zones(owner, table, f.column)):
                 keep[i] = keep[i] and _may_match(zone, f.op, values)
@@ -51,11 +50,23 @@ class ZoneMaps:
         zones: list[Zone] = []
         for batch in table.to_batches():
             extremes = pc.min_max(batch.column(column))
-            low, high = extremes["min"].as_py(), extremes["max"].as_py()
+            low, high = order_key(extremes["min"]), order_key(extremes["max"])
             zones.append(None if low is None else (low, high))
         with self._lock:
             self._maps.setdefault(owner, {})[column] = zones
         return zones
+
+
+def _keys(f: Filter, typ: pa.DataType) -> list[object] | None:
+    """The filter's values as zone keys, or None when it cannot prune (a type pyarrow orders
+    otherwise than SQL, or a value not exactly of the column's type)."""
+    if not orderable(typ):
+        return None
+    values = f.value if f.op == "in" else (f.value,)
+    scalars = [comparable_scalar(v, typ) for v in values] if isinstance(values, (tuple, list)) else []
+    if not scalars or any(s is None or s.type != typ for s in scalars):
+        return None
+    return [order_key(s) for s in scalars]
 
 
 def _may_match(zone: Zone, op: str, values: Sequence[object]) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+import re
 from typing import Any, Sequence
 
 import pyarrow as pa
@@ -38,18 +39,26 @@ _COMPARE = {
     ">": pc.greater,
     ">=": pc.greater_equal,
 }
+_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIMESTAMP_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?)?")
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError, TypeError, ValueError)
 
 
-def plain_kind(typ: pa.DataType) -> type | None:
-    """`int` for an integer column, `str` for a text one, else None: the columns whose
-    comparisons with values of that Python type (and whose order) pyarrow, DuckDB and DataFusion
-    agree on to the bit, with no float, decimal or time coercion in between."""
-    if pa.types.is_integer(typ):
-        return int
-    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        return str
-    return None
+def orderable(typ: pa.DataType) -> bool:
+    """Whether pyarrow orders values of `typ` as the SQL engines do (integers, text, decimals,
+    dates, timestamps): what zone maps prune on and what a sidecar top-N sorts by. Not floats:
+    DataFusion ranks -0.0 before 0.0, pyarrow ties them."""
+    return (pa.types.is_integer(typ) or pa.types.is_string(typ) or pa.types.is_large_string(typ)
+            or pa.types.is_decimal(typ) or pa.types.is_date(typ) or pa.types.is_timestamp(typ))
+
+
+def order_key(scalar: pa.Scalar) -> Any:
+    """`scalar` (of an `orderable` type) as a Python value that orders as SQL orders it, None for
+    NULL. Dates and timestamps as their integers: a nanosecond has no datetime, and aware and
+    naive datetimes do not compare."""
+    if pa.types.is_date(scalar.type) or pa.types.is_timestamp(scalar.type):
+        return scalar.cast(pa.int32() if scalar.type.bit_width == 32 else pa.int64()).as_py()
+    return scalar.as_py()
 
 
 def compile_filters(filters: Sequence[Filter], schema: pa.Schema, opaque: frozenset[str] = frozenset()
@@ -222,7 +231,9 @@ def _to_float(value: Any) -> pa.Scalar | None:
 
 
 def _to_date(value: Any, typ: pa.DataType) -> pa.Scalar | None:
-    if isinstance(value, str) and len(value) == 10:
+    if isinstance(value, str):
+        if not _DATE_TEXT.fullmatch(value):
+            return None  # Python reads more ('2026-W01-1', '20260101') than the engines do
         value = dt.date.fromisoformat(value)
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return pa.scalar(value, typ)
@@ -230,7 +241,10 @@ def _to_date(value: Any, typ: pa.DataType) -> pa.Scalar | None:
 
 
 def _to_timestamp(value: Any, typ: pa.DataType) -> pa.Scalar | None:
-    if isinstance(value, str):
+    text = isinstance(value, str)
+    if text:
+        if not _TIMESTAMP_TEXT.fullmatch(value):
+            return None  # Python reads more ('2026-01-01 10:00', '2026-W01-1') than the engines do
         value = dt.datetime.fromisoformat(value)
     elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         value = dt.datetime.combine(value, dt.time())
@@ -243,4 +257,6 @@ def _to_timestamp(value: Any, typ: pa.DataType) -> pa.Scalar | None:
     try:
         return micro.cast(typ, safe=True)  # same unit as the column when exact
     except _CAST_ERRORS:
-        return micro  # finer than the column: pyarrow compares in microseconds
+        # finer than the column: a typed value compares in microseconds, but text is cast to
+        # the column's unit first (DataFusion: '00:00:00.5' on a seconds column is 00:00:00)
+        return None if text else micro

@@ -30,8 +30,8 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 from sqlglot.schema import MappingSchema
 
-from connectors.arrow_filters import plain_kind
-from connectors.base import FULL_TEXT_OP, Filter, SortKey
+from connectors.arrow_filters import exact_expression, orderable
+from connectors.base import FULL_TEXT_OP, LEAF_OPS, Filter, SortKey
 from connectors.sql_render import filter_expression, written_ident
 
 from ..arrow_sql_types import sql_type
@@ -42,7 +42,7 @@ from .information_schema import CATALOG, SCHEMA_NAME
 from .pg_semantics import (decimal_sums, distinct_aggregate_names, for_datafusion, for_duckdb, function_results,
                            engine_forms,
                            lengths_fractions_rounding, name_projections, numeric_casts, standard_forms, time_literals,
-                           type_literals, typeof_as_duckdb)
+                           timestamp_text, type_literals, typeof_as_duckdb)
 from .policy import Policy, unknown
 from .sql_policy import PUBLIC_DIALECT
 
@@ -118,12 +118,17 @@ class Plan:
 
     @functools.cached_property
     def arrow_lookup(self) -> ArrowLookup | None:
+        """`lookup()` of the plan as it is, worked out once per plan (plans are cached)."""
+        return self.lookup()
+
+    def lookup(self, deferred: frozenset[object] = frozenset()) -> ArrowLookup | None:
         """The query as some rows of one Arrow-accelerated table, `SELECT columns FROM t [WHERE
-        filters on integer and text columns] [[ORDER BY such columns] LIMIT n]` (an agent's
+        filters pyarrow applies exactly] [[ORDER BY orderable columns] LIMIT n]` (an agent's
         lookup, or its top n, n <= MAX_LOOKUP_TOP), which the sidecar
         answers with a pyarrow scan of the table instead of a federated engine worker's round
-        trip. Worked out once per plan (plans are cached; a template's instances get theirs
-        from the template's, see `ArrowLookup.bound`)."""
+        trip. A filter comparing with a `deferred` value (a template's sentinel) is taken as it
+        is: whether pyarrow applies it exactly is known once the value is bound (the scan then
+        checks, `ArrowAccelerator.exact_scan`); see `ArrowLookup.bound`."""
         if (self.full_text or self.widen_decimals or self.engine_sql not in (None, self.sql)
                 or len(self.scans) != 1 or self.scans[0].binding.kind != "arrow"):
             return None
@@ -138,7 +143,7 @@ class Plan:
         if tree.args.get("where"):
             for cond in _conjuncts(tree.args["where"].this):
                 found = _as_filters(cond, alias)
-                if not found or not all(_plain_lookup_filter(f, scan.binding.schema) for f in found):
+                if not found or not all(_lookup_filter(f, scan.binding.schema, deferred) for f in found):
                     return None
                 filters.extend(found)
         limit = None
@@ -151,11 +156,12 @@ class Plan:
         for key in tree.args["order"].expressions if tree.args.get("order") else ():
             column = key.this
             if limit is None or limit > MAX_LOOKUP_TOP or not isinstance(column, exp.Column) \
-                    or column.table not in ("", alias) or not _plain_lookup_column(column.name, scan.binding.schema):
+                    or column.table not in ("", alias) or not _lookup_order_column(column.name, scan.binding.schema):
                 return None
             order.append(SortKey(column.name, bool(key.args.get("desc")), bool(key.args.get("nulls_first"))))
+        clocks = tuple((f.name, f.type.tz is not None) for f in scan.binding.schema if pa.types.is_timestamp(f.type))
         return ArrowLookup(scan.binding.dataset or scan.binding.name, tuple(names), tuple(filters), limit,
-                           tuple(order))
+                           tuple(order), clocks)
 
     def _selected_columns(self, refused: tuple[str, ...]) -> tuple[exp.Select, str, list[str]] | None:
         """(tree, the table's alias, the column names) when the plan's SQL selects plain,
@@ -210,6 +216,7 @@ class ArrowLookup:
     filters: tuple[Filter, ...]
     limit: int | None
     order: tuple[SortKey, ...] = ()  # with `limit`: the first `limit` rows in this order (top-N)
+    clocks: tuple[tuple[str, bool], ...] = ()  # the table's timestamp columns: (name, whether zoned)
     # shared by a template's lookup and its instances' (dataclasses.replace keeps the dict): the
     # result schema, found once (by the federated engine's planner, as GetFlightInfo announces it)
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -219,39 +226,46 @@ class ArrowLookup:
         None unless every sentinel is a filter's value (one elsewhere, say in LIMIT, would be
         left in place)."""
         found: set[object] = set()
-        filters = tuple(_bound_filter(f, sentinels, found) for f in self.filters)
+        clocks = dict(self.clocks)
+        filters = tuple(_bound_filter(f, sentinels, found, clocks) for f in self.filters)
         return dataclasses.replace(self, filters=filters) if found == set(sentinels) else None
 
 
-def _bound_filter(f: Filter, sentinels: dict[object, object], found: set[object]) -> Filter:
+def _bound_filter(f: Filter, sentinels: dict[object, object], found: set[object], clocks: dict[str, bool]) -> Filter:
+    """`f` with its sentinels bound; text for a timestamp column as planning writes it (the
+    engine gets that text, so the scan compares the same timestamp)."""
     def value(v: object) -> object:
         if type(v) in (int, str) and v in sentinels:
             found.add(v)
-            return sentinels[v]
+            bound = sentinels[v]
+            if isinstance(bound, str) and f.column in clocks:
+                return timestamp_text(bound, clocks[f.column]) or bound
+            return bound
         return v
 
     if f.op in ("and", "or", "not"):
-        return dataclasses.replace(f, value=tuple(_bound_filter(p, sentinels, found) for p in f.value))
+        return dataclasses.replace(f, value=tuple(_bound_filter(p, sentinels, found, clocks) for p in f.value))
     if isinstance(f.value, tuple):
         return dataclasses.replace(f, value=tuple(value(v) for v in f.value))
     return dataclasses.replace(f, value=value(f.value))
 
 
-def _plain_lookup_filter(f: Filter, schema: pa.Schema) -> bool:
-    """Whether `f` compares integer columns with integers and text columns with text only: the
-    comparisons pyarrow and the federated engine agree on to the bit (no float, decimal or
-    time coercions), so a lookup answered by pyarrow is the same answer."""
+def _lookup_filter(f: Filter, schema: pa.Schema, deferred: frozenset[object]) -> bool:
+    """Whether pyarrow applies `f` exactly as the federated engine would (`exact_expression`:
+    the value converts exactly to the column's type, NaN and NULL as SQL has them), so a
+    lookup answered by pyarrow is the same answer; or, for a comparison with `deferred`
+    values, whether it may once they are bound."""
     if f.op in ("and", "or", "not"):
-        return all(_plain_lookup_filter(p, schema) for p in f.value)
-    if not _plain_lookup_column(f.column, schema):
-        return False
-    values = f.value if isinstance(f.value, tuple) else (() if f.value is None else (f.value,))
-    return all(type(v) is plain_kind(schema.field(f.column).type) for v in values)
+        return all(_lookup_filter(p, schema, deferred) for p in f.value)
+    values = f.value if isinstance(f.value, tuple) else (f.value,)
+    if deferred and any(type(v) in (int, str) and v in deferred for v in values):
+        return f.column in schema.names and f.op in LEAF_OPS
+    return exact_expression(f, schema) is not None
 
 
-def _plain_lookup_column(name: str, schema: pa.Schema) -> bool:
-    """An integer or text column: what a lookup compares and sorts as the federated engine does."""
-    return name in schema.names and plain_kind(schema.field(name).type) is not None
+def _lookup_order_column(name: str, schema: pa.Schema) -> bool:
+    """A column a lookup's top-N sorts by as the federated engine does (`orderable`)."""
+    return name in schema.names and orderable(schema.field(name).type)
 
 
 # clauses that make a query more than a plain scan of its one table

@@ -29,7 +29,7 @@ from sqlglot import exp
 from sqlglot.tokens import TokenType
 
 from .pg_semantics import timestamp_text
-from .planner import CONSTANTS_INSTANCE, Plan
+from .planner import CONSTANTS_INSTANCE, ArrowLookup, Plan
 from .sql_limits import SqlLimits
 from .sql_policy import parse_query, statement_tokens
 
@@ -109,13 +109,13 @@ class Template:
     sql: Splice
     engine_sql: Splice | None
     sentinels: tuple[object, ...] = ()  # the values the plan was made with, in parameter order
+    lookup: ArrowLookup | None = None  # the plan's lookup, its sentinels' filters taken as they are
 
     def instantiate(self, params: Sequence[object]) -> Plan:
         made = dataclasses.replace(self.plan, sql=self.sql.text(params),
                                    engine_sql=self.engine_sql.text(params) if self.engine_sql else None)
         made.plain_scan = self.plan.plain_scan  # a query with values compared is no plain scan: never parsed again
-        lookup = self.plan.arrow_lookup
-        made.arrow_lookup = lookup.bound(dict(zip(self.sentinels, params))) if lookup is not None else None
+        made.arrow_lookup = self.lookup.bound(dict(zip(self.sentinels, params))) if self.lookup is not None else None
         return made
 
 
@@ -135,7 +135,7 @@ def template_of(plan: Plan, sql: str, values: Sequence[object]) -> Template | No
     engine = _splice(plan.engine_sql, values, plan.clock_texts) if plan.engine_sql is not None else None
     if spliced is None or (plan.engine_sql is not None and engine is None):
         return None
-    return Template(plan, spliced, engine, tuple(values))
+    return Template(plan, spliced, engine, tuple(values), plan.lookup(frozenset(values)))
 
 
 def _splice(text: str, values: Sequence[object], clock_texts: dict[str, bool]) -> Splice | None:

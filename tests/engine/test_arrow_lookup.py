@@ -1,9 +1,13 @@
 """Lookups on an Arrow-accelerated table (`Plan.arrow_lookup`): `SELECT columns FROM t WHERE
-filters on integer and text columns [LIMIT n]` is answered by a pyarrow scan in the sidecar,
-without a federated engine worker. Every answer here is compared with DuckDB's over the same
-data, and its schema with the one announced before the query runs."""
+filters pyarrow applies exactly [[ORDER BY orderable columns] LIMIT n]` is answered by a pyarrow
+scan in the sidecar, without a federated engine worker. Every answer here is compared with
+DuckDB's over the same data, or with the federated engine's (DataFusion's) own answer where the
+two engines differ (NaN and -0.0), and its schema with the one announced before the query runs."""
 
 from __future__ import annotations
+
+import datetime as dt
+import math
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,7 +24,6 @@ LOOKUPS = [
     "SELECT * FROM {t} WHERE name = 'O''Brien 7'",
     "SELECT * FROM {t} WHERE name = 'n-- 5'",
     "SELECT id, small FROM {t} WHERE small = 3 AND id < 100",
-    "SELECT id FROM {t} WHERE small = 1000",  # out of the int8 column's range
     "SELECT id FROM {t} WHERE id BETWEEN 10 AND 20",
     "SELECT id FROM {t} WHERE id IN (1, 5, 2999, 4000)",
     "SELECT id FROM {t} WHERE id NOT IN (1, 5) AND id < 10",
@@ -35,14 +38,28 @@ LOOKUPS = [
     "SELECT * FROM {t} WHERE id >= 100 LIMIT 0",
     "SELECT * FROM {t} WHERE id < 0",
     "SELECT * FROM {t} WHERE id = 42 AND name = 'nobody'",
+    "SELECT id, day FROM {t} WHERE day = DATE '2026-01-05'",
+    "SELECT id FROM {t} WHERE day BETWEEN '2026-01-03' AND '2026-01-04' AND id < 100",
+    "SELECT id, at FROM {t} WHERE at >= TIMESTAMP '2026-03-01 00:00:59' AND at < '2026-03-01 00:01:03'",
+    "SELECT id FROM {t} WHERE at_ns > '2026-03-01 00:49:58.000001'",
+    "SELECT id FROM {t} WHERE at >= DATE '2026-03-01' AND id < 3",
+    "SELECT id FROM {t} WHERE at >= '2026-03-01 00:49' AND at <= '2026-03-01T00:49:01'",  # text Satchel completes
+    "SELECT id, price FROM {t} WHERE price = 4.5",
+    "SELECT id FROM {t} WHERE price > 1499 OR price IN (0.5, 1)",
+    "SELECT id FROM {t} WHERE score >= 0.5 AND id < 20",
+    "SELECT id FROM {t} WHERE flag = true AND id < 9",
 ]
 ORDERED = [  # a LIMIT without ORDER BY picks any rows: compared by count and by matching the filter
     ("SELECT id FROM {t} WHERE id > 100 LIMIT 7", 7, lambda r: r["id"] > 100),
     ("SELECT id, name FROM {t} WHERE small = 2 LIMIT 5", 5, lambda r: r["id"] % 7 == 2),
 ]
 NOT_LOOKUPS = [
-    "SELECT * FROM {t} WHERE price = 4.5",  # decimal: the engines' coercions decide
-    "SELECT * FROM {t} WHERE score > 0.5 AND id < 5",  # float
+    "SELECT id FROM {t} WHERE small = 1000",  # out of the int8 column's range
+    "SELECT * FROM {t} WHERE price = 4.125",  # not exactly a decimal(10, 2): the engine coerces
+    "SELECT * FROM {t} WHERE score > 0.3 AND id < 5",  # 0.3 is no float: the engine coerces
+    "SELECT id FROM {t} WHERE day = '2026-1-05'",  # text the engines read otherwise than Python
+    "SELECT id FROM {t} WHERE at_utc < TIMESTAMP '2026-03-01 00:00:04'",  # naive against aware
+    "SELECT id FROM {t} WHERE at_utc < TIMESTAMPTZ '2026-03-01 00:00:04+00:00'",
     "SELECT id AS k FROM {t} WHERE id = 3",  # renamed
     "SELECT id + 1 AS id1 FROM {t} WHERE id = 3",
     "SELECT id FROM {t} WHERE id = 3 ORDER BY id",
@@ -61,7 +78,14 @@ def _data(directory) -> None:
         "name": pa.array([None if i % 11 == 0 else ("O'Brien 7" if i == 7 else "n-- 5" if i == 5 else f"x {i}")
                           for i in ids], pa.string()),
         "price": pa.array([f"{i / 2:.2f}" for i in ids]).cast(pa.decimal128(10, 2)),
-        "score": pa.array([(i % 10) / 10 for i in ids], pa.float64()),
+        "score": pa.array([math.nan if i % 500 == 499 else -0.0 if i % 500 == 498 else (i % 10) / 10 for i in ids],
+                          pa.float64()),
+        "day": pa.array([dt.date(2026, 1, 1) + dt.timedelta(days=i // 100) for i in ids], pa.date32()),
+        "at": pa.array([dt.datetime(2026, 3, 1) + dt.timedelta(seconds=i) for i in ids], pa.timestamp("us")),
+        "at_ns": pa.array([1_772_323_200_000_000_000 + i * 1_000_000_001 for i in ids], pa.timestamp("ns")),
+        "at_utc": pa.array([dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=i) for i in ids],
+                           pa.timestamp("us", "UTC")),
+        "flag": pa.array([i % 3 == 0 for i in ids]),
     }), directory / "t.parquet", row_group_size=500)
 
 
@@ -108,7 +132,7 @@ def test_a_lookup_is_answered_in_the_sidecar_as_duckdb_answers_it(runtime, sql: 
     assert "lookup: answered by a scan of the Arrow table" in runtime.explain(sql.format(t="t_arrow"))
     lookup = runtime.plan(parse_one(sql.format(t="t_arrow"), read="postgres")).arrow_lookup
     scanned = runtime.routes.arrow.exact_scan("t_arrow", lookup.columns, lookup.filters, lookup.limit)
-    assert (scanned is None) == ("small = 1000" in sql)  # out of the column's range: the engine answers
+    assert scanned is not None
     schema, rows = _rows(runtime, sql.format(t="t_arrow"))
     assert rows == _rows(runtime, sql.format(t="t_duckdb"))[1]
     assert schema == runtime.query_schema(sql.format(t="t_arrow"))  # as GetFlightInfo announced it
@@ -126,10 +150,30 @@ def test_other_queries_still_run_in_the_federated_engine(runtime, sql: str) -> N
     assert _rows(runtime, sql.format(t="t_arrow"))[1] == _rows(runtime, sql.format(t="t_duckdb"))[1]
 
 
+@pytest.mark.parametrize("cond", ["score >= 0.5", "score > 0.5", "score = 0", "score = -0.0", "score <> 0.5",
+                                  "score IN (0, 0.5)", "score NOT IN (0)", "score < 0", "score <= 0",
+                                  "NOT (score > 0.5)", "score > 0.5 OR id = 1"])
+def test_float_conditions_treat_nan_and_negative_zero_as_the_engine_does(runtime, cond: str) -> None:
+    """NaN ranks above every number and equals itself; -0.0 equals 0.0 (the federated engine's
+    own answer, the same query made no lookup by an expression, is the reference)."""
+    lookup, engine = f"SELECT id FROM t_arrow WHERE {cond}", f"SELECT id + 0 AS id FROM t_arrow WHERE {cond}"
+    assert "lookup:" in runtime.explain(lookup) and "lookup:" not in runtime.explain(engine)
+    rows = _rows(runtime, lookup)[1]
+    assert rows == _rows(runtime, engine)[1]
+    ids = {r["id"] for r in rows}
+    assert (499 in ids) == (cond in ("score >= 0.5", "score > 0.5", "score <> 0.5", "score NOT IN (0)",  # NaN
+                                     "score > 0.5 OR id = 1"))
+    assert (498 in ids) == (cond in ("score = 0", "score = -0.0", "score IN (0, 0.5)", "score <= 0",  # -0.0
+                                     "score <> 0.5", "NOT (score > 0.5)"))
+
+
 def test_values_written_in_the_text_and_bound_values_reach_the_lookup(runtime) -> None:
     for value in (3, 17, 2500, 99999):  # one template: each instance gets its own values
         sql = f"SELECT id, name FROM t_arrow WHERE id = {value}"
         assert _rows(runtime, sql)[1] == _rows(runtime, sql.replace("t_arrow", "t_duckdb"))[1]
+    for small in (3, 1000):  # 1000 is out of the int8 column's range: that instance goes to the engine
+        got = _rows(runtime, "SELECT id FROM t_arrow WHERE small = ? AND id < 50", [small])[1]
+        assert got == _rows(runtime, "SELECT id FROM t_duckdb WHERE small = ? AND id < 50", [small])[1]
     for name in ("x 12", "O'Brien 7", "nobody"):
         got = _rows(runtime, "SELECT id FROM t_arrow WHERE name = ?", [name])[1]
         assert got == _rows(runtime, "SELECT id FROM t_duckdb WHERE name = ?", [name])[1]
@@ -137,6 +181,24 @@ def test_values_written_in_the_text_and_bound_values_reach_the_lookup(runtime) -
         # a bound LIMIT is not a filter's value: such a template is not answered as a lookup
         _, rows = _rows(runtime, "SELECT id FROM t_arrow WHERE id >= ? LIMIT ?", [low, limit])
         assert len(rows) == min(limit, ROWS - low) and all(r["id"] >= low for r in rows)
+
+
+def test_dates_and_timestamps_given_as_text_reach_the_lookup_of_a_template(runtime, monkeypatch) -> None:
+    """Texts that differ only in their values share a template, planned with sentinels in place
+    of the values; the instances' values are bound into its lookup (a timestamp's text as
+    planning writes it), and each is scanned in the sidecar."""
+    scans, scan = [], runtime.routes.arrow.exact_scan
+    monkeypatch.setattr(runtime.routes.arrow, "exact_scan",
+                        lambda *a, **k: scans.append(scan(*a, **k)) or scans[-1])
+    for text in ("2026-03-01 00:10", "2026-03-01 00:20:05", "2026-03-01T00:30:00.5"):
+        sql = f"SELECT id FROM {{t}} WHERE at >= '{text}' AND id < 2000 ORDER BY id LIMIT 5"
+        rows = _rows(runtime, sql.format(t="t_arrow"))[1]
+        assert len(rows) == 5 and rows == _rows(runtime, sql.format(t="t_duckdb"))[1]
+    for at, day in (("2026-03-01 00:07:30", "2026-01-05"), ("2026-03-01 00:00:50", "2026-01-01")):
+        sql = "SELECT id, day FROM {t} WHERE at < ? AND day = ?"
+        rows = _rows(runtime, sql.format(t="t_arrow"), [at, day])[1]
+        assert rows and rows == _rows(runtime, sql.format(t="t_duckdb"), [at, day])[1]
+    assert len(scans) == 5 and all(s is not None for s in scans)
 
 
 def test_a_lookup_sees_the_table_a_refresh_swapped_in(runtime, pod_dir) -> None:
@@ -166,6 +228,11 @@ TOP_N = [  # keys unique together, so the first n rows are one answer
     "SELECT id FROM {t} WHERE id > 2990 ORDER BY id LIMIT 100",  # fewer rows than the limit
     "SELECT id FROM {t} WHERE id < 0 ORDER BY id LIMIT 3",
     "SELECT id FROM {t} ORDER BY id LIMIT 0",
+    "SELECT id, at FROM {t} WHERE day >= '2026-01-20' ORDER BY at DESC LIMIT 10",  # the latest rows
+    "SELECT id, at_ns FROM {t} ORDER BY at_ns LIMIT 4",
+    "SELECT id, at_utc FROM {t} WHERE id < 900 ORDER BY at_utc DESC LIMIT 6",
+    "SELECT id, day FROM {t} WHERE small = 1 ORDER BY day DESC, id LIMIT 8",
+    "SELECT id, price FROM {t} WHERE price < 100 ORDER BY price DESC LIMIT 5",
 ]
 
 
