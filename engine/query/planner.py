@@ -139,6 +139,10 @@ class Plan:
         if len(set(names)) != len(names):
             return None
         scan = self.scans[0]
+        for cast in list(tree.find_all(exp.Cast)) if deferred else ():
+            if isinstance(cast.this, exp.Literal) and cast.this.is_string and cast.this.this in deferred \
+                    and cast.to.this in (exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP):
+                cast.replace(cast.this)  # a lifted DATE '...': its text, read as the column's type once bound
         filters: list[Filter] = []
         if tree.args.get("where"):
             for cond in _conjuncts(tree.args["where"].this):

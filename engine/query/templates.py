@@ -39,6 +39,8 @@ MAX_VALUES = 64  # a lookup's few values; more (a long IN list) are planned as g
 MAX_LIFTED_TEXT = 16 << 10  # longer texts are not lifted (nor remembered): an agent's lookups are far shorter
 _VALUE_TOKENS = (TokenType.NUMBER, TokenType.STRING)
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+_TIME_TYPES = (exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ)
+_TIME_KEYWORDS = (TokenType.DATE, TokenType.TIMESTAMP, TokenType.TIMESTAMPTZ)  # `DATE '...'`: a typed literal
 
 
 def shape(params: Sequence[object] | None) -> tuple[str, ...] | None:
@@ -164,14 +166,32 @@ def _lifted_slots(sql: str, tokens: list, limits: SqlLimits) -> tuple[int, ...]:
     at = {token.start: index for index, token in enumerate(tokens) if token.token_type in _VALUE_TOKENS}
     slots = set()
     for node in tree.find_all(exp.Literal):
-        index = at.get(node.meta.get("start", -1)) if _compared_with_column(node) else None
-        if index is not None and _token_value(tokens[index]) == _value(node):  # the node is that token, whole
+        index = at.get(node.meta.get("start", -1))
+        if index is None or _token_value(tokens[index]) != _value(node):  # the node is that token, whole
+            continue
+        if _compared_with_column(node) or _typed_time(node, tokens, index):
             slots.add(index)
     return tuple(sorted(slots)) if len(slots) <= MAX_VALUES else ()
 
 
+def _typed_time(node: exp.Literal, tokens: list, index: int) -> bool:
+    """Whether `node` (the token at `index`) is the text of a date or timestamp compared with a
+    column, written `DATE '...'`, `CAST('...' AS DATE)` or `'...'::date` (TIMESTAMP[TZ] alike)."""
+    cast = node.parent
+    if not (node.is_string and isinstance(cast, exp.Cast) and node.arg_key == "this"
+            and cast.to.this in _TIME_TYPES and _compared_with_column(cast)):
+        return False
+    before = tokens[index - 1] if index > 0 else None
+    after = tokens[index + 1] if index + 1 < len(tokens) else None
+    return (before is not None and before.token_type in _TIME_KEYWORDS) \
+        or (after is not None and after.token_type == TokenType.DCOLON) \
+        or (index > 1 and before.token_type == TokenType.L_PAREN and tokens[index - 2].text.upper() == "CAST"
+            and after is not None and after.token_type == TokenType.ALIAS)
+
+
 def _spliced(text: str, tokens: list, slots: tuple[int, ...]) -> Lift | None:
-    """`text` with the liftable values of the tokens at `slots` made `$1, $2 ...` (text order)."""
+    """`text` with the liftable values of the tokens at `slots` made `$1, $2 ...` (text order);
+    a typed literal `DATE '...'` becomes `CAST($n AS DATE)` (a parameter has no typed form)."""
     parts: list[str] = []
     values: list[object] = []
     at = 0
@@ -181,7 +201,11 @@ def _spliced(text: str, tokens: list, slots: tuple[int, ...]) -> Lift | None:
         if value is None:
             continue  # e.g. 1.5 where the shape had an integer: it stays in the text
         values.append(value)
-        parts += [text[at:token.start], f"${len(values)}"]
+        keyword = tokens[index - 1] if index > 0 and tokens[index - 1].token_type in _TIME_KEYWORDS else None
+        if keyword is not None:
+            parts += [text[at:keyword.start], f"CAST(${len(values)} AS {keyword.text.upper()})"]
+        else:
+            parts += [text[at:token.start], f"${len(values)}"]
         at = token.end + 1
     if not values or len(values) > MAX_VALUES:
         return None
@@ -204,7 +228,7 @@ def _shape(tokens: list) -> bytes:
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).digest()
 
 
-def _compared_with_column(node: exp.Literal) -> bool:
+def _compared_with_column(node: exp.Expression) -> bool:
     parent = node.parent
     if isinstance(parent, _COMPARISONS):
         other = parent.expression if node is parent.this else parent.this
@@ -254,8 +278,9 @@ class Lifts:
         `c BETWEEN 1 AND 9`; integers and strings) replaced in its text by parameters `$1, $2 ...`,
         and their values in that order; None when there is no such literal, more than
         MAX_VALUES, parameters of its own, EXPLAIN (it shows the query's own values), a text
-        longer than MAX_LIFTED_TEXT, or size 0. Other literals (LIMIT, ORDER BY 1, function
-        arguments, typed literals) stay in the text. Parse errors are raised."""
+        longer than MAX_LIFTED_TEXT, or size 0. A date or timestamp compared with a column is
+        lifted too (`c >= DATE '2026-01-01'` becomes `c >= CAST($1 AS DATE)`). Other literals
+        (LIMIT, ORDER BY 1, function arguments) stay in the text. Parse errors are raised."""
         if self._size <= 0 or len(sql) > MAX_LIFTED_TEXT:
             return None
         with self._lock:

@@ -197,7 +197,14 @@ def test_what_is_lifted_and_what_stays_in_the_text() -> None:
                          "AND z > 1.5 AND w = -3 AND v = f(7) ORDER BY 1 LIMIT 10")
     assert found.values == (5, "it's", 1, 2, 3, 4)
     assert lifted("SELECT * FROM t WHERE id = ? AND b = 3") is None  # parameters of its own
-    assert lifted("SELECT * FROM t WHERE d = DATE '2024-01-01' AND s LIKE 'a%'") is None  # typed literal, LIKE
+    assert lifted("SELECT * FROM t WHERE s LIKE 'a%' AND f(DATE '2024-01-05') = 1") is None  # LIKE, no column
+    typed = lifted("SELECT * FROM t WHERE d = DATE '2024-01-01' AND ts < timestamp '2024-01-01 10:00' "
+                   "AND z >= CAST('2024-01-02' AS DATE) AND y > '2024-01-03'::timestamptz "
+                   "AND q = TIMESTAMP WITH TIME ZONE '2024-01-04' AND f(DATE '2024-01-05') = 1")
+    assert typed.sql == ("SELECT * FROM t WHERE d = CAST($1 AS DATE) AND ts < CAST($2 AS TIMESTAMP) "
+                         "AND z >= CAST($3 AS DATE) AND y > $4::timestamptz "
+                         "AND q = TIMESTAMP WITH TIME ZONE '2024-01-04' AND f(DATE '2024-01-05') = 1")
+    assert typed.values == ("2024-01-01", "2024-01-01 10:00", "2024-01-02", "2024-01-03")
     assert lifted("SELECT * FROM t WHERE s = 'a' 'b' AND h = $$x$$ AND u = U&'d\\0061t'") is None  # not one token
     assert lifted("EXPLAIN SELECT * FROM t WHERE id = 3") is None  # EXPLAIN shows the query's own values
     many = ", ".join(map(str, range(MAX_VALUES + 1)))
@@ -336,3 +343,16 @@ datasets:
         # a timestamp without time zone ignores a zone written with it, as PostgreSQL does
         got = rt.query(f"SELECT id FROM {table} WHERE local = '2024-06-01 10:00+02'").read_all()
         assert got.column("id").to_pylist() == [2], table
+    # typed literals are lifted too (`CAST($1 AS TIMESTAMP)`): the same rows as each text planned alone
+    typed = {"TIMESTAMPTZ '2024-06-01 10:00+02'": [0], "TIMESTAMPTZ '2024-06-01 12:00:00Z'": [4],
+             "TIMESTAMP '2024-06-01 10:30'": [3], "TIMESTAMP '2024-06-01 12:30+02'": [5],
+             "CAST('2024-06-01T08:30' AS TIMESTAMP)": [1], "'2024/06/01 10:00'::timestamp": [2]}
+    for table in ("e_duckdb", "e_arrow", "e_source"):
+        for column in ("local", "at"):
+            for text, want in typed.items():
+                if column == "local" and "TIMESTAMPTZ" in text:
+                    continue  # a zoned value against a local time depends on the session's zone
+                sql = f"SELECT id FROM {table} WHERE {column} = {text}"
+                assert rt.query(sql).read_all().column("id").to_pylist() == want, (table, sql)
+        dated = f"SELECT count(*) AS n FROM {table} WHERE local >= DATE '2024-06-0{{}}'"
+        assert [rt.query(dated.format(d)).read_all().column("n")[0].as_py() for d in (1, 2, 1)] == [6, 0, 6], table
