@@ -176,11 +176,12 @@ class ArrowAccelerator:
 
     def exact_scan(
         self, name: str, columns: Sequence[str], filters: Sequence[Filter], limit: int | None,
-        order: Sequence[SortKey] = (),
+        order: Sequence[SortKey] = (), count: bool = False,
     ) -> pa.RecordBatchReader | None:
         """The rows of `SELECT columns FROM name WHERE filters [ORDER BY order] LIMIT limit`
         when pyarrow applies every filter exactly (they are then the answer as they are),
-        streamed; else None. An `order` needs a `limit` (its rows are held while ranked)."""
+        streamed; else None. An `order` needs a `limit` (its rows are held while ranked).
+        `count`: one row, one int64 column, the number of rows matching the filters."""
         shared = self.shared(name)
         table = shared.table
         expr, support = compile_filters(filters, table.schema)
@@ -190,6 +191,11 @@ class ArrowAccelerator:
         kept = self._zone_maps.candidates(shared, table, filters)
         batches = [every[i] for i in kept]
         caller = CALLER.get()
+        if count:
+            matching = ds.dataset(pa.Table.from_batches(batches, table.schema)).scanner(columns=[], filter=expr)
+            counted = pa.table({"count": pa.array([sum(b.num_rows for b in _limited(matching.to_reader(), None, caller))],
+                                                  pa.int64())})
+            return pa.RecordBatchReader.from_batches(counted.schema, counted.to_batches())
         if not order:
             return _scanned(pa.Table.from_batches(batches, table.schema), columns, expr, limit, caller)
         if limit is None:

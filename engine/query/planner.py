@@ -124,19 +124,20 @@ class Plan:
     def lookup(self, deferred: frozenset[object] = frozenset()) -> ArrowLookup | None:
         """The query as some rows of one Arrow-accelerated table, `SELECT columns FROM t [WHERE
         filters pyarrow applies exactly] [[ORDER BY orderable columns] LIMIT n]` (an agent's
-        lookup, or its top n, n <= MAX_LOOKUP_TOP), which the sidecar
-        answers with a pyarrow scan of the table instead of a federated engine worker's round
+        lookup, or its top n, n <= MAX_LOOKUP_TOP; or `SELECT count(*) FROM t [WHERE ...]`), which
+        the sidecar answers with a pyarrow scan of the table instead of a federated engine worker's round
         trip. A filter comparing with a `deferred` value (a template's sentinel) is taken as it
         is: whether pyarrow applies it exactly is known once the value is bound (the scan then
         checks, `ArrowAccelerator.exact_scan`); see `ArrowLookup.bound`."""
         if (self.full_text or self.widen_decimals or self.engine_sql not in (None, self.sql)
                 or len(self.scans) != 1 or self.scans[0].binding.kind != "arrow"):
             return None
-        selected = self._selected_columns(_NOT_LOOKUP)
+        counting = self.count_as is not None  # `SELECT count(*) FROM t [WHERE ...]`: the matching rows counted
+        selected = self._selected_columns(_NOT_LOOKUP, projections=not counting)
         if selected is None:
             return None
         tree, alias, names = selected
-        if len(set(names)) != len(names):
+        if len(set(names)) != len(names) or counting and tree.args.get("order"):
             return None
         scan = self.scans[0]
         for cast in list(tree.find_all(exp.Cast)) if deferred else ():
@@ -165,11 +166,13 @@ class Plan:
             order.append(SortKey(column.name, bool(key.args.get("desc")), bool(key.args.get("nulls_first"))))
         clocks = tuple((f.name, f.type.tz is not None) for f in scan.binding.schema if pa.types.is_timestamp(f.type))
         return ArrowLookup(scan.binding.dataset or scan.binding.name, tuple(names), tuple(filters), limit,
-                           tuple(order), clocks)
+                           tuple(order), clocks, counting)
 
-    def _selected_columns(self, refused: tuple[str, ...]) -> tuple[exp.Select, str, list[str]] | None:
+    def _selected_columns(self, refused: tuple[str, ...], projections: bool = True
+                          ) -> tuple[exp.Select, str, list[str]] | None:
         """(tree, the table's alias, the column names) when the plan's SQL selects plain,
-        unrenamed columns of its one scan and has none of the `refused` clauses."""
+        unrenamed columns of its one scan and has none of the `refused` clauses (`projections`
+        False: whatever it selects, no names)."""
         if self.route != "federated" or len(self.scans) != 1 or self.ai:
             return None
         try:
@@ -183,7 +186,7 @@ class Plan:
             return None
         alias = source.this.alias_or_name
         names = []
-        for projection in tree.expressions:
+        for projection in tree.expressions if projections else ():
             column = projection.this if isinstance(projection, exp.Alias) else projection
             if not isinstance(column, exp.Column) or column.table not in ("", alias) \
                     or projection.alias_or_name != column.name:
@@ -213,7 +216,8 @@ class Plan:
 
 @dataclass(frozen=True)
 class ArrowLookup:
-    """`SELECT columns FROM dataset WHERE filters [LIMIT limit]` on one Arrow-accelerated table."""
+    """`SELECT columns FROM dataset WHERE filters [[ORDER BY order] LIMIT limit]`, or `SELECT
+    count(*) FROM dataset WHERE filters` (`count`), on one Arrow-accelerated table."""
 
     dataset: str
     columns: tuple[str, ...]
@@ -221,6 +225,7 @@ class ArrowLookup:
     limit: int | None
     order: tuple[SortKey, ...] = ()  # with `limit`: the first `limit` rows in this order (top-N)
     clocks: tuple[tuple[str, bool], ...] = ()  # the table's timestamp columns: (name, whether zoned)
+    count: bool = False  # `SELECT count(*) ...`: the number of matching rows, not the rows
     # shared by a template's lookup and its instances' (dataclasses.replace keeps the dict): the
     # result schema, found once (by the federated engine's planner, as GetFlightInfo announces it)
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -106,7 +106,8 @@ class Routes:
         lookup = plan.arrow_lookup
         if lookup is not None:
             ds = self.datasets[lookup.dataset.lower()]
-            rows = self.arrow.exact_scan(ds.name, lookup.columns, lookup.filters, lookup.limit, lookup.order)
+            rows = self.arrow.exact_scan(ds.name, lookup.columns, lookup.filters, lookup.limit, lookup.order,
+                                         lookup.count)
             if rows is not None:
                 return looked_up(plan, lookup, rows)
         return run_federated(plan, self._open_scan, self.workers, self.arrow.shared_keys(),
