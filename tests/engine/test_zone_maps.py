@@ -194,17 +194,18 @@ def test_a_table_in_key_order_is_read_only_as_far_as_the_first_rows_go() -> None
     assert top.column("id").to_pylist() == [9999, 9998, 9997] and batches.read == [9]
 
 
-@pytest.mark.parametrize("ordered", [False, True])
-def test_a_scan_in_the_sidecar_stops_at_its_deadline_and_when_cancelled(ordered: bool) -> None:
+@pytest.mark.parametrize("form", ["streamed", "ordered", "counted"])
+def test_a_scan_in_the_sidecar_stops_at_its_deadline_and_when_cancelled(form: str) -> None:
     # A lookup that matches nothing yields no batch, so the checks above it (between batches
     # handed on) never run: the scan itself must stop at the deadline or a cancel.
     accel = ArrowAccelerator()
     batches = pa.table({"id": pa.array(range(100_000), pa.int64())}).to_batches(max_chunksize=1000)
     accel.replace("t", pa.RecordBatchReader.from_batches(batches[0].schema, batches))
     nothing = Filter("", "or", (Filter("id", "<", -1), Filter("id", ">", 10**9)))  # no zone map rules it out
+    ordered, counted = form == "ordered", form == "counted"
     filters, order = [nothing], [SortKey("id")] if ordered else []
-    scan = lambda: accel.exact_scan("t", ["id"], filters, 5 if ordered else None, order).read_all()  # noqa: E731
-    assert scan().num_rows == 0  # no deadline, no cancel: it runs to its end
+    scan = lambda: accel.exact_scan("t", ["id"], filters, 5 if ordered else None, order, counted).read_all()  # noqa: E731
+    assert scan().num_rows == (1 if counted else 0)  # no deadline, no cancel: it runs to its end
     token = CALLER.set(Caller(deadline=time.monotonic() - 1))
     try:
         with pytest.raises(QueryTimeout, match="deadline"):
@@ -214,7 +215,7 @@ def test_a_scan_in_the_sidecar_stops_at_its_deadline_and_when_cancelled(ordered:
     scope = CancelScope()
     token = CALLER.set(Caller(scope=scope))
     try:
-        reader = accel.exact_scan("t", ["id"], filters, None) if not ordered else None
+        reader = accel.exact_scan("t", ["id"], filters, None) if form == "streamed" else None
         scope.cancel()  # the client went away (after the scan was opened, for the streamed form)
         with pytest.raises(RequestCancelled):
             reader.read_all() if reader is not None else scan()
