@@ -193,8 +193,8 @@ class ArrowAccelerator:
         caller = CALLER.get()
         if count:
             matching = ds.dataset(pa.Table.from_batches(batches, table.schema)).scanner(columns=[], filter=expr)
-            counted = pa.table({"count": pa.array([sum(b.num_rows for b in _limited(matching.to_reader(), None, caller))],
-                                                  pa.int64())})
+            rows = sum(b.num_rows for b in _limited(matching.to_reader(), None, caller))
+            counted = pa.table({"count": pa.array([rows], pa.int64())})
             return pa.RecordBatchReader.from_batches(counted.schema, counted.to_batches())
         if not order:
             return _scanned(pa.Table.from_batches(batches, table.schema), columns, expr, limit, caller)
