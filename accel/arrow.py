@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -176,12 +176,13 @@ class ArrowAccelerator:
 
     def exact_scan(
         self, name: str, columns: Sequence[str], filters: Sequence[Filter], limit: int | None,
-        order: Sequence[SortKey] = (), count: bool = False,
+        order: Sequence[SortKey] = (), aggregates: Sequence[tuple[str, str | None]] = (),
     ) -> pa.RecordBatchReader | None:
         """The rows of `SELECT columns FROM name WHERE filters [ORDER BY order] LIMIT limit`
         when pyarrow applies every filter exactly (they are then the answer as they are),
         streamed; else None. An `order` needs a `limit` (its rows are held while ranked).
-        `count`: one row, one int64 column, the number of rows matching the filters."""
+        `aggregates` ((`count`, None) for count(*), (`count` | `min` | `max`, column)): one row
+        of them over the matching rows instead, a column each."""
         shared = self.shared(name)
         table = shared.table
         expr, support = compile_filters(filters, table.schema)
@@ -191,11 +192,9 @@ class ArrowAccelerator:
         kept = self._zone_maps.candidates(shared, table, filters)
         batches = [every[i] for i in kept]
         caller = CALLER.get()
-        if count:
-            matching = ds.dataset(pa.Table.from_batches(batches, table.schema)).scanner(columns=[], filter=expr)
-            rows = sum(b.num_rows for b in _limited(matching.to_reader(), None, caller))
-            counted = pa.table({"count": pa.array([rows], pa.int64())})
-            return pa.RecordBatchReader.from_batches(counted.schema, counted.to_batches())
+        if aggregates:
+            result = _aggregated(pa.Table.from_batches(batches, table.schema), expr, aggregates, caller)
+            return pa.RecordBatchReader.from_batches(result.schema, result.to_batches())
         if not order:
             return _scanned(pa.Table.from_batches(batches, table.schema), columns, expr, limit, caller)
         if limit is None:
@@ -227,7 +226,31 @@ def _scanned(table: pa.Table, columns: Sequence[str] | None, expr: pc.Expression
     return pa.RecordBatchReader.from_batches(reader.schema, _limited(reader, limit, caller))
 
 
-def _limited(reader: pa.RecordBatchReader, limit: int | None, caller: Caller) -> Iterator[pa.RecordBatch]:
+def _aggregated(table: pa.Table, expr: pc.Expression | None, aggregates: Sequence[tuple[str, str | None]],
+                caller: Caller) -> pa.Table:
+    """One row: each aggregate over `table`'s rows matching `expr`, batch by batch (each batch's
+    least and greatest values kept, then the least and greatest of those), holding one batch."""
+    needed = list(dict.fromkeys(c for _, c in aggregates if c is not None))
+    if expr is None:  # every row: the table's own batches, without a scan
+        matching: Iterator[pa.RecordBatch] = (b.select(needed) for b in table.to_batches())
+    else:
+        matching = ds.dataset(table).scanner(columns=needed, filter=expr).to_reader()
+    counts = [0] * len(aggregates)
+    extremes: dict[str, list[pa.Scalar]] = {c: [] for fn, c in aggregates if fn != "count"}
+    for batch in _limited(matching, None, caller):
+        for i, (fn, column) in enumerate(aggregates):
+            if fn == "count":
+                counts[i] += batch.num_rows if column is None else pc.count(batch.column(column)).as_py()
+        for column, kept in extremes.items():
+            kept.extend(pc.min_max(batch.column(column)).values())
+    folded = {c: pc.min_max(pa.array(kept, table.schema.field(c).type)) for c, kept in extremes.items()}
+    columns = [pa.array([counts[i]], pa.int64()) if fn == "count"
+               else pa.array([folded[column][fn]], table.schema.field(column).type)
+               for i, (fn, column) in enumerate(aggregates)]
+    return pa.table(columns, names=[f"{fn}_{i}" for i, (fn, _) in enumerate(aggregates)])
+
+
+def _limited(reader: Iterable[pa.RecordBatch], limit: int | None, caller: Caller) -> Iterator[pa.RecordBatch]:
     left = limit
     for batch in reader:
         _still_wanted(caller)  # empty batches are not yielded: the checks above them would not run

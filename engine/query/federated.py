@@ -97,7 +97,7 @@ def looked_up(plan: Plan, lookup: ArrowLookup, rows: pa.RecordBatchReader,
     schema = lookup.memo.get("schema")
     if schema is None:
         schema = lookup.memo["schema"] = federated_schema(plan, target_partitions)
-    if lookup.count:  # one row: its column as the engine names it
+    if lookup.aggregates:  # one row: its columns as the engine names them
         return _streamed(rows.read_all().rename_columns(schema.names), schema)
     return _streamed(rows, schema)
 

@@ -124,22 +124,28 @@ class Plan:
     def lookup(self, deferred: frozenset[object] = frozenset()) -> ArrowLookup | None:
         """The query as some rows of one Arrow-accelerated table, `SELECT columns FROM t [WHERE
         filters pyarrow applies exactly] [[ORDER BY orderable columns] LIMIT n]` (an agent's
-        lookup, or its top n, n <= MAX_LOOKUP_TOP; or `SELECT count(*) FROM t [WHERE ...]`), which
-        the sidecar answers with a pyarrow scan of the table instead of a federated engine worker's round
+        lookup, or its top n, n <= MAX_LOOKUP_TOP; or `SELECT count(*), min(c), max(c), count(c) FROM
+        t [WHERE ...]`), which the sidecar answers with a pyarrow scan of the table instead of a federated engine worker's round
         trip. A filter comparing with a `deferred` value (a template's sentinel) is taken as it
         is: whether pyarrow applies it exactly is known once the value is bound (the scan then
         checks, `ArrowAccelerator.exact_scan`); see `ArrowLookup.bound`."""
         if (self.full_text or self.widen_decimals or self.engine_sql not in (None, self.sql)
                 or len(self.scans) != 1 or self.scans[0].binding.kind != "arrow"):
             return None
-        counting = self.count_as is not None  # `SELECT count(*) FROM t [WHERE ...]`: the matching rows counted
-        selected = self._selected_columns(_NOT_LOOKUP, projections=not counting)
+        try:
+            parsed = sqlglot.parse_one(self.sql, read=PUBLIC_DIALECT)
+        except sqlglot.errors.ParseError:
+            return None
+        scan = self.scans[0]
+        aggregates = _lookup_aggregates(parsed, scan.binding.schema)  # `SELECT count(*), max(c) FROM t ...`
+        selected = self._selected_columns(_NOT_LOOKUP, projections=aggregates is None, tree=parsed)
         if selected is None:
             return None
         tree, alias, names = selected
-        if len(set(names)) != len(names) or counting and tree.args.get("order"):
+        if len(set(names)) != len(names) or aggregates is not None and (tree.args.get("order") or tree.args.get("limit")):
             return None
-        scan = self.scans[0]
+        if aggregates is not None and any(c is not None and c.table not in ("", alias) for _, c in aggregates):
+            return None
         for cast in list(tree.find_all(exp.Cast)) if deferred else ():
             if isinstance(cast.this, exp.Literal) and cast.this.is_string and cast.this.this in deferred \
                     and cast.to.this in (exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP):
@@ -166,17 +172,18 @@ class Plan:
             order.append(SortKey(column.name, bool(key.args.get("desc")), bool(key.args.get("nulls_first"))))
         clocks = tuple((f.name, f.type.tz is not None) for f in scan.binding.schema if pa.types.is_timestamp(f.type))
         return ArrowLookup(scan.binding.dataset or scan.binding.name, tuple(names), tuple(filters), limit,
-                           tuple(order), clocks, counting)
+                           tuple(order), clocks,
+                           tuple((fn, c.name if c is not None else None) for fn, c in aggregates or ()))
 
-    def _selected_columns(self, refused: tuple[str, ...], projections: bool = True
-                          ) -> tuple[exp.Select, str, list[str]] | None:
-        """(tree, the table's alias, the column names) when the plan's SQL selects plain,
-        unrenamed columns of its one scan and has none of the `refused` clauses (`projections`
-        False: whatever it selects, no names)."""
+    def _selected_columns(self, refused: tuple[str, ...], projections: bool = True,
+                          tree: exp.Expression | None = None) -> tuple[exp.Select, str, list[str]] | None:
+        """(tree, the table's alias, the column names) when the plan's SQL (`tree`: already
+        parsed) selects plain, unrenamed columns of its one scan and has none of the `refused`
+        clauses (`projections` False: whatever it selects, no names)."""
         if self.route != "federated" or len(self.scans) != 1 or self.ai:
             return None
         try:
-            tree = sqlglot.parse_one(self.sql, read=PUBLIC_DIALECT)
+            tree = tree if tree is not None else sqlglot.parse_one(self.sql, read=PUBLIC_DIALECT)
         except sqlglot.errors.ParseError:
             return None
         if not isinstance(tree, exp.Select) or any(tree.args.get(k) for k in refused):
@@ -217,7 +224,7 @@ class Plan:
 @dataclass(frozen=True)
 class ArrowLookup:
     """`SELECT columns FROM dataset WHERE filters [[ORDER BY order] LIMIT limit]`, or `SELECT
-    count(*) FROM dataset WHERE filters` (`count`), on one Arrow-accelerated table."""
+    aggregates FROM dataset WHERE filters`, on one Arrow-accelerated table."""
 
     dataset: str
     columns: tuple[str, ...]
@@ -225,7 +232,8 @@ class ArrowLookup:
     limit: int | None
     order: tuple[SortKey, ...] = ()  # with `limit`: the first `limit` rows in this order (top-N)
     clocks: tuple[tuple[str, bool], ...] = ()  # the table's timestamp columns: (name, whether zoned)
-    count: bool = False  # `SELECT count(*) ...`: the number of matching rows, not the rows
+    # `SELECT count(*), min(c) ...`: these of the matching rows, not the rows: (function, column or None)
+    aggregates: tuple[tuple[str, str | None], ...] = ()
     # shared by a template's lookup and its instances' (dataclasses.replace keeps the dict): the
     # result schema, found once (by the federated engine's planner, as GetFlightInfo announces it)
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -270,6 +278,27 @@ def _lookup_filter(f: Filter, schema: pa.Schema, deferred: frozenset[object]) ->
     if deferred and any(type(v) in (int, str) and v in deferred for v in values):
         return f.column in schema.names and f.op in LEAF_OPS
     return exact_expression(f, schema) is not None
+
+
+def _lookup_aggregates(tree: exp.Expression, schema: pa.Schema) -> list[tuple[str, exp.Column | None]] | None:
+    """(function, column) of each output of `SELECT count(*), count(c), min(c), max(c) ... FROM t
+    [WHERE ...]` (min and max of `orderable` columns only: pyarrow's and the engine's agree), or
+    None when the query selects anything else or groups."""
+    if not isinstance(tree, exp.Select) or not tree.expressions or tree.args.get("group") or tree.args.get("having"):
+        return None
+    found: list[tuple[str, exp.Column | None]] = []
+    for projection in tree.expressions:
+        call = projection.this if isinstance(projection, exp.Alias) else projection
+        if isinstance(call, exp.Count) and isinstance(call.this, exp.Star):
+            found.append(("count", None))
+            continue
+        if not isinstance(call, (exp.Count, exp.Min, exp.Max)) or not isinstance(call.this, exp.Column) \
+                or call.args.get("expressions") or call.this.name not in schema.names:
+            return None  # count(DISTINCT c) is a Distinct, min(a, b) has expressions
+        if not isinstance(call, exp.Count) and not orderable(schema.field(call.this.name).type):
+            return None
+        found.append((type(call).__name__.lower(), call.this))
+    return found
 
 
 def _lookup_order_column(name: str, schema: pa.Schema) -> bool:

@@ -107,7 +107,7 @@ class Routes:
         if lookup is not None:
             ds = self.datasets[lookup.dataset.lower()]
             rows = self.arrow.exact_scan(ds.name, lookup.columns, lookup.filters, lookup.limit, lookup.order,
-                                         lookup.count)
+                                         lookup.aggregates)
             if rows is not None:
                 return looked_up(plan, lookup, rows)
         return run_federated(plan, self._open_scan, self.workers, self.arrow.shared_keys(),

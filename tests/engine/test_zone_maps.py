@@ -38,7 +38,7 @@ def _table(ids: list[int | None], names: list[str | None], batch: int, kind: str
     typ, value = KINDS[kind]
     table = pa.table({"id": pa.array([None if i is None else value(i) for i in ids], typ),
                       "name": pa.array(names, pa.string())})
-    return pa.Table.from_batches(table.to_batches(max_chunksize=batch))
+    return pa.Table.from_batches(table.to_batches(max_chunksize=batch), table.schema)
 
 
 def _kept(zones: ZoneMaps, owner: object, table: pa.Table, filters: list[Filter]) -> list[pa.RecordBatch]:
@@ -164,6 +164,31 @@ def test_the_first_rows_in_an_order_are_those_of_a_whole_sort(seed: int, kind: s
         assert got == ranked, (order, limit, filters)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("seed", range(8))
+def test_counts_and_extremes_in_the_sidecar_are_those_of_the_whole_table(seed: int, kind: str) -> None:
+    rng = random.Random(2000 + seed)
+    value = KINDS[kind][1]
+    rows = rng.randrange(0, 300)
+    ids = sorted(rng.randrange(-40, 40) for _ in range(rows)) if rng.random() < 0.5 else \
+        [rng.randrange(-40, 40) for _ in range(rows)]
+    table = _table([None if rng.random() < 0.1 else i for i in ids],
+                   [None if rng.random() < 0.2 else rng.choice(["a", "b", "é"]) for _ in range(rows)],
+                   rng.choice([1, 9, 40, 500]), kind)
+    accel = ArrowAccelerator()
+    accel.replace("t", pa.RecordBatchReader.from_batches(table.schema, table.to_batches()))
+    aggregates = [("count", None), ("count", "name"), ("min", "id"), ("max", "id"), ("max", "name")]
+    for _ in range(10):
+        filters = [Filter("id", rng.choice([">=", "<", "="]), value(rng.randrange(-45, 45)))] if rng.random() < 0.7 else []
+        got = accel.exact_scan("t", [], filters, None, (), aggregates).read_all().to_pylist()
+        expr, _ = compile_filters(filters, table.schema)
+        whole = table.filter(expr) if expr is not None else table
+        want = {"count_0": whole.num_rows, "count_1": pc.count(whole["name"]).as_py(),
+                "min_2": pc.min(whole["id"]).as_py(), "max_3": pc.max(whole["id"]).as_py(),
+                "max_4": pc.max(whole["name"]).as_py()}
+        assert got == [want], filters
+
+
 class _Watched(list):
     """The batches, noting which are read."""
 
@@ -204,7 +229,8 @@ def test_a_scan_in_the_sidecar_stops_at_its_deadline_and_when_cancelled(form: st
     nothing = Filter("", "or", (Filter("id", "<", -1), Filter("id", ">", 10**9)))  # no zone map rules it out
     ordered, counted = form == "ordered", form == "counted"
     filters, order = [nothing], [SortKey("id")] if ordered else []
-    scan = lambda: accel.exact_scan("t", ["id"], filters, 5 if ordered else None, order, counted).read_all()  # noqa: E731
+    aggregates = [("count", None), ("max", "id")] if counted else []
+    scan = lambda: accel.exact_scan("t", ["id"], filters, 5 if ordered else None, order, aggregates).read_all()  # noqa: E731
     assert scan().num_rows == (1 if counted else 0)  # no deadline, no cancel: it runs to its end
     token = CALLER.set(Caller(deadline=time.monotonic() - 1))
     try:
