@@ -14,7 +14,7 @@ And, in this process, the DuckDB accelerator alone producing the same result as 
 the CPU it and the bare fetch need together spread over the cores. That ceiling is printed
 next to the goal.
 
-All servers run at once; each fetch runs once to warm up, then 3 rounds alternate the servers
+All servers run at once; each fetch runs once to warm up, then `--runs` rounds alternate the servers
 (fair on a noisy machine); the median counts. MB/s is the Arrow
 in-memory size of the table (the same for every server) over the wall time of the fetch.
 
