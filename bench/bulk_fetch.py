@@ -39,7 +39,8 @@ import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, REPO, adbc_connect, free_port, roapi, satchel, stop, table, wait_port, write_results  # noqa: E402
+from _common import DATA, REPO, adbc_connect, cpu_seconds, free_port, roapi, satchel, stop, table, wait_port, write_results  # noqa: E402
+from accel.duckdb import DuckDBAccelerator  # noqa: E402
 
 ROAPI = "roapi 0.12 (Parquet, DataFusion)"
 PRODUCER = "DuckDB accelerator alone, in process (no transport)"
@@ -78,9 +79,6 @@ def adbc_fetcher(stack: contextlib.ExitStack, uri: str, sql: str, rows: int):
 def accelerator_producer(stack: contextlib.ExitStack, parquet: Path, rows: int):
     """Satchel's DuckDB accelerator (in memory, as the pod has it), loaded from `parquet`, producing
     `SELECT * FROM t` as Arrow batches in this process: what the DuckDB route streams, without transport."""
-    sys.path.insert(0, str(REPO))
-    from accel.duckdb import DuckDBAccelerator
-
     accelerator = DuckDBAccelerator(None)
     stack.callback(accelerator.close)
     batches = pq.ParquetFile(parquet).iter_batches()
@@ -91,12 +89,6 @@ def accelerator_producer(stack: contextlib.ExitStack, parquet: Path, rows: int):
         assert produced == rows
 
     return run
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) process `pid` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bare_fetcher(stack: contextlib.ExitStack, parquet: Path, rows: int):
@@ -163,14 +155,13 @@ datasets:
         cpu: dict[str, list[float]] = {BARE: [], PRODUCER: []}  # CPU seconds of client and server together
         for i in range(args.runs):
             for name, run in runners.items():
-                own, server = time.process_time(), process_cpu(bare_pid)
+                server = cpu_seconds(bare_pid) if name == BARE else 0.0  # the bare server's share
+                own = time.process_time()
                 started = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - started)
-                if name == BARE:
-                    cpu[name].append(time.process_time() - own + process_cpu(bare_pid) - server)
-                elif name == PRODUCER:
-                    cpu[name].append(time.process_time() - own)
+                if name in cpu:
+                    cpu[name].append(time.process_time() - own + (cpu_seconds(bare_pid) - server if name == BARE else 0.0))
             print(f"  round {i + 1}: " + ", ".join(f"{t[-1]:.3f}s" for t in times.values()), flush=True)
     results = {name: (statistics.median(t), t) for name, t in times.items()}
 

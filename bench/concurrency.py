@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, REPO, adbc_connect, percentile, satchel, table, write_results  # noqa: E402
+from _common import DATA, REPO, adbc_connect, cpu_seconds, percentile, satchel, table, write_results  # noqa: E402
 
 ROWS = 1_000_000
 KINDS = ("point", "aggregate", "scan")
@@ -131,27 +131,6 @@ def _process(uri: str, kinds: tuple[str, ...], firsts: list[int], start_at: floa
     for t in threads:
         t.join()
     queue.put((out, cpu))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds so far of process `pid` and its descendants (the federated
-    engine's workers), those it reaped included (Linux /proc)."""
-    parents, ticks = {}, {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        parents[int(entry.name)] = int(fields[1])
-        ticks[int(entry.name)] = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-    tree, grown = {pid}, True
-    while grown:
-        more = {p for p, parent in parents.items() if parent in tree} - tree
-        tree |= more
-        grown = bool(more)
-    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def run_load(uri: str, clients: int, processes: int, seconds: float, server_pid: int,

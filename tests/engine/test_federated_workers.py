@@ -22,6 +22,9 @@ from engine.query.workers import WORKER_BASE_BYTES, WorkerPool, pool_size, usabl
 from tests.processes import alive, cpu_seconds
 
 ROWS = 200_000
+# A sum runs in a worker (an Arrow table's count(*) is answered in the sidecar).
+SUM_SQL = "SELECT sum(k) AS s FROM big"
+SUM = [{"s": ROWS * (ROWS - 1) // 2}]
 # a nested-loop join: DataFusion's join emits many batches per input batch and never yields
 ENDLESS = "SELECT count(*) AS n FROM big a JOIN big b ON a.k + b.k = -1"
 
@@ -83,7 +86,7 @@ def _busy_worker(rt, within: float = 10.0) -> int:
 
 def test_a_join_that_never_yields_is_killed_at_its_deadline(runtime) -> None:
     rt = runtime("2s")
-    assert rt.query("SELECT sum(k) AS s FROM big").read_all().to_pylist() == [{"s": ROWS * (ROWS - 1) // 2}]
+    assert rt.query(SUM_SQL).read_all().to_pylist() == SUM
     started = time.monotonic()
     with pytest.raises(QueryTimeout, match="query_timeout"):
         rt.query(ENDLESS, protocol="test").read_all()
@@ -161,7 +164,7 @@ def test_a_result_dropped_unread_stops_its_worker(runtime) -> None:
     reader.close()
     del reader  # as a server drops the result of a client that went away
     assert _gone(pid)
-    assert rt.query("SELECT sum(k) AS s FROM big").read_all().to_pylist() == [{"s": ROWS * (ROWS - 1) // 2}]
+    assert rt.query(SUM_SQL).read_all().to_pylist() == SUM
 
 
 def test_queries_beyond_the_pool_wait_within_their_deadline() -> None:
@@ -264,11 +267,10 @@ def _mapped_inodes(pid: int) -> set[int]:
 def test_workers_keep_an_accelerator_table_mapped_until_it_is_replaced(runtime) -> None:
     rt = runtime("60s")
     old = int(rt.arrow.shared("big").key.split(":")[1])
-    assert rt.query("SELECT sum(k) AS s FROM big").read_all().to_pylist() == [{"s": ROWS * (ROWS - 1) // 2}]
+    assert rt.query(SUM_SQL).read_all().to_pylist() == SUM
     (pid,) = [w.proc.pid for w in rt.routes.workers._idle]
     assert old in _mapped_inodes(pid)  # kept between queries: no page is faulted in twice
-    total = [{"s": ROWS * (ROWS - 1) // 2}]  # a sum runs in a worker (a count would be answered in the sidecar)
-    assert rt.query("SELECT sum(k) AS s FROM big").read_all().to_pylist() == total
+    assert rt.query(SUM_SQL).read_all().to_pylist() == SUM
     assert [w.proc.pid for w in rt.routes.workers._idle] == [pid]
     rt.refresh("big", wait=True)
     new = int(rt.arrow.shared("big").key.split(":")[1])
@@ -277,7 +279,7 @@ def test_workers_keep_an_accelerator_table_mapped_until_it_is_replaced(runtime) 
     while old in _mapped_inodes(pid) and time.monotonic() < end:
         time.sleep(0.05)
     assert old not in _mapped_inodes(pid)  # the idle worker let the replaced table go
-    assert rt.query("SELECT sum(k) AS s FROM big").read_all().to_pylist() == total
+    assert rt.query(SUM_SQL).read_all().to_pylist() == SUM
     assert new in _mapped_inodes(pid)
 
 
@@ -292,7 +294,7 @@ def test_a_query_during_a_table_swap_takes_the_idle_worker(runtime) -> None:
     arrives meanwhile takes one, not a new process (a start costs it about 0.3 s)."""
     rt = runtime("60s")
     pool = rt.routes.workers
-    assert rt.query("SELECT sum(k) AS s FROM big").read_all().to_pylist() == [{"s": ROWS * (ROWS - 1) // 2}]
+    assert rt.query(SUM_SQL).read_all().to_pylist() == SUM
     assert len(_workers(rt)) == 1
     stop = threading.Event()
 
