@@ -3,8 +3,10 @@ errors), and the worker's side: the kernel sacrifices it first and it ends with 
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,6 +42,23 @@ def become_expendable() -> None:
         pass
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="satchel-exit-with-parent",
                      daemon=True).start()
+
+
+class _Refused(importlib.abc.MetaPathFinder):
+    def __init__(self, names: frozenset[str]) -> None:
+        self._names = names
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self._names:
+            raise ModuleNotFoundError(f"{name} is not imported in this process", name=name)
+        return None
+
+
+def refuse_imports(*names: str) -> None:
+    """In this process (the sidecar's, a worker's) the packages `names` and their submodules fail
+    to import, as if not installed: for optional packages a library imports whether or not it
+    needs them."""
+    sys.meta_path.insert(0, _Refused(frozenset(names)))
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -59,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _without_pandas() -> None:
+    """The sidecar never converts to pandas, yet datafusion imports it (optional to it and to
+    pyarrow): refused, the sidecar holds 27 MiB less (anonymous memory on the default pod)."""
+    from engine.process_exit import refuse_imports
+
+    refuse_imports("pandas")
+
+
 def _env(name: str, default: str | None) -> str | None:
     """The value of the SATCHEL_* variable `name` (listed in ENVIRONMENT), else `default`."""
     assert name in ENVIRONMENT, name
@@ -162,6 +170,7 @@ def _api_key_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    _without_pandas()
     from .server import serve
 
     return serve(args.pod, args.http, args.flight, None if args.metrics == "off" else args.metrics, args.data_dir,
@@ -169,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _mcp(args: argparse.Namespace) -> int:
+    _without_pandas()
     from .llm.mcp import run_stdio
 
     return run_stdio(args.pod, args.data_dir)

@@ -35,7 +35,7 @@ from .datafusion_worker import frame, read_frame
 
 log = logging.getLogger("satchel.federated")
 
-WORKER_BASE_BYTES = 80 << 20  # an idle worker's own memory (about 65 MiB anonymous, measured)
+WORKER_BASE_BYTES = 80 << 20  # an idle worker's own memory, with room (55 MiB anonymous after a query, measured)
 
 
 def usable_cores() -> int:
@@ -160,7 +160,7 @@ class WorkerPool:
 
     def warm(self) -> None:
         """Start a worker in the background when none is idle, so the next query need not wait
-        for one to start (about 0.3 s)."""
+        for one to start (about 0.3 s; more on a loaded machine)."""
         with self._ready:
             if self._closed or self._idle or self._warming or len(self._live) >= self.size:
                 return
