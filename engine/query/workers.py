@@ -35,7 +35,7 @@ from .datafusion_worker import frame, read_frame
 
 log = logging.getLogger("satchel.federated")
 
-WORKER_BASE_BYTES = 80 << 20  # an idle worker's own memory, with room (55 MiB anonymous after a query, measured)
+WORKER_BASE_BYTES = 80 << 20  # an idle worker's own memory, with room (43 MiB anonymous after a query, measured)
 
 
 def usable_cores() -> int:

@@ -326,3 +326,18 @@ def test_a_worker_runs_without_pandas(runtime) -> None:
         mapped = maps.read()
     assert "/datafusion/" in mapped  # the worker's own libraries are listed here
     assert "/pandas/" not in mapped
+
+
+def test_a_worker_loads_duckdb_only_for_a_json_function(runtime) -> None:
+    rt = runtime()
+    assert rt.query(SUM_SQL).read_all().to_pylist() == SUM
+    (pid,) = _workers(rt)
+
+    def duckdb_mapped() -> bool:
+        with open(f"/proc/{pid}/maps") as maps:
+            return "/_duckdb." in maps.read()  # DuckDB's library
+
+    assert not duckdb_mapped()  # a worker that runs no JSON function starts sooner and holds less
+    json = "SELECT count(*) AS n FROM big WHERE json_extract_string('{\"a\": ' || CAST(k AS VARCHAR) || '}', '$.a') = '5'"
+    assert rt.query(json).read_all().to_pylist() == [{"n": 1}]
+    assert _workers(rt) == [pid] and duckdb_mapped()
