@@ -39,8 +39,9 @@ import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, REPO, adbc_connect, cpu_seconds, free_port, roapi, satchel, stop, table, wait_port, write_results  # noqa: E402
+from _common import DATA, REPO, adbc_connect, free_port, roapi, satchel, stop, table, wait_port, write_results  # noqa: E402
 from accel.duckdb import DuckDBAccelerator  # noqa: E402
+from tests.processes import total_cpu_seconds  # noqa: E402  (the repo is on the path: _common puts it there)
 
 ROAPI = "roapi 0.12 (Parquet, DataFusion)"
 PRODUCER = "DuckDB accelerator alone, in process (no transport)"
@@ -155,13 +156,13 @@ datasets:
         cpu: dict[str, list[float]] = {BARE: [], PRODUCER: []}  # CPU seconds of client and server together
         for i in range(args.runs):
             for name, run in runners.items():
-                server = cpu_seconds(bare_pid) if name == BARE else 0.0  # the bare server's share
+                server = total_cpu_seconds(bare_pid) if name == BARE else 0.0  # the bare server's share
                 own = time.process_time()
                 started = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - started)
                 if name in cpu:
-                    cpu[name].append(time.process_time() - own + (cpu_seconds(bare_pid) - server if name == BARE else 0.0))
+                    cpu[name].append(time.process_time() - own + (total_cpu_seconds(bare_pid) - server if name == BARE else 0.0))
             print(f"  round {i + 1}: " + ", ".join(f"{t[-1]:.3f}s" for t in times.values()), flush=True)
     results = {name: (statistics.median(t), t) for name, t in times.items()}
 

@@ -43,7 +43,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, REPO, adbc_connect, cpu_seconds, percentile, satchel, table, write_results  # noqa: E402
+from _common import DATA, REPO, adbc_connect, percentile, satchel, table, write_results  # noqa: E402
+from tests.processes import total_cpu_seconds  # noqa: E402  (the repo is on the path: _common puts it there)
 
 ROWS = 1_000_000
 KINDS = ("point", "aggregate", "scan")
@@ -151,7 +152,7 @@ def run_load(uri: str, clients: int, processes: int, seconds: float, server_pid:
     def sample_cpu() -> None:
         for at in (start_at, stop_at):
             time.sleep(max(0.0, at - time.time()))
-            cpu.append(cpu_seconds(server_pid))
+            cpu.append(total_cpu_seconds(server_pid))
 
     sampler = threading.Thread(target=sample_cpu)
     sampler.start()

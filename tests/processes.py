@@ -91,6 +91,24 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(p) for p in [pid, *children(pid)])
 
 
+def total_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds so far of `pid` and all its descendants, those they reaped
+    included (a sidecar's federated engine workers, killed and replaced ones too)."""
+    parents, ticks = {}, {}
+    for p in _pids():
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents[p], ticks[p] = int(fields[1]), sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    tree, grown = {pid}, True
+    while grown:
+        more = {p for p, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grown = bool(more)
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
 def group_members(pgid: int) -> list[int]:
     """Processes of group `pgid` that still run (zombies left out)."""
     return [pid for pid in _pids() if (s := _stat(pid)) and s[2] == pgid and s[0] != "Z"]

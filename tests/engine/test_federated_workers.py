@@ -313,31 +313,30 @@ def test_a_query_during_a_table_swap_takes_the_idle_worker(runtime) -> None:
     assert len(_workers(rt)) == 1 and pool.replaced == 0
 
 
+def _maps(pid: int) -> str:
+    """The files process `pid` maps (its libraries among them)."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return maps.read()
+
+
 def test_a_worker_runs_without_pandas(runtime) -> None:
     # datafusion imports pandas, which a worker never uses: refused, it was half of each
-    # worker's start and 27 MiB of its memory. The worker still runs its queries, JSON
-    # functions (DuckDB inside the worker) included.
+    # worker's start and 27 MiB of its memory. The worker still plans and runs its queries.
     rt = runtime()
     assert rt.query(SUM_SQL).read_all().to_pylist() == SUM
     assert rt.query("SELECT json_extract_string('{\"a\": \"x\"}', '$.a') AS j, max(k) AS m FROM big").read_all() \
         .to_pylist() == [{"j": "x", "m": ROWS - 1}]
     (pid,) = _workers(rt)
-    with open(f"/proc/{pid}/maps") as maps:
-        mapped = maps.read()
-    assert "/datafusion/" in mapped  # the worker's own libraries are listed here
-    assert "/pandas/" not in mapped
+    assert "/datafusion/" in _maps(pid)  # the worker's own libraries are listed here
+    assert "/pandas/" not in _maps(pid)
 
 
 def test_a_worker_loads_duckdb_only_for_a_json_function(runtime) -> None:
     rt = runtime()
     assert rt.query(SUM_SQL).read_all().to_pylist() == SUM
     (pid,) = _workers(rt)
-
-    def duckdb_mapped() -> bool:
-        with open(f"/proc/{pid}/maps") as maps:
-            return "/_duckdb." in maps.read()  # DuckDB's library
-
-    assert not duckdb_mapped()  # a worker that runs no JSON function starts sooner and holds less
+    duckdb_library = "/_duckdb."
+    assert duckdb_library not in _maps(pid)  # a worker that runs no JSON function starts sooner and holds less
     json = "SELECT count(*) AS n FROM big WHERE json_extract_string('{\"a\": ' || CAST(k AS VARCHAR) || '}', '$.a') = '5'"
     assert rt.query(json).read_all().to_pylist() == [{"n": 1}]
-    assert _workers(rt) == [pid] and duckdb_mapped()
+    assert _workers(rt) == [pid] and duckdb_library in _maps(pid)
