@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,6 +67,9 @@ class Manifest:
     @property
     def age_s(self) -> float:
         return (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(self.refreshed_at)).total_seconds()
+
+
+TORN_READS = 4  # reads of `latest.json` before it counts as unreadable (SnapshotStore.latest)
 
 
 class SnapshotStore:
@@ -135,16 +139,23 @@ class SnapshotStore:
     # -- following ---------------------------------------------------------------------------
 
     def latest(self, dataset: str) -> Manifest | None:
-        """The newest published manifest of `dataset`, or None when there is none yet."""
-        try:
-            with self.fs.open_input_stream(self._path(dataset, "latest.json")) as f:
-                text = f.read().decode()
-        except FileNotFoundError:
-            return None
-        try:
-            return Manifest.from_json(text)
-        except (ValueError, KeyError) as e:
-            raise ConnectorError(f"dataset '{dataset}': the latest snapshot manifest is unreadable ({e})") from None
+        """The newest published manifest of `dataset`, or None when there is none yet.
+
+        A read can meet `latest.json` being replaced: the S3 client takes the object's size, then
+        its bytes, and gets the new object cut at the old size. Such a torn read is read again
+        (a few times, briefly) before the manifest counts as unreadable."""
+        for attempt in range(TORN_READS):
+            try:
+                with self.fs.open_input_stream(self._path(dataset, "latest.json")) as f:
+                    text = f.read().decode()
+            except FileNotFoundError:
+                return None
+            try:
+                return Manifest.from_json(text)
+            except (ValueError, KeyError) as e:
+                error = e
+                time.sleep(0.1 * (attempt + 1))
+        raise ConnectorError(f"dataset '{dataset}': the latest snapshot manifest is unreadable ({error})") from None
 
     def download(self, manifest: Manifest, into: Path) -> list[Path]:
         """The snapshot's files, each checked against the manifest's size and sha256."""

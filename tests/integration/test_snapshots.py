@@ -82,6 +82,22 @@ def status(server) -> dict:
                 if d["name"] == "items")
 
 
+def latest_json(store, path: str) -> dict:
+    """`path`'s manifest; read again when the read met the file being replaced (S3 reads take the
+    size, then the bytes: a torn read is the new file cut short), as SnapshotStore.latest does."""
+    for _ in range(20):
+        try:
+            return json.loads(store.open_input_stream(path).read())
+        except json.JSONDecodeError:
+            time.sleep(0.1)
+    return json.loads(store.open_input_stream(path).read())
+
+
+def _rewrite(store, path: str, text: str) -> None:
+    with store.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
 def eventually(check, timeout: float = 30):
     deadline = time.monotonic() + timeout
     while True:
@@ -95,7 +111,7 @@ def test_publisher_and_followers(s3, satchel_server, tmp_path):
     port, store = s3
     publisher = satchel_server(pod(port, "create_only"), files={"items.csv": ROWS}, env=ENV)
     assert eventually(lambda: store.get_file_info("fleet/snapshots/items/latest.json").type == fs.FileType.File)
-    latest = json.loads(store.open_input_stream("fleet/snapshots/items/latest.json").read())
+    latest = latest_json(store, "fleet/snapshots/items/latest.json")
     assert latest["rows"] == 500 and len(latest["files"][0]["sha256"]) == 64
     assert KEY not in json.dumps(latest) and SECRET not in json.dumps(latest)
 
@@ -111,7 +127,7 @@ def test_publisher_and_followers(s3, satchel_server, tmp_path):
         assert eventually(lambda: count(f) == 501), "a follower did not swap to the newer snapshot"
 
     # a corrupt snapshot (its data differs from its manifest) is refused; the last good data stays
-    newest = json.loads(store.open_input_stream("fleet/snapshots/items/latest.json").read())
+    newest = latest_json(store, "fleet/snapshots/items/latest.json")
     bad = dict(newest, snapshot_id="00000000T000000000000Z-corrupt")
     with store.open_output_stream(f"fleet/snapshots/items/{bad['snapshot_id']}/part-0.parquet") as out:
         out.write(b"not parquet at all")
@@ -256,7 +272,7 @@ def test_a_publisher_killed_mid_upload_leaves_followers_on_the_last_good_snapsho
     write(pod_dir / "big.parquet", 1000)
     publisher = satchel_server(big_pod("create_only"), pod_dir=pod_dir, env=ENV)
     assert eventually(lambda: store.get_file_info("fleet/killed/big/latest.json").type == fs.FileType.File)
-    first = json.loads(store.open_input_stream("fleet/killed/big/latest.json").read())
+    first = latest_json(store, "fleet/killed/big/latest.json")
     follower = satchel_server(big_pod("follow").replace("big.parquet", "missing.parquet"), env=ENV)
 
     def rows(server) -> int:
@@ -275,7 +291,7 @@ def test_a_publisher_killed_mid_upload_leaves_followers_on_the_last_good_snapsho
     assert eventually(uploading, timeout=120), "the snapshot upload was never seen in progress"
     os.killpg(publisher.process.pid, signal.SIGKILL)
     publisher.process.wait(10)
-    latest = json.loads(store.open_input_stream("fleet/killed/big/latest.json").read())
+    latest = latest_json(store, "fleet/killed/big/latest.json")
     assert latest["snapshot_id"] == first["snapshot_id"]  # the switch never happened
     time.sleep(3)  # several follower polls (refresh_check_interval 1s)
     assert rows(follower) == 1000
@@ -285,7 +301,7 @@ def test_a_publisher_killed_mid_upload_leaves_followers_on_the_last_good_snapsho
     with store.open_output_stream("fleet/killed/big/00000000T000000000000Z-killed/part-0.parquet") as out:
         out.write(b"half a snapshot")
     restarted = satchel_server(big_pod("create_only"), pod_dir=pod_dir, env=ENV)  # loads, then publishes
-    assert eventually(lambda: json.loads(store.open_input_stream("fleet/killed/big/latest.json").read())
+    assert eventually(lambda: latest_json(store, "fleet/killed/big/latest.json")
                       ["snapshot_id"] != first["snapshot_id"], timeout=120)
     assert eventually(lambda: rows(follower) == 3_000_000, timeout=120)
     assert follower.sql("SELECT sum(id) AS s FROM big").json() == [{"s": 3_000_000 * 2_999_999 // 2}]
@@ -337,6 +353,18 @@ def test_a_manifest_naming_a_missing_file_is_refused_as_incomplete(s3, tmp_path)
     table = pa.table({"id": list(range(100_000))})
     manifest = snaps.publish("t", table.to_reader(), dt.datetime.now(dt.timezone.utc))
     assert snaps.latest("t") == manifest
+    # a read that met latest.json being replaced (here: left cut short until a writer finishes)
+    # is read again, not reported as an unreadable manifest
+    import threading
+    _rewrite(store, "fleet/store/t/latest.json", manifest.to_json()[:50])
+    writer = threading.Timer(0.15, _rewrite, args=(store, "fleet/store/t/latest.json", manifest.to_json()))
+    writer.start()
+    assert snaps.latest("t") == manifest
+    writer.join()
+    _rewrite(store, "fleet/store/t/latest.json", "{ not json")
+    with pytest.raises(ConnectorError, match="unreadable"):
+        snaps.latest("t")
+    _rewrite(store, "fleet/store/t/latest.json", manifest.to_json())
     (tmp_path / "ok").mkdir()
     files = snaps.download(manifest, tmp_path / "ok")
     import pyarrow.parquet as pq
